@@ -1,0 +1,65 @@
+//! Benchmarks of the CPU backend: the GEMM at the GAN's shapes, elementwise ops, and one full
+//! GAN training iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::GemmDims;
+use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::{manual_seed, Device, Tensor};
+
+/// (m, k, n) of the GAN's forward products at batch 64, and a square reference.
+const GEMM_SHAPES: [(usize, usize, usize); 6] = [
+    (64, 100, 256),
+    (64, 512, 1024),
+    (64, 1024, 784),
+    (64, 784, 1024),
+    (1024, 64, 784), // a weight gradient: dYᵀ · X
+    (512, 512, 512),
+];
+
+fn bench_gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemm");
+    for (m, k, n) in GEMM_SHAPES {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let dims = GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed: false,
+            rhs_transposed: true,
+        };
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64)); // flops
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{m}x{k}x{n}")),
+            |bench| bench.iter(|| gemm(black_box(&a), black_box(&b), None, dims)),
+        );
+    }
+    group.finish();
+}
+
+fn bench_elementwise(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(&[64, 1024], &dev);
+    let mut group = c.benchmark_group("elementwise_64x1024");
+    group.throughput(Throughput::Bytes((2 * 4 * x.numel()) as u64));
+    group.bench_function("tanh", |b| b.iter(|| black_box(&x).tanh()));
+    group.bench_function("leaky_relu", |b| b.iter(|| black_box(&x).leaky_relu(0.2)));
+    group.bench_function("sigmoid", |b| b.iter(|| black_box(&x).sigmoid()));
+    group.finish();
+}
+
+/// One iteration of the classic MLP GAN at batch 64: a D step, then a G step.
+fn bench_gan_iteration(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    manual_seed(1);
+    let mut gan = Gan::new(&dev, 2e-4);
+    let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &dev);
+    let mut group = c.benchmark_group("gan");
+    group.throughput(Throughput::Elements(64)); // images
+    group.bench_function("iteration_batch64", |b| b.iter(|| gan.train_step(&real)));
+    group.finish();
+}
+
+criterion_group!(benches, bench_gemm, bench_elementwise, bench_gan_iteration);
+criterion_main!(benches);

@@ -1,0 +1,151 @@
+//! The CPU backend: buffers in host memory, kernels mapped over them on the rayon pool.
+//!
+//! Every result is independent of the number of threads: elementwise kernels compute each
+//! element alone, and reductions split their input at fixed boundaries and combine the partial
+//! sums in a fixed order. The same seed therefore gives bit-identical losses run to run.
+
+mod gemm;
+
+pub use gemm::gemm;
+
+use rayon::prelude::*;
+
+use super::{
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+};
+use crate::rng::PhiloxStream;
+
+/// Below this many elements per task the pool's overhead outweighs the work.
+const MIN_ELEMENTS_PER_TASK: usize = 8192;
+/// The fixed chunk of a full reduction; partial sums are combined in chunk order.
+const SUM_CHUNK: usize = 4096;
+/// Elements per task of a random fill: a multiple of 4, so a task starts on a Philox block.
+const RANDOM_CHUNK: usize = 16384;
+
+/// A tensor's elements in host memory, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuStorage(Vec<f32>);
+
+impl CpuStorage {
+    pub fn from_vec(data: Vec<f32>) -> Self {
+        CpuStorage(data)
+    }
+
+    pub fn full(len: usize, value: f32) -> Self {
+        CpuStorage(vec![value; len])
+    }
+
+    /// Values `0..len` of the draw `stream`; value `i` comes from Philox block `i / 4`.
+    pub fn random(len: usize, distribution: Distribution, stream: PhiloxStream) -> Self {
+        let mut data = vec![0.0; len];
+        data.par_chunks_mut(RANDOM_CHUNK)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let first_block = (chunk * RANDOM_CHUNK / 4) as u64;
+                for (i, quad) in out.chunks_mut(4).enumerate() {
+                    let words = stream.block(first_block + i as u64);
+                    let values = distribution.sample_block(words);
+                    quad.copy_from_slice(&values[..quad.len()]);
+                }
+            });
+        CpuStorage(data)
+    }
+}
+
+impl BackendStorage for CpuStorage {
+    fn to_vec(&self) -> Vec<f32> {
+        self.0.clone()
+    }
+
+    fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
+        let mut out = vec![0.0; self.0.len()];
+        out.par_iter_mut()
+            .zip(self.0.par_iter())
+            .with_min_len(MIN_ELEMENTS_PER_TASK)
+            .for_each(|(y, &x)| *y = kernel.apply(x));
+        CpuStorage(out)
+    }
+
+    fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self {
+        let (lhs, rhs) = (&self.0, &rhs.0);
+        let mut out = vec![0.0; lhs.len()];
+        match broadcast {
+            Broadcast::None => out
+                .par_iter_mut()
+                .zip(lhs.par_iter().zip(rhs.par_iter()))
+                .with_min_len(MIN_ELEMENTS_PER_TASK)
+                .for_each(|(y, (&a, &b))| *y = kernel.apply(a, b)),
+            Broadcast::Rows => {
+                let cols = rhs.len();
+                out.par_chunks_mut(cols)
+                    .zip(lhs.par_chunks(cols))
+                    .with_min_len(MIN_ELEMENTS_PER_TASK.div_ceil(cols))
+                    .for_each(|(out_row, lhs_row)| {
+                        for ((y, &a), &b) in out_row.iter_mut().zip(lhs_row).zip(rhs) {
+                            *y = kernel.apply(a, b);
+                        }
+                    });
+            }
+            Broadcast::Scalar => {
+                let b = rhs[0];
+                out.par_iter_mut()
+                    .zip(lhs.par_iter())
+                    .with_min_len(MIN_ELEMENTS_PER_TASK)
+                    .for_each(|(y, &a)| *y = kernel.apply(a, b));
+            }
+        }
+        CpuStorage(out)
+    }
+
+    fn sum_all(&self) -> Self {
+        // Each chunk is summed in f64, then the partial sums in chunk order: the same bits for
+        // any number of threads, and no loss of precision over long buffers.
+        let partials: Vec<f64> = self
+            .0
+            .par_chunks(SUM_CHUNK)
+            .map(|chunk| chunk.iter().map(|&x| f64::from(x)).sum())
+            .collect();
+        CpuStorage(vec![partials.iter().sum::<f64>() as f32])
+    }
+
+    fn sum_rows(&self, rows: usize, cols: usize) -> Self {
+        debug_assert_eq!(rows * cols, self.0.len());
+        // Each task owns a band of columns and walks the rows in order.
+        const BAND: usize = 256;
+        let mut out = vec![0.0f32; cols];
+        out.par_chunks_mut(BAND)
+            .enumerate()
+            .for_each(|(band, sums)| {
+                let first_col = band * BAND;
+                for row in self.0.chunks(cols) {
+                    for (sum, &x) in sums.iter_mut().zip(&row[first_col..]) {
+                        *sum += x;
+                    }
+                }
+            });
+        CpuStorage(out)
+    }
+
+    fn expand_scalar(&self, len: usize, scale: f32) -> Self {
+        CpuStorage(vec![self.0[0] * scale; len])
+    }
+
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self {
+        CpuStorage(gemm(&self.0, &rhs.0, bias.map(|b| b.0.as_slice()), dims))
+    }
+
+    fn update_in_place<K: OptimizerKernel>(
+        &mut self,
+        grad: &Self,
+        state_a: &mut Self,
+        state_b: &mut Self,
+        kernel: &K,
+    ) {
+        self.0
+            .par_iter_mut()
+            .zip(grad.0.par_iter())
+            .zip(state_a.0.par_iter_mut().zip(state_b.0.par_iter_mut()))
+            .with_min_len(MIN_ELEMENTS_PER_TASK)
+            .for_each(|((param, &g), (a, b))| kernel.update(param, g, a, b));
+    }
+}

@@ -1,0 +1,111 @@
+//! The contract between the device-blind op layer and the devices.
+//!
+//! Ops (in [`crate::ops`]) describe *what* to compute with small kernel values: a struct that
+//! says how to map one float ([`UnaryKernel`]) or a pair of floats ([`BinaryKernel`]). A backend
+//! says *how* to run that over a buffer: the CPU backend maps it over slices on the rayon pool;
+//! the CUDA backend launches the kernel of the same name from `kernels/*.cu`.
+//!
+//! Every backend's storage implements [`BackendStorage`]; [`crate::storage::Storage`] is the enum
+//! over them that tensors hold. Nothing above this module knows which device it runs on.
+
+pub mod cpu;
+
+/// An elementwise map `y = f(x)`.
+pub trait UnaryKernel: Sync {
+    /// The op's name: shown in graphs and used as the GPU kernel's name.
+    const NAME: &'static str;
+    fn apply(&self, x: f32) -> f32;
+}
+
+/// An elementwise map `y = f(a, b)`; backward rules are mostly of this kind (`f(saved, grad)`).
+pub trait BinaryKernel: Sync {
+    const NAME: &'static str;
+    fn apply(&self, a: f32, b: f32) -> f32;
+}
+
+/// An in-place optimiser update over a parameter, its gradient and two state buffers
+/// (Adam's first and second moments).
+pub trait OptimizerKernel: Sync {
+    const NAME: &'static str;
+    fn update(&self, param: &mut f32, grad: f32, state_a: &mut f32, state_b: &mut f32);
+}
+
+/// How the right operand of a binary map lines up with the left one (whose shape the result has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Same number of elements, matched one to one.
+    None,
+    /// The left operand is `[rows, cols]` and the right one `[cols]`, repeated for every row
+    /// (a bias added to a batch).
+    Rows,
+    /// The right operand is one value, used for every element.
+    Scalar,
+}
+
+/// The shape of `C = op(A) · op(B)`: `op(A)` is `[m, k]`, `op(B)` is `[k, n]`, `C` is `[m, n]`.
+/// A transposed operand is stored the other way round (`A` as `[k, m]`, `B` as `[n, k]`), so the
+/// three products a linear layer needs run without copying a transpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmDims {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub lhs_transposed: bool,
+    pub rhs_transposed: bool,
+}
+
+/// What a random fill draws for each element.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distribution {
+    /// Uniform on `[low, high)`.
+    Uniform { low: f32, high: f32 },
+    /// Normal with the given mean and standard deviation (Box–Muller).
+    Normal { mean: f32, std: f32 },
+    /// An inverted-dropout mask: `1 / (1 - p)` with probability `1 - p`, else `0`.
+    DropoutMask { p: f32 },
+}
+
+/// The operations every device's storage provides. Each takes its operands by reference and
+/// returns a new buffer, except the optimiser update, which works in place.
+pub trait BackendStorage: Sized {
+    fn to_vec(&self) -> Vec<f32>;
+    fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
+    fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
+    /// The sum of all elements, as a one-element buffer. Fixed chunking: the result does not
+    /// depend on the number of threads.
+    fn sum_all(&self) -> Self;
+    /// Column sums of a `[rows, cols]` buffer: `[cols]` (a bias gradient).
+    fn sum_rows(&self, rows: usize, cols: usize) -> Self;
+    /// `len` copies of this one-element buffer's value times `scale` (the gradient of a sum).
+    fn expand_scalar(&self, len: usize, scale: f32) -> Self;
+    /// `C = op(A) · op(B)`, plus `bias` added to every row when given.
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self;
+    /// Applies `kernel` in place to every element of `self` (the parameter) and the states.
+    fn update_in_place<K: OptimizerKernel>(
+        &mut self,
+        grad: &Self,
+        state_a: &mut Self,
+        state_b: &mut Self,
+        kernel: &K,
+    );
+}
+
+impl Distribution {
+    /// The four values one Philox block yields. Every backend uses this mapping, so one seed
+    /// gives the same numbers on every device.
+    pub fn sample_block(&self, words: [u32; 4]) -> [f32; 4] {
+        use crate::rng::{box_muller, unit_f32};
+        match *self {
+            Distribution::Uniform { low, high } => words.map(|w| low + (high - low) * unit_f32(w)),
+            Distribution::Normal { mean, std } => {
+                let (n0, n1) = box_muller(words[0], words[1]);
+                let (n2, n3) = box_muller(words[2], words[3]);
+                [n0, n1, n2, n3].map(|n| mean + std * n)
+            }
+            Distribution::DropoutMask { p } => {
+                let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+                words.map(|w| if unit_f32(w) >= p { keep_scale } else { 0.0 })
+            }
+        }
+    }
+}

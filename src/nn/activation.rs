@@ -1,0 +1,52 @@
+//! Activation functions as modules, for use in a [`super::Sequential`].
+
+use super::Module;
+use crate::tensor::Tensor;
+
+/// `max(x, 0)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReLU;
+
+impl Module for ReLU {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        input.relu()
+    }
+}
+
+/// `x` for `x > 0`, `negative_slope · x` otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct LeakyReLU {
+    pub negative_slope: f32,
+}
+
+impl LeakyReLU {
+    pub fn new(negative_slope: f32) -> Self {
+        LeakyReLU { negative_slope }
+    }
+}
+
+impl Module for LeakyReLU {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        input.leaky_relu(self.negative_slope)
+    }
+}
+
+/// `tanh(x)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tanh;
+
+impl Module for Tanh {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        input.tanh()
+    }
+}
+
+/// `1 / (1 + e^(−x))`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sigmoid;
+
+impl Module for Sigmoid {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        input.sigmoid()
+    }
+}

@@ -1,0 +1,43 @@
+//! Dropout as a module: active in training mode, the identity in evaluation mode.
+
+use super::Module;
+use crate::ops::dropout;
+use crate::tensor::Tensor;
+
+/// Zeroes each element with probability `p` while training and scales the rest by
+/// `1 / (1 − p)`. Masks come from the process-wide generator ([`crate::manual_seed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    p: f32,
+    training: bool,
+}
+
+impl Dropout {
+    /// # Panics
+    /// Unless `0 ≤ p ≤ 1`.
+    pub fn new(p: f32) -> Self {
+        assert!(
+            (0.0..=1.0).contains(&p),
+            "Dropout: probability has to be between 0 and 1, but got {p}"
+        );
+        Dropout { p, training: true }
+    }
+
+    pub fn p(&self) -> f32 {
+        self.p
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&self, input: &Tensor) -> Tensor {
+        dropout(input, self.p, self.training)
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}

@@ -1,0 +1,3 @@
+//! Stateless forms of the layers, as PyTorch's `torch.nn.functional`.
+
+pub use crate::ops::{binary_cross_entropy, dropout, dropout_with, linear};

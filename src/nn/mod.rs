@@ -1,0 +1,47 @@
+//! Layers as PyTorch's `torch.nn` has them: [`Module`]s that own their parameters, and
+//! [`functional`] for the stateless forms.
+
+mod activation;
+mod dropout;
+pub mod functional;
+mod linear;
+mod sequential;
+
+pub use activation::{LeakyReLU, ReLU, Sigmoid, Tanh};
+pub use dropout::Dropout;
+pub use linear::Linear;
+pub use sequential::Sequential;
+
+use crate::tensor::Tensor;
+
+/// A layer or a network of layers.
+pub trait Module {
+    fn forward(&self, input: &Tensor) -> Tensor;
+
+    /// Parameters under PyTorch's names (`"weight"`, `"0.bias"`, …), so state can be matched
+    /// with a PyTorch model's `state_dict()`.
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    /// The tensors an optimiser should update.
+    fn parameters(&self) -> Vec<Tensor> {
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, tensor)| tensor)
+            .collect()
+    }
+
+    /// Switches between training and evaluation behaviour (only dropout differs here).
+    fn set_training(&mut self, _training: bool) {}
+
+    /// Training mode, as after construction.
+    fn train(&mut self) {
+        self.set_training(true);
+    }
+
+    /// Evaluation mode: dropout becomes the identity.
+    fn eval(&mut self) {
+        self.set_training(false);
+    }
+}

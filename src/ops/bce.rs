@@ -1,0 +1,107 @@
+//! Binary cross-entropy with mean reduction, as PyTorch's `F.binary_cross_entropy`:
+//!
+//! `loss = mean_i −[tᵢ · max(ln pᵢ, −100) + (1 − tᵢ) · max(ln(1 − pᵢ), −100)]`
+//!
+//! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1.
+
+use super::arith::{Mul, MulScalar};
+use super::{assert_same_device, record};
+use crate::backend::{BinaryKernel, Broadcast};
+use crate::tensor::{with_storages, GradFn, Tensor};
+
+/// PyTorch's floor on each log term.
+const LOG_FLOOR: f32 = -100.0;
+/// PyTorch's floor on `p(1 − p)` in the gradient, which keeps it finite at `p ∈ {0, 1}`.
+const GRAD_EPSILON: f32 = 1e-12;
+
+fn clamped_ln(x: f32) -> f32 {
+    x.ln().max(LOG_FLOOR)
+}
+
+/// One element's loss, `−[t · ln p + (1 − t) · ln(1 − p)]`, logs clamped.
+struct BceLoss;
+
+impl BinaryKernel for BceLoss {
+    const NAME: &'static str = "bce_loss";
+    fn apply(&self, p: f32, t: f32) -> f32 {
+        -(t * clamped_ln(p) + (1.0 - t) * clamped_ln(1.0 - p))
+    }
+}
+
+/// `∂lossᵢ/∂pᵢ = (p − t) / max(p(1 − p), ε)`, times `scale` = 1/N for the mean.
+struct BceGradPred {
+    scale: f32,
+}
+
+impl BinaryKernel for BceGradPred {
+    const NAME: &'static str = "bce_backward_pred";
+    fn apply(&self, p: f32, t: f32) -> f32 {
+        self.scale * (p - t) / (p * (1.0 - p)).max(GRAD_EPSILON)
+    }
+}
+
+/// `∂lossᵢ/∂tᵢ = ln(1 − p) − ln p` (logs clamped), times `scale` = 1/N.
+struct BceGradTarget {
+    scale: f32,
+}
+
+impl BinaryKernel for BceGradTarget {
+    const NAME: &'static str = "bce_backward_target";
+    fn apply(&self, p: f32, _t: f32) -> f32 {
+        self.scale * (clamped_ln(1.0 - p) - clamped_ln(p))
+    }
+}
+
+/// Backward of the mean loss: each input's elementwise rule above, times the incoming `∂L/∂loss`.
+struct BceBackward {
+    pred: Tensor,
+    target: Tensor,
+}
+
+impl GradFn for BceBackward {
+    fn name(&self) -> &'static str {
+        "binary_cross_entropy"
+    }
+
+    fn backward(&self, grad: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        let scale = 1.0 / self.pred.numel() as f32;
+        let chain = |local: Tensor| local.zip_map(grad, Broadcast::Scalar, &Mul);
+        let grad_pred = needs_grad[0].then(|| {
+            chain(
+                self.pred
+                    .zip_map(&self.target, Broadcast::None, &BceGradPred { scale }),
+            )
+        });
+        let grad_target = needs_grad[1].then(|| {
+            chain(
+                self.pred
+                    .zip_map(&self.target, Broadcast::None, &BceGradTarget { scale }),
+            )
+        });
+        vec![grad_pred, grad_target]
+    }
+}
+
+/// The mean binary cross-entropy between predicted probabilities and targets of the same
+/// shape. Predictions should lie in `[0, 1]`; outside it the loss is NaN.
+///
+/// # Panics
+/// If the shapes differ.
+pub fn binary_cross_entropy(pred: &Tensor, target: &Tensor) -> Tensor {
+    assert!(
+        pred.shape() == target.shape(),
+        "binary_cross_entropy: input {:?} and target {:?} must have the same shape",
+        pred.shape(),
+        target.shape()
+    );
+    assert_same_device("binary_cross_entropy", pred, target);
+    let sum = with_storages([pred, target], |[p, t]| {
+        p.binary(t, Broadcast::None, &BceLoss).sum_all()
+    });
+    let loss = Tensor::from_storage(sum, vec![]).map(&MulScalar(1.0 / pred.numel() as f32));
+    record(&loss, &[pred, target], || BceBackward {
+        pred: pred.detach(),
+        target: target.detach(),
+    });
+    loss
+}

@@ -1,0 +1,74 @@
+//! Matrix product of 2-D tensors: `C = A · B`.
+
+use super::{assert_same_device, record};
+use crate::backend::GemmDims;
+use crate::tensor::{with_storages, GradFn, Tensor};
+
+/// `C = op(A) · op(B) (+ bias)` outside the graph, where the transposes in `dims` are read
+/// straight from the stored layout (see [`GemmDims`]).
+pub(crate) fn gemm(lhs: &Tensor, rhs: &Tensor, bias: Option<&Tensor>, dims: GemmDims) -> Tensor {
+    let storage = match bias {
+        None => with_storages([lhs, rhs], |[a, b]| a.gemm(b, None, dims)),
+        Some(bias) => with_storages([lhs, rhs, bias], |[a, b, c]| a.gemm(b, Some(c), dims)),
+    };
+    Tensor::from_storage(storage, vec![dims.m, dims.n])
+}
+
+/// `GemmDims` for `[m, k] · [k, n]` with the given transposes.
+pub(crate) fn dims(m: usize, k: usize, n: usize, lhs_t: bool, rhs_t: bool) -> GemmDims {
+    GemmDims {
+        m,
+        k,
+        n,
+        lhs_transposed: lhs_t,
+        rhs_transposed: rhs_t,
+    }
+}
+
+/// `C = A · B` with `A: [m, k]`, `B: [k, n]`:
+/// `∂L/∂A = ∂L/∂C · Bᵀ` (`[m, n] · [n, k]`) and `∂L/∂B = Aᵀ · ∂L/∂C` (`[k, m] · [m, n]`).
+/// `A` is saved only if `B` needs a gradient, and the other way round.
+struct MatmulBackward {
+    lhs: Option<Tensor>,
+    rhs: Option<Tensor>,
+}
+
+impl GradFn for MatmulBackward {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn backward(&self, grad: &Tensor, _needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        let (m, n) = (grad.shape()[0], grad.shape()[1]);
+        let grad_lhs = self.rhs.as_ref().map(|b| {
+            let k = b.shape()[0];
+            gemm(grad, b, None, dims(m, n, k, false, true))
+        });
+        let grad_rhs = self.lhs.as_ref().map(|a| {
+            let k = a.shape()[1];
+            gemm(a, grad, None, dims(k, m, n, true, false))
+        });
+        vec![grad_lhs, grad_rhs]
+    }
+}
+
+impl Tensor {
+    /// Matrix product: `[m, k] · [k, n] → [m, n]`.
+    ///
+    /// # Panics
+    /// Unless both tensors are 2-D with matching inner dimensions.
+    pub fn matmul(&self, rhs: &Tensor) -> Tensor {
+        let (a, b) = (self.shape(), rhs.shape());
+        assert!(
+            a.len() == 2 && b.len() == 2 && a[1] == b[0],
+            "matmul: shapes {a:?} and {b:?} cannot be multiplied (need [m, k] and [k, n])"
+        );
+        assert_same_device("matmul", self, rhs);
+        let c = gemm(self, rhs, None, dims(a[0], a[1], b[1], false, false));
+        record(&c, &[self, rhs], || MatmulBackward {
+            lhs: rhs.requires_grad().then(|| self.detach()),
+            rhs: self.requires_grad().then(|| rhs.detach()),
+        });
+        c
+    }
+}

@@ -1,0 +1,40 @@
+//! ReLU: `y = max(x, 0)`.
+
+use super::{unary_op, Saved};
+use crate::backend::{BinaryKernel, UnaryKernel};
+use crate::tensor::Tensor;
+
+/// `y = max(x, 0)` (NaN stays NaN, as in PyTorch).
+struct Relu;
+
+impl UnaryKernel for Relu {
+    const NAME: &'static str = "relu";
+    fn apply(&self, x: f32) -> f32 {
+        if x <= 0.0 {
+            0.0
+        } else {
+            x
+        }
+    }
+}
+
+/// `∂L/∂x = ∂L/∂y · [y > 0]`, from the saved output; the derivative at 0 is taken as 0.
+struct ReluGrad;
+
+impl BinaryKernel for ReluGrad {
+    const NAME: &'static str = "relu_backward";
+    fn apply(&self, y: f32, grad: f32) -> f32 {
+        if y > 0.0 {
+            grad
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Tensor {
+    /// Rectified linear unit, elementwise.
+    pub fn relu(&self) -> Tensor {
+        unary_op(self, &Relu, Saved::Output, ReluGrad)
+    }
+}

@@ -1,0 +1,230 @@
+//! The graph and the backward pass: accumulation, scopes without recording, detaching, the
+//! errors PyTorch raises, and the DOT picture.
+
+mod common;
+
+use common::CPU;
+use ferrograd::nn::functional::{binary_cross_entropy, linear};
+use ferrograd::{is_grad_enabled, no_grad, Tensor};
+
+fn leaf(values: Vec<f32>, shape: &[usize]) -> Tensor {
+    let t = Tensor::from_vec(values, shape, &CPU);
+    t.set_requires_grad(true);
+    t
+}
+
+/// `a = tanh(x)` feeds two ops: `∂L/∂x` must hold both contributions, `(2 + 1)(1 − a²)`.
+#[test]
+fn fan_out_accumulates_both_paths() {
+    let x = leaf(vec![0.3, -0.7, 1.2], &[3]);
+    let a = x.tanh();
+    (&a * 2.0 + &a).sum().backward();
+    let expected: Vec<f32> = a.to_vec().iter().map(|a| 3.0 * (1.0 - a * a)).collect();
+    let grad = x.grad().unwrap().to_vec();
+    for (g, e) in grad.iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-6, "{grad:?} vs {expected:?}");
+    }
+}
+
+/// `X · X` uses one tensor as both operands: `∂/∂X Σ(X·X) = 1·Xᵀ + Xᵀ·1`, so element (i, j)
+/// is (sum of row j) + (sum of column i).
+#[test]
+fn a_tensor_used_as_both_operands() {
+    let x = leaf(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    x.matmul(&x).sum().backward();
+    let (row_sums, col_sums) = ([3.0, 7.0], [4.0, 6.0]);
+    let expected: Vec<f32> = (0..4).map(|e| row_sums[e % 2] + col_sums[e / 2]).collect();
+    assert_eq!(x.grad().unwrap().to_vec(), expected);
+}
+
+#[test]
+fn repeated_backward_accumulates_and_zero_grad_clears() {
+    let x = leaf(vec![1.0, -2.0], &[2]);
+    let loss = x.mul_scalar(3.0).sum();
+    loss.backward();
+    assert_eq!(x.grad().unwrap().to_vec(), [3.0, 3.0]);
+    loss.backward();
+    assert_eq!(x.grad().unwrap().to_vec(), [6.0, 6.0]);
+    x.zero_grad();
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn no_grad_records_nothing_and_restores_on_drop() {
+    let w = leaf(vec![0.5, -0.5], &[2]);
+    {
+        let _outer = no_grad();
+        {
+            let _inner = no_grad();
+            assert!(!is_grad_enabled());
+        }
+        assert!(
+            !is_grad_enabled(),
+            "the inner guard restores the outer state"
+        );
+        let y = w.tanh().mul_scalar(2.0).sum();
+        assert!(!y.requires_grad() && y.is_leaf());
+        assert_eq!(y.to_dot().matches("->").count(), 0);
+        // The flag is per thread, as in PyTorch.
+        assert!(std::thread::spawn(is_grad_enabled).join().unwrap());
+    }
+    assert!(is_grad_enabled());
+    assert!(w.tanh().requires_grad());
+}
+
+#[test]
+fn detach_shares_values_and_blocks_gradients() {
+    let x = leaf(vec![2.0, 3.0], &[2]);
+    let frozen = x.detach();
+    assert!(frozen.shares_storage(&x) && !frozen.requires_grad());
+    // Only the non-detached factor passes a gradient: ∂/∂x Σ x·stop(x) = x.
+    (&frozen * &x).sum().backward();
+    assert_eq!(x.grad().unwrap().to_vec(), [2.0, 3.0]);
+}
+
+#[test]
+fn only_leaves_keep_gradients() {
+    let x = leaf(vec![1.0], &[1]);
+    let hidden = x.mul_scalar(2.0);
+    hidden.tanh().sum().backward();
+    assert!(!hidden.is_leaf() && hidden.grad().is_none());
+    assert!(x.is_leaf() && x.grad().is_some());
+}
+
+#[test]
+fn inputs_without_grad_receive_none() {
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[1, 2], &CPU);
+    let w = leaf(vec![0.5, 0.5], &[1, 2]);
+    linear(&x, &w, None).sum().backward();
+    assert!(x.grad().is_none());
+    assert_eq!(w.grad().unwrap().to_vec(), [1.0, 2.0]);
+}
+
+#[test]
+fn set_requires_grad_toggles_leaves() {
+    let x = Tensor::zeros(&[2], &CPU);
+    assert!(!x.requires_grad());
+    x.set_requires_grad(true);
+    let clone = x.clone();
+    assert!(clone.requires_grad(), "clones share the graph node");
+    x.set_requires_grad(false);
+    assert!(!clone.requires_grad());
+}
+
+#[test]
+fn a_long_chain_backpropagates_without_recursion() {
+    let x = leaf(vec![1.0], &[1]);
+    let mut y = x.clone();
+    for _ in 0..100_000 {
+        y = y.add_scalar(0.0);
+    }
+    y.sum().backward();
+    assert_eq!(x.grad().unwrap().to_vec(), [1.0]);
+}
+
+#[test]
+fn to_dot_draws_every_node_and_edge() {
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[1, 3], &CPU);
+    let w = leaf(vec![0.1; 6], &[2, 3]);
+    let b = leaf(vec![0.0; 2], &[2]);
+    let loss = binary_cross_entropy(
+        &linear(&x, &w, Some(&b)).sigmoid(),
+        &Tensor::ones(&[1, 2], &CPU),
+    );
+    let dot = loss.to_dot();
+    assert!(dot.starts_with("digraph"));
+    for label in [
+        "leaf [2, 3]",
+        "leaf [2]",
+        "linear [1, 2]",
+        "sigmoid [1, 2]",
+        "binary_cross_entropy []",
+    ] {
+        assert!(dot.contains(label), "missing {label} in\n{dot}");
+    }
+    // w → linear, b → linear, linear → sigmoid, sigmoid → bce; x needs no grad, so no node.
+    assert_eq!(dot.matches("->").count(), 4, "{dot}");
+}
+
+#[test]
+#[should_panic(
+    expected = "backward: a gradient can be implicitly created only for a one-element output, not shape [2]"
+)]
+fn backward_of_a_vector_panics() {
+    leaf(vec![1.0, 2.0], &[2]).tanh().backward();
+}
+
+#[test]
+#[should_panic(expected = "backward: the tensor does not require grad")]
+fn backward_without_graph_panics() {
+    Tensor::ones(&[1], &CPU).backward();
+}
+
+#[test]
+#[should_panic(expected = "set_requires_grad: only leaf tensors can stop requiring grad")]
+fn turning_off_grad_on_an_op_result_panics() {
+    leaf(vec![1.0], &[1]).tanh().set_requires_grad(false);
+}
+
+mod shape_errors_name_the_op_and_both_shapes {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "add: shapes [2, 3] and [3, 2] cannot be broadcast")]
+    fn add() {
+        let _ = Tensor::zeros(&[2, 3], &CPU) + Tensor::zeros(&[3, 2], &CPU);
+    }
+
+    #[test]
+    #[should_panic(expected = "sub: shapes [2, 3] and [2] cannot be broadcast")]
+    fn sub() {
+        let _ = Tensor::zeros(&[2, 3], &CPU) - Tensor::zeros(&[2], &CPU);
+    }
+
+    #[test]
+    #[should_panic(expected = "mul: shapes [3] and [4] cannot be broadcast")]
+    fn mul() {
+        let _ = Tensor::zeros(&[3], &CPU) * Tensor::zeros(&[4], &CPU);
+    }
+
+    #[test]
+    #[should_panic(expected = "matmul: shapes [2, 3] and [2, 3] cannot be multiplied")]
+    fn matmul() {
+        Tensor::zeros(&[2, 3], &CPU).matmul(&Tensor::zeros(&[2, 3], &CPU));
+    }
+
+    #[test]
+    #[should_panic(expected = "linear: input [64, 100] and weight [256, 99] do not match")]
+    fn linear_weight() {
+        let x = Tensor::zeros(&[64, 100], &CPU);
+        linear(&x, &Tensor::zeros(&[256, 99], &CPU), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "linear: weight [4, 3] and bias [3] do not match")]
+    fn linear_bias() {
+        let x = Tensor::zeros(&[2, 3], &CPU);
+        let b = Tensor::zeros(&[3], &CPU);
+        linear(&x, &Tensor::zeros(&[4, 3], &CPU), Some(&b));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "binary_cross_entropy: input [64, 1] and target [64] must have the same shape"
+    )]
+    fn binary_cross_entropy_shapes() {
+        binary_cross_entropy(&Tensor::zeros(&[64, 1], &CPU), &Tensor::zeros(&[64], &CPU));
+    }
+
+    #[test]
+    #[should_panic(expected = "reshape: shape [2, 3] (6 elements) cannot become [4] (4 elements)")]
+    fn reshape() {
+        Tensor::zeros(&[2, 3], &CPU).reshape(&[4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "from_vec: 5 values cannot fill shape [2, 3] (6 elements)")]
+    fn from_vec() {
+        Tensor::from_vec(vec![0.0; 5], &[2, 3], &CPU);
+    }
+}

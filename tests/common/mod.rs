@@ -1,0 +1,167 @@
+//! Shared test helpers: seeded test data, closeness checks, f64 reference implementations of
+//! the ops, and the finite-difference gradient check.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use ferrograd::rng::Generator;
+use ferrograd::{Device, Tensor};
+
+pub const CPU: Device = Device::Cpu;
+
+/// `len` values uniform in `[low, high)` from a seeded generator.
+pub fn uniform(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
+    Tensor::uniform_with(&[len], low, high, &CPU, &mut Generator::new(seed)).to_vec()
+}
+
+/// Values in `±[0.1, 2.1)`: away from 0, where ReLU-like ops have their kink.
+pub fn away_from_zero(len: usize, seed: u64) -> Vec<f32> {
+    uniform(len, -2.0, 2.0, seed)
+        .into_iter()
+        .map(|v| v.signum() * (0.1 + v.abs()))
+        .collect()
+}
+
+/// Asserts `|actual − expected| ≤ atol + rtol·|expected|` elementwise, naming the first failure.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let err = (f64::from(a) - e).abs();
+        assert!(
+            err <= atol + rtol * e.abs(),
+            "{what}[{i}]: got {a}, expected {e} (error {err:.3e}, allowed {:.3e})",
+            atol + rtol * e.abs()
+        );
+    }
+}
+
+pub fn to_f64(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v)).collect()
+}
+
+/// f64 reference implementations, written as plainly as possible.
+pub mod reference {
+    pub fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    /// `x · Wᵀ + b`, `x: [batch, in]`, `w: [out, in]`.
+    pub fn linear(
+        x: &[f64],
+        w: &[f64],
+        b: Option<&[f64]>,
+        batch: usize,
+        inp: usize,
+        out: usize,
+    ) -> Vec<f64> {
+        let mut y = vec![0.0; batch * out];
+        for i in 0..batch {
+            for o in 0..out {
+                let dot: f64 = (0..inp).map(|p| x[i * inp + p] * w[o * inp + p]).sum();
+                y[i * out + o] = dot + b.map_or(0.0, |b| b[o]);
+            }
+        }
+        y
+    }
+
+    pub fn relu(x: f64) -> f64 {
+        x.max(0.0)
+    }
+
+    pub fn leaky_relu(x: f64, slope: f64) -> f64 {
+        if x > 0.0 {
+            x
+        } else {
+            slope * x
+        }
+    }
+
+    pub fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// Mean binary cross-entropy with PyTorch's clamp of each log at −100.
+    pub fn bce(p: &[f64], t: &[f64]) -> f64 {
+        let ln = |x: f64| x.ln().max(-100.0);
+        let total: f64 = p
+            .iter()
+            .zip(t)
+            .map(|(&p, &t)| -(t * ln(p) + (1.0 - t) * ln(1.0 - p)))
+            .sum();
+        total / p.len() as f64
+    }
+
+    /// `Σᵢ f(xᵢ) · wᵢ`: a scalar that weighs every element of an elementwise op differently.
+    pub fn weighted_sum(y: &[f64], w: &[f64]) -> f64 {
+        y.iter().zip(w).map(|(a, b)| a * b).sum()
+    }
+}
+
+/// One input of a gradient check: its shape and values.
+pub struct Input {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl Input {
+    pub fn new(shape: &[usize], values: Vec<f32>) -> Self {
+        Input {
+            shape: shape.to_vec(),
+            values,
+        }
+    }
+}
+
+/// Tolerance of a gradient check: `|analytic − numeric| ≤ ATOL + RTOL·|numeric|`. The analytic
+/// gradient is computed in f32, the numeric one by central differences of an f64 reference
+/// with step `H`, whose own error (~H²) is negligible; what remains is f32 rounding.
+pub const RTOL: f64 = 1e-4;
+pub const ATOL: f64 = 2e-5;
+const H: f64 = 1e-6;
+
+/// Checks the forward value and every gradient of `engine` (a scalar function of tensors that
+/// require grad) against `reference` (the same function in f64) and its central differences.
+pub fn check_gradients(
+    inputs: &[Input],
+    engine: impl Fn(&[Tensor]) -> Tensor,
+    reference: impl Fn(&[Vec<f64>]) -> f64,
+) {
+    let tensors: Vec<Tensor> = inputs
+        .iter()
+        .map(|input| {
+            let t = Tensor::from_vec(input.values.clone(), &input.shape, &CPU);
+            t.set_requires_grad(true);
+            t
+        })
+        .collect();
+    let loss = engine(&tensors);
+    let mut point: Vec<Vec<f64>> = inputs.iter().map(|input| to_f64(&input.values)).collect();
+    let expected = reference(&point);
+    assert_close("forward value", &[loss.item()], &[expected], RTOL, ATOL);
+    loss.backward();
+    for (i, tensor) in tensors.iter().enumerate() {
+        let numeric: Vec<f64> = (0..point[i].len())
+            .map(|j| {
+                let original = point[i][j];
+                point[i][j] = original + H;
+                let plus = reference(&point);
+                point[i][j] = original - H;
+                let minus = reference(&point);
+                point[i][j] = original;
+                (plus - minus) / (2.0 * H)
+            })
+            .collect();
+        let analytic = tensor.grad().expect("every input requires grad").to_vec();
+        assert_close(
+            &format!("gradient of input {i}"),
+            &analytic,
+            &numeric,
+            RTOL,
+            ATOL,
+        );
+    }
+}

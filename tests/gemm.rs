@@ -1,0 +1,126 @@
+//! The CPU GEMM against a naive f64 product on awkward shapes, every transpose combination,
+//! with and without bias.
+
+mod common;
+
+use common::uniform;
+use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::GemmDims;
+
+/// `op(A) · op(B) + bias` in f64, and `Σ|aᵢₚ·bₚⱼ|` per element (the scale of its rounding error).
+fn reference(a: &[f32], b: &[f32], bias: Option<&[f32]>, d: GemmDims) -> (Vec<f64>, Vec<f64>) {
+    let a_at = |i: usize, p: usize| {
+        f64::from(if d.lhs_transposed {
+            a[p * d.m + i]
+        } else {
+            a[i * d.k + p]
+        })
+    };
+    let b_at = |p: usize, j: usize| {
+        f64::from(if d.rhs_transposed {
+            b[j * d.k + p]
+        } else {
+            b[p * d.n + j]
+        })
+    };
+    let mut c = vec![0.0; d.m * d.n];
+    let mut magnitude = vec![0.0; d.m * d.n];
+    for i in 0..d.m {
+        for j in 0..d.n {
+            let terms = (0..d.k).map(|p| a_at(i, p) * b_at(p, j));
+            c[i * d.n + j] = terms.clone().sum::<f64>() + bias.map_or(0.0, |b| f64::from(b[j]));
+            magnitude[i * d.n + j] = terms.map(f64::abs).sum();
+        }
+    }
+    (c, magnitude)
+}
+
+fn check(m: usize, k: usize, n: usize) {
+    for (lhs_transposed, rhs_transposed) in
+        [(false, false), (false, true), (true, false), (true, true)]
+    {
+        let d = GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed,
+            rhs_transposed,
+        };
+        let a = uniform(m * k, -1.0, 1.0, (m * 31 + k) as u64);
+        let b = uniform(k * n, -1.0, 1.0, (k * 17 + n) as u64);
+        let bias = uniform(n, -1.0, 1.0, 5);
+        for bias in [None, Some(bias.as_slice())] {
+            let c = gemm(&a, &b, bias, d);
+            let (expected, magnitude) = reference(&a, &b, bias, d);
+            assert_eq!(c.len(), m * n);
+            for (e, ((&got, &want), &mag)) in c.iter().zip(&expected).zip(&magnitude).enumerate() {
+                // f32 accumulation over k terms: error ≲ k·ε·Σ|terms|; allow a safety factor.
+                let allowed = 2.0 * (k as f64 + 2.0) * f64::from(f32::EPSILON) * (mag + 1.0);
+                assert!(
+                    (f64::from(got) - want).abs() <= allowed,
+                    "{d:?} bias={} element {e}: got {got}, expected {want}",
+                    bias.is_some()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tiny_and_odd_shapes() {
+    check(1, 1, 1);
+    check(7, 13, 5);
+    check(3, 1, 9); // k = 1
+    check(1, 40, 1);
+    check(5, 0, 4); // k = 0: the bias alone
+    check(0, 3, 4); // an empty output
+}
+
+#[test]
+fn one_past_every_block_size() {
+    // Block sizes: MR = 4, NR = 8, MC = 64, KC = 256, NC = 256.
+    check(5, 9, 9);
+    check(65, 257, 257);
+    check(64, 256, 256);
+}
+
+#[test]
+fn the_gans_shapes() {
+    check(64, 100, 256);
+    check(64, 1024, 784);
+    check(1024, 64, 784);
+}
+
+#[test]
+fn result_does_not_depend_on_the_thread_count() {
+    let d = GemmDims {
+        m: 130,
+        k: 300,
+        n: 520,
+        lhs_transposed: false,
+        rhs_transposed: true,
+    };
+    let a = uniform(d.m * d.k, -1.0, 1.0, 1);
+    let b = uniform(d.k * d.n, -1.0, 1.0, 2);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| gemm(&a, &b, None, d))
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+#[should_panic(expected = "gemm: lhs has 5 elements")]
+fn mismatched_buffer_panics() {
+    let d = GemmDims {
+        m: 2,
+        k: 3,
+        n: 1,
+        lhs_transposed: false,
+        rhs_transposed: false,
+    };
+    gemm(&[0.0; 5], &[0.0; 3], None, d);
+}

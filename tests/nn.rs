@@ -1,0 +1,128 @@
+//! Layers and the optimiser: PyTorch's initialisation, parameter names, Adam's behaviour.
+
+mod common;
+
+use common::CPU;
+use ferrograd::nn::{LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
+use ferrograd::optim::{Adam, AdamConfig};
+use ferrograd::rng::Generator;
+use ferrograd::Tensor;
+
+/// weight and bias ~ U(−1/√in, 1/√in): inside the bound, with the uniform's mean and variance.
+#[test]
+fn linear_uses_pytorch_default_init() {
+    let layer = Linear::new_with(784, 1024, &CPU, &mut Generator::new(1));
+    let bound = 1.0 / 784f32.sqrt();
+    assert_eq!(layer.weight.shape(), [1024, 784]);
+    let w = layer.weight.to_vec();
+    let b = layer.bias.as_ref().unwrap().to_vec();
+    assert!(w.iter().chain(&b).all(|v| v.abs() <= bound));
+    let n = w.len() as f64;
+    let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n - mean * mean;
+    let expected_var = f64::from(bound).powi(2) / 3.0;
+    assert!(mean.abs() < 0.01 * f64::from(bound), "mean {mean}");
+    assert!(
+        (var / expected_var - 1.0).abs() < 0.01,
+        "variance {var} vs {expected_var}"
+    );
+    assert!(layer.weight.requires_grad() && layer.bias.unwrap().requires_grad());
+}
+
+#[test]
+fn sequential_names_parameters_like_pytorch() {
+    let net = Sequential::new()
+        .add(Linear::new(3, 4, &CPU))
+        .add(ReLU)
+        .add(Linear::new(4, 2, &CPU))
+        .add(LeakyReLU::new(0.2))
+        .add(Sequential::new().add(Linear::new(2, 1, &CPU)).add(Tanh))
+        .add(Sigmoid);
+    let names: Vec<String> = net
+        .named_parameters()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "0.weight",
+            "0.bias",
+            "2.weight",
+            "2.bias",
+            "4.0.weight",
+            "4.0.bias"
+        ]
+    );
+    assert_eq!(net.parameters().len(), 6);
+    assert_eq!(net.forward(&Tensor::ones(&[5, 3], &CPU)).shape(), [5, 1]);
+}
+
+/// On its first step Adam moves every parameter by almost exactly `lr` against the sign of its
+/// gradient (m̂ = g and v̂ = g², so the step is lr·g/(|g| + ε)).
+#[test]
+fn adam_first_step_moves_each_parameter_by_lr() {
+    let x = Tensor::from_vec(vec![1.0, -2.0, 0.5, 3.0], &[4], &CPU);
+    x.set_requires_grad(true);
+    let mut adam = Adam::new(
+        vec![x.clone()],
+        AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    );
+    let before = x.to_vec();
+    (&x * &x).sum().backward(); // gradient 2x
+    adam.step();
+    for (after, before) in x.to_vec().iter().zip(before) {
+        let expected = before - 0.1 * before.signum();
+        assert!((after - expected).abs() < 1e-6, "{after} vs {expected}");
+    }
+}
+
+#[test]
+fn adam_skips_parameters_without_gradient_and_zero_grad_clears() {
+    let used = Tensor::ones(&[2], &CPU);
+    let unused = Tensor::ones(&[2], &CPU);
+    used.set_requires_grad(true);
+    unused.set_requires_grad(true);
+    let mut adam = Adam::new(vec![used.clone(), unused.clone()], AdamConfig::default());
+    used.sum().backward();
+    adam.step();
+    assert_ne!(used.to_vec(), [1.0, 1.0]);
+    assert_eq!(unused.to_vec(), [1.0, 1.0]);
+    adam.zero_grad();
+    assert!(used.grad().is_none());
+}
+
+/// Adam descends: a least-squares fit converges to the exact solution.
+#[test]
+fn adam_fits_a_linear_model() {
+    let layer = Linear::new_with(2, 1, &CPU, &mut Generator::new(2));
+    let x = Tensor::from_vec(
+        vec![1.0, 2.0, -1.0, 0.5, 3.0, -2.0, 0.0, 1.0],
+        &[4, 2],
+        &CPU,
+    );
+    // Targets from y = 2·x₀ − 3·x₁ + 0.5.
+    let y = Tensor::from_vec(vec![-3.5, -3.0, 12.5, -2.5], &[4, 1], &CPU);
+    let mut adam = Adam::new(
+        layer.parameters(),
+        AdamConfig {
+            lr: 0.05,
+            ..Default::default()
+        },
+    );
+    for _ in 0..2000 {
+        adam.zero_grad();
+        let err = layer.forward(&x) - &y;
+        (&err * &err).mean().backward();
+        adam.step();
+    }
+    let w = layer.weight.to_vec();
+    let b = layer.bias.unwrap().item();
+    assert!(
+        (w[0] - 2.0).abs() < 1e-3 && (w[1] + 3.0).abs() < 1e-3 && (b - 0.5).abs() < 1e-3,
+        "{w:?} {b}"
+    );
+}

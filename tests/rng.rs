@@ -1,0 +1,106 @@
+//! The Philox generator: published known answers, distributions, resumable state, and values
+//! independent of the thread count.
+
+mod common;
+
+use common::CPU;
+use ferrograd::rng::{philox4x32_10, Generator};
+use ferrograd::{manual_seed, Tensor};
+
+/// Random123's known-answer vectors for Philox4x32-10 (counter, key, output).
+#[test]
+fn philox_matches_random123_known_answers() {
+    let cases = [
+        (
+            [0u32; 4],
+            [0u32; 2],
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+        ),
+        (
+            [u32::MAX; 4],
+            [u32::MAX; 2],
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+        ),
+        (
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0],
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+        ),
+    ];
+    for (counter, key, expected) in cases {
+        assert_eq!(philox4x32_10(counter, key), expected);
+    }
+}
+
+fn mean_and_std(values: &[f32]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn normal_samples_have_mean_zero_and_unit_variance() {
+    let n = 400_000;
+    let x = Tensor::randn_with(&[n], &CPU, &mut Generator::new(1)).to_vec();
+    let (mean, std) = mean_and_std(&x);
+    // Standard errors: 1/√n = 0.0016 for the mean, 1/√(2n) = 0.0011 for the std.
+    assert!(
+        mean.abs() < 0.008 && (std - 1.0).abs() < 0.006,
+        "mean {mean}, std {std}"
+    );
+    let beyond_3_sigma = x.iter().filter(|v| v.abs() > 3.0).count() as f64 / n as f64;
+    assert!(
+        (beyond_3_sigma - 0.0027).abs() < 0.0006,
+        "tail mass {beyond_3_sigma}"
+    );
+}
+
+#[test]
+fn uniform_samples_fill_the_interval() {
+    let n = 400_000;
+    let x = Tensor::uniform_with(&[n], -2.0, 3.0, &CPU, &mut Generator::new(2)).to_vec();
+    assert!(x.iter().all(|&v| (-2.0..3.0).contains(&v)));
+    let (mean, std) = mean_and_std(&x);
+    // U(a, b): mean (a + b)/2 = 0.5, std (b − a)/√12 = 1.4434.
+    assert!(
+        (mean - 0.5).abs() < 0.015 && (std - 1.4434).abs() < 0.01,
+        "mean {mean}, std {std}"
+    );
+}
+
+#[test]
+fn saved_state_resumes_the_stream() {
+    let mut generator = Generator::new(3);
+    Tensor::randn_with(&[10], &CPU, &mut generator);
+    assert_eq!(generator.offset(), 3, "10 values use ceil(10 / 4) blocks");
+    let mut resumed = Generator::from_state(generator.seed(), generator.offset());
+    let next = Tensor::randn_with(&[7], &CPU, &mut generator).to_vec();
+    assert_eq!(next, Tensor::randn_with(&[7], &CPU, &mut resumed).to_vec());
+}
+
+#[test]
+fn manual_seed_restarts_the_process_wide_stream() {
+    manual_seed(42);
+    let a = Tensor::randn(&[100], &CPU).to_vec();
+    let b = Tensor::randn(&[100], &CPU).to_vec();
+    manual_seed(42);
+    assert_eq!(a, Tensor::randn(&[100], &CPU).to_vec());
+    assert_ne!(a, b);
+}
+
+#[test]
+fn values_do_not_depend_on_the_thread_count() {
+    let draw = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| Tensor::randn_with(&[100_003], &CPU, &mut Generator::new(4)).to_vec())
+    };
+    assert_eq!(draw(1), draw(2));
+}
