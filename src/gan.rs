@@ -7,10 +7,16 @@
 //!   layers, sigmoid at the end (the probability that the input is real).
 //! - Both trained by Adam with lr 2e-4 and betas (0.5, 0.999).
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::checkpoint::{self, Checkpoint};
 use crate::device::Device;
+use crate::error::Result;
 use crate::nn::functional::binary_cross_entropy;
 use crate::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
 use crate::optim::{Adam, AdamConfig};
+use crate::rng::Generator;
 use crate::tensor::Tensor;
 
 /// The length of the noise vector `z` the generator maps to an image.
@@ -70,6 +76,24 @@ pub struct StepStats {
     pub d_fake: f32,
 }
 
+/// Where a training run stands: what a checkpoint holds beside the weights and optimiser
+/// states, so that a resumed run continues exactly where the saved one was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainingProgress {
+    /// Completed epochs.
+    pub epoch: u64,
+    /// Completed iterations (each a D step and a G step), over all epochs.
+    pub step: u64,
+    /// The run's seed: initial weights, the data order, noise and dropout.
+    pub seed: u64,
+    pub batch_size: usize,
+    /// The process-wide generator (noise and dropout masks) at this point.
+    pub rng: Generator,
+}
+
+/// The format tag stored in every checkpoint's metadata.
+pub const CHECKPOINT_FORMAT: &str = "ferrograd.mnist_gan.v1";
+
 /// A generator, a discriminator and their optimisers.
 pub struct Gan {
     pub generator: Sequential,
@@ -128,4 +152,94 @@ impl Gan {
     pub fn noise(&self, batch: usize) -> Tensor {
         Tensor::randn(&[batch, LATENT_DIM], &self.device)
     }
+
+    /// Saves both networks, both optimisers' states and `progress` as one safetensors file,
+    /// atomically. Tensor names: `generator.<i>.weight|bias` (loadable into PyTorch's
+    /// `nn.Sequential` generator after stripping `generator.`), `discriminator.…`,
+    /// `generator_optimizer.exp_avg.…`, `generator_optimizer.exp_avg_sq.…`, and the same for the
+    /// discriminator's optimiser; every value is f32 in PyTorch's layout.
+    pub fn save_checkpoint(&self, path: &Path, progress: &TrainingProgress) -> Result<()> {
+        let mut tensors = Vec::new();
+        let mut metadata = HashMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("epoch".to_string(), progress.epoch.to_string()),
+            ("step".to_string(), progress.step.to_string()),
+            ("seed".to_string(), progress.seed.to_string()),
+            ("batch_size".to_string(), progress.batch_size.to_string()),
+            ("rng_seed".to_string(), progress.rng.seed().to_string()),
+            ("rng_offset".to_string(), progress.rng.offset().to_string()),
+            (
+                "lr".to_string(),
+                self.generator_optimizer.config().lr.to_string(),
+            ),
+        ]);
+        for (net, model, optimizer) in self.parts() {
+            for ((name, param), state) in
+                model.named_parameters().into_iter().zip(optimizer.states())
+            {
+                tensors.push((format!("{net}.{name}"), param));
+                let opt = format!("{net}_optimizer");
+                tensors.push((format!("{opt}.exp_avg.{name}"), state.exp_avg.clone()));
+                tensors.push((format!("{opt}.exp_avg_sq.{name}"), state.exp_avg_sq.clone()));
+                metadata.insert(format!("{opt}.step.{name}"), state.step.to_string());
+            }
+        }
+        checkpoint::save(path, &tensors, metadata)
+    }
+
+    /// Restores everything [`Gan::save_checkpoint`] saved, and returns the saved progress.
+    /// The caller restores the process-wide generator from `progress.rng`.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<TrainingProgress> {
+        let saved = Checkpoint::load(path)?;
+        let format = saved.metadata("format")?;
+        if format != CHECKPOINT_FORMAT {
+            return Err(crate::Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("format {format:?}, expected {CHECKPOINT_FORMAT:?}"),
+            });
+        }
+        for (net, model, optimizer) in [
+            ("generator", &self.generator, &mut self.generator_optimizer),
+            (
+                "discriminator",
+                &self.discriminator,
+                &mut self.discriminator_optimizer,
+            ),
+        ] {
+            saved.restore_module(&format!("{net}."), model)?;
+            let opt = format!("{net}_optimizer");
+            let names = model.named_parameters().into_iter().map(|(name, _)| name);
+            for (name, state) in names.zip(optimizer.states_mut()) {
+                saved.restore(&format!("{opt}.exp_avg.{name}"), &state.exp_avg)?;
+                saved.restore(&format!("{opt}.exp_avg_sq.{name}"), &state.exp_avg_sq)?;
+                state.step = saved.parse(&format!("{opt}.step.{name}"))?;
+            }
+        }
+        Ok(TrainingProgress {
+            epoch: saved.parse("epoch")?,
+            step: saved.parse("step")?,
+            seed: saved.parse("seed")?,
+            batch_size: saved.parse("batch_size")?,
+            rng: Generator::from_state(saved.parse("rng_seed")?, saved.parse("rng_offset")?),
+        })
+    }
+
+    /// Each network with its name and optimiser.
+    fn parts(&self) -> [(&'static str, &Sequential, &Adam); 2] {
+        [
+            ("generator", &self.generator, &self.generator_optimizer),
+            (
+                "discriminator",
+                &self.discriminator,
+                &self.discriminator_optimizer,
+            ),
+        ]
+    }
+}
+
+/// A generator with the weights from a checkpoint written by [`Gan::save_checkpoint`].
+pub fn load_generator(path: &Path, device: &Device) -> Result<Sequential> {
+    let generator = generator(device);
+    Checkpoint::load(path)?.restore_module("generator.", &generator)?;
+    Ok(generator)
 }

@@ -99,10 +99,14 @@
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
 //! without a graph — panics with the op's name and the shapes involved, as PyTorch raises.
 
+pub mod atomic_file;
 mod autograd;
 pub mod backend;
+pub mod checkpoint;
+pub mod data;
 mod device;
 mod dot;
+mod error;
 pub mod gan;
 mod grad_mode;
 pub mod nn;
@@ -113,6 +117,7 @@ mod storage;
 mod tensor;
 
 pub use device::Device;
+pub use error::{Error, Result};
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use rng::manual_seed;
 pub use tensor::Tensor;

@@ -258,6 +258,22 @@ impl Tensor {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Replaces the values in place, outside the graph (PyTorch's `with no_grad(): t.copy_(v)`),
+    /// for loading saved weights into existing parameters.
+    ///
+    /// # Panics
+    /// If the number of values differs from the tensor's.
+    pub fn assign(&self, values: Vec<f32>) {
+        assert_eq!(
+            values.len(),
+            self.numel(),
+            "assign: {} values for a tensor of shape {:?}",
+            values.len(),
+            self.shape()
+        );
+        *self.storage_mut() = Storage::from_vec(values, self.device());
+    }
+
     /// Whether two tensors share their values (clones and detached copies do).
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.inner.storage, &other.inner.storage)

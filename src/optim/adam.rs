@@ -35,18 +35,23 @@ impl Default for AdamConfig {
     }
 }
 
-/// One parameter and its optimiser state.
-struct ParamState {
-    param: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    step: u64,
+/// Adam's state for one parameter: its moments and its own step count. Saving these (and
+/// restoring them with [`Adam::states_mut`]) resumes training exactly.
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    /// `m`, the running mean of gradients.
+    pub exp_avg: Tensor,
+    /// `v`, the running mean of squared gradients.
+    pub exp_avg_sq: Tensor,
+    /// Steps taken on this parameter (its `t`).
+    pub step: u64,
 }
 
 /// The Adam optimiser over a fixed list of parameters.
 pub struct Adam {
     config: AdamConfig,
-    states: Vec<ParamState>,
+    params: Vec<Tensor>,
+    states: Vec<AdamState>,
 }
 
 /// The per-element update above, with the step's bias corrections folded into two scalars as
@@ -76,15 +81,29 @@ impl Adam {
     /// gradient to ever be updated.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Self {
         let states = params
-            .into_iter()
-            .map(|param| ParamState {
+            .iter()
+            .map(|param| AdamState {
                 exp_avg: Tensor::zeros(param.shape(), param.device()),
                 exp_avg_sq: Tensor::zeros(param.shape(), param.device()),
-                param,
                 step: 0,
             })
             .collect();
-        Adam { config, states }
+        Adam {
+            config,
+            params,
+            states,
+        }
+    }
+
+    /// The state of each parameter, in the order the parameters were given.
+    pub fn states(&self) -> &[AdamState] {
+        &self.states
+    }
+
+    /// The state, for restoring a checkpoint: overwrite the moments' values in place (see
+    /// `crate::checkpoint`) and the step counts.
+    pub fn states_mut(&mut self) -> &mut [AdamState] {
+        &mut self.states
     }
 
     pub fn config(&self) -> &AdamConfig {
@@ -98,8 +117,8 @@ impl Adam {
 
     /// Clears the gradients of all parameters.
     pub fn zero_grad(&self) {
-        for state in &self.states {
-            state.param.zero_grad();
+        for param in &self.params {
+            param.zero_grad();
         }
     }
 
@@ -112,8 +131,8 @@ impl Adam {
             eps,
             weight_decay,
         } = self.config;
-        for state in &mut self.states {
-            let Some(grad) = state.param.grad() else {
+        for (param, state) in self.params.iter().zip(&mut self.states) {
+            let Some(grad) = param.grad() else {
                 continue;
             };
             state.step += 1;
@@ -132,8 +151,7 @@ impl Adam {
             let grad = grad.storage();
             let mut m = state.exp_avg.storage_mut();
             let mut v = state.exp_avg_sq.storage_mut();
-            state
-                .param
+            param
                 .storage_mut()
                 .update_in_place(&grad, &mut m, &mut v, &kernel);
         }

@@ -165,3 +165,19 @@ pub fn check_gradients(
         );
     }
 }
+
+/// `../shared/data/mnist`, where tests find MNIST. Missing, it fails the test under CI (where it
+/// must be present) and skips it elsewhere.
+pub fn shared_mnist() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: CI needs the shared MNIST files",
+        dir.display()
+    );
+    eprintln!("skipped: {} is missing", dir.display());
+    None
+}

@@ -1,0 +1,221 @@
+//! What the GAN examples write: sample grids (PNG), the loss curve (SVG) and generated samples
+//! (IDX). Shared by `mnist_gan` and `gan_sample`.
+#![allow(dead_code)] // each example uses a part
+
+use std::error::Error;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use ferrograd::atomic_file::write_atomically;
+use ferrograd::data::idx;
+use ferrograd::data::mnist::IMAGE_SIDE;
+use ferrograd::gan::LATENT_DIM;
+use ferrograd::nn::{Module, Sequential};
+use ferrograd::rng::Generator;
+use ferrograd::{no_grad, Device, Tensor};
+
+/// The process's exit code for `result`, printing the error (not a panic) if there is one.
+pub fn exit_code(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A generator output in `[-1, 1]` as a byte: `round((x + 1) / 2 · 255)`.
+pub fn to_pixel(x: f32) -> u8 {
+    ((x.clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0).round() as u8
+}
+
+/// Writes `images` (`[n, 784]`, values in `[-1, 1]`) as a grid of `cols` columns, white digits
+/// on black with a 2-pixel gray border, as a grayscale PNG, atomically.
+pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> io::Result<()> {
+    const BORDER: usize = 2;
+    let n = images.shape()[0];
+    let rows = n.div_ceil(cols);
+    let cell = IMAGE_SIDE + BORDER;
+    let (width, height) = (cols * cell + BORDER, rows * cell + BORDER);
+    let mut canvas = vec![64u8; width * height];
+    for (i, image) in images
+        .to_vec()
+        .chunks_exact(IMAGE_SIDE * IMAGE_SIDE)
+        .enumerate()
+    {
+        let (top, left) = ((i / cols) * cell + BORDER, (i % cols) * cell + BORDER);
+        for (r, row) in image.chunks_exact(IMAGE_SIDE).enumerate() {
+            let start = (top + r) * width + left;
+            for (dst, &x) in canvas[start..start + IMAGE_SIDE].iter_mut().zip(row) {
+                *dst = to_pixel(x);
+            }
+        }
+    }
+    write_atomically(path, |file| {
+        let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(io::Error::other)?;
+        writer.write_image_data(&canvas).map_err(io::Error::other)?;
+        writer.finish().map_err(io::Error::other)
+    })
+}
+
+/// The generator's images for `noise`, without recording a graph.
+pub fn generate(generator: &Sequential, noise: &Tensor) -> Tensor {
+    let _recording_off = no_grad();
+    generator.forward(noise)
+}
+
+/// Writes `count` samples as an IDX3 file (magic 0x00000803, count × 28 × 28 bytes), noise
+/// drawn from `rng`, generated in batches of 500.
+pub fn write_samples_idx(
+    path: &Path,
+    generator: &Sequential,
+    count: usize,
+    rng: &mut Generator,
+    device: &Device,
+) -> io::Result<()> {
+    const BATCH: usize = 500;
+    let mut pixels = Vec::with_capacity(count * IMAGE_SIDE * IMAGE_SIDE);
+    for start in (0..count).step_by(BATCH) {
+        let noise = Tensor::randn_with(&[BATCH.min(count - start), LATENT_DIM], device, rng);
+        pixels.extend(
+            generate(generator, &noise)
+                .to_vec()
+                .into_iter()
+                .map(to_pixel),
+        );
+    }
+    let encoded = idx::encode(&[count, IMAGE_SIDE, IMAGE_SIDE], &pixels);
+    write_atomically(path, |file| file.write_all(&encoded))
+}
+
+/// One row of `losses.csv`.
+#[derive(Clone, Copy, Debug)]
+pub struct LossRow {
+    pub epoch: u64,
+    pub iter: u64,
+    pub d_loss: f32,
+    pub g_loss: f32,
+    pub d_real: f32,
+    pub d_fake: f32,
+}
+
+pub const CSV_HEADER: &str = "epoch,iter,d_loss,g_loss,d_x,d_g_z";
+
+impl LossRow {
+    pub fn to_csv(self) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            self.epoch, self.iter, self.d_loss, self.g_loss, self.d_real, self.d_fake
+        )
+    }
+
+    pub fn from_csv(line: &str) -> Option<LossRow> {
+        let mut fields = line.split(',');
+        let mut next = || fields.next();
+        Some(LossRow {
+            epoch: next()?.parse().ok()?,
+            iter: next()?.parse().ok()?,
+            d_loss: next()?.parse().ok()?,
+            g_loss: next()?.parse().ok()?,
+            d_real: next()?.parse().ok()?,
+            d_fake: next()?.parse().ok()?,
+        })
+    }
+}
+
+/// Rows of an existing `losses.csv` up to iteration `last_iter` (a resumed run drops the rows
+/// its predecessor wrote after the checkpoint it resumes from).
+pub fn read_loss_rows(path: &Path, last_iter: u64) -> io::Result<Vec<LossRow>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(LossRow::from_csv)
+        .filter(|row| row.iter <= last_iter)
+        .collect())
+}
+
+/// Opens `losses.csv` afresh with `rows` already in it, ready to append.
+pub fn start_loss_csv(path: &Path, rows: &[LossRow]) -> io::Result<BufWriter<File>> {
+    let mut csv = BufWriter::new(File::create(path)?);
+    writeln!(csv, "{CSV_HEADER}")?;
+    for row in rows {
+        writeln!(csv, "{}", row.to_csv())?;
+    }
+    Ok(csv)
+}
+
+/// The loss curves as an SVG line chart: D and G loss per iteration, averaged over windows so
+/// that at most ~600 points are drawn, with the epoch on the x axis.
+pub fn loss_plot_svg(rows: &[LossRow], batches_per_epoch: usize) -> String {
+    const W: f32 = 720.0;
+    const H: f32 = 360.0;
+    const PAD: f32 = 48.0;
+    let window = rows.len().div_ceil(600).max(1);
+    let smooth = |value: fn(&LossRow) -> f32| -> Vec<(f32, f32)> {
+        rows.chunks(window)
+            .map(|chunk| {
+                let mean = chunk.iter().map(value).sum::<f32>() / chunk.len() as f32;
+                (
+                    chunk[chunk.len() - 1].iter as f32 / batches_per_epoch as f32,
+                    mean,
+                )
+            })
+            .collect()
+    };
+    let d = smooth(|r| r.d_loss);
+    let g = smooth(|r| r.g_loss);
+    let x_max = d.last().map_or(1.0, |p| p.0).max(1e-3);
+    let y_max = d
+        .iter()
+        .chain(&g)
+        .map(|p| p.1)
+        .fold(1.0f32, f32::max)
+        .min(10.0);
+    let to_svg = |(x, y): (f32, f32)| {
+        let sx = PAD + x / x_max * (W - 2.0 * PAD);
+        let sy = H - PAD - y.min(y_max) / y_max * (H - 2.0 * PAD);
+        format!("{sx:.1},{sy:.1}")
+    };
+    let polyline = |points: &[(f32, f32)], color: &str| {
+        let points: Vec<String> = points.iter().copied().map(to_svg).collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            points.join(" ")
+        )
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <text x=\"{r}\" y=\"{lb}\" text-anchor=\"end\">epoch {x_max:.2}</text>\n\
+         <text x=\"{PAD}\" y=\"{lb}\">0</text>\n\
+         <text x=\"4\" y=\"{t}\">{y_max:.1}</text>\n\
+         <text x=\"4\" y=\"{b}\">0</text>\n\
+         <text x=\"{lx}\" y=\"20\" fill=\"#c0392b\">D loss</text>\n\
+         <text x=\"{gx}\" y=\"20\" fill=\"#2471a3\">G loss</text>\n",
+        b = H - PAD,
+        r = W - PAD,
+        lb = H - PAD + 18.0,
+        t = PAD + 4.0,
+        lx = W - 200.0,
+        gx = W - 120.0,
+    );
+    svg.push_str(&polyline(&d, "#c0392b"));
+    svg.push('\n');
+    svg.push_str(&polyline(&g, "#2471a3"));
+    svg.push_str("\n</svg>\n");
+    svg
+}

@@ -1,0 +1,156 @@
+//! Named tensors and string metadata in a [safetensors](https://github.com/huggingface/safetensors)
+//! file: the format PyTorch users load with `safetensors.torch.load_file`.
+//!
+//! Files are written atomically (see [`crate::atomic_file`]): a kill during a save leaves the
+//! previous checkpoint intact.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::atomic_file::write_atomically;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use crate::tensor::Tensor;
+
+/// Writes `tensors` (as little-endian f32) and `metadata` to `path`, atomically.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, tensor)| {
+            let data = tensor
+                .to_vec()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            (name.clone(), data, tensor.shape().to_vec())
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, data, shape)| {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data)
+            .expect("f32 data of the tensor's own shape");
+        (name.as_str(), view)
+    });
+    let checkpoint_error = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // An empty metadata map is written as nothing at all: safetensors cannot read `{}` back.
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    let encoded =
+        safetensors::serialize(views, metadata).map_err(|err| checkpoint_error(err.to_string()))?;
+    write_atomically(path, |file| file.write_all(&encoded)).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A checkpoint read back into memory.
+#[derive(Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Reads a safetensors file of f32 tensors.
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|err| invalid(format!("not a safetensors file ({err})")))?;
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|err| invalid(format!("not a safetensors file ({err})")))?;
+        let mut tensors = HashMap::new();
+        for (name, view) in file.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(invalid(format!(
+                    "tensor {name} is {:?}, not F32",
+                    view.dtype()
+                )));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            tensors,
+            metadata: header.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Checkpoint {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// The metadata entry `key`.
+    pub fn metadata(&self, key: &str) -> Result<&str> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| self.error(format!("metadata entry {key:?} is missing")))
+    }
+
+    /// The metadata entry `key`, parsed.
+    pub fn parse<T: FromStr>(&self, key: &str) -> Result<T> {
+        let text = self.metadata(key)?;
+        text.parse()
+            .map_err(|_| self.error(format!("metadata entry {key:?} = {text:?} is malformed")))
+    }
+
+    /// The stored tensor `name` as a new tensor.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let (shape, values) = self.get(name)?;
+        Ok(Tensor::from_vec(values.clone(), shape, device))
+    }
+
+    /// Overwrites `into`'s values with the stored tensor `name`, which must have its shape.
+    pub fn restore(&self, name: &str, into: &Tensor) -> Result<()> {
+        let (shape, values) = self.get(name)?;
+        if shape.as_slice() != into.shape() {
+            return Err(self.error(format!(
+                "tensor {name} has shape {shape:?}, the model expects {:?}",
+                into.shape()
+            )));
+        }
+        into.assign(values.clone());
+        Ok(())
+    }
+
+    /// Restores every parameter of `module` from the tensors named `prefix` + its name.
+    pub fn restore_module(&self, prefix: &str, module: &dyn Module) -> Result<()> {
+        for (name, param) in module.named_parameters() {
+            self.restore(&format!("{prefix}{name}"), &param)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| self.error(format!("tensor {name:?} is missing")))
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors for input a user can get wrong: files, downloads, checkpoints, devices. (Misusing an
+//! op, such as mismatched shapes, panics instead, as PyTorch raises.)
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::data::idx::IdxError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    Io { path: PathBuf, source: io::Error },
+    /// A file is not valid IDX.
+    Idx { path: PathBuf, source: IdxError },
+    /// A standard MNIST file is in neither its plain nor its `.gz` form.
+    MnistMissing { dir: PathBuf, name: &'static str },
+    /// An MNIST image file whose images are not 28 × 28.
+    MnistImageSize { path: PathBuf, dims: Vec<usize> },
+    /// An MNIST file of the wrong kind (labels where images belong, or the other way).
+    MnistKind {
+        path: PathBuf,
+        expected: &'static str,
+        dims: Vec<usize>,
+    },
+    /// Image and label files that disagree on the number of items.
+    MnistCountMismatch {
+        images: PathBuf,
+        image_count: usize,
+        labels: PathBuf,
+        label_count: usize,
+    },
+    /// A label outside 0–9.
+    MnistLabel {
+        path: PathBuf,
+        index: usize,
+        value: u8,
+    },
+    /// No mirror delivered a file with the right checksum; one line per attempt.
+    Download { file: String, attempts: Vec<String> },
+    /// A checkpoint that cannot be read, or that does not fit the model.
+    Checkpoint { path: PathBuf, reason: String },
+    /// The requested device is not available.
+    Device(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Idx { path, source } => {
+                write!(f, "{}: not a valid IDX file: {source}", path.display())
+            }
+            Error::MnistMissing { dir, name } => write!(
+                f,
+                "{}: MNIST file {name} (or {name}.gz) not found",
+                dir.display()
+            ),
+            Error::MnistImageSize { path, dims } => write!(
+                f,
+                "{}: MNIST images must be 28 × 28, this file holds dims {dims:?}",
+                path.display()
+            ),
+            Error::MnistKind {
+                path,
+                expected,
+                dims,
+            } => write!(
+                f,
+                "{}: expected an IDX file of {expected}, found one with dims {dims:?}",
+                path.display()
+            ),
+            Error::MnistCountMismatch {
+                images,
+                image_count,
+                labels,
+                label_count,
+            } => write!(
+                f,
+                "{} holds {image_count} images but {} holds {label_count} labels",
+                images.display(),
+                labels.display()
+            ),
+            Error::MnistLabel { path, index, value } => write!(
+                f,
+                "{}: label {index} is {value}, outside 0–9",
+                path.display()
+            ),
+            Error::Download { file, attempts } => {
+                write!(f, "could not download {file}:")?;
+                for attempt in attempts {
+                    write!(f, "\n  {attempt}")?;
+                }
+                Ok(())
+            }
+            Error::Checkpoint { path, reason } => {
+                write!(f, "{}: unusable checkpoint: {reason}", path.display())
+            }
+            Error::Device(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Idx { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Checkpoints: an exact resume, PyTorch-style names, clear errors for bad files, and atomic
+//! writes that leave the previous file intact when a write fails.
+
+use std::path::PathBuf;
+
+use ferrograd::atomic_file::write_atomically;
+use ferrograd::checkpoint::{self, Checkpoint};
+use ferrograd::gan::{load_generator, Gan, TrainingProgress, IMAGE_DIM};
+use ferrograd::nn::Module;
+use ferrograd::rng::with_default_generator;
+use ferrograd::{manual_seed, Device, Error, Tensor};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ferrograd-checkpoint-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn steps(gan: &mut Gan, n: usize) -> Vec<u32> {
+    (0..n)
+        .flat_map(|_| {
+            let real = Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, &Device::Cpu);
+            let stats = gan.train_step(&real);
+            [stats.d_loss, stats.g_loss].map(f32::to_bits)
+        })
+        .collect()
+}
+
+/// Train, save, train on; a fresh GAN loaded from the save trains on identically, bit for bit.
+/// (One test, since it drives the process-wide generator.)
+#[test]
+fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
+    let dir = scratch("resume");
+    let path = dir.join("gan.safetensors");
+    let dev = Device::Cpu;
+    manual_seed(3);
+    let mut original = Gan::new(&dev, 2e-4);
+    steps(&mut original, 3);
+    let progress = TrainingProgress {
+        epoch: 0,
+        step: 3,
+        seed: 3,
+        batch_size: 16,
+        rng: with_default_generator(|g| *g),
+    };
+    original.save_checkpoint(&path, &progress).unwrap();
+    let expected = steps(&mut original, 2);
+
+    manual_seed(99); // different initial weights, all to be overwritten
+    let mut resumed = Gan::new(&dev, 2e-4);
+    let loaded = resumed.load_checkpoint(&path).unwrap();
+    assert_eq!(loaded, progress);
+    with_default_generator(|g| *g = loaded.rng);
+    assert_eq!(steps(&mut resumed, 2), expected);
+
+    // The generator alone, by the names PyTorch's nn.Sequential uses after the prefix.
+    let saved = Checkpoint::load(&path).unwrap();
+    assert_eq!(saved.metadata("step").unwrap(), "3");
+    for (name, shape) in [("0.weight", [256, 100]), ("6.weight", [784, 1024])] {
+        let tensor = saved.tensor(&format!("generator.{name}"), &dev).unwrap();
+        assert_eq!(tensor.shape(), shape);
+    }
+    let generator = load_generator(&path, &dev).unwrap();
+    let first = &generator.named_parameters()[0].1;
+    assert_eq!(
+        first.to_vec(),
+        saved.tensor("generator.0.weight", &dev).unwrap().to_vec()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unusable_checkpoints_are_clear_errors() {
+    let dir = scratch("errors");
+    let dev = Device::Cpu;
+    let mut gan = Gan::new(&dev, 2e-4);
+
+    let missing = dir.join("missing.safetensors");
+    assert!(matches!(
+        gan.load_checkpoint(&missing),
+        Err(Error::Io { .. })
+    ));
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a checkpoint").unwrap();
+    let err = gan.load_checkpoint(&garbage).unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint { .. })
+            && err.to_string().contains("not a safetensors file"),
+        "{err}"
+    );
+
+    let good = dir.join("good.safetensors");
+    let progress = TrainingProgress {
+        epoch: 0,
+        step: 0,
+        seed: 0,
+        batch_size: 64,
+        rng: with_default_generator(|g| *g),
+    };
+    gan.save_checkpoint(&good, &progress).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        gan.load_checkpoint(&truncated),
+        Err(Error::Checkpoint { .. })
+    ));
+
+    // The right format tag but a tensor of the wrong shape, and then one missing.
+    let wrong = dir.join("wrong.safetensors");
+    let meta = || [("format".to_string(), "ferrograd.mnist_gan.v1".to_string())].into();
+    let tensors = vec![(
+        "generator.0.weight".to_string(),
+        Tensor::zeros(&[3, 3], &dev),
+    )];
+    checkpoint::save(&wrong, &tensors, meta()).unwrap();
+    let err = gan.load_checkpoint(&wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("generator.0.weight has shape [3, 3], the model expects [256, 100]"),
+        "{err}"
+    );
+    checkpoint::save(&wrong, &[], meta()).unwrap();
+    let err = gan.load_checkpoint(&wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tensor \"generator.0.weight\" is missing"),
+        "{err}"
+    );
+    checkpoint::save(&wrong, &[], [].into()).unwrap();
+    let err = gan.load_checkpoint(&wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("metadata entry \"format\" is missing"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
+    let dir = scratch("atomic");
+    let path = dir.join("state.bin");
+    write_atomically(&path, |f| std::io::Write::write_all(f, b"old")).unwrap();
+    let result = write_atomically(&path, |f| {
+        std::io::Write::write_all(f, b"half of the new")?;
+        Err(std::io::Error::other("disk full"))
+    });
+    assert_eq!(result.unwrap_err().to_string(), "disk full");
+    assert_eq!(std::fs::read(&path).unwrap(), b"old");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["state.bin"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

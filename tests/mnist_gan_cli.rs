@@ -1,0 +1,255 @@
+//! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
+//! resume, kills during checkpointing, and clear errors for what users get wrong.
+//!
+//! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
+//! this test's own directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::shared_mnist;
+use ferrograd::checkpoint::Checkpoint;
+use ferrograd::data::idx;
+
+fn example(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run through `cargo test`",
+        path.display()
+    );
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrograd-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn mnist_gan(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(example("mnist_gan"));
+    command
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--seed", "1", "--threads", "2"])
+        .args(extra);
+    command
+}
+
+fn run_ok(mut command: Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// (iter, d_loss, g_loss, D(x), D(G(z))) per row of losses.csv.
+fn losses(out: &Path) -> Vec<[f32; 5]> {
+    std::fs::read_to_string(out.join("losses.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<f32> = line
+                .split(',')
+                .skip(1)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            fields.try_into().unwrap()
+        })
+        .collect()
+}
+
+fn mean(rows: &[[f32; 5]], column: usize) -> f32 {
+    rows.iter().map(|r| r[column]).sum::<f32>() / rows.len() as f32
+}
+
+/// 300 seeded iterations: finite losses, D telling real from fake, a decodable 8 × 8 grid, a
+/// parsable samples file; then 150 + 150 iterations with a resume in between reproduce the
+/// uninterrupted run's losses exactly.
+#[test]
+fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("smoke");
+    let samples = out.join("samples.idx");
+    run_ok(mnist_gan(
+        &data,
+        &out,
+        &[
+            "--max-iters",
+            "300",
+            "--samples-out",
+            samples.to_str().unwrap(),
+            "--num-samples",
+            "200",
+        ],
+    ));
+
+    let rows = losses(&out);
+    assert_eq!(rows.len(), 300);
+    assert!(rows.iter().flatten().all(|v| v.is_finite()));
+    let last = &rows[250..];
+    let (d_real, d_fake) = (mean(last, 3), mean(last, 4));
+    assert!(
+        d_real > d_fake,
+        "D(x) {d_real} should exceed D(G(z)) {d_fake}"
+    );
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(out.join("samples_latest.png")).unwrap(),
+    ));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!(
+        (info.width, info.height, info.color_type),
+        (242, 242, png::ColorType::Grayscale)
+    );
+
+    let parsed = idx::decode(&std::fs::read(&samples).unwrap()).unwrap();
+    assert_eq!(parsed.dims, [200, 28, 28]);
+    assert!(parsed.data.iter().any(|&p| p > 128) && parsed.data.iter().any(|&p| p < 128));
+    assert!(std::fs::read_to_string(out.join("losses.svg"))
+        .unwrap()
+        .contains("<polyline"));
+    let checkpoint = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(checkpoint.metadata("step").unwrap(), "300");
+
+    let resumed = scratch("resumed");
+    run_ok(mnist_gan(&data, &resumed, &["--max-iters", "150"]));
+    assert_eq!(losses(&resumed).len(), 150);
+    let checkpoint = resumed.join("checkpoint.safetensors");
+    run_ok(mnist_gan(
+        &data,
+        &resumed,
+        &[
+            "--max-iters",
+            "300",
+            "--resume",
+            checkpoint.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        losses(&resumed),
+        rows,
+        "the resumed run reproduces the uninterrupted one"
+    );
+
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&resumed).unwrap();
+}
+
+/// Killed (SIGKILL) at arbitrary moments while it checkpoints after every iteration, the run
+/// always leaves a checkpoint that loads, and resumes from it.
+#[test]
+fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("kill");
+    let checkpoint = out.join("checkpoint.safetensors");
+    let mut last_step = 0;
+    for (round, delay_ms) in [350u64, 800, 1250].into_iter().enumerate() {
+        let mut args = vec!["--checkpoint-every", "1", "--max-iters", "100000"];
+        if round > 0 {
+            args.extend(["--resume", checkpoint.to_str().unwrap()]);
+        }
+        let mut child = mnist_gan(&data, &out, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        // Wait for this run's first new checkpoint, then kill at an arbitrary point after it.
+        while step_of(&checkpoint) <= last_step && started.elapsed() < Duration::from_secs(120) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let step = step_of(&checkpoint);
+        assert!(
+            step > last_step,
+            "round {round}: checkpoint at {step}, before {last_step}"
+        );
+        last_step = step;
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The step stored in a checkpoint; 0 if there is none yet. Panics if it exists but does not
+/// load, which is what the kill test guards against.
+fn step_of(path: &Path) -> u64 {
+    if !path.exists() {
+        return 0;
+    }
+    let checkpoint = Checkpoint::load(path).unwrap_or_else(|err| panic!("torn checkpoint: {err}"));
+    checkpoint.parse("step").unwrap()
+}
+
+fn run_failing(mut command: Command) -> String {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{command:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic instead of an error:\n{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn user_errors_are_reported_without_panicking() {
+    let out = scratch("errors");
+    let Some(data) = shared_mnist() else { return };
+    let stderr = run_failing(mnist_gan(&data, &out, &["--device", "cuda"]));
+    assert!(stderr.contains("no CUDA backend"), "{stderr}");
+
+    let stderr = run_failing(mnist_gan(&data, &out, &["--batch-size", "0"]));
+    assert!(stderr.contains("--batch-size"), "{stderr}");
+
+    // A truncated training file: the error names it, and nothing is downloaded over it.
+    let broken = scratch("broken-data");
+    std::fs::create_dir_all(&broken).unwrap();
+    for name in [
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(data.join(name), broken.join(name)).unwrap();
+    }
+    let images = std::fs::read(data.join("train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(
+        broken.join("train-images-idx3-ubyte.gz"),
+        &images[..images.len() / 3],
+    )
+    .unwrap();
+    let stderr = run_failing(mnist_gan(&broken, &out, &["--max-iters", "1"]));
+    assert!(
+        stderr.contains("train-images-idx3-ubyte.gz") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+
+    let stderr = run_failing(mnist_gan(
+        &data,
+        &out,
+        &["--resume", "/nonexistent/checkpoint.safetensors"],
+    ));
+    assert!(
+        stderr.contains("/nonexistent/checkpoint.safetensors"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::remove_dir_all(&broken).unwrap();
+}
