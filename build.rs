@@ -1,7 +1,107 @@
-//! Build script. The CUDA backend will embed `kernels/*.cu` here and generate the kernel table;
-//! until then it only tells cargo when to rerun.
+//! Build script: turns `kernels/*.cu` into
+//! 1. `kernel_table.rs` (in OUT_DIR): every kernel file's source, embedded, and the names of
+//!    the kernels it defines, so that a kernel's name is written once, in its `FG_KERNEL(...)`;
+//! 2. `libferrograd_emulator.a`: the same kernel files compiled by the host C++ compiler
+//!    against `kernels/emulator/emulator.h`, the CPU emulation of the CUDA path.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernels = root.join("kernels");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed={}", kernels.display());
+
+    let mut files: Vec<PathBuf> = fs::read_dir(&kernels)
+        .expect("kernels/ exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cu"))
+        .collect();
+    files.sort();
+    for path in files.iter().chain([&kernels.join("common.cuh")]) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+
+    write_kernel_table(&kernels, &files, &out_dir);
+    build_emulator(&kernels, &files, &out_dir);
+}
+
+/// The names declared by `FG_KERNEL(name, Args)` at the start of a line.
+fn kernel_names(path: &Path, source: &str) -> Vec<String> {
+    source
+        .lines()
+        .filter_map(|line| line.strip_prefix("FG_KERNEL("))
+        .map(|rest| {
+            let name = rest.split(',').next().unwrap_or("").trim();
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{}: malformed FG_KERNEL name {name:?}",
+                path.display()
+            );
+            name.to_string()
+        })
+        .collect()
+}
+
+fn write_kernel_table(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
+    let mut table = String::new();
+    let common = kernels.join("common.cuh");
+    writeln!(
+        table,
+        "pub const COMMON_SOURCE: &str = include_str!({:?});",
+        common.display()
+    )
+    .unwrap();
+    writeln!(table, "pub const MODULES: &[KernelModule] = &[").unwrap();
+    let mut seen = Vec::new();
+    for path in files {
+        let source = fs::read_to_string(path).unwrap();
+        let names = kernel_names(path, &source);
+        for name in &names {
+            assert!(
+                !seen.contains(name),
+                "kernel {name} is defined twice ({})",
+                path.display()
+            );
+            seen.push(name.clone());
+        }
+        writeln!(
+            table,
+            "    KernelModule {{ file: {:?}, source: include_str!({:?}), kernels: &{:?} }},",
+            path.file_name().unwrap().to_string_lossy(),
+            path.display(),
+            names
+        )
+        .unwrap();
+    }
+    writeln!(table, "];").unwrap();
+    fs::write(out_dir.join("kernel_table.rs"), table).unwrap();
+}
+
+fn build_emulator(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
+    // One translation unit: the kernels' start-up registrars must be linked with the launcher.
+    let mut unit = String::new();
+    let emulator = kernels.join("emulator");
+    for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
+        writeln!(unit, "#include {:?}", header.display()).unwrap();
+    }
+    for path in files {
+        writeln!(unit, "#include {:?}", path.display()).unwrap();
+    }
+    for part in ["layout.cpp", "runtime.cpp"] {
+        writeln!(unit, "#include {:?}", emulator.join(part).display()).unwrap();
+    }
+    println!("cargo:rerun-if-changed={}", emulator.display());
+    let unit_path = out_dir.join("emulator_unit.cpp");
+    fs::write(&unit_path, unit).unwrap();
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(&unit_path)
+        .opt_level(2)
+        .warnings(false) // CUDA idioms (unused lambda parameters) are not host-compiler warnings
+        .compile("ferrograd_emulator");
 }

@@ -149,11 +149,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = args.out.join("checkpoint.safetensors");
     println!(
-        "training on {} images, {} batches of {} per epoch, device {device}, {} threads",
+        "training on {} images, {} batches of {} per epoch, on {}",
         loader.len(),
         batches,
         progress.batch_size,
-        rayon::current_num_threads()
+        device.description()
     );
 
     while progress.step < last_step {
@@ -238,13 +238,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 fn select_device(choice: DeviceChoice) -> Result<Device, String> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => {
-            println!("device auto: this build has no CUDA backend yet, training on the CPU");
-            Ok(Device::Cpu)
-        }
-        DeviceChoice::Cuda => Err("--device cuda: this build has no CUDA backend yet \
-                                   (it is being written); use --device cpu"
-            .into()),
+        DeviceChoice::Cuda => Device::cuda(0).map_err(|err| format!("--device cuda: {err}")),
+        DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
+            println!("device auto: no usable GPU ({err}); training on the CPU");
+            Device::Cpu
+        })),
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! A small tensor engine with reverse-mode automatic differentiation, written from scratch to be
 //! run, measured and read. It has the ops an MLP GAN needs (linear layers, ReLU, LeakyReLU,
-//! dropout, tanh, sigmoid, binary cross-entropy), Adam, and a CPU backend on rayon; a CUDA
-//! backend with our own kernels plugs in behind the same API.
+//! dropout, tanh, sigmoid, binary cross-entropy), Adam, a CPU backend on rayon, and a CUDA
+//! backend with our own kernels behind the same API ([`Device::cuda`]; without a GPU,
+//! [`Device::cuda_emulator`] runs the same kernels on the CPU).
 //!
 //! This page walks through the engine in the order a learner needs it.
 //!
@@ -89,7 +90,9 @@
 //! `y = tanh(x)` and `∂L/∂x = ∂L/∂y · (1 − y²)`, and hands them to the tensor's storage
 //! (`src/storage.rs`), the one place that knows which device holds the data. The CPU backend
 //! (`src/backend/cpu/`) maps the kernel over the buffer on the rayon pool; matrix products go
-//! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm.rs`). Results never depend on the
+//! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm.rs`). The CUDA backend
+//! (`src/backend/cuda/`) launches `unary_tanh` and `binary_tanh_backward` from
+//! `kernels/elementwise.cu`, where the same two formulas are written in CUDA C++. Results never depend on the
 //! number of threads: reductions split their input at fixed boundaries, and random numbers
 //! come from a counter-based generator ([`rng`], Philox4x32-10) that computes value `i` from
 //! `(seed, i)` alone.

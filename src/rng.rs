@@ -63,6 +63,16 @@ pub struct PhiloxStream {
 }
 
 impl PhiloxStream {
+    /// The key: the seed's low and high words.
+    pub fn key(&self) -> [u32; 2] {
+        self.key
+    }
+
+    /// The counter block of value 0.
+    pub fn first_block(&self) -> u64 {
+        self.first_block
+    }
+
     /// The four random words of block `block` of this draw (block `b` holds values `4b..4b+4`).
     pub fn block(&self, block: u64) -> [u32; 4] {
         let counter = self.first_block.wrapping_add(block);

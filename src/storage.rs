@@ -1,9 +1,11 @@
 //! One storage type over every backend: the only place that matches on the device.
 //!
 //! Tensors hold a [`Storage`]; ops call its methods and never look inside. Adding a device means
-//! a new variant here and one more arm per method, nothing above.
+//! a new variant here and one more arm per method, nothing above. Ops check that their operands
+//! share a device before they get here, so mixed arms cannot occur.
 
 use crate::backend::cpu::CpuStorage;
+use crate::backend::cuda::CudaStorage;
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
 };
@@ -13,18 +15,24 @@ use crate::rng::PhiloxStream;
 #[derive(Clone, Debug)]
 pub(crate) enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
+
+/// The message of the arms that the op layer's device checks rule out.
+const MIXED: &str = "operands on different devices reached the storage layer";
 
 impl Storage {
     pub fn from_vec(data: Vec<f32>, device: &Device) -> Self {
         match device {
             Device::Cpu => Storage::Cpu(CpuStorage::from_vec(data)),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::from_vec(data, d)),
         }
     }
 
     pub fn full(len: usize, value: f32, device: &Device) -> Self {
         match device {
             Device::Cpu => Storage::Cpu(CpuStorage::full(len, value)),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::full(len, value, d)),
         }
     }
 
@@ -36,48 +44,57 @@ impl Storage {
     ) -> Self {
         match device {
             Device::Cpu => Storage::Cpu(CpuStorage::random(len, distribution, stream)),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::random(len, distribution, stream, d)),
         }
     }
 
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => Device::Cuda(s.device().clone()),
         }
     }
 
     pub fn to_vec(&self) -> Vec<f32> {
         match self {
             Storage::Cpu(s) => s.to_vec(),
+            Storage::Cuda(s) => s.to_vec(),
         }
     }
 
     pub fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.unary(kernel)),
+            Storage::Cuda(s) => Storage::Cuda(s.unary(kernel)),
         }
     }
 
     pub fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(a.binary(b, broadcast, kernel)),
+            (Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(a.binary(b, broadcast, kernel)),
+            _ => unreachable!("{MIXED}"),
         }
     }
 
     pub fn sum_all(&self) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.sum_all()),
+            Storage::Cuda(s) => Storage::Cuda(s.sum_all()),
         }
     }
 
     pub fn sum_rows(&self, rows: usize, cols: usize) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.sum_rows(rows, cols)),
+            Storage::Cuda(s) => Storage::Cuda(s.sum_rows(rows, cols)),
         }
     }
 
     pub fn expand_scalar(&self, len: usize, scale: f32) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.expand_scalar(len, scale)),
+            Storage::Cuda(s) => Storage::Cuda(s.expand_scalar(len, scale)),
         }
     }
 
@@ -87,6 +104,11 @@ impl Storage {
             (Storage::Cpu(a), Storage::Cpu(b), Some(Storage::Cpu(bias))) => {
                 Storage::Cpu(a.gemm(b, Some(bias), dims))
             }
+            (Storage::Cuda(a), Storage::Cuda(b), None) => Storage::Cuda(a.gemm(b, None, dims)),
+            (Storage::Cuda(a), Storage::Cuda(b), Some(Storage::Cuda(bias))) => {
+                Storage::Cuda(a.gemm(b, Some(bias), dims))
+            }
+            _ => unreachable!("{MIXED}"),
         }
     }
 
@@ -101,6 +123,10 @@ impl Storage {
             (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(a), Storage::Cpu(b)) => {
                 p.update_in_place(g, a, b, kernel)
             }
+            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(a), Storage::Cuda(b)) => {
+                p.update_in_place(g, a, b, kernel)
+            }
+            _ => unreachable!("{MIXED}"),
         }
     }
 }

@@ -189,6 +189,12 @@ impl Tensor {
         Tensor::from_storage(storage, shape.to_vec())
     }
 
+    /// A copy on `device`, outside the graph (gradients do not flow back through it). Moving
+    /// parameters is done by creating them there: `Linear::new(.., &device)`.
+    pub fn to_device(&self, device: &Device) -> Tensor {
+        Tensor::from_vec(self.to_vec(), self.shape(), device)
+    }
+
     /// A new tensor, outside the graph, over freshly computed storage.
     pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>) -> Tensor {
         Tensor {

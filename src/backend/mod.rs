@@ -9,25 +9,38 @@
 //! over them that tensors hold. Nothing above this module knows which device it runs on.
 
 pub mod cpu;
+pub mod cuda;
 
 /// An elementwise map `y = f(x)`.
 pub trait UnaryKernel: Sync {
-    /// The op's name: shown in graphs and used as the GPU kernel's name.
+    /// The op's name: shown in graphs; the GPU kernel is `unary_<NAME>` in `kernels/`.
     const NAME: &'static str;
     fn apply(&self, x: f32) -> f32;
+    /// The kernel's parameter (a slope, a scale), passed to the GPU kernel as `p`.
+    fn param(&self) -> f32 {
+        0.0
+    }
 }
 
 /// An elementwise map `y = f(a, b)`; backward rules are mostly of this kind (`f(saved, grad)`).
 pub trait BinaryKernel: Sync {
+    /// The GPU kernel is `binary_<NAME>` in `kernels/`.
     const NAME: &'static str;
     fn apply(&self, a: f32, b: f32) -> f32;
+    /// The kernel's parameter, passed to the GPU kernel as `p`.
+    fn param(&self) -> f32 {
+        0.0
+    }
 }
 
 /// An in-place optimiser update over a parameter, its gradient and two state buffers
 /// (Adam's first and second moments).
 pub trait OptimizerKernel: Sync {
+    /// The GPU kernel's name in `kernels/`.
     const NAME: &'static str;
     fn update(&self, param: &mut f32, grad: f32, state_a: &mut f32, state_b: &mut f32);
+    /// The kernel's scalar arguments, in the order of its argument struct.
+    fn params(&self) -> [f32; 6];
 }
 
 /// How the right operand of a binary map lines up with the left one (whose shape the result has).

@@ -41,6 +41,9 @@ impl UnaryKernel for AddScalar {
     fn apply(&self, x: f32) -> f32 {
         x + self.0
     }
+    fn param(&self) -> f32 {
+        self.0
+    }
 }
 
 pub(crate) struct MulScalar(pub f32);
@@ -49,6 +52,9 @@ impl UnaryKernel for MulScalar {
     const NAME: &'static str = "mul_scalar";
     fn apply(&self, x: f32) -> f32 {
         x * self.0
+    }
+    fn param(&self) -> f32 {
+        self.0
     }
 }
 

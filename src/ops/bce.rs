@@ -38,6 +38,9 @@ impl BinaryKernel for BceGradPred {
     fn apply(&self, p: f32, t: f32) -> f32 {
         self.scale * (p - t) / (p * (1.0 - p)).max(GRAD_EPSILON)
     }
+    fn param(&self) -> f32 {
+        self.scale
+    }
 }
 
 /// `∂lossᵢ/∂tᵢ = ln(1 − p) − ln p` (logs clamped), times `scale` = 1/N.
@@ -49,6 +52,9 @@ impl BinaryKernel for BceGradTarget {
     const NAME: &'static str = "bce_backward_target";
     fn apply(&self, p: f32, _t: f32) -> f32 {
         self.scale * (clamped_ln(1.0 - p) - clamped_ln(p))
+    }
+    fn param(&self) -> f32 {
+        self.scale
     }
 }
 

@@ -18,6 +18,9 @@ impl UnaryKernel for LeakyRelu {
             self.slope * x
         }
     }
+    fn param(&self) -> f32 {
+        self.slope
+    }
 }
 
 /// `∂L/∂x = ∂L/∂y · (x > 0 ? 1 : slope)`, from the saved input (a negative slope would make
@@ -34,6 +37,9 @@ impl BinaryKernel for LeakyReluGrad {
         } else {
             self.slope * grad
         }
+    }
+    fn param(&self) -> f32 {
+        self.slope
     }
 }
 

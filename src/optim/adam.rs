@@ -74,6 +74,17 @@ impl OptimizerKernel for AdamUpdate {
         let denom = v.sqrt() / self.bias_correction2_sqrt + self.eps;
         *param -= self.step_size * *m / denom;
     }
+
+    fn params(&self) -> [f32; 6] {
+        [
+            self.beta1,
+            self.beta2,
+            self.eps,
+            self.weight_decay,
+            self.step_size,
+            self.bias_correction2_sqrt,
+        ]
+    }
 }
 
 impl Adam {

@@ -1,0 +1,79 @@
+// Elementwise kernels: every op's forward map and backward rule. Each mirrors the Rust kernel
+// of the same name in src/ops/<op>.rs (launched as unary_<NAME> or binary_<NAME>), formula
+// for formula. Backward rules are binary maps f(saved, grad).
+
+// --- arithmetic (src/ops/arith.rs) ---
+FG_KERNEL(binary_add, BinaryArgs) { map_binary(args, [](float a, float b, float) { return a + b; }); }
+FG_KERNEL(binary_sub, BinaryArgs) { map_binary(args, [](float a, float b, float) { return a - b; }); }
+FG_KERNEL(binary_mul, BinaryArgs) { map_binary(args, [](float a, float b, float) { return a * b; }); }
+FG_KERNEL(unary_add_scalar, UnaryArgs) { map_unary(args, [](float x, float s) { return x + s; }); }
+FG_KERNEL(unary_mul_scalar, UnaryArgs) { map_unary(args, [](float x, float s) { return x * s; }); }
+
+// --- relu: y = max(x, 0); dL/dx = dL/dy · [y > 0] ---
+FG_KERNEL(unary_relu, UnaryArgs) {
+    map_unary(args, [](float x, float) { return x <= 0.0f ? 0.0f : x; });
+}
+FG_KERNEL(binary_relu_backward, BinaryArgs) {
+    map_binary(args, [](float y, float g, float) { return y > 0.0f ? g : 0.0f; });
+}
+
+// --- leaky_relu: y = x > 0 ? x : slope·x; dL/dx = dL/dy · (x > 0 ? 1 : slope) ---
+FG_KERNEL(unary_leaky_relu, UnaryArgs) {
+    map_unary(args, [](float x, float slope) { return x > 0.0f ? x : slope * x; });
+}
+FG_KERNEL(binary_leaky_relu_backward, BinaryArgs) {
+    map_binary(args, [](float x, float g, float slope) { return x > 0.0f ? g : slope * g; });
+}
+
+// --- tanh: dL/dx = dL/dy · (1 − y²) ---
+FG_KERNEL(unary_tanh, UnaryArgs) { map_unary(args, [](float x, float) { return tanhf(x); }); }
+FG_KERNEL(binary_tanh_backward, BinaryArgs) {
+    map_binary(args, [](float y, float g, float) { return g * (1.0f - y * y); });
+}
+
+// --- sigmoid: y = 1 / (1 + e^−x), evaluated without overflow; dL/dx = dL/dy · y(1 − y) ---
+FG_KERNEL(unary_sigmoid, UnaryArgs) {
+    map_unary(args, [](float x, float) {
+        if (x >= 0.0f) {
+            return 1.0f / (1.0f + expf(-x));
+        }
+        float e = expf(x);
+        return e / (1.0f + e);
+    });
+}
+FG_KERNEL(binary_sigmoid_backward, BinaryArgs) {
+    map_binary(args, [](float y, float g, float) { return g * y * (1.0f - y); });
+}
+
+// --- binary cross-entropy (src/ops/bce.rs): logs clamped at −100, p(1 − p) floored at 1e-12 ---
+__device__ __forceinline__ float clamped_log(float x) { return fmaxf(logf(x), -100.0f); }
+
+FG_KERNEL(binary_bce_loss, BinaryArgs) {
+    map_binary(args, [](float p, float t, float) {
+        return -(t * clamped_log(p) + (1.0f - t) * clamped_log(1.0f - p));
+    });
+}
+FG_KERNEL(binary_bce_backward_pred, BinaryArgs) {
+    map_binary(args, [](float p, float t, float scale) {
+        return scale * (p - t) / fmaxf(p * (1.0f - p), 1e-12f);
+    });
+}
+FG_KERNEL(binary_bce_backward_target, BinaryArgs) {
+    map_binary(args, [](float p, float, float scale) {
+        return scale * (clamped_log(1.0f - p) - clamped_log(p));
+    });
+}
+
+// --- the gradient of a sum: n copies of x[0] · p ---
+FG_KERNEL(expand_scalar, UnaryArgs) {
+    for (u64 i = global_thread(); i < args.n; i += grid_stride()) {
+        args.y[i] = args.x[0] * args.p;
+    }
+}
+
+// --- a constant fill: y[i] = p (x unused) ---
+FG_KERNEL(fill, UnaryArgs) {
+    for (u64 i = global_thread(); i < args.n; i += grid_stride()) {
+        args.y[i] = args.p;
+    }
+}

@@ -1,0 +1,76 @@
+// Reductions. Both are deterministic: every sum runs in a fixed order (a fixed tree in shared
+// memory, fixed chunks), never through atomics, so a seed gives the same bits run to run.
+
+// Threads per block of the reductions; a power of two, as the tree needs.
+#define REDUCE_THREADS 256
+// Elements per block in the first pass of sum_all (the CPU backend's SUM_CHUNK).
+#define SUM_CHUNK 4096
+
+struct SumArgs {
+    const float* x;
+    double* partials;  // one per block of the first pass
+    float* out;        // one value, written by the second pass
+    u64 n;
+    u64 blocks;        // first-pass blocks, ceil(n / SUM_CHUNK)
+};
+
+// Sums `value` over the block with a tree in shared memory; thread 0 gets the total.
+__device__ __forceinline__ double block_sum(double value) {
+    __shared__ double tree[REDUCE_THREADS];
+    tree[threadIdx.x] = value;
+    __syncthreads();
+    for (u32 half = REDUCE_THREADS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            tree[threadIdx.x] += tree[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    double total = tree[0];
+    __syncthreads();  // the tree is reused by the next call
+    return total;
+}
+
+// Pass 1: block b sums elements [b·SUM_CHUNK, (b + 1)·SUM_CHUNK) in f64.
+FG_KERNEL(sum_partials, SumArgs) {
+    u64 start = (u64)blockIdx.x * SUM_CHUNK;
+    u64 end = start + SUM_CHUNK < args.n ? start + SUM_CHUNK : args.n;
+    double sum = 0.0;
+    for (u64 i = start + threadIdx.x; i < end; i += REDUCE_THREADS) {
+        sum += (double)args.x[i];
+    }
+    double total = block_sum(sum);
+    if (threadIdx.x == 0) {
+        args.partials[blockIdx.x] = total;
+    }
+}
+
+// Pass 2, one block: the partial sums, in order of blocks per thread, then the tree.
+FG_KERNEL(sum_finish, SumArgs) {
+    double sum = 0.0;
+    for (u64 i = threadIdx.x; i < args.blocks; i += REDUCE_THREADS) {
+        sum += args.partials[i];
+    }
+    double total = block_sum(sum);
+    if (threadIdx.x == 0) {
+        args.out[0] = (float)total;
+    }
+}
+
+struct SumRowsArgs {
+    const float* x;  // [rows, cols]
+    float* out;      // [cols]
+    u64 rows;
+    u64 cols;
+};
+
+// Column sums (a bias gradient): one thread per column walks the rows in order; neighbouring
+// threads read neighbouring addresses.
+FG_KERNEL(sum_rows, SumRowsArgs) {
+    for (u64 col = global_thread(); col < args.cols; col += grid_stride()) {
+        float sum = 0.0f;
+        for (u64 row = 0; row < args.rows; ++row) {
+            sum += args.x[row * args.cols + col];
+        }
+        args.out[col] = sum;
+    }
+}

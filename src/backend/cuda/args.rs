@@ -1,0 +1,83 @@
+//! The argument structs of the kernels, field for field as in `kernels/*.cu`. Pointers are
+//! device addresses (host addresses in the emulator), so one struct serves both runtimes.
+
+/// A `#[repr(C)]` mirror of a kernel's argument struct.
+///
+/// # Safety
+/// Implementors must have exactly the layout of the C struct the kernel takes; the layout
+/// test compares their sizes with the C compiler's.
+pub unsafe trait KernelArgs: Copy {
+    /// The C struct's name, for the layout check.
+    const C_NAME: &'static str;
+}
+
+macro_rules! kernel_args {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $name { $(pub $field: $ty),* }
+        // SAFETY: #[repr(C)] with the fields, types and order of the C struct of this name
+        // (kernels/*.cu), checked by tests/cuda_kernels.rs against the C compiler's sizeof.
+        unsafe impl KernelArgs for $name {
+            const C_NAME: &'static str = stringify!($name);
+        }
+    };
+}
+
+kernel_args!(
+    /// `y[i] = f(x[i], p)` (`common.cuh`).
+    UnaryArgs { x: u64, y: u64, n: u64, p: f32 }
+);
+kernel_args!(
+    /// `out[i] = f(a[i], b[…], p)`, `b` lined up by `broadcast` (`common.cuh`).
+    BinaryArgs { a: u64, b: u64, out: u64, n: u64, cols: u64, p: f32, broadcast: i32 }
+);
+kernel_args!(
+    /// The two passes of a full sum (`reduce.cu`).
+    SumArgs { x: u64, partials: u64, out: u64, n: u64, blocks: u64 }
+);
+kernel_args!(
+    /// Column sums of `[rows, cols]` (`reduce.cu`).
+    SumRowsArgs { x: u64, out: u64, rows: u64, cols: u64 }
+);
+kernel_args!(
+    /// `C = op(A) · op(B) + bias` (`gemm.cu`).
+    GemmArgs {
+        a: u64, b: u64, bias: u64, c: u64,
+        m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
+    }
+);
+kernel_args!(
+    /// A Philox fill (`random.cu`).
+    RandomArgs {
+        out: u64, n: u64, first_block: u64, key0: u32, key1: u32,
+        distribution: i32, a: f32, b: f32,
+    }
+);
+kernel_args!(
+    /// Adam's fused update (`adam.cu`).
+    AdamArgs {
+        param: u64, grad: u64, exp_avg: u64, exp_avg_sq: u64, n: u64,
+        beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+        step_size: f32, bias_correction2_sqrt: f32,
+    }
+);
+
+/// `BinaryArgs::broadcast` for each [`crate::backend::Broadcast`].
+pub fn broadcast_code(broadcast: crate::backend::Broadcast) -> i32 {
+    match broadcast {
+        crate::backend::Broadcast::None => 0,
+        crate::backend::Broadcast::Rows => 1,
+        crate::backend::Broadcast::Scalar => 2,
+    }
+}
+
+/// `RandomArgs::{distribution, a, b}` for a [`crate::backend::Distribution`].
+pub fn distribution_code(distribution: crate::backend::Distribution) -> (i32, f32, f32) {
+    match distribution {
+        crate::backend::Distribution::Uniform { low, high } => (0, low, high),
+        crate::backend::Distribution::Normal { mean, std } => (1, mean, std),
+        crate::backend::Distribution::DropoutMask { p } => (2, p, 0.0),
+    }
+}

@@ -1,0 +1,27 @@
+//! The kernel sources, embedded at build time, and the kernels each one defines (collected by
+//! `build.rs` from their `FG_KERNEL(name, Args)` lines).
+
+/// One `kernels/*.cu` file.
+#[derive(Debug)]
+pub struct KernelModule {
+    pub file: &'static str,
+    pub source: &'static str,
+    pub kernels: &'static [&'static str],
+}
+
+include!(concat!(env!("OUT_DIR"), "/kernel_table.rs"));
+
+impl KernelModule {
+    /// The source NVRTC compiles: `kernels/common.cuh` followed by the file.
+    pub fn full_source(&self) -> String {
+        format!(
+            "{COMMON_SOURCE}\n#line 1 \"{}\"\n{}",
+            self.file, self.source
+        )
+    }
+}
+
+/// The module that defines kernel `name`.
+pub fn module_of(name: &str) -> Option<&'static KernelModule> {
+    MODULES.iter().find(|module| module.kernels.contains(&name))
+}

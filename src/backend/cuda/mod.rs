@@ -1,0 +1,22 @@
+//! The CUDA backend: our kernels in `kernels/*.cu` behind [`crate::storage::Storage`].
+//!
+//! - `kernels.rs`: the kernel sources, embedded by `build.rs`, and the kernels each defines;
+//! - `args.rs`, `launch.rs`: argument structs and launch geometry, shared by both runtimes;
+//! - `runtime.rs`: what a runtime provides (memory, copies, launches); `driver.rs` is the GPU
+//!   through cudarc, `emulator.rs` runs the same kernels on the CPU (compiled by the host C++
+//!   compiler against `kernels/emulator/emulator.h`), so CI tests the CUDA path without a GPU;
+//! - `device.rs`: a device with its caching allocator; `storage.rs`: the ops as launches;
+//! - `nvrtc.rs`: compilation, and ptxas's resource report.
+
+pub mod args;
+mod device;
+mod driver;
+pub mod emulator;
+pub mod kernels;
+pub mod launch;
+pub mod nvrtc;
+mod runtime;
+mod storage;
+
+pub use device::CudaDevice;
+pub use storage::CudaStorage;

@@ -1,0 +1,188 @@
+//! Compiling the kernels with NVRTC (loaded at run time, so nothing CUDA is needed to build):
+//! to PTX for loading on a GPU, and to cubin with ptxas's resource report, which CI reads for
+//! register counts and spills.
+
+use std::ffi::{c_char, CStr, CString};
+
+use cudarc::nvrtc::{result, sys};
+
+use super::kernels::KernelModule;
+
+/// The environment variable naming CUDA's include directory (for `cuda_fp16.h` and friends).
+pub const INCLUDE_ENV: &str = "FERROGRAD_CUDA_INCLUDE";
+
+/// Whether `libnvrtc` can be loaded (probing never panics, unlike a first call would).
+pub fn is_available() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { sys::is_culib_present() }
+}
+
+/// NVRTC's `-I` directories: `$FERROGRAD_CUDA_INCLUDE` if set, else `/usr/local/cuda/include`
+/// where it exists. NVRTC does not find CUDA's headers by itself.
+pub fn include_paths() -> Vec<String> {
+    match std::env::var(INCLUDE_ENV) {
+        Ok(dir) if !dir.is_empty() => vec![dir],
+        _ => ["/usr/local/cuda/include"]
+            .into_iter()
+            .filter(|dir| std::path::Path::new(dir).is_dir())
+            .map(String::from)
+            .collect(),
+    }
+}
+
+/// What NVRTC produced: the image (PTX text or cubin) and the compiler's log.
+#[derive(Debug)]
+pub struct Compiled {
+    pub image: Vec<u8>,
+    pub log: String,
+}
+
+/// The output NVRTC is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// PTX for the virtual architecture `compute_XY` (the driver JIT-compiles it).
+    Ptx,
+    /// A cubin for the real architecture `sm_XY`; with `report`, ptxas's `-v` resource
+    /// report is in the log.
+    Cubin { report: bool },
+}
+
+/// Compiles `module` for compute capability `major.minor`. An error carries the file name
+/// and NVRTC's log.
+pub fn compile(
+    module: &KernelModule,
+    major: u32,
+    minor: u32,
+    output: Output,
+) -> Result<Compiled, String> {
+    let source =
+        CString::new(module.full_source()).map_err(|_| format!("{}: contains NUL", module.file))?;
+    let name = CString::new(module.file).expect("file names have no NUL");
+    let mut options = vec!["--std=c++17".to_string()];
+    options.extend(
+        include_paths()
+            .into_iter()
+            .map(|dir| format!("--include-path={dir}")),
+    );
+    match output {
+        Output::Ptx => options.push(format!("--gpu-architecture=compute_{major}{minor}")),
+        Output::Cubin { report } => {
+            options.push(format!("--gpu-architecture=sm_{major}{minor}"));
+            if report {
+                options.push("--ptxas-options=-v".to_string());
+            }
+        }
+    }
+    let program = result::create_program(&source, Some(&name)).map_err(|err| {
+        format!(
+            "kernels/{}: NVRTC could not create the program: {err:?}",
+            module.file
+        )
+    })?;
+    // SAFETY: `program` was just created and is destroyed exactly once, below; `source` and
+    // `name` outlive it.
+    let compiled = unsafe {
+        let status = result::compile_program(program, &options);
+        let log = program_log(program);
+        let image = status
+            .map_err(|err| {
+                format!(
+                    "kernels/{} failed to compile ({err:?}):\n{log}",
+                    module.file
+                )
+            })
+            .and_then(|()| match output {
+                Output::Ptx => result::get_ptx(program)
+                    .map(|ptx| {
+                        ptx.into_iter()
+                            .map(|c| c as u8)
+                            .take_while(|&b| b != 0)
+                            .collect()
+                    })
+                    .map_err(|err| format!("kernels/{}: no PTX: {err:?}", module.file)),
+                Output::Cubin { .. } => cubin(program)
+                    .map_err(|err| format!("kernels/{}: no cubin: {err}", module.file)),
+            });
+        let _ = result::destroy_program(program);
+        image.map(|image| Compiled { image, log })
+    };
+    compiled
+}
+
+/// # Safety
+/// `program` must be a live NVRTC program.
+unsafe fn program_log(program: sys::nvrtcProgram) -> String {
+    // SAFETY: the caller guarantees `program` is live; NVRTC's log is NUL-terminated.
+    match unsafe { result::get_program_log(program) } {
+        Ok(raw) => unsafe { CStr::from_ptr(raw.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+        Err(err) => format!("(no log: {err:?})"),
+    }
+}
+
+/// # Safety
+/// `program` must be a live NVRTC program compiled for a real architecture.
+unsafe fn cubin(program: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
+    let mut size = 0usize;
+    // SAFETY: the caller guarantees `program` is live; `size` is a valid out-pointer.
+    unsafe { sys::nvrtcGetCUBINSize(program, &mut size) }
+        .result()
+        .map_err(|err| format!("{err:?}"))?;
+    let mut image = vec![0u8; size];
+    // SAFETY: `image` has the `size` bytes NVRTC asked for.
+    unsafe { sys::nvrtcGetCUBIN(program, image.as_mut_ptr() as *mut c_char) }
+        .result()
+        .map_err(|err| format!("{err:?}"))?;
+    Ok(image)
+}
+
+/// One kernel's resources, from ptxas's `-v` report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelResources {
+    pub kernel: String,
+    pub registers: u32,
+    pub spill_stores: u32,
+    pub spill_loads: u32,
+    pub shared_bytes: u32,
+}
+
+/// Reads ptxas's report out of an NVRTC log:
+///
+/// ```text
+/// ptxas info    : Compiling entry function 'gemm' for 'sm_90'
+/// ptxas info    : Function properties for gemm
+///     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+/// ptxas info    : Used 40 registers, used 1 barriers, 8192 bytes smem, 432 bytes cmem[0]
+/// ```
+pub fn parse_ptxas_report(log: &str) -> Vec<KernelResources> {
+    let number_before = |line: &str, unit: &str| -> Option<u32> {
+        let end = line.find(unit)?;
+        line[..end]
+            .split([' ', ','])
+            .rev()
+            .find(|w| !w.is_empty())?
+            .parse()
+            .ok()
+    };
+    let mut kernels: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let kernel = rest.split('\'').next().unwrap_or("").to_string();
+            kernels.push(KernelResources {
+                kernel,
+                ..KernelResources::default()
+            });
+        } else if let Some(current) = kernels.last_mut() {
+            if line.contains("spill stores") {
+                current.spill_stores = number_before(line, " bytes spill stores").unwrap_or(0);
+                current.spill_loads = number_before(line, " bytes spill loads").unwrap_or(0);
+            }
+            if line.contains("Used ") {
+                current.registers = number_before(line, " registers").unwrap_or(0);
+                current.shared_bytes = number_before(line, " bytes smem").unwrap_or(0);
+            }
+        }
+    }
+    kernels
+}

@@ -1,0 +1,215 @@
+//! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
+
+use super::args::{
+    broadcast_code, distribution_code, AdamArgs, BinaryArgs, GemmArgs, RandomArgs, SumArgs,
+    SumRowsArgs, UnaryArgs,
+};
+use super::device::{CudaDevice, DeviceBuffer};
+use super::launch::{LaunchConfig, SUM_CHUNK};
+use crate::backend::{
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+};
+use crate::rng::PhiloxStream;
+
+/// A tensor's elements in device memory, row-major.
+#[derive(Debug)]
+pub struct CudaStorage {
+    buffer: DeviceBuffer,
+}
+
+impl CudaStorage {
+    pub fn from_vec(data: Vec<f32>, device: &CudaDevice) -> Self {
+        let buffer = device.buffer(data.len());
+        device.copy_to_device(&buffer, &data);
+        CudaStorage { buffer }
+    }
+
+    pub fn full(len: usize, value: f32, device: &CudaDevice) -> Self {
+        let out = CudaStorage::uninit(len, device);
+        let args = UnaryArgs {
+            x: 0,
+            y: out.pointer(),
+            n: len as u64,
+            p: value,
+        };
+        device.launch("fill", LaunchConfig::for_items(len as u64), args);
+        out
+    }
+
+    /// Values `0..len` of the draw `stream`, generated on the device (`random.cu`).
+    pub fn random(
+        len: usize,
+        distribution: Distribution,
+        stream: PhiloxStream,
+        device: &CudaDevice,
+    ) -> Self {
+        let out = CudaStorage::uninit(len, device);
+        let (code, a, b) = distribution_code(distribution);
+        let [key0, key1] = stream.key();
+        let args = RandomArgs {
+            out: out.pointer(),
+            n: len as u64,
+            first_block: stream.first_block(),
+            key0,
+            key1,
+            distribution: code,
+            a,
+            b,
+        };
+        device.launch(
+            "random_fill",
+            LaunchConfig::for_items((len as u64).div_ceil(4)),
+            args,
+        );
+        out
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.buffer.device
+    }
+
+    fn uninit(len: usize, device: &CudaDevice) -> Self {
+        CudaStorage {
+            buffer: device.buffer(len),
+        }
+    }
+
+    fn pointer(&self) -> u64 {
+        self.buffer.pointer
+    }
+
+    fn len(&self) -> u64 {
+        self.buffer.len as u64
+    }
+}
+
+impl Clone for CudaStorage {
+    fn clone(&self) -> Self {
+        CudaStorage::from_vec(self.to_vec(), self.device())
+    }
+}
+
+impl BackendStorage for CudaStorage {
+    fn to_vec(&self) -> Vec<f32> {
+        self.device().copy_to_host(&self.buffer)
+    }
+
+    fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
+        let out = CudaStorage::uninit(self.buffer.len, self.device());
+        let args = UnaryArgs {
+            x: self.pointer(),
+            y: out.pointer(),
+            n: self.len(),
+            p: kernel.param(),
+        };
+        let name = format!("unary_{}", K::NAME);
+        self.device()
+            .launch(&name, LaunchConfig::for_items(self.len()), args);
+        out
+    }
+
+    fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self {
+        let out = CudaStorage::uninit(self.buffer.len, self.device());
+        let args = BinaryArgs {
+            a: self.pointer(),
+            b: rhs.pointer(),
+            out: out.pointer(),
+            n: self.len(),
+            cols: rhs.len(),
+            p: kernel.param(),
+            broadcast: broadcast_code(broadcast),
+        };
+        let name = format!("binary_{}", K::NAME);
+        self.device()
+            .launch(&name, LaunchConfig::for_items(self.len()), args);
+        out
+    }
+
+    fn sum_all(&self) -> Self {
+        let device = self.device();
+        let blocks = self.len().div_ceil(SUM_CHUNK).max(1);
+        let partials = CudaStorage::uninit(2 * blocks as usize, device); // f64 partial sums
+        let out = CudaStorage::uninit(1, device);
+        let args = SumArgs {
+            x: self.pointer(),
+            partials: partials.pointer(),
+            out: out.pointer(),
+            n: self.len(),
+            blocks,
+        };
+        device.launch("sum_partials", LaunchConfig::sum_partials(self.len()), args);
+        device.launch("sum_finish", LaunchConfig::single_block(), args);
+        out
+    }
+
+    fn sum_rows(&self, rows: usize, cols: usize) -> Self {
+        let out = CudaStorage::uninit(cols, self.device());
+        let args = SumRowsArgs {
+            x: self.pointer(),
+            out: out.pointer(),
+            rows: rows as u64,
+            cols: cols as u64,
+        };
+        self.device()
+            .launch("sum_rows", LaunchConfig::for_items(cols as u64), args);
+        out
+    }
+
+    fn expand_scalar(&self, len: usize, scale: f32) -> Self {
+        let out = CudaStorage::uninit(len, self.device());
+        let args = UnaryArgs {
+            x: self.pointer(),
+            y: out.pointer(),
+            n: len as u64,
+            p: scale,
+        };
+        self.device()
+            .launch("expand_scalar", LaunchConfig::for_items(len as u64), args);
+        out
+    }
+
+    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self {
+        let out = CudaStorage::uninit(dims.m * dims.n, self.device());
+        let dim =
+            |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
+        let args = GemmArgs {
+            a: self.pointer(),
+            b: rhs.pointer(),
+            bias: bias.map_or(0, CudaStorage::pointer),
+            c: out.pointer(),
+            m: dim(dims.m),
+            k: dim(dims.k),
+            n: dim(dims.n),
+            lhs_transposed: i32::from(dims.lhs_transposed),
+            rhs_transposed: i32::from(dims.rhs_transposed),
+        };
+        self.device()
+            .launch("gemm", LaunchConfig::gemm(dims.m, dims.n), args);
+        out
+    }
+
+    fn update_in_place<K: OptimizerKernel>(
+        &mut self,
+        grad: &Self,
+        state_a: &mut Self,
+        state_b: &mut Self,
+        kernel: &K,
+    ) {
+        let [beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt] = kernel.params();
+        let args = AdamArgs {
+            param: self.pointer(),
+            grad: grad.pointer(),
+            exp_avg: state_a.pointer(),
+            exp_avg_sq: state_b.pointer(),
+            n: self.len(),
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step_size,
+            bias_correction2_sqrt,
+        };
+        self.device()
+            .launch(K::NAME, LaunchConfig::for_items(self.len()), args);
+    }
+}

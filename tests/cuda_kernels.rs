@@ -1,0 +1,387 @@
+//! The CUDA kernels, run by the CPU emulator, against the CPU backend: every forward map, every
+//! backward rule (against the gradients autograd computes on the CPU), the reductions, the
+//! GEMM in all transpose combinations, the Philox fills and Adam. Also the argument structs'
+//! layout against the C compiler's.
+
+mod common;
+
+use common::{away_from_zero, uniform, CPU};
+use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::cuda::args::*;
+use ferrograd::backend::cuda::emulator::{self, c_args_size};
+use ferrograd::backend::cuda::kernels::MODULES;
+use ferrograd::backend::cuda::launch::LaunchConfig;
+use ferrograd::backend::GemmDims;
+use ferrograd::nn::functional::{binary_cross_entropy, dropout_with};
+use ferrograd::optim::{Adam, AdamConfig};
+use ferrograd::rng::Generator;
+use ferrograd::Tensor;
+
+fn ptr(values: &[f32]) -> u64 {
+    values.as_ptr() as u64
+}
+
+fn ptr_mut(values: &mut [f32]) -> u64 {
+    values.as_mut_ptr() as u64
+}
+
+/// Runs a kernel in the emulator; the buffers behind `args` are the caller's live vectors.
+fn launch<A: KernelArgs>(name: &str, config: LaunchConfig, args: A) {
+    // SAFETY: every test builds `args` from vectors that outlive the call and hold the
+    // lengths the arguments name.
+    unsafe { emulator::launch(name, config, &args) }.unwrap();
+}
+
+fn assert_close(what: &str, actual: &[f32], expected: &[f32], tol: f32) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tol * (1.0 + e.abs()),
+            "{what}[{i}]: emulator {a}, cpu {e}"
+        );
+    }
+}
+
+fn unary(name: &str, x: &[f32], p: f32) -> Vec<f32> {
+    let mut y = vec![f32::NAN; x.len()];
+    let n = x.len() as u64;
+    launch(
+        name,
+        LaunchConfig::for_items(n),
+        UnaryArgs {
+            x: ptr(x),
+            y: ptr_mut(&mut y),
+            n,
+            p,
+        },
+    );
+    y
+}
+
+fn binary(name: &str, a: &[f32], b: &[f32], p: f32, broadcast: i32) -> Vec<f32> {
+    let mut out = vec![f32::NAN; a.len()];
+    let n = a.len() as u64;
+    let args = BinaryArgs {
+        a: ptr(a),
+        b: ptr(b),
+        out: ptr_mut(&mut out),
+        n,
+        cols: b.len() as u64,
+        p,
+        broadcast,
+    };
+    launch(name, LaunchConfig::for_items(n), args);
+    out
+}
+
+#[test]
+fn argument_structs_have_the_c_layout() {
+    assert_eq!(std::mem::size_of::<UnaryArgs>(), c_args_size::<UnaryArgs>());
+    assert_eq!(
+        std::mem::size_of::<BinaryArgs>(),
+        c_args_size::<BinaryArgs>()
+    );
+    assert_eq!(std::mem::size_of::<SumArgs>(), c_args_size::<SumArgs>());
+    assert_eq!(
+        std::mem::size_of::<SumRowsArgs>(),
+        c_args_size::<SumRowsArgs>()
+    );
+    assert_eq!(std::mem::size_of::<GemmArgs>(), c_args_size::<GemmArgs>());
+    assert_eq!(
+        std::mem::size_of::<RandomArgs>(),
+        c_args_size::<RandomArgs>()
+    );
+    assert_eq!(std::mem::size_of::<AdamArgs>(), c_args_size::<AdamArgs>());
+}
+
+#[test]
+fn the_kernel_table_lists_every_file_and_kernel() {
+    let files: Vec<&str> = MODULES.iter().map(|m| m.file).collect();
+    assert_eq!(
+        files,
+        [
+            "adam.cu",
+            "elementwise.cu",
+            "gemm.cu",
+            "random.cu",
+            "reduce.cu"
+        ]
+    );
+    let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
+    assert_eq!(count, 24);
+}
+
+/// Each activation's forward kernel against the CPU op, and its backward kernel
+/// `f(saved, g)` against the gradient autograd computes for `Σ op(x)·g`.
+#[test]
+fn activations_forward_and_backward_match_the_cpu() {
+    let n = 1500;
+    let x = away_from_zero(n, 1);
+    let g = uniform(n, -1.0, 1.0, 2);
+    type Op = fn(&Tensor) -> Tensor;
+    let cases: [(&str, Op, f32, bool); 4] = [
+        ("relu", Tensor::relu, 0.0, true),
+        ("leaky_relu", |t| t.leaky_relu(0.2), 0.2, false),
+        ("tanh", Tensor::tanh, 0.0, true),
+        ("sigmoid", Tensor::sigmoid, 0.0, true),
+    ];
+    for (name, op, p, saves_output) in cases {
+        let input = Tensor::from_vec(x.clone(), &[n], &CPU);
+        input.set_requires_grad(true);
+        let y_cpu = op(&input);
+        (&y_cpu * &Tensor::from_vec(g.clone(), &[n], &CPU))
+            .sum()
+            .backward();
+        let y = unary(&format!("unary_{name}"), &x, p);
+        assert_close(name, &y, &y_cpu.to_vec(), 1e-6);
+        let saved = if saves_output { &y } else { &x };
+        let grad = binary(&format!("binary_{name}_backward"), saved, &g, p, 0);
+        assert_close(
+            &format!("{name} backward"),
+            &grad,
+            &input.grad().unwrap().to_vec(),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn arithmetic_with_every_broadcast_matches_the_cpu() {
+    let (rows, cols) = (7, 33);
+    let a = uniform(rows * cols, -2.0, 2.0, 3);
+    let lhs = Tensor::from_vec(a.clone(), &[rows, cols], &CPU);
+    for (broadcast, shape) in [(0, vec![rows, cols]), (1, vec![cols]), (2, vec![1])] {
+        let b = uniform(shape.iter().product(), -2.0, 2.0, 4);
+        let rhs = Tensor::from_vec(b.clone(), &shape, &CPU);
+        assert_eq!(
+            binary("binary_add", &a, &b, 0.0, broadcast),
+            (&lhs + &rhs).to_vec()
+        );
+        assert_eq!(
+            binary("binary_sub", &a, &b, 0.0, broadcast),
+            (&lhs - &rhs).to_vec()
+        );
+        assert_eq!(
+            binary("binary_mul", &a, &b, 0.0, broadcast),
+            (&lhs * &rhs).to_vec()
+        );
+    }
+    assert_eq!(
+        unary("unary_add_scalar", &a, 1.5),
+        lhs.add_scalar(1.5).to_vec()
+    );
+    assert_eq!(
+        unary("unary_mul_scalar", &a, -0.5),
+        lhs.mul_scalar(-0.5).to_vec()
+    );
+    let mut expanded = vec![0.0; 10];
+    let one = [3.0f32];
+    launch(
+        "expand_scalar",
+        LaunchConfig::for_items(10),
+        UnaryArgs {
+            x: ptr(&one),
+            y: ptr_mut(&mut expanded),
+            n: 10,
+            p: 0.5,
+        },
+    );
+    assert_eq!(expanded, [1.5; 10]);
+}
+
+#[test]
+fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
+    let n = 640;
+    let mut p = uniform(n, 0.01, 0.99, 5);
+    p[..4].copy_from_slice(&[0.0, 1.0, 0.0, 1.0]); // the clamped edges
+    let t = uniform(n, 0.0, 1.0, 6);
+    let pred = Tensor::from_vec(p.clone(), &[n], &CPU);
+    let target = Tensor::from_vec(t.clone(), &[n], &CPU);
+    pred.set_requires_grad(true);
+    target.set_requires_grad(true);
+    let loss = binary_cross_entropy(&pred, &target);
+    loss.backward();
+    let per_element = binary("binary_bce_loss", &p, &t, 0.0, 0);
+    let mean = per_element.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+    assert!(
+        (mean as f32 - loss.item()).abs() < 1e-5,
+        "{mean} vs {}",
+        loss.item()
+    );
+    let scale = 1.0 / n as f32;
+    let grad_pred = binary("binary_bce_backward_pred", &p, &t, scale, 0);
+    assert_close(
+        "bce d/dpred",
+        &grad_pred,
+        &pred.grad().unwrap().to_vec(),
+        1e-6,
+    );
+    let grad_target = binary("binary_bce_backward_target", &p, &t, scale, 0);
+    assert_close(
+        "bce d/dtarget",
+        &grad_target,
+        &target.grad().unwrap().to_vec(),
+        1e-6,
+    );
+}
+
+#[test]
+fn reductions_match_the_cpu() {
+    for n in [1usize, 255, 4096, 4097, 50_000] {
+        let x = uniform(n, -1.0, 1.0, n as u64);
+        let blocks = (n as u64).div_ceil(4096);
+        let mut partials = vec![0.0f64; blocks as usize];
+        let mut out = [f32::NAN];
+        let args = SumArgs {
+            x: ptr(&x),
+            partials: partials.as_mut_ptr() as u64,
+            out: ptr_mut(&mut out),
+            n: n as u64,
+            blocks,
+        };
+        launch("sum_partials", LaunchConfig::sum_partials(n as u64), args);
+        launch("sum_finish", LaunchConfig::single_block(), args);
+        let cpu = Tensor::from_vec(x.clone(), &[n], &CPU).sum().item();
+        assert!(
+            (out[0] - cpu).abs() <= 1e-6 * (1.0 + cpu.abs()),
+            "n = {n}: {} vs {cpu}",
+            out[0]
+        );
+    }
+    let (rows, cols) = (37, 300);
+    let x = uniform(rows * cols, -1.0, 1.0, 7);
+    let mut out = vec![f32::NAN; cols];
+    let args = SumRowsArgs {
+        x: ptr(&x),
+        out: ptr_mut(&mut out),
+        rows: rows as u64,
+        cols: cols as u64,
+    };
+    launch("sum_rows", LaunchConfig::for_items(cols as u64), args);
+    let expected: Vec<f32> = (0..cols)
+        .map(|c| (0..rows).map(|r| x[r * cols + c]).sum())
+        .collect();
+    assert_eq!(
+        out, expected,
+        "the same order of additions as the CPU backend"
+    );
+}
+
+#[test]
+fn gemm_matches_the_cpu_in_every_layout() {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 13, 5),
+        (64, 100, 65),
+        (65, 17, 64),
+        (3, 0, 4),
+    ] {
+        for (lhs_transposed, rhs_transposed) in
+            [(false, false), (false, true), (true, false), (true, true)]
+        {
+            let a = uniform(m * k, -1.0, 1.0, 8);
+            let b = uniform(k * n, -1.0, 1.0, 9);
+            let bias = uniform(n, -1.0, 1.0, 10);
+            let dims = GemmDims {
+                m,
+                k,
+                n,
+                lhs_transposed,
+                rhs_transposed,
+            };
+            let mut c = vec![f32::NAN; m * n];
+            let args = GemmArgs {
+                a: ptr(&a),
+                b: ptr(&b),
+                bias: ptr(&bias),
+                c: ptr_mut(&mut c),
+                m: m as i32,
+                k: k as i32,
+                n: n as i32,
+                lhs_transposed: i32::from(lhs_transposed),
+                rhs_transposed: i32::from(rhs_transposed),
+            };
+            launch("gemm", LaunchConfig::gemm(m, n), args);
+            assert_close(
+                &format!("gemm {dims:?}"),
+                &c,
+                &gemm(&a, &b, Some(&bias), dims),
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn philox_fills_match_the_cpu_stream() {
+    let n = 1003;
+    let seed = 0x1234_5678_9abc_def0u64;
+    let fill = |distribution: i32, a: f32, b: f32, first_block: u64| {
+        let mut out = vec![f32::NAN; n];
+        let args = RandomArgs {
+            out: ptr_mut(&mut out),
+            n: n as u64,
+            first_block,
+            key0: seed as u32,
+            key1: (seed >> 32) as u32,
+            distribution,
+            a,
+            b,
+        };
+        launch(
+            "random_fill",
+            LaunchConfig::for_items((n as u64).div_ceil(4)),
+            args,
+        );
+        out
+    };
+    let mut generator = Generator::new(seed);
+    let uniform_cpu = Tensor::uniform_with(&[n], -2.0, 3.0, &CPU, &mut generator).to_vec();
+    assert_eq!(fill(0, -2.0, 3.0, 0), uniform_cpu);
+    let first_block = generator.offset();
+    let normal_cpu = Tensor::randn_with(&[n], &CPU, &mut generator).to_vec();
+    assert_close("normal", &fill(1, 0.0, 1.0, first_block), &normal_cpu, 1e-6);
+    let first_block = generator.offset();
+    let mask_cpu = dropout_with(&Tensor::ones(&[n], &CPU), 0.3, true, &mut generator).to_vec();
+    assert_eq!(fill(2, 0.3, 0.0, first_block), mask_cpu);
+}
+
+#[test]
+fn adam_update_matches_the_cpu_optimizer() {
+    let n = 999;
+    let start = uniform(n, -1.0, 1.0, 11);
+    let grad = uniform(n, -1.0, 1.0, 12);
+    let config = AdamConfig {
+        lr: 0.01,
+        betas: (0.5, 0.999),
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let param = Tensor::from_vec(start.clone(), &[n], &CPU);
+    param.set_requires_grad(true);
+    let mut adam = Adam::new(vec![param.clone()], config);
+    (&param * &Tensor::from_vec(grad.clone(), &[n], &CPU))
+        .sum()
+        .backward(); // ∂/∂θ = grad
+    adam.step();
+
+    let (mut theta, mut m, mut v) = (start, vec![0.0f32; n], vec![0.0f32; n]);
+    let args = AdamArgs {
+        param: ptr_mut(&mut theta),
+        grad: ptr(&grad),
+        exp_avg: ptr_mut(&mut m),
+        exp_avg_sq: ptr_mut(&mut v),
+        n: n as u64,
+        beta1: 0.5,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        // As the optimiser computes them: in f64, from the f32 hyper-parameters.
+        step_size: (f64::from(0.01f32) / (1.0 - f64::from(0.5f32))) as f32,
+        bias_correction2_sqrt: (1.0 - f64::from(0.999f32)).sqrt() as f32,
+    };
+    launch("adam_update", LaunchConfig::for_items(n as u64), args);
+    assert_eq!(theta, param.to_vec());
+    assert_eq!(m, adam.states()[0].exp_avg.to_vec());
+    assert_eq!(v, adam.states()[0].exp_avg_sq.to_vec());
+}

@@ -1,0 +1,214 @@
+//! One test suite, every device: each test is written once and instantiated for the CPU, the
+//! CUDA path run by the CPU emulator, and a real GPU when there is one (skipped otherwise,
+//! unless `FERROGRAD_REQUIRE_GPU=1`). Each checks a device's results against the CPU's.
+
+mod common;
+
+use common::{away_from_zero, uniform, CPU};
+use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::nn::functional::{binary_cross_entropy, dropout_with, linear};
+use ferrograd::nn::{LeakyReLU, Linear, Module, Sequential, Sigmoid};
+use ferrograd::optim::{Adam, AdamConfig};
+use ferrograd::rng::Generator;
+use ferrograd::{manual_seed, Device, Tensor};
+
+/// Relative tolerance between a device's results and the CPU's: a different order of
+/// summation (GEMM tiles, reduction trees) changes the last bits of f32 results.
+const TOL: f32 = 2e-5;
+
+fn assert_close(what: &str, device: &[f32], cpu: &[f32]) {
+    assert_eq!(device.len(), cpu.len(), "{what}: lengths");
+    for (i, (d, c)) in device.iter().zip(cpu).enumerate() {
+        assert!(
+            (d - c).abs() <= TOL * (1.0 + c.abs()),
+            "{what}[{i}]: device {d}, cpu {c}"
+        );
+    }
+}
+
+fn leaf(values: &[f32], shape: &[usize], device: &Device) -> Tensor {
+    let t = Tensor::from_vec(values.to_vec(), shape, device);
+    t.set_requires_grad(true);
+    t
+}
+
+/// Every op, forward and backward, in one expression; returns the loss and each leaf's
+/// gradient.
+fn every_op(device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let x = leaf(&uniform(6 * 5, -1.0, 1.0, 1), &[6, 5], device);
+    let w1 = leaf(&uniform(7 * 5, -0.5, 0.5, 2), &[7, 5], device);
+    let b1 = leaf(&uniform(7, -0.5, 0.5, 3), &[7], device);
+    let w2 = leaf(&uniform(7 * 3, -0.5, 0.5, 4), &[7, 3], device);
+    let row = leaf(&away_from_zero(3, 5), &[3], device);
+    let target = leaf(&uniform(6 * 3, 0.0, 1.0, 6), &[6, 3], device);
+    let mut generator = Generator::new(7);
+    let h = linear(&x, &w1, Some(&b1)).leaky_relu(0.2);
+    let h = dropout_with(&h, 0.3, true, &mut generator);
+    let h = h.relu() + h.tanh() * 0.5;
+    let y = h.matmul(&w2) * &row - 0.25;
+    let y = (y.reshape(&[3, 6]) / 2.0).reshape(&[6, 3]).sigmoid();
+    let loss =
+        binary_cross_entropy(&y, &target) + y.mean() - y.sum() * 0.01 + (1.0 - &y).sum() * 0.1;
+    loss.backward();
+    let grads = [&x, &w1, &b1, &w2, &row, &target]
+        .iter()
+        .map(|t| t.grad().unwrap().to_vec())
+        .collect();
+    (loss.to_vec(), grads)
+}
+
+fn check_every_op(device: &Device) {
+    let (loss, grads) = every_op(device);
+    let (cpu_loss, cpu_grads) = every_op(&CPU);
+    assert_close("loss", &loss, &cpu_loss);
+    for (i, (g, c)) in grads.iter().zip(&cpu_grads).enumerate() {
+        assert_close(&format!("gradient of leaf {i}"), g, c);
+    }
+}
+
+fn check_random_numbers(device: &Device) {
+    let draw = |device: &Device| {
+        let mut generator = Generator::new(11);
+        let normal = Tensor::randn_with(&[1001], device, &mut generator).to_vec();
+        let uniform = Tensor::uniform_with(&[999], -1.0, 2.0, device, &mut generator).to_vec();
+        let ones = Tensor::ones(&[1003], device);
+        let mask = dropout_with(&ones, 0.3, true, &mut generator).to_vec();
+        (normal, uniform, mask)
+    };
+    let (normal, uniform, mask) = draw(device);
+    let (cpu_normal, cpu_uniform, cpu_mask) = draw(&CPU);
+    assert_close("normal", &normal, &cpu_normal);
+    assert_eq!(uniform, cpu_uniform, "uniform: same bits");
+    assert_eq!(mask, cpu_mask, "dropout mask: same bits");
+}
+
+fn check_constructors_and_copies(device: &Device) {
+    let values = uniform(37, -5.0, 5.0, 12);
+    let t = Tensor::from_vec(values.clone(), &[37], device);
+    assert_eq!(t.device(), device);
+    assert_eq!(t.to_vec(), values);
+    assert_eq!(t.to_device(&CPU).to_vec(), values);
+    assert_eq!(Tensor::full(&[3, 2], 1.5, device).to_vec(), [1.5; 6]);
+    assert_eq!(Tensor::zeros(&[4], device).to_vec(), [0.0; 4]);
+    assert_eq!(Tensor::scalar(7.0, device).item(), 7.0);
+}
+
+/// A small network trained with Adam for a few steps: the same losses as on the CPU.
+fn check_training(device: &Device) {
+    let train = |device: &Device| {
+        let mut generator = Generator::new(13);
+        let net = Sequential::new()
+            .add(Linear::new_with(2, 16, device, &mut generator))
+            .add(LeakyReLU::new(0.2))
+            .add(Linear::new_with(16, 1, device, &mut generator))
+            .add(Sigmoid);
+        let config = AdamConfig {
+            lr: 0.05,
+            betas: (0.5, 0.999),
+            ..Default::default()
+        };
+        let mut adam = Adam::new(net.parameters(), config);
+        let x = Tensor::from_vec(vec![0., 0., 0., 1., 1., 0., 1., 1.], &[4, 2], device);
+        let t = Tensor::from_vec(vec![0., 1., 1., 0.], &[4, 1], device);
+        (0..20)
+            .map(|_| {
+                adam.zero_grad();
+                let loss = binary_cross_entropy(&net.forward(&x), &t);
+                loss.backward();
+                adam.step();
+                loss.item()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (losses, cpu_losses) = (train(device), train(&CPU));
+    assert_close("losses", &losses, &cpu_losses);
+    assert!(losses[19] < losses[0], "{losses:?}");
+}
+
+/// Two iterations of the real GAN (batch 16): the same losses and outputs as on the CPU.
+fn check_gan_steps(device: &Device) {
+    // The GAN draws from the process-wide generator: one such check at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let train = |device: &Device| {
+        manual_seed(15);
+        let mut gan = Gan::new(device, 2e-4);
+        (0..2)
+            .flat_map(|_| {
+                let real = Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, device);
+                let stats = gan.train_step(&real);
+                [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake]
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (stats, cpu_stats) = (train(device), train(&CPU));
+    assert_close("GAN statistics", &stats, &cpu_stats);
+}
+
+fn gpu() -> Option<Device> {
+    match Device::cuda(0) {
+        Ok(device) => Some(device),
+        Err(err) => {
+            let required = std::env::var("FERROGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(!required, "FERROGRAD_REQUIRE_GPU=1 but: {err}");
+            eprintln!("skipped: {err}");
+            None
+        }
+    }
+}
+
+/// Instantiates every check for each device (candle's `test_device!` pattern).
+macro_rules! test_devices {
+    ($($device:ident => $make:expr),* $(,)?) => {$(
+        mod $device {
+            use super::*;
+            fn device() -> Option<Device> {
+                $make
+            }
+            #[test]
+            fn every_op_forward_and_backward() {
+                if let Some(d) = device() { check_every_op(&d) }
+            }
+            #[test]
+            fn random_numbers() {
+                if let Some(d) = device() { check_random_numbers(&d) }
+            }
+            #[test]
+            fn constructors_and_copies() {
+                if let Some(d) = device() { check_constructors_and_copies(&d) }
+            }
+            #[test]
+            fn training() {
+                if let Some(d) = device() { check_training(&d) }
+            }
+            #[test]
+            fn gan_steps() {
+                if let Some(d) = device() { check_gan_steps(&d) }
+            }
+        }
+    )*};
+}
+
+test_devices!(
+    cpu => Some(Device::Cpu),
+    cuda_emulator => Some(Device::cuda_emulator()),
+    cuda_gpu => gpu(),
+);
+
+#[test]
+fn without_a_gpu_cuda_is_a_clear_error() {
+    if let Err(err) = Device::cuda(0) {
+        let message = err.to_string();
+        assert!(
+            message.contains("CUDA driver")
+                || message.contains("NVRTC")
+                || message.contains("cuda:0"),
+            "{message}"
+        );
+    }
+    let err = Device::cuda(99)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(!err.is_empty(), "there is no GPU 99");
+}

@@ -1,0 +1,113 @@
+//! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_80 and sm_90 without
+//! register spills; a broken kernel's error names its file and carries NVRTC's log.
+//!
+//! Needs libnvrtc (see README). Without it these tests skip with a message, unless
+//! `FERROGRAD_REQUIRE_NVRTC=1`, as CI sets, makes its absence a failure.
+
+use ferrograd::backend::cuda::kernels::{KernelModule, MODULES};
+use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
+
+fn nvrtc_present() -> bool {
+    if nvrtc::is_available() {
+        return true;
+    }
+    assert!(
+        std::env::var("FERROGRAD_REQUIRE_NVRTC").map_or(true, |v| v != "1"),
+        "FERROGRAD_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (is it on LD_LIBRARY_PATH?)"
+    );
+    eprintln!("skipped: libnvrtc not found");
+    false
+}
+
+#[test]
+fn every_module_compiles_to_ptx_and_spill_free_cubins() {
+    if !nvrtc_present() {
+        return;
+    }
+    for module in MODULES {
+        let ptx = nvrtc::compile(module, 9, 0, Output::Ptx).unwrap();
+        let text = String::from_utf8(ptx.image).unwrap();
+        for kernel in module.kernels {
+            assert!(
+                text.contains(&format!(".entry {kernel}(")),
+                "{}: no entry {kernel}",
+                module.file
+            );
+        }
+        for (major, minor) in [(8, 0), (9, 0)] {
+            let cubin =
+                nvrtc::compile(module, major, minor, Output::Cubin { report: true }).unwrap();
+            assert_eq!(&cubin.image[..4], b"\x7fELF", "a cubin is an ELF file");
+            let report = parse_ptxas_report(&cubin.log);
+            let mut reported: Vec<&str> = report.iter().map(|k| k.kernel.as_str()).collect();
+            reported.sort_unstable();
+            let mut expected = module.kernels.to_vec();
+            expected.sort_unstable();
+            assert_eq!(
+                reported, expected,
+                "{}: ptxas reported other kernels",
+                module.file
+            );
+            for kernel in report {
+                assert!(kernel.registers > 0, "{kernel:?}");
+                assert_eq!(
+                    kernel.spill_stores + kernel.spill_loads,
+                    0,
+                    "sm_{major}{minor}: {kernel:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_compile_error_names_the_file_and_shows_the_log() {
+    if !nvrtc_present() {
+        return;
+    }
+    let broken = KernelModule {
+        file: "broken.cu",
+        source: "FG_KERNEL(broken, UnaryArgs) { args.y[0] = no_such_function(args.x[0]); }\n",
+        kernels: &["broken"],
+    };
+    let err = nvrtc::compile(&broken, 9, 0, Output::Ptx).unwrap_err();
+    assert!(
+        err.starts_with("kernels/broken.cu failed to compile"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no_such_function") && err.contains("broken.cu(1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_ptxas_report_parser_reads_each_kernel() {
+    let log = "ptxas info    : 0 bytes gmem\n\
+        ptxas info    : Compiling entry function 'gemm' for 'sm_90'\n\
+        ptxas info    : Function properties for gemm\n\
+        \x20   0 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n\
+        ptxas info    : Used 80 registers, used 1 barriers, 8192 bytes smem, 432 bytes cmem[0]\n\
+        ptxas info    : Compiling entry function 'unary_relu' for 'sm_90'\n\
+        ptxas info    : Used 14 registers, 400 bytes cmem[0]\n";
+    let report = parse_ptxas_report(log);
+    assert_eq!(report.len(), 2);
+    assert_eq!(
+        (
+            report[0].kernel.as_str(),
+            report[0].registers,
+            report[0].spill_stores,
+            report[0].spill_loads,
+            report[0].shared_bytes
+        ),
+        ("gemm", 80, 8, 12, 8192)
+    );
+    assert_eq!(
+        (
+            report[1].kernel.as_str(),
+            report[1].registers,
+            report[1].shared_bytes
+        ),
+        ("unary_relu", 14, 0)
+    );
+}
