@@ -1,28 +1,69 @@
-// Adam's update (src/optim/adam.rs), fused: one pass reads θ, g, m, v and writes θ, m, v.
+// Adam (src/optim/adam.rs), fused over every parameter of a model: one launch per step, plus
+// one tiny launch that advances the step counter. The step count and its bias corrections
+// live in device memory (`scalars`), so a step needs nothing from the host and can be
+// captured in a CUDA graph.
+//   t ← t + 1;  step_size = lr / (1 − β₁ᵗ);  c₂ = √(1 − β₂ᵗ)          (adam_prepare)
 //   g ← g + λθ;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
-//   θ ← θ − step_size · m / (√v / √(1 − β₂ᵗ) + ε),  step_size = lr / (1 − β₁ᵗ)
+//   θ ← θ − step_size · m / (√v / c₂ + ε)                              (adam_multi_tensor)
 
-struct AdamArgs {
-    float* param;
-    const float* grad;
-    float* exp_avg;
-    float* exp_avg_sq;
-    u64 n;
+// scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂.
+#define ADAM_SCALARS 3
+
+struct AdamPrepareArgs {
+    float* scalars;
+    float lr;
+    float beta1;
+    float beta2;
+};
+
+FG_KERNEL(adam_prepare, AdamPrepareArgs) {
+    if (global_thread() == 0) {
+        float t = args.scalars[0] + 1.0f;
+        args.scalars[0] = t;
+        // In double, as PyTorch computes them on the host.
+        double bias_correction1 = 1.0 - pow((double)args.beta1, (double)t);
+        double bias_correction2 = 1.0 - pow((double)args.beta2, (double)t);
+        args.scalars[1] = (float)((double)args.lr / bias_correction1);
+        args.scalars[2] = (float)sqrt(bias_correction2);
+    }
+}
+
+struct AdamUpdateArgs {
+    const u64* tensors;  // per parameter: its own, its gradient's, m's and v's addresses
+    const u64* offsets;  // count + 1 prefix sums of the parameters' lengths
+    const float* scalars;
+    u64 total;           // offsets[count]
+    u32 count;
     float beta1;
     float beta2;
     float eps;
     float weight_decay;
-    float step_size;
-    float bias_correction2_sqrt;
 };
 
-FG_KERNEL(adam_update, AdamArgs) {
-    for (u64 i = global_thread(); i < args.n; i += grid_stride()) {
-        float g = args.grad[i] + args.weight_decay * args.param[i];
-        float m = args.beta1 * args.exp_avg[i] + (1.0f - args.beta1) * g;
-        float v = args.beta2 * args.exp_avg_sq[i] + (1.0f - args.beta2) * g * g;
-        args.exp_avg[i] = m;
-        args.exp_avg_sq[i] = v;
-        args.param[i] -= args.step_size * m / (sqrtf(v) / args.bias_correction2_sqrt + args.eps);
+FG_KERNEL(adam_multi_tensor, AdamUpdateArgs) {
+    const float step_size = args.scalars[1];
+    const float bias_correction2_sqrt = args.scalars[2];
+    for (u64 i = global_thread(); i < args.total; i += grid_stride()) {
+        // The parameter holding element i: offsets[p] <= i < offsets[p + 1].
+        u32 low = 0, high = args.count;
+        while (high - low > 1) {
+            u32 mid = (low + high) / 2;
+            if (args.offsets[mid] <= i) {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        u64 j = i - args.offsets[low];
+        float* param = (float*)args.tensors[4 * low];
+        const float* grad = (const float*)args.tensors[4 * low + 1];
+        float* exp_avg = (float*)args.tensors[4 * low + 2];
+        float* exp_avg_sq = (float*)args.tensors[4 * low + 3];
+        float g = grad[j] + args.weight_decay * param[j];
+        float m = args.beta1 * exp_avg[j] + (1.0f - args.beta1) * g;
+        float v = args.beta2 * exp_avg_sq[j] + (1.0f - args.beta2) * g * g;
+        exp_avg[j] = m;
+        exp_avg_sq[j] = v;
+        param[j] -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);
     }
 }

@@ -157,7 +157,8 @@ impl Gan {
     /// atomically. Tensor names: `generator.<i>.weight|bias` (loadable into PyTorch's
     /// `nn.Sequential` generator after stripping `generator.`), `discriminator.…`,
     /// `generator_optimizer.exp_avg.…`, `generator_optimizer.exp_avg_sq.…`, and the same for the
-    /// discriminator's optimiser; every value is f32 in PyTorch's layout.
+    /// discriminator's optimiser; every value is f32 in PyTorch's layout. Metadata: the
+    /// progress, and each optimiser's step count (`generator_optimizer.step`).
     pub fn save_checkpoint(&self, path: &Path, progress: &TrainingProgress) -> Result<()> {
         let mut tensors = Vec::new();
         let mut metadata = HashMap::from([
@@ -174,14 +175,14 @@ impl Gan {
             ),
         ]);
         for (net, model, optimizer) in self.parts() {
+            let opt = format!("{net}_optimizer");
+            metadata.insert(format!("{opt}.step"), optimizer.step_count().to_string());
             for ((name, param), state) in
                 model.named_parameters().into_iter().zip(optimizer.states())
             {
                 tensors.push((format!("{net}.{name}"), param));
-                let opt = format!("{net}_optimizer");
                 tensors.push((format!("{opt}.exp_avg.{name}"), state.exp_avg.clone()));
                 tensors.push((format!("{opt}.exp_avg_sq.{name}"), state.exp_avg_sq.clone()));
-                metadata.insert(format!("{opt}.step.{name}"), state.step.to_string());
             }
         }
         checkpoint::save(path, &tensors, metadata)
@@ -208,11 +209,11 @@ impl Gan {
         ] {
             saved.restore_module(&format!("{net}."), model)?;
             let opt = format!("{net}_optimizer");
+            optimizer.set_step_count(saved.parse(&format!("{opt}.step"))?);
             let names = model.named_parameters().into_iter().map(|(name, _)| name);
-            for (name, state) in names.zip(optimizer.states_mut()) {
+            for (name, state) in names.zip(optimizer.states()) {
                 saved.restore(&format!("{opt}.exp_avg.{name}"), &state.exp_avg)?;
                 saved.restore(&format!("{opt}.exp_avg_sq.{name}"), &state.exp_avg_sq)?;
-                state.step = saved.parse(&format!("{opt}.step.{name}"))?;
             }
         }
         Ok(TrainingProgress {

@@ -112,21 +112,60 @@ impl Storage {
         }
     }
 
-    pub fn update_in_place<K: OptimizerKernel>(
-        &mut self,
-        grad: &Self,
-        state_a: &mut Self,
-        state_b: &mut Self,
+    pub fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
+        match self {
+            Storage::Cpu(s) => s.optimizer_prepare(kernel),
+            Storage::Cuda(s) => s.optimizer_prepare(kernel),
+        }
+    }
+
+    /// One fused update over all `params` (all on the device of `scalars`).
+    pub fn optimizer_update<K: OptimizerKernel>(
+        params: &mut [&mut Storage],
+        grads: &[&Storage],
+        state_a: &mut [&mut Storage],
+        state_b: &mut [&mut Storage],
+        scalars: &Storage,
         kernel: &K,
     ) {
-        match (self, grad, state_a, state_b) {
-            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(a), Storage::Cpu(b)) => {
-                p.update_in_place(g, a, b, kernel)
-            }
-            (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(a), Storage::Cuda(b)) => {
-                p.update_in_place(g, a, b, kernel)
-            }
-            _ => unreachable!("{MIXED}"),
+        // Each backend takes its own storages: unwrap every operand to the variant of `scalars`.
+        macro_rules! unwrap {
+            (mut $variant:ident, $storages:expr) => {
+                $storages
+                    .iter_mut()
+                    .map(|s| match &mut **s {
+                        Storage::$variant(s) => s,
+                        _ => unreachable!("{MIXED}"),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            ($variant:ident, $storages:expr) => {
+                $storages
+                    .iter()
+                    .map(|s| match s {
+                        Storage::$variant(s) => s,
+                        _ => unreachable!("{MIXED}"),
+                    })
+                    .collect::<Vec<_>>()
+            };
+        }
+        match scalars {
+            Storage::Cpu(scalars) => CpuStorage::optimizer_update(
+                &mut unwrap!(mut Cpu, params),
+                &unwrap!(Cpu, grads),
+                &mut unwrap!(mut Cpu, state_a),
+                &mut unwrap!(mut Cpu, state_b),
+                scalars,
+                kernel,
+            ),
+            Storage::Cuda(scalars) => CudaStorage::optimizer_update(
+                &mut unwrap!(mut Cuda, params),
+                &unwrap!(Cuda, grads),
+                &mut unwrap!(mut Cuda, state_a),
+                &mut unwrap!(mut Cuda, state_b),
+                scalars,
+                kernel,
+            ),
         }
     }
 }

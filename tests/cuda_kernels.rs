@@ -91,7 +91,14 @@ fn argument_structs_have_the_c_layout() {
         std::mem::size_of::<RandomArgs>(),
         c_args_size::<RandomArgs>()
     );
-    assert_eq!(std::mem::size_of::<AdamArgs>(), c_args_size::<AdamArgs>());
+    assert_eq!(
+        std::mem::size_of::<AdamPrepareArgs>(),
+        c_args_size::<AdamPrepareArgs>()
+    );
+    assert_eq!(
+        std::mem::size_of::<AdamUpdateArgs>(),
+        c_args_size::<AdamUpdateArgs>()
+    );
 }
 
 #[test]
@@ -108,7 +115,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 24);
+    assert_eq!(count, 25);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -346,42 +353,83 @@ fn philox_fills_match_the_cpu_stream() {
     assert_eq!(fill(2, 0.3, 0.0, first_block), mask_cpu);
 }
 
+/// Two Adam steps over two parameters: `adam_prepare` then one `adam_multi_tensor` launch per
+/// step, against the CPU optimiser, bit for bit.
 #[test]
-fn adam_update_matches_the_cpu_optimizer() {
-    let n = 999;
-    let start = uniform(n, -1.0, 1.0, 11);
-    let grad = uniform(n, -1.0, 1.0, 12);
+fn fused_adam_matches_the_cpu_optimizer() {
+    let sizes = [999, 17];
     let config = AdamConfig {
         lr: 0.01,
         betas: (0.5, 0.999),
         eps: 1e-8,
         weight_decay: 0.1,
     };
-    let param = Tensor::from_vec(start.clone(), &[n], &CPU);
-    param.set_requires_grad(true);
-    let mut adam = Adam::new(vec![param.clone()], config);
-    (&param * &Tensor::from_vec(grad.clone(), &[n], &CPU))
-        .sum()
-        .backward(); // ∂/∂θ = grad
-    adam.step();
+    let starts: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&n| uniform(n, -1.0, 1.0, n as u64))
+        .collect();
+    let grads: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|&n| uniform(n, -1.0, 1.0, 100 + n as u64))
+        .collect();
 
-    let (mut theta, mut m, mut v) = (start, vec![0.0f32; n], vec![0.0f32; n]);
-    let args = AdamArgs {
-        param: ptr_mut(&mut theta),
-        grad: ptr(&grad),
-        exp_avg: ptr_mut(&mut m),
-        exp_avg_sq: ptr_mut(&mut v),
-        n: n as u64,
-        beta1: 0.5,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        // As the optimiser computes them: in f64, from the f32 hyper-parameters.
-        step_size: (f64::from(0.01f32) / (1.0 - f64::from(0.5f32))) as f32,
-        bias_correction2_sqrt: (1.0 - f64::from(0.999f32)).sqrt() as f32,
-    };
-    launch("adam_update", LaunchConfig::for_items(n as u64), args);
-    assert_eq!(theta, param.to_vec());
-    assert_eq!(m, adam.states()[0].exp_avg.to_vec());
-    assert_eq!(v, adam.states()[0].exp_avg_sq.to_vec());
+    let params: Vec<Tensor> = starts
+        .iter()
+        .zip(sizes)
+        .map(|(v, n)| Tensor::from_vec(v.clone(), &[n], &CPU))
+        .collect();
+    params.iter().for_each(|p| p.set_requires_grad(true));
+    let mut adam = Adam::new(params.clone(), config);
+    for _ in 0..2 {
+        adam.zero_grad();
+        for (param, grad) in params.iter().zip(&grads) {
+            (param * &Tensor::from_vec(grad.clone(), param.shape(), &CPU))
+                .sum()
+                .backward(); // ∂/∂θ = grad
+        }
+        adam.step();
+    }
+
+    let mut thetas = starts.clone();
+    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+    let mut vs = ms.clone();
+    let mut scalars = [0.0f32; 3];
+    let mut table = Vec::new();
+    for i in 0..2 {
+        table.extend([
+            ptr_mut(&mut thetas[i]),
+            ptr(&grads[i]),
+            ptr_mut(&mut ms[i]),
+            ptr_mut(&mut vs[i]),
+        ]);
+    }
+    let offsets = [0u64, 999, 1016];
+    for _ in 0..2 {
+        let prepare = AdamPrepareArgs {
+            scalars: ptr_mut(&mut scalars),
+            lr: 0.01,
+            beta1: 0.5,
+            beta2: 0.999,
+        };
+        launch("adam_prepare", LaunchConfig::single_block(), prepare);
+        let update = AdamUpdateArgs {
+            tensors: table.as_ptr() as u64,
+            offsets: offsets.as_ptr() as u64,
+            scalars: ptr(&scalars),
+            total: 1016,
+            count: 2,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        launch("adam_multi_tensor", LaunchConfig::for_items(1016), update);
+    }
+    assert_eq!(scalars[0], 2.0, "the step count lives in device memory");
+    assert_eq!(adam.step_count(), 2);
+    for i in 0..2 {
+        assert_eq!(thetas[i], params[i].to_vec());
+        assert_eq!(ms[i], adam.states()[i].exp_avg.to_vec());
+        assert_eq!(vs[i], adam.states()[i].exp_avg_sq.to_vec());
+    }
 }

@@ -11,7 +11,8 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     FERROGRAD_ARGS(SumRowsArgs)
     FERROGRAD_ARGS(GemmArgs)
     FERROGRAD_ARGS(RandomArgs)
-    FERROGRAD_ARGS(AdamArgs)
+    FERROGRAD_ARGS(AdamPrepareArgs)
+    FERROGRAD_ARGS(AdamUpdateArgs)
 #undef FERROGRAD_ARGS
     return 0;
 }

@@ -33,14 +33,27 @@ pub trait BinaryKernel: Sync {
     }
 }
 
-/// An in-place optimiser update over a parameter, its gradient and two state buffers
-/// (Adam's first and second moments).
+/// An optimiser step fused over many parameters, in two kernels: `prepare` advances the step
+/// count kept in a small buffer of scalars and derives the step's other scalars from it (so
+/// nothing about the step lives on the host), then `update` applies the step to every element
+/// of every parameter, beside its gradient and two state buffers (Adam's moments).
 pub trait OptimizerKernel: Sync {
-    /// The GPU kernel's name in `kernels/`.
-    const NAME: &'static str;
-    fn update(&self, param: &mut f32, grad: f32, state_a: &mut f32, state_b: &mut f32);
-    /// The kernel's scalar arguments, in the order of its argument struct.
-    fn params(&self) -> [f32; 6];
+    /// The GPU kernels of the two phases, in `kernels/`.
+    const PREPARE: &'static str;
+    const UPDATE: &'static str;
+    /// Advances `scalars[0]`, the step count, and derives the rest of `scalars` from it.
+    fn prepare(&self, scalars: &mut [f32]);
+    /// Updates one element, given the step's scalars.
+    fn update(
+        &self,
+        scalars: &[f32],
+        param: &mut f32,
+        grad: f32,
+        state_a: &mut f32,
+        state_b: &mut f32,
+    );
+    /// The hyper-parameters the GPU kernels take, in their argument structs' order.
+    fn hyper_params(&self) -> [f32; 5];
 }
 
 /// How the right operand of a binary map lines up with the left one (whose shape the result has).
@@ -93,12 +106,15 @@ pub trait BackendStorage: Sized {
     fn expand_scalar(&self, len: usize, scale: f32) -> Self;
     /// `C = op(A) · op(B)`, plus `bias` added to every row when given.
     fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self;
-    /// Applies `kernel` in place to every element of `self` (the parameter) and the states.
-    fn update_in_place<K: OptimizerKernel>(
-        &mut self,
-        grad: &Self,
-        state_a: &mut Self,
-        state_b: &mut Self,
+    /// The first phase of an optimiser step, on `self`, the step's scalars.
+    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K);
+    /// The second phase: every element of every parameter, in one pass (one launch).
+    fn optimizer_update<K: OptimizerKernel>(
+        params: &mut [&mut Self],
+        grads: &[&Self],
+        state_a: &mut [&mut Self],
+        state_b: &mut [&mut Self],
+        scalars: &Self,
         kernel: &K,
     );
 }

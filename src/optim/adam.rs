@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba, 2015) with PyTorch's semantics.
 //!
-//! For each parameter `θ` with gradient `g`, at its step `t` (counted per parameter):
+//! For each parameter `θ` with gradient `g`, at step `t`:
 //!
 //! ```text
 //! g  ← g + λ·θ                       (weight decay λ, L2 style; 0 by default)
@@ -10,9 +10,13 @@
 //! θ  ← θ − lr · m̂ / (√v̂ + ε)         (ε added after the square root, as PyTorch)
 //! ```
 //!
-//! The whole update of one parameter runs as a single fused kernel over the four buffers.
+//! A step runs as two kernels over all parameters together, whatever their number: `prepare`
+//! advances the step count `t`, kept on the parameters' device, and folds the bias corrections
+//! into two scalars as PyTorch does (`step_size = lr / (1 − β₁ᵗ)`, `c₂ = √(1 − β₂ᵗ)`, then
+//! `θ ← θ − step_size · m / (√v / c₂ + ε)`); `update` applies them to every element.
 
 use crate::backend::OptimizerKernel;
+use crate::storage::Storage;
 use crate::tensor::Tensor;
 
 /// Adam's hyper-parameters; [`Default`] gives PyTorch's defaults.
@@ -35,54 +39,55 @@ impl Default for AdamConfig {
     }
 }
 
-/// Adam's state for one parameter: its moments and its own step count. Saving these (and
-/// restoring them with [`Adam::states_mut`]) resumes training exactly.
+/// Adam's state for one parameter: its two moments. Saved with the step count
+/// ([`Adam::step_count`]) they resume training exactly.
 #[derive(Clone, Debug)]
 pub struct AdamState {
     /// `m`, the running mean of gradients.
     pub exp_avg: Tensor,
     /// `v`, the running mean of squared gradients.
     pub exp_avg_sq: Tensor,
-    /// Steps taken on this parameter (its `t`).
-    pub step: u64,
 }
 
-/// The Adam optimiser over a fixed list of parameters.
+/// The Adam optimiser over a fixed list of parameters, all on one device.
 pub struct Adam {
     config: AdamConfig,
     params: Vec<Tensor>,
     states: Vec<AdamState>,
+    /// `[t, step_size, c₂]` on the parameters' device (see the module docs).
+    scalars: Tensor,
 }
 
-/// The per-element update above, with the step's bias corrections folded into two scalars as
-/// PyTorch does: `θ ← θ − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)`.
-struct AdamUpdate {
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    step_size: f32,
-    bias_correction2_sqrt: f32,
-}
+impl OptimizerKernel for AdamConfig {
+    const PREPARE: &'static str = "adam_prepare";
+    const UPDATE: &'static str = "adam_multi_tensor";
 
-impl OptimizerKernel for AdamUpdate {
-    const NAME: &'static str = "adam_update";
-    fn update(&self, param: &mut f32, grad: f32, m: &mut f32, v: &mut f32) {
-        let g = grad + self.weight_decay * *param;
-        *m = self.beta1 * *m + (1.0 - self.beta1) * g;
-        *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
-        let denom = v.sqrt() / self.bias_correction2_sqrt + self.eps;
-        *param -= self.step_size * *m / denom;
+    fn prepare(&self, scalars: &mut [f32]) {
+        let t = scalars[0] + 1.0;
+        // In f64, as PyTorch computes them on the host.
+        let bias_correction1 = 1.0 - f64::from(self.betas.0).powf(f64::from(t));
+        let bias_correction2 = 1.0 - f64::from(self.betas.1).powf(f64::from(t));
+        scalars[0] = t;
+        scalars[1] = (f64::from(self.lr) / bias_correction1) as f32;
+        scalars[2] = bias_correction2.sqrt() as f32;
     }
 
-    fn params(&self) -> [f32; 6] {
+    fn update(&self, scalars: &[f32], param: &mut f32, grad: f32, m: &mut f32, v: &mut f32) {
+        let (beta1, beta2) = self.betas;
+        let g = grad + self.weight_decay * *param;
+        *m = beta1 * *m + (1.0 - beta1) * g;
+        *v = beta2 * *v + (1.0 - beta2) * g * g;
+        let denom = v.sqrt() / scalars[2] + self.eps;
+        *param -= scalars[1] * *m / denom;
+    }
+
+    fn hyper_params(&self) -> [f32; 5] {
         [
-            self.beta1,
-            self.beta2,
+            self.lr,
+            self.betas.0,
+            self.betas.1,
             self.eps,
             self.weight_decay,
-            self.step_size,
-            self.bias_correction2_sqrt,
         ]
     }
 }
@@ -90,31 +95,32 @@ impl OptimizerKernel for AdamUpdate {
 impl Adam {
     /// An optimiser for `params` (typically `model.parameters()`), each of which must require a
     /// gradient to ever be updated.
+    ///
+    /// # Panics
+    /// If the parameters are not all on one device.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Self {
+        let device = params
+            .first()
+            .map_or(crate::Device::Cpu, |p| p.device().clone());
+        if let Some(other) = params.iter().find(|p| *p.device() != device) {
+            panic!(
+                "Adam: parameters on different devices ({device} and {})",
+                other.device()
+            );
+        }
         let states = params
             .iter()
             .map(|param| AdamState {
                 exp_avg: Tensor::zeros(param.shape(), param.device()),
                 exp_avg_sq: Tensor::zeros(param.shape(), param.device()),
-                step: 0,
             })
             .collect();
         Adam {
             config,
             params,
             states,
+            scalars: Tensor::zeros(&[3], &device),
         }
-    }
-
-    /// The state of each parameter, in the order the parameters were given.
-    pub fn states(&self) -> &[AdamState] {
-        &self.states
-    }
-
-    /// The state, for restoring a checkpoint: overwrite the moments' values in place (see
-    /// `crate::checkpoint`) and the step counts.
-    pub fn states_mut(&mut self) -> &mut [AdamState] {
-        &mut self.states
     }
 
     pub fn config(&self) -> &AdamConfig {
@@ -126,6 +132,22 @@ impl Adam {
         self.config.lr = lr;
     }
 
+    /// The moments of each parameter, in the order the parameters were given.
+    pub fn states(&self) -> &[AdamState] {
+        &self.states
+    }
+
+    /// Steps taken (read from the device).
+    pub fn step_count(&self) -> u64 {
+        self.scalars.to_vec()[0] as u64
+    }
+
+    /// Sets the step count, for restoring a checkpoint (with the moments, whose values
+    /// `Checkpoint::restore` overwrites in place).
+    pub fn set_step_count(&mut self, steps: u64) {
+        self.scalars.assign(vec![steps as f32, 0.0, 0.0]);
+    }
+
     /// Clears the gradients of all parameters.
     pub fn zero_grad(&self) {
         for param in &self.params {
@@ -133,38 +155,44 @@ impl Adam {
         }
     }
 
-    /// Updates every parameter that has a gradient; parameters without one are skipped and
-    /// their step count does not advance (as in PyTorch).
+    /// Updates every parameter that has a gradient, in one fused pass (parameters without one
+    /// are left as they are). The step count is the optimiser's: all parameters step together,
+    /// as in PyTorch's fused Adam.
     pub fn step(&mut self) {
-        let AdamConfig {
-            lr,
-            betas: (beta1, beta2),
-            eps,
-            weight_decay,
-        } = self.config;
-        for (param, state) in self.params.iter().zip(&mut self.states) {
-            let Some(grad) = param.grad() else {
-                continue;
-            };
-            state.step += 1;
-            // Bias corrections in f64, as PyTorch computes them in Python floats.
-            let t = state.step as f64;
-            let bias_correction1 = 1.0 - f64::from(beta1).powf(t);
-            let bias_correction2 = 1.0 - f64::from(beta2).powf(t);
-            let kernel = AdamUpdate {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                step_size: (f64::from(lr) / bias_correction1) as f32,
-                bias_correction2_sqrt: bias_correction2.sqrt() as f32,
-            };
-            let grad = grad.storage();
-            let mut m = state.exp_avg.storage_mut();
-            let mut v = state.exp_avg_sq.storage_mut();
-            param
-                .storage_mut()
-                .update_in_place(&grad, &mut m, &mut v, &kernel);
+        let (with_grad, grads): (Vec<usize>, Vec<Tensor>) = self
+            .params
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.grad().map(|g| (i, g)))
+            .unzip();
+        if with_grad.is_empty() {
+            return;
         }
+        self.scalars.storage_mut().optimizer_prepare(&self.config);
+        let grad_guards: Vec<_> = grads.iter().map(Tensor::storage).collect();
+        let mut param_guards: Vec<_> = with_grad
+            .iter()
+            .map(|&i| self.params[i].storage_mut())
+            .collect();
+        let mut m_guards: Vec<_> = with_grad
+            .iter()
+            .map(|&i| self.states[i].exp_avg.storage_mut())
+            .collect();
+        let mut v_guards: Vec<_> = with_grad
+            .iter()
+            .map(|&i| self.states[i].exp_avg_sq.storage_mut())
+            .collect();
+        let scalars = self.scalars.storage();
+        Storage::optimizer_update(
+            &mut param_guards
+                .iter_mut()
+                .map(|g| &mut **g)
+                .collect::<Vec<_>>(),
+            &grad_guards.iter().map(|g| &**g).collect::<Vec<_>>(),
+            &mut m_guards.iter_mut().map(|g| &mut **g).collect::<Vec<_>>(),
+            &mut v_guards.iter_mut().map(|g| &mut **g).collect::<Vec<_>>(),
+            &scalars,
+            &self.config,
+        );
     }
 }

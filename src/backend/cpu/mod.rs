@@ -134,18 +134,27 @@ impl BackendStorage for CpuStorage {
         CpuStorage(gemm(&self.0, &rhs.0, bias.map(|b| b.0.as_slice()), dims))
     }
 
-    fn update_in_place<K: OptimizerKernel>(
-        &mut self,
-        grad: &Self,
-        state_a: &mut Self,
-        state_b: &mut Self,
+    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
+        kernel.prepare(&mut self.0);
+    }
+
+    fn optimizer_update<K: OptimizerKernel>(
+        params: &mut [&mut Self],
+        grads: &[&Self],
+        state_a: &mut [&mut Self],
+        state_b: &mut [&mut Self],
+        scalars: &Self,
         kernel: &K,
     ) {
-        self.0
-            .par_iter_mut()
-            .zip(grad.0.par_iter())
-            .zip(state_a.0.par_iter_mut().zip(state_b.0.par_iter_mut()))
-            .with_min_len(MIN_ELEMENTS_PER_TASK)
-            .for_each(|((param, &g), (a, b))| kernel.update(param, g, a, b));
+        let scalars = scalars.0.as_slice();
+        for (((param, grad), a), b) in params.iter_mut().zip(grads).zip(state_a).zip(state_b) {
+            param
+                .0
+                .par_iter_mut()
+                .zip(grad.0.par_iter())
+                .zip(a.0.par_iter_mut().zip(b.0.par_iter_mut()))
+                .with_min_len(MIN_ELEMENTS_PER_TASK)
+                .for_each(|((p, &g), (a, b))| kernel.update(scalars, p, g, a, b));
+        }
     }
 }

@@ -56,11 +56,14 @@ kernel_args!(
     }
 );
 kernel_args!(
-    /// Adam's fused update (`adam.cu`).
-    AdamArgs {
-        param: u64, grad: u64, exp_avg: u64, exp_avg_sq: u64, n: u64,
+    /// Advances Adam's step counter and derives the step's scalars (`adam.cu`).
+    AdamPrepareArgs { scalars: u64, lr: f32, beta1: f32, beta2: f32 }
+);
+kernel_args!(
+    /// Adam's update over every parameter at once (`adam.cu`).
+    AdamUpdateArgs {
+        tensors: u64, offsets: u64, scalars: u64, total: u64, count: u32,
         beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
-        step_size: f32, bias_correction2_sqrt: f32,
     }
 );
 

@@ -110,7 +110,21 @@ impl CudaDevice {
     /// # Panics
     /// When the device is out of memory (as PyTorch raises).
     pub(crate) fn buffer(&self, len: usize) -> DeviceBuffer {
-        let bytes = (len * 4).max(1).next_multiple_of(SIZE_CLASS);
+        self.buffer_of_bytes(len * 4, len)
+    }
+
+    /// A buffer holding a copy of `bytes` (its `len` counts floats: `bytes.len() / 4`).
+    pub(crate) fn upload(&self, bytes: &[u8]) -> DeviceBuffer {
+        let buffer = self.buffer_of_bytes(bytes.len(), bytes.len() / 4);
+        self.inner
+            .runtime
+            .copy_to_device(buffer.pointer, bytes)
+            .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
+        buffer
+    }
+
+    fn buffer_of_bytes(&self, bytes: usize, len: usize) -> DeviceBuffer {
+        let bytes = bytes.max(1).next_multiple_of(SIZE_CLASS);
         let cached = self
             .inner
             .free
@@ -149,19 +163,11 @@ impl CudaDevice {
         .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
     }
 
-    pub(crate) fn copy_to_device(&self, buffer: &DeviceBuffer, values: &[f32]) {
-        debug_assert!(values.len() <= buffer.len);
-        self.inner
-            .runtime
-            .copy_to_device(buffer.pointer, values)
-            .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
-    }
-
     pub(crate) fn copy_to_host(&self, buffer: &DeviceBuffer) -> Vec<f32> {
-        let mut values = vec![0.0; buffer.len];
+        let mut values = vec![0.0f32; buffer.len];
         self.inner
             .runtime
-            .copy_to_host(buffer.pointer, &mut values)
+            .copy_to_host(buffer.pointer, bytemuck::cast_slice_mut(&mut values))
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
         values
     }

@@ -108,16 +108,16 @@ impl Runtime for DriverRuntime {
             .map_err(|e| format!("out of GPU memory allocating {bytes} bytes: {e:?}"))
     }
 
-    fn copy_to_device(&self, dst: u64, src: &[f32]) -> Result<(), String> {
+    fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         self.make_current()?;
         // SAFETY: `dst` is an allocation of this context with room for `src`.
         unsafe { result::memcpy_htod_sync(dst, src) }
             .map_err(|e| format!("copy to the GPU failed: {e:?}"))
     }
 
-    fn copy_to_host(&self, src: u64, dst: &mut [f32]) -> Result<(), String> {
+    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
         self.make_current()?;
-        // SAFETY: `src` is an allocation of this context holding `dst.len()` floats. The copy
+        // SAFETY: `src` is an allocation of this context holding `dst.len()` bytes. The copy
         // synchronises with the legacy default stream, so every earlier kernel has finished.
         unsafe { result::memcpy_dtoh_sync(dst, src) }
             .map_err(|e| format!("copy from the GPU failed (a kernel may have failed): {e:?}"))

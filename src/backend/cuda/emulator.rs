@@ -38,15 +38,15 @@ impl Runtime for EmulatorRuntime {
         }
     }
 
-    fn copy_to_device(&self, dst: u64, src: &[f32]) -> Result<(), String> {
+    fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         // SAFETY: `dst` is one of our allocations with room for `src` (the storage's contract).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut f32, src.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
         Ok(())
     }
 
-    fn copy_to_host(&self, src: u64, dst: &mut [f32]) -> Result<(), String> {
-        // SAFETY: `src` is one of our allocations holding `dst.len()` floats.
-        unsafe { std::ptr::copy_nonoverlapping(src as *const f32, dst.as_mut_ptr(), dst.len()) };
+    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
+        // SAFETY: `src` is one of our allocations holding `dst.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
 

@@ -11,10 +11,10 @@ pub(crate) trait Runtime: Send + Sync {
     /// Allocates `bytes` (> 0) of device memory; the caching allocator never frees it.
     fn alloc(&self, bytes: usize) -> Result<u64, String>;
 
-    fn copy_to_device(&self, dst: u64, src: &[f32]) -> Result<(), String>;
+    fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String>;
 
     /// Copies back to the host, after all kernels launched so far have finished.
-    fn copy_to_host(&self, src: u64, dst: &mut [f32]) -> Result<(), String>;
+    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String>;
 
     /// Launches kernel `name` with its argument struct at `args`.
     ///

@@ -1,8 +1,8 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, AdamArgs, BinaryArgs, GemmArgs, RandomArgs, SumArgs,
-    SumRowsArgs, UnaryArgs,
+    broadcast_code, distribution_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs, GemmArgs,
+    RandomArgs, SumArgs, SumRowsArgs, UnaryArgs,
 };
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{LaunchConfig, SUM_CHUNK};
@@ -19,9 +19,9 @@ pub struct CudaStorage {
 
 impl CudaStorage {
     pub fn from_vec(data: Vec<f32>, device: &CudaDevice) -> Self {
-        let buffer = device.buffer(data.len());
-        device.copy_to_device(&buffer, &data);
-        CudaStorage { buffer }
+        CudaStorage {
+            buffer: device.upload(bytemuck::cast_slice(&data)),
+        }
     }
 
     pub fn full(len: usize, value: f32, device: &CudaDevice) -> Self {
@@ -188,28 +188,55 @@ impl BackendStorage for CudaStorage {
         out
     }
 
-    fn update_in_place<K: OptimizerKernel>(
-        &mut self,
-        grad: &Self,
-        state_a: &mut Self,
-        state_b: &mut Self,
+    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
+        let [lr, beta1, beta2, ..] = kernel.hyper_params();
+        let args = AdamPrepareArgs {
+            scalars: self.pointer(),
+            lr,
+            beta1,
+            beta2,
+        };
+        self.device()
+            .launch(K::PREPARE, LaunchConfig::single_block(), args);
+    }
+
+    fn optimizer_update<K: OptimizerKernel>(
+        params: &mut [&mut Self],
+        grads: &[&Self],
+        state_a: &mut [&mut Self],
+        state_b: &mut [&mut Self],
+        scalars: &Self,
         kernel: &K,
     ) {
-        let [beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt] = kernel.params();
-        let args = AdamArgs {
-            param: self.pointer(),
-            grad: grad.pointer(),
-            exp_avg: state_a.pointer(),
-            exp_avg_sq: state_b.pointer(),
-            n: self.len(),
+        let device = scalars.device();
+        // The table of addresses the kernel walks: rebuilt and uploaded each step, since the
+        // gradients are fresh buffers each time.
+        let mut tensors = Vec::with_capacity(4 * params.len());
+        let mut offsets = vec![0u64];
+        for (((param, grad), a), b) in params
+            .iter()
+            .zip(grads)
+            .zip(state_a.iter())
+            .zip(state_b.iter())
+        {
+            tensors.extend([param.pointer(), grad.pointer(), a.pointer(), b.pointer()]);
+            offsets.push(offsets.last().unwrap() + param.len());
+        }
+        let tensor_table = device.upload(bytemuck::cast_slice(&tensors));
+        let offset_table = device.upload(bytemuck::cast_slice(&offsets));
+        let [_, beta1, beta2, eps, weight_decay] = kernel.hyper_params();
+        let total = *offsets.last().unwrap();
+        let args = AdamUpdateArgs {
+            tensors: tensor_table.pointer,
+            offsets: offset_table.pointer,
+            scalars: scalars.pointer(),
+            total,
+            count: params.len() as u32,
             beta1,
             beta2,
             eps,
             weight_decay,
-            step_size,
-            bias_correction2_sqrt,
         };
-        self.device()
-            .launch(K::NAME, LaunchConfig::for_items(self.len()), args);
+        device.launch(K::UPDATE, LaunchConfig::for_items(total), args);
     }
 }
