@@ -60,3 +60,17 @@ __device__ __forceinline__ void map_binary(const BinaryArgs& a, F f) {
         a.out[i] = f(a.a[i], b, a.p);
     }
 }
+
+// The activations, shared by their elementwise kernels and the GEMM epilogues. Each mirrors the
+// Rust kernel of the same name in src/ops/<op>.rs.
+__device__ __forceinline__ float relu_forward(float x) { return x <= 0.0f ? 0.0f : x; }
+__device__ __forceinline__ float leaky_relu_forward(float x, float slope) { return x > 0.0f ? x : slope * x; }
+__device__ __forceinline__ float tanh_forward(float x) { return tanhf(x); }
+// 1 / (1 + e^−x), evaluated so that e^(·) never overflows.
+__device__ __forceinline__ float sigmoid_forward(float x) {
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    float e = expf(x);
+    return e / (1.0f + e);
+}

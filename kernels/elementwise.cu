@@ -10,37 +10,27 @@ FG_KERNEL(unary_add_scalar, UnaryArgs) { map_unary(args, [](float x, float s) { 
 FG_KERNEL(unary_mul_scalar, UnaryArgs) { map_unary(args, [](float x, float s) { return x * s; }); }
 
 // --- relu: y = max(x, 0); dL/dx = dL/dy · [y > 0] ---
-FG_KERNEL(unary_relu, UnaryArgs) {
-    map_unary(args, [](float x, float) { return x <= 0.0f ? 0.0f : x; });
-}
+FG_KERNEL(unary_relu, UnaryArgs) { map_unary(args, [](float x, float) { return relu_forward(x); }); }
 FG_KERNEL(binary_relu_backward, BinaryArgs) {
     map_binary(args, [](float y, float g, float) { return y > 0.0f ? g : 0.0f; });
 }
 
 // --- leaky_relu: y = x > 0 ? x : slope·x; dL/dx = dL/dy · (x > 0 ? 1 : slope) ---
 FG_KERNEL(unary_leaky_relu, UnaryArgs) {
-    map_unary(args, [](float x, float slope) { return x > 0.0f ? x : slope * x; });
+    map_unary(args, [](float x, float slope) { return leaky_relu_forward(x, slope); });
 }
 FG_KERNEL(binary_leaky_relu_backward, BinaryArgs) {
     map_binary(args, [](float x, float g, float slope) { return x > 0.0f ? g : slope * g; });
 }
 
 // --- tanh: dL/dx = dL/dy · (1 − y²) ---
-FG_KERNEL(unary_tanh, UnaryArgs) { map_unary(args, [](float x, float) { return tanhf(x); }); }
+FG_KERNEL(unary_tanh, UnaryArgs) { map_unary(args, [](float x, float) { return tanh_forward(x); }); }
 FG_KERNEL(binary_tanh_backward, BinaryArgs) {
     map_binary(args, [](float y, float g, float) { return g * (1.0f - y * y); });
 }
 
-// --- sigmoid: y = 1 / (1 + e^−x), evaluated without overflow; dL/dx = dL/dy · y(1 − y) ---
-FG_KERNEL(unary_sigmoid, UnaryArgs) {
-    map_unary(args, [](float x, float) {
-        if (x >= 0.0f) {
-            return 1.0f / (1.0f + expf(-x));
-        }
-        float e = expf(x);
-        return e / (1.0f + e);
-    });
-}
+// --- sigmoid: y = 1 / (1 + e^−x); dL/dx = dL/dy · y(1 − y) ---
+FG_KERNEL(unary_sigmoid, UnaryArgs) { map_unary(args, [](float x, float) { return sigmoid_forward(x); }); }
 FG_KERNEL(binary_sigmoid_backward, BinaryArgs) {
     map_binary(args, [](float y, float g, float) { return g * y * (1.0f - y); });
 }

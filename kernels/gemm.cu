@@ -1,6 +1,8 @@
-// C[m, n] = op(A)[m, k] · op(B)[k, n] (+ bias[n] on every row), the three products a linear
-// layer needs (X·Wᵀ, dY·W, dYᵀ·X) without materialising a transpose: A is stored [m, k] or,
-// when lhs_transposed, [k, m]; B is stored [k, n] or, when rhs_transposed, [n, k].
+// C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n] (+ bias[n] on every row)), the three products
+// a linear layer needs (X·Wᵀ, dY·W, dYᵀ·X) without materialising a transpose: A is stored
+// [m, k] or, when lhs_transposed, [k, m]; B is stored [k, n] or, when rhs_transposed, [n, k].
+// The epilogue is the identity (`gemm`) or an activation (`gemm_<activation>`), applied as
+// each result leaves its register: a linear layer and its activation in one kernel.
 //
 // Shared-memory tiling with register blocking: a block of 16 × 16 threads computes a
 // GEMM_BM × GEMM_BN tile of C, each thread a GEMM_TM × GEMM_TN patch held in registers. Each
@@ -25,9 +27,11 @@ struct GemmArgs {
     int n;
     int lhs_transposed;
     int rhs_transposed;
+    float p;  // the epilogue's parameter (LeakyReLU's slope)
 };
 
-FG_KERNEL(gemm, GemmArgs) {
+template <class Epilogue>
+__device__ void gemm_tiles(const GemmArgs& args, Epilogue epilogue) {
     // k-major tiles: a thread's GEMM_TM (resp. GEMM_TN) operands of one k step are adjacent.
     __shared__ float a_tile[GEMM_BK][GEMM_BM];
     __shared__ float b_tile[GEMM_BK][GEMM_BN];
@@ -87,8 +91,16 @@ FG_KERNEL(gemm, GemmArgs) {
             int col = col0 + tx * GEMM_TN + j;
             if (row < args.m && col < args.n) {
                 float bias = args.bias ? args.bias[col] : 0.0f;
-                args.c[(u64)row * args.n + col] = acc[i][j] + bias;
+                args.c[(u64)row * args.n + col] = epilogue(acc[i][j] + bias, args.p);
             }
         }
     }
 }
+
+FG_KERNEL(gemm, GemmArgs) { gemm_tiles(args, [](float x, float) { return x; }); }
+FG_KERNEL(gemm_relu, GemmArgs) { gemm_tiles(args, [](float x, float) { return relu_forward(x); }); }
+FG_KERNEL(gemm_leaky_relu, GemmArgs) {
+    gemm_tiles(args, [](float x, float slope) { return leaky_relu_forward(x, slope); });
+}
+FG_KERNEL(gemm_tanh, GemmArgs) { gemm_tiles(args, [](float x, float) { return tanh_forward(x); }); }
+FG_KERNEL(gemm_sigmoid, GemmArgs) { gemm_tiles(args, [](float x, float) { return sigmoid_forward(x); }); }

@@ -98,15 +98,25 @@ impl Storage {
         }
     }
 
-    pub fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self {
+    pub fn gemm<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+    ) -> Self {
         match (self, rhs, bias) {
-            (Storage::Cpu(a), Storage::Cpu(b), None) => Storage::Cpu(a.gemm(b, None, dims)),
-            (Storage::Cpu(a), Storage::Cpu(b), Some(Storage::Cpu(bias))) => {
-                Storage::Cpu(a.gemm(b, Some(bias), dims))
+            (Storage::Cpu(a), Storage::Cpu(b), None) => {
+                Storage::Cpu(a.gemm(b, None, dims, epilogue))
             }
-            (Storage::Cuda(a), Storage::Cuda(b), None) => Storage::Cuda(a.gemm(b, None, dims)),
+            (Storage::Cpu(a), Storage::Cpu(b), Some(Storage::Cpu(bias))) => {
+                Storage::Cpu(a.gemm(b, Some(bias), dims, epilogue))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b), None) => {
+                Storage::Cuda(a.gemm(b, None, dims, epilogue))
+            }
             (Storage::Cuda(a), Storage::Cuda(b), Some(Storage::Cuda(bias))) => {
-                Storage::Cuda(a.gemm(b, Some(bias), dims))
+                Storage::Cuda(a.gemm(b, Some(bias), dims, epilogue))
             }
             _ => unreachable!("{MIXED}"),
         }

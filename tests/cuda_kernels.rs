@@ -115,7 +115,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 25);
+    assert_eq!(count, 29);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -298,6 +298,7 @@ fn gemm_matches_the_cpu_in_every_layout() {
             };
             let mut c = vec![f32::NAN; m * n];
             let args = GemmArgs {
+                p: 0.0,
                 a: ptr(&a),
                 b: ptr(&b),
                 bias: ptr(&bias),

@@ -6,7 +6,9 @@ mod common;
 
 use common::{away_from_zero, uniform, CPU};
 use ferrograd::gan::{Gan, IMAGE_DIM};
-use ferrograd::nn::functional::{binary_cross_entropy, dropout_with, linear};
+use ferrograd::nn::functional::{
+    binary_cross_entropy, dropout_with, linear, linear_activation, Activation,
+};
 use ferrograd::nn::{LeakyReLU, Linear, Module, Sequential, Sigmoid};
 use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::rng::Generator;
@@ -39,18 +41,32 @@ fn every_op(device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
     let w1 = leaf(&uniform(7 * 5, -0.5, 0.5, 2), &[7, 5], device);
     let b1 = leaf(&uniform(7, -0.5, 0.5, 3), &[7], device);
     let w2 = leaf(&uniform(7 * 3, -0.5, 0.5, 4), &[7, 3], device);
+    let w3 = leaf(&uniform(7 * 7, -0.5, 0.5, 8), &[7, 7], device);
+    let b3 = leaf(&uniform(7, -0.5, 0.5, 9), &[7], device);
     let row = leaf(&away_from_zero(3, 5), &[3], device);
     let target = leaf(&uniform(6 * 3, 0.0, 1.0, 6), &[6, 3], device);
     let mut generator = Generator::new(7);
     let h = linear(&x, &w1, Some(&b1)).leaky_relu(0.2);
     let h = dropout_with(&h, 0.3, true, &mut generator);
     let h = h.relu() + h.tanh() * 0.5;
+    // Each activation fused into a linear layer (its GEMM epilogue), summed back in.
+    let fused = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.1),
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ]
+    .into_iter()
+    .map(|activation| linear_activation(&h, &w3, Some(&b3), activation))
+    .reduce(|a, b| a + b)
+    .unwrap();
+    let h = h + fused * 0.25;
     let y = h.matmul(&w2) * &row - 0.25;
     let y = (y.reshape(&[3, 6]) / 2.0).reshape(&[6, 3]).sigmoid();
     let loss =
         binary_cross_entropy(&y, &target) + y.mean() - y.sum() * 0.01 + (1.0 - &y).sum() * 0.1;
     loss.backward();
-    let grads = [&x, &w1, &b1, &w2, &row, &target]
+    let grads = [&x, &w1, &b1, &w2, &w3, &b3, &row, &target]
         .iter()
         .map(|t| t.grad().unwrap().to_vec())
         .collect();

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{away_from_zero, check_gradients, reference as r, to_f64, uniform, Input, CPU};
-use ferrograd::nn::functional::{binary_cross_entropy, dropout_with, linear};
+use ferrograd::nn::functional::{
+    binary_cross_entropy, dropout_with, linear, linear_activation, Activation,
+};
 use ferrograd::rng::Generator;
 use ferrograd::Tensor;
 
@@ -111,6 +113,77 @@ fn linear_with_and_without_bias() {
         |t| linear(&t[0], &t[1], None).mul(&w).sum(),
         |v| r::weighted_sum(&r::linear(&v[0], &v[1], None, batch, inp, out), &w64),
     );
+}
+
+/// The linear layer fused with each activation: gradients against the f64 reference, and the
+/// values and gradients of the unfused pair, bit for bit (the same arithmetic, in one pass).
+#[test]
+fn linear_fused_with_each_activation() {
+    let (batch, inp, out) = (4, 3, 5);
+    let (w, w64) = weights(&[batch, out], 40);
+    type Reference = fn(f64) -> f64;
+    let cases: [(Activation, Reference); 4] = [
+        (Activation::Relu, r::relu),
+        (Activation::LeakyRelu(0.2), |x| r::leaky_relu(x, 0.2)),
+        (Activation::Tanh, f64::tanh),
+        (Activation::Sigmoid, r::sigmoid),
+    ];
+    let x = uniform(batch * inp, -1.0, 1.0, 41);
+    let weight = uniform(out * inp, -1.0, 1.0, 42);
+    let bias = uniform(out, -0.5, 0.5, 43);
+    for (activation, reference) in cases {
+        check_gradients(
+            &[
+                Input::new(&[batch, inp], x.clone()),
+                Input::new(&[out, inp], weight.clone()),
+                Input::new(&[out], bias.clone()),
+            ],
+            |t| {
+                linear_activation(&t[0], &t[1], Some(&t[2]), activation)
+                    .mul(&w)
+                    .sum()
+            },
+            |v| {
+                let z = r::linear(&v[0], &v[1], Some(&v[2]), batch, inp, out);
+                let y: Vec<f64> = z.into_iter().map(reference).collect();
+                r::weighted_sum(&y, &w64)
+            },
+        );
+        let run = |fused: bool| {
+            let leaves: Vec<Tensor> = [
+                (&x, vec![batch, inp]),
+                (&weight, vec![out, inp]),
+                (&bias, vec![out]),
+            ]
+            .into_iter()
+            .map(|(v, shape)| {
+                let t = Tensor::from_vec(v.clone(), &shape, &CPU);
+                t.set_requires_grad(true);
+                t
+            })
+            .collect();
+            let y = if fused {
+                linear_activation(&leaves[0], &leaves[1], Some(&leaves[2]), activation)
+            } else {
+                let z = linear(&leaves[0], &leaves[1], Some(&leaves[2]));
+                match activation {
+                    Activation::Relu => z.relu(),
+                    Activation::LeakyRelu(slope) => z.leaky_relu(slope),
+                    Activation::Tanh => z.tanh(),
+                    Activation::Sigmoid => z.sigmoid(),
+                }
+            };
+            y.mul(&w).sum().backward();
+            let mut values = vec![y.to_vec()];
+            values.extend(leaves.iter().map(|t| t.grad().unwrap().to_vec()));
+            values
+        };
+        assert_eq!(
+            run(true),
+            run(false),
+            "{activation:?}: fused and unfused differ"
+        );
+    }
 }
 
 /// Element `e` of a `[rows, cols]` tensor as a broadcast operand of `len` 1, `cols` or

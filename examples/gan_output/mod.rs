@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each example uses a part
 
 use std::error::Error;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -200,19 +201,42 @@ pub fn loss_plot_svg(rows: &[LossRow], batches_per_epoch: usize) -> String {
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
          <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{b}\" stroke=\"black\"/>\n\
-         <text x=\"{r}\" y=\"{lb}\" text-anchor=\"end\">epoch {x_max:.2}</text>\n\
-         <text x=\"{PAD}\" y=\"{lb}\">0</text>\n\
-         <text x=\"4\" y=\"{t}\">{y_max:.1}</text>\n\
-         <text x=\"4\" y=\"{b}\">0</text>\n\
+         <text x=\"{r}\" y=\"{lb}\" text-anchor=\"end\">epoch</text>\n\
+         <text x=\"{PAD}\" y=\"{lb}\" text-anchor=\"middle\">0</text>\n\
+         <text x=\"4\" y=\"{t}\">loss</text>\n\
          <text x=\"{lx}\" y=\"20\" fill=\"#c0392b\">D loss</text>\n\
          <text x=\"{gx}\" y=\"20\" fill=\"#2471a3\">G loss</text>\n",
         b = H - PAD,
         r = W - PAD,
-        lb = H - PAD + 18.0,
+        lb = H - PAD + 32.0,
         t = PAD + 4.0,
         lx = W - 200.0,
         gx = W - 120.0,
     );
+    // Ticks: whole epochs (at most ~10 labels) and whole loss values.
+    let every = (x_max / 10.0).ceil().max(1.0) as usize;
+    for epoch in (every..=x_max as usize).step_by(every) {
+        let x = PAD + epoch as f32 / x_max * (W - 2.0 * PAD);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{b}\" x2=\"{x:.1}\" y2=\"{t}\" stroke=\"black\"/>\
+             <text x=\"{x:.1}\" y=\"{l}\" text-anchor=\"middle\">{epoch}</text>",
+            b = H - PAD,
+            t = H - PAD + 4.0,
+            l = H - PAD + 16.0,
+        );
+    }
+    for value in 1..y_max as usize {
+        let y = H - PAD - value as f32 / y_max * (H - 2.0 * PAD);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{a}\" y1=\"{y:.1}\" x2=\"{PAD}\" y2=\"{y:.1}\" stroke=\"black\"/>\
+             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{value}</text>",
+            a = PAD - 4.0,
+            tx = PAD - 6.0,
+            ty = y + 4.0,
+        );
+    }
     svg.push_str(&polyline(&d, "#c0392b"));
     svg.push('\n');
     svg.push_str(&polyline(&g, "#2471a3"));

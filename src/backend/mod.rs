@@ -22,6 +22,16 @@ pub trait UnaryKernel: Sync {
     }
 }
 
+/// The map that leaves its input as it is: the epilogue of a plain GEMM.
+pub struct Identity;
+
+impl UnaryKernel for Identity {
+    const NAME: &'static str = "identity";
+    fn apply(&self, x: f32) -> f32 {
+        x
+    }
+}
+
 /// An elementwise map `y = f(a, b)`; backward rules are mostly of this kind (`f(saved, grad)`).
 pub trait BinaryKernel: Sync {
     /// The GPU kernel is `binary_<NAME>` in `kernels/`.
@@ -104,8 +114,15 @@ pub trait BackendStorage: Sized {
     fn sum_rows(&self, rows: usize, cols: usize) -> Self;
     /// `len` copies of this one-element buffer's value times `scale` (the gradient of a sum).
     fn expand_scalar(&self, len: usize, scale: f32) -> Self;
-    /// `C = op(A) · op(B)`, plus `bias` added to every row when given.
-    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self;
+    /// `C = epilogue(op(A) · op(B) + bias)`, the bias (if any) added to every row and the
+    /// epilogue applied while each output tile is still hot ([`Identity`] for a plain GEMM).
+    fn gemm<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+    ) -> Self;
     /// The first phase of an optimiser step, on `self`, the step's scalars.
     fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K);
     /// The second phase: every element of every parameter, in one pass (one launch).

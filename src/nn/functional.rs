@@ -1,3 +1,5 @@
 //! Stateless forms of the layers, as PyTorch's `torch.nn.functional`.
 
-pub use crate::ops::{binary_cross_entropy, dropout, dropout_with, linear};
+pub use crate::ops::{
+    binary_cross_entropy, dropout, dropout_with, linear, linear_activation, Activation,
+};

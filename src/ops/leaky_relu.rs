@@ -5,8 +5,8 @@ use crate::backend::{BinaryKernel, UnaryKernel};
 use crate::tensor::Tensor;
 
 /// `y = x > 0 ? x : slope · x`.
-struct LeakyRelu {
-    slope: f32,
+pub(crate) struct LeakyRelu {
+    pub slope: f32,
 }
 
 impl UnaryKernel for LeakyRelu {
@@ -25,8 +25,8 @@ impl UnaryKernel for LeakyRelu {
 
 /// `∂L/∂x = ∂L/∂y · (x > 0 ? 1 : slope)`, from the saved input (a negative slope would make
 /// the output's sign useless for this test).
-struct LeakyReluGrad {
-    slope: f32,
+pub(crate) struct LeakyReluGrad {
+    pub slope: f32,
 }
 
 impl BinaryKernel for LeakyReluGrad {

@@ -1,35 +1,52 @@
-//! The linear layer: `y = x · Wᵀ + b`, with PyTorch's weight layout `W: [out, in]`.
+//! The linear layer: `y = x · Wᵀ + b`, with PyTorch's weight layout `W: [out, in]`, and the
+//! same fused with its activation, `y = act(x · Wᵀ + b)`.
 //!
 //! It is one op rather than `matmul` + `transpose` + `add`: the three products it needs
 //! (`x·Wᵀ`, `∂L/∂y·W`, `(∂L/∂y)ᵀ·x`) each run as one GEMM that reads `W` or `∂L/∂y` transposed in
-//! place, and the bias is added while the output tile is still in cache.
+//! place, and the bias (and the activation) are applied while the output tile is still in cache.
 
-use super::matmul::{dims, gemm};
+use super::leaky_relu::{LeakyRelu, LeakyReluGrad};
+use super::matmul::{dims, gemm, gemm_then};
+use super::relu::{Relu, ReluGrad};
+use super::sigmoid::{Sigmoid, SigmoidGrad};
+use super::tanh::{Tanh, TanhGrad};
 use super::{assert_same_device, record};
+use crate::backend::{BinaryKernel, Broadcast, UnaryKernel};
 use crate::tensor::{GradFn, Tensor};
 
-/// `y = x · Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`:
-/// - `∂L/∂x = ∂L/∂y · W`        (`[batch, out] · [out, in]`)
-/// - `∂L/∂W = (∂L/∂y)ᵀ · x`     (`[out, batch] · [batch, in]`)
-/// - `∂L/∂b = Σ_rows ∂L/∂y`     (`[out]`)
+/// `∂L/∂(x·Wᵀ + b)` from `∂L/∂y`: the activation's rule from its saved output, if fused.
+type ActivationGrad = Box<dyn Fn(&Tensor) -> Tensor + Send + Sync>;
+
+/// `y = act(z)`, `z = x · Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`:
+/// - `∂L/∂z = act'(y) · ∂L/∂y` (the activation's rule, from the saved output; `∂L/∂y` when
+///   there is no activation)
+/// - `∂L/∂x = ∂L/∂z · W`        (`[batch, out] · [out, in]`)
+/// - `∂L/∂W = (∂L/∂z)ᵀ · x`     (`[out, batch] · [batch, in]`)
+/// - `∂L/∂b = Σ_rows ∂L/∂z`     (`[out]`)
 ///
 /// `W` is saved only if `x` needs a gradient, `x` only if `W` does.
 struct LinearBackward {
+    name: &'static str,
     input: Option<Tensor>,
     weight: Option<Tensor>,
+    activation: Option<ActivationGrad>,
 }
 
 impl GradFn for LinearBackward {
     fn name(&self) -> &'static str {
-        "linear"
+        self.name
     }
 
     fn backward(&self, grad: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
+        let grad = match &self.activation {
+            Some(activation_grad) => activation_grad(grad),
+            None => grad.clone(),
+        };
         let (batch, out_features) = (grad.shape()[0], grad.shape()[1]);
         let grad_input = self.weight.as_ref().map(|w| {
             let in_features = w.shape()[1];
             gemm(
-                grad,
+                &grad,
                 w,
                 None,
                 dims(batch, out_features, in_features, false, false),
@@ -38,7 +55,7 @@ impl GradFn for LinearBackward {
         let grad_weight = self.input.as_ref().map(|x| {
             let in_features = x.shape()[1];
             gemm(
-                grad,
+                &grad,
                 x,
                 None,
                 dims(out_features, batch, in_features, true, false),
@@ -57,6 +74,88 @@ impl GradFn for LinearBackward {
 /// # Panics
 /// Unless `input` is `[batch, in]`, `weight` is `[out, in]` and `bias` (if any) is `[out]`.
 pub fn linear(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    check_shapes(input, weight, bias);
+    let y = gemm(input, weight, bias, gemm_dims(input, weight));
+    record(&y, &inputs(input, weight, bias), || {
+        linear_backward("linear", input, weight, None)
+    });
+    y
+}
+
+/// An activation that [`linear_activation`] fuses into the linear layer's GEMM.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    /// With its negative slope.
+    LeakyRelu(f32),
+    Tanh,
+    Sigmoid,
+}
+
+/// `act(x · Wᵀ + b)` in one GEMM whose epilogue applies the activation: the same values and
+/// gradients as [`linear`] followed by the activation, one pass over the output fewer each way.
+/// (A LeakyReLU with a slope ≤ 0 cannot recover its input's sign from its output, which the
+/// fused backward relies on: it runs unfused.)
+///
+/// # Panics
+/// As [`linear`].
+pub fn linear_activation(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    activation: Activation,
+) -> Tensor {
+    match activation {
+        Activation::Relu => fused("linear_relu", input, weight, bias, &Relu, ReluGrad),
+        Activation::LeakyRelu(slope) if slope > 0.0 => fused(
+            "linear_leaky_relu",
+            input,
+            weight,
+            bias,
+            &LeakyRelu { slope },
+            LeakyReluGrad { slope },
+        ),
+        Activation::LeakyRelu(slope) => linear(input, weight, bias).leaky_relu(slope),
+        Activation::Tanh => fused("linear_tanh", input, weight, bias, &Tanh, TanhGrad),
+        Activation::Sigmoid => fused("linear_sigmoid", input, weight, bias, &Sigmoid, SigmoidGrad),
+    }
+}
+
+/// The fused forward; its backward applies `grad_kernel(y, ∂L/∂y)` before the linear rules.
+fn fused<F: UnaryKernel, G: BinaryKernel + Send + Sync + 'static>(
+    name: &'static str,
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    forward: &F,
+    grad_kernel: G,
+) -> Tensor {
+    check_shapes(input, weight, bias);
+    let y = gemm_then(input, weight, bias, gemm_dims(input, weight), forward);
+    record(&y, &inputs(input, weight, bias), || {
+        let output = y.detach();
+        let activation_grad: ActivationGrad =
+            Box::new(move |grad| output.zip_map(grad, Broadcast::None, &grad_kernel));
+        linear_backward(name, input, weight, Some(activation_grad))
+    });
+    y
+}
+
+fn linear_backward(
+    name: &'static str,
+    input: &Tensor,
+    weight: &Tensor,
+    activation: Option<ActivationGrad>,
+) -> LinearBackward {
+    LinearBackward {
+        name,
+        input: weight.requires_grad().then(|| input.detach()),
+        weight: input.requires_grad().then(|| weight.detach()),
+        activation,
+    }
+}
+
+fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) {
     let (x, w) = (input.shape(), weight.shape());
     assert!(
         x.len() == 2 && w.len() == 2 && x[1] == w[1],
@@ -71,14 +170,17 @@ pub fn linear(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor 
         );
         assert_same_device("linear", input, b);
     }
-    let y = gemm(input, weight, bias, dims(x[0], x[1], w[0], false, true));
-    let inputs: Vec<&Tensor> = [Some(input), Some(weight), bias]
+}
+
+/// `x · Wᵀ`: `[batch, in] · [in, out]`, with `W` read transposed where it is stored.
+fn gemm_dims(input: &Tensor, weight: &Tensor) -> crate::backend::GemmDims {
+    let (x, w) = (input.shape(), weight.shape());
+    dims(x[0], x[1], w[0], false, true)
+}
+
+fn inputs<'a>(input: &'a Tensor, weight: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+    [Some(input), Some(weight), bias]
         .into_iter()
         .flatten()
-        .collect();
-    record(&y, &inputs, || LinearBackward {
-        input: weight.requires_grad().then(|| input.detach()),
-        weight: input.requires_grad().then(|| weight.detach()),
-    });
-    y
+        .collect()
 }

@@ -1,15 +1,28 @@
 //! Matrix product of 2-D tensors: `C = A · B`.
 
 use super::{assert_same_device, record};
-use crate::backend::GemmDims;
+use crate::backend::{GemmDims, Identity, UnaryKernel};
 use crate::tensor::{with_storages, GradFn, Tensor};
 
 /// `C = op(A) · op(B) (+ bias)` outside the graph, where the transposes in `dims` are read
 /// straight from the stored layout (see [`GemmDims`]).
 pub(crate) fn gemm(lhs: &Tensor, rhs: &Tensor, bias: Option<&Tensor>, dims: GemmDims) -> Tensor {
+    gemm_then(lhs, rhs, bias, dims, &Identity)
+}
+
+/// [`gemm`] with `epilogue` applied to its output in the same pass.
+pub(crate) fn gemm_then<E: UnaryKernel>(
+    lhs: &Tensor,
+    rhs: &Tensor,
+    bias: Option<&Tensor>,
+    dims: GemmDims,
+    epilogue: &E,
+) -> Tensor {
     let storage = match bias {
-        None => with_storages([lhs, rhs], |[a, b]| a.gemm(b, None, dims)),
-        Some(bias) => with_storages([lhs, rhs, bias], |[a, b, c]| a.gemm(b, Some(c), dims)),
+        None => with_storages([lhs, rhs], |[a, b]| a.gemm(b, None, dims, epilogue)),
+        Some(bias) => with_storages([lhs, rhs, bias], |[a, b, c]| {
+            a.gemm(b, Some(c), dims, epilogue)
+        }),
     };
     Tensor::from_storage(storage, vec![dims.m, dims.n])
 }

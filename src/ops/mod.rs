@@ -22,7 +22,7 @@ mod tanh;
 
 pub use bce::binary_cross_entropy;
 pub use dropout::{dropout, dropout_with};
-pub use linear::linear;
+pub use linear::{linear, linear_activation, Activation};
 
 use crate::backend::{BinaryKernel, Broadcast, UnaryKernel};
 use crate::grad_mode::is_grad_enabled;

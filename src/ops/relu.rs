@@ -5,7 +5,7 @@ use crate::backend::{BinaryKernel, UnaryKernel};
 use crate::tensor::Tensor;
 
 /// `y = max(x, 0)` (NaN stays NaN, as in PyTorch).
-struct Relu;
+pub(crate) struct Relu;
 
 impl UnaryKernel for Relu {
     const NAME: &'static str = "relu";
@@ -19,7 +19,7 @@ impl UnaryKernel for Relu {
 }
 
 /// `∂L/∂x = ∂L/∂y · [y > 0]`, from the saved output; the derivative at 0 is taken as 0.
-struct ReluGrad;
+pub(crate) struct ReluGrad;
 
 impl BinaryKernel for ReluGrad {
     const NAME: &'static str = "relu_backward";

@@ -5,7 +5,7 @@ use crate::backend::{BinaryKernel, UnaryKernel};
 use crate::tensor::Tensor;
 
 /// `y = 1 / (1 + e^(−x))`, evaluated so that `e^(·)` never overflows.
-struct Sigmoid;
+pub(crate) struct Sigmoid;
 
 impl UnaryKernel for Sigmoid {
     const NAME: &'static str = "sigmoid";
@@ -20,7 +20,7 @@ impl UnaryKernel for Sigmoid {
 }
 
 /// `∂L/∂x = ∂L/∂y · y · (1 − y)`, from the saved output: `σ' = σ(1 − σ)`.
-struct SigmoidGrad;
+pub(crate) struct SigmoidGrad;
 
 impl BinaryKernel for SigmoidGrad {
     const NAME: &'static str = "sigmoid_backward";

@@ -5,7 +5,7 @@ use crate::backend::{BinaryKernel, UnaryKernel};
 use crate::tensor::Tensor;
 
 /// `y = tanh(x)`.
-struct Tanh;
+pub(crate) struct Tanh;
 
 impl UnaryKernel for Tanh {
     const NAME: &'static str = "tanh";
@@ -15,7 +15,7 @@ impl UnaryKernel for Tanh {
 }
 
 /// `∂L/∂x = ∂L/∂y · (1 − y²)`, from the saved output: `tanh' = 1 − tanh²`.
-struct TanhGrad;
+pub(crate) struct TanhGrad;
 
 impl BinaryKernel for TanhGrad {
     const NAME: &'static str = "tanh_backward";

@@ -1,6 +1,6 @@
 //! A cache-blocked, packed matrix multiply in portable Rust (the BLIS loop structure).
 //!
-//! `C[m, n] = op(A)[m, k] · op(B)[k, n]  (+ bias[n] on every row)`
+//! `C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n]  (+ bias[n] on every row))`
 //!
 //! Loops, outermost first:
 //! 1. The output is cut into `MC × NC` tiles, one rayon task each. A tile owns its elements and
@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::GemmDims;
+use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 const MR: usize = 4;
 const NR: usize = 8;
@@ -32,6 +32,21 @@ const KC: usize = 256;
 /// # Panics
 /// If a buffer's length does not match `dims`.
 pub fn gemm(a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: GemmDims) -> Vec<f32> {
+    gemm_with_epilogue(a, b, bias, dims, &Identity)
+}
+
+/// [`gemm`], then `epilogue` on every element while its tile is still in cache (a linear
+/// layer's activation, fused).
+///
+/// # Panics
+/// If a buffer's length does not match `dims`.
+pub fn gemm_with_epilogue<E: UnaryKernel>(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+    epilogue: &E,
+) -> Vec<f32> {
     let GemmDims { m, k, n, .. } = dims;
     assert_eq!(
         a.len(),
@@ -62,7 +77,7 @@ pub fn gemm(a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: GemmDims) -> Vec<f
         .into_par_iter()
         .map(|t| {
             let tile = Tile::new(t / col_tiles, t % col_tiles, m, n);
-            compute_tile(a, b, bias, dims, tile)
+            compute_tile(a, b, bias, dims, tile, epilogue)
         })
         .collect();
     for (t, values) in tiles.iter().enumerate() {
@@ -96,12 +111,13 @@ impl Tile {
     }
 }
 
-fn compute_tile(
+fn compute_tile<E: UnaryKernel>(
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
     dims: GemmDims,
     tile: Tile,
+    epilogue: &E,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; tile.rows * tile.cols];
     let row_panels = tile.rows.div_ceil(MR);
@@ -136,6 +152,9 @@ fn compute_tile(
                 *c += b;
             }
         }
+    }
+    if E::NAME != Identity::NAME {
+        out.iter_mut().for_each(|c| *c = epilogue.apply(*c));
     }
     out
 }

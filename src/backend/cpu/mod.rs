@@ -6,7 +6,7 @@
 
 mod gemm;
 
-pub use gemm::gemm;
+pub use gemm::{gemm, gemm_with_epilogue};
 
 use rayon::prelude::*;
 
@@ -130,8 +130,15 @@ impl BackendStorage for CpuStorage {
         CpuStorage(vec![self.0[0] * scale; len])
     }
 
-    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self {
-        CpuStorage(gemm(&self.0, &rhs.0, bias.map(|b| b.0.as_slice()), dims))
+    fn gemm<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+    ) -> Self {
+        let bias = bias.map(|b| b.0.as_slice());
+        CpuStorage(gemm_with_epilogue(&self.0, &rhs.0, bias, dims, epilogue))
     }
 
     fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {

@@ -42,10 +42,10 @@ kernel_args!(
     SumRowsArgs { x: u64, out: u64, rows: u64, cols: u64 }
 );
 kernel_args!(
-    /// `C = op(A) · op(B) + bias` (`gemm.cu`).
+    /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`); `p` is the epilogue's parameter.
     GemmArgs {
         a: u64, b: u64, bias: u64, c: u64,
-        m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
+        m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32, p: f32,
     }
 );
 kernel_args!(

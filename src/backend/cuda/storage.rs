@@ -7,7 +7,8 @@ use super::args::{
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{LaunchConfig, SUM_CHUNK};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
+    UnaryKernel,
 };
 use crate::rng::PhiloxStream;
 
@@ -168,7 +169,13 @@ impl BackendStorage for CudaStorage {
         out
     }
 
-    fn gemm(&self, rhs: &Self, bias: Option<&Self>, dims: GemmDims) -> Self {
+    fn gemm<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+    ) -> Self {
         let out = CudaStorage::uninit(dims.m * dims.n, self.device());
         let dim =
             |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
@@ -182,9 +189,14 @@ impl BackendStorage for CudaStorage {
             n: dim(dims.n),
             lhs_transposed: i32::from(dims.lhs_transposed),
             rhs_transposed: i32::from(dims.rhs_transposed),
+            p: epilogue.param(),
+        };
+        let name = match E::NAME {
+            Identity::NAME => "gemm".to_string(),
+            activation => format!("gemm_{activation}"),
         };
         self.device()
-            .launch("gemm", LaunchConfig::gemm(dims.m, dims.n), args);
+            .launch(&name, LaunchConfig::gemm(dims.m, dims.n), args);
         out
     }
 
