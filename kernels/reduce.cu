@@ -1,5 +1,6 @@
-// Reductions. Both are deterministic: every sum runs in a fixed order (a fixed tree in shared
-// memory, fixed chunks), never through atomics, so a seed gives the same bits run to run.
+// Reductions. Both are deterministic: every sum runs in a fixed order (fixed chunks, fixed
+// shuffle and shared-memory trees), never through atomics, so a seed gives the same bits run
+// to run.
 
 // Threads per block of the reductions; a power of two, as the tree needs.
 #define REDUCE_THREADS 256
@@ -14,19 +15,29 @@ struct SumArgs {
     u64 blocks;        // first-pass blocks, ceil(n / SUM_CHUNK)
 };
 
-// Sums `value` over the block with a tree in shared memory; thread 0 gets the total.
-__device__ __forceinline__ double block_sum(double value) {
-    __shared__ double tree[REDUCE_THREADS];
-    tree[threadIdx.x] = value;
-    __syncthreads();
-    for (u32 half = REDUCE_THREADS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            tree[threadIdx.x] += tree[threadIdx.x + half];
-        }
-        __syncthreads();
+// Sums `value` over a warp by shuffling down: lane 0 gets the total.
+__device__ __forceinline__ double warp_sum(double value) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+        value += __shfl_down_sync(0xffffffffu, value, offset);
     }
-    double total = tree[0];
-    __syncthreads();  // the tree is reused by the next call
+    return value;
+}
+
+// Sums `value` over the block: each warp by shuffles, then the warps' sums by warp 0, always
+// in the same order. Thread 0 gets the total.
+__device__ __forceinline__ double block_sum(double value) {
+    __shared__ double warp_sums[REDUCE_THREADS / 32];
+    const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    value = warp_sum(value);
+    if (lane == 0) {
+        warp_sums[warp] = value;
+    }
+    __syncthreads();
+    double total = 0.0;
+    if (warp == 0) {
+        total = warp_sum(lane < REDUCE_THREADS / 32 ? warp_sums[lane] : 0.0);
+    }
+    __syncthreads();  // warp_sums is reused by the next call
     return total;
 }
 

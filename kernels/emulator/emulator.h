@@ -1,9 +1,15 @@
 // A CPU stand-in for the CUDA runtime, just enough to run our kernels on the host, unchanged:
 // - each CUDA thread of a block is a fiber (its own stack, ucontext) on the calling OS thread;
-//   the fibers run in turn, each until its next __syncthreads(), which hands over to the
-//   next: a real barrier, and a cheap one. Between barriers the threads run one after another
-//   in index order, so a missing __syncthreads() makes a thread read shared memory its
-//   neighbours have not written yet: wrong results that the parity tests catch;
+//   the fibers run in turn, each until it waits at a barrier: __syncthreads() (all threads of
+//   the block) or a warp shuffle (the 32 lanes of its warp). A barrier releases its waiters
+//   once every live thread it concerns has arrived; a barrier that can never be released is
+//   reported, not hung on. Between barriers the threads run one after another in index order,
+//   so a missing __syncthreads() makes a thread read shared memory its neighbours have not
+//   written yet: wrong results that the parity tests catch;
+// - warp shuffles (__shfl_sync, __shfl_down_sync, __shfl_xor_sync) exchange values through
+//   per-lane slots between two warp barriers; every lane of the warp must take part (the
+//   mask is not consulted), as in our kernels;
+// - atomics are plain read-modify-writes: fibers are never preempted;
 // - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets;
 // - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
 //   because blocks run one after another;
@@ -28,6 +34,10 @@ extern dim3 block_idx;
 extern dim3 block_dim;
 extern dim3 grid_dim;
 void sync_threads();
+void sync_warp();
+unsigned thread_rank();
+// A scratch slot per thread for warp shuffles.
+extern double shuffle_slots[1024];
 
 using Launcher = void (*)(void** args);
 struct Registrar {
@@ -45,6 +55,39 @@ struct Registrar {
 #define __shared__ static
 
 inline void __syncthreads() { ferrograd_emu::sync_threads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { ferrograd_emu::sync_warp(); }
+
+// Lane `source_lane(lane)` of the warp's values of `value`.
+template <class T, class F>
+T ferrograd_shuffle(T value, F source_lane) {
+    unsigned rank = ferrograd_emu::thread_rank();
+    unsigned lane = rank % 32, warp_base = rank - lane;
+    ferrograd_emu::shuffle_slots[rank] = (double)value;
+    ferrograd_emu::sync_warp();
+    unsigned source = source_lane(lane);
+    T result = source < 32 ? (T)ferrograd_emu::shuffle_slots[warp_base + source] : value;
+    ferrograd_emu::sync_warp();  // nobody overwrites a slot before every lane has read
+    return result;
+}
+template <class T>
+T __shfl_sync(unsigned, T value, int src_lane, int = 32) {
+    return ferrograd_shuffle(value, [&](unsigned) { return (unsigned)src_lane % 32; });
+}
+template <class T>
+T __shfl_down_sync(unsigned, T value, unsigned delta, int = 32) {
+    return ferrograd_shuffle(value, [&](unsigned lane) { return lane + delta; });
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T value, int mask, int = 32) {
+    return ferrograd_shuffle(value, [&](unsigned lane) { return lane ^ (unsigned)mask; });
+}
+
+template <class T>
+T atomicAdd(T* address, T value) {
+    T old = *address;
+    *address = old + value;
+    return old;
+}
 
 #define FG_KERNEL(name, Args)                                                         \
     static void name##_body(const Args args);                                         \

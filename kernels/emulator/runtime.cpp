@@ -14,6 +14,7 @@ dim3 thread_idx;
 dim3 block_idx;
 dim3 block_dim;
 dim3 grid_dim;
+double shuffle_slots[1024];
 
 static std::map<std::string, Launcher>& registry() {
     static std::map<std::string, Launcher> kernels;
@@ -25,57 +26,112 @@ Registrar::Registrar(const char* name, Launcher launcher) { registry()[name] = l
 // Bytes of stack per CUDA thread: our kernels keep a few dozen floats in "registers".
 static const size_t FIBER_STACK = 128 * 1024;
 
-// The launch in progress: the scheduler's context and one fiber per thread of the block.
+// Where a thread of the block stands.
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+// The block in progress: the scheduler's context and one fiber per thread.
 struct Block {
     ucontext_t scheduler;
     std::vector<ucontext_t> fibers;
     std::vector<std::vector<char>> stacks;
-    std::vector<bool> done;
+    std::vector<State> state;
     unsigned current = 0;
+    unsigned threads = 0;
     Launcher launch = nullptr;
     void** args = nullptr;
 };
 
 static Block block;
 
-// Hands over from the current fiber to the scheduler, which runs the next one.
-void sync_threads() { swapcontext(&block.fibers[block.current], &block.scheduler); }
+unsigned thread_rank() { return block.current; }
+
+static void wait_at(State barrier) {
+    block.state[block.current] = barrier;
+    swapcontext(&block.fibers[block.current], &block.scheduler);
+}
+
+void sync_threads() { wait_at(State::AtBlockBarrier); }
+
+void sync_warp() { wait_at(State::AtWarpBarrier); }
 
 static void run_fiber() {
     block.launch(block.args);
-    block.done[block.current] = true;  // returning resumes the scheduler (uc_link)
+    block.state[block.current] = State::Done;  // returning resumes the scheduler (uc_link)
 }
 
-// Runs one block: every fiber in index order up to its next barrier, round after round,
-// until all have returned.
-static void run_block(unsigned threads) {
-    for (unsigned t = 0; t < threads; ++t) {
+// Releases what can be released: a warp whose live lanes all wait at a warp barrier, else the
+// block if all its live threads wait at __syncthreads(). False if nothing could be.
+static bool release_barriers() {
+    bool released = false;
+    for (unsigned base = 0; base < block.threads; base += 32) {
+        unsigned end = base + 32 < block.threads ? base + 32 : block.threads;
+        bool waiting = false, all_arrived = true;
+        for (unsigned t = base; t < end; ++t) {
+            waiting = waiting || block.state[t] == State::AtWarpBarrier;
+            all_arrived = all_arrived && (block.state[t] == State::AtWarpBarrier || block.state[t] == State::Done);
+        }
+        if (waiting && all_arrived) {
+            for (unsigned t = base; t < end; ++t) {
+                if (block.state[t] == State::AtWarpBarrier) block.state[t] = State::Ready;
+            }
+            released = true;
+        }
+    }
+    if (released) {
+        return true;
+    }
+    bool waiting = false, all_arrived = true;
+    for (unsigned t = 0; t < block.threads; ++t) {
+        waiting = waiting || block.state[t] == State::AtBlockBarrier;
+        all_arrived = all_arrived && (block.state[t] == State::AtBlockBarrier || block.state[t] == State::Done);
+    }
+    if (waiting && all_arrived) {
+        for (unsigned t = 0; t < block.threads; ++t) {
+            if (block.state[t] == State::AtBlockBarrier) block.state[t] = State::Ready;
+        }
+        return true;
+    }
+    return false;
+}
+
+// Runs one block: the ready fibers in index order, each up to its next barrier, then the
+// barriers that can be released, until every fiber has returned. Returns false on a barrier
+// that can never be released (threads waiting at different barriers).
+static bool run_block() {
+    for (unsigned t = 0; t < block.threads; ++t) {
         ucontext_t& fiber = block.fibers[t];
         getcontext(&fiber);
         fiber.uc_stack.ss_sp = block.stacks[t].data();
         fiber.uc_stack.ss_size = FIBER_STACK;
         fiber.uc_link = &block.scheduler;
         makecontext(&fiber, run_fiber, 0);
-        block.done[t] = false;
+        block.state[t] = State::Ready;
     }
-    for (bool running = true; running;) {
-        running = false;
-        for (unsigned t = 0; t < threads; ++t) {
-            if (block.done[t]) {
+    for (;;) {
+        bool ran = false;
+        for (unsigned t = 0; t < block.threads; ++t) {
+            if (block.state[t] != State::Ready) {
                 continue;
             }
+            ran = true;
             block.current = t;
             thread_idx = dim3{t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
             swapcontext(&block.scheduler, &block.fibers[t]);
-            running = running || !block.done[t];
+        }
+        if (!ran && !release_barriers()) {
+            for (unsigned t = 0; t < block.threads; ++t) {
+                if (block.state[t] != State::Done) return false;
+            }
+            return true;
         }
     }
 }
 
 }  // namespace ferrograd_emu
 
-// Runs kernel `name` over `grid` × `block_shape`. Returns 0, or 1 if no kernel has that name.
-// Launches are serialised: the launch state and __shared__ storage are process-wide.
+// Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
+// its threads deadlocked at barriers. Launches are serialised: the launch state and
+// __shared__ storage are process-wide.
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
     static std::mutex one_launch_at_a_time;
@@ -87,11 +143,12 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     unsigned threads = block_shape.x * block_shape.y * block_shape.z;
     if (block.stacks.size() < threads) {
         block.fibers.resize(threads);
-        block.done.resize(threads);
+        block.state.resize(threads);
         while (block.stacks.size() < threads) {
             block.stacks.emplace_back(FIBER_STACK);
         }
     }
+    block.threads = threads;
     block.launch = kernel->second;
     block.args = args;
     grid_dim = grid;
@@ -100,7 +157,9 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
         for (unsigned y = 0; y < grid.y; ++y) {
             for (unsigned x = 0; x < grid.x; ++x) {
                 block_idx = dim3{x, y, z};
-                run_block(threads);
+                if (!run_block()) {
+                    return 2;
+                }
             }
         }
     }

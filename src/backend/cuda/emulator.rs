@@ -78,7 +78,10 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
     };
     match status {
         0 => Ok(()),
-        _ => Err(format!("the emulator has no kernel named {name}")),
+        1 => Err(format!("the emulator has no kernel named {name}")),
+        _ => Err(format!(
+            "{name}: threads deadlocked at barriers (some at __syncthreads, some elsewhere)"
+        )),
     }
 }
 
