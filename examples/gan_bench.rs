@@ -1,0 +1,131 @@
+//! Times ferrograd on one device: the full GAN training iteration, the GEMM at the GAN's
+//! shapes (and a large square one), and an elementwise kernel's memory bandwidth. The GPU
+//! speed work compares these with PyTorch on the same GPU (`scripts/bench-gpu.sh`).
+//!
+//! `cargo run --release --example gan_bench -- --device cuda`
+//!
+//! Each figure is the median of several timed runs after a warm-up; a run ends by reading a
+//! value back, which waits for the device to finish.
+
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::nn::functional::linear;
+use ferrograd::{manual_seed, no_grad, Device, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DeviceChoice {
+    Cpu,
+    Cuda,
+    /// The CUDA kernels on the CPU emulator (slow: for checking the bench itself).
+    CudaEmulator,
+}
+
+/// Time the GAN iteration, the GEMM and an elementwise kernel on one device.
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Timed runs per figure (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    repeats: usize,
+    /// Fewer, smaller measurements (for the emulator, or a quick look).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The GAN's products `[batch, in] · [out, in]ᵀ`, forward and (as shapes) backward.
+const GAN_SHAPES: [(usize, usize, usize); 7] = [
+    (64, 100, 256),
+    (64, 256, 512),
+    (64, 512, 1024),
+    (64, 1024, 784),
+    (64, 784, 1024),
+    (64, 1024, 512),
+    (64, 512, 256),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let device = match args.device {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Cuda => Device::cuda(0)?,
+        DeviceChoice::CudaEmulator => Device::cuda_emulator(),
+    };
+    let (iters, repeats) = if args.quick {
+        (2, 3)
+    } else {
+        (20, args.repeats)
+    };
+    println!(
+        "ferrograd {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        device.description()
+    );
+
+    manual_seed(1);
+    let mut gan = Gan::new(&device, 2e-4);
+    let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &device);
+    let us = median_us(&device, repeats, iters, || {
+        gan.train_step(&real);
+    });
+    println!(
+        "training iteration (batch 64): {us:.1} us/iter, {:.0} images/s",
+        64e6 / us
+    );
+
+    let _recording_off = no_grad();
+    let mut shapes = GAN_SHAPES.to_vec();
+    shapes.push(if args.quick {
+        (256, 256, 256)
+    } else if device.is_cuda() {
+        (4096, 4096, 4096)
+    } else {
+        (1024, 1024, 1024)
+    });
+    for (m, k, n) in shapes {
+        let x = Tensor::uniform(&[m, k], -1.0, 1.0, &device);
+        let w = Tensor::uniform(&[n, k], -1.0, 1.0, &device);
+        let us = median_us(&device, repeats, iters, || {
+            let y = linear(&x, &w, None);
+            std::hint::black_box(y);
+        });
+        let gflops = 2.0 * (m * k * n) as f64 / us / 1e3;
+        println!("gemm {m}x{k}x{n} (X·Wᵀ): {us:.1} us, {gflops:.1} GFLOP/s");
+    }
+
+    let len = if args.quick { 1 << 16 } else { 1 << 24 };
+    let x = Tensor::uniform(&[len], -1.0, 1.0, &device);
+    let us = median_us(&device, repeats, iters, || {
+        std::hint::black_box(x.tanh());
+    });
+    let bytes = 2.0 * 4.0 * len as f64; // read + write
+    println!(
+        "tanh over {len} floats: {us:.1} us, {:.1} GB/s (read + write)",
+        bytes / us / 1e3
+    );
+    Ok(())
+}
+
+/// Median over `repeats` runs of the time per call of `f`, in µs; each run makes `iters` calls
+/// and then waits for the device (reading a value back).
+fn median_us(device: &Device, repeats: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    // A copy back to the host waits for every kernel launched before it.
+    let fence = || Tensor::zeros(&[1], device).item();
+    for _ in 0..iters.min(3) {
+        f(); // warm-up: compile kernels, fill the allocator's cache
+    }
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            fence();
+            start.elapsed().as_secs_f64() * 1e6 / iters as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
