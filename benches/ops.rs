@@ -1,20 +1,27 @@
-//! Benchmarks of the CPU backend: the GEMM at the GAN's shapes, elementwise ops, and one full
-//! GAN training iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
+//! Benchmarks of the CPU backend: the GEMM at the GAN's shapes (ours with each microkernel,
+//! beside the `matrixmultiply` crate in the same run), elementwise ops, and one full GAN
+//! training iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::cpu::{gemm_with_kernel, Microkernel};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::{manual_seed, Device, Tensor};
 
-/// (m, k, n) of the GAN's forward products at batch 64, and a square reference.
-const GEMM_SHAPES: [(usize, usize, usize); 6] = [
+/// (m, k, n) of the GAN's forward products at batch 64, its weight gradients (dYᵀ·X), and
+/// two squares.
+const GEMM_SHAPES: [(usize, usize, usize); 11] = [
     (64, 100, 256),
+    (64, 256, 512),
     (64, 512, 1024),
     (64, 1024, 784),
     (64, 784, 1024),
-    (1024, 64, 784), // a weight gradient: dYᵀ · X
-    (512, 512, 512),
+    (64, 1024, 512),
+    (64, 512, 256),
+    (1024, 64, 784), // weight gradients: [out, batch] · [batch, in]
+    (256, 64, 100),
+    (1024, 1024, 1024),
+    (2048, 2048, 2048),
 ];
 
 fn bench_gemm(c: &mut Criterion) {
@@ -22,6 +29,7 @@ fn bench_gemm(c: &mut Criterion) {
     for (m, k, n) in GEMM_SHAPES {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        // C = A·B with B stored [n, k]: the linear layer's X·Wᵀ.
         let dims = GemmDims {
             m,
             k,
@@ -29,11 +37,43 @@ fn bench_gemm(c: &mut Criterion) {
             lhs_transposed: false,
             rhs_transposed: true,
         };
+        if m * k * n >= 1 << 30 {
+            group.sample_size(10);
+        }
         group.throughput(Throughput::Elements((2 * m * k * n) as u64)); // flops
-        group.bench_function(
-            BenchmarkId::from_parameter(format!("{m}x{k}x{n}")),
-            |bench| bench.iter(|| gemm(black_box(&a), black_box(&b), None, dims)),
-        );
+        let shape = format!("{m}x{k}x{n}");
+        for kernel in Microkernel::supported() {
+            let id = BenchmarkId::new(format!("ferrograd-{kernel:?}"), &shape);
+            group.bench_function(id, |bench| {
+                bench.iter(|| gemm_with_kernel(kernel, black_box(&a), black_box(&b), None, dims))
+            });
+        }
+        group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
+            let mut out = vec![0.0f32; m * n];
+            bench.iter(|| {
+                // SAFETY: a is m×k row-major, b is read as the k×n transpose of its n×k
+                // row-major storage (strides 1, k), out is m×n; all live for the call.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                black_box(&out);
+            })
+        });
     }
     group.finish();
 }

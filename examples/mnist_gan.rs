@@ -182,12 +182,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             history.push(row);
             bar.inc(1);
             bar.set_message(means.summary());
-            if args.checkpoint_every > 0 && progress.step % args.checkpoint_every == 0 {
+            if args.checkpoint_every > 0 && progress.step.is_multiple_of(args.checkpoint_every) {
                 save_checkpoint(&gan, &checkpoint_path, &mut progress, batches)?;
             }
         }
         bar.finish_and_clear();
-        let finished_epoch = progress.step % batches == 0;
+        let finished_epoch = progress.step.is_multiple_of(batches);
         let label = if finished_epoch {
             format!("epoch {}/{}", epoch + 1, args.epochs)
         } else {

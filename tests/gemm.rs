@@ -1,10 +1,10 @@
 //! The CPU GEMM against a naive f64 product on awkward shapes, every transpose combination,
-//! with and without bias.
+//! with and without bias, with each microkernel this processor supports forced in turn.
 
 mod common;
 
 use common::uniform;
-use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::cpu::{gemm, gemm_with_kernel, Microkernel};
 use ferrograd::backend::GemmDims;
 
 /// `op(A) · op(B) + bias` in f64, and `Σ|aᵢₚ·bₚⱼ|` per element (the scale of its rounding error).
@@ -49,8 +49,12 @@ fn check(m: usize, k: usize, n: usize) {
         let a = uniform(m * k, -1.0, 1.0, (m * 31 + k) as u64);
         let b = uniform(k * n, -1.0, 1.0, (k * 17 + n) as u64);
         let bias = uniform(n, -1.0, 1.0, 5);
-        for bias in [None, Some(bias.as_slice())] {
-            let c = gemm(&a, &b, bias, d);
+        for (bias, kernel) in [None, Some(bias.as_slice())].into_iter().flat_map(|bias| {
+            Microkernel::supported()
+                .into_iter()
+                .map(move |kernel| (bias, kernel))
+        }) {
+            let c = gemm_with_kernel(kernel, &a, &b, bias, d);
             let (expected, magnitude) = reference(&a, &b, bias, d);
             assert_eq!(c.len(), m * n);
             for (e, ((&got, &want), &mag)) in c.iter().zip(&expected).zip(&magnitude).enumerate() {
@@ -58,7 +62,7 @@ fn check(m: usize, k: usize, n: usize) {
                 let allowed = 2.0 * (k as f64 + 2.0) * f64::from(f32::EPSILON) * (mag + 1.0);
                 assert!(
                     (f64::from(got) - want).abs() <= allowed,
-                    "{d:?} bias={} element {e}: got {got}, expected {want}",
+                    "{kernel:?} {d:?} bias={} element {e}: got {got}, expected {want}",
                     bias.is_some()
                 );
             }
@@ -78,10 +82,24 @@ fn tiny_and_odd_shapes() {
 
 #[test]
 fn one_past_every_block_size() {
-    // Block sizes: MR = 4, NR = 8, MC = 64, KC = 256, NC = 256.
-    check(5, 9, 9);
-    check(65, 257, 257);
-    check(64, 256, 256);
+    // Blocks: MR = 4 / 6 / 8, NR = 8 / 16 / 32, MC = 96, KC = 256, tiles at most 512 wide.
+    check(9, 33, 33);
+    check(7, 17, 17);
+    check(97, 257, 513);
+    check(96, 256, 512);
+}
+
+#[test]
+fn this_processor_has_the_expected_kernels() {
+    let supported = Microkernel::supported();
+    assert_eq!(supported.last(), Some(&Microkernel::Portable));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        assert_eq!(supported[0], Microkernel::Avx512);
+        if std::env::var_os(ferrograd::backend::cpu::KERNEL_ENV).is_none() {
+            assert_eq!(Microkernel::selected(), Microkernel::Avx512);
+        }
+    }
 }
 
 #[test]

@@ -1,30 +1,31 @@
-//! A cache-blocked, packed matrix multiply in portable Rust (the BLIS loop structure).
+//! A cache-blocked, packed matrix multiply (the BLIS loop structure) with SIMD microkernels.
 //!
 //! `C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n]  (+ bias[n] on every row))`
 //!
 //! Loops, outermost first:
-//! 1. The output is cut into `MC × NC` tiles, one rayon task each. A tile owns its elements and
-//!    sums each over `k` in a fixed order, so the result does not depend on the thread count.
-//! 2. `k` is cut into blocks of `KC`. For each block the task packs `A`'s `MC × KC` slice into
-//!    micro-panels of `MR` rows and `B`'s `KC × NC` slice into micro-panels of `NR` columns, both
-//!    `k`-major, so the inner loop reads memory strictly in order from L1/L2. Packing reads `A`
-//!    and `B` in whichever layout they are stored: that is how `X·Wᵀ` and `dYᵀ·X` run without
-//!    copying a transpose.
-//! 3. The microkernel keeps an `MR × NR` block of `C` in registers across the whole `KC` block:
-//!    per step of `k` it loads `MR + NR` values and does `MR · NR` multiply-adds.
-//!
-//! The explicit-SIMD microkernels come in the CPU speed issue; this one is written so the
-//! compiler can vectorise it for the baseline target.
+//! 1. The output is cut into tiles of `MC` rows and `nc` columns, one rayon task each; `nc` is
+//!    chosen so that even the GAN's 64-row products give every thread work. A tile owns its
+//!    elements and sums each over `k` in a fixed order, so the result does not depend on the
+//!    thread count or the tiling.
+//! 2. `k` is cut into blocks of `KC`. For each block the task packs `A`'s slice into
+//!    micro-panels of `MR` rows and `B`'s into micro-panels of `NR` columns, both `k`-major, so
+//!    the microkernel reads memory strictly in order from L1/L2. Packing reads `A` and `B` in
+//!    whichever layout they are stored: that is how `X·Wᵀ` and `dYᵀ·X` run without copying a
+//!    transpose.
+//! 3. The microkernel ([`Microkernel`]) keeps an `MR × NR` block of `C` in registers across the
+//!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them.
 
 use rayon::prelude::*;
 
+use super::microkernel::{Microkernel, MAX_BLOCK};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
-const MR: usize = 4;
-const NR: usize = 8;
-const MC: usize = 64;
-const NC: usize = 256;
+/// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
+const MC: usize = 96;
+/// Steps of `k` per packed block: the `A` and `B` panels of one block stay in L1/L2.
 const KC: usize = 256;
+/// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
+const MAX_NC: usize = 512;
 
 /// `C = op(A) · op(B) (+ bias)`, row-major. `a` is `[m, k]` (or `[k, m]` if
 /// `dims.lhs_transposed`), `b` is `[k, n]` (or `[n, k]` if `dims.rhs_transposed`), `bias` is `[n]`.
@@ -41,6 +42,31 @@ pub fn gemm(a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: GemmDims) -> Vec<f
 /// # Panics
 /// If a buffer's length does not match `dims`.
 pub fn gemm_with_epilogue<E: UnaryKernel>(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+    epilogue: &E,
+) -> Vec<f32> {
+    gemm_impl(Microkernel::selected(), a, b, bias, dims, epilogue)
+}
+
+/// [`gemm`] with a given microkernel (for tests and benchmarks; see [`Microkernel`]).
+///
+/// # Panics
+/// If a buffer's length does not match `dims`, or the kernel is not supported here.
+pub fn gemm_with_kernel(
+    kernel: Microkernel,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+) -> Vec<f32> {
+    gemm_impl(kernel, a, b, bias, dims, &Identity)
+}
+
+fn gemm_impl<E: UnaryKernel>(
+    kernel: Microkernel,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
@@ -72,16 +98,17 @@ pub fn gemm_with_epilogue<E: UnaryKernel>(
     if m == 0 || n == 0 {
         return c;
     }
-    let col_tiles = n.div_ceil(NC);
+    let nc = tile_width(kernel, m, n);
+    let col_tiles = n.div_ceil(nc);
     let tiles: Vec<Vec<f32>> = (0..m.div_ceil(MC) * col_tiles)
         .into_par_iter()
         .map(|t| {
-            let tile = Tile::new(t / col_tiles, t % col_tiles, m, n);
-            compute_tile(a, b, bias, dims, tile, epilogue)
+            let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
+            compute_tile(kernel, a, b, bias, dims, tile, epilogue)
         })
         .collect();
     for (t, values) in tiles.iter().enumerate() {
-        let tile = Tile::new(t / col_tiles, t % col_tiles, m, n);
+        let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
         for (row, tile_row) in values.chunks_exact(tile.cols).enumerate() {
             let start = (tile.row0 + row) * n + tile.col0;
             c[start..start + tile.cols].copy_from_slice(tile_row);
@@ -90,7 +117,18 @@ pub fn gemm_with_epilogue<E: UnaryKernel>(
     c
 }
 
-/// One `MC × NC` block of the output (smaller at the edges).
+/// Columns per tile: enough tiles for two per thread when the rows alone do not provide them,
+/// a multiple of the kernel's `NR`, at most [`MAX_NC`].
+fn tile_width(kernel: Microkernel, m: usize, n: usize) -> usize {
+    let nr = kernel.nr();
+    let row_tiles = m.div_ceil(MC);
+    let wanted_col_tiles = (2 * rayon::current_num_threads()).div_ceil(row_tiles);
+    n.div_ceil(wanted_col_tiles)
+        .next_multiple_of(nr)
+        .clamp(nr, MAX_NC)
+}
+
+/// One `MC × nc` block of the output (smaller at the edges).
 #[derive(Clone, Copy)]
 struct Tile {
     row0: usize,
@@ -100,18 +138,19 @@ struct Tile {
 }
 
 impl Tile {
-    fn new(tile_row: usize, tile_col: usize, m: usize, n: usize) -> Self {
-        let (row0, col0) = (tile_row * MC, tile_col * NC);
+    fn new(tile_row: usize, tile_col: usize, nc: usize, m: usize, n: usize) -> Self {
+        let (row0, col0) = (tile_row * MC, tile_col * nc);
         Tile {
             row0,
             rows: MC.min(m - row0),
             col0,
-            cols: NC.min(n - col0),
+            cols: nc.min(n - col0),
         }
     }
 }
 
 fn compute_tile<E: UnaryKernel>(
+    kernel: Microkernel,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
@@ -119,25 +158,27 @@ fn compute_tile<E: UnaryKernel>(
     tile: Tile,
     epilogue: &E,
 ) -> Vec<f32> {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
     let mut out = vec![0.0f32; tile.rows * tile.cols];
-    let row_panels = tile.rows.div_ceil(MR);
-    let col_panels = tile.cols.div_ceil(NR);
-    let mut packed_a = vec![0.0f32; row_panels * MR * KC];
-    let mut packed_b = vec![0.0f32; col_panels * NR * KC];
+    let row_panels = tile.rows.div_ceil(mr);
+    let col_panels = tile.cols.div_ceil(nr);
+    let mut packed_a = vec![0.0f32; row_panels * mr * KC];
+    let mut packed_b = vec![0.0f32; col_panels * nr * KC];
+    let mut block = [0.0f32; MAX_BLOCK];
     for k0 in (0..dims.k).step_by(KC) {
         let kc = KC.min(dims.k - k0);
-        pack_a(a, dims, tile, k0, kc, &mut packed_a);
-        pack_b(b, dims, tile, k0, kc, &mut packed_b);
+        pack_a(a, dims, tile, mr, k0, kc, &mut packed_a);
+        pack_b(b, dims, tile, nr, k0, kc, &mut packed_b);
         for panel_i in 0..row_panels {
-            let a_panel = &packed_a[panel_i * MR * kc..(panel_i + 1) * MR * kc];
+            let a_panel = &packed_a[panel_i * mr * kc..(panel_i + 1) * mr * kc];
             for panel_j in 0..col_panels {
-                let b_panel = &packed_b[panel_j * NR * kc..(panel_j + 1) * NR * kc];
-                let block = microkernel(a_panel, b_panel);
+                let b_panel = &packed_b[panel_j * nr * kc..(panel_j + 1) * nr * kc];
+                kernel.run(kc, a_panel, b_panel, &mut block);
                 // Add the register block into the tile, skipping the zero padding at the edges.
-                let rows = MR.min(tile.rows - panel_i * MR);
-                let cols = NR.min(tile.cols - panel_j * NR);
-                for (i, block_row) in block.iter().enumerate().take(rows) {
-                    let start = (panel_i * MR + i) * tile.cols + panel_j * NR;
+                let rows = mr.min(tile.rows - panel_i * mr);
+                let cols = nr.min(tile.cols - panel_j * nr);
+                for (i, block_row) in block.chunks_exact(nr).enumerate().take(rows) {
+                    let start = (panel_i * mr + i) * tile.cols + panel_j * nr;
                     for (c, &v) in out[start..start + cols].iter_mut().zip(block_row) {
                         *c += v;
                     }
@@ -159,59 +200,61 @@ fn compute_tile<E: UnaryKernel>(
     out
 }
 
-/// `Σ_p a[p, i] · b[p, j]` over one `k` block, for an `MR × NR` block, in registers.
-#[inline(always)]
-fn microkernel(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; MR] {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(NR)) {
-        for i in 0..MR {
-            for j in 0..NR {
-                acc[i][j] += a[i] * b[j];
-            }
-        }
-    }
-    acc
-}
-
-/// Packs rows `tile.row0..` × columns `k0..k0 + kc` of `op(A)` as `MR`-row micro-panels:
-/// `packed[(panel · kc + p) · MR + i] = op(A)[row0 + panel · MR + i, k0 + p]`, zero past the edge.
-fn pack_a(a: &[f32], dims: GemmDims, tile: Tile, k0: usize, kc: usize, packed: &mut [f32]) {
+/// Packs rows `tile.row0..` × columns `k0..k0 + kc` of `op(A)` as `mr`-row micro-panels:
+/// `packed[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p]`, zero past the edge.
+fn pack_a(
+    a: &[f32],
+    dims: GemmDims,
+    tile: Tile,
+    mr: usize,
+    k0: usize,
+    kc: usize,
+    packed: &mut [f32],
+) {
     let GemmDims { m, k, .. } = dims;
-    for panel in 0..tile.rows.div_ceil(MR) {
-        let dst = &mut packed[panel * MR * kc..(panel + 1) * MR * kc];
-        for i in 0..MR {
-            let row = tile.row0 + panel * MR + i;
+    for panel in 0..tile.rows.div_ceil(mr) {
+        let dst = &mut packed[panel * mr * kc..(panel + 1) * mr * kc];
+        for i in 0..mr {
+            let row = tile.row0 + panel * mr + i;
             if row >= tile.row0 + tile.rows {
-                (0..kc).for_each(|p| dst[p * MR + i] = 0.0);
+                (0..kc).for_each(|p| dst[p * mr + i] = 0.0);
             } else if dims.lhs_transposed {
-                (0..kc).for_each(|p| dst[p * MR + i] = a[(k0 + p) * m + row]);
+                (0..kc).for_each(|p| dst[p * mr + i] = a[(k0 + p) * m + row]);
             } else {
                 let src = &a[row * k + k0..row * k + k0 + kc];
                 src.iter()
                     .enumerate()
-                    .for_each(|(p, &v)| dst[p * MR + i] = v);
+                    .for_each(|(p, &v)| dst[p * mr + i] = v);
             }
         }
     }
 }
 
-/// Packs rows `k0..k0 + kc` × columns `tile.col0..` of `op(B)` as `NR`-column micro-panels:
-/// `packed[(panel · kc + p) · NR + j] = op(B)[k0 + p, col0 + panel · NR + j]`, zero past the edge.
-fn pack_b(b: &[f32], dims: GemmDims, tile: Tile, k0: usize, kc: usize, packed: &mut [f32]) {
+/// Packs rows `k0..k0 + kc` × columns `tile.col0..` of `op(B)` as `nr`-column micro-panels:
+/// `packed[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j]`, zero past the edge.
+fn pack_b(
+    b: &[f32],
+    dims: GemmDims,
+    tile: Tile,
+    nr: usize,
+    k0: usize,
+    kc: usize,
+    packed: &mut [f32],
+) {
     let GemmDims { k, n, .. } = dims;
-    for panel in 0..tile.cols.div_ceil(NR) {
-        let dst = &mut packed[panel * NR * kc..(panel + 1) * NR * kc];
-        for j in 0..NR {
-            let col = tile.col0 + panel * NR + j;
+    for panel in 0..tile.cols.div_ceil(nr) {
+        let dst = &mut packed[panel * nr * kc..(panel + 1) * nr * kc];
+        for j in 0..nr {
+            let col = tile.col0 + panel * nr + j;
             if col >= tile.col0 + tile.cols {
-                (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
+                (0..kc).for_each(|p| dst[p * nr + j] = 0.0);
             } else if dims.rhs_transposed {
                 let src = &b[col * k + k0..col * k + k0 + kc];
                 src.iter()
                     .enumerate()
-                    .for_each(|(p, &v)| dst[p * NR + j] = v);
+                    .for_each(|(p, &v)| dst[p * nr + j] = v);
             } else {
-                (0..kc).for_each(|p| dst[p * NR + j] = b[(k0 + p) * n + col]);
+                (0..kc).for_each(|p| dst[p * nr + j] = b[(k0 + p) * n + col]);
             }
         }
     }

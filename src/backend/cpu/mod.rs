@@ -5,8 +5,10 @@
 //! sums in a fixed order. The same seed therefore gives bit-identical losses run to run.
 
 mod gemm;
+mod microkernel;
 
-pub use gemm::{gemm, gemm_with_epilogue};
+pub use gemm::{gemm, gemm_with_epilogue, gemm_with_kernel};
+pub use microkernel::{Microkernel, KERNEL_ENV};
 
 use rayon::prelude::*;
 
