@@ -135,10 +135,15 @@ impl Gan {
         d_loss.backward();
         self.discriminator_optimizer.step();
 
+        // The G step needs gradients through D, not for D's weights: freezing them skips
+        // their products in the backward pass (D's optimiser has already stepped).
+        let frozen = d.parameters();
+        frozen.iter().for_each(|p| p.set_requires_grad(false));
         self.generator_optimizer.zero_grad();
         let g_loss = binary_cross_entropy(&d.forward(&g.forward(&self.noise(batch))), &ones);
         g_loss.backward();
         self.generator_optimizer.step();
+        frozen.iter().for_each(|p| p.set_requires_grad(true));
 
         StepStats {
             d_loss: d_loss.item(),

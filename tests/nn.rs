@@ -126,3 +126,16 @@ fn adam_fits_a_linear_model() {
         "{w:?} {b}"
     );
 }
+
+/// The GAN's G step freezes D's weights: after a step D keeps requiring gradients but holds
+/// none from the G step (their products were skipped), while G's were computed and applied.
+#[test]
+fn the_g_step_computes_no_gradients_for_d() {
+    let mut gan = ferrograd::gan::Gan::new(&CPU, 2e-4);
+    let real = Tensor::uniform_with(&[8, 784], -1.0, 1.0, &CPU, &mut Generator::new(3));
+    gan.train_step(&real);
+    for p in gan.discriminator.parameters() {
+        assert!(p.requires_grad() && p.grad().is_none());
+    }
+    assert!(gan.generator.parameters().iter().all(|p| p.grad().is_some()));
+}

@@ -162,13 +162,52 @@ fn compute_tile<E: UnaryKernel>(
     let mut out = vec![0.0f32; tile.rows * tile.cols];
     let row_panels = tile.rows.div_ceil(mr);
     let col_panels = tile.cols.div_ceil(nr);
-    let mut packed_a = vec![0.0f32; row_panels * mr * KC];
-    let mut packed_b = vec![0.0f32; col_panels * nr * KC];
+    PACKED.with_borrow_mut(|(packed_a, packed_b)| {
+        // Packing buffers live on with their thread: no allocation (and no fresh pages to
+        // fault in) per call.
+        packed_a.resize(row_panels * mr * KC, 0.0);
+        packed_b.resize(col_panels * nr * KC, 0.0);
+        multiply_tile(kernel, a, b, dims, tile, packed_a, packed_b, &mut out);
+    });
+    if let Some(bias) = bias {
+        let bias = &bias[tile.col0..tile.col0 + tile.cols];
+        for row in out.chunks_exact_mut(tile.cols) {
+            for (c, &b) in row.iter_mut().zip(bias) {
+                *c += b;
+            }
+        }
+    }
+    if E::NAME != Identity::NAME {
+        out.iter_mut().for_each(|c| *c = epilogue.apply(*c));
+    }
+    out
+}
+
+thread_local! {
+    /// Each worker thread's packing buffers for `A` and `B`.
+    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `out += op(A) · op(B)` over one tile, `KC` steps of `k` at a time.
+#[allow(clippy::too_many_arguments)] // the loop nest's state, passed down once
+fn multiply_tile(
+    kernel: Microkernel,
+    a: &[f32],
+    b: &[f32],
+    dims: GemmDims,
+    tile: Tile,
+    packed_a: &mut [f32],
+    packed_b: &mut [f32],
+    out: &mut [f32],
+) {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    let row_panels = tile.rows.div_ceil(mr);
+    let col_panels = tile.cols.div_ceil(nr);
     let mut block = [0.0f32; MAX_BLOCK];
     for k0 in (0..dims.k).step_by(KC) {
         let kc = KC.min(dims.k - k0);
-        pack_a(a, dims, tile, mr, k0, kc, &mut packed_a);
-        pack_b(b, dims, tile, nr, k0, kc, &mut packed_b);
+        pack_a(a, dims, tile, mr, k0, kc, packed_a);
+        pack_b(b, dims, tile, nr, k0, kc, packed_b);
         for panel_i in 0..row_panels {
             let a_panel = &packed_a[panel_i * mr * kc..(panel_i + 1) * mr * kc];
             for panel_j in 0..col_panels {
@@ -186,18 +225,6 @@ fn compute_tile<E: UnaryKernel>(
             }
         }
     }
-    if let Some(bias) = bias {
-        let bias = &bias[tile.col0..tile.col0 + tile.cols];
-        for row in out.chunks_exact_mut(tile.cols) {
-            for (c, &b) in row.iter_mut().zip(bias) {
-                *c += b;
-            }
-        }
-    }
-    if E::NAME != Identity::NAME {
-        out.iter_mut().for_each(|c| *c = epilogue.apply(*c));
-    }
-    out
 }
 
 /// Packs rows `tile.row0..` × columns `k0..k0 + kc` of `op(A)` as `mr`-row micro-panels:
