@@ -137,5 +137,9 @@ fn the_g_step_computes_no_gradients_for_d() {
     for p in gan.discriminator.parameters() {
         assert!(p.requires_grad() && p.grad().is_none());
     }
-    assert!(gan.generator.parameters().iter().all(|p| p.grad().is_some()));
+    assert!(gan
+        .generator
+        .parameters()
+        .iter()
+        .all(|p| p.grad().is_some()));
 }
