@@ -228,7 +228,7 @@ fn multiply_tile(
 }
 
 /// Packs rows `tile.row0..` × columns `k0..k0 + kc` of `op(A)` as `mr`-row micro-panels:
-/// `packed[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p]`, zero past the edge.
+/// `packed[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p]`.
 fn pack_a(
     a: &[f32],
     dims: GemmDims,
@@ -238,27 +238,16 @@ fn pack_a(
     kc: usize,
     packed: &mut [f32],
 ) {
-    let GemmDims { m, k, .. } = dims;
-    for panel in 0..tile.rows.div_ceil(mr) {
-        let dst = &mut packed[panel * mr * kc..(panel + 1) * mr * kc];
-        for i in 0..mr {
-            let row = tile.row0 + panel * mr + i;
-            if row >= tile.row0 + tile.rows {
-                (0..kc).for_each(|p| dst[p * mr + i] = 0.0);
-            } else if dims.lhs_transposed {
-                (0..kc).for_each(|p| dst[p * mr + i] = a[(k0 + p) * m + row]);
-            } else {
-                let src = &a[row * k + k0..row * k + k0 + kc];
-                src.iter()
-                    .enumerate()
-                    .for_each(|(p, &v)| dst[p * mr + i] = v);
-            }
-        }
-    }
+    let layout = if dims.lhs_transposed {
+        Layout::AcrossK { stride: dims.m }
+    } else {
+        Layout::AlongK { stride: dims.k }
+    };
+    pack(a, layout, (tile.row0, tile.rows), (k0, kc), mr, packed);
 }
 
 /// Packs rows `k0..k0 + kc` × columns `tile.col0..` of `op(B)` as `nr`-column micro-panels:
-/// `packed[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j]`, zero past the edge.
+/// `packed[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j]`.
 fn pack_b(
     b: &[f32],
     dims: GemmDims,
@@ -268,20 +257,58 @@ fn pack_b(
     kc: usize,
     packed: &mut [f32],
 ) {
-    let GemmDims { k, n, .. } = dims;
-    for panel in 0..tile.cols.div_ceil(nr) {
-        let dst = &mut packed[panel * nr * kc..(panel + 1) * nr * kc];
-        for j in 0..nr {
-            let col = tile.col0 + panel * nr + j;
-            if col >= tile.col0 + tile.cols {
-                (0..kc).for_each(|p| dst[p * nr + j] = 0.0);
-            } else if dims.rhs_transposed {
-                let src = &b[col * k + k0..col * k + k0 + kc];
-                src.iter()
-                    .enumerate()
-                    .for_each(|(p, &v)| dst[p * nr + j] = v);
-            } else {
-                (0..kc).for_each(|p| dst[p * nr + j] = b[(k0 + p) * n + col]);
+    let layout = if dims.rhs_transposed {
+        Layout::AlongK { stride: dims.k }
+    } else {
+        Layout::AcrossK { stride: dims.n }
+    };
+    pack(b, layout, (tile.col0, tile.cols), (k0, kc), nr, packed);
+}
+
+/// How an operand's element `(x, p)` — `x` a row of `A` or a column of `B`, `p` along `k` —
+/// sits in memory.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// At `x · stride + p`: each `x` is a contiguous run along `k`.
+    AlongK { stride: usize },
+    /// At `p · stride + x`: each step of `k` is a contiguous run of `x`.
+    AcrossK { stride: usize },
+}
+
+/// Packs `x` in `x0..x0 + count` × `p` in `k0..k0 + kc` into `width`-wide micro-panels,
+/// `packed[(panel · kc + p) · width + t] = src(x0 + panel · width + t, k0 + p)`, zero past
+/// `count`. Each layout is read along its contiguous direction.
+fn pack(
+    src: &[f32],
+    layout: Layout,
+    (x0, count): (usize, usize),
+    (k0, kc): (usize, usize),
+    width: usize,
+    packed: &mut [f32],
+) {
+    for panel in 0..count.div_ceil(width) {
+        let dst = &mut packed[panel * width * kc..(panel + 1) * width * kc];
+        let first = x0 + panel * width;
+        let valid = width.min(count - panel * width);
+        match layout {
+            Layout::AlongK { stride } => {
+                for t in 0..valid {
+                    let run = &src[(first + t) * stride + k0..][..kc];
+                    for (p, &v) in run.iter().enumerate() {
+                        dst[p * width + t] = v;
+                    }
+                }
+            }
+            Layout::AcrossK { stride } => {
+                for (p, step) in dst.chunks_exact_mut(width).enumerate() {
+                    let start = (k0 + p) * stride + first;
+                    step[..valid].copy_from_slice(&src[start..start + valid]);
+                }
+            }
+        }
+        if valid < width {
+            for step in dst.chunks_exact_mut(width) {
+                step[valid..].fill(0.0);
             }
         }
     }
