@@ -5,28 +5,25 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrograd::backend::cpu::{gemm_with_kernel, Microkernel};
 use ferrograd::backend::GemmDims;
-use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::gan::{Gan, IMAGE_DIM, LAYERS};
 use ferrograd::{manual_seed, Device, Tensor};
 
-/// (m, k, n) of the GAN's forward products at batch 64, its weight gradients (dYᵀ·X), and
-/// two squares.
-const GEMM_SHAPES: [(usize, usize, usize); 11] = [
-    (64, 100, 256),
-    (64, 256, 512),
-    (64, 512, 1024),
-    (64, 1024, 784),
-    (64, 784, 1024),
-    (64, 1024, 512),
-    (64, 512, 256),
-    (1024, 64, 784), // weight gradients: [out, batch] · [batch, in]
-    (256, 64, 100),
-    (1024, 1024, 1024),
-    (2048, 2048, 2048),
-];
+/// (m, k, n): the GAN's forward products at batch 64 (`gan::LAYERS`), two of its weight
+/// gradients (dYᵀ·X: `[out, batch] · [batch, in]`), and two squares.
+fn gemm_shapes() -> Vec<(usize, usize, usize)> {
+    let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();
+    shapes.extend([
+        (1024, 64, 784),
+        (256, 64, 100),
+        (1024, 1024, 1024),
+        (2048, 2048, 2048),
+    ]);
+    shapes
+}
 
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
-    for (m, k, n) in GEMM_SHAPES {
+    for (m, k, n) in gemm_shapes() {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         // C = A·B with B stored [n, k]: the linear layer's X·Wᵀ.

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::gan::{Gan, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
 use ferrograd::{manual_seed, no_grad, Device, Tensor};
 
@@ -34,17 +34,6 @@ struct Args {
     #[arg(long)]
     quick: bool,
 }
-
-/// The GAN's products `[batch, in] · [out, in]ᵀ`, forward and (as shapes) backward.
-const GAN_SHAPES: [(usize, usize, usize); 7] = [
-    (64, 100, 256),
-    (64, 256, 512),
-    (64, 512, 1024),
-    (64, 1024, 784),
-    (64, 784, 1024),
-    (64, 1024, 512),
-    (64, 512, 256),
-];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -76,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let _recording_off = no_grad();
-    let mut shapes = GAN_SHAPES.to_vec();
+    let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();
     shapes.push(if args.quick {
         (256, 256, 256)
     } else if device.is_cuda() {

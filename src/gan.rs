@@ -24,6 +24,19 @@ pub const LATENT_DIM: usize = 100;
 /// Pixels per image (28 × 28).
 pub const IMAGE_DIM: usize = 784;
 
+/// `(in, out)` of every linear layer, the generator's four then the discriminator's four:
+/// at batch 64 each is a `[64, in] · [in, out]` product, the shapes the benchmarks time.
+pub const LAYERS: [(usize, usize); 8] = [
+    (LATENT_DIM, 256),
+    (256, 512),
+    (512, 1024),
+    (1024, IMAGE_DIM),
+    (IMAGE_DIM, 1024),
+    (1024, 512),
+    (512, 256),
+    (256, 1),
+];
+
 /// `Linear(100,256) ReLU Linear(256,512) ReLU Linear(512,1024) ReLU Linear(1024,784) Tanh`.
 pub fn generator(device: &Device) -> Sequential {
     Sequential::new()

@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::device::Device;
 use crate::rng::PhiloxStream;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Storage {
     Cpu(CpuStorage),
     Cuda(CudaStorage),

@@ -143,3 +143,18 @@ fn the_g_step_computes_no_gradients_for_d() {
         .iter()
         .all(|p| p.grad().is_some()));
 }
+
+/// `gan::LAYERS`, which the benchmarks time, is what the model builders build.
+#[test]
+fn the_gan_layers_table_matches_the_models() {
+    let linear_shapes = |net: &Sequential| -> Vec<(usize, usize)> {
+        net.named_parameters()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("weight"))
+            .map(|(_, w)| (w.shape()[1], w.shape()[0]))
+            .collect()
+    };
+    let mut built = linear_shapes(&ferrograd::gan::generator(&CPU));
+    built.extend(linear_shapes(&ferrograd::gan::discriminator(&CPU)));
+    assert_eq!(built, ferrograd::gan::LAYERS);
+}

@@ -203,11 +203,24 @@ fn multiply_tile(
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let row_panels = tile.rows.div_ceil(mr);
     let col_panels = tile.cols.div_ceil(nr);
+    // `op(A)`'s rows and `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
+    let a_layout = if dims.lhs_transposed {
+        Layout::AcrossK { stride: dims.m }
+    } else {
+        Layout::AlongK { stride: dims.k }
+    };
+    let b_layout = if dims.rhs_transposed {
+        Layout::AlongK { stride: dims.k }
+    } else {
+        Layout::AcrossK { stride: dims.n }
+    };
     let mut block = [0.0f32; MAX_BLOCK];
     for k0 in (0..dims.k).step_by(KC) {
         let kc = KC.min(dims.k - k0);
-        pack_a(a, dims, tile, mr, k0, kc, packed_a);
-        pack_b(b, dims, tile, nr, k0, kc, packed_b);
+        // packed_a[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p], and
+        // packed_b[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j].
+        pack(a, a_layout, (tile.row0, tile.rows), (k0, kc), mr, packed_a);
+        pack(b, b_layout, (tile.col0, tile.cols), (k0, kc), nr, packed_b);
         for panel_i in 0..row_panels {
             let a_panel = &packed_a[panel_i * mr * kc..(panel_i + 1) * mr * kc];
             for panel_j in 0..col_panels {
@@ -225,44 +238,6 @@ fn multiply_tile(
             }
         }
     }
-}
-
-/// Packs rows `tile.row0..` × columns `k0..k0 + kc` of `op(A)` as `mr`-row micro-panels:
-/// `packed[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p]`.
-fn pack_a(
-    a: &[f32],
-    dims: GemmDims,
-    tile: Tile,
-    mr: usize,
-    k0: usize,
-    kc: usize,
-    packed: &mut [f32],
-) {
-    let layout = if dims.lhs_transposed {
-        Layout::AcrossK { stride: dims.m }
-    } else {
-        Layout::AlongK { stride: dims.k }
-    };
-    pack(a, layout, (tile.row0, tile.rows), (k0, kc), mr, packed);
-}
-
-/// Packs rows `k0..k0 + kc` × columns `tile.col0..` of `op(B)` as `nr`-column micro-panels:
-/// `packed[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j]`.
-fn pack_b(
-    b: &[f32],
-    dims: GemmDims,
-    tile: Tile,
-    nr: usize,
-    k0: usize,
-    kc: usize,
-    packed: &mut [f32],
-) {
-    let layout = if dims.rhs_transposed {
-        Layout::AlongK { stride: dims.k }
-    } else {
-        Layout::AcrossK { stride: dims.n }
-    };
-    pack(b, layout, (tile.col0, tile.cols), (k0, kc), nr, packed);
 }
 
 /// How an operand's element `(x, p)` — `x` a row of `A` or a column of `B`, `p` along `k` —

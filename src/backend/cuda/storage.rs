@@ -84,12 +84,6 @@ impl CudaStorage {
     }
 }
 
-impl Clone for CudaStorage {
-    fn clone(&self) -> Self {
-        CudaStorage::from_vec(self.to_vec(), self.device())
-    }
-}
-
 impl BackendStorage for CudaStorage {
     fn to_vec(&self) -> Vec<f32> {
         self.device().copy_to_host(&self.buffer)
