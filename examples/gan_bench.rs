@@ -56,13 +56,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     manual_seed(1);
     let mut gan = Gan::new(&device, 2e-4);
     let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &device);
-    let us = median_us(&device, repeats, iters, || {
-        gan.train_step(&real);
-    });
-    println!(
-        "training iteration (batch 64): {us:.1} us/iter, {:.0} images/s",
-        64e6 / us
-    );
+    let mut modes = vec!["eager"];
+    if device.is_cuda() {
+        modes.push("CUDA graph");
+    }
+    for mode in modes {
+        if mode == "CUDA graph" {
+            gan.capture_train_step(64)?;
+            println!(
+                "captured the step: {} launches per replay",
+                gan.captured_launches().unwrap_or(0)
+            );
+        }
+        // As a training loop reads its losses every step (one wait per step) and as a loop
+        // that queues steps and reads them now and then does.
+        for (label, read_stats) in [("stats read each step", true), ("queued", false)] {
+            let us = median_us(&device, repeats, iters, || {
+                gan.train_step_async(&real);
+                if read_stats {
+                    std::hint::black_box(gan.last_stats());
+                }
+            });
+            println!(
+                "training iteration (batch 64, {mode}, {label}): {us:.1} us/iter, {:.0} images/s",
+                64e6 / us
+            );
+        }
+    }
 
     let _recording_off = no_grad();
     let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();

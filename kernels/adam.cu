@@ -1,4 +1,4 @@
-// Adam (src/optim/adam.rs), fused over every parameter of a model: one launch per step, plus
+// Adam (src/optim/adam.rs), fused over the parameters of a model: one launch per 16 of them, plus
 // one tiny launch that advances the step counter. The step count and its bias corrections
 // live in device memory (`scalars`), so a step needs nothing from the host and can be
 // captured in a CUDA graph.
@@ -28,11 +28,14 @@ FG_KERNEL(adam_prepare, AdamPrepareArgs) {
     }
 }
 
+// Parameters per launch. The address table travels in the kernel's arguments (as PyTorch's
+// multi_tensor_apply does): nothing to copy from the host, so a step can be captured.
+#define ADAM_MAX_TENSORS 16
+
 struct AdamUpdateArgs {
-    const u64* tensors;  // per parameter: its own, its gradient's, m's and v's addresses
-    const u64* offsets;  // count + 1 prefix sums of the parameters' lengths
+    u64 tensors[4 * ADAM_MAX_TENSORS];  // per parameter: its own, its gradient's, m's, v's address
+    u64 offsets[ADAM_MAX_TENSORS + 1];  // count + 1 prefix sums of the parameters' lengths
     const float* scalars;
-    u64 total;           // offsets[count]
     u32 count;
     float beta1;
     float beta2;
@@ -43,7 +46,8 @@ struct AdamUpdateArgs {
 FG_KERNEL(adam_multi_tensor, AdamUpdateArgs) {
     const float step_size = args.scalars[1];
     const float bias_correction2_sqrt = args.scalars[2];
-    for (u64 i = global_thread(); i < args.total; i += grid_stride()) {
+    const u64 total = args.offsets[args.count];
+    for (u64 i = global_thread(); i < total; i += grid_stride()) {
         // The parameter holding element i: offsets[p] <= i < offsets[p + 1].
         u32 low = 0, high = args.count;
         while (high - low > 1) {

@@ -67,3 +67,6 @@ FG_KERNEL(fill, UnaryArgs) {
         args.y[i] = args.p;
     }
 }
+
+// --- a copy between buffers of one device: y[i] = x[i] (a graph's input, refilled) ---
+FG_KERNEL(copy, UnaryArgs) { map_unary(args, [](float x, float) { return x; }); }

@@ -15,6 +15,10 @@ struct RandomArgs {
     float* out;
     u64 n;
     u64 first_block;
+    // Null, or a generator's state in device memory: {offset, key}. A captured graph's draws
+    // read it, first_block relative to its offset, so that each replay continues the stream
+    // (see philox_advance) of whatever generator the host put there.
+    const u64* generator;
     u32 key0;
     u32 key1;
     int distribution;
@@ -48,10 +52,17 @@ __device__ __forceinline__ float unit_nonzero(u32 bits) { return (float)((bits >
 // One thread per counter block: four values.
 FG_KERNEL(random_fill, RandomArgs) {
     u64 blocks = (args.n + 3) / 4;
+    u64 first_block = args.first_block;
+    u32 key0 = args.key0, key1 = args.key1;
+    if (args.generator) {
+        first_block += args.generator[0];
+        key0 = (u32)args.generator[1];
+        key1 = (u32)(args.generator[1] >> 32);
+    }
     for (u64 block = global_thread(); block < blocks; block += grid_stride()) {
-        u64 counter = args.first_block + block;
+        u64 counter = first_block + block;
         u32 w[4] = {(u32)counter, (u32)(counter >> 32), 0u, 0u};
-        philox4x32_10(w, args.key0, args.key1);
+        philox4x32_10(w, key0, key1);
         float v[4];
         if (args.distribution == DIST_UNIFORM) {
             for (int i = 0; i < 4; ++i) v[i] = args.a + (args.b - args.a) * unit(w[i]);
@@ -69,5 +80,18 @@ FG_KERNEL(random_fill, RandomArgs) {
         for (int i = 0; i < 4 && 4 * block + i < args.n; ++i) {
             args.out[4 * block + i] = v[i];
         }
+    }
+}
+
+struct PhiloxAdvanceArgs {
+    u64* generator;  // {offset, key}, as in RandomArgs
+    u64 blocks;
+};
+
+// The last launch of a captured graph that draws random numbers: the next replay starts where
+// this one stopped, as the next eager step would.
+FG_KERNEL(philox_advance, PhiloxAdvanceArgs) {
+    if (global_thread() == 0) {
+        args.generator[0] += args.blocks;
     }
 }

@@ -136,7 +136,7 @@ impl Checkpoint {
                 into.shape()
             )));
         }
-        into.assign(values.clone());
+        into.assign(values);
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::checkpoint::{self, Checkpoint};
 use crate::device::Device;
 use crate::error::Result;
+use crate::graph::{self, Graph};
 use crate::nn::functional::binary_cross_entropy;
 use crate::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
 use crate::optim::{Adam, AdamConfig};
@@ -114,6 +115,39 @@ pub struct Gan {
     pub generator_optimizer: Adam,
     pub discriminator_optimizer: Adam,
     device: Device,
+    /// The training step as a CUDA graph, once [`Gan::capture_train_step`] made one.
+    captured: Option<CapturedStep>,
+    /// What the latest step computed, on the device.
+    last: Option<StepResults>,
+}
+
+/// The results of a step, on the device, detached from the graph.
+#[derive(Clone)]
+struct StepResults {
+    d_loss: Tensor,
+    g_loss: Tensor,
+    d_real: Tensor,
+    d_fake: Tensor,
+}
+
+impl StepResults {
+    /// Copies the four numbers to the host (on a GPU, after the step has finished).
+    fn read(&self) -> StepStats {
+        StepStats {
+            d_loss: self.d_loss.item(),
+            g_loss: self.g_loss.item(),
+            d_real: self.d_real.item(),
+            d_fake: self.d_fake.item(),
+        }
+    }
+}
+
+/// A training step captured as a graph: the input buffer each replay reads and the tensors it
+/// leaves its results in.
+struct CapturedStep {
+    graph: Graph,
+    real: Tensor,
+    results: StepResults,
 }
 
 impl Gan {
@@ -127,13 +161,73 @@ impl Gan {
             generator,
             discriminator,
             device: device.clone(),
+            captured: None,
+            last: None,
         }
     }
 
     /// One iteration on a batch of real images `[batch, 784]` in `[-1, 1]`:
     /// 1. D step: minimise `BCE(D(x), 1) + BCE(D(G(z).detach()), 0)`;
     /// 2. G step, with fresh noise: minimise `BCE(D(G(z)), 1)`.
+    ///
+    /// A batch of the size [`Gan::capture_train_step`] captured replays the graph; any other
+    /// runs eagerly. Both compute the same values.
     pub fn train_step(&mut self, real: &Tensor) -> StepStats {
+        self.train_step_async(real);
+        self.last_stats().expect("a step has just run")
+    }
+
+    /// [`Gan::train_step`] without reading its results back: on a GPU it returns once the
+    /// work is queued, so steps follow each other without waiting for the host. Read them with
+    /// [`Gan::last_stats`].
+    pub fn train_step_async(&mut self, real: &Tensor) {
+        if let Some(captured) = &self.captured {
+            if captured.real.shape() == real.shape() {
+                captured.real.copy_from(real);
+                captured
+                    .graph
+                    .replay()
+                    .unwrap_or_else(|err| panic!("train_step: {err}"));
+                self.last = Some(captured.results.clone());
+                return;
+            }
+        }
+        self.last = Some(self.step_results(real));
+    }
+
+    /// The statistics of the latest step (`None` before the first).
+    pub fn last_stats(&self) -> Option<StepStats> {
+        self.last.as_ref().map(StepResults::read)
+    }
+
+    /// Captures the training step for batches of `batch` images as a CUDA graph, which
+    /// [`Gan::train_step`] replays from then on: one submission instead of a launch per kernel.
+    /// Capturing runs nothing (the weights do not change); it replaces an earlier capture.
+    ///
+    /// # Errors
+    /// On the CPU (there is nothing to capture), or if the driver rejects the capture.
+    pub fn capture_train_step(&mut self, batch: usize) -> Result<()> {
+        self.captured = None;
+        let real = Tensor::zeros(&[batch, IMAGE_DIM], &self.device);
+        let device = self.device.clone();
+        let (graph, results) = graph::capture(&device, || self.step_results(&real))?;
+        self.captured = Some(CapturedStep {
+            graph,
+            real,
+            results,
+        });
+        Ok(())
+    }
+
+    /// Kernel launches per captured step (`None` without a capture).
+    pub fn captured_launches(&self) -> Option<usize> {
+        self.captured
+            .as_ref()
+            .map(|captured| captured.graph.launches())
+    }
+
+    /// The step itself (see [`Gan::train_step`]), its results left on the device.
+    fn step_results(&mut self, real: &Tensor) -> StepResults {
         let batch = real.shape()[0];
         let ones = Tensor::ones(&[batch, 1], &self.device);
         let zeros = Tensor::zeros(&[batch, 1], &self.device);
@@ -158,11 +252,11 @@ impl Gan {
         self.generator_optimizer.step();
         frozen.iter().for_each(|p| p.set_requires_grad(true));
 
-        StepStats {
-            d_loss: d_loss.item(),
-            g_loss: g_loss.item(),
-            d_real: d_on_real.mean().item(),
-            d_fake: d_on_fake.mean().item(),
+        StepResults {
+            d_loss: d_loss.detach(),
+            g_loss: g_loss.detach(),
+            d_real: d_on_real.mean().detach(),
+            d_fake: d_on_fake.mean().detach(),
         }
     }
 

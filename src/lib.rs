@@ -97,6 +97,13 @@
 //! come from a counter-based generator ([`rng`], Philox4x32-10) that computes value `i` from
 //! `(seed, i)` alone.
 //!
+//! ## 6. Fewer launches: graphs
+//!
+//! On a GPU a small step is dominated by launching its kernels, not by running them. A
+//! [`graph`] records a whole training step's launches once and replays them with one call; the
+//! [`gan::Gan`] uses one when asked (`Gan::capture_train_step`). Replays draw the same random
+//! numbers and compute the same values as eager steps: the CPU emulator checks it in CI.
+//!
 //! ## Errors
 //!
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
@@ -112,6 +119,7 @@ mod dot;
 mod error;
 pub mod gan;
 mod grad_mode;
+pub mod graph;
 pub mod nn;
 mod ops;
 pub mod optim;

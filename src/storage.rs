@@ -62,6 +62,24 @@ impl Storage {
         }
     }
 
+    pub fn write(&mut self, values: &[f32]) {
+        match self {
+            Storage::Cpu(s) => s.write(values),
+            Storage::Cuda(s) => s.write(values),
+        }
+    }
+
+    /// Overwrites every element with `src`'s, in place; `src` may be on another device.
+    pub fn copy_from(&mut self, src: &Storage) {
+        match (self, src) {
+            (Storage::Cpu(dst), Storage::Cpu(src)) => dst.copy_from(src),
+            (Storage::Cuda(dst), Storage::Cuda(src)) if dst.device() == src.device() => {
+                dst.copy_from(src)
+            }
+            (dst, src) => dst.write(&src.to_vec()),
+        }
+    }
+
     pub fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.unary(kernel)),

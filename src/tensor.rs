@@ -265,11 +265,12 @@ impl Tensor {
     }
 
     /// Replaces the values in place, outside the graph (PyTorch's `with no_grad(): t.copy_(v)`),
-    /// for loading saved weights into existing parameters.
+    /// for loading saved weights into existing parameters. The values are written into the
+    /// existing buffer, so a captured CUDA graph that uses this tensor sees them.
     ///
     /// # Panics
     /// If the number of values differs from the tensor's.
-    pub fn assign(&self, values: Vec<f32>) {
+    pub fn assign(&self, values: &[f32]) {
         assert_eq!(
             values.len(),
             self.numel(),
@@ -277,7 +278,26 @@ impl Tensor {
             values.len(),
             self.shape()
         );
-        *self.storage_mut() = Storage::from_vec(values, self.device());
+        self.storage_mut().write(values);
+    }
+
+    /// Overwrites the values in place with `src`'s, outside the graph (PyTorch's `copy_`):
+    /// on one device a device-side copy, across devices a transfer. This is how a captured
+    /// step's input buffer is refilled before each replay.
+    ///
+    /// # Panics
+    /// If the shapes differ.
+    pub fn copy_from(&self, src: &Tensor) {
+        assert_eq!(
+            self.shape(),
+            src.shape(),
+            "copy_from: cannot copy a tensor of shape {:?} into one of shape {:?}",
+            src.shape(),
+            self.shape()
+        );
+        if !self.shares_storage(src) {
+            self.storage_mut().copy_from(&src.storage());
+        }
     }
 
     /// Whether two tensors share their values (clones and detached copies do).

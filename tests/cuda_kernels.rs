@@ -92,6 +92,10 @@ fn argument_structs_have_the_c_layout() {
         c_args_size::<RandomArgs>()
     );
     assert_eq!(
+        std::mem::size_of::<PhiloxAdvanceArgs>(),
+        c_args_size::<PhiloxAdvanceArgs>()
+    );
+    assert_eq!(
         std::mem::size_of::<AdamPrepareArgs>(),
         c_args_size::<AdamPrepareArgs>()
     );
@@ -115,7 +119,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 29);
+    assert_eq!(count, 31);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -330,6 +334,7 @@ fn philox_fills_match_the_cpu_stream() {
             out: ptr_mut(&mut out),
             n: n as u64,
             first_block,
+            generator: 0,
             key0: seed as u32,
             key1: (seed >> 32) as u32,
             distribution,
@@ -395,16 +400,17 @@ fn fused_adam_matches_the_cpu_optimizer() {
     let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut vs = ms.clone();
     let mut scalars = [0.0f32; 3];
-    let mut table = Vec::new();
+    let mut tensors = [0u64; 4 * ADAM_MAX_TENSORS];
     for i in 0..2 {
-        table.extend([
+        tensors[4 * i..4 * i + 4].copy_from_slice(&[
             ptr_mut(&mut thetas[i]),
             ptr(&grads[i]),
             ptr_mut(&mut ms[i]),
             ptr_mut(&mut vs[i]),
         ]);
     }
-    let offsets = [0u64, 999, 1016];
+    let mut offsets = [0u64; ADAM_MAX_TENSORS + 1];
+    offsets[..3].copy_from_slice(&[0, 999, 1016]);
     for _ in 0..2 {
         let prepare = AdamPrepareArgs {
             scalars: ptr_mut(&mut scalars),
@@ -414,10 +420,9 @@ fn fused_adam_matches_the_cpu_optimizer() {
         };
         launch("adam_prepare", LaunchConfig::single_block(), prepare);
         let update = AdamUpdateArgs {
-            tensors: table.as_ptr() as u64,
-            offsets: offsets.as_ptr() as u64,
+            tensors,
+            offsets,
             scalars: ptr(&scalars),
-            total: 1016,
             count: 2,
             beta1: 0.5,
             beta2: 0.999,

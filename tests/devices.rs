@@ -161,6 +161,39 @@ fn check_gan_steps(device: &Device) {
     assert_close("GAN statistics", &stats, &cpu_stats);
 }
 
+/// Adam over more parameters than one CUDA launch carries (16): the same updates as the CPU's.
+fn check_adam_over_many_parameters(device: &Device) {
+    let run = |device: &Device| {
+        let params: Vec<Tensor> = (0..37)
+            .map(|i| {
+                leaf(
+                    &uniform(i % 5 + 1, -1.0, 1.0, i as u64),
+                    &[i % 5 + 1],
+                    device,
+                )
+            })
+            .collect();
+        let mut adam = Adam::new(params.clone(), AdamConfig::default());
+        for step in 0..3 {
+            adam.zero_grad();
+            let loss = params
+                .iter()
+                .map(|p| (p * p).sum() * (step + 1) as f32)
+                .reduce(|a, b| a + b)
+                .expect("37 terms");
+            loss.backward();
+            adam.step();
+        }
+        params.iter().flat_map(|p| p.to_vec()).collect::<Vec<f32>>()
+    };
+    let (values, cpu_values) = (run(device), run(&CPU));
+    assert_close("parameters after 3 Adam steps", &values, &cpu_values);
+    assert!(values
+        .iter()
+        .zip(&cpu_values)
+        .any(|(v, c)| v != &0.0 && c != &0.0));
+}
+
 fn gpu() -> Option<Device> {
     match Device::cuda(0) {
         Ok(device) => Some(device),
@@ -196,6 +229,10 @@ macro_rules! test_devices {
             #[test]
             fn training() {
                 if let Some(d) = device() { check_training(&d) }
+            }
+            #[test]
+            fn adam_over_many_parameters() {
+                if let Some(d) = device() { check_adam_over_many_parameters(&d) }
             }
             #[test]
             fn gan_steps() {

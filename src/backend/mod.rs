@@ -105,6 +105,11 @@ pub enum Distribution {
 /// returns a new buffer, except the optimiser update, which works in place.
 pub trait BackendStorage: Sized {
     fn to_vec(&self) -> Vec<f32>;
+    /// Overwrites every element with `values` (as many as the buffer holds), in place: the
+    /// buffer keeps its address, which captured CUDA graphs rely on.
+    fn write(&mut self, values: &[f32]);
+    /// Overwrites every element with `src`'s (same length, same device), in place.
+    fn copy_from(&mut self, src: &Self);
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
     /// The sum of all elements, as a one-element buffer. Fixed chunking: the result does not

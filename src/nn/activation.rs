@@ -1,6 +1,7 @@
 //! Activation functions as modules, for use in a [`super::Sequential`].
 
 use super::Module;
+use crate::ops::Activation;
 use crate::tensor::Tensor;
 
 /// `max(x, 0)`.
@@ -10,6 +11,10 @@ pub struct ReLU;
 impl Module for ReLU {
     fn forward(&self, input: &Tensor) -> Tensor {
         input.relu()
+    }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(Activation::Relu)
     }
 }
 
@@ -29,6 +34,10 @@ impl Module for LeakyReLU {
     fn forward(&self, input: &Tensor) -> Tensor {
         input.leaky_relu(self.negative_slope)
     }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(Activation::LeakyRelu(self.negative_slope))
+    }
 }
 
 /// `tanh(x)`.
@@ -39,6 +48,10 @@ impl Module for Tanh {
     fn forward(&self, input: &Tensor) -> Tensor {
         input.tanh()
     }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(Activation::Tanh)
+    }
 }
 
 /// `1 / (1 + e^(−x))`.
@@ -48,5 +61,9 @@ pub struct Sigmoid;
 impl Module for Sigmoid {
     fn forward(&self, input: &Tensor) -> Tensor {
         input.sigmoid()
+    }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(Activation::Sigmoid)
     }
 }

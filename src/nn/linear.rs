@@ -2,7 +2,7 @@
 
 use super::Module;
 use crate::device::Device;
-use crate::ops::linear;
+use crate::ops::{linear, linear_activation, Activation};
 use crate::rng::{with_default_generator, Generator};
 use crate::tensor::Tensor;
 
@@ -77,6 +77,15 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, input: &Tensor) -> Tensor {
         linear(input, &self.weight, self.bias.as_ref())
+    }
+
+    fn forward_then(&self, input: &Tensor, activation: Activation) -> Option<Tensor> {
+        Some(linear_activation(
+            input,
+            &self.weight,
+            self.bias.as_ref(),
+            activation,
+        ))
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

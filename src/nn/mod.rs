@@ -12,11 +12,23 @@ pub use dropout::Dropout;
 pub use linear::Linear;
 pub use sequential::Sequential;
 
+use crate::ops::Activation;
 use crate::tensor::Tensor;
 
 /// A layer or a network of layers.
 pub trait Module {
     fn forward(&self, input: &Tensor) -> Tensor;
+
+    /// The elementwise activation this module is, if it is one a preceding layer can fuse.
+    fn activation(&self) -> Option<Activation> {
+        None
+    }
+
+    /// `activation(self.forward(input))` in one pass, if this module can fuse it (a linear
+    /// layer applies it in its GEMM's epilogue); `None` otherwise.
+    fn forward_then(&self, _input: &Tensor, _activation: Activation) -> Option<Tensor> {
+        None
+    }
 
     /// Parameters under PyTorch's names (`"weight"`, `"0.bias"`, …), so state can be matched
     /// with a PyTorch model's `state_dict()`.

@@ -145,7 +145,7 @@ impl Adam {
     /// Sets the step count, for restoring a checkpoint (with the moments, whose values
     /// `Checkpoint::restore` overwrites in place).
     pub fn set_step_count(&mut self, steps: u64) {
-        self.scalars.assign(vec![steps as f32, 0.0, 0.0]);
+        self.scalars.assign(&[steps as f32, 0.0, 0.0]);
     }
 
     /// Clears the gradients of all parameters.

@@ -59,6 +59,14 @@ impl BackendStorage for CpuStorage {
         self.0.clone()
     }
 
+    fn write(&mut self, values: &[f32]) {
+        self.0.copy_from_slice(values);
+    }
+
+    fn copy_from(&mut self, src: &Self) {
+        self.0.copy_from_slice(&src.0);
+    }
+
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         let mut out = vec![0.0; self.0.len()];
         out.par_iter_mut()

@@ -15,7 +15,7 @@ macro_rules! kernel_args {
     ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
         $(#[$doc])*
         #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default)]
+        #[derive(Clone, Copy, Debug)]
         pub struct $name { $(pub $field: $ty),* }
         // SAFETY: #[repr(C)] with the fields, types and order of the C struct of this name
         // (kernels/*.cu), checked by tests/cuda_kernels.rs against the C compiler's sizeof.
@@ -51,21 +51,31 @@ kernel_args!(
 kernel_args!(
     /// A Philox fill (`random.cu`).
     RandomArgs {
-        out: u64, n: u64, first_block: u64, key0: u32, key1: u32,
+        out: u64, n: u64, first_block: u64, generator: u64, key0: u32, key1: u32,
         distribution: i32, a: f32, b: f32,
     }
+);
+kernel_args!(
+    /// Moves a captured graph's random-number counter past one replay's draws (`random.cu`).
+    PhiloxAdvanceArgs { generator: u64, blocks: u64 }
 );
 kernel_args!(
     /// Advances Adam's step counter and derives the step's scalars (`adam.cu`).
     AdamPrepareArgs { scalars: u64, lr: f32, beta1: f32, beta2: f32 }
 );
 kernel_args!(
-    /// Adam's update over every parameter at once (`adam.cu`).
+    /// Adam's update over up to [`ADAM_MAX_TENSORS`] parameters at once (`adam.cu`). The
+    /// table of addresses travels inside the arguments, as PyTorch's multi-tensor apply does,
+    /// so a step copies nothing from the host and can be captured.
     AdamUpdateArgs {
-        tensors: u64, offsets: u64, scalars: u64, total: u64, count: u32,
-        beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+        tensors: [u64; 4 * ADAM_MAX_TENSORS], offsets: [u64; ADAM_MAX_TENSORS + 1],
+        scalars: u64, count: u32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
     }
 );
+
+/// `ADAM_MAX_TENSORS` in `adam.cu`: parameters per Adam launch (about 700 bytes of arguments,
+/// well under the 4 KiB a launch may pass).
+pub const ADAM_MAX_TENSORS: usize = 16;
 
 /// `BinaryArgs::broadcast` for each [`crate::backend::Broadcast`].
 pub fn broadcast_code(broadcast: crate::backend::Broadcast) -> i32 {

@@ -1,19 +1,34 @@
-//! A CUDA device: a runtime (GPU or emulator), a caching allocator, and kernel launches.
+//! A CUDA device: a runtime (GPU or emulator), a caching allocator, kernel launches, and
+//! graph capture.
+//!
+//! **Capture.** While a thread captures (see [`CudaDevice::capture`]), its launches are recorded
+//! instead of run, its allocations come from a memory pool of the graph's own, and copies
+//! between host and device are refused (a replay could not repeat them). The pool is what makes
+//! replays safe: every buffer the captured launches touch that was allocated during the capture
+//! stays the graph's, even after the tensor holding it is dropped, so no later allocation can be
+//! handed an address a replay writes to. Random draws are rebased on a counter in device
+//! memory (the generator's offset and key, written before a replay when they changed), which
+//! each replay advances, so replays draw fresh numbers — the very ones eager steps would have
+//! drawn.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{self, ThreadId};
 
-use super::args::KernelArgs;
+use super::args::{KernelArgs, PhiloxAdvanceArgs};
 use super::driver::DriverRuntime;
 use super::emulator::EmulatorRuntime;
+use super::graph::{CudaGraph, GraphRng};
 use super::launch::LaunchConfig;
 use super::nvrtc;
-use super::runtime::Runtime;
+use super::runtime::{Runtime, Target};
+use crate::rng::PhiloxStream;
 
 /// A handle on a CUDA device (cheap to clone; clones are the same device).
 #[derive(Clone)]
@@ -25,10 +40,76 @@ struct DeviceInner {
     label: String,
     description: String,
     runtime: Box<dyn Runtime>,
-    /// Free buffers by size class: after warm-up, training allocates nothing new.
-    free: Mutex<HashMap<usize, Vec<u64>>>,
+    /// Free buffers for everything but captures: after warm-up, training allocates nothing new.
+    general: Arc<Pool>,
+    /// The capture in progress, if any.
+    capture: Mutex<Option<Capture>>,
     /// Allocations made through the runtime (cudaMalloc calls), for tests and diagnostics.
     raw_allocations: AtomicU64,
+}
+
+/// Free buffers by size class.
+#[derive(Default)]
+pub(crate) struct Pool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<usize, Vec<u64>>,
+    /// A graph's pool after the graph is gone: buffers returned to it go to the general pool.
+    retired: bool,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self, bytes: usize) -> Option<u64> {
+        self.lock().free.get_mut(&bytes).and_then(Vec::pop)
+    }
+
+    fn give_back(&self, bytes: usize, pointer: u64, general: &Pool) {
+        let mut state = self.lock();
+        if state.retired {
+            drop(state);
+            general.give_back(bytes, pointer, general);
+        } else {
+            state.free.entry(bytes).or_default().push(pointer);
+        }
+    }
+
+    /// Hands every free buffer, and every buffer returned from now on, to `general`.
+    pub(crate) fn retire_into(&self, general: &Pool) {
+        let free = {
+            let mut state = self.lock();
+            state.retired = true;
+            std::mem::take(&mut state.free)
+        };
+        let mut general = general.lock();
+        for (bytes, pointers) in free {
+            general.free.entry(bytes).or_default().extend(pointers);
+        }
+    }
+}
+
+/// The capture in progress on a device.
+struct Capture {
+    thread: ThreadId,
+    pool: Arc<Pool>,
+    /// The generator state `{offset, key}` random draws are rebased on (see
+    /// [`CudaDevice::philox_position`]).
+    rng_state: DeviceBuffer,
+    rng: Option<CapturedDraws>,
+}
+
+/// The random draws of a capture: all from one stream (`key`), counter blocks `base..end`.
+#[derive(Clone, Copy)]
+struct CapturedDraws {
+    key: [u32; 2],
+    base: u64,
+    end: u64,
 }
 
 /// Sizes are rounded up to a multiple of this, so buffers of similar size share a class.
@@ -41,7 +122,8 @@ impl CudaDevice {
                 label,
                 description,
                 runtime,
-                free: Mutex::new(HashMap::new()),
+                general: Arc::default(),
+                capture: Mutex::new(None),
                 raw_allocations: AtomicU64::new(0),
             }),
         }
@@ -56,7 +138,7 @@ impl CudaDevice {
                 CudaDevice::new(
                     "cuda-emulator".into(),
                     description,
-                    Box::new(EmulatorRuntime),
+                    Box::<EmulatorRuntime>::default(),
                 )
             })
             .clone()
@@ -116,23 +198,29 @@ impl CudaDevice {
     /// A buffer holding a copy of `bytes` (its `len` counts floats: `bytes.len() / 4`).
     pub(crate) fn upload(&self, bytes: &[u8]) -> DeviceBuffer {
         let buffer = self.buffer_of_bytes(bytes.len(), bytes.len() / 4);
+        self.write(&buffer, bytes);
+        buffer
+    }
+
+    /// Overwrites the start of `buffer` with `bytes`.
+    pub(crate) fn write(&self, buffer: &DeviceBuffer, bytes: &[u8]) {
+        assert!(
+            bytes.len() <= buffer.bytes,
+            "write past the end of {buffer:?}"
+        );
+        self.refuse_copy_in_capture("a copy from the host");
         self.inner
             .runtime
             .copy_to_device(buffer.pointer, bytes)
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
-        buffer
     }
 
     fn buffer_of_bytes(&self, bytes: usize, len: usize) -> DeviceBuffer {
         let bytes = bytes.max(1).next_multiple_of(SIZE_CLASS);
-        let cached = self
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&bytes)
-            .and_then(Vec::pop);
-        let pointer = cached.unwrap_or_else(|| {
+        let pool = self
+            .capture_here(|capture| Arc::clone(&capture.pool))
+            .unwrap_or_else(|| Arc::clone(&self.inner.general));
+        let pointer = pool.take(bytes).unwrap_or_else(|| {
             self.inner.raw_allocations.fetch_add(1, Ordering::Relaxed);
             self.inner
                 .runtime
@@ -143,7 +231,31 @@ impl CudaDevice {
             pointer,
             bytes,
             len,
+            pool,
             device: self.clone(),
+        }
+    }
+
+    /// `f` of the capture in progress, if the calling thread is the one capturing.
+    fn capture_here<R>(&self, f: impl FnOnce(&mut Capture) -> R) -> Option<R> {
+        let mut capture = self
+            .inner
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        capture
+            .as_mut()
+            .filter(|capture| capture.thread == thread::current().id())
+            .map(f)
+    }
+
+    fn refuse_copy_in_capture(&self, what: &str) {
+        if self.capture_here(|_| ()).is_some() {
+            panic!(
+                "{}: {what} inside a captured step: a graph replays launches only, so the step \
+                 must take its inputs from device buffers filled before the replay",
+                self.label()
+            );
         }
     }
 
@@ -153,17 +265,131 @@ impl CudaDevice {
     /// When the runtime fails the launch (no such kernel, a driver error), as PyTorch raises.
     pub(crate) fn launch<A: KernelArgs>(&self, kernel: &str, config: LaunchConfig, args: A) {
         let mut args = args;
+        let target = match self.capture_here(|_| ()) {
+            Some(()) => Target::Capture,
+            None => Target::Run,
+        };
         // SAFETY: `A` mirrors the kernel's argument struct (KernelArgs), and the storage code
         // that builds it points only at live buffers of this device, sized for the launch.
+        // Captured launches point at buffers of the capture's pool (kept by the graph) or at
+        // buffers the graph's owner keeps alive (parameters, optimiser state, inputs).
         unsafe {
-            self.inner
-                .runtime
-                .launch(kernel, config, &mut args as *mut A as *mut c_void)
+            self.inner.runtime.launch(
+                kernel,
+                config,
+                &mut args as *mut A as *mut c_void,
+                std::mem::size_of::<A>(),
+                target,
+            )
         }
         .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
     }
 
+    /// Where the random draw `stream` starts: `(first_block, generator)` for `random.cu`, whose
+    /// kernels start at counter block `first_block`, plus the offset at `generator` (and take
+    /// the key from there) unless it is 0. Eager draws start where the host's generator says;
+    /// captured ones are rebased on the capture's device-side generator state, so that each
+    /// replay draws the blocks the next eager step would.
+    ///
+    /// # Panics
+    /// If one capture draws from two generators (a replay advances only one).
+    pub(crate) fn philox_position(&self, stream: PhiloxStream, blocks: u64) -> (u64, u64) {
+        let label = self.label();
+        self.capture_here(|capture| {
+            let draws = capture.rng.get_or_insert(CapturedDraws {
+                key: stream.key(),
+                base: stream.first_block(),
+                end: stream.first_block(),
+            });
+            assert!(
+                draws.key == stream.key() && stream.first_block() >= draws.end,
+                "{label}: a captured step draws random numbers from more than one generator; \
+                 a replay can advance only the one it was captured with"
+            );
+            draws.end = stream.first_block() + blocks;
+            (stream.first_block() - draws.base, capture.rng_state.pointer)
+        })
+        .unwrap_or((stream.first_block(), 0))
+    }
+
+    /// Records the launches `record` makes, instead of running them, into a graph that
+    /// [`CudaGraph::replay`] runs again, and returns it with what `record` returned. Tensors
+    /// made by `record` keep the graph's buffers: after a replay they hold its results.
+    ///
+    /// What a step needs to be capturable: its inputs in device buffers filled before the
+    /// replay (no copies from the host inside), its random draws from one generator, and
+    /// per-step scalars (Adam's step count) in device memory. The device runs only one capture
+    /// at a time; other threads' work is not recorded.
+    pub(crate) fn capture<R>(&self, record: impl FnOnce() -> R) -> Result<(CudaGraph, R), String> {
+        let rng_state = self.buffer(4); // two u64, allocated before the capture begins
+        {
+            let mut capture = self
+                .inner
+                .capture
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if capture.is_some() {
+                return Err(format!(
+                    "{}: a capture is already in progress",
+                    self.label()
+                ));
+            }
+            self.inner.runtime.begin_capture()?;
+            *capture = Some(Capture {
+                thread: thread::current().id(),
+                pool: Arc::default(),
+                rng_state,
+                rng: None,
+            });
+        }
+        let recorded = catch_unwind(AssertUnwindSafe(record));
+        let draws = self.capture_here(|capture| capture.rng).flatten();
+        if let (Ok(_), Some(draws)) = (&recorded, draws) {
+            // The last captured launch moves the offset past this replay's draws.
+            let state = self.capture_here(|capture| capture.rng_state.pointer);
+            let args = PhiloxAdvanceArgs {
+                generator: state.expect("the capture is in progress"),
+                blocks: draws.end - draws.base,
+            };
+            self.launch("philox_advance", LaunchConfig::single_block(), args);
+        }
+        let capture = self
+            .inner
+            .capture
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .expect("the capture is in progress");
+        let exec = self.inner.runtime.end_capture();
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(panic) => {
+                capture.pool.retire_into(&self.inner.general);
+                return Err(format!(
+                    "the captured step failed: {}",
+                    panic_message(&*panic)
+                ));
+            }
+        };
+        let exec = exec.inspect_err(|_| capture.pool.retire_into(&self.inner.general))?;
+        let rng = draws.map(|draws| GraphRng {
+            blocks: draws.end - draws.base,
+            state: capture.rng_state,
+            state_value: Mutex::new(None),
+        });
+        Ok((
+            CudaGraph::new(self.clone(), exec, capture.pool, rng),
+            recorded,
+        ))
+    }
+
+    /// The general pool, which a graph's pool retires into.
+    pub(crate) fn general_pool(&self) -> &Pool {
+        &self.inner.general
+    }
+
     pub(crate) fn copy_to_host(&self, buffer: &DeviceBuffer) -> Vec<f32> {
+        self.refuse_copy_in_capture("a copy to the host");
         let mut values = vec![0.0f32; buffer.len];
         self.inner
             .runtime
@@ -193,23 +419,28 @@ impl fmt::Debug for CudaDevice {
     }
 }
 
-/// Device memory for `len` floats; returned to its device's cache when dropped.
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
+}
+
+/// Device memory for `len` floats; returned to the pool it came from when dropped.
 pub(crate) struct DeviceBuffer {
     pub pointer: u64,
     bytes: usize,
     pub len: usize,
+    pool: Arc<Pool>,
     pub device: CudaDevice,
 }
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        let mut free = self
-            .device
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        free.entry(self.bytes).or_default().push(self.pointer);
+        self.pool
+            .give_back(self.bytes, self.pointer, &self.device.inner.general);
     }
 }
 

@@ -2,8 +2,10 @@
 //! compiled by NVRTC once per process, on first use, to a cubin for the device's compute
 //! capability.
 //!
-//! Work goes to the legacy default stream, so launches run in order and a copy to the host
-//! waits for them. (CUDA graphs and a non-blocking stream come with the GPU speed work.)
+//! Work goes to one non-blocking stream of our own, so launches and copies run in order and a
+//! copy to the host waits for them. Graph capture records on a second stream that never runs
+//! anything itself (so other threads' work on the first stream cannot leak into a capture);
+//! replays go to the first stream, in order with everything else.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -11,14 +13,18 @@ use std::sync::Mutex;
 
 use cudarc::driver::{result, sys};
 
-use super::kernels::module_of;
+use super::kernels::{module_of, MODULES};
 use super::launch::LaunchConfig;
 use super::nvrtc::{self, Output};
-use super::runtime::Runtime;
+use super::runtime::{GraphExec, Runtime, Target};
 
 pub(crate) struct DriverRuntime {
     context: sys::CUcontext,
     compute_capability: (u32, u32),
+    /// Where launches and copies run (non-blocking: capture cannot use the legacy stream).
+    stream: sys::CUstream,
+    /// Where captured launches are recorded.
+    capture_stream: sys::CUstream,
     /// Loaded kernels by name (their module stays loaded for the life of the process).
     functions: Mutex<HashMap<String, sys::CUfunction>>,
 }
@@ -56,12 +62,19 @@ impl DriverRuntime {
         // SAFETY: `device` is valid; the primary context is retained for the process's life.
         let context =
             unsafe { result::primary_ctx::retain(device) }.map_err(|e| err("no context", e))?;
+        // SAFETY: `context` is a retained primary context.
+        unsafe { result::ctx::set_current(context) }.map_err(|e| err("cuCtxSetCurrent", e))?;
+        let new_stream = || {
+            result::stream::create(result::stream::StreamKind::NonBlocking)
+                .map_err(|e| err("cannot create a stream", e))
+        };
         let runtime = DriverRuntime {
             context,
             compute_capability: (major, minor),
+            stream: new_stream()?,
+            capture_stream: new_stream()?,
             functions: Mutex::new(HashMap::new()),
         };
-        runtime.make_current()?;
         Ok((runtime, format!("{name} (sm_{major}{minor})")))
     }
 
@@ -110,17 +123,26 @@ impl Runtime for DriverRuntime {
 
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         self.make_current()?;
-        // SAFETY: `dst` is an allocation of this context with room for `src`.
-        unsafe { result::memcpy_htod_sync(dst, src) }
-            .map_err(|e| format!("copy to the GPU failed: {e:?}"))
+        // SAFETY: `dst` is an allocation of this context with room for `src`. The copy is
+        // ordered after earlier launches on the stream, and the synchronisation keeps `src`
+        // borrowed until it has been read.
+        unsafe {
+            result::memcpy_htod_async(dst, src, self.stream)
+                .and_then(|()| result::stream::synchronize(self.stream))
+        }
+        .map_err(|e| format!("copy to the GPU failed (a kernel may have failed): {e:?}"))
     }
 
     fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
         self.make_current()?;
-        // SAFETY: `src` is an allocation of this context holding `dst.len()` bytes. The copy
-        // synchronises with the legacy default stream, so every earlier kernel has finished.
-        unsafe { result::memcpy_dtoh_sync(dst, src) }
-            .map_err(|e| format!("copy from the GPU failed (a kernel may have failed): {e:?}"))
+        // SAFETY: `src` is an allocation of this context holding `dst.len()` bytes; the copy
+        // follows every earlier launch on the stream, and `dst` stays borrowed until the
+        // synchronisation says it has been written.
+        unsafe {
+            result::memcpy_dtoh_async(dst, src, self.stream)
+                .and_then(|()| result::stream::synchronize(self.stream))
+        }
+        .map_err(|e| format!("copy from the GPU failed (a kernel may have failed): {e:?}"))
     }
 
     unsafe fn launch(
@@ -128,24 +150,117 @@ impl Runtime for DriverRuntime {
         name: &str,
         config: LaunchConfig,
         args: *mut c_void,
+        _args_size: usize,
+        target: Target,
     ) -> Result<(), String> {
         self.make_current()?;
         let function = self.function(name)?;
         let (grid, block) = (config.grid, config.block);
         let mut params = [args];
+        let stream = match target {
+            Target::Run => self.stream,
+            Target::Capture => self.capture_stream,
+        };
         // SAFETY: `function` is a loaded kernel taking one argument struct; `args` points to
         // one with its layout and valid device pointers (the caller's contract). The launch
-        // reads the struct before returning.
+        // (or the graph node a capture makes of it) copies the struct before returning.
         unsafe {
             result::launch_kernel(
                 function,
                 (grid.x, grid.y, grid.z),
                 (block.x, block.y, block.z),
                 0,
-                std::ptr::null_mut(), // the legacy default stream
+                stream,
                 &mut params,
             )
         }
         .map_err(|e| format!("launching {name} failed: {e:?}"))
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        self.make_current()?;
+        // Compile and load every kernel now: module loading has no business inside a capture.
+        for module in MODULES {
+            self.function(module.kernels[0])?;
+        }
+        // Relaxed: the caching allocator may call cuMemAlloc while a capture is open; the
+        // memory it gets stays the graph's for as long as the graph lives (device.rs).
+        // SAFETY: `capture_stream` is a live stream of this context, not capturing yet.
+        unsafe {
+            result::stream::begin_capture(
+                self.capture_stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+            )
+        }
+        .map_err(|e| format!("cuStreamBeginCapture failed: {e:?}"))
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn GraphExec>, String> {
+        self.make_current()?;
+        // SAFETY: `capture_stream` is capturing (begin_capture succeeded).
+        let graph = unsafe { result::stream::end_capture(self.capture_stream) }.map_err(|e| {
+            format!("cuStreamEndCapture failed (the capture was invalidated): {e:?}")
+        })?;
+        // SAFETY: `graph` is the valid graph just captured.
+        let exec = unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) }
+            .map_err(|e| {
+            // SAFETY: `graph` is valid and not used again.
+            let _ = unsafe { result::graph::destroy(graph) };
+            format!("cuGraphInstantiate failed: {e:?}")
+        })?;
+        let mut nodes = 0usize;
+        // SAFETY: `graph` is valid; a null node array asks only for the count.
+        unsafe { sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut nodes) }
+            .result()
+            .map_err(|e| format!("cuGraphGetNodes failed: {e:?}"))?;
+        Ok(Box::new(DriverGraph {
+            context: self.context,
+            stream: self.stream,
+            graph,
+            exec,
+            nodes,
+        }))
+    }
+}
+
+/// An instantiated CUDA graph, replayed on the runtime's stream.
+struct DriverGraph {
+    context: sys::CUcontext,
+    stream: sys::CUstream,
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    nodes: usize,
+}
+
+// SAFETY: as for DriverRuntime: the handles are used only with their context made current.
+unsafe impl Send for DriverGraph {}
+// SAFETY: as above; replay only reads the handles.
+unsafe impl Sync for DriverGraph {}
+
+impl GraphExec for DriverGraph {
+    fn replay(&self) -> Result<(), String> {
+        // SAFETY: the context is the retained primary context the graph was captured in; the
+        // executable graph and the stream are alive for as long as `self`.
+        unsafe {
+            result::ctx::set_current(self.context)
+                .and_then(|()| result::graph::launch(self.exec, self.stream))
+        }
+        .map_err(|e| format!("cuGraphLaunch failed: {e:?}"))
+    }
+
+    fn launches(&self) -> usize {
+        self.nodes
+    }
+}
+
+impl Drop for DriverGraph {
+    fn drop(&mut self) {
+        // SAFETY: the handles are ours and not used after this. Destroying an executable graph
+        // that is still running is allowed: the driver finishes it first.
+        unsafe {
+            let _ = result::ctx::set_current(self.context);
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
+        }
     }
 }

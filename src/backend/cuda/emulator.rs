@@ -1,13 +1,19 @@
 //! Runs the CUDA kernels on the CPU: `kernels/*.cu` compiled by the host C++ compiler against
 //! `kernels/emulator/emulator.h` (see there for how blocks, threads, `__shared__` and
 //! `__syncthreads` are emulated).
+//!
+//! Graph capture is what a CUDA graph is, without the driver: the captured launches are
+//! recorded (kernel, geometry, a copy of the argument struct) and a replay runs them again in
+//! order. Replaying equal to running eagerly is then a property CI can test on any machine.
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::mem::MaybeUninit;
+use std::sync::{Mutex, PoisonError};
 
 use super::args::KernelArgs;
 use super::launch::{Dim3, LaunchConfig};
-use super::runtime::Runtime;
+use super::runtime::{GraphExec, Runtime, Target};
 
 extern "C" {
     fn ferrograd_emu_launch(
@@ -20,7 +26,47 @@ extern "C" {
 }
 
 /// "Device" memory in host RAM, kernels run by the emulator.
-pub(crate) struct EmulatorRuntime;
+#[derive(Default)]
+pub(crate) struct EmulatorRuntime {
+    /// The launches of the capture in progress, if any.
+    recording: Mutex<Option<Vec<RecordedLaunch>>>,
+}
+
+/// One captured launch. The argument struct is copied as it was at capture time, as
+/// `cuLaunchKernel` copies it into the graph's kernel node.
+struct RecordedLaunch {
+    name: String,
+    config: LaunchConfig,
+    /// The struct's bytes (`MaybeUninit`: its padding is never read), 8-aligned like it.
+    args: Vec<MaybeUninit<u64>>,
+}
+
+/// The recorded launches of one capture.
+struct EmulatedGraph {
+    launches: Vec<RecordedLaunch>,
+}
+
+impl GraphExec for EmulatedGraph {
+    fn replay(&self) -> Result<(), String> {
+        for launch in &self.launches {
+            let mut args = launch.args.clone();
+            // SAFETY: the bytes are the argument struct as captured; its buffers belong to the
+            // graph's memory pool or to tensors the graph's owner keeps alive (see graph.rs).
+            unsafe {
+                launch_raw(
+                    &launch.name,
+                    launch.config,
+                    args.as_mut_ptr() as *mut c_void,
+                )
+            }?;
+        }
+        Ok(())
+    }
+
+    fn launches(&self) -> usize {
+        self.launches.len()
+    }
+}
 
 /// Device allocations are aligned like `cudaMalloc`'s.
 const ALIGNMENT: usize = 256;
@@ -55,9 +101,58 @@ impl Runtime for EmulatorRuntime {
         name: &str,
         config: LaunchConfig,
         args: *mut c_void,
+        args_size: usize,
+        target: Target,
     ) -> Result<(), String> {
-        // SAFETY: forwarded from the caller's contract.
-        unsafe { launch_raw(name, config, args) }
+        if target == Target::Run {
+            // SAFETY: forwarded from the caller's contract.
+            return unsafe { launch_raw(name, config, args) };
+        }
+        let mut bytes = vec![MaybeUninit::<u64>::uninit(); args_size.div_ceil(8)];
+        // SAFETY: `args` points to `args_size` readable bytes (the caller's contract), and
+        // `bytes` has room for them; MaybeUninit may hold any bytes, padding included.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                args as *const u8,
+                bytes.as_mut_ptr() as *mut u8,
+                args_size,
+            )
+        };
+        let mut recording = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let launches = recording
+            .as_mut()
+            .ok_or_else(|| format!("{name}: captured launch outside a capture"))?;
+        launches.push(RecordedLaunch {
+            name: name.to_string(),
+            config,
+            args: bytes,
+        });
+        Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        let mut recording = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recording.is_some() {
+            return Err("a capture is already in progress".into());
+        }
+        *recording = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn GraphExec>, String> {
+        let launches = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or("no capture in progress")?;
+        Ok(Box::new(EmulatedGraph { launches }))
     }
 }
 

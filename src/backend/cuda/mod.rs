@@ -5,13 +5,15 @@
 //! - `runtime.rs`: what a runtime provides (memory, copies, launches); `driver.rs` is the GPU
 //!   through cudarc, `emulator.rs` runs the same kernels on the CPU (compiled by the host C++
 //!   compiler against `kernels/emulator/emulator.h`), so CI tests the CUDA path without a GPU;
-//! - `device.rs`: a device with its caching allocator; `storage.rs`: the ops as launches;
+//! - `device.rs`: a device with its caching allocator and graph capture; `graph.rs`: a captured
+//!   graph and its replay; `storage.rs`: the ops as launches;
 //! - `nvrtc.rs`: compilation, and ptxas's resource report.
 
 pub mod args;
 mod device;
 mod driver;
 pub mod emulator;
+mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;
@@ -19,4 +21,5 @@ mod runtime;
 mod storage;
 
 pub use device::CudaDevice;
+pub use graph::CudaGraph;
 pub use storage::CudaStorage;

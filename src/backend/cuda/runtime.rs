@@ -1,30 +1,59 @@
-//! What the CUDA backend needs from whatever runs its kernels: device memory, copies and
-//! launches. Two runtimes implement it: the GPU through the CUDA driver (`driver.rs`) and the
-//! CPU emulator (`emulator.rs`). Everything above — storage, allocator, launch geometry and
-//! argument structs — is shared, so the emulator runs exactly the launches the GPU would.
+//! What the CUDA backend needs from whatever runs its kernels: device memory, copies, launches
+//! and graph capture. Two runtimes implement it: the GPU through the CUDA driver (`driver.rs`)
+//! and the CPU emulator (`emulator.rs`). Everything above — storage, allocator, launch geometry,
+//! argument structs, what a capture records — is shared, so the emulator runs exactly the
+//! launches the GPU would.
 
 use std::ffi::c_void;
 
 use super::launch::LaunchConfig;
 
+/// Where a launch goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Runs (in order with everything launched before it).
+    Run,
+    /// Is recorded into the graph being captured, and does not run now.
+    Capture,
+}
+
 pub(crate) trait Runtime: Send + Sync {
     /// Allocates `bytes` (> 0) of device memory; the caching allocator never frees it.
     fn alloc(&self, bytes: usize) -> Result<u64, String>;
 
+    /// Copies to the device, in order with the kernels launched so far.
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String>;
 
     /// Copies back to the host, after all kernels launched so far have finished.
     fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String>;
 
-    /// Launches kernel `name` with its argument struct at `args`.
+    /// Launches kernel `name` with the `args_size` bytes of its argument struct at `args`.
     ///
     /// # Safety
-    /// `args` must point to a struct with the kernel's argument layout, whose pointers are
-    /// device buffers of this runtime large enough for the launch.
+    /// `args` must point to a struct with the kernel's argument layout, `args_size` bytes long,
+    /// whose pointers are device buffers of this runtime large enough for the launch (and stay
+    /// so for every replay, when the launch is captured).
     unsafe fn launch(
         &self,
         name: &str,
         config: LaunchConfig,
         args: *mut c_void,
+        args_size: usize,
+        target: Target,
     ) -> Result<(), String>;
+
+    /// Starts recording launches made with [`Target::Capture`] into a graph.
+    fn begin_capture(&self) -> Result<(), String>;
+
+    /// Stops recording and returns what was recorded, ready to replay.
+    fn end_capture(&self) -> Result<Box<dyn GraphExec>, String>;
+}
+
+/// A recorded sequence of launches (a CUDA graph, instantiated).
+pub(crate) trait GraphExec: Send + Sync {
+    /// Runs the recorded launches again, in order with everything launched before.
+    fn replay(&self) -> Result<(), String>;
+
+    /// How many kernel launches one replay makes.
+    fn launches(&self) -> usize;
 }

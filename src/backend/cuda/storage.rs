@@ -2,7 +2,7 @@
 
 use super::args::{
     broadcast_code, distribution_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs, GemmArgs,
-    RandomArgs, SumArgs, SumRowsArgs, UnaryArgs,
+    RandomArgs, SumArgs, SumRowsArgs, UnaryArgs, ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{LaunchConfig, SUM_CHUNK};
@@ -47,21 +47,20 @@ impl CudaStorage {
         let out = CudaStorage::uninit(len, device);
         let (code, a, b) = distribution_code(distribution);
         let [key0, key1] = stream.key();
+        let blocks = (len as u64).div_ceil(4);
+        let (first_block, generator) = device.philox_position(stream, blocks);
         let args = RandomArgs {
             out: out.pointer(),
             n: len as u64,
-            first_block: stream.first_block(),
+            first_block,
+            generator,
             key0,
             key1,
             distribution: code,
             a,
             b,
         };
-        device.launch(
-            "random_fill",
-            LaunchConfig::for_items((len as u64).div_ceil(4)),
-            args,
-        );
+        device.launch("random_fill", LaunchConfig::for_items(blocks), args);
         out
     }
 
@@ -87,6 +86,28 @@ impl CudaStorage {
 impl BackendStorage for CudaStorage {
     fn to_vec(&self) -> Vec<f32> {
         self.device().copy_to_host(&self.buffer)
+    }
+
+    fn write(&mut self, values: &[f32]) {
+        assert_eq!(
+            values.len(),
+            self.buffer.len,
+            "write: wrong number of values"
+        );
+        self.device()
+            .write(&self.buffer, bytemuck::cast_slice(values));
+    }
+
+    fn copy_from(&mut self, src: &Self) {
+        assert_eq!(self.len(), src.len(), "copy_from: lengths differ");
+        let args = UnaryArgs {
+            x: src.pointer(),
+            y: self.pointer(),
+            n: self.len(),
+            p: 0.0,
+        };
+        self.device()
+            .launch("copy", LaunchConfig::for_items(self.len()), args);
     }
 
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
@@ -215,34 +236,31 @@ impl BackendStorage for CudaStorage {
         kernel: &K,
     ) {
         let device = scalars.device();
-        // The table of addresses the kernel walks: rebuilt and uploaded each step, since the
-        // gradients are fresh buffers each time.
-        let mut tensors = Vec::with_capacity(4 * params.len());
-        let mut offsets = vec![0u64];
-        for (((param, grad), a), b) in params
-            .iter()
-            .zip(grads)
-            .zip(state_a.iter())
-            .zip(state_b.iter())
-        {
-            tensors.extend([param.pointer(), grad.pointer(), a.pointer(), b.pointer()]);
-            offsets.push(offsets.last().unwrap() + param.len());
-        }
-        let tensor_table = device.upload(bytemuck::cast_slice(&tensors));
-        let offset_table = device.upload(bytemuck::cast_slice(&offsets));
         let [_, beta1, beta2, eps, weight_decay] = kernel.hyper_params();
-        let total = *offsets.last().unwrap();
-        let args = AdamUpdateArgs {
-            tensors: tensor_table.pointer,
-            offsets: offset_table.pointer,
-            scalars: scalars.pointer(),
-            total,
-            count: params.len() as u32,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        };
-        device.launch(K::UPDATE, LaunchConfig::for_items(total), args);
+        // One launch per ADAM_MAX_TENSORS parameters, their addresses inside the arguments.
+        for start in (0..params.len()).step_by(ADAM_MAX_TENSORS) {
+            let end = (start + ADAM_MAX_TENSORS).min(params.len());
+            let mut args = AdamUpdateArgs {
+                tensors: [0; 4 * ADAM_MAX_TENSORS],
+                offsets: [0; ADAM_MAX_TENSORS + 1],
+                scalars: scalars.pointer(),
+                count: (end - start) as u32,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            };
+            for (slot, i) in (start..end).enumerate() {
+                args.tensors[4 * slot..4 * slot + 4].copy_from_slice(&[
+                    params[i].pointer(),
+                    grads[i].pointer(),
+                    state_a[i].pointer(),
+                    state_b[i].pointer(),
+                ]);
+                args.offsets[slot + 1] = args.offsets[slot] + params[i].len();
+            }
+            let total = args.offsets[end - start];
+            device.launch(K::UPDATE, LaunchConfig::for_items(total), args);
+        }
     }
 }

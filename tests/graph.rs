@@ -1,0 +1,197 @@
+//! CUDA graphs: a captured step replayed gives exactly what the same steps run eagerly give.
+//! Run on the CPU emulator of the CUDA path (where a capture records the launch list and a
+//! replay runs it again) and on a GPU when there is one (`FERROGRAD_REQUIRE_GPU=1` demands it).
+
+use std::sync::{Mutex, MutexGuard};
+
+use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::graph;
+use ferrograd::nn::Module;
+use ferrograd::rng::{with_default_generator, Generator};
+use ferrograd::{manual_seed, Device, Tensor};
+
+/// Captures use the process-wide generator and one capture per device: one test at a time.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The devices a graph can run on here: the emulator, and the GPU if present.
+fn cuda_devices() -> Vec<Device> {
+    let mut devices = vec![Device::cuda_emulator()];
+    match Device::cuda(0) {
+        Ok(gpu) => devices.push(gpu),
+        Err(err) => {
+            let required = std::env::var("FERROGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(!required, "FERROGRAD_REQUIRE_GPU=1 but: {err}");
+        }
+    }
+    devices
+}
+
+/// Everything a training run leaves behind, to compare two runs bit for bit.
+struct RunResult {
+    stats: Vec<[f32; 4]>,
+    weights: Vec<Vec<f32>>,
+    adam_moments: Vec<Vec<f32>>,
+    adam_steps: [u64; 2],
+    generator: Generator,
+}
+
+/// Batches of "images" drawn from a generator of their own (not the process-wide one, which
+/// the steps draw their noise and dropout masks from). A batch of 5 among 8s runs eagerly
+/// between replays.
+fn batches(device: &Device) -> Vec<Tensor> {
+    let mut data = Generator::new(99);
+    [8, 8, 5, 8, 8]
+        .iter()
+        .map(|&n| Tensor::uniform_with(&[n, IMAGE_DIM], -1.0, 1.0, device, &mut data))
+        .collect()
+}
+
+fn train(device: &Device, capture: bool) -> RunResult {
+    manual_seed(7);
+    let mut gan = Gan::new(device, 2e-4);
+    if capture {
+        gan.capture_train_step(8).expect("capture");
+    }
+    let stats = batches(device)
+        .iter()
+        .map(|real| {
+            let s = gan.train_step(real);
+            [s.d_loss, s.g_loss, s.d_real, s.d_fake]
+        })
+        .collect();
+    let nets = [&gan.generator, &gan.discriminator];
+    let optimizers = [&gan.generator_optimizer, &gan.discriminator_optimizer];
+    RunResult {
+        stats,
+        weights: nets
+            .iter()
+            .flat_map(|net| net.parameters())
+            .map(|p| p.to_vec())
+            .collect(),
+        adam_moments: optimizers
+            .iter()
+            .flat_map(|opt| opt.states())
+            .flat_map(|state| [state.exp_avg.to_vec(), state.exp_avg_sq.to_vec()])
+            .collect(),
+        adam_steps: optimizers.map(|opt| opt.step_count()),
+        generator: with_default_generator(|g| *g),
+    }
+}
+
+#[test]
+fn replaying_the_captured_gan_step_equals_running_it_eagerly() {
+    let _turn = one_at_a_time();
+    for device in cuda_devices() {
+        let eager = train(&device, false);
+        let replayed = train(&device, true);
+        assert_eq!(eager.adam_steps, [5, 5]);
+        assert!(eager.stats.iter().flatten().all(|v| v.is_finite()));
+        // Same kernels, same order, same random numbers: identical to the last bit.
+        assert_eq!(replayed.stats, eager.stats, "statistics on {device}");
+        assert_eq!(
+            replayed.adam_steps, eager.adam_steps,
+            "Adam steps on {device}"
+        );
+        assert_eq!(replayed.generator, eager.generator, "generator on {device}");
+        let tensors = [
+            ("weight", &replayed.weights, &eager.weights),
+            ("Adam moment", &replayed.adam_moments, &eager.adam_moments),
+        ];
+        for (what, replayed, eager) in tensors {
+            for (i, (r, e)) in replayed.iter().zip(eager).enumerate() {
+                assert!(r == e, "{what} tensor {i} differs on {device}");
+            }
+        }
+    }
+}
+
+#[test]
+fn capturing_runs_nothing() {
+    let _turn = one_at_a_time();
+    for device in cuda_devices() {
+        manual_seed(3);
+        let mut gan = Gan::new(&device, 2e-4);
+        let weights = gan.generator.parameters()[0].to_vec();
+        let generator = with_default_generator(|g| *g);
+        gan.capture_train_step(8).expect("capture");
+        assert_eq!(gan.generator.parameters()[0].to_vec(), weights);
+        assert_eq!(with_default_generator(|g| *g), generator);
+        assert_eq!(gan.generator_optimizer.step_count(), 0);
+        assert!(gan.last_stats().is_none());
+        // D step (3 LeakyReLU/dropout layers, 2 BCEs …) plus G step: well over a hundred.
+        let launches = gan.captured_launches().expect("captured");
+        assert!(launches > 100, "{launches} launches");
+    }
+}
+
+#[test]
+fn replays_draw_fresh_random_numbers_and_allocate_nothing() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let Device::Cuda(cuda) = &device else {
+        unreachable!()
+    };
+    let x = Tensor::zeros(&[6], &device);
+    let (graph, y) = graph::capture(&device, || {
+        let noise = Tensor::randn(&[6], &device);
+        &x + &noise
+    })
+    .expect("capture");
+    assert_eq!(graph.random_blocks(), 2);
+    let mut eager = with_default_generator(|g| *g);
+    for step in 0..3 {
+        x.assign(&[step as f32; 6]);
+        graph.replay().expect("replay");
+        let expected = &x + &Tensor::randn_with(&[6], &device, &mut eager);
+        assert_eq!(y.to_vec(), expected.to_vec(), "replay {step}");
+    }
+    assert_eq!(with_default_generator(|g| *g), eager);
+    let allocations = cuda.raw_allocations();
+    for _ in 0..3 {
+        graph.replay().expect("replay");
+    }
+    assert_eq!(
+        cuda.raw_allocations(),
+        allocations,
+        "replays allocate nothing"
+    );
+}
+
+#[test]
+fn a_copy_from_the_host_inside_a_capture_is_a_clear_error_and_harms_nothing() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let err = graph::capture(&device, || Tensor::from_vec(vec![1.0, 2.0], &[2], &device))
+        .expect_err("a host copy cannot be captured");
+    assert!(err.to_string().contains("inside a captured step"), "{err}");
+    // The device still runs eagerly, and captures again.
+    let t = Tensor::from_vec(vec![1.0, 2.0], &[2], &device);
+    assert_eq!((&t * 3.0).to_vec(), [3.0, 6.0]);
+    let (graph, doubled) = graph::capture(&device, || &t * 2.0).expect("capture");
+    graph.replay().expect("replay");
+    assert_eq!(doubled.to_vec(), [2.0, 4.0]);
+}
+
+#[test]
+fn a_capture_drawing_from_two_generators_is_refused() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let err = graph::capture(&device, || {
+        let a = Tensor::randn(&[4], &device);
+        let b = Tensor::randn_with(&[4], &device, &mut Generator::new(1234));
+        &a + &b
+    })
+    .expect_err("two generators");
+    assert!(err.to_string().contains("more than one generator"), "{err}");
+}
+
+#[test]
+fn graphs_need_a_cuda_device() {
+    let err = graph::capture(&Device::Cpu, || ()).expect_err("CPU");
+    assert!(err.to_string().contains("needs a CUDA device"), "{err}");
+    let mut gan = Gan::new(&Device::Cpu, 2e-4);
+    assert!(gan.capture_train_step(64).is_err());
+}
