@@ -1,6 +1,7 @@
 //! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_80 (A100) and sm_90 (H100/H200)
-//! to cubin and prints ptxas's report: registers, spills and shared memory per kernel. Exits
-//! non-zero on a compile error or on any spill. Needs only NVRTC (`pip install
+//! to cubin and prints ptxas's report: registers, spills and shared memory per kernel; then
+//! counts the 16-byte loads in the large GEMM's PTX (global and shared). Exits non-zero on a
+//! compile error, on any spill, or if the large GEMM lost its vector loads. Needs only NVRTC (`pip install
 //! nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
 //!
 //! `cargo run --release --example nvrtc_report`
@@ -64,10 +65,45 @@ fn main() -> ExitCode {
             }
         }
     }
+    failed |= !large_gemm_loads_16_bytes();
     if failed {
         ExitCode::FAILURE
     } else {
         println!("every kernel compiled for sm_80 and sm_90 without spills");
         ExitCode::SUCCESS
     }
+}
+
+/// Whether `gemm_large` reads global and shared memory 16 bytes at a time, as designed: its
+/// PTX (sm_90) holds `ld.global…v4.f32` and `ld.shared.v4.f32` instructions.
+fn large_gemm_loads_16_bytes() -> bool {
+    let Some(module) = MODULES.iter().find(|m| m.kernels.contains(&"gemm_large")) else {
+        eprintln!("FAILED: no gemm_large kernel");
+        return false;
+    };
+    let ptx = match nvrtc::compile(module, 9, 0, Output::Ptx) {
+        Ok(compiled) => String::from_utf8_lossy(&compiled.image).into_owned(),
+        Err(err) => {
+            eprintln!("{err}");
+            return false;
+        }
+    };
+    // The kernel's body: from its entry to the next entry (or the end).
+    let body = ptx
+        .split(".entry ")
+        .find(|entry| entry.starts_with("gemm_large("))
+        .unwrap_or("");
+    let count = |pattern: &str| {
+        body.lines()
+            .filter(|line| line.contains(pattern) && line.contains(".v4.f32"))
+            .count()
+    };
+    let (global, shared) = (count("ld.global"), count("ld.shared"));
+    println!(
+        "gemm_large PTX (sm_90): {global} 16-byte global loads, {shared} 16-byte shared loads"
+    );
+    if global == 0 || shared == 0 {
+        eprintln!("FAILED: gemm_large lost its 16-byte loads");
+    }
+    global > 0 && shared > 0
 }

@@ -1,14 +1,77 @@
 // C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n] (+ bias[n] on every row)), the three products
 // a linear layer needs (X·Wᵀ, dY·W, dYᵀ·X) without materialising a transpose: A is stored
 // [m, k] or, when lhs_transposed, [k, m]; B is stored [k, n] or, when rhs_transposed, [n, k].
-// The epilogue is the identity (`gemm`) or an activation (`gemm_<activation>`), applied as
-// each result leaves its register: a linear layer and its activation in one kernel.
+// The epilogue is the identity or an activation (GEMM_EPILOGUE_*), applied as each result
+// leaves its register: a linear layer and its activation in one kernel.
 //
-// Shared-memory tiling with register blocking: a block of 16 × 16 threads computes a
-// GEMM_BM × GEMM_BN tile of C, each thread a GEMM_TM × GEMM_TN patch held in registers. Each
-// step of GEMM_BK along k stages a slice of A and of B in shared memory, which every thread of
-// the block then reuses GEMM_TN (resp. GEMM_TM) times. Launch: grid (ceil(n / 64),
-// ceil(m / 64)), 256 threads.
+// Three kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan):
+// - gemm: 64 × 64 tiles of C, 256 threads, 4 × 4 results per thread. For the small products of
+//   a batch-64 MLP, where 128 × 128 tiles would leave most of the GPU idle. With split-K
+//   (gridDim.z > 1) each block sums only k_chunk of k and writes its partial tile to
+//   `partials`, and
+// - gemm_split_reduce adds the partials in a fixed order (deterministic, unlike atomics), then
+//   the bias and the epilogue. A product with a long k and few tiles (64 × 1024 · 1024 × 784)
+//   then keeps many SMs busy instead of 13.
+// - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, 16-byte global
+//   loads, and double-buffered shared memory (the next k-slice is loaded into registers while
+//   the current one is multiplied). For large products (4096³), where the arithmetic per byte
+//   of shared memory traffic decides the speed.
+
+#define GEMM_EPILOGUE_NONE 0
+#define GEMM_EPILOGUE_RELU 1
+#define GEMM_EPILOGUE_LEAKY_RELU 2
+#define GEMM_EPILOGUE_TANH 3
+#define GEMM_EPILOGUE_SIGMOID 4
+
+struct GemmArgs {
+    const float* a;
+    const float* b;
+    const float* bias;  // null for none
+    float* c;
+    float* partials;    // split-K: [gridDim.z, m, n] partial sums; null otherwise
+    int m;
+    int k;
+    int n;
+    int lhs_transposed;
+    int rhs_transposed;
+    int k_chunk;        // the k each block sums (k itself without split-K)
+    int splits;         // gemm_split_reduce: how many partial products to add
+    int epilogue;       // GEMM_EPILOGUE_*
+    float p;            // the epilogue's parameter (LeakyReLU's slope)
+};
+
+__device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
+    switch (args.epilogue) {
+        case GEMM_EPILOGUE_RELU: return relu_forward(x);
+        case GEMM_EPILOGUE_LEAKY_RELU: return leaky_relu_forward(x, args.p);
+        case GEMM_EPILOGUE_TANH: return tanh_forward(x);
+        case GEMM_EPILOGUE_SIGMOID: return sigmoid_forward(x);
+        default: return x;
+    }
+}
+
+// C[at] (in column `col`) = epilogue(sum + bias[col]).
+__device__ __forceinline__ void gemm_finish(const GemmArgs& args, u64 at, int col, float sum) {
+    float bias = args.bias ? args.bias[col] : 0.0f;
+    args.c[at] = gemm_epilogue(args, sum + bias);
+}
+
+// Writes one result: the finished value, or a partial sum under split-K.
+__device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int col, float acc) {
+    if (row >= args.m || col >= args.n) {
+        return;
+    }
+    u64 at = (u64)row * args.n + col;
+    if (args.partials) {
+        args.partials[(u64)blockIdx.z * args.m * args.n + at] = acc;
+    } else {
+        gemm_finish(args, at, col, acc);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm: 64 × 64 tiles, optional split-K. Launch: grid (ceil(n / 64), ceil(m / 64), splits),
+// 256 threads.
 
 #define GEMM_BM 64
 #define GEMM_BN 64
@@ -17,21 +80,7 @@
 #define GEMM_TN 4
 #define GEMM_THREADS 256
 
-struct GemmArgs {
-    const float* a;
-    const float* b;
-    const float* bias;  // null for none
-    float* c;
-    int m;
-    int k;
-    int n;
-    int lhs_transposed;
-    int rhs_transposed;
-    float p;  // the epilogue's parameter (LeakyReLU's slope)
-};
-
-template <class Epilogue>
-__device__ void gemm_tiles(const GemmArgs& args, Epilogue epilogue) {
+FG_KERNEL(gemm, GemmArgs) {
     // k-major tiles: a thread's GEMM_TM (resp. GEMM_TN) operands of one k step are adjacent.
     __shared__ float a_tile[GEMM_BK][GEMM_BM];
     __shared__ float b_tile[GEMM_BK][GEMM_BN];
@@ -39,20 +88,22 @@ __device__ void gemm_tiles(const GemmArgs& args, Epilogue epilogue) {
     const int ty = threadIdx.x / 16;
     const int row0 = blockIdx.y * GEMM_BM;
     const int col0 = blockIdx.x * GEMM_BN;
+    const int k_begin = blockIdx.z * args.k_chunk;
+    const int k_end = min(args.k, k_begin + args.k_chunk);
     float acc[GEMM_TM][GEMM_TN];
     for (int i = 0; i < GEMM_TM; ++i) {
         for (int j = 0; j < GEMM_TN; ++j) {
             acc[i][j] = 0.0f;
         }
     }
-    for (int k0 = 0; k0 < args.k; k0 += GEMM_BK) {
+    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
         for (int e = threadIdx.x; e < GEMM_BM * GEMM_BK; e += GEMM_THREADS) {
             // Consecutive threads take consecutive k (A stored [m, k]) or rows (stored [k, m]).
             int r = args.lhs_transposed ? e % GEMM_BM : e / GEMM_BK;
             int p = args.lhs_transposed ? e / GEMM_BM : e % GEMM_BK;
             int row = row0 + r, kk = k0 + p;
             float v = 0.0f;
-            if (row < args.m && kk < args.k) {
+            if (row < args.m && kk < k_end) {
                 v = args.lhs_transposed ? args.a[(u64)kk * args.m + row] : args.a[(u64)row * args.k + kk];
             }
             a_tile[p][r] = v;
@@ -62,7 +113,7 @@ __device__ void gemm_tiles(const GemmArgs& args, Epilogue epilogue) {
             int c = args.rhs_transposed ? e / GEMM_BK : e % GEMM_BN;
             int col = col0 + c, kk = k0 + p;
             float v = 0.0f;
-            if (col < args.n && kk < args.k) {
+            if (col < args.n && kk < k_end) {
                 v = args.rhs_transposed ? args.b[(u64)col * args.k + kk] : args.b[(u64)kk * args.n + col];
             }
             b_tile[p][c] = v;
@@ -86,21 +137,157 @@ __device__ void gemm_tiles(const GemmArgs& args, Epilogue epilogue) {
         __syncthreads();
     }
     for (int i = 0; i < GEMM_TM; ++i) {
-        int row = row0 + ty * GEMM_TM + i;
         for (int j = 0; j < GEMM_TN; ++j) {
-            int col = col0 + tx * GEMM_TN + j;
-            if (row < args.m && col < args.n) {
-                float bias = args.bias ? args.bias[col] : 0.0f;
-                args.c[(u64)row * args.n + col] = epilogue(acc[i][j] + bias, args.p);
-            }
+            gemm_store(args, row0 + ty * GEMM_TM + i, col0 + tx * GEMM_TN + j, acc[i][j]);
         }
     }
 }
 
-FG_KERNEL(gemm, GemmArgs) { gemm_tiles(args, [](float x, float) { return x; }); }
-FG_KERNEL(gemm_relu, GemmArgs) { gemm_tiles(args, [](float x, float) { return relu_forward(x); }); }
-FG_KERNEL(gemm_leaky_relu, GemmArgs) {
-    gemm_tiles(args, [](float x, float slope) { return leaky_relu_forward(x, slope); });
+// The second pass of split-K: C = epilogue(Σ_z partials[z] + bias), z in order. One thread per
+// element of C (grid-stride).
+FG_KERNEL(gemm_split_reduce, GemmArgs) {
+    const u64 size = (u64)args.m * args.n;
+    for (u64 at = global_thread(); at < size; at += grid_stride()) {
+        float sum = 0.0f;
+        for (int z = 0; z < args.splits; ++z) {
+            sum += args.partials[(u64)z * size + at];
+        }
+        gemm_finish(args, at, (int)(at % args.n), sum);
+    }
 }
-FG_KERNEL(gemm_tanh, GemmArgs) { gemm_tiles(args, [](float x, float) { return tanh_forward(x); }); }
-FG_KERNEL(gemm_sigmoid, GemmArgs) { gemm_tiles(args, [](float x, float) { return sigmoid_forward(x); }); }
+
+// ---------------------------------------------------------------------------------------------
+// gemm_large: 128 × 128 tiles. Launch: grid (ceil(n / 128), ceil(m / 128)), 256 threads.
+//
+// Warp tiling: the 8 warps form a 2 × 4 grid of 64 × 32 warp tiles; lane (r = lane / 4,
+// c = lane % 4) of a warp owns the 4 × 4 patches at rows {0, 32} + 4r and columns {0, 16} + 4c
+// of its warp tile. Its operands of one k step are then two float4 reads of A's slice and two
+// of B's, and the 8 distinct A addresses of a warp cover 32 consecutive floats: no shared-memory
+// bank conflicts.
+
+#define LARGE_BM 128
+#define LARGE_BN 128
+#define LARGE_BK 8
+
+// Loads this thread's four values of the k-slice at k0 of one operand into `v`: 16 bytes at
+// once where the stored row allows (its length a multiple of 4: every float4 is aligned and
+// wholly inside or outside the matrix), one by one with bounds checks otherwise.
+//
+// The operand is stored `outer` rows of `inner` floats. `along_inner`: the four values are
+// consecutive in memory (the thread's slot is (outer index o, inner index i..i+4)).
+__device__ __forceinline__ void load_quad(const float* base, int outer, int inner, int o, int i,
+                                          float v[4]) {
+    if (o < outer && (inner % 4) == 0 && i + 3 < inner) {
+        float4 q = *(const float4*)(base + (u64)o * inner + i);
+        v[0] = q.x;
+        v[1] = q.y;
+        v[2] = q.z;
+        v[3] = q.w;
+    } else {
+        for (int t = 0; t < 4; ++t) {
+            v[t] = (o < outer && i + t < inner) ? base[(u64)o * inner + i + t] : 0.0f;
+        }
+    }
+}
+
+// Stages this thread's part of one k-slice of A (128 rows × 8) and of B (8 × 128 columns):
+// 1024 floats each, one quad per thread, read along whichever direction is contiguous.
+struct LargeSlice {
+    float a[4];
+    float b[4];
+};
+
+__device__ __forceinline__ void load_large_slice(const GemmArgs& args, int row0, int col0, int k0,
+                                                 LargeSlice& s) {
+    const int t = threadIdx.x;
+    if (args.lhs_transposed) {  // A stored [k, m]: quads along m
+        load_quad(args.a, args.k, args.m, k0 + t / 32, row0 + (t % 32) * 4, s.a);
+    } else {                     // A stored [m, k]: quads along k
+        load_quad(args.a, args.m, args.k, row0 + t / 2, k0 + (t % 2) * 4, s.a);
+    }
+    if (args.rhs_transposed) {  // B stored [n, k]: quads along k
+        load_quad(args.b, args.n, args.k, col0 + t / 2, k0 + (t % 2) * 4, s.b);
+    } else {                     // B stored [k, n]: quads along n
+        load_quad(args.b, args.k, args.n, k0 + t / 32, col0 + (t % 32) * 4, s.b);
+    }
+}
+
+// Writes a staged slice into shared memory, k-major (tile[k][row or column]).
+__device__ __forceinline__ void store_large_slice(const GemmArgs& args, const LargeSlice& s,
+                                                  float (*a_tile)[LARGE_BM],
+                                                  float (*b_tile)[LARGE_BN]) {
+    const int t = threadIdx.x;
+    for (int q = 0; q < 4; ++q) {
+        if (args.lhs_transposed) {
+            a_tile[t / 32][(t % 32) * 4 + q] = s.a[q];
+        } else {
+            a_tile[(t % 2) * 4 + q][t / 2] = s.a[q];
+        }
+        if (args.rhs_transposed) {
+            b_tile[(t % 2) * 4 + q][t / 2] = s.b[q];
+        } else {
+            b_tile[t / 32][(t % 32) * 4 + q] = s.b[q];
+        }
+    }
+}
+
+FG_KERNEL(gemm_large, GemmArgs) {
+    __shared__ __align__(16) float a_tiles[2][LARGE_BK][LARGE_BM];
+    __shared__ __align__(16) float b_tiles[2][LARGE_BK][LARGE_BN];
+    const int row0 = blockIdx.y * LARGE_BM;
+    const int col0 = blockIdx.x * LARGE_BN;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int warp_row = (warp / 4) * 64, warp_col = (warp % 4) * 32;
+    const int lane_row = (lane / 4) * 4, lane_col = (lane % 4) * 4;
+
+    float acc[8][8];
+    for (int i = 0; i < 8; ++i) {
+        for (int j = 0; j < 8; ++j) {
+            acc[i][j] = 0.0f;
+        }
+    }
+    LargeSlice slice;
+    load_large_slice(args, row0, col0, 0, slice);
+    store_large_slice(args, slice, a_tiles[0], b_tiles[0]);
+    __syncthreads();
+    int buffer = 0;
+    for (int k0 = 0; k0 < args.k; k0 += LARGE_BK) {
+        const bool more = k0 + LARGE_BK < args.k;
+        if (more) {
+            load_large_slice(args, row0, col0, k0 + LARGE_BK, slice);  // in flight during the FMAs
+        }
+        for (int p = 0; p < LARGE_BK; ++p) {
+            float a_reg[8], b_reg[8];
+            for (int half = 0; half < 2; ++half) {
+                float4 a4 = *(const float4*)&a_tiles[buffer][p][warp_row + half * 32 + lane_row];
+                float4 b4 = *(const float4*)&b_tiles[buffer][p][warp_col + half * 16 + lane_col];
+                a_reg[4 * half + 0] = a4.x;
+                a_reg[4 * half + 1] = a4.y;
+                a_reg[4 * half + 2] = a4.z;
+                a_reg[4 * half + 3] = a4.w;
+                b_reg[4 * half + 0] = b4.x;
+                b_reg[4 * half + 1] = b4.y;
+                b_reg[4 * half + 2] = b4.z;
+                b_reg[4 * half + 3] = b4.w;
+            }
+            for (int i = 0; i < 8; ++i) {
+                for (int j = 0; j < 8; ++j) {
+                    acc[i][j] += a_reg[i] * b_reg[j];
+                }
+            }
+        }
+        if (more) {
+            // The other buffer was last read before the previous barrier: free to overwrite.
+            store_large_slice(args, slice, a_tiles[buffer ^ 1], b_tiles[buffer ^ 1]);
+            __syncthreads();
+            buffer ^= 1;
+        }
+    }
+    for (int i = 0; i < 8; ++i) {
+        int row = row0 + warp_row + (i / 4) * 32 + lane_row + i % 4;
+        for (int j = 0; j < 8; ++j) {
+            int col = col0 + warp_col + (j / 4) * 16 + lane_col + j % 4;
+            gemm_store(args, row, col, acc[i][j]);
+        }
+    }
+}

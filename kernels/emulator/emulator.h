@@ -53,6 +53,13 @@ struct Registrar {
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
+inline int min(int a, int b) { return a < b ? a : b; }
 
 inline void __syncthreads() { ferrograd_emu::sync_threads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ferrograd_emu::sync_warp(); }

@@ -42,10 +42,12 @@ kernel_args!(
     SumRowsArgs { x: u64, out: u64, rows: u64, cols: u64 }
 );
 kernel_args!(
-    /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`); `p` is the epilogue's parameter.
+    /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`): `partials` and `splits` for split-K,
+    /// `epilogue` one of [`epilogue_code`]'s, `p` its parameter.
     GemmArgs {
-        a: u64, b: u64, bias: u64, c: u64,
-        m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32, p: f32,
+        a: u64, b: u64, bias: u64, c: u64, partials: u64,
+        m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
+        k_chunk: i32, splits: i32, epilogue: i32, p: f32,
     }
 );
 kernel_args!(
@@ -76,6 +78,21 @@ kernel_args!(
 /// `ADAM_MAX_TENSORS` in `adam.cu`: parameters per Adam launch (about 700 bytes of arguments,
 /// well under the 4 KiB a launch may pass).
 pub const ADAM_MAX_TENSORS: usize = 16;
+
+/// `GemmArgs::epilogue` (`GEMM_EPILOGUE_*` in `gemm.cu`) for a unary kernel's name.
+///
+/// # Panics
+/// For a kernel `gemm.cu` has no epilogue for (a programming error, not a user's).
+pub fn epilogue_code(name: &str) -> i32 {
+    match name {
+        <crate::backend::Identity as crate::backend::UnaryKernel>::NAME => 0,
+        "relu" => 1,
+        "leaky_relu" => 2,
+        "tanh" => 3,
+        "sigmoid" => 4,
+        other => panic!("gemm.cu has no epilogue for {other}"),
+    }
+}
 
 /// `BinaryArgs::broadcast` for each [`crate::backend::Broadcast`].
 pub fn broadcast_code(broadcast: crate::backend::Broadcast) -> i32 {

@@ -57,15 +57,61 @@ impl LaunchConfig {
         }
     }
 
-    /// `gemm.cu`: a 64 × 64 tile of C per block of 256 threads.
-    pub fn gemm(m: usize, n: usize) -> LaunchConfig {
+    /// `gemm.cu`'s `gemm`: a 64 × 64 tile of C per block of 256 threads, `splits` blocks
+    /// along k.
+    pub fn gemm(m: usize, n: usize, splits: usize) -> LaunchConfig {
         LaunchConfig {
             grid: Dim3 {
                 x: n.div_ceil(64).max(1) as u32,
                 y: m.div_ceil(64).max(1) as u32,
+                z: splits as u32,
+            },
+            block: Dim3::x(256),
+        }
+    }
+
+    /// `gemm.cu`'s `gemm_large`: a 128 × 128 tile of C per block of 256 threads.
+    pub fn gemm_large(m: usize, n: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid: Dim3 {
+                x: n.div_ceil(128).max(1) as u32,
+                y: m.div_ceil(128).max(1) as u32,
                 z: 1,
             },
             block: Dim3::x(256),
+        }
+    }
+}
+
+/// Which of `gemm.cu`'s kernels computes an `[m, k] · [k, n]` product, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPlan {
+    /// `gemm_large`: enough 128 × 128 tiles to give every SM of a large GPU one.
+    Large,
+    /// `gemm` with 64 × 64 tiles; with `splits > 1`, k is cut into `splits` chunks of
+    /// `k_chunk` whose partial products `gemm_split_reduce` adds.
+    Tiled { splits: usize, k_chunk: usize },
+}
+
+/// Blocks it takes to occupy a large GPU (an H100 has 132 SMs).
+const BLOCKS_TO_FILL: usize = 128;
+/// The least k one split-K block sums: below it, the extra pass costs more than it saves.
+const MIN_SPLIT_K: usize = 128;
+
+impl GemmPlan {
+    pub fn choose(m: usize, k: usize, n: usize) -> GemmPlan {
+        let large_tiles = m.div_ceil(128) * n.div_ceil(128);
+        if large_tiles >= BLOCKS_TO_FILL {
+            return GemmPlan::Large;
+        }
+        // Few tiles and a long k (a batch-64 layer): cut k until the blocks fill the GPU.
+        let tiles = m.div_ceil(64) * n.div_ceil(64);
+        let splits = BLOCKS_TO_FILL.div_ceil(tiles).min(k / MIN_SPLIT_K).max(1);
+        // Chunks in whole k-slices of 16, so only the last one is ragged.
+        let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
+        GemmPlan::Tiled {
+            splits: k.div_ceil(k_chunk).max(1),
+            k_chunk,
         }
     }
 }

@@ -1,14 +1,13 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs, GemmArgs,
-    RandomArgs, SumArgs, SumRowsArgs, UnaryArgs, ADAM_MAX_TENSORS,
+    broadcast_code, distribution_code, epilogue_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs,
+    GemmArgs, RandomArgs, SumArgs, SumRowsArgs, UnaryArgs, ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, DeviceBuffer};
-use super::launch::{LaunchConfig, SUM_CHUNK};
+use super::launch::{GemmPlan, LaunchConfig, SUM_CHUNK};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
-    UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
 
@@ -191,27 +190,45 @@ impl BackendStorage for CudaStorage {
         dims: GemmDims,
         epilogue: &E,
     ) -> Self {
-        let out = CudaStorage::uninit(dims.m * dims.n, self.device());
+        let device = self.device();
+        let out = CudaStorage::uninit(dims.m * dims.n, device);
         let dim =
             |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
-        let args = GemmArgs {
+        let mut args = GemmArgs {
             a: self.pointer(),
             b: rhs.pointer(),
             bias: bias.map_or(0, CudaStorage::pointer),
             c: out.pointer(),
+            partials: 0,
             m: dim(dims.m),
             k: dim(dims.k),
             n: dim(dims.n),
             lhs_transposed: i32::from(dims.lhs_transposed),
             rhs_transposed: i32::from(dims.rhs_transposed),
+            k_chunk: dim(dims.k),
+            splits: 1,
+            epilogue: epilogue_code(E::NAME),
             p: epilogue.param(),
         };
-        let name = match E::NAME {
-            Identity::NAME => "gemm".to_string(),
-            activation => format!("gemm_{activation}"),
-        };
-        self.device()
-            .launch(&name, LaunchConfig::gemm(dims.m, dims.n), args);
+        match GemmPlan::choose(dims.m, dims.k, dims.n) {
+            GemmPlan::Large => {
+                device.launch("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), args)
+            }
+            GemmPlan::Tiled { splits: 1, .. } => {
+                device.launch("gemm", LaunchConfig::gemm(dims.m, dims.n, 1), args)
+            }
+            GemmPlan::Tiled { splits, k_chunk } => {
+                // Deterministic split-K: partial tiles, then their sum in a fixed order.
+                let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
+                args.partials = partials.pointer();
+                args.k_chunk = dim(k_chunk);
+                args.splits = dim(splits);
+                device.launch("gemm", LaunchConfig::gemm(dims.m, dims.n, splits), args);
+                args.partials = partials.pointer();
+                let reduce = LaunchConfig::for_items((dims.m * dims.n) as u64);
+                device.launch("gemm_split_reduce", reduce, args);
+            }
+        }
         out
     }
 
