@@ -33,6 +33,9 @@ struct Args {
     /// Fewer, smaller measurements (for the emulator, or a quick look).
     #[arg(long)]
     quick: bool,
+    /// Time only the training iteration (for profiling it).
+    #[arg(long)]
+    iteration_only: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,6 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if args.iteration_only {
+        return Ok(());
+    }
     let _recording_off = no_grad();
     let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();
     shapes.push(if args.quick {

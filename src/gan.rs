@@ -192,7 +192,11 @@ impl Gan {
                 return;
             }
         }
-        self.last = Some(self.step_results(real));
+        // On the CPU the whole step runs as one task of the rayon pool: its parallel ops then
+        // split work from inside the pool instead of handing every op to it from outside and
+        // sleeping until it is done (two thread wake-ups per op, hundreds of ops per step).
+        let results = rayon::scope(|_| self.step_results(real));
+        self.last = Some(results);
     }
 
     /// The statistics of the latest step (`None` before the first).

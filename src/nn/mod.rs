@@ -15,8 +15,9 @@ pub use sequential::Sequential;
 use crate::ops::Activation;
 use crate::tensor::Tensor;
 
-/// A layer or a network of layers.
-pub trait Module {
+/// A layer or a network of layers. `Send + Sync`, so a training step can run on any thread
+/// of the rayon pool.
+pub trait Module: Send + Sync {
     fn forward(&self, input: &Tensor) -> Tensor;
 
     /// The elementwise activation this module is, if it is one a preceding layer can fuse.

@@ -94,27 +94,82 @@ fn gemm_impl<E: UnaryKernel>(
             bias.len()
         );
     }
-    let mut c = vec![0.0; m * n];
+    // Every element is written: by the first block of k, or, for k = 0, right here.
+    let mut c = super::pool::take(m * n);
+    if k == 0 {
+        c.fill(0.0);
+    }
     if m == 0 || n == 0 {
         return c;
     }
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    // All of op(A), packed once and shared by every tile: [row panel][p][i], the full k.
+    // (Every element is written by `pack`, padding included.)
+    let mut packed_a = super::pool::take(m.div_ceil(mr) * mr * k);
+    let a_layout = if dims.lhs_transposed {
+        Layout::AcrossK { stride: m }
+    } else {
+        Layout::AlongK { stride: k }
+    };
+    const PANELS_PER_TASK: usize = 4;
+    if k > 0 {
+        packed_a
+            .par_chunks_mut(PANELS_PER_TASK * mr * k)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let row0 = task * PANELS_PER_TASK * mr;
+                let rows = (PANELS_PER_TASK * mr).min(m - row0);
+                pack(a, a_layout, (row0, rows), (0, k), mr, chunk);
+            });
+    }
     let nc = tile_width(kernel, m, n);
     let col_tiles = n.div_ceil(nc);
-    let tiles: Vec<Vec<f32>> = (0..m.div_ceil(MC) * col_tiles)
+    let out = OutputMatrix {
+        c: c.as_mut_ptr(),
+        ldc: n,
+    };
+    (0..m.div_ceil(MC) * col_tiles)
         .into_par_iter()
-        .map(|t| {
+        .for_each(|t| {
             let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
-            compute_tile(kernel, a, b, bias, dims, tile, epilogue)
-        })
-        .collect();
-    for (t, values) in tiles.iter().enumerate() {
-        let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
-        for (row, tile_row) in values.chunks_exact(tile.cols).enumerate() {
-            let start = (tile.row0 + row) * n + tile.col0;
-            c[start..start + tile.cols].copy_from_slice(tile_row);
-        }
-    }
+            PACKED_B.with_borrow_mut(|packed_b| {
+                // The packing buffer lives on with its thread: no allocation (and no fresh
+                // pages to fault in) per call.
+                packed_b.resize(tile.cols.div_ceil(nr) * nr * KC, 0.0);
+                // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
+                unsafe { multiply_tile(kernel, &packed_a, b, dims, tile, packed_b, out) };
+            });
+            // SAFETY: as above.
+            unsafe { finish_tile(out, tile, bias, epilogue) };
+        });
+    super::pool::give_back(packed_a);
     c
+}
+
+/// C as the tiles see it: a raw pointer, since tiles of one row of C (disjoint column ranges)
+/// are written by different threads at once.
+#[derive(Clone, Copy)]
+struct OutputMatrix {
+    c: *mut f32,
+    ldc: usize,
+}
+
+// SAFETY: the pointer is only used for the disjoint tiles of one product, while the `Vec` it
+// points into is alive and borrowed by nothing else (gemm_impl).
+unsafe impl Send for OutputMatrix {}
+// SAFETY: as above.
+unsafe impl Sync for OutputMatrix {}
+
+impl OutputMatrix {
+    /// The `cols` elements of row `row` from column `col`.
+    ///
+    /// # Safety
+    /// They must be inside C and touched by no other thread while the slice lives.
+    #[allow(clippy::mut_from_ref)] // a window on C, disjoint per caller (the contract)
+    unsafe fn row(&self, row: usize, col: usize, cols: usize) -> &mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.c.add(row * self.ldc + col), cols) }
+    }
 }
 
 /// Columns per tile: enough tiles for two per thread when the rows alone do not provide them,
@@ -149,90 +204,88 @@ impl Tile {
     }
 }
 
-fn compute_tile<E: UnaryKernel>(
-    kernel: Microkernel,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    dims: GemmDims,
+/// Adds the bias and applies the epilogue over `tile` of C, while it is still in cache.
+///
+/// # Safety
+/// `tile` must be inside C and touched by no other thread during the call.
+unsafe fn finish_tile<E: UnaryKernel>(
+    out: OutputMatrix,
     tile: Tile,
+    bias: Option<&[f32]>,
     epilogue: &E,
-) -> Vec<f32> {
-    let (mr, nr) = (kernel.mr(), kernel.nr());
-    let mut out = vec![0.0f32; tile.rows * tile.cols];
-    let row_panels = tile.rows.div_ceil(mr);
-    let col_panels = tile.cols.div_ceil(nr);
-    PACKED.with_borrow_mut(|(packed_a, packed_b)| {
-        // Packing buffers live on with their thread: no allocation (and no fresh pages to
-        // fault in) per call.
-        packed_a.resize(row_panels * mr * KC, 0.0);
-        packed_b.resize(col_panels * nr * KC, 0.0);
-        multiply_tile(kernel, a, b, dims, tile, packed_a, packed_b, &mut out);
-    });
-    if let Some(bias) = bias {
-        let bias = &bias[tile.col0..tile.col0 + tile.cols];
-        for row in out.chunks_exact_mut(tile.cols) {
-            for (c, &b) in row.iter_mut().zip(bias) {
+) {
+    if bias.is_none() && E::NAME == Identity::NAME {
+        return;
+    }
+    for row in tile.row0..tile.row0 + tile.rows {
+        // SAFETY: a row of the tile (the caller's contract).
+        let values = unsafe { out.row(row, tile.col0, tile.cols) };
+        if let Some(bias) = bias {
+            for (c, &b) in values.iter_mut().zip(&bias[tile.col0..]) {
                 *c += b;
             }
         }
+        if E::NAME != Identity::NAME {
+            values.iter_mut().for_each(|c| *c = epilogue.apply(*c));
+        }
     }
-    if E::NAME != Identity::NAME {
-        out.iter_mut().for_each(|c| *c = epilogue.apply(*c));
-    }
-    out
 }
 
 thread_local! {
-    /// Each worker thread's packing buffers for `A` and `B`.
-    static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Each worker thread's packing buffer for `B`.
+    static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `out += op(A) · op(B)` over one tile, `KC` steps of `k` at a time.
-#[allow(clippy::too_many_arguments)] // the loop nest's state, passed down once
-fn multiply_tile(
+/// `C = op(A) · op(B)` over one tile, `KC` steps of `k` at a time: the first block overwrites
+/// the tile, the others add to it.
+///
+/// # Safety
+/// `tile` must be inside C and touched by no other thread during the call.
+unsafe fn multiply_tile(
     kernel: Microkernel,
-    a: &[f32],
+    packed_a: &[f32],
     b: &[f32],
     dims: GemmDims,
     tile: Tile,
-    packed_a: &mut [f32],
     packed_b: &mut [f32],
-    out: &mut [f32],
+    out: OutputMatrix,
 ) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
-    let row_panels = tile.rows.div_ceil(mr);
-    let col_panels = tile.cols.div_ceil(nr);
-    // `op(A)`'s rows and `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
-    let a_layout = if dims.lhs_transposed {
-        Layout::AcrossK { stride: dims.m }
-    } else {
-        Layout::AlongK { stride: dims.k }
-    };
+    let k = dims.k;
+    // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
     let b_layout = if dims.rhs_transposed {
-        Layout::AlongK { stride: dims.k }
+        Layout::AlongK { stride: k }
     } else {
         Layout::AcrossK { stride: dims.n }
     };
-    let mut block = [0.0f32; MAX_BLOCK];
-    for k0 in (0..dims.k).step_by(KC) {
-        let kc = KC.min(dims.k - k0);
-        // packed_a[(panel · kc + p) · mr + i] = op(A)[row0 + panel · mr + i, k0 + p], and
+    let mut edge = [0.0f32; MAX_BLOCK];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
         // packed_b[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j].
-        pack(a, a_layout, (tile.row0, tile.rows), (k0, kc), mr, packed_a);
         pack(b, b_layout, (tile.col0, tile.cols), (k0, kc), nr, packed_b);
-        for panel_i in 0..row_panels {
-            let a_panel = &packed_a[panel_i * mr * kc..(panel_i + 1) * mr * kc];
-            for panel_j in 0..col_panels {
-                let b_panel = &packed_b[panel_j * nr * kc..(panel_j + 1) * nr * kc];
-                kernel.run(kc, a_panel, b_panel, &mut block);
-                // Add the register block into the tile, skipping the zero padding at the edges.
-                let rows = mr.min(tile.rows - panel_i * mr);
-                let cols = nr.min(tile.cols - panel_j * nr);
-                for (i, block_row) in block.chunks_exact(nr).enumerate().take(rows) {
-                    let start = (panel_i * mr + i) * tile.cols + panel_j * nr;
-                    for (c, &v) in out[start..start + cols].iter_mut().zip(block_row) {
-                        *c += v;
+        let accumulate = k0 > 0;
+        for row in (tile.row0..tile.row0 + tile.rows).step_by(mr) {
+            // The tile's rows start on a panel boundary (MC is a multiple of every MR).
+            let a_panel = &packed_a[(row / mr) * mr * k + k0 * mr..][..kc * mr];
+            let rows = mr.min(tile.row0 + tile.rows - row);
+            for (panel, col) in (tile.col0..tile.col0 + tile.cols).step_by(nr).enumerate() {
+                let b_panel = &packed_b[panel * nr * kc..(panel + 1) * nr * kc];
+                let cols = nr.min(tile.col0 + tile.cols - col);
+                if rows == mr && cols == nr {
+                    // SAFETY: a whole block inside the tile (the caller's contract).
+                    let c = unsafe { out.c.add(row * out.ldc + col) };
+                    // SAFETY: as above.
+                    unsafe { kernel.run(kc, a_panel, b_panel, c, out.ldc, accumulate) };
+                    continue;
+                }
+                // An edge block: computed aside, its valid part written into the tile.
+                // SAFETY: `edge` holds the MR × NR block with row stride NR.
+                unsafe { kernel.run(kc, a_panel, b_panel, edge.as_mut_ptr(), nr, false) };
+                for (i, block_row) in edge.chunks_exact(nr).take(rows).enumerate() {
+                    // SAFETY: row `row + i`, columns `col..col + cols` are inside the tile.
+                    let c = unsafe { out.row(row + i, col, cols) };
+                    for (c, &v) in c.iter_mut().zip(block_row) {
+                        *c = if accumulate { *c + v } else { v };
                     }
                 }
             }
@@ -266,6 +319,19 @@ fn pack(
         let first = x0 + panel * width;
         let valid = width.min(count - panel * width);
         match layout {
+            #[cfg(target_arch = "x86_64")]
+            Layout::AlongK { stride } if valid == width && gather::fits(width, stride) => {
+                let start = first * stride + k0;
+                // The gathers read src[start + t·stride + p] for t < width, p < kc: the
+                // panel's rows, inside `src` as for the scalar path below.
+                assert!(
+                    start + (width - 1) * stride + kc <= src.len(),
+                    "pack: short operand"
+                );
+                // SAFETY: the CPU supports AVX-512F (`fits`), the reads are inside `src`
+                // (asserted above), and `dst` holds `width · kc` floats.
+                unsafe { gather::pack_panel(src.as_ptr().add(start), stride, width, kc, dst) };
+            }
             Layout::AlongK { stride } => {
                 for t in 0..valid {
                     let run = &src[(first + t) * stride + k0..][..kc];
@@ -284,6 +350,81 @@ fn pack(
         if valid < width {
             for step in dst.chunks_exact_mut(width) {
                 step[valid..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Packing a panel whose rows run along `k` is a transpose: element `(t, p)` goes to
+/// `dst[p · width + t]`. Scalar, that is a strided load and a store per element; an AVX-512
+/// gather fetches 16 of them (16 rows at one `p`, or 8 rows at two) in one instruction.
+#[cfg(target_arch = "x86_64")]
+mod gather {
+    use std::arch::x86_64::*;
+
+    /// Whether [`pack_panel`] handles panels of `width` rows `stride` apart on this CPU.
+    pub fn fits(width: usize, stride: usize) -> bool {
+        (width == 8 || width.is_multiple_of(16))
+            && 16 * stride < i32::MAX as usize
+            && is_x86_feature_detected!("avx512f")
+    }
+
+    /// `dst[p · width + t] = src[t · stride + p]` for `t < width`, `p < kc`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and [`fits`] must hold; every `src[t · stride + p]` must
+    /// be readable, and `dst` must hold `width · kc` floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_panel(
+        src: *const f32,
+        stride: usize,
+        width: usize,
+        kc: usize,
+        dst: &mut [f32],
+    ) {
+        assert!(dst.len() >= width * kc, "pack: short panel");
+        let dst = dst.as_mut_ptr();
+        // Element offsets of the 16 lanes of a gather, from a lane's (row, step).
+        let lanes = |lane: fn(i32) -> (i32, i32)| {
+            let offsets: [i32; 16] = std::array::from_fn(|l| {
+                let (row, step) = lane(l as i32);
+                row * stride as i32 + step
+            });
+            // SAFETY: an unaligned load of the 64 bytes of `offsets`.
+            unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) }
+        };
+        if width == 8 {
+            // Lane l: row l % 8 at step p + l / 8 — two steps of eight rows per gather.
+            let rows = lanes(|l| (l % 8, l / 8));
+            let mut p = 0;
+            while p + 2 <= kc {
+                // SAFETY: rows 0..8 at steps p and p + 1, readable (the caller's contract);
+                // dst[8p..8p + 16] is inside `dst`.
+                unsafe {
+                    let v = _mm512_i32gather_ps::<4>(rows, src.add(p));
+                    _mm512_storeu_ps(dst.add(8 * p), v);
+                }
+                p += 2;
+            }
+            if p < kc {
+                for t in 0..8 {
+                    // SAFETY: as above, the last step alone.
+                    unsafe { *dst.add(8 * p + t) = *src.add(t * stride + p) };
+                }
+            }
+            return;
+        }
+        // Lane l: row l of a group of 16 rows, at one step.
+        let rows = lanes(|l| (l, 0));
+        for p in 0..kc {
+            for group in 0..width / 16 {
+                // SAFETY: rows 16·group.. at step p, readable (the caller's contract);
+                // dst[p·width + 16·group..][..16] is inside `dst`.
+                unsafe {
+                    let base = src.add(16 * group * stride + p);
+                    let v = _mm512_i32gather_ps::<4>(rows, base);
+                    _mm512_storeu_ps(dst.add(p * width + 16 * group), v);
+                }
             }
         }
     }

@@ -94,11 +94,25 @@ impl Microkernel {
         })
     }
 
-    /// `out[i · NR + j] = Σ_p a[p · MR + i] · b[p · NR + j]` over `kc` steps of packed panels.
+    /// `C[i, j] (+)= Σ_p a[p · MR + i] · b[p · NR + j]` over `kc` steps of packed panels, for
+    /// the `MR × NR` block of C at `c` (`C[i, j]` at `c + i · ldc + j`), added to what is
+    /// there when `accumulate`, else overwriting it.
     ///
     /// # Panics
-    /// If the kernel is not supported here, or a slice is shorter than the block needs.
-    pub fn run(self, kc: usize, a: &[f32], b: &[f32], out: &mut [f32; MAX_BLOCK]) {
+    /// If the kernel is not supported here, or a panel is shorter than `kc` steps.
+    ///
+    /// # Safety
+    /// `c + i · ldc + j` must be valid for reads and writes for every `i < MR`, `j < NR`, and
+    /// no other thread may access those elements during the call.
+    pub unsafe fn run(
+        self,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         let (mr, nr) = (self.mr(), self.nr());
         assert!(
             a.len() >= kc * mr && b.len() >= kc * nr,
@@ -108,20 +122,15 @@ impl Microkernel {
             self.is_supported(),
             "microkernel {self:?} is not supported here"
         );
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        // SAFETY (all arms): the panels hold `kc` steps (asserted above), the block at `c` is
+        // ours (the caller's contract), and the CPU supports the kernel (asserted above).
         match self {
-            Microkernel::Portable => portable::<4, 8>(kc, a, b, out),
+            Microkernel::Portable => unsafe { portable::<4, 8>(kc, a, b, c, ldc, accumulate) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU supports AVX2 and FMA (checked above), and the panels hold
-            // `kc` steps of 6 and 16 values (asserted above); `out` holds 96.
-            Microkernel::Avx2 => unsafe {
-                x86::avx2_6x16(kc, a.as_ptr(), b.as_ptr(), out.as_mut_ptr())
-            },
+            Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, c, ldc, accumulate) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU supports AVX-512F (checked above), and the panels hold `kc`
-            // steps of 8 and 32 values (asserted above); `out` holds 256.
-            Microkernel::Avx512 => unsafe {
-                x86::avx512_8x32(kc, a.as_ptr(), b.as_ptr(), out.as_mut_ptr())
-            },
+            Microkernel::Avx512 => unsafe { x86::avx512_8x32(kc, a, b, c, ldc, accumulate) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the portable kernel is supported off x86-64"),
         }
@@ -129,17 +138,26 @@ impl Microkernel {
 }
 
 /// Plain Rust, shaped so that the compiler can vectorise it for any target.
-fn portable<const MR: usize, const NR: usize>(
+///
+/// # Safety
+/// As [`Microkernel::run`], with `a` holding `MR·kc` floats and `b` `NR·kc`.
+unsafe fn portable<const MR: usize, const NR: usize>(
     kc: usize,
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32; MAX_BLOCK],
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
 ) {
+    // SAFETY: the panels' lengths are the caller's contract.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(b, kc * NR),
+        )
+    };
     let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in a[..kc * MR]
-        .chunks_exact(MR)
-        .zip(b[..kc * NR].chunks_exact(NR))
-    {
+    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] += a[i] * b[j];
@@ -147,7 +165,13 @@ fn portable<const MR: usize, const NR: usize>(
         }
     }
     for (i, row) in acc.iter().enumerate() {
-        out[i * NR..(i + 1) * NR].copy_from_slice(row);
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: element (i, j) of the block, valid and ours (the caller's contract).
+            unsafe {
+                let out = c.add(i * ldc + j);
+                *out = if accumulate { *out + v } else { v };
+            }
+        }
     }
 }
 
@@ -156,10 +180,18 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `a` must hold `6·kc` floats, `b` `16·kc`, `out` 96.
+    /// The CPU must support AVX2 and FMA; `a` must hold `6·kc` floats, `b` `16·kc`; the
+    /// 6 × 16 block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2_6x16(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-        let mut c = [_mm256_setzero_ps(); 12];
+    pub unsafe fn avx2_6x16(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 12];
         for p in 0..kc {
             // SAFETY: step `p` reads b[16p..16p + 16] and a[6p..6p + 6], inside the panels.
             unsafe {
@@ -167,22 +199,38 @@ mod x86 {
                 let b1 = _mm256_loadu_ps(b.add(16 * p + 8));
                 for i in 0..6 {
                     let a_i = _mm256_set1_ps(*a.add(6 * p + i));
-                    c[2 * i] = _mm256_fmadd_ps(a_i, b0, c[2 * i]);
-                    c[2 * i + 1] = _mm256_fmadd_ps(a_i, b1, c[2 * i + 1]);
+                    acc[2 * i] = _mm256_fmadd_ps(a_i, b0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm256_fmadd_ps(a_i, b1, acc[2 * i + 1]);
                 }
             }
         }
-        for (i, v) in c.iter().enumerate() {
-            // SAFETY: 12 stores of 8 floats fill exactly the 96 of `out`.
-            unsafe { _mm256_storeu_ps(out.add(8 * i), *v) };
+        for (half, v) in acc.iter().enumerate() {
+            // SAFETY: row half / 2, columns 8 · (half % 2) + 0..8: inside the block.
+            unsafe {
+                let out = c.add((half / 2) * ldc + 8 * (half % 2));
+                let v = if accumulate {
+                    _mm256_add_ps(_mm256_loadu_ps(out), *v)
+                } else {
+                    *v
+                };
+                _mm256_storeu_ps(out, v);
+            }
         }
     }
 
     /// # Safety
-    /// The CPU must support AVX-512F; `a` must hold `8·kc` floats, `b` `32·kc`, `out` 256.
+    /// The CPU must support AVX-512F; `a` must hold `8·kc` floats, `b` `32·kc`; the 8 × 32
+    /// block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_8x32(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
-        let mut c = [_mm512_setzero_ps(); 16];
+    pub unsafe fn avx512_8x32(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 16];
         for p in 0..kc {
             // SAFETY: step `p` reads b[32p..32p + 32] and a[8p..8p + 8], inside the panels.
             unsafe {
@@ -190,14 +238,22 @@ mod x86 {
                 let b1 = _mm512_loadu_ps(b.add(32 * p + 16));
                 for i in 0..8 {
                     let a_i = _mm512_set1_ps(*a.add(8 * p + i));
-                    c[2 * i] = _mm512_fmadd_ps(a_i, b0, c[2 * i]);
-                    c[2 * i + 1] = _mm512_fmadd_ps(a_i, b1, c[2 * i + 1]);
+                    acc[2 * i] = _mm512_fmadd_ps(a_i, b0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm512_fmadd_ps(a_i, b1, acc[2 * i + 1]);
                 }
             }
         }
-        for (i, v) in c.iter().enumerate() {
-            // SAFETY: 16 stores of 16 floats fill exactly the 256 of `out`.
-            unsafe { _mm512_storeu_ps(out.add(16 * i), *v) };
+        for (half, v) in acc.iter().enumerate() {
+            // SAFETY: row half / 2, columns 16 · (half % 2) + 0..16: inside the block.
+            unsafe {
+                let out = c.add((half / 2) * ldc + 16 * (half % 2));
+                let v = if accumulate {
+                    _mm512_add_ps(_mm512_loadu_ps(out), *v)
+                } else {
+                    *v
+                };
+                _mm512_storeu_ps(out, v);
+            }
         }
     }
 }

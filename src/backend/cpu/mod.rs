@@ -6,6 +6,7 @@
 
 mod gemm;
 mod microkernel;
+mod pool;
 
 pub use gemm::{gemm, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
@@ -21,12 +22,21 @@ use crate::rng::PhiloxStream;
 const MIN_ELEMENTS_PER_TASK: usize = 8192;
 /// The fixed chunk of a full reduction; partial sums are combined in chunk order.
 const SUM_CHUNK: usize = 4096;
+/// Elements per task of an optimiser update.
+const OPTIMIZER_CHUNK: usize = 16384;
 /// Elements per task of a random fill: a multiple of 4, so a task starts on a Philox block.
 const RANDOM_CHUNK: usize = 16384;
 
-/// A tensor's elements in host memory, row-major.
+/// A tensor's elements in host memory, row-major. The buffer goes back to the backend's cache
+/// when the storage is dropped (see `pool.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuStorage(Vec<f32>);
+
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        pool::give_back(std::mem::take(&mut self.0));
+    }
+}
 
 impl CpuStorage {
     pub fn from_vec(data: Vec<f32>) -> Self {
@@ -34,12 +44,14 @@ impl CpuStorage {
     }
 
     pub fn full(len: usize, value: f32) -> Self {
-        CpuStorage(vec![value; len])
+        let mut data = pool::take(len);
+        data.fill(value);
+        CpuStorage(data)
     }
 
     /// Values `0..len` of the draw `stream`; value `i` comes from Philox block `i / 4`.
     pub fn random(len: usize, distribution: Distribution, stream: PhiloxStream) -> Self {
-        let mut data = vec![0.0; len];
+        let mut data = pool::take(len);
         data.par_chunks_mut(RANDOM_CHUNK)
             .enumerate()
             .for_each(|(chunk, out)| {
@@ -68,7 +80,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
-        let mut out = vec![0.0; self.0.len()];
+        let mut out = pool::take(self.0.len());
         out.par_iter_mut()
             .zip(self.0.par_iter())
             .with_min_len(MIN_ELEMENTS_PER_TASK)
@@ -78,7 +90,7 @@ impl BackendStorage for CpuStorage {
 
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self {
         let (lhs, rhs) = (&self.0, &rhs.0);
-        let mut out = vec![0.0; lhs.len()];
+        let mut out = pool::take(lhs.len());
         match broadcast {
             Broadcast::None => out
                 .par_iter_mut()
@@ -122,7 +134,8 @@ impl BackendStorage for CpuStorage {
         debug_assert_eq!(rows * cols, self.0.len());
         // Each task owns a band of columns and walks the rows in order.
         const BAND: usize = 256;
-        let mut out = vec![0.0f32; cols];
+        let mut out = pool::take(cols);
+        out.fill(0.0);
         out.par_chunks_mut(BAND)
             .enumerate()
             .for_each(|(band, sums)| {
@@ -137,7 +150,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn expand_scalar(&self, len: usize, scale: f32) -> Self {
-        CpuStorage(vec![self.0[0] * scale; len])
+        CpuStorage::full(len, self.0[0] * scale)
     }
 
     fn gemm<E: UnaryKernel>(
@@ -165,13 +178,21 @@ impl BackendStorage for CpuStorage {
     ) {
         let scalars = scalars.0.as_slice();
         for (((param, grad), a), b) in params.iter_mut().zip(grads).zip(state_a).zip(state_b) {
+            // Chunks, each an indexed loop the compiler can vectorise (sqrt and division
+            // included): the update is one pass over memory, four streams in, three out.
             param
                 .0
-                .par_iter_mut()
-                .zip(grad.0.par_iter())
-                .zip(a.0.par_iter_mut().zip(b.0.par_iter_mut()))
-                .with_min_len(MIN_ELEMENTS_PER_TASK)
-                .for_each(|((p, &g), (a, b))| kernel.update(scalars, p, g, a, b));
+                .par_chunks_mut(OPTIMIZER_CHUNK)
+                .zip(grad.0.par_chunks(OPTIMIZER_CHUNK))
+                .zip(a.0.par_chunks_mut(OPTIMIZER_CHUNK))
+                .zip(b.0.par_chunks_mut(OPTIMIZER_CHUNK))
+                .for_each(|(((p, g), a), b)| {
+                    let len = p.len();
+                    let (g, a, b) = (&g[..len], &mut a[..len], &mut b[..len]);
+                    for i in 0..len {
+                        kernel.update(scalars, &mut p[i], g[i], &mut a[i], &mut b[i]);
+                    }
+                });
         }
     }
 }
