@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::microkernel::{Microkernel, MAX_BLOCK};
+use super::microkernel::{APanel, Microkernel, MAX_BLOCK};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
@@ -26,6 +26,8 @@ const MC: usize = 96;
 const KC: usize = 256;
 /// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
 const MAX_NC: usize = 512;
+/// The most rows of `X` for which `X·Wᵀ` runs as `(W·Xᵀ)ᵀ` without packing `W`.
+const MAX_DIRECT_ROWS: usize = 128;
 
 /// `C = op(A) · op(B) (+ bias)`, row-major. `a` is `[m, k]` (or `[k, m]` if
 /// `dims.lhs_transposed`), `b` is `[k, n]` (or `[n, k]` if `dims.rhs_transposed`), `bias` is `[n]`.
@@ -103,6 +105,10 @@ fn gemm_impl<E: UnaryKernel>(
         return c;
     }
     let (mr, nr) = (kernel.mr(), kernel.nr());
+    if !dims.lhs_transposed && dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k > 0 {
+        direct::multiply(kernel, a, b, bias, dims, epilogue, &mut c);
+        return c;
+    }
     // All of op(A), packed once and shared by every tile: [row panel][p][i], the full k.
     // (Every element is written by `pack`, padding included.)
     let mut packed_a = super::pool::take(m.div_ceil(mr) * mr * k);
@@ -275,12 +281,23 @@ unsafe fn multiply_tile(
                     // SAFETY: a whole block inside the tile (the caller's contract).
                     let c = unsafe { out.c.add(row * out.ldc + col) };
                     // SAFETY: as above.
-                    unsafe { kernel.run(kc, a_panel, b_panel, c, out.ldc, accumulate) };
+                    unsafe {
+                        kernel.run(kc, APanel::Packed(a_panel), b_panel, c, out.ldc, accumulate)
+                    };
                     continue;
                 }
                 // An edge block: computed aside, its valid part written into the tile.
                 // SAFETY: `edge` holds the MR × NR block with row stride NR.
-                unsafe { kernel.run(kc, a_panel, b_panel, edge.as_mut_ptr(), nr, false) };
+                unsafe {
+                    kernel.run(
+                        kc,
+                        APanel::Packed(a_panel),
+                        b_panel,
+                        edge.as_mut_ptr(),
+                        nr,
+                        false,
+                    )
+                };
                 for (i, block_row) in edge.chunks_exact(nr).take(rows).enumerate() {
                     // SAFETY: row `row + i`, columns `col..col + cols` are inside the tile.
                     let c = unsafe { out.row(row + i, col, cols) };
@@ -427,5 +444,92 @@ mod gather {
                 }
             }
         }
+    }
+}
+
+/// `C = X·Wᵀ (+ bias)` for a small batch `X: [m, k]` and a weight `W: [n, k]` (a linear
+/// layer's forward), computed as `Cᵀ = W·Xᵀ`: W becomes the left operand, whose elements the
+/// microkernel broadcasts, and a broadcast can read W's rows where they lie. The usual way,
+/// W is the right operand and must be packed by transposing it, which at m = 64 costs a
+/// quarter as much as the multiplication itself. Only `Xᵀ`, 64 rows, is packed.
+mod direct {
+    use rayon::prelude::*;
+
+    use super::{pack, Layout, OutputMatrix, MAX_BLOCK};
+    use crate::backend::cpu::microkernel::{APanel, Microkernel, MAX_MR};
+    use crate::backend::{GemmDims, Identity, UnaryKernel};
+
+    /// Rows of W per task: enough tasks for every thread, whole blocks of `MR`.
+    fn rows_per_task(kernel: Microkernel, n: usize) -> usize {
+        n.div_ceil(2 * rayon::current_num_threads())
+            .next_multiple_of(kernel.mr())
+    }
+
+    pub fn multiply<E: UnaryKernel>(
+        kernel: Microkernel,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        dims: GemmDims,
+        epilogue: &E,
+        c: &mut [f32],
+    ) {
+        let GemmDims { m, k, n, .. } = dims;
+        let (mr, nr) = (kernel.mr(), kernel.nr());
+        // op(B) = Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p], zero-padded.
+        let mut packed_x = super::super::pool::take(m.div_ceil(nr) * nr * k);
+        pack(
+            x,
+            Layout::AlongK { stride: k },
+            (0, m),
+            (0, k),
+            nr,
+            &mut packed_x,
+        );
+        let out = OutputMatrix {
+            c: c.as_mut_ptr(),
+            ldc: n,
+        };
+        let task_rows = rows_per_task(kernel, n);
+        (0..n.div_ceil(task_rows)).into_par_iter().for_each(|task| {
+            let mut block = [0.0f32; MAX_BLOCK];
+            let end = ((task + 1) * task_rows).min(n);
+            for j0 in (task * task_rows..end).step_by(mr) {
+                let rows = mr.min(n - j0);
+                // Rows past W's end repeat its last row; their results are not stored.
+                let w_rows: [*const f32; MAX_MR] =
+                    std::array::from_fn(|i| w[(j0 + i.min(rows - 1)) * k..].as_ptr());
+                for (panel, i0) in (0..m).step_by(nr).enumerate() {
+                    let x_panel = &packed_x[panel * nr * k..(panel + 1) * nr * k];
+                    // SAFETY: each row pointer starts a row of W, `k` floats long; `block`
+                    // holds MR × NR with row stride NR.
+                    unsafe {
+                        kernel.run(
+                            k,
+                            APanel::Rows(w_rows),
+                            x_panel,
+                            block.as_mut_ptr(),
+                            nr,
+                            false,
+                        )
+                    };
+                    // block[i · nr + t] = C[i0 + t, j0 + i]: write it transposed, finished.
+                    let cols = nr.min(m - i0);
+                    for t in 0..cols {
+                        // SAFETY: row i0 + t of C, columns j0..j0 + rows: this task's columns.
+                        let c_row = unsafe { out.row(i0 + t, j0, rows) };
+                        for (i, c) in c_row.iter_mut().enumerate() {
+                            let value = block[i * nr + t] + bias.map_or(0.0, |b| b[j0 + i]);
+                            *c = if E::NAME == Identity::NAME {
+                                value
+                            } else {
+                                epilogue.apply(value)
+                            };
+                        }
+                    }
+                }
+            }
+        });
+        super::super::pool::give_back(packed_x);
     }
 }

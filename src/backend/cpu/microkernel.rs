@@ -94,39 +94,64 @@ impl Microkernel {
         })
     }
 
-    /// `C[i, j] (+)= Σ_p a[p · MR + i] · b[p · NR + j]` over `kc` steps of packed panels, for
-    /// the `MR × NR` block of C at `c` (`C[i, j]` at `c + i · ldc + j`), added to what is
-    /// there when `accumulate`, else overwriting it.
+    /// `C[i, j] (+)= Σ_p A(i, p) · b[p · NR + j]` over `kc` steps, for the `MR × NR` block
+    /// of C at `c` (`C[i, j]` at `c + i · ldc + j`), added to what is there when
+    /// `accumulate`, else overwriting it. `A(i, p)` comes from a packed panel or straight from
+    /// the rows of A (see [`APanel`]); `b` is a packed panel.
     ///
     /// # Panics
-    /// If the kernel is not supported here, or a panel is shorter than `kc` steps.
+    /// If the kernel is not supported here, or a packed panel is shorter than `kc` steps.
     ///
     /// # Safety
     /// `c + i · ldc + j` must be valid for reads and writes for every `i < MR`, `j < NR`, and
-    /// no other thread may access those elements during the call.
+    /// no other thread may access those elements during the call; rows given by
+    /// [`APanel::Rows`] must hold `kc` readable floats.
+    #[allow(clippy::too_many_arguments)] // the block's operands and destination
     pub unsafe fn run(
         self,
         kc: usize,
-        a: &[f32],
+        a: APanel<'_>,
         b: &[f32],
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
     ) {
         let (mr, nr) = (self.mr(), self.nr());
-        assert!(
-            a.len() >= kc * mr && b.len() >= kc * nr,
-            "microkernel: short panels"
-        );
+        assert!(b.len() >= kc * nr, "microkernel: short B panel");
         assert!(
             self.is_supported(),
             "microkernel {self:?} is not supported here"
         );
-        let (a, b) = (a.as_ptr(), b.as_ptr());
-        // SAFETY (all arms): the panels hold `kc` steps (asserted above), the block at `c` is
-        // ours (the caller's contract), and the CPU supports the kernel (asserted above).
+        match a {
+            APanel::Packed(a) => {
+                assert!(a.len() >= kc * mr, "microkernel: short A panel");
+                let a = Packed { a: a.as_ptr(), mr };
+                // SAFETY: the panels hold `kc` steps (asserted above); the rest is the
+                // caller's contract.
+                unsafe { self.dispatch(kc, a, b.as_ptr(), c, ldc, accumulate) }
+            }
+            // SAFETY: the rows hold `kc` floats and the block is ours (the caller's contract).
+            APanel::Rows(rows) => unsafe {
+                self.dispatch(kc, Rows(rows), b.as_ptr(), c, ldc, accumulate)
+            },
+        }
+    }
+
+    /// # Safety
+    /// As [`Microkernel::run`], for `a` and a `b` panel of `kc` steps.
+    unsafe fn dispatch<A: AFetch>(
+        self,
+        kc: usize,
+        a: A,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY (all arms): forwarded from the caller; the CPU supports the kernel (run
+        // asserted it).
         match self {
-            Microkernel::Portable => unsafe { portable::<4, 8>(kc, a, b, c, ldc, accumulate) },
+            Microkernel::Portable => unsafe { portable::<4, 8, A>(kc, a, b, c, ldc, accumulate) },
             #[cfg(target_arch = "x86_64")]
             Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, c, ldc, accumulate) },
             #[cfg(target_arch = "x86_64")]
@@ -137,30 +162,73 @@ impl Microkernel {
     }
 }
 
+/// The most rows any kernel's block has (`MR`).
+pub const MAX_MR: usize = 8;
+
+/// Where a microkernel reads `A(i, p)`, row `i < MR` of its block at step `p` of `k`.
+#[derive(Clone, Copy)]
+pub enum APanel<'a> {
+    /// A packed micro-panel: `A(i, p) = panel[p · MR + i]`.
+    Packed(&'a [f32]),
+    /// The rows of A where they lie, each contiguous along `k`: `A(i, p) = *rows[i].add(p)`.
+    /// No packing at all: a broadcast reads any address at the same cost. (Rows past the end
+    /// of A may repeat the last one; their results are simply not stored.)
+    Rows([*const f32; MAX_MR]),
+}
+
+/// `A(i, p)` for a kernel's inner loop, inlined into it.
+trait AFetch: Copy {
+    /// # Safety
+    /// `(i, p)` must lie inside the panel or rows this was made from.
+    unsafe fn get(self, i: usize, p: usize) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct Packed {
+    a: *const f32,
+    mr: usize,
+}
+
+impl AFetch for Packed {
+    #[inline(always)]
+    unsafe fn get(self, i: usize, p: usize) -> f32 {
+        // SAFETY: inside the panel (the caller's contract).
+        unsafe { *self.a.add(p * self.mr + i) }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Rows([*const f32; MAX_MR]);
+
+impl AFetch for Rows {
+    #[inline(always)]
+    unsafe fn get(self, i: usize, p: usize) -> f32 {
+        // SAFETY: inside row i (the caller's contract).
+        unsafe { *self.0[i].add(p) }
+    }
+}
+
 /// Plain Rust, shaped so that the compiler can vectorise it for any target.
 ///
 /// # Safety
-/// As [`Microkernel::run`], with `a` holding `MR·kc` floats and `b` `NR·kc`.
-unsafe fn portable<const MR: usize, const NR: usize>(
+/// As [`Microkernel::run`], with `b` holding `NR·kc` floats.
+unsafe fn portable<const MR: usize, const NR: usize, A: AFetch>(
     kc: usize,
-    a: *const f32,
+    a: A,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
 ) {
-    // SAFETY: the panels' lengths are the caller's contract.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
-        )
-    };
+    // SAFETY: the panel's length is the caller's contract.
+    let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
     let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for i in 0..MR {
+    for (p, b) in b.chunks_exact(NR).enumerate() {
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: (i, p) is inside A's panel or rows.
+            let a_ip = unsafe { a.get(i, p) };
             for j in 0..NR {
-                acc[i][j] += a[i] * b[j];
+                acc_row[j] += a_ip * b[j];
             }
         }
     }
@@ -179,13 +247,15 @@ unsafe fn portable<const MR: usize, const NR: usize>(
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::AFetch;
+
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `a` must hold `6·kc` floats, `b` `16·kc`; the
-    /// 6 × 16 block at `c` (row stride `ldc`) must be valid and ours.
+    /// The CPU must support AVX2 and FMA; `a` must reach 6 rows of `kc` steps, `b` must hold
+    /// `16·kc` floats; the 6 × 16 block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2_6x16(
+    pub(super) unsafe fn avx2_6x16<A: AFetch>(
         kc: usize,
-        a: *const f32,
+        a: A,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -193,12 +263,12 @@ mod x86 {
     ) {
         let mut acc = [_mm256_setzero_ps(); 12];
         for p in 0..kc {
-            // SAFETY: step `p` reads b[16p..16p + 16] and a[6p..6p + 6], inside the panels.
+            // SAFETY: step `p` reads b[16p..16p + 16] and A(0..6, p), inside the operands.
             unsafe {
                 let b0 = _mm256_loadu_ps(b.add(16 * p));
                 let b1 = _mm256_loadu_ps(b.add(16 * p + 8));
                 for i in 0..6 {
-                    let a_i = _mm256_set1_ps(*a.add(6 * p + i));
+                    let a_i = _mm256_set1_ps(a.get(i, p));
                     acc[2 * i] = _mm256_fmadd_ps(a_i, b0, acc[2 * i]);
                     acc[2 * i + 1] = _mm256_fmadd_ps(a_i, b1, acc[2 * i + 1]);
                 }
@@ -219,12 +289,12 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must support AVX-512F; `a` must hold `8·kc` floats, `b` `32·kc`; the 8 × 32
-    /// block at `c` (row stride `ldc`) must be valid and ours.
+    /// The CPU must support AVX-512F; `a` must reach 8 rows of `kc` steps, `b` must hold
+    /// `32·kc` floats; the 8 × 32 block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512_8x32(
+    pub(super) unsafe fn avx512_8x32<A: AFetch>(
         kc: usize,
-        a: *const f32,
+        a: A,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -232,12 +302,12 @@ mod x86 {
     ) {
         let mut acc = [_mm512_setzero_ps(); 16];
         for p in 0..kc {
-            // SAFETY: step `p` reads b[32p..32p + 32] and a[8p..8p + 8], inside the panels.
+            // SAFETY: step `p` reads b[32p..32p + 32] and A(0..8, p), inside the operands.
             unsafe {
                 let b0 = _mm512_loadu_ps(b.add(32 * p));
                 let b1 = _mm512_loadu_ps(b.add(32 * p + 16));
                 for i in 0..8 {
-                    let a_i = _mm512_set1_ps(*a.add(8 * p + i));
+                    let a_i = _mm512_set1_ps(a.get(i, p));
                     acc[2 * i] = _mm512_fmadd_ps(a_i, b0, acc[2 * i]);
                     acc[2 * i + 1] = _mm512_fmadd_ps(a_i, b1, acc[2 * i + 1]);
                 }
