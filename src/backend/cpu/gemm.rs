@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::microkernel::{APanel, Microkernel, MAX_BLOCK};
+use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
@@ -280,24 +280,23 @@ unsafe fn multiply_tile(
                 if rows == mr && cols == nr {
                     // SAFETY: a whole block inside the tile (the caller's contract).
                     let c = unsafe { out.c.add(row * out.ldc + col) };
-                    // SAFETY: as above.
-                    unsafe {
-                        kernel.run(kc, APanel::Packed(a_panel), b_panel, c, out.ldc, accumulate)
+                    let block = BlockOut {
+                        c,
+                        ldc: out.ldc,
+                        accumulate,
                     };
+                    // SAFETY: as above.
+                    unsafe { kernel.run(kc, APanel::Packed(a_panel), b_panel, block) };
                     continue;
                 }
                 // An edge block: computed aside, its valid part written into the tile.
-                // SAFETY: `edge` holds the MR × NR block with row stride NR.
-                unsafe {
-                    kernel.run(
-                        kc,
-                        APanel::Packed(a_panel),
-                        b_panel,
-                        edge.as_mut_ptr(),
-                        nr,
-                        false,
-                    )
+                let block = BlockOut {
+                    c: edge.as_mut_ptr(),
+                    ldc: nr,
+                    accumulate: false,
                 };
+                // SAFETY: `edge` holds the MR × NR block with row stride NR.
+                unsafe { kernel.run(kc, APanel::Packed(a_panel), b_panel, block) };
                 for (i, block_row) in edge.chunks_exact(nr).take(rows).enumerate() {
                     // SAFETY: row `row + i`, columns `col..col + cols` are inside the tile.
                     let c = unsafe { out.row(row + i, col, cols) };
@@ -456,7 +455,7 @@ mod direct {
     use rayon::prelude::*;
 
     use super::{pack, Layout, OutputMatrix, MAX_BLOCK};
-    use crate::backend::cpu::microkernel::{APanel, Microkernel, MAX_MR};
+    use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel, MAX_MR};
     use crate::backend::{GemmDims, Identity, UnaryKernel};
 
     /// Rows of W per task: enough tasks for every thread, whole blocks of `MR`.
@@ -501,18 +500,14 @@ mod direct {
                     std::array::from_fn(|i| w[(j0 + i.min(rows - 1)) * k..].as_ptr());
                 for (panel, i0) in (0..m).step_by(nr).enumerate() {
                     let x_panel = &packed_x[panel * nr * k..(panel + 1) * nr * k];
+                    let out_block = BlockOut {
+                        c: block.as_mut_ptr(),
+                        ldc: nr,
+                        accumulate: false,
+                    };
                     // SAFETY: each row pointer starts a row of W, `k` floats long; `block`
                     // holds MR × NR with row stride NR.
-                    unsafe {
-                        kernel.run(
-                            k,
-                            APanel::Rows(w_rows),
-                            x_panel,
-                            block.as_mut_ptr(),
-                            nr,
-                            false,
-                        )
-                    };
+                    unsafe { kernel.run(k, APanel::Rows(w_rows), x_panel, out_block) };
                     // block[i · nr + t] = C[i0 + t, j0 + i]: write it transposed, finished.
                     let cols = nr.min(m - i0);
                     for t in 0..cols {

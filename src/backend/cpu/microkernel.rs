@@ -95,27 +95,18 @@ impl Microkernel {
     }
 
     /// `C[i, j] (+)= Σ_p A(i, p) · b[p · NR + j]` over `kc` steps, for the `MR × NR` block
-    /// of C at `c` (`C[i, j]` at `c + i · ldc + j`), added to what is there when
-    /// `accumulate`, else overwriting it. `A(i, p)` comes from a packed panel or straight from
+    /// of C that `out` describes. `A(i, p)` comes from a packed panel or straight from
     /// the rows of A (see [`APanel`]); `b` is a packed panel.
     ///
     /// # Panics
     /// If the kernel is not supported here, or a packed panel is shorter than `kc` steps.
     ///
     /// # Safety
-    /// `c + i · ldc + j` must be valid for reads and writes for every `i < MR`, `j < NR`, and
+    /// `out.c + i · out.ldc + j` must be valid for reads and writes for every `i < MR`,
+    /// `j < NR`, and
     /// no other thread may access those elements during the call; rows given by
     /// [`APanel::Rows`] must hold `kc` readable floats.
-    #[allow(clippy::too_many_arguments)] // the block's operands and destination
-    pub unsafe fn run(
-        self,
-        kc: usize,
-        a: APanel<'_>,
-        b: &[f32],
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    pub unsafe fn run(self, kc: usize, a: APanel<'_>, b: &[f32], out: BlockOut) {
         let (mr, nr) = (self.mr(), self.nr());
         assert!(b.len() >= kc * nr, "microkernel: short B panel");
         assert!(
@@ -128,38 +119,37 @@ impl Microkernel {
                 let a = Packed { a: a.as_ptr(), mr };
                 // SAFETY: the panels hold `kc` steps (asserted above); the rest is the
                 // caller's contract.
-                unsafe { self.dispatch(kc, a, b.as_ptr(), c, ldc, accumulate) }
+                unsafe { self.dispatch(kc, a, b.as_ptr(), out) }
             }
             // SAFETY: the rows hold `kc` floats and the block is ours (the caller's contract).
-            APanel::Rows(rows) => unsafe {
-                self.dispatch(kc, Rows(rows), b.as_ptr(), c, ldc, accumulate)
-            },
+            APanel::Rows(rows) => unsafe { self.dispatch(kc, Rows(rows), b.as_ptr(), out) },
         }
     }
 
     /// # Safety
     /// As [`Microkernel::run`], for `a` and a `b` panel of `kc` steps.
-    unsafe fn dispatch<A: AFetch>(
-        self,
-        kc: usize,
-        a: A,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn dispatch<A: AFetch>(self, kc: usize, a: A, b: *const f32, out: BlockOut) {
         // SAFETY (all arms): forwarded from the caller; the CPU supports the kernel (run
         // asserted it).
         match self {
-            Microkernel::Portable => unsafe { portable::<4, 8, A>(kc, a, b, c, ldc, accumulate) },
+            Microkernel::Portable => unsafe { portable::<4, 8, A>(kc, a, b, out) },
             #[cfg(target_arch = "x86_64")]
-            Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, c, ldc, accumulate) },
+            Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, out) },
             #[cfg(target_arch = "x86_64")]
-            Microkernel::Avx512 => unsafe { x86::avx512_8x32(kc, a, b, c, ldc, accumulate) },
+            Microkernel::Avx512 => unsafe { x86::avx512_8x32(kc, a, b, out) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("only the portable kernel is supported off x86-64"),
         }
     }
+}
+
+/// Where a kernel's `MR × NR` block goes: `C[i, j]` at `c + i · ldc + j`, added to what is
+/// there when `accumulate`, else overwritten.
+#[derive(Clone, Copy)]
+pub struct BlockOut {
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
 }
 
 /// The most rows any kernel's block has (`MR`).
@@ -216,10 +206,9 @@ unsafe fn portable<const MR: usize, const NR: usize, A: AFetch>(
     kc: usize,
     a: A,
     b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
+    out: BlockOut,
 ) {
+    let BlockOut { c, ldc, accumulate } = out;
     // SAFETY: the panel's length is the caller's contract.
     let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
     let mut acc = [[0.0f32; NR]; MR];
@@ -247,20 +236,14 @@ unsafe fn portable<const MR: usize, const NR: usize, A: AFetch>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::AFetch;
+    use super::{AFetch, BlockOut};
 
     /// # Safety
     /// The CPU must support AVX2 and FMA; `a` must reach 6 rows of `kc` steps, `b` must hold
     /// `16·kc` floats; the 6 × 16 block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2_6x16<A: AFetch>(
-        kc: usize,
-        a: A,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn avx2_6x16<A: AFetch>(kc: usize, a: A, b: *const f32, out: BlockOut) {
+        let BlockOut { c, ldc, accumulate } = out;
         let mut acc = [_mm256_setzero_ps(); 12];
         for p in 0..kc {
             // SAFETY: step `p` reads b[16p..16p + 16] and A(0..6, p), inside the operands.
@@ -292,14 +275,8 @@ mod x86 {
     /// The CPU must support AVX-512F; `a` must reach 8 rows of `kc` steps, `b` must hold
     /// `32·kc` floats; the 8 × 32 block at `c` (row stride `ldc`) must be valid and ours.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512_8x32<A: AFetch>(
-        kc: usize,
-        a: A,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn avx512_8x32<A: AFetch>(kc: usize, a: A, b: *const f32, out: BlockOut) {
+        let BlockOut { c, ldc, accumulate } = out;
         let mut acc = [_mm512_setzero_ps(); 16];
         for p in 0..kc {
             // SAFETY: step `p` reads b[32p..32p + 32] and A(0..8, p), inside the operands.
