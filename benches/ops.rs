@@ -1,44 +1,76 @@
-//! Benchmarks of the CPU backend: the GEMM at the GAN's shapes (ours with each microkernel,
-//! beside the `matrixmultiply` crate in the same run), elementwise ops, and one full GAN
-//! training iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
+//! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
+//! layer uses (ours with each microkernel, beside the `matrixmultiply` crate in the same run),
+//! each op's forward and backward, Adam over the GAN's parameters, and one full GAN training
+//! iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
+};
 use ferrograd::backend::cpu::{gemm_with_kernel, Microkernel};
 use ferrograd::backend::GemmDims;
-use ferrograd::gan::{Gan, IMAGE_DIM, LAYERS};
+use ferrograd::gan::{discriminator, Gan, IMAGE_DIM, LAYERS};
+use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
+use ferrograd::nn::Module;
+use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
 
-/// (m, k, n): the GAN's forward products at batch 64 (`gan::LAYERS`), two of its weight
-/// gradients (dYᵀ·X: `[out, batch] · [batch, in]`), and two squares.
-fn gemm_shapes() -> Vec<(usize, usize, usize)> {
-    let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();
-    shapes.extend([
-        (1024, 64, 784),
-        (256, 64, 100),
-        (1024, 1024, 1024),
-        (2048, 2048, 2048),
+/// The three products of a linear layer `[batch, in] → [batch, out]`.
+#[derive(Clone, Copy, Debug)]
+enum Product {
+    /// `Y = X·Wᵀ`: `[batch, in] · [out, in]ᵀ` (W stored `[out, in]`).
+    Forward,
+    /// `dX = dY·W`: `[batch, out] · [out, in]`.
+    InputGradient,
+    /// `dW = dYᵀ·X`: `[batch, out]ᵀ · [batch, in]`.
+    WeightGradient,
+}
+
+/// `(product, m, k, n)`: every layer of the GAN at batch 64 in the forward layout, the
+/// backward layouts of its largest layers, and two squares.
+fn gemm_cases() -> Vec<(Product, usize, usize, usize)> {
+    let mut cases: Vec<_> = LAYERS
+        .iter()
+        .map(|&(inp, out)| (Product::Forward, 64, inp, out))
+        .collect();
+    cases.extend([
+        (Product::InputGradient, 64, 1024, 784),
+        (Product::InputGradient, 64, 1024, 512),
+        (Product::WeightGradient, 1024, 64, 784),
+        (Product::WeightGradient, 256, 64, 100),
+        (Product::Forward, 1024, 1024, 1024),
+        (Product::Forward, 2048, 2048, 2048),
     ]);
-    shapes
+    cases
 }
 
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
-    for (m, k, n) in gemm_shapes() {
+    for (product, m, k, n) in gemm_cases() {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        // C = A·B with B stored [n, k]: the linear layer's X·Wᵀ.
         let dims = GemmDims {
             m,
             k,
             n,
-            lhs_transposed: false,
-            rhs_transposed: true,
+            lhs_transposed: matches!(product, Product::WeightGradient),
+            rhs_transposed: matches!(product, Product::Forward),
+        };
+        // Row and column strides of op(A) and op(B) in their storage, for matrixmultiply.
+        let (a_rs, a_cs) = if dims.lhs_transposed {
+            (1, m as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let (b_rs, b_cs) = if dims.rhs_transposed {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
         };
         if m * k * n >= 1 << 30 {
             group.sample_size(10);
         }
         group.throughput(Throughput::Elements((2 * m * k * n) as u64)); // flops
-        let shape = format!("{m}x{k}x{n}");
+        let shape = format!("{product:?}/{m}x{k}x{n}");
         for kernel in Microkernel::supported() {
             let id = BenchmarkId::new(format!("ferrograd-{kernel:?}"), &shape);
             group.bench_function(id, |bench| {
@@ -48,8 +80,8 @@ fn bench_gemm(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             let mut out = vec![0.0f32; m * n];
             bench.iter(|| {
-                // SAFETY: a is m×k row-major, b is read as the k×n transpose of its n×k
-                // row-major storage (strides 1, k), out is m×n; all live for the call.
+                // SAFETY: the strides describe op(A) (m×k) and op(B) (k×n) inside `a` and `b`,
+                // and out is m×n row-major; all live for the call.
                 unsafe {
                     matrixmultiply::sgemm(
                         m,
@@ -57,11 +89,11 @@ fn bench_gemm(c: &mut Criterion) {
                         n,
                         1.0,
                         a.as_ptr(),
-                        k as isize,
-                        1,
+                        a_rs,
+                        a_cs,
                         b.as_ptr(),
-                        1,
-                        k as isize,
+                        b_rs,
+                        b_cs,
                         0.0,
                         out.as_mut_ptr(),
                         n as isize,
@@ -75,14 +107,76 @@ fn bench_gemm(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_elementwise(c: &mut Criterion) {
+/// Each op on the shapes the GAN gives it: the forward alone, and the backward alone (the
+/// graph is built outside the timing; the backward of `sum`, which seeds it, is included).
+fn bench_ops(c: &mut Criterion) {
     let dev = Device::Cpu;
-    let x = Tensor::randn(&[64, 1024], &dev);
-    let mut group = c.benchmark_group("elementwise_64x1024");
-    group.throughput(Throughput::Bytes((2 * 4 * x.numel()) as u64));
-    group.bench_function("tanh", |b| b.iter(|| black_box(&x).tanh()));
-    group.bench_function("leaky_relu", |b| b.iter(|| black_box(&x).leaky_relu(0.2)));
-    group.bench_function("sigmoid", |b| b.iter(|| black_box(&x).sigmoid()));
+    let leaf = |shape: &[usize]| {
+        let t = Tensor::randn(shape, &dev);
+        t.set_requires_grad(true);
+        t
+    };
+    let x = leaf(&[64, 1024]);
+    let x_in = leaf(&[64, 784]);
+    let w = leaf(&[1024, 784]);
+    let bias = leaf(&[1024]);
+    let probabilities = Tensor::uniform(&[64, 1], 0.01, 0.99, &dev);
+    probabilities.set_requires_grad(true);
+    let targets = Tensor::ones(&[64, 1], &dev);
+    type Op<'a> = Box<dyn Fn() -> Tensor + 'a>;
+    let ops: Vec<(&str, usize, Op)> = vec![
+        (
+            "linear_64x784x1024",
+            64 * 1024,
+            Box::new(|| linear(&x_in, &w, Some(&bias))),
+        ),
+        ("relu_64x1024", x.numel(), Box::new(|| x.relu())),
+        (
+            "leaky_relu_64x1024",
+            x.numel(),
+            Box::new(|| x.leaky_relu(0.2)),
+        ),
+        ("tanh_64x1024", x.numel(), Box::new(|| x.tanh())),
+        ("sigmoid_64x1024", x.numel(), Box::new(|| x.sigmoid())),
+        (
+            "dropout_64x1024",
+            x.numel(),
+            Box::new(|| dropout(&x, 0.3, true)),
+        ),
+        (
+            "bce_64",
+            64,
+            Box::new(|| binary_cross_entropy(&probabilities, &targets)),
+        ),
+    ];
+    let mut group = c.benchmark_group("ops");
+    for (name, outputs, op) in &ops {
+        group.throughput(Throughput::Elements(*outputs as u64));
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| black_box(op()))
+        });
+        group.bench_function(BenchmarkId::new("backward", name), |b| {
+            b.iter_batched(|| op().sum(), |loss| loss.backward(), BatchSize::SmallInput)
+        });
+    }
+    group.finish();
+}
+
+/// One Adam step over the discriminator's 1.46 M parameters (the update reads θ, g, m, v and
+/// writes θ, m, v: 28 bytes per parameter).
+fn bench_adam(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    manual_seed(1);
+    let net = discriminator(&dev);
+    let params = net.parameters();
+    let count: usize = params.iter().map(Tensor::numel).sum();
+    net.forward(&Tensor::randn(&[64, IMAGE_DIM], &dev))
+        .sum()
+        .backward();
+    let mut adam = Adam::new(params, ferrograd::gan::adam_config(2e-4));
+    let mut group = c.benchmark_group("adam");
+    group.throughput(Throughput::Bytes((28 * count) as u64));
+    group.bench_function("step_discriminator", |b| b.iter(|| adam.step()));
     group.finish();
 }
 
@@ -98,5 +192,11 @@ fn bench_gan_iteration(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_gemm, bench_elementwise, bench_gan_iteration);
+criterion_group!(
+    benches,
+    bench_gemm,
+    bench_ops,
+    bench_adam,
+    bench_gan_iteration
+);
 criterion_main!(benches);

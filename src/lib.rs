@@ -120,6 +120,7 @@ mod error;
 pub mod gan;
 mod grad_mode;
 pub mod graph;
+pub mod math;
 pub mod nn;
 mod ops;
 pub mod optim;

@@ -44,6 +44,16 @@ fn mean_and_std(values: &[f32]) -> (f64, f64) {
 }
 
 #[test]
+fn sixteen_lanes_at_once_give_the_scalar_blocks() {
+    let stream = Generator::from_state(0xDEAD_BEEF_0123_4567, (1 << 32) - 5).draw(1 << 10);
+    let wide = stream.blocks::<16>(3);
+    for (lane, words) in wide.iter().enumerate() {
+        // The counter crosses 2³² between lanes: the high word must carry.
+        assert_eq!(*words, stream.block(3 + lane as u64), "lane {lane}");
+    }
+}
+
+#[test]
 fn normal_samples_have_mean_zero_and_unit_variance() {
     let n = 400_000;
     let x = Tensor::randn_with(&[n], &CPU, &mut Generator::new(1)).to_vec();

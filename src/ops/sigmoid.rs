@@ -10,12 +10,7 @@ pub(crate) struct Sigmoid;
 impl UnaryKernel for Sigmoid {
     const NAME: &'static str = "sigmoid";
     fn apply(&self, x: f32) -> f32 {
-        if x >= 0.0 {
-            1.0 / (1.0 + (-x).exp())
-        } else {
-            let e = x.exp();
-            e / (1.0 + e)
-        }
+        crate::math::sigmoid(x) // e^(−|x|): never overflows; vectorises (see math.rs)
     }
 }
 

@@ -18,6 +18,7 @@
 use rayon::prelude::*;
 
 use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
+use super::simd;
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
@@ -227,12 +228,10 @@ unsafe fn finish_tile<E: UnaryKernel>(
         // SAFETY: a row of the tile (the caller's contract).
         let values = unsafe { out.row(row, tile.col0, tile.cols) };
         if let Some(bias) = bias {
-            for (c, &b) in values.iter_mut().zip(&bias[tile.col0..]) {
-                *c += b;
-            }
-        }
-        if E::NAME != Identity::NAME {
-            values.iter_mut().for_each(|c| *c = epilogue.apply(*c));
+            let bias = &bias[tile.col0..tile.col0 + tile.cols];
+            simd::zip_map_in_place(values, bias, |c, b| epilogue.apply(c + b));
+        } else {
+            simd::map_in_place(values, |c| epilogue.apply(c));
         }
     }
 }
@@ -456,7 +455,8 @@ mod direct {
 
     use super::{pack, Layout, OutputMatrix, MAX_BLOCK};
     use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel, MAX_MR};
-    use crate::backend::{GemmDims, Identity, UnaryKernel};
+    use crate::backend::cpu::simd;
+    use crate::backend::{GemmDims, UnaryKernel};
 
     /// Rows of W per task: enough tasks for every thread, whole blocks of `MR`.
     fn rows_per_task(kernel: Microkernel, n: usize) -> usize {
@@ -508,18 +508,18 @@ mod direct {
                     // SAFETY: each row pointer starts a row of W, `k` floats long; `block`
                     // holds MR × NR with row stride NR.
                     unsafe { kernel.run(k, APanel::Rows(w_rows), x_panel, out_block) };
-                    // block[i · nr + t] = C[i0 + t, j0 + i]: write it transposed, finished.
+                    // block[i · nr + t] = C[i0 + t, j0 + i]: finish it (bias, epilogue), then
+                    // write it transposed.
+                    for (i, block_row) in block.chunks_exact_mut(nr).take(rows).enumerate() {
+                        let b = bias.map_or(0.0, |bias| bias[j0 + i]);
+                        simd::map_in_place(block_row, |v| epilogue.apply(v + b));
+                    }
                     let cols = nr.min(m - i0);
                     for t in 0..cols {
                         // SAFETY: row i0 + t of C, columns j0..j0 + rows: this task's columns.
                         let c_row = unsafe { out.row(i0 + t, j0, rows) };
                         for (i, c) in c_row.iter_mut().enumerate() {
-                            let value = block[i * nr + t] + bias.map_or(0.0, |b| b[j0 + i]);
-                            *c = if E::NAME == Identity::NAME {
-                                value
-                            } else {
-                                epilogue.apply(value)
-                            };
+                            *c = block[i * nr + t];
                         }
                     }
                 }

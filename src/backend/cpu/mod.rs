@@ -7,6 +7,7 @@
 mod gemm;
 mod microkernel;
 mod pool;
+mod simd;
 
 pub use gemm::{gemm, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
@@ -56,11 +57,7 @@ impl CpuStorage {
             .enumerate()
             .for_each(|(chunk, out)| {
                 let first_block = (chunk * RANDOM_CHUNK / 4) as u64;
-                for (i, quad) in out.chunks_mut(4).enumerate() {
-                    let words = stream.block(first_block + i as u64);
-                    let values = distribution.sample_block(words);
-                    quad.copy_from_slice(&values[..quad.len()]);
-                }
+                simd::fill_random(out, stream, first_block, distribution);
             });
         CpuStorage(data)
     }
@@ -81,10 +78,9 @@ impl BackendStorage for CpuStorage {
 
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         let mut out = pool::take(self.0.len());
-        out.par_iter_mut()
-            .zip(self.0.par_iter())
-            .with_min_len(MIN_ELEMENTS_PER_TASK)
-            .for_each(|(y, &x)| *y = kernel.apply(x));
+        out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+            .zip(self.0.par_chunks(MIN_ELEMENTS_PER_TASK))
+            .for_each(|(y, x)| simd::map(x, y, |x| kernel.apply(x)));
         CpuStorage(out)
     }
 
@@ -93,27 +89,24 @@ impl BackendStorage for CpuStorage {
         let mut out = pool::take(lhs.len());
         match broadcast {
             Broadcast::None => out
-                .par_iter_mut()
-                .zip(lhs.par_iter().zip(rhs.par_iter()))
-                .with_min_len(MIN_ELEMENTS_PER_TASK)
-                .for_each(|(y, (&a, &b))| *y = kernel.apply(a, b)),
+                .par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+                .zip(lhs.par_chunks(MIN_ELEMENTS_PER_TASK))
+                .zip(rhs.par_chunks(MIN_ELEMENTS_PER_TASK))
+                .for_each(|((y, a), b)| simd::zip_map(a, b, y, |a, b| kernel.apply(a, b))),
             Broadcast::Rows => {
                 let cols = rhs.len();
                 out.par_chunks_mut(cols)
                     .zip(lhs.par_chunks(cols))
                     .with_min_len(MIN_ELEMENTS_PER_TASK.div_ceil(cols))
                     .for_each(|(out_row, lhs_row)| {
-                        for ((y, &a), &b) in out_row.iter_mut().zip(lhs_row).zip(rhs) {
-                            *y = kernel.apply(a, b);
-                        }
+                        simd::zip_map(lhs_row, rhs, out_row, |a, b| kernel.apply(a, b))
                     });
             }
             Broadcast::Scalar => {
                 let b = rhs[0];
-                out.par_iter_mut()
-                    .zip(lhs.par_iter())
-                    .with_min_len(MIN_ELEMENTS_PER_TASK)
-                    .for_each(|(y, &a)| *y = kernel.apply(a, b));
+                out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+                    .zip(lhs.par_chunks(MIN_ELEMENTS_PER_TASK))
+                    .for_each(|(y, a)| simd::map(a, y, |a| kernel.apply(a, b)));
             }
         }
         CpuStorage(out)

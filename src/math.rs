@@ -1,0 +1,136 @@
+//! `exp`, `tanh` and the logistic sigmoid for `f32`, written for loops that vectorise.
+//!
+//! The C library's `expf` and `tanhf` are calls the compiler cannot vectorise: a tanh over the
+//! generator's 64 × 784 outputs took 8 ns per element. These use only `+ − × ÷`, comparisons
+//! and bit moves, so a loop over them becomes SIMD code (16 lanes with AVX-512); every lane
+//! computes exactly what the scalar code does, so results do not depend on the vector width.
+//! Accuracy (tested against f64 over the whole useful range): within 2 ulp for `exp`, and
+//! 3e-7 relative for `tanh` and `sigmoid`.
+//!
+//! The polynomials are Cephes' (S. Moshier), also used by many SIMD math libraries.
+
+/// Below this, `e^x` underflows to 0 in f32; above [`EXP_MAX`] it overflows.
+const EXP_MIN: f32 = -87.336_55;
+const EXP_MAX: f32 = 88.722_83;
+
+/// `e^x`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by a degree-6 polynomial, `2^n` put
+/// into the exponent bits.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two, so that n · LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Rounds to the nearest integer: adding 1.5 · 2²³ pushes the fraction out of the mantissa.
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = x.clamp(EXP_MIN, EXP_MAX);
+    let n = (clamped * LOG2_E + ROUND) - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let poly = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 5e-1;
+    let e_r = poly * r2 + r + 1.0;
+    // 2^n, split in two factors so that n = 128 (x near EXP_MAX) does not overflow the bits.
+    let half = n as i32 / 2;
+    let two_to = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    let result = e_r * two_to(half) * two_to(n as i32 - half);
+    if x < EXP_MIN {
+        0.0
+    } else if x > EXP_MAX {
+        f32::INFINITY
+    } else {
+        result
+    }
+}
+
+/// `tanh x`: an odd polynomial for `|x| < 0.625`, `1 − 2 / (e^{2|x|} + 1)` beyond (exact to
+/// f32 precision there; exactly 1 from |x| ≈ 9.1 on), the sign put back.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let z = x * x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328e-1)
+            * z
+            * x
+            + x;
+    let large = 1.0 - 2.0 / (exp(2.0 * a.min(10.0)) + 1.0);
+    let large = if x < 0.0 { -large } else { large };
+    let value = if a < 0.625 { small } else { large };
+    if x.is_nan() {
+        x
+    } else {
+        value
+    }
+}
+
+/// `1 / (1 + e^{−x})`, evaluated so that `e^(·)` never overflows: for `x < 0` as
+/// `e^x / (1 + e^x)`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 200 001 evenly spaced points of `[low, high]`, the ends included.
+    fn samples(low: f32, high: f32) -> impl Iterator<Item = f32> {
+        let step = (high - low) / 200_000.0;
+        (0..=200_000).map(move |i| low + step * i as f32)
+    }
+
+    fn relative_error(got: f32, want: f64) -> f64 {
+        (f64::from(got) - want).abs() / want.abs().max(f64::MIN_POSITIVE)
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp() {
+        for x in samples(-87.0, 88.5) {
+            let want = f64::from(x).exp();
+            let err = relative_error(exp(x), want);
+            assert!(
+                err <= 2.0 * f64::from(f32::EPSILON),
+                "exp({x}): {} vs {want}",
+                exp(x)
+            );
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn tanh_and_sigmoid_match_f64() {
+        for x in samples(-12.0, 12.0).chain(samples(-1e-3, 1e-3)) {
+            let t = f64::from(x).tanh();
+            assert!(
+                relative_error(tanh(x), t) <= 3e-7,
+                "tanh({x}): {} vs {t}",
+                tanh(x)
+            );
+            let s = 1.0 / (1.0 + (-f64::from(x)).exp());
+            assert!(
+                relative_error(sigmoid(x), s) <= 3e-7,
+                "sigmoid({x}): {} vs {s}",
+                sigmoid(x)
+            );
+        }
+        for x in [0.0f32, -0.0, 1e-30, -1e-30, 20.0, -20.0, 1e30, -1e30] {
+            assert_eq!(tanh(x), x.tanh(), "tanh({x})");
+        }
+        assert_eq!(sigmoid(-200.0), 0.0);
+        assert_eq!(sigmoid(200.0), 1.0);
+        assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
+    }
+}
