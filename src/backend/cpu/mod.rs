@@ -171,8 +171,8 @@ impl BackendStorage for CpuStorage {
     ) {
         let scalars = scalars.0.as_slice();
         for (((param, grad), a), b) in params.iter_mut().zip(grads).zip(state_a).zip(state_b) {
-            // Chunks, each an indexed loop the compiler can vectorise (sqrt and division
-            // included): the update is one pass over memory, four streams in, three out.
+            // Chunks, each a loop the compiler vectorises (sqrt and division included): the
+            // update is one pass over memory, four streams in, three out.
             param
                 .0
                 .par_chunks_mut(OPTIMIZER_CHUNK)
@@ -180,11 +180,7 @@ impl BackendStorage for CpuStorage {
                 .zip(a.0.par_chunks_mut(OPTIMIZER_CHUNK))
                 .zip(b.0.par_chunks_mut(OPTIMIZER_CHUNK))
                 .for_each(|(((p, g), a), b)| {
-                    let len = p.len();
-                    let (g, a, b) = (&g[..len], &mut a[..len], &mut b[..len]);
-                    for i in 0..len {
-                        kernel.update(scalars, &mut p[i], g[i], &mut a[i], &mut b[i]);
-                    }
+                    simd::update(p, g, a, b, |p, g, a, b| kernel.update(scalars, p, g, a, b))
                 });
         }
     }

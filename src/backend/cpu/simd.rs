@@ -57,6 +57,25 @@ dispatch!(zip_map_in_place, (y: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f
 });
 
 dispatch!(
+    update,
+    (
+        param: &mut [f32],
+        grad: &[f32],
+        state_a: &mut [f32],
+        state_b: &mut [f32],
+        f: impl Fn(&mut f32, f32, &mut f32, &mut f32)
+    ),
+    {
+        // f(param[i], grad[i], state_a[i], state_b[i]): an optimiser's update, in place.
+        let len = param.len();
+        let (grad, state_a, state_b) = (&grad[..len], &mut state_a[..len], &mut state_b[..len]);
+        for i in 0..len {
+            f(&mut param[i], grad[i], &mut state_a[i], &mut state_b[i]);
+        }
+    }
+);
+
+dispatch!(
     fill_random,
     (out: &mut [f32], stream: PhiloxStream, first_block: u64, distribution: Distribution),
     {
