@@ -163,7 +163,23 @@ pub fn manual_seed(seed: u64) {
     with_default_generator(|generator| *generator = Generator::new(seed));
 }
 
-/// Runs `f` with the process-wide generator, which ops use when no generator is given.
+/// Reserves the process-wide generator's next draws, of `lens` values each, and returns a
+/// generator positioned at the first: making those same draws from it gives the numbers the
+/// process-wide generator would have, without holding its lock meanwhile. (A random fill runs
+/// on the rayon pool; holding the lock through it would deadlock with a pool thread that needs
+/// the generator itself.)
+pub fn reserve_default(lens: &[usize]) -> Generator {
+    with_default_generator(|generator| {
+        let start = *generator;
+        for &len in lens {
+            generator.draw(len);
+        }
+        start
+    })
+}
+
+/// Runs `f` with the process-wide generator, which ops use when no generator is given. `f`
+/// holds the generator's lock: it should not run parallel work (see [`reserve_default`]).
 pub fn with_default_generator<R>(f: impl FnOnce(&mut Generator) -> R) -> R {
     let mut generator = DEFAULT_GENERATOR
         .lock()

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use crate::backend::Distribution;
 use crate::device::Device;
-use crate::rng::{with_default_generator, Generator};
+use crate::rng::{reserve_default, Generator};
 use crate::storage::Storage;
 
 /// An n-dimensional array of `f32`, contiguous and row-major, that records the ops applied to
@@ -143,7 +143,7 @@ impl Tensor {
 
     /// Samples from N(0, 1), drawn from the process-wide generator ([`crate::manual_seed`]).
     pub fn randn(shape: &[usize], device: &Device) -> Tensor {
-        with_default_generator(|generator| Tensor::randn_with(shape, device, generator))
+        Tensor::randn_with(shape, device, &mut reserve_default(&[numel(shape)]))
     }
 
     /// Samples from N(0, 1), drawn from `generator`.
@@ -157,9 +157,8 @@ impl Tensor {
 
     /// Samples from U(low, high), drawn from the process-wide generator.
     pub fn uniform(shape: &[usize], low: f32, high: f32, device: &Device) -> Tensor {
-        with_default_generator(|generator| {
-            Tensor::uniform_with(shape, low, high, device, generator)
-        })
+        let mut generator = reserve_default(&[numel(shape)]);
+        Tensor::uniform_with(shape, low, high, device, &mut generator)
     }
 
     /// Samples from U(low, high), drawn from `generator`.

@@ -114,3 +114,35 @@ fn values_do_not_depend_on_the_thread_count() {
     };
     assert_eq!(draw(1), draw(2));
 }
+
+/// The process-wide generator is never locked while a fill runs on the rayon pool: a pool
+/// thread that needs it (a training step's dropout) would wait for ever. Two threads, one
+/// drawing tensors, one training, must both finish (with the lock held through fills, this
+/// hung in two runs out of three).
+#[test]
+fn drawing_and_training_from_two_threads_cannot_deadlock() {
+    use ferrograd::gan::{Gan, IMAGE_DIM};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let (done, finished) = mpsc::channel();
+    let drawing = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..400 {
+            std::hint::black_box(Tensor::randn(&[1 << 16], &CPU));
+        }
+        drawing.send("drawing").unwrap();
+    });
+    std::thread::spawn(move || {
+        let mut gan = Gan::new(&CPU, 2e-4);
+        let real = Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, &CPU);
+        for _ in 0..40 {
+            gan.train_step(&real);
+        }
+        done.send("training").unwrap();
+    });
+    for _ in 0..2 {
+        // Generous: both sides together take about half a second.
+        let who = finished.recv_timeout(Duration::from_secs(120));
+        assert!(who.is_ok(), "a thread is stuck: deadlock");
+    }
+}

@@ -3,7 +3,7 @@
 use super::Module;
 use crate::device::Device;
 use crate::ops::{linear, linear_activation, Activation};
-use crate::rng::{with_default_generator, Generator};
+use crate::rng::{reserve_default, Generator};
 use crate::tensor::Tensor;
 
 /// `y = x · Wᵀ + b`, with `weight: [out_features, in_features]` and `bias: [out_features]`,
@@ -17,9 +17,9 @@ pub struct Linear {
 impl Linear {
     /// A layer with PyTorch's default initialisation, drawn from the process-wide generator.
     pub fn new(in_features: usize, out_features: usize, device: &Device) -> Self {
-        with_default_generator(|generator| {
-            Linear::new_with(in_features, out_features, device, generator)
-        })
+        // The weight's draw, then the bias's (see `new_with`).
+        let mut generator = reserve_default(&[in_features * out_features, out_features]);
+        Linear::new_with(in_features, out_features, device, &mut generator)
     }
 
     /// A layer with PyTorch's default initialisation: weight and bias ~ U(−1/√in, 1/√in)

@@ -5,7 +5,7 @@
 use super::arith::Mul;
 use super::record;
 use crate::backend::{Broadcast, Distribution};
-use crate::rng::{with_default_generator, Generator};
+use crate::rng::{reserve_default, Generator};
 use crate::tensor::{GradFn, Tensor};
 
 /// `y = x · mask` with `mask ∈ {0, 1/(1 − p)}`: `∂L/∂x = ∂L/∂y · mask`.
@@ -29,7 +29,12 @@ impl GradFn for DropoutBackward {
 /// # Panics
 /// Unless `0 ≤ p ≤ 1`.
 pub fn dropout(input: &Tensor, p: f32, training: bool) -> Tensor {
-    with_default_generator(|generator| dropout_with(input, p, training, generator))
+    let draws = if training && p != 0.0 && (0.0..=1.0).contains(&p) {
+        vec![input.numel()]
+    } else {
+        Vec::new() // no mask, no draw
+    };
+    dropout_with(input, p, training, &mut reserve_default(&draws))
 }
 
 /// Dropout with the mask drawn from `generator`: the same generator state gives the same mask
