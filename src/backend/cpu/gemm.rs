@@ -27,7 +27,8 @@ const MC: usize = 96;
 const KC: usize = 256;
 /// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
 const MAX_NC: usize = 512;
-/// The most rows of `X` for which `X·Wᵀ` runs as `(W·Xᵀ)ᵀ` without packing `W`.
+/// The most rows of `C` for which a product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ`, the large operand
+/// read in place (see `direct`).
 const MAX_DIRECT_ROWS: usize = 128;
 
 /// `C = op(A) · op(B) (+ bias)`, row-major. `a` is `[m, k]` (or `[k, m]` if
@@ -106,7 +107,7 @@ fn gemm_impl<E: UnaryKernel>(
         return c;
     }
     let (mr, nr) = (kernel.mr(), kernel.nr());
-    if !dims.lhs_transposed && dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k > 0 {
+    if dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k > 0 {
         direct::multiply(kernel, a, b, bias, dims, epilogue, &mut c);
         return c;
     }
@@ -445,16 +446,18 @@ mod gather {
     }
 }
 
-/// `C = X·Wᵀ (+ bias)` for a small batch `X: [m, k]` and a weight `W: [n, k]` (a linear
-/// layer's forward), computed as `Cᵀ = W·Xᵀ`: W becomes the left operand, whose elements the
-/// microkernel broadcasts, and a broadcast can read W's rows where they lie. The usual way,
-/// W is the right operand and must be packed by transposing it, which at m = 64 costs a
-/// quarter as much as the multiplication itself. Only `Xᵀ`, 64 rows, is packed.
+/// `C = X·Wᵀ (+ bias)` for a small batch `X` (at most `MAX_DIRECT_ROWS` rows; `X` may
+/// be stored transposed) and a weight `W: [n, k]` — a linear layer's forward. It is computed
+/// as `Cᵀ = W·Xᵀ`: W becomes the left operand, whose elements the microkernel broadcasts, and
+/// a broadcast reads W's rows where they lie. The usual way, W is the right operand and must
+/// be packed by transposing it, which at m = 64 costs a quarter as much as the
+/// multiplication. Only `Xᵀ`, 64 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
+/// was tried too: the stride between steps of k makes it slower than packing.)
 mod direct {
     use rayon::prelude::*;
 
     use super::{pack, Layout, OutputMatrix, MAX_BLOCK};
-    use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel, MAX_MR};
+    use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel};
     use crate::backend::cpu::simd;
     use crate::backend::{GemmDims, UnaryKernel};
 
@@ -475,16 +478,15 @@ mod direct {
     ) {
         let GemmDims { m, k, n, .. } = dims;
         let (mr, nr) = (kernel.mr(), kernel.nr());
-        // op(B) = Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p], zero-padded.
+        // The right operand Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p],
+        // zero-padded.
+        let x_layout = if dims.lhs_transposed {
+            Layout::AcrossK { stride: m }
+        } else {
+            Layout::AlongK { stride: k }
+        };
         let mut packed_x = super::super::pool::take(m.div_ceil(nr) * nr * k);
-        pack(
-            x,
-            Layout::AlongK { stride: k },
-            (0, m),
-            (0, k),
-            nr,
-            &mut packed_x,
-        );
+        pack(x, x_layout, (0, m), (0, k), nr, &mut packed_x);
         let out = OutputMatrix {
             c: c.as_mut_ptr(),
             ldc: n,
@@ -495,9 +497,11 @@ mod direct {
             let end = ((task + 1) * task_rows).min(n);
             for j0 in (task * task_rows..end).step_by(mr) {
                 let rows = mr.min(n - j0);
-                // Rows past W's end repeat its last row; their results are not stored.
-                let w_rows: [*const f32; MAX_MR] =
-                    std::array::from_fn(|i| w[(j0 + i.min(rows - 1)) * k..].as_ptr());
+                // Rows j0.. of W where they lie. Rows past W's end repeat its last row; their
+                // results are not stored.
+                let w_rows = APanel::Rows(std::array::from_fn(|i| {
+                    w[(j0 + i.min(rows - 1)) * k..].as_ptr()
+                }));
                 for (panel, i0) in (0..m).step_by(nr).enumerate() {
                     let x_panel = &packed_x[panel * nr * k..(panel + 1) * nr * k];
                     let out_block = BlockOut {
@@ -507,7 +511,7 @@ mod direct {
                     };
                     // SAFETY: each row pointer starts a row of W, `k` floats long; `block`
                     // holds MR × NR with row stride NR.
-                    unsafe { kernel.run(k, APanel::Rows(w_rows), x_panel, out_block) };
+                    unsafe { kernel.run(k, w_rows, x_panel, out_block) };
                     // block[i · nr + t] = C[i0 + t, j0 + i]: finish it (bias, epilogue), then
                     // write it transposed.
                     for (i, block_row) in block.chunks_exact_mut(nr).take(rows).enumerate() {

@@ -173,6 +173,7 @@ trait AFetch: Copy {
     unsafe fn get(self, i: usize, p: usize) -> f32;
 }
 
+/// A packed micro-panel: `A(i, p) = a[p · mr + i]`.
 #[derive(Clone, Copy)]
 struct Packed {
     a: *const f32,
