@@ -27,6 +27,20 @@ const MC: usize = 96;
 const KC: usize = 256;
 /// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
 const MAX_NC: usize = 512;
+/// Products smaller than this (multiply-adds) run on the calling thread: waking another costs
+/// more than it saves (a 64 × 100 × 256 layer is 1.6 M).
+const MIN_PARALLEL_MACS: usize = 1 << 22;
+
+/// The least tasks a parallel loop of a product of `m·k·n` multiply-adds is split into:
+/// `usize::MAX` (one task, no other thread woken) below [`MIN_PARALLEL_MACS`].
+fn min_task_len(m: usize, k: usize, n: usize) -> usize {
+    if m * k * n < MIN_PARALLEL_MACS {
+        usize::MAX
+    } else {
+        1
+    }
+}
+
 /// The most rows of `C` for which a product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ`, the large operand
 /// read in place (see `direct`).
 const MAX_DIRECT_ROWS: usize = 128;
@@ -124,6 +138,7 @@ fn gemm_impl<E: UnaryKernel>(
         packed_a
             .par_chunks_mut(PANELS_PER_TASK * mr * k)
             .enumerate()
+            .with_min_len(min_task_len(m, k, n))
             .for_each(|(task, chunk)| {
                 let row0 = task * PANELS_PER_TASK * mr;
                 let rows = (PANELS_PER_TASK * mr).min(m - row0);
@@ -138,6 +153,7 @@ fn gemm_impl<E: UnaryKernel>(
     };
     (0..m.div_ceil(MC) * col_tiles)
         .into_par_iter()
+        .with_min_len(min_task_len(m, k, n))
         .for_each(|t| {
             let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
             PACKED_B.with_borrow_mut(|packed_b| {
@@ -456,7 +472,7 @@ mod gather {
 mod direct {
     use rayon::prelude::*;
 
-    use super::{pack, Layout, OutputMatrix, MAX_BLOCK};
+    use super::{min_task_len, pack, Layout, OutputMatrix, MAX_BLOCK};
     use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel};
     use crate::backend::cpu::simd;
     use crate::backend::{GemmDims, UnaryKernel};
@@ -492,7 +508,8 @@ mod direct {
             ldc: n,
         };
         let task_rows = rows_per_task(kernel, n);
-        (0..n.div_ceil(task_rows)).into_par_iter().for_each(|task| {
+        let tasks = (0..n.div_ceil(task_rows)).into_par_iter();
+        tasks.with_min_len(min_task_len(m, k, n)).for_each(|task| {
             let mut block = [0.0f32; MAX_BLOCK];
             let end = ((task + 1) * task_rows).min(n);
             for j0 in (task * task_rows..end).step_by(mr) {
