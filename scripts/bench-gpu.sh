@@ -2,8 +2,9 @@
 # Prepares the GPU speed measurement (the GPU machines have no Rust toolchain): builds
 # examples/gan_bench here into gpu-bench/ (kept out of git through .git/info/exclude) and
 # writes gpu-bench/run.sh, which prints, on the GPU, in one run:
-#   - ferrograd: the GAN training iteration (µs/iter, images/s), the GEMM at the GAN's shapes
-#     and 4096³, tanh's bandwidth;
+#   - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
+#     graph, each with its statistics read every step and queued; the GEMM at the GAN's
+#     shapes and 4096³; tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the

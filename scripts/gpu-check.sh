@@ -3,9 +3,10 @@
 # the release binaries it runs, copies them with MNIST into gpu-check/ (kept out of git through
 # .git/info/exclude), and writes gpu-check/run.sh, the one command to run on the GPU machine:
 #   - NVRTC's report for the GPU's own architecture, the CUDA tests (nvrtc, devices with the
-#     GPU required: CPU↔GPU parity of every op, random numbers, training);
-#   - one epoch of mnist_gan --device cuda, with its losses;
-#   - the kernel benches.
+#     GPU required: CPU↔GPU parity of every op, random numbers, training; graph: the captured
+#     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator);
+#   - one epoch of mnist_gan --device cuda (CUDA graph), 300 iterations with --eager;
+#   - gan_bench on the GPU: the iteration eager and as a graph, SGEMM, elementwise bandwidth.
 # With the device tool: run `bash gpu-check/run.sh` with carry ["gpu-check"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,11 @@ rm -rf "$out" && mkdir -p "$out/mnist"
 
 cargo build --release --examples
 tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u)
-benches=$(cargo bench --no-run 2>&1 | grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u)
-for binary in $tests $benches; do
+for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
-    case "$name" in devices | nvrtc | allocator | ops) cp "$binary" "$out/$name" ;; esac
+    case "$name" in devices | nvrtc | allocator | graph) cp "$binary" "$out/$name" ;; esac
 done
-cp target/release/examples/mnist_gan target/release/examples/nvrtc_report "$out/"
+cp target/release/examples/{mnist_gan,nvrtc_report,gan_bench} "$out/"
 find "$out" -maxdepth 1 -type f -exec strip --strip-debug {} + # the device tool carries 64 MiB at most
 cp ../shared/data/mnist/*.gz "$out/mnist/"
 
@@ -40,8 +40,10 @@ step ./nvrtc_report
 step ./nvrtc
 step ./devices
 step ./allocator
+step ./graph
+step ./gan_bench --device cuda
 step ./mnist_gan --device cuda --data mnist --out "${OUT:-.}/mnist_gan" --epochs 1
-step ./ops --bench --warm-up-time 1 --measurement-time 3
+step ./mnist_gan --device cuda --eager --data mnist --out "${OUT:-.}/mnist_gan_eager" --max-iters 300
 echo "== gpu check finished with status $status" | tee -a "$log"
 exit $status
 RUN
