@@ -36,6 +36,9 @@ struct Args {
     /// Time only the training iteration (for profiling it).
     #[arg(long)]
     iteration_only: bool,
+    /// Let CUDA matrix products use TF32 tensor cores.
+    #[arg(long)]
+    tf32: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,15 +48,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::Cuda => Device::cuda(0)?,
         DeviceChoice::CudaEmulator => Device::cuda_emulator(),
     };
+    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     let (iters, repeats) = if args.quick {
         (2, 3)
     } else {
         (20, args.repeats)
     };
     println!(
-        "ferrograd {} on {}",
+        "ferrograd {} on {}{}",
         env!("CARGO_PKG_VERSION"),
-        device.description()
+        device.description(),
+        if args.tf32 {
+            ", TF32 matrix products"
+        } else {
+            ""
+        }
     );
 
     manual_seed(1);

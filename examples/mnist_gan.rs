@@ -62,6 +62,10 @@ struct Args {
     /// once as a CUDA graph (same results, slower).
     #[arg(long)]
     eager: bool,
+    /// On a GPU, let matrix products use TF32 tensor cores (10-bit mantissas in the products,
+    /// FP32 sums; as PyTorch's allow_tf32).
+    #[arg(long)]
+    tf32: bool,
     /// The MNIST directory; missing files are downloaded into it.
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data: PathBuf,
@@ -110,6 +114,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .build_global()?;
     }
     let device = select_device(args.device)?;
+    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     let mnist = load_mnist(&args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|err| format!("cannot create {}: {err}", args.out.display()))?;

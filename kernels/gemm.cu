@@ -4,7 +4,8 @@
 // The epilogue is the identity or an activation (GEMM_EPILOGUE_*), applied as each result
 // leaves its register: a linear layer and its activation in one kernel.
 //
-// Three kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan):
+// Three kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan), and
+// an optional fourth, gemm_tf32, for tensor cores (below):
 // - gemm: 64 × 64 tiles of C, 256 threads, 4 × 4 results per thread. For the small products of
 //   a batch-64 MLP, where 128 × 128 tiles would leave most of the GPU idle. With split-K
 //   (gridDim.z > 1) each block sums only k_chunk of k and writes its partial tile to
@@ -80,6 +81,35 @@ __device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int co
 #define GEMM_TN 4
 #define GEMM_THREADS 256
 
+// Stages 64 rows x0.. of one operand over the k-slice k0..k0 + GEMM_BK (cut at k_end) in
+// shared memory, k-major (tile[k][x]), zero outside the matrix: A's rows (x: a row of op(A)) or
+// B's columns (x: a column of op(B)). Element (x, p) is at src[x·k + p] when `along_k` (A
+// stored [m, k], B stored [n, k]), else at src[p·count + x]. The block's THREADS threads share
+// the work, consecutive threads reading consecutive addresses.
+template <int STRIDE, int THREADS>
+__device__ __forceinline__ void stage_operand(const float* src, bool along_k, int count, int k,
+                                              int x0, int k0, int k_end, float (*tile)[STRIDE]) {
+    for (int e = threadIdx.x; e < 64 * GEMM_BK; e += THREADS) {
+        int x = along_k ? e / GEMM_BK : e % 64;
+        int p = along_k ? e % GEMM_BK : e / 64;
+        int outer = x0 + x, kk = k0 + p;
+        float v = 0.0f;
+        if (outer < count && kk < k_end) {
+            v = along_k ? src[(u64)outer * k + kk] : src[(u64)kk * count + outer];
+        }
+        tile[p][x] = v;
+    }
+}
+
+// Stages the k-slice at k0 of A's rows row0.. and B's columns col0.. (64 of each).
+template <int STRIDE, int THREADS>
+__device__ __forceinline__ void stage_tiles(const GemmArgs& args, float (*a_tile)[STRIDE],
+                                            float (*b_tile)[STRIDE], int row0, int col0, int k0,
+                                            int k_end) {
+    stage_operand<STRIDE, THREADS>(args.a, !args.lhs_transposed, args.m, args.k, row0, k0, k_end, a_tile);
+    stage_operand<STRIDE, THREADS>(args.b, args.rhs_transposed, args.n, args.k, col0, k0, k_end, b_tile);
+}
+
 FG_KERNEL(gemm, GemmArgs) {
     // k-major tiles: a thread's GEMM_TM (resp. GEMM_TN) operands of one k step are adjacent.
     __shared__ float a_tile[GEMM_BK][GEMM_BM];
@@ -97,27 +127,7 @@ FG_KERNEL(gemm, GemmArgs) {
         }
     }
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
-        for (int e = threadIdx.x; e < GEMM_BM * GEMM_BK; e += GEMM_THREADS) {
-            // Consecutive threads take consecutive k (A stored [m, k]) or rows (stored [k, m]).
-            int r = args.lhs_transposed ? e % GEMM_BM : e / GEMM_BK;
-            int p = args.lhs_transposed ? e / GEMM_BM : e % GEMM_BK;
-            int row = row0 + r, kk = k0 + p;
-            float v = 0.0f;
-            if (row < args.m && kk < k_end) {
-                v = args.lhs_transposed ? args.a[(u64)kk * args.m + row] : args.a[(u64)row * args.k + kk];
-            }
-            a_tile[p][r] = v;
-        }
-        for (int e = threadIdx.x; e < GEMM_BK * GEMM_BN; e += GEMM_THREADS) {
-            int p = args.rhs_transposed ? e % GEMM_BK : e / GEMM_BN;
-            int c = args.rhs_transposed ? e / GEMM_BK : e % GEMM_BN;
-            int col = col0 + c, kk = k0 + p;
-            float v = 0.0f;
-            if (col < args.n && kk < k_end) {
-                v = args.rhs_transposed ? args.b[(u64)col * args.k + kk] : args.b[(u64)kk * args.n + col];
-            }
-            b_tile[p][c] = v;
-        }
+        stage_tiles<GEMM_BM, GEMM_THREADS>(args, a_tile, b_tile, row0, col0, k0, k_end);
         __syncthreads();
         for (int p = 0; p < GEMM_BK; ++p) {
             float a_reg[GEMM_TM];
@@ -153,6 +163,98 @@ FG_KERNEL(gemm_split_reduce, GemmArgs) {
             sum += args.partials[(u64)z * size + at];
         }
         gemm_finish(args, at, (int)(at % args.n), sum);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's
+// allow_tf32). The same 64 × 64 tiles, split-K and epilogues as `gemm`, but each product goes
+// through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3 decimal
+// digits; sums stay FP32). Launch: grid as `gemm`, 128 threads: 4 warps of 32 × 32 results,
+// each 2 × 4 MMA tiles of 16 × 8.
+//
+// Fragments of m16n8k8 (PTX ISA; lane = 4·g + t):  A (16 × 8, row-major): a0 (g, t),
+// a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4);  B (8 × 8, k × n): b0 (t, g), b1 (t + 4, g);
+// C (16 × 8): c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1).
+
+#ifdef FERROGRAD_EMULATOR
+#define to_tf32 ferrograd_to_tf32
+#define mma_tf32 ferrograd_mma_m16n8k8_tf32
+#else
+// Round to the nearest TF32 (ties away from zero), as cuBLAS's TF32 mode does.
+__device__ __forceinline__ u32 to_tf32(float x) {
+    u32 r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// c += A · B for one 16 × 8 × 8 tile, the warp's 32 lanes each holding their fragments.
+__device__ __forceinline__ void mma_tf32(float c[4], const u32 a[4], const u32 b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+// Shared rows padded to 72 floats: the fragment reads of a warp (8 rows g × 4 steps t) then
+// fall in 32 different banks.
+#define TF32_STRIDE 72
+#define TF32_THREADS 128
+
+FG_KERNEL(gemm_tf32, GemmArgs) {
+    __shared__ float a_tile[GEMM_BK][TF32_STRIDE];
+    __shared__ float b_tile[GEMM_BK][TF32_STRIDE];
+    const int row0 = blockIdx.y * GEMM_BM;
+    const int col0 = blockIdx.x * GEMM_BN;
+    const int k_begin = blockIdx.z * args.k_chunk;
+    const int k_end = min(args.k, k_begin + args.k_chunk);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    const int g = lane / 4, t = lane % 4;
+    float acc[2][4][4];
+    for (int mi = 0; mi < 2; ++mi) {
+        for (int ni = 0; ni < 4; ++ni) {
+            for (int r = 0; r < 4; ++r) {
+                acc[mi][ni][r] = 0.0f;
+            }
+        }
+    }
+    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
+        stage_tiles<TF32_STRIDE, TF32_THREADS>(args, a_tile, b_tile, row0, col0, k0, k_end);
+        __syncthreads();
+        for (int kk = 0; kk < GEMM_BK; kk += 8) {
+            u32 a[2][4], b[4][2];
+            for (int mi = 0; mi < 2; ++mi) {
+                int r = warp_row + mi * 16 + g;
+                a[mi][0] = to_tf32(a_tile[kk + t][r]);
+                a[mi][1] = to_tf32(a_tile[kk + t][r + 8]);
+                a[mi][2] = to_tf32(a_tile[kk + t + 4][r]);
+                a[mi][3] = to_tf32(a_tile[kk + t + 4][r + 8]);
+            }
+            for (int ni = 0; ni < 4; ++ni) {
+                int c = warp_col + ni * 8 + g;
+                b[ni][0] = to_tf32(b_tile[kk + t][c]);
+                b[ni][1] = to_tf32(b_tile[kk + t + 4][c]);
+            }
+            for (int mi = 0; mi < 2; ++mi) {
+                for (int ni = 0; ni < 4; ++ni) {
+                    mma_tf32(acc[mi][ni], a[mi], b[ni]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    for (int mi = 0; mi < 2; ++mi) {
+        for (int ni = 0; ni < 4; ++ni) {
+            int row = row0 + warp_row + mi * 16 + g;
+            int col = col0 + warp_col + ni * 8 + 2 * t;
+            gemm_store(args, row, col, acc[mi][ni][0]);
+            gemm_store(args, row, col + 1, acc[mi][ni][1]);
+            gemm_store(args, row + 8, col, acc[mi][ni][2]);
+            gemm_store(args, row + 8, col + 1, acc[mi][ni][3]);
+        }
     }
 }
 

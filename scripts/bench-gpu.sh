@@ -4,7 +4,7 @@
 # writes gpu-bench/run.sh, which prints, on the GPU, in one run:
 #   - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
 #     graph, each with its statistics read every step and queued; the GEMM at the GAN's
-#     shapes and 4096³; tanh's bandwidth;
+#     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
@@ -27,6 +27,7 @@ export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include
 date -u
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 ./gan_bench --device cuda
+./gan_bench --device cuda --tf32
 python3 gan_pytorch.py --device cuda --mode eager
 python3 gan_pytorch.py --device cuda --mode compile
 python3 cuda_reference.py

@@ -4,7 +4,8 @@
 # .git/info/exclude), and writes gpu-check/run.sh, the one command to run on the GPU machine:
 #   - NVRTC's report for the GPU's own architecture, the CUDA tests (nvrtc, devices with the
 #     GPU required: CPU↔GPU parity of every op, random numbers, training; graph: the captured
-#     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator);
+#     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator; tf32: the
+#     tensor-core GEMM within TF32's precision of the CPU);
 #   - one epoch of mnist_gan --device cuda (CUDA graph), 300 iterations with --eager;
 #   - gan_bench on the GPU: the iteration eager and as a graph, SGEMM, elementwise bandwidth.
 # With the device tool: run `bash gpu-check/run.sh` with carry ["gpu-check"].
@@ -18,7 +19,7 @@ cargo build --release --examples
 tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u)
 for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
-    case "$name" in devices | nvrtc | allocator | graph) cp "$binary" "$out/$name" ;; esac
+    case "$name" in devices | nvrtc | allocator | graph | tf32) cp "$binary" "$out/$name" ;; esac
 done
 cp target/release/examples/{mnist_gan,nvrtc_report,gan_bench} "$out/"
 find "$out" -maxdepth 1 -type f -exec strip --strip-debug {} + # the device tool carries 64 MiB at most
@@ -41,6 +42,7 @@ step ./nvrtc
 step ./devices
 step ./allocator
 step ./graph
+step ./tf32
 step ./gan_bench --device cuda
 step ./mnist_gan --device cuda --data mnist --out "${OUT:-.}/mnist_gan" --epochs 1
 step ./mnist_gan --device cuda --eager --data mnist --out "${OUT:-.}/mnist_gan_eager" --max-iters 300

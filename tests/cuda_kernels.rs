@@ -119,7 +119,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 29);
+    assert_eq!(count, 30);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -384,6 +384,117 @@ fn gemm_matches_the_cpu_in_every_layout_and_plan() {
                 1e-5,
             );
         }
+    }
+}
+
+/// `gemm_tf32` on the emulator (the m16n8k8 MMA emulated lane by lane), `splits` chunks of k.
+fn emulated_tf32_gemm(
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    dims: GemmDims,
+    splits: usize,
+) -> Vec<f32> {
+    let (m, k, n) = (dims.m, dims.k, dims.n);
+    let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
+    let splits = k.div_ceil(k_chunk).max(1);
+    let mut c = vec![f32::NAN; m * n];
+    let mut partials = vec![f32::NAN; splits * m * n];
+    let args = GemmArgs {
+        a: ptr(a),
+        b: ptr(b),
+        bias: ptr(bias),
+        c: ptr_mut(&mut c),
+        partials: if splits > 1 {
+            ptr_mut(&mut partials)
+        } else {
+            0
+        },
+        m: m as i32,
+        k: k as i32,
+        n: n as i32,
+        lhs_transposed: i32::from(dims.lhs_transposed),
+        rhs_transposed: i32::from(dims.rhs_transposed),
+        k_chunk: k_chunk as i32,
+        splits: splits as i32,
+        epilogue: epilogue_code("identity"),
+        p: 0.0,
+    };
+    launch("gemm_tf32", LaunchConfig::gemm_tf32(m, n, splits), args);
+    if splits > 1 {
+        launch(
+            "gemm_split_reduce",
+            LaunchConfig::for_items((m * n) as u64),
+            args,
+        );
+    }
+    c
+}
+
+fn every_layout(m: usize, k: usize, n: usize) -> impl Iterator<Item = GemmDims> {
+    [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .map(move |(lhs_transposed, rhs_transposed)| GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed,
+            rhs_transposed,
+        })
+}
+
+/// With operands that TF32 holds exactly (multiples of 1/4 up to 4), the tensor-core kernel
+/// must give the exact products: this checks every fragment's mapping, in every layout, on
+/// ragged shapes, with split-K.
+#[test]
+fn tf32_gemm_is_exact_on_exactly_representable_operands() {
+    let quarters = |len: usize, seed: u64| -> Vec<f32> {
+        uniform(len, -16.0, 16.0, seed)
+            .into_iter()
+            .map(|x| x.round() / 4.0)
+            .collect()
+    };
+    for ((m, k, n), splits) in [
+        ((1, 1, 1), 1),
+        ((17, 24, 9), 1),
+        ((70, 40, 65), 1),
+        ((64, 100, 33), 3),
+    ] {
+        for dims in every_layout(m, k, n) {
+            let (a, b, bias) = (quarters(m * k, 1), quarters(k * n, 2), quarters(n, 3));
+            let got = emulated_tf32_gemm(&a, &b, &bias, dims, splits);
+            assert_eq!(
+                got,
+                gemm(&a, &b, Some(&bias), dims),
+                "{dims:?}, {splits} splits"
+            );
+        }
+    }
+}
+
+/// On random operands TF32 rounds each to 11 significant bits: every result within 2⁻¹⁰ of
+/// Σ|aᵢ·bᵢ| of the FP32 product (and not equal to it: the rounding does happen).
+#[test]
+fn tf32_gemm_accuracy_against_fp32() {
+    let (m, k, n) = (64, 256, 72);
+    let a = uniform(m * k, -1.0, 1.0, 11);
+    let b = uniform(k * n, -1.0, 1.0, 12);
+    let bias = vec![0.0; n];
+    for dims in every_layout(m, k, n) {
+        let fp32 = gemm(&a, &b, None, dims);
+        let abs_a: Vec<f32> = a.iter().map(|x| x.abs()).collect();
+        let abs_b: Vec<f32> = b.iter().map(|x| x.abs()).collect();
+        let magnitude = gemm(&abs_a, &abs_b, None, dims);
+        let tf32 = emulated_tf32_gemm(&a, &b, &bias, dims, 1);
+        let worst = tf32
+            .iter()
+            .zip(&fp32)
+            .zip(&magnitude)
+            .map(|((t, f), mag)| (t - f).abs() / mag)
+            .fold(0.0f32, f32::max);
+        eprintln!("TF32 {dims:?}: largest error {worst:.2e} of Σ|a·b|");
+        assert!(worst <= 1.0 / 1024.0, "{dims:?}: {worst}");
+        assert!(worst > 1e-6, "{dims:?}: no TF32 rounding seen ({worst})");
     }
 }
 

@@ -89,6 +89,49 @@ T __shfl_xor_sync(unsigned, T value, int mask, int = 32) {
     return ferrograd_shuffle(value, [&](unsigned lane) { return lane ^ (unsigned)mask; });
 }
 
+// cvt.rna.tf32.f32: keep 10 mantissa bits, rounding to nearest, ties away from zero.
+inline unsigned ferrograd_to_tf32(float x) {
+    unsigned bits;
+    __builtin_memcpy(&bits, &x, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) {  // finite: round the 13 dropped bits
+        bits = (bits + 0x1000u) & ~0x1fffu;
+    }
+    return bits;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, c += A·B, each lane holding its
+// fragments (layouts in kernels/gemm.cu). The lanes publish their fragments, meet at a warp
+// barrier, and each computes its four results from everyone's.
+inline void ferrograd_mma_m16n8k8_tf32(float c[4], const unsigned a[4], const unsigned b[2]) {
+    static unsigned a_slots[1024][4], b_slots[1024][2];
+    unsigned rank = ferrograd_emu::thread_rank();
+    unsigned lane = rank % 32, warp_base = rank - lane;
+    for (int i = 0; i < 4; ++i) a_slots[rank][i] = a[i];
+    for (int i = 0; i < 2; ++i) b_slots[rank][i] = b[i];
+    ferrograd_emu::sync_warp();
+    auto as_float = [](unsigned bits) {
+        float f;
+        __builtin_memcpy(&f, &bits, 4);
+        return f;
+    };
+    unsigned g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) {
+        unsigned row = g + (r >= 2 ? 8 : 0), col = 2 * t + (r & 1);
+        float sum = c[r];
+        for (unsigned k = 0; k < 8; ++k) {
+            // A(row, k) is register (row >= 8) + 2·(k >= 4) of lane 4·(row % 8) + k % 4;
+            // B(k, col) is register (k >= 4) of lane 4·col + k % 4.
+            unsigned a_lane = warp_base + 4 * (row % 8) + k % 4;
+            unsigned b_lane = warp_base + 4 * col + k % 4;
+            float a_value = as_float(a_slots[a_lane][(row >= 8) + 2 * (k >= 4)]);
+            float b_value = as_float(b_slots[b_lane][k >= 4]);
+            sum += a_value * b_value;
+        }
+        c[r] = sum;
+    }
+    ferrograd_emu::sync_warp();  // nobody overwrites a slot before every lane has read
+}
+
 template <class T>
 T atomicAdd(T* address, T value) {
     T old = *address;

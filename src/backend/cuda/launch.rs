@@ -70,6 +70,14 @@ impl LaunchConfig {
         }
     }
 
+    /// `gemm.cu`'s `gemm_tf32`: `gemm`'s tiles, 128 threads (4 warps driving tensor cores).
+    pub fn gemm_tf32(m: usize, n: usize, splits: usize) -> LaunchConfig {
+        LaunchConfig {
+            block: Dim3::x(128),
+            ..LaunchConfig::gemm(m, n, splits)
+        }
+    }
+
     /// `gemm.cu`'s `gemm_large`: a 128 × 128 tile of C per block of 256 threads.
     pub fn gemm_large(m: usize, n: usize) -> LaunchConfig {
         LaunchConfig {

@@ -22,4 +22,4 @@ mod storage;
 
 pub use device::CudaDevice;
 pub use graph::CudaGraph;
-pub use storage::CudaStorage;
+pub use storage::{set_allow_tf32, tf32_allowed, CudaStorage};

@@ -10,6 +10,23 @@ use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether matrix products may use TF32 tensor cores (see [`set_allow_tf32`]).
+static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
+
+/// Lets CUDA matrix products use TF32 tensor cores (`gemm_tf32` in `kernels/gemm.cu`), as
+/// PyTorch's `torch.backends.cuda.matmul.allow_tf32`. Off by default: TF32 keeps 10 mantissa
+/// bits of each operand (products accurate to about 1e-3 relative; sums stay FP32), which is
+/// plenty for training this GAN but not bit-compatible with FP32. Process-wide.
+pub fn set_allow_tf32(allow: bool) {
+    ALLOW_TF32.store(allow, Ordering::Relaxed);
+}
+
+/// Whether [`set_allow_tf32`] is on.
+pub fn tf32_allowed() -> bool {
+    ALLOW_TF32.load(Ordering::Relaxed)
+}
 
 /// A tensor's elements in device memory, row-major.
 #[derive(Debug)]
@@ -210,12 +227,28 @@ impl BackendStorage for CudaStorage {
             epilogue: epilogue_code(E::NAME),
             p: epilogue.param(),
         };
-        match GemmPlan::choose(dims.m, dims.k, dims.n) {
+        let tf32 = tf32_allowed();
+        let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
+            // The tensor-core kernel has 64 × 64 tiles only.
+            GemmPlan::Large if tf32 => GemmPlan::Tiled {
+                splits: 1,
+                k_chunk: dims.k,
+            },
+            plan => plan,
+        };
+        // The 64 × 64 kernel and its launch geometry (m, n, splits).
+        type Geometry = fn(usize, usize, usize) -> LaunchConfig;
+        let (tiled, tiled_config): (&str, Geometry) = if tf32 {
+            ("gemm_tf32", LaunchConfig::gemm_tf32)
+        } else {
+            ("gemm", LaunchConfig::gemm)
+        };
+        match plan {
             GemmPlan::Large => {
                 device.launch("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), args)
             }
             GemmPlan::Tiled { splits: 1, .. } => {
-                device.launch("gemm", LaunchConfig::gemm(dims.m, dims.n, 1), args)
+                device.launch(tiled, tiled_config(dims.m, dims.n, 1), args)
             }
             GemmPlan::Tiled { splits, k_chunk } => {
                 // Deterministic split-K: partial tiles, then their sum in a fixed order.
@@ -223,7 +256,7 @@ impl BackendStorage for CudaStorage {
                 args.partials = partials.pointer();
                 args.k_chunk = dim(k_chunk);
                 args.splits = dim(splits);
-                device.launch("gemm", LaunchConfig::gemm(dims.m, dims.n, splits), args);
+                device.launch(tiled, tiled_config(dims.m, dims.n, splits), args);
                 args.partials = partials.pointer();
                 let reduce = LaunchConfig::for_items((dims.m * dims.n) as u64);
                 device.launch("gemm_split_reduce", reduce, args);
