@@ -11,6 +11,7 @@ mod simd;
 
 pub use gemm::{gemm, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
+pub use pool::fresh_buffers;
 
 use rayon::prelude::*;
 

@@ -7,6 +7,7 @@
 //! with [`take`], whose contents are stale: every op that takes one writes all of it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The most floats the cache keeps (1 GiB); buffers beyond it go back to the system.
@@ -18,6 +19,15 @@ struct Cache {
 }
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// Buffers [`take`] could not find in the cache and asked the system for.
+static FRESH_BUFFERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many buffers so far had to come from the system allocator rather than the cache (for
+/// tests and diagnostics: a training step, once warm, should add none).
+pub fn fresh_buffers() -> u64 {
+    FRESH_BUFFERS.load(Ordering::Relaxed)
+}
 
 /// A buffer of `len` floats with unspecified (but initialised) contents: the caller
 /// overwrites every element.
@@ -31,7 +41,10 @@ pub fn take(len: usize) -> Vec<f32> {
             cache.cached_floats -= len;
             Some(buffer)
         });
-    reused.unwrap_or_else(|| vec![0.0; len])
+    reused.unwrap_or_else(|| {
+        FRESH_BUFFERS.fetch_add(1, Ordering::Relaxed);
+        vec![0.0; len]
+    })
 }
 
 /// Keeps `buffer` for a later [`take`] of its length.
