@@ -325,7 +325,7 @@ pub(crate) fn with_storages<R, const N: usize>(
     f(std::array::from_fn(|i| &*guards[guard_of[i]]))
 }
 
-/// Gradient bookkeeping (the backward pass is [`Tensor::backward`] in [`crate::autograd`]).
+/// Gradient bookkeeping (the backward pass is [`Tensor::backward`], in `src/autograd.rs`).
 impl Tensor {
     /// Whether gradients flow to this tensor: set on leaves by [`Tensor::set_requires_grad`],
     /// inherited by the results of ops on such tensors.

@@ -1,11 +1,11 @@
 //! The contract between the device-blind op layer and the devices.
 //!
-//! Ops (in [`crate::ops`]) describe *what* to compute with small kernel values: a struct that
+//! Ops (in `src/ops/`) describe *what* to compute with small kernel values: a struct that
 //! says how to map one float ([`UnaryKernel`]) or a pair of floats ([`BinaryKernel`]). A backend
 //! says *how* to run that over a buffer: the CPU backend maps it over slices on the rayon pool;
 //! the CUDA backend launches the kernel of the same name from `kernels/*.cu`.
 //!
-//! Every backend's storage implements [`BackendStorage`]; [`crate::storage::Storage`] is the enum
+//! Every backend's storage implements [`BackendStorage`]; `Storage` (`src/storage.rs`) is the enum
 //! over them that tensors hold. Nothing above this module knows which device it runs on.
 
 pub mod cpu;

@@ -106,7 +106,7 @@ impl Microkernel {
     /// `j < NR`, and
     /// no other thread may access those elements during the call; rows given by
     /// [`APanel::Rows`] must hold `kc` readable floats.
-    pub unsafe fn run(self, kc: usize, a: APanel<'_>, b: &[f32], out: BlockOut) {
+    pub(crate) unsafe fn run(self, kc: usize, a: APanel<'_>, b: &[f32], out: BlockOut) {
         let (mr, nr) = (self.mr(), self.nr());
         assert!(b.len() >= kc * nr, "microkernel: short B panel");
         assert!(

@@ -1,4 +1,4 @@
-//! The CUDA backend: our kernels in `kernels/*.cu` behind [`crate::storage::Storage`].
+//! The CUDA backend: our kernels in `kernels/*.cu` behind `Storage` (`src/storage.rs`).
 //!
 //! - `kernels.rs`: the kernel sources, embedded by `build.rs`, and the kernels each defines;
 //! - `args.rs`, `launch.rs`: argument structs and launch geometry, shared by both runtimes;
