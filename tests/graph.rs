@@ -190,6 +190,7 @@ fn a_capture_drawing_from_two_generators_is_refused() {
 
 #[test]
 fn graphs_need_a_cuda_device() {
+    let _turn = one_at_a_time(); // Gan::new draws from the process-wide generator
     let err = graph::capture(&Device::Cpu, || ()).expect_err("CPU");
     assert!(err.to_string().contains("needs a CUDA device"), "{err}");
     let mut gan = Gan::new(&Device::Cpu, 2e-4);

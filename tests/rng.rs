@@ -93,8 +93,15 @@ fn saved_state_resumes_the_stream() {
     assert_eq!(next, Tensor::randn_with(&[7], &CPU, &mut resumed).to_vec());
 }
 
+/// Tests whose assertions depend on who else draws from the process-wide generator take turns.
+fn process_wide_generator_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn manual_seed_restarts_the_process_wide_stream() {
+    let _turn = process_wide_generator_turn();
     manual_seed(42);
     let a = Tensor::randn(&[100], &CPU).to_vec();
     let b = Tensor::randn(&[100], &CPU).to_vec();
@@ -124,6 +131,7 @@ fn drawing_and_training_from_two_threads_cannot_deadlock() {
     use ferrograd::gan::{Gan, IMAGE_DIM};
     use std::sync::mpsc;
     use std::time::Duration;
+    let _turn = process_wide_generator_turn(); // it draws from two threads at once
     let (done, finished) = mpsc::channel();
     let drawing = done.clone();
     std::thread::spawn(move || {

@@ -49,14 +49,14 @@ struct EmulatedGraph {
 impl GraphExec for EmulatedGraph {
     fn replay(&self) -> Result<(), String> {
         for launch in &self.launches {
-            let mut args = launch.args.clone();
-            // SAFETY: the bytes are the argument struct as captured; its buffers belong to the
-            // graph's memory pool or to tensors the graph's owner keeps alive (see graph.rs).
+            // SAFETY: the bytes are the argument struct as captured, which the kernel only
+            // reads (it takes `const Args`); its buffers belong to the graph's memory pool or
+            // to tensors the graph's owner keeps alive (see graph.rs).
             unsafe {
                 launch_raw(
                     &launch.name,
                     launch.config,
-                    args.as_mut_ptr() as *mut c_void,
+                    launch.args.as_ptr() as *mut c_void,
                 )
             }?;
         }

@@ -257,7 +257,6 @@ impl BackendStorage for CudaStorage {
                 args.k_chunk = dim(k_chunk);
                 args.splits = dim(splits);
                 device.launch(tiled, tiled_config(dims.m, dims.n, splits), args);
-                args.partials = partials.pointer();
                 let reduce = LaunchConfig::for_items((dims.m * dims.n) as u64);
                 device.launch("gemm_split_reduce", reduce, args);
             }
