@@ -1,12 +1,14 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
-//! layer uses (ours with each microkernel, beside the `matrixmultiply` crate in the same run),
+//! layer uses (ours with each microkernel, beside the `matrixmultiply` crate in the same run,
+//! built with its `threading` feature: it uses as many threads as the machine has CPUs, or
+//! `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that differs),
 //! each op's forward and backward, Adam over the GAN's parameters, and one full GAN training
 //! iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
-use ferrograd::backend::cpu::{gemm_with_kernel, Microkernel};
+use ferrograd::backend::cpu::{gemm_into, Microkernel};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
@@ -71,10 +73,15 @@ fn bench_gemm(c: &mut Criterion) {
         }
         group.throughput(Throughput::Elements((2 * m * k * n) as u64)); // flops
         let shape = format!("{product:?}/{m}x{k}x{n}");
+        // Both write into a buffer made once, so neither pays for fresh pages per call.
+        let mut ours = vec![0.0f32; m * n];
         for kernel in Microkernel::supported() {
             let id = BenchmarkId::new(format!("ferrograd-{kernel:?}"), &shape);
             group.bench_function(id, |bench| {
-                bench.iter(|| gemm_with_kernel(kernel, black_box(&a), black_box(&b), None, dims))
+                bench.iter(|| {
+                    gemm_into(kernel, black_box(&a), black_box(&b), None, dims, &mut ours);
+                    black_box(&ours);
+                })
             });
         }
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {

@@ -34,6 +34,15 @@ struct BinaryArgs {
     int broadcast;
 };
 
+struct TernaryArgs {
+    const float* a;
+    const float* b;
+    const float* c;
+    float* out;
+    u64 n;
+    float p;
+};
+
 __device__ __forceinline__ u64 global_thread() {
     return (u64)blockIdx.x * blockDim.x + threadIdx.x;
 }
@@ -58,6 +67,14 @@ __device__ __forceinline__ void map_binary(const BinaryArgs& a, F f) {
                   : a.broadcast == BROADCAST_ROWS ? a.b[i % a.cols]
                                                   : a.b[0];
         a.out[i] = f(a.a[i], b, a.p);
+    }
+}
+
+// out[i] = f(a[i], b[i], c[i], p), grid-stride loop.
+template <class F>
+__device__ __forceinline__ void map_ternary(const TernaryArgs& a, F f) {
+    for (u64 i = global_thread(); i < a.n; i += grid_stride()) {
+        a.out[i] = f(a.a[i], a.b[i], a.c[i], a.p);
     }
 }
 

@@ -23,6 +23,22 @@ FG_KERNEL(binary_leaky_relu_backward, BinaryArgs) {
     map_binary(args, [](float x, float g, float slope) { return x > 0.0f ? g : slope * g; });
 }
 
+// --- an activation, then dropout (src/ops/linear.rs, linear_activation_dropout) ---
+// out = act(z) · mask, mask ∈ {0, 1/(1 − p)}: dL/dz = act'(z) · (dL/dout · mask), and for
+// kept elements act(z) has the sign of out. Same order of operations as the unfused pair.
+FG_KERNEL(ternary_relu_dropout_backward, TernaryArgs) {
+    map_ternary(args, [](float out, float mask, float g, float) {
+        float t = g * mask;
+        return out > 0.0f ? t : 0.0f;
+    });
+}
+FG_KERNEL(ternary_leaky_relu_dropout_backward, TernaryArgs) {
+    map_ternary(args, [](float out, float mask, float g, float slope) {
+        float t = g * mask;
+        return out > 0.0f ? t : slope * t;
+    });
+}
+
 // --- tanh: dL/dx = dL/dy · (1 − y²) ---
 FG_KERNEL(unary_tanh, UnaryArgs) { map_unary(args, [](float x, float) { return tanh_forward(x); }); }
 FG_KERNEL(binary_tanh_backward, BinaryArgs) {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::backend::cpu::hot_pool;
 use crate::checkpoint::{self, Checkpoint};
 use crate::device::Device;
 use crate::error::Result;
@@ -194,8 +195,13 @@ impl Gan {
         }
         // On the CPU the whole step runs as one task of the rayon pool: its parallel ops then
         // split work from inside the pool instead of handing every op to it from outside and
-        // sleeping until it is done (two thread wake-ups per op, hundreds of ops per step).
-        let results = rayon::scope(|_| self.step_results(real));
+        // sleeping until it is done (two thread wake-ups per op, hundreds of ops per step),
+        // and the pool's other workers stay awake between ops (see `hot_pool`).
+        let results = if self.device.is_cuda() {
+            self.step_results(real)
+        } else {
+            hot_pool::run(|| self.step_results(real))
+        };
         self.last = Some(results);
     }
 

@@ -7,7 +7,8 @@
 use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::CudaStorage;
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    TernaryKernel, UnaryKernel,
 };
 use crate::device::Device;
 use crate::rng::PhiloxStream;
@@ -91,6 +92,18 @@ impl Storage {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(a.binary(b, broadcast, kernel)),
             (Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(a.binary(b, broadcast, kernel)),
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
+    pub fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
+        match (self, b, c) {
+            (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)) => {
+                Storage::Cpu(a.ternary(b, c, kernel))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c)) => {
+                Storage::Cuda(a.ternary(b, c, kernel))
+            }
             _ => unreachable!("{MIXED}"),
         }
     }

@@ -81,6 +81,10 @@ fn argument_structs_have_the_c_layout() {
         std::mem::size_of::<BinaryArgs>(),
         c_args_size::<BinaryArgs>()
     );
+    assert_eq!(
+        std::mem::size_of::<TernaryArgs>(),
+        c_args_size::<TernaryArgs>()
+    );
     assert_eq!(std::mem::size_of::<SumArgs>(), c_args_size::<SumArgs>());
     assert_eq!(
         std::mem::size_of::<SumRowsArgs>(),
@@ -119,7 +123,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 30);
+    assert_eq!(count, 32);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel

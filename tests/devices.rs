@@ -7,7 +7,8 @@ mod common;
 use common::{away_from_zero, uniform, CPU};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{
-    binary_cross_entropy, dropout_with, linear, linear_activation, Activation,
+    binary_cross_entropy, dropout, dropout_with, linear, linear_activation,
+    linear_activation_dropout, Activation,
 };
 use ferrograd::nn::{LeakyReLU, Linear, Module, Sequential, Sigmoid};
 use ferrograd::optim::{Adam, AdamConfig};
@@ -141,11 +142,53 @@ fn check_training(device: &Device) {
     assert!(losses[19] < losses[0], "{losses:?}");
 }
 
+/// Checks that draw from the process-wide generator take turns.
+static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `linear_activation_dropout` against the ops it fuses, `dropout(linear_activation(…))`:
+/// the same values and gradients on this device (the fused backward multiplies in the same
+/// order, and draws the same mask), and the CPU's within tolerance.
+fn check_fused_linear_dropout(device: &Device) {
+    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |device: &Device, fused: bool, activation: Activation| {
+        manual_seed(21);
+        let x = leaf(&uniform(8 * 6, -1.0, 1.0, 1), &[8, 6], device);
+        let w = leaf(&uniform(10 * 6, -0.5, 0.5, 2), &[10, 6], device);
+        let b = leaf(&uniform(10, -0.5, 0.5, 3), &[10], device);
+        let g = Tensor::from_vec(uniform(8 * 10, -1.0, 1.0, 4), &[8, 10], device);
+        let y = if fused {
+            linear_activation_dropout(&x, &w, Some(&b), activation, 0.3)
+        } else {
+            dropout(&linear_activation(&x, &w, Some(&b), activation), 0.3, true)
+        };
+        y.mul(&g).sum().backward();
+        let grads = [&x, &w, &b].map(|t| t.grad().unwrap().to_vec());
+        (y.to_vec(), grads)
+    };
+    for activation in [Activation::Relu, Activation::LeakyRelu(0.2)] {
+        let (y, grads) = run(device, true, activation);
+        let unfused = run(device, false, activation);
+        assert_eq!(
+            (&y, &grads),
+            (&unfused.0, &unfused.1),
+            "{activation:?}: fused vs unfused"
+        );
+        let dropped = y.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            (10..60).contains(&dropped),
+            "{dropped} of 80 dropped at p = 0.3"
+        );
+        let (cpu_y, cpu_grads) = run(&CPU, true, activation);
+        assert_close("output", &y, &cpu_y);
+        for (what, (g, c)) in ["x", "W", "b"].iter().zip(grads.iter().zip(&cpu_grads)) {
+            assert_close(&format!("{activation:?}: gradient of {what}"), g, c);
+        }
+    }
+}
+
 /// Two iterations of the real GAN (batch 16): the same losses and outputs as on the CPU.
 fn check_gan_steps(device: &Device) {
-    // The GAN draws from the process-wide generator: one such check at a time.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let train = |device: &Device| {
         manual_seed(15);
         let mut gan = Gan::new(device, 2e-4);
@@ -233,6 +276,10 @@ macro_rules! test_devices {
             #[test]
             fn adam_over_many_parameters() {
                 if let Some(d) = device() { check_adam_over_many_parameters(&d) }
+            }
+            #[test]
+            fn fused_linear_dropout() {
+                if let Some(d) = device() { check_fused_linear_dropout(&d) }
             }
             #[test]
             fn gan_steps() {

@@ -7,6 +7,7 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     if (std::strcmp(name, #T) == 0) return sizeof(T);
     FERROGRAD_ARGS(UnaryArgs)
     FERROGRAD_ARGS(BinaryArgs)
+    FERROGRAD_ARGS(TernaryArgs)
     FERROGRAD_ARGS(SumArgs)
     FERROGRAD_ARGS(SumRowsArgs)
     FERROGRAD_ARGS(GemmArgs)

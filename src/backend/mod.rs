@@ -43,6 +43,18 @@ pub trait BinaryKernel: Sync {
     }
 }
 
+/// An elementwise map `y = f(a, b, c)`: the backward rule of a fused chain, which reads two
+/// saved tensors beside the incoming gradient (`f(saved₁, saved₂, grad)`).
+pub trait TernaryKernel: Sync {
+    /// The GPU kernel is `ternary_<NAME>` in `kernels/`.
+    const NAME: &'static str;
+    fn apply(&self, a: f32, b: f32, c: f32) -> f32;
+    /// The kernel's parameter, passed to the GPU kernel as `p`.
+    fn param(&self) -> f32 {
+        0.0
+    }
+}
+
 /// An optimiser step fused over many parameters, in two kernels: `prepare` advances the step
 /// count kept in a small buffer of scalars and derives the step's other scalars from it (so
 /// nothing about the step lives on the host), then `update` applies the step to every element
@@ -112,6 +124,8 @@ pub trait BackendStorage: Sized {
     fn copy_from(&mut self, src: &Self);
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
+    /// `kernel(self[i], b[i], c[i])`, the three buffers of one length.
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self;
     /// The sum of all elements, as a one-element buffer. Fixed chunking: the result does not
     /// depend on the number of threads.
     fn sum_all(&self) -> Self;

@@ -37,6 +37,10 @@ impl Module for Dropout {
         dropout(input, self.p, self.training)
     }
 
+    fn dropout(&self) -> Option<f32> {
+        self.training.then_some(self.p)
+    }
+
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }

@@ -2,7 +2,7 @@
 
 use super::Module;
 use crate::device::Device;
-use crate::ops::{linear, linear_activation, Activation};
+use crate::ops::{linear, linear_activation, linear_activation_dropout, Activation};
 use crate::rng::{reserve_default, Generator};
 use crate::tensor::Tensor;
 
@@ -85,6 +85,21 @@ impl Module for Linear {
             &self.weight,
             self.bias.as_ref(),
             activation,
+        ))
+    }
+
+    fn forward_then_dropout(
+        &self,
+        input: &Tensor,
+        activation: Activation,
+        p: f32,
+    ) -> Option<Tensor> {
+        Some(linear_activation_dropout(
+            input,
+            &self.weight,
+            self.bias.as_ref(),
+            activation,
+            p,
         ))
     }
 

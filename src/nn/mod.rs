@@ -31,6 +31,23 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// The probability of the dropout this module applies, if it is a dropout in training
+    /// mode that a preceding layer and activation can fuse.
+    fn dropout(&self) -> Option<f32> {
+        None
+    }
+
+    /// `dropout(activation(self.forward(input)), p)` as one op, if this module can fuse it;
+    /// `None` otherwise.
+    fn forward_then_dropout(
+        &self,
+        _input: &Tensor,
+        _activation: Activation,
+        _p: f32,
+    ) -> Option<Tensor> {
+        None
+    }
+
     /// Parameters under PyTorch's names (`"weight"`, `"0.bias"`, …), so state can be matched
     /// with a PyTorch model's `state_dict()`.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

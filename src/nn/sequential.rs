@@ -33,20 +33,22 @@ impl Sequential {
 
 impl Module for Sequential {
     /// Each layer in turn, except that a layer followed by an activation it can fuse (a
-    /// `Linear` then a `ReLU`, say) runs both as one kernel: the same values and gradients,
-    /// one pass over the output fewer each way.
+    /// `Linear` then a `ReLU`, say) runs both as one kernel, and with a dropout after them as
+    /// one op: the same values, gradients and random draws, fewer passes over the output.
     fn forward(&self, input: &Tensor) -> Tensor {
         let mut x = input.clone();
-        let mut layers = self.layers.iter().peekable();
-        while let Some(layer) = layers.next() {
-            let activation = layers.peek().and_then(|next| next.activation());
-            x = match activation.and_then(|a| layer.forward_then(&x, a)) {
-                Some(fused) => {
-                    layers.next(); // the activation is done
-                    fused
-                }
-                None => layer.forward(&x),
-            };
+        let mut i = 0;
+        while let Some(layer) = self.layers.get(i) {
+            let activation = self.layers.get(i + 1).and_then(|next| next.activation());
+            let dropout = self.layers.get(i + 2).and_then(|next| next.dropout());
+            let fused = match (activation, dropout) {
+                (Some(a), Some(p)) => layer.forward_then_dropout(&x, a, p).map(|y| (y, 3)),
+                _ => None,
+            }
+            .or_else(|| activation.and_then(|a| layer.forward_then(&x, a).map(|y| (y, 2))));
+            let (y, layers_done) = fused.unwrap_or_else(|| (layer.forward(&x), 1));
+            x = y;
+            i += layers_done;
         }
         x
     }

@@ -15,7 +15,7 @@ use crate::backend::{BinaryKernel, Broadcast, UnaryKernel};
 use crate::tensor::{GradFn, Tensor};
 
 /// `∂L/∂(x·Wᵀ + b)` from `∂L/∂y`: the activation's rule from its saved output, if fused.
-type ActivationGrad = Box<dyn Fn(&Tensor) -> Tensor + Send + Sync>;
+pub(super) type ActivationGrad = Box<dyn Fn(&Tensor) -> Tensor + Send + Sync>;
 
 /// `y = act(z)`, `z = x · Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`:
 /// - `∂L/∂z = act'(y) · ∂L/∂y` (the activation's rule, from the saved output; `∂L/∂y` when
@@ -141,12 +141,12 @@ fn fused<F: UnaryKernel, G: BinaryKernel + Send + Sync + 'static>(
     y
 }
 
-fn linear_backward(
+pub(super) fn linear_backward(
     name: &'static str,
     input: &Tensor,
     weight: &Tensor,
     activation: Option<ActivationGrad>,
-) -> LinearBackward {
+) -> impl GradFn {
     LinearBackward {
         name,
         input: weight.requires_grad().then(|| input.detach()),
@@ -155,7 +155,7 @@ fn linear_backward(
     }
 }
 
-fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) {
+pub(super) fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) {
     let (x, w) = (input.shape(), weight.shape());
     assert!(
         x.len() == 2 && w.len() == 2 && x[1] == w[1],
@@ -173,12 +173,16 @@ fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) {
 }
 
 /// `x · Wᵀ`: `[batch, in] · [in, out]`, with `W` read transposed where it is stored.
-fn gemm_dims(input: &Tensor, weight: &Tensor) -> crate::backend::GemmDims {
+pub(super) fn gemm_dims(input: &Tensor, weight: &Tensor) -> crate::backend::GemmDims {
     let (x, w) = (input.shape(), weight.shape());
     dims(x[0], x[1], w[0], false, true)
 }
 
-fn inputs<'a>(input: &'a Tensor, weight: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<&'a Tensor> {
+pub(super) fn inputs<'a>(
+    input: &'a Tensor,
+    weight: &'a Tensor,
+    bias: Option<&'a Tensor>,
+) -> Vec<&'a Tensor> {
     [Some(input), Some(weight), bias]
         .into_iter()
         .flatten()

@@ -13,6 +13,7 @@ mod bce;
 mod dropout;
 mod leaky_relu;
 mod linear;
+mod linear_dropout;
 mod matmul;
 mod reduce;
 mod relu;
@@ -23,8 +24,9 @@ mod tanh;
 pub use bce::binary_cross_entropy;
 pub use dropout::{dropout, dropout_with};
 pub use linear::{linear, linear_activation, Activation};
+pub use linear_dropout::linear_activation_dropout;
 
-use crate::backend::{BinaryKernel, Broadcast, UnaryKernel};
+use crate::backend::{BinaryKernel, Broadcast, TernaryKernel, UnaryKernel};
 use crate::grad_mode::is_grad_enabled;
 use crate::tensor::{numel, with_storages, GradFn, Node, NodeKind, Tensor};
 
@@ -74,6 +76,14 @@ impl Tensor {
         kernel: &K,
     ) -> Tensor {
         let storage = with_storages([self, rhs], |[a, b]| a.binary(b, broadcast, kernel));
+        Tensor::from_storage(storage, self.shape().to_vec())
+    }
+}
+
+impl Tensor {
+    /// `kernel(self[i], b[i], c[i])`, the three of one shape.
+    pub(crate) fn zip3_map<K: TernaryKernel>(&self, b: &Tensor, c: &Tensor, kernel: &K) -> Tensor {
+        let storage = with_storages([self, b, c], |[a, b, c]| a.ternary(b, c, kernel));
         Tensor::from_storage(storage, self.shape().to_vec())
     }
 }

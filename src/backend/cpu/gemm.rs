@@ -2,18 +2,23 @@
 //!
 //! `C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n]  (+ bias[n] on every row))`
 //!
-//! Loops, outermost first:
+//! Packing first: all of `op(A)` is packed once into micro-panels of `MR` rows, `k`-major, so
+//! the microkernel reads memory strictly in order. Packing reads each operand in whichever
+//! layout it is stored: that is how `X·Wᵀ` and `dYᵀ·X` run without copying a transpose.
+//! `op(B)` goes into micro-panels of `NR` columns: all at once too when several rows of tiles
+//! share it, else by each tile just before use (see [`BPanels`]).
+//!
+//! Then the loops, outermost first:
 //! 1. The output is cut into tiles of `MC` rows and `nc` columns, one rayon task each; `nc` is
 //!    chosen so that even the GAN's 64-row products give every thread work. A tile owns its
 //!    elements and sums each over `k` in a fixed order, so the result does not depend on the
 //!    thread count or the tiling.
-//! 2. `k` is cut into blocks of `KC`. For each block the task packs `A`'s slice into
-//!    micro-panels of `MR` rows and `B`'s into micro-panels of `NR` columns, both `k`-major, so
-//!    the microkernel reads memory strictly in order from L1/L2. Packing reads `A` and `B` in
-//!    whichever layout they are stored: that is how `X·Wᵀ` and `dYᵀ·X` run without copying a
-//!    transpose.
+//! 2. `k` is cut into blocks of `KC`; within a block, each `B` micro-panel (`KC × NR`) stays
+//!    in L1 while the tile's `A` micro-panels stream past it from L2.
 //! 3. The microkernel ([`Microkernel`]) keeps an `MR × NR` block of `C` in registers across the
 //!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them.
+//!
+//! Small batches of the forward `X·Wᵀ` take another route (see `direct`).
 
 use rayon::prelude::*;
 
@@ -31,19 +36,54 @@ const MAX_NC: usize = 512;
 /// more than it saves (a 64 × 100 × 256 layer is 1.6 M).
 const MIN_PARALLEL_MACS: usize = 1 << 22;
 
-/// The least tasks a parallel loop of a product of `m·k·n` multiply-adds is split into:
-/// `usize::MAX` (one task, no other thread woken) below [`MIN_PARALLEL_MACS`].
-fn min_task_len(m: usize, k: usize, n: usize) -> usize {
-    if m * k * n < MIN_PARALLEL_MACS {
-        usize::MAX
+/// Runs `task(i)` for every `i < count`: split over the rayon pool if `parallel`, else in
+/// order on the calling thread, which a small product must not leave (from outside the pool,
+/// even a one-task parallel loop is handed to a pool thread and waited for).
+fn run_tasks(count: usize, parallel: bool, task: impl Fn(usize) + Send + Sync) {
+    if parallel {
+        (0..count).into_par_iter().for_each(task);
     } else {
-        1
+        (0..count).for_each(task);
+    }
+}
+
+/// Runs `f` on the rayon pool if `parallel`: called from outside the pool, a product then
+/// moves into it once, rather than handing each of its parallel loops over and sleeping until
+/// each is done (in a VM, a thread wake-up costs tens of microseconds).
+fn on_pool_if(parallel: bool, f: impl FnOnce() + Send) {
+    if parallel {
+        rayon::scope(|_| f());
+    } else {
+        f();
+    }
+}
+
+/// [`run_tasks`] over the `len`-long chunks of `buffer`: `task(i, chunk i)`.
+fn run_chunk_tasks(
+    buffer: &mut [f32],
+    len: usize,
+    parallel: bool,
+    task: impl Fn(usize, &mut [f32]) + Send + Sync,
+) {
+    if parallel {
+        buffer
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk));
+    } else {
+        buffer
+            .chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk));
     }
 }
 
 /// The most rows of `C` for which a product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ`, the large operand
 /// read in place (see `direct`).
 const MAX_DIRECT_ROWS: usize = 128;
+/// The least `k` for which it does: `direct` writes its blocks of C transposed, element by
+/// element, which a long enough sum over `k` must pay for (at k ≤ 512 packing W costs less).
+const MIN_DIRECT_K: usize = 768;
 
 /// `C = op(A) · op(B) (+ bias)`, row-major. `a` is `[m, k]` (or `[k, m]` if
 /// `dims.lhs_transposed`), `b` is `[k, n]` (or `[n, k]` if `dims.rhs_transposed`), `bias` is `[n]`.
@@ -66,7 +106,9 @@ pub fn gemm_with_epilogue<E: UnaryKernel>(
     dims: GemmDims,
     epilogue: &E,
 ) -> Vec<f32> {
-    gemm_impl(Microkernel::selected(), a, b, bias, dims, epilogue)
+    let mut c = super::pool::take(dims.m * dims.n);
+    gemm_impl(Microkernel::selected(), a, b, bias, dims, epilogue, &mut c);
+    c
 }
 
 /// [`gemm`] with a given microkernel (for tests and benchmarks; see [`Microkernel`]).
@@ -80,7 +122,25 @@ pub fn gemm_with_kernel(
     bias: Option<&[f32]>,
     dims: GemmDims,
 ) -> Vec<f32> {
-    gemm_impl(kernel, a, b, bias, dims, &Identity)
+    let mut c = super::pool::take(dims.m * dims.n);
+    gemm_into(kernel, a, b, bias, dims, &mut c);
+    c
+}
+
+/// [`gemm_with_kernel`] into a buffer of the caller's: what a benchmark times beside another
+/// library that writes into a buffer it was given, with no allocation in either.
+///
+/// # Panics
+/// If a buffer's length does not match `dims`, or the kernel is not supported here.
+pub fn gemm_into(
+    kernel: Microkernel,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+    c: &mut [f32],
+) {
+    gemm_impl(kernel, a, b, bias, dims, &Identity, c);
 }
 
 fn gemm_impl<E: UnaryKernel>(
@@ -90,84 +150,157 @@ fn gemm_impl<E: UnaryKernel>(
     bias: Option<&[f32]>,
     dims: GemmDims,
     epilogue: &E,
-) -> Vec<f32> {
-    let GemmDims { m, k, n, .. } = dims;
-    assert_eq!(
-        a.len(),
-        m * k,
-        "gemm: lhs has {} elements, dims {dims:?}",
-        a.len()
-    );
-    assert_eq!(
-        b.len(),
-        k * n,
-        "gemm: rhs has {} elements, dims {dims:?}",
-        b.len()
-    );
-    if let Some(bias) = bias {
+    c: &mut [f32],
+) {
+    let parallel = dims.m * dims.k * dims.n >= MIN_PARALLEL_MACS;
+    on_pool_if(parallel, || {
+        let GemmDims { m, k, n, .. } = dims;
         assert_eq!(
-            bias.len(),
-            n,
-            "gemm: bias has {} elements, n = {n}",
-            bias.len()
+            a.len(),
+            m * k,
+            "gemm: lhs has {} elements, dims {dims:?}",
+            a.len()
+        );
+        assert_eq!(
+            b.len(),
+            k * n,
+            "gemm: rhs has {} elements, dims {dims:?}",
+            b.len()
+        );
+        assert_eq!(
+            c.len(),
+            m * n,
+            "gemm: output has {} elements, dims {dims:?}",
+            c.len()
+        );
+        if let Some(bias) = bias {
+            assert_eq!(
+                bias.len(),
+                n,
+                "gemm: bias has {} elements, n = {n}",
+                bias.len()
+            );
+        }
+        // Every element is written: by the first block of k, or, for k = 0, right here.
+        if k == 0 {
+            c.fill(0.0);
+        }
+        if m == 0 || n == 0 {
+            return;
+        }
+        let (mr, nr) = (kernel.mr(), kernel.nr());
+        if dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k >= MIN_DIRECT_K {
+            direct::multiply(kernel, a, b, bias, dims, epilogue, c, parallel);
+            return;
+        }
+        // All of op(A) and all of op(B), each packed once and shared by every tile:
+        // packed_a[(panel · k + p) · MR + i] = op(A)[panel · MR + i, p],
+        // packed_b[(panel · k + p) · NR + j] = op(B)[p, panel · NR + j], zero-padded.
+        let a_layout = if dims.lhs_transposed {
+            Layout::AcrossK { stride: m }
+        } else {
+            Layout::AlongK { stride: k }
+        };
+        // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
+        let b_layout = if dims.rhs_transposed {
+            Layout::AlongK { stride: k }
+        } else {
+            Layout::AcrossK { stride: n }
+        };
+        let packed_a = pack_all(a, a_layout, m, k, mr, parallel);
+        let nc = tile_width(kernel, m, n);
+        let col_tiles = n.div_ceil(nc);
+        // With one row of tiles, each element of op(B) feeds one tile only: the tile packs its
+        // slice just before using it, while it is hot in L2. With several, B is packed once and
+        // shared (each tile packing its own would repeat the work once per row of tiles).
+        let packed_b = (m > MC).then(|| pack_all(b, b_layout, n, k, nr, parallel));
+        let b_panels = match &packed_b {
+            Some(packed) => BPanels::Shared(packed),
+            None => BPanels::PerTile {
+                src: b,
+                layout: b_layout,
+            },
+        };
+        let out = OutputMatrix {
+            c: c.as_mut_ptr(),
+            ldc: n,
+        };
+        let operands = Operands {
+            a: &packed_a,
+            b: b_panels,
+            k,
+        };
+        run_tasks(m.div_ceil(MC) * col_tiles, parallel, |t| {
+            let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
+            // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
+            unsafe {
+                multiply_tile(kernel, operands, tile, out);
+                finish_tile(out, tile, bias, epilogue);
+            }
+        });
+        super::pool::give_back(packed_a);
+        if let Some(packed_b) = packed_b {
+            super::pool::give_back(packed_b);
+        }
+    });
+}
+
+/// Packs all of an operand (`count` rows of `A` or columns of `B`, the full `k`) into
+/// `width`-wide micro-panels, a few panels per task, from a buffer of the pool.
+fn pack_all(
+    src: &[f32],
+    layout: Layout,
+    count: usize,
+    k: usize,
+    width: usize,
+    parallel: bool,
+) -> Vec<f32> {
+    const PANELS_PER_TASK: usize = 4;
+    // Every element is written by `pack`, padding included.
+    let mut packed = super::pool::take(count.div_ceil(width) * width * k);
+    if k > 0 {
+        run_chunk_tasks(
+            &mut packed,
+            PANELS_PER_TASK * width * k,
+            parallel,
+            |task, chunk| {
+                let x0 = task * PANELS_PER_TASK * width;
+                let len = (PANELS_PER_TASK * width).min(count - x0);
+                pack(src, layout, (x0, len), (0, k), width, chunk);
+            },
         );
     }
-    // Every element is written: by the first block of k, or, for k = 0, right here.
-    let mut c = super::pool::take(m * n);
-    if k == 0 {
-        c.fill(0.0);
+    packed
+}
+
+/// A product's operands as the tiles read them.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    /// All of op(A), packed by [`pack_all`].
+    a: &'a [f32],
+    b: BPanels<'a>,
+    k: usize,
+}
+
+/// Where the tiles find op(B)'s micro-panels.
+#[derive(Clone, Copy)]
+enum BPanels<'a> {
+    /// All of op(B), packed by [`pack_all`].
+    Shared(&'a [f32]),
+    /// op(B) as stored: each tile packs its columns, one block of `k` at a time.
+    PerTile { src: &'a [f32], layout: Layout },
+}
+
+impl Operands<'_> {
+    /// Steps `k0..k0 + kc` of the `A` micro-panel that holds row `row` (a multiple of `mr`).
+    fn a_panel(&self, mr: usize, row: usize, (k0, kc): (usize, usize)) -> &[f32] {
+        &self.a[(row / mr * self.k + k0) * mr..][..kc * mr]
     }
-    if m == 0 || n == 0 {
-        return c;
-    }
-    let (mr, nr) = (kernel.mr(), kernel.nr());
-    if dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k > 0 {
-        direct::multiply(kernel, a, b, bias, dims, epilogue, &mut c);
-        return c;
-    }
-    // All of op(A), packed once and shared by every tile: [row panel][p][i], the full k.
-    // (Every element is written by `pack`, padding included.)
-    let mut packed_a = super::pool::take(m.div_ceil(mr) * mr * k);
-    let a_layout = if dims.lhs_transposed {
-        Layout::AcrossK { stride: m }
-    } else {
-        Layout::AlongK { stride: k }
-    };
-    const PANELS_PER_TASK: usize = 4;
-    if k > 0 {
-        packed_a
-            .par_chunks_mut(PANELS_PER_TASK * mr * k)
-            .enumerate()
-            .with_min_len(min_task_len(m, k, n))
-            .for_each(|(task, chunk)| {
-                let row0 = task * PANELS_PER_TASK * mr;
-                let rows = (PANELS_PER_TASK * mr).min(m - row0);
-                pack(a, a_layout, (row0, rows), (0, k), mr, chunk);
-            });
-    }
-    let nc = tile_width(kernel, m, n);
-    let col_tiles = n.div_ceil(nc);
-    let out = OutputMatrix {
-        c: c.as_mut_ptr(),
-        ldc: n,
-    };
-    (0..m.div_ceil(MC) * col_tiles)
-        .into_par_iter()
-        .with_min_len(min_task_len(m, k, n))
-        .for_each(|t| {
-            let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
-            PACKED_B.with_borrow_mut(|packed_b| {
-                // The packing buffer lives on with its thread: no allocation (and no fresh
-                // pages to fault in) per call.
-                packed_b.resize(tile.cols.div_ceil(nr) * nr * KC, 0.0);
-                // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
-                unsafe { multiply_tile(kernel, &packed_a, b, dims, tile, packed_b, out) };
-            });
-            // SAFETY: as above.
-            unsafe { finish_tile(out, tile, bias, epilogue) };
-        });
-    super::pool::give_back(packed_a);
-    c
+}
+
+thread_local! {
+    /// Each worker thread's buffer for the `B` panels of [`BPanels::PerTile`] tiles.
+    static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// C as the tiles see it: a raw pointer, since tiles of one row of C (disjoint column ranges)
@@ -253,72 +386,97 @@ unsafe fn finish_tile<E: UnaryKernel>(
     }
 }
 
-thread_local! {
-    /// Each worker thread's packing buffer for `B`.
-    static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// `C = op(A) · op(B)` over one tile, `KC` steps of `k` at a time: the first block overwrites
-/// the tile, the others add to it.
+/// the tile, the others add to it. Within a block, each `B` micro-panel (`KC × NR`) stays in
+/// L1 while the tile's `A` micro-panels stream past it from L2 (the BLIS order).
 ///
 /// # Safety
 /// `tile` must be inside C and touched by no other thread during the call.
 unsafe fn multiply_tile(
     kernel: Microkernel,
-    packed_a: &[f32],
-    b: &[f32],
-    dims: GemmDims,
+    operands: Operands<'_>,
     tile: Tile,
-    packed_b: &mut [f32],
+    out: OutputMatrix,
+) {
+    let nr = kernel.nr();
+    let k = operands.k;
+    match operands.b {
+        BPanels::Shared(packed_b) => {
+            for k0 in (0..k).step_by(KC) {
+                let steps = (k0, KC.min(k - k0));
+                // Column panel `panel` of the whole of op(B), from step k0.
+                let b_panel = |col: usize| &packed_b[(col / nr * k + k0) * nr..][..steps.1 * nr];
+                // SAFETY: the caller's contract.
+                unsafe { multiply_block(kernel, operands, steps, b_panel, tile, out) };
+            }
+        }
+        BPanels::PerTile { src, layout } => PACKED_B.with_borrow_mut(|packed_b| {
+            // The buffer lives on with its thread: no allocation (and no fresh pages to fault
+            // in) per call.
+            packed_b.resize(tile.cols.div_ceil(nr) * nr * KC.min(k), 0.0);
+            for k0 in (0..k).step_by(KC) {
+                let steps = (k0, KC.min(k - k0));
+                // packed_b[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j].
+                pack(src, layout, (tile.col0, tile.cols), steps, nr, packed_b);
+                let b_panel = |col: usize| {
+                    let panel = (col - tile.col0) / nr;
+                    &packed_b[panel * steps.1 * nr..][..steps.1 * nr]
+                };
+                // SAFETY: the caller's contract.
+                unsafe { multiply_block(kernel, operands, steps, b_panel, tile, out) };
+            }
+        }),
+    }
+}
+
+/// One block of `k` (`steps`: first step and count) of a tile's product, `b_panel(col)` being
+/// the `B` micro-panel of the columns from `col`.
+///
+/// # Safety
+/// As [`multiply_tile`].
+unsafe fn multiply_block<'b>(
+    kernel: Microkernel,
+    operands: Operands<'_>,
+    steps: (usize, usize),
+    b_panel: impl Fn(usize) -> &'b [f32],
+    tile: Tile,
     out: OutputMatrix,
 ) {
     let (mr, nr) = (kernel.mr(), kernel.nr());
-    let k = dims.k;
-    // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
-    let b_layout = if dims.rhs_transposed {
-        Layout::AlongK { stride: k }
-    } else {
-        Layout::AcrossK { stride: dims.n }
-    };
+    let accumulate = steps.0 > 0;
     let mut edge = [0.0f32; MAX_BLOCK];
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        // packed_b[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j].
-        pack(b, b_layout, (tile.col0, tile.cols), (k0, kc), nr, packed_b);
-        let accumulate = k0 > 0;
+    for col in (tile.col0..tile.col0 + tile.cols).step_by(nr) {
+        let b_panel = b_panel(col);
+        let cols = nr.min(tile.col0 + tile.cols - col);
+        // The tile's rows start on a panel boundary (MC is a multiple of every MR).
         for row in (tile.row0..tile.row0 + tile.rows).step_by(mr) {
-            // The tile's rows start on a panel boundary (MC is a multiple of every MR).
-            let a_panel = &packed_a[(row / mr) * mr * k + k0 * mr..][..kc * mr];
+            let a_panel = APanel::Packed(operands.a_panel(mr, row, steps));
             let rows = mr.min(tile.row0 + tile.rows - row);
-            for (panel, col) in (tile.col0..tile.col0 + tile.cols).step_by(nr).enumerate() {
-                let b_panel = &packed_b[panel * nr * kc..(panel + 1) * nr * kc];
-                let cols = nr.min(tile.col0 + tile.cols - col);
-                if rows == mr && cols == nr {
-                    // SAFETY: a whole block inside the tile (the caller's contract).
-                    let c = unsafe { out.c.add(row * out.ldc + col) };
-                    let block = BlockOut {
-                        c,
-                        ldc: out.ldc,
-                        accumulate,
-                    };
-                    // SAFETY: as above.
-                    unsafe { kernel.run(kc, APanel::Packed(a_panel), b_panel, block) };
-                    continue;
-                }
-                // An edge block: computed aside, its valid part written into the tile.
+            if rows == mr && cols == nr {
+                // SAFETY: a whole block inside the tile (the caller's contract).
+                let c = unsafe { out.c.add(row * out.ldc + col) };
                 let block = BlockOut {
-                    c: edge.as_mut_ptr(),
-                    ldc: nr,
-                    accumulate: false,
+                    c,
+                    ldc: out.ldc,
+                    accumulate,
                 };
-                // SAFETY: `edge` holds the MR × NR block with row stride NR.
-                unsafe { kernel.run(kc, APanel::Packed(a_panel), b_panel, block) };
-                for (i, block_row) in edge.chunks_exact(nr).take(rows).enumerate() {
-                    // SAFETY: row `row + i`, columns `col..col + cols` are inside the tile.
-                    let c = unsafe { out.row(row + i, col, cols) };
-                    for (c, &v) in c.iter_mut().zip(block_row) {
-                        *c = if accumulate { *c + v } else { v };
-                    }
+                // SAFETY: as above.
+                unsafe { kernel.run(steps.1, a_panel, b_panel, block) };
+                continue;
+            }
+            // An edge block: computed aside, its valid part written into the tile.
+            let block = BlockOut {
+                c: edge.as_mut_ptr(),
+                ldc: nr,
+                accumulate: false,
+            };
+            // SAFETY: `edge` holds the MR × NR block with row stride NR.
+            unsafe { kernel.run(steps.1, a_panel, b_panel, block) };
+            for (i, block_row) in edge.chunks_exact(nr).take(rows).enumerate() {
+                // SAFETY: row `row + i`, columns `col..col + cols` are inside the tile.
+                let c = unsafe { out.row(row + i, col, cols) };
+                for (c, &v) in c.iter_mut().zip(block_row) {
+                    *c = if accumulate { *c + v } else { v };
                 }
             }
         }
@@ -470,9 +628,7 @@ mod gather {
 /// multiplication. Only `Xᵀ`, 64 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
 /// was tried too: the stride between steps of k makes it slower than packing.)
 mod direct {
-    use rayon::prelude::*;
-
-    use super::{min_task_len, pack, Layout, OutputMatrix, MAX_BLOCK};
+    use super::{pack, run_tasks, Layout, OutputMatrix, MAX_BLOCK};
     use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel};
     use crate::backend::cpu::simd;
     use crate::backend::{GemmDims, UnaryKernel};
@@ -483,6 +639,7 @@ mod direct {
             .next_multiple_of(kernel.mr())
     }
 
+    #[allow(clippy::too_many_arguments)] // gemm_impl's operands, and whether to split
     pub fn multiply<E: UnaryKernel>(
         kernel: Microkernel,
         x: &[f32],
@@ -491,6 +648,7 @@ mod direct {
         dims: GemmDims,
         epilogue: &E,
         c: &mut [f32],
+        parallel: bool,
     ) {
         let GemmDims { m, k, n, .. } = dims;
         let (mr, nr) = (kernel.mr(), kernel.nr());
@@ -508,8 +666,7 @@ mod direct {
             ldc: n,
         };
         let task_rows = rows_per_task(kernel, n);
-        let tasks = (0..n.div_ceil(task_rows)).into_par_iter();
-        tasks.with_min_len(min_task_len(m, k, n)).for_each(|task| {
+        run_tasks(n.div_ceil(task_rows), parallel, |task| {
             let mut block = [0.0f32; MAX_BLOCK];
             let end = ((task + 1) * task_rows).min(n);
             for j0 in (task * task_rows..end).step_by(mr) {

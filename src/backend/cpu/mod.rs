@@ -5,18 +5,20 @@
 //! sums in a fixed order. The same seed therefore gives bit-identical losses run to run.
 
 mod gemm;
+pub mod hot_pool;
 mod microkernel;
 mod pool;
 mod simd;
 
-pub use gemm::{gemm, gemm_with_epilogue, gemm_with_kernel};
+pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
 pub use pool::fresh_buffers;
 
 use rayon::prelude::*;
 
 use super::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    TernaryKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
 
@@ -110,6 +112,18 @@ impl BackendStorage for CpuStorage {
                     .for_each(|(y, a)| simd::map(a, y, |a| kernel.apply(a, b)));
             }
         }
+        CpuStorage(out)
+    }
+
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
+        let mut out = pool::take(self.0.len());
+        out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+            .zip(self.0.par_chunks(MIN_ELEMENTS_PER_TASK))
+            .zip(b.0.par_chunks(MIN_ELEMENTS_PER_TASK))
+            .zip(c.0.par_chunks(MIN_ELEMENTS_PER_TASK))
+            .for_each(|(((y, a), b), c)| {
+                simd::zip3_map(a, b, c, y, |a, b, c| kernel.apply(a, b, c))
+            });
         CpuStorage(out)
     }
 

@@ -34,6 +34,10 @@ kernel_args!(
     BinaryArgs { a: u64, b: u64, out: u64, n: u64, cols: u64, p: f32, broadcast: i32 }
 );
 kernel_args!(
+    /// `out[i] = f(a[i], b[i], c[i], p)` (`common.cuh`).
+    TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32 }
+);
+kernel_args!(
     /// The two passes of a full sum (`reduce.cu`).
     SumArgs { x: u64, partials: u64, out: u64, n: u64, blocks: u64 }
 );

@@ -2,12 +2,13 @@
 
 use super::args::{
     broadcast_code, distribution_code, epilogue_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs,
-    GemmArgs, RandomArgs, SumArgs, SumRowsArgs, UnaryArgs, ADAM_MAX_TENSORS,
+    GemmArgs, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs, ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{GemmPlan, LaunchConfig, SUM_CHUNK};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel, UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    TernaryKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,6 +153,22 @@ impl BackendStorage for CudaStorage {
             broadcast: broadcast_code(broadcast),
         };
         let name = format!("binary_{}", K::NAME);
+        self.device()
+            .launch(&name, LaunchConfig::for_items(self.len()), args);
+        out
+    }
+
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
+        let out = CudaStorage::uninit(self.buffer.len, self.device());
+        let args = TernaryArgs {
+            a: self.pointer(),
+            b: b.pointer(),
+            c: c.pointer(),
+            out: out.pointer(),
+            n: self.len(),
+            p: kernel.param(),
+        };
+        let name = format!("ternary_{}", K::NAME);
         self.device()
             .launch(&name, LaunchConfig::for_items(self.len()), args);
         out

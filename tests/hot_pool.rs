@@ -1,0 +1,74 @@
+//! `backend::cpu::hot_pool::run`: it returns what the work computed, on pools of any size, and
+//! its pollers stop when it returns or panics (they would otherwise burn a core for ever).
+
+use ferrograd::backend::cpu::hot_pool;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// The tests take turns: one measures the process's CPU time while idle.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Nested parallel loops inside `run`, the shape of a training step's ops.
+fn parallel_work() -> u64 {
+    (0..64u64)
+        .map(|round| {
+            (0..20_000u64)
+                .into_par_iter()
+                .map(|i| (i * i + round) % 7)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn returns_the_work_result_on_pools_of_every_size() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let expected = parallel_work();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let got = pool.install(|| hot_pool::run(parallel_work));
+        assert_eq!(got, expected, "{threads} threads");
+    }
+}
+
+/// CPU time this process has used so far, in clock ticks (Linux: /proc/self/stat).
+#[cfg(target_os = "linux")]
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th
+    // and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pollers_stop_after_return_and_after_panic() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| hot_pool::run(parallel_work));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.install(|| hot_pool::run(|| -> u64 { panic!("the work failed") }))
+    }));
+    assert!(panicked.is_err());
+    // Two workers still polling would use about 2 × 400 ms of CPU time while we sleep.
+    std::thread::sleep(std::time::Duration::from_millis(50)); // let them notice
+    let before = cpu_ticks();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let used = cpu_ticks() - before;
+    assert!(
+        used < 10,
+        "{used} ticks of CPU time used while idle: pollers still running"
+    );
+}
