@@ -10,7 +10,7 @@ use ferrograd::nn::functional::{
     binary_cross_entropy, dropout, dropout_with, linear, linear_activation,
     linear_activation_dropout, Activation,
 };
-use ferrograd::nn::{LeakyReLU, Linear, Module, Sequential, Sigmoid};
+use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, Sequential, Sigmoid};
 use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::rng::Generator;
 use ferrograd::{manual_seed, Device, Tensor};
@@ -184,6 +184,30 @@ fn check_fused_linear_dropout(device: &Device) {
             assert_close(&format!("{activation:?}: gradient of {what}"), g, c);
         }
     }
+
+    // `Sequential` fuses Linear, LeakyReLU, Dropout into that op in training mode, and the
+    // first two alone in evaluation mode: the same values as the modules one by one.
+    let mut net = Sequential::new()
+        .add(Linear::new_with(6, 10, device, &mut Generator::new(5)))
+        .add(LeakyReLU::new(0.2))
+        .add(Dropout::new(0.3));
+    let params = net.parameters();
+    let x = Tensor::from_vec(uniform(8 * 6, -1.0, 1.0, 6), &[8, 6], device);
+    let layer_by_layer = |x: &Tensor| linear(x, &params[0], Some(&params[1])).leaky_relu(0.2);
+    manual_seed(22);
+    let fused = net.forward(&x).to_vec();
+    manual_seed(22);
+    assert_eq!(
+        fused,
+        dropout(&layer_by_layer(&x), 0.3, true).to_vec(),
+        "training"
+    );
+    net.eval();
+    assert_eq!(
+        net.forward(&x).to_vec(),
+        layer_by_layer(&x).to_vec(),
+        "evaluation"
+    );
 }
 
 /// Two iterations of the real GAN (batch 16): the same losses and outputs as on the CPU.
