@@ -91,3 +91,84 @@ __device__ __forceinline__ float sigmoid_forward(float x) {
     float e = expf(x);
     return e / (1.0f + e);
 }
+
+// Philox4x32-10 (Salmon et al., SC'11), exactly as src/rng.rs: value i of a draw is lane i % 4
+// of counter block first_block + i / 4, key = the seed. One seed gives the same numbers on every
+// device, and any thread can compute any value: random.cu's fills and the GEMM's dropout
+// epilogue (gemm.cu) both draw from here.
+
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+// Where a draw's values come from (PhiloxDraw in src/backend/cuda/args.rs).
+struct PhiloxDraw {
+    u64 first_block;
+    // Null, or a generator's state in device memory: {offset, key}. A captured graph's draws
+    // read it, first_block relative to its offset, so that each replay continues the stream
+    // (see philox_advance in random.cu) of whatever generator the host put there.
+    const u64* generator;
+    u32 key0;
+    u32 key1;
+};
+
+// The draw with the device-side generator (if any) folded in: first_block absolute, the key
+// from the generator.
+__device__ __forceinline__ PhiloxDraw philox_resolve(PhiloxDraw draw) {
+    if (draw.generator) {
+        draw.first_block += draw.generator[0];
+        draw.key0 = (u32)draw.generator[1];
+        draw.key1 = (u32)(draw.generator[1] >> 32);
+        draw.generator = 0;
+    }
+    return draw;
+}
+
+__device__ __forceinline__ u32 mul_hi(u32 a, u32 b) {
+    return (u32)(((u64)a * b) >> 32);
+}
+
+// The four random words of block `block` of a resolved draw.
+__device__ __forceinline__ void philox_block(const PhiloxDraw& draw, u64 block, u32 c[4]) {
+    u64 counter = draw.first_block + block;
+    c[0] = (u32)counter;
+    c[1] = (u32)(counter >> 32);
+    c[2] = 0u;
+    c[3] = 0u;
+    u32 k0 = draw.key0, k1 = draw.key1;
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += PHILOX_W0;
+            k1 += PHILOX_W1;
+        }
+        u32 hi0 = mul_hi(PHILOX_M0, c[0]), lo0 = PHILOX_M0 * c[0];
+        u32 hi1 = mul_hi(PHILOX_M1, c[2]), lo1 = PHILOX_M1 * c[2];
+        u32 next[4] = {hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0};
+        for (int i = 0; i < 4; ++i) {
+            c[i] = next[i];
+        }
+    }
+}
+
+// [0, 1) from the top 24 bits; (0, 1] for the logarithm of Box–Muller.
+__device__ __forceinline__ float unit(u32 bits) { return (float)(bits >> 8) * (1.0f / 16777216.0f); }
+__device__ __forceinline__ float unit_nonzero(u32 bits) { return (float)((bits >> 8) + 1) * (1.0f / 16777216.0f); }
+
+// An inverted-dropout mask value: 1 / (1 − p) with probability 1 − p, else 0
+// (Distribution::DropoutMask::sample_block).
+__device__ __forceinline__ float dropout_mask_value(u32 bits, float p) {
+    float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    return unit(bits) >= p ? keep_scale : 0.0f;
+}
+
+// Value i of a resolved draw of dropout masks, alone: a whole Philox block for one of its four
+// lanes, for the kernels whose threads own single elements (the GEMM epilogue).
+__device__ __forceinline__ float dropout_mask_at(const PhiloxDraw& draw, float p, u64 i) {
+    u32 w[4];
+    philox_block(draw, i / 4, w);
+    u32 lane = (u32)(i % 4);
+    // Selects, not w[lane]: a dynamic index would put w in local memory.
+    u32 bits = lane == 0 ? w[0] : lane == 1 ? w[1] : lane == 2 ? w[2] : w[3];
+    return dropout_mask_value(bits, p);
+}

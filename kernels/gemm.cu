@@ -2,17 +2,18 @@
 // a linear layer needs (X·Wᵀ, dY·W, dYᵀ·X) without materialising a transpose: A is stored
 // [m, k] or, when lhs_transposed, [k, m]; B is stored [k, n] or, when rhs_transposed, [n, k].
 // The epilogue is the identity or an activation (GEMM_EPILOGUE_*), applied as each result
-// leaves its register: a linear layer and its activation in one kernel.
+// leaves its register, optionally followed by inverted dropout (the mask drawn right there, from
+// Philox, and written beside C for the backward pass): a training-mode linear layer, its
+// activation and its dropout in one kernel.
 //
-// Three kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan), and
-// an optional fourth, gemm_tf32, for tensor cores (below):
+// Two kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan), and an
+// optional third, gemm_tf32, for tensor cores (below):
 // - gemm: 64 × 64 tiles of C, 256 threads, 4 × 4 results per thread. For the small products of
-//   a batch-64 MLP, where 128 × 128 tiles would leave most of the GPU idle. With split-K
-//   (gridDim.z > 1) each block sums only k_chunk of k and writes its partial tile to
-//   `partials`, and
-// - gemm_split_reduce adds the partials in a fixed order (deterministic, unlike atomics), then
-//   the bias and the epilogue. A product with a long k and few tiles (64 × 1024 · 1024 × 784)
-//   then keeps many SMs busy instead of 13.
+//   a batch-64 MLP, where 128 × 128 tiles would leave most of the GPU idle. A product with a
+//   long k and few tiles (64 × 1024 · 1024 × 784) is split along k (gridDim.z > 1) to keep
+//   many SMs busy instead of 13: each block sums k_chunk of k into a partial tile, and the
+//   last block of a tile to finish adds the partials in a fixed order (deterministic, unlike
+//   atomic sums) and applies bias and epilogue — split-K in one launch (split_k_last_arrival).
 // - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, 16-byte global
 //   loads, and double-buffered shared memory (the next k-slice is loaded into registers while
 //   the current one is multiplied). For large products (4096³), where the arithmetic per byte
@@ -30,15 +31,22 @@ struct GemmArgs {
     const float* bias;  // null for none
     float* c;
     float* partials;    // split-K: [gridDim.z, m, n] partial sums; null otherwise
+    // Split-K: one counter per tile (gridDim.x · gridDim.y of them), 0 before the launch and
+    // after it (split_k_last_arrival).
+    u32* tile_counters;
     int m;
     int k;
     int n;
     int lhs_transposed;
     int rhs_transposed;
     int k_chunk;        // the k each block sums (k itself without split-K)
-    int splits;         // gemm_split_reduce: how many partial products to add
     int epilogue;       // GEMM_EPILOGUE_*
     float p;            // the epilogue's parameter (LeakyReLU's slope)
+    float dropout_p;    // with `mask`: the probability of dropping an element
+    // Null for no dropout. Else C[i] = epilogue(…) · mask[i], mask[i] value i of `dropout`, a
+    // draw of dropout masks: the very mask random_fill would have drawn, kept for the backward.
+    float* mask;
+    PhiloxDraw dropout;
 };
 
 __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
@@ -51,10 +59,16 @@ __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
     }
 }
 
-// C[at] (in column `col`) = epilogue(sum + bias[col]).
+// C[at] (in column `col`) = epilogue(sum + bias[col]), times mask[at] under dropout.
 __device__ __forceinline__ void gemm_finish(const GemmArgs& args, u64 at, int col, float sum) {
     float bias = args.bias ? args.bias[col] : 0.0f;
-    args.c[at] = gemm_epilogue(args, sum + bias);
+    float value = gemm_epilogue(args, sum + bias);
+    if (args.mask) {
+        float keep = dropout_mask_at(philox_resolve(args.dropout), args.dropout_p, at);
+        args.mask[at] = keep;
+        value *= keep;
+    }
+    args.c[at] = value;
 }
 
 // Writes one result: the finished value, or a partial sum under split-K.
@@ -80,6 +94,45 @@ __device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int co
 #define GEMM_TM 4
 #define GEMM_TN 4
 #define GEMM_THREADS 256
+
+// Split-K's rendezvous, after a block has stored its partial tile: true in the block that
+// arrives last at its tile, which then finishes it (split_k_finish_tile). Every block counts
+// itself in at the tile's counter once its partial sums are visible to the whole GPU; the last
+// one resets the counter, so the counters (zeroed once, when the device is opened) are ready
+// for the next launch and every graph replay. (The pattern of the CUDA Programming Guide's
+// __threadfence() example.)
+__device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
+    __shared__ int last;
+    __threadfence();  // this thread's partial sums reach L2 before the block counts itself in
+    __syncthreads();  // every thread of the block has stored and fenced
+    if (threadIdx.x == 0) {
+        u32* counter = args.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
+        last = atomicAdd(counter, 1u) == gridDim.z - 1;
+        if (last) {
+            *counter = 0u;  // every other block of the tile has counted itself in already
+        }
+    }
+    __syncthreads();
+    return last;
+}
+
+// The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the 64 × 64 tile at
+// (row0, col0), z in order whichever block this is. The partials are read from L2 (__ldcg):
+// this SM's L1 may hold stale copies of lines shared with a neighbouring tile.
+__device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int row0, int col0) {
+    const u64 size = (u64)args.m * args.n;
+    for (int e = threadIdx.x; e < GEMM_BM * GEMM_BN; e += blockDim.x) {
+        int row = row0 + e / GEMM_BN, col = col0 + e % GEMM_BN;
+        if (row < args.m && col < args.n) {
+            u64 at = (u64)row * args.n + col;
+            float sum = 0.0f;
+            for (unsigned z = 0; z < gridDim.z; ++z) {
+                sum += __ldcg(args.partials + z * size + at);
+            }
+            gemm_finish(args, at, col, sum);
+        }
+    }
+}
 
 // Stages 64 rows x0.. of one operand over the k-slice k0..k0 + GEMM_BK (cut at k_end) in
 // shared memory, k-major (tile[k][x]), zero outside the matrix: A's rows (x: a row of op(A)) or
@@ -151,18 +204,8 @@ FG_KERNEL(gemm, GemmArgs) {
             gemm_store(args, row0 + ty * GEMM_TM + i, col0 + tx * GEMM_TN + j, acc[i][j]);
         }
     }
-}
-
-// The second pass of split-K: C = epilogue(Σ_z partials[z] + bias), z in order. One thread per
-// element of C (grid-stride).
-FG_KERNEL(gemm_split_reduce, GemmArgs) {
-    const u64 size = (u64)args.m * args.n;
-    for (u64 at = global_thread(); at < size; at += grid_stride()) {
-        float sum = 0.0f;
-        for (int z = 0; z < args.splits; ++z) {
-            sum += args.partials[(u64)z * size + at];
-        }
-        gemm_finish(args, at, (int)(at % args.n), sum);
+    if (args.partials && split_k_last_arrival(args)) {
+        split_k_finish_tile(args, row0, col0);
     }
 }
 
@@ -255,6 +298,9 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
             gemm_store(args, row + 8, col, acc[mi][ni][2]);
             gemm_store(args, row + 8, col + 1, acc[mi][ni][3]);
         }
+    }
+    if (args.partials && split_k_last_arrival(args)) {
+        split_k_finish_tile(args, row0, col0);
     }
 }
 

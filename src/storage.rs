@@ -153,6 +153,37 @@ impl Storage {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // as BackendStorage::gemm_dropout
+    pub fn gemm_dropout<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+        p: f32,
+        stream: PhiloxStream,
+    ) -> (Self, Self) {
+        match (self, rhs, bias) {
+            (Storage::Cpu(a), Storage::Cpu(b), None) => {
+                let (out, mask) = a.gemm_dropout(b, None, dims, epilogue, p, stream);
+                (Storage::Cpu(out), Storage::Cpu(mask))
+            }
+            (Storage::Cpu(a), Storage::Cpu(b), Some(Storage::Cpu(bias))) => {
+                let (out, mask) = a.gemm_dropout(b, Some(bias), dims, epilogue, p, stream);
+                (Storage::Cpu(out), Storage::Cpu(mask))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b), None) => {
+                let (out, mask) = a.gemm_dropout(b, None, dims, epilogue, p, stream);
+                (Storage::Cuda(out), Storage::Cuda(mask))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b), Some(Storage::Cuda(bias))) => {
+                let (out, mask) = a.gemm_dropout(b, Some(bias), dims, epilogue, p, stream);
+                (Storage::Cuda(out), Storage::Cuda(mask))
+            }
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
     pub fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
         match self {
             Storage::Cpu(s) => s.optimizer_prepare(kernel),

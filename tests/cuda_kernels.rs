@@ -10,7 +10,7 @@ use ferrograd::backend::cpu::gemm;
 use ferrograd::backend::cuda::args::*;
 use ferrograd::backend::cuda::emulator::{self, c_args_size};
 use ferrograd::backend::cuda::kernels::MODULES;
-use ferrograd::backend::cuda::launch::{GemmPlan, LaunchConfig};
+use ferrograd::backend::cuda::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES};
 use ferrograd::backend::GemmDims;
 use ferrograd::nn::functional::{binary_cross_entropy, dropout_with};
 use ferrograd::optim::{Adam, AdamConfig};
@@ -92,6 +92,10 @@ fn argument_structs_have_the_c_layout() {
     );
     assert_eq!(std::mem::size_of::<GemmArgs>(), c_args_size::<GemmArgs>());
     assert_eq!(
+        std::mem::size_of::<PhiloxDraw>(),
+        c_args_size::<PhiloxDraw>()
+    );
+    assert_eq!(
         std::mem::size_of::<RandomArgs>(),
         c_args_size::<RandomArgs>()
     );
@@ -123,7 +127,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 32);
+    assert_eq!(count, 31);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -292,59 +296,78 @@ fn aligned(values: &[f32]) -> Vec<[f32; 4]> {
 
 /// Runs one of gemm.cu's plans on the emulator and returns C.
 fn emulated_gemm(a: &[f32], b: &[f32], bias: &[f32], dims: GemmDims, plan: GemmPlan) -> Vec<f32> {
+    emulated_gemm_dropout(a, b, bias, dims, plan, None).0
+}
+
+/// [`emulated_gemm`] with the dropout epilogue where `dropout` (probability, draw) is given:
+/// `(C, mask)`, the mask empty without dropout.
+fn emulated_gemm_dropout(
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    dims: GemmDims,
+    plan: GemmPlan,
+    dropout: Option<(f32, PhiloxDraw)>,
+) -> (Vec<f32>, Vec<f32>) {
     let (m, k, n) = (dims.m, dims.k, dims.n);
     let (a, b) = (aligned(a), aligned(b));
     let mut c = vec![f32::NAN; m * n];
+    let mut mask = vec![f32::NAN; if dropout.is_some() { m * n } else { 0 }];
+    let mut counters = vec![0u32; SPLIT_K_MAX_TILES];
     let mut args = GemmArgs {
         a: a.as_ptr() as u64,
         b: b.as_ptr() as u64,
         bias: ptr(bias),
         c: ptr_mut(&mut c),
         partials: 0,
+        tile_counters: 0,
         m: m as i32,
         k: k as i32,
         n: n as i32,
         lhs_transposed: i32::from(dims.lhs_transposed),
         rhs_transposed: i32::from(dims.rhs_transposed),
         k_chunk: k as i32,
-        splits: 1,
         epilogue: epilogue_code("leaky_relu"),
         p: 0.25,
+        dropout_p: 0.0,
+        mask: 0,
+        dropout: PhiloxDraw::NONE,
     };
+    if let Some((p, draw)) = dropout {
+        (args.dropout_p, args.mask, args.dropout) = (p, ptr_mut(&mut mask), draw);
+    }
     match plan {
         GemmPlan::Large => launch("gemm_large", LaunchConfig::gemm_large(m, n), args),
         GemmPlan::Tiled { splits, k_chunk } => {
             let mut partials = vec![f32::NAN; splits * m * n];
             if splits > 1 {
                 args.partials = ptr_mut(&mut partials);
+                args.tile_counters = counters.as_mut_ptr() as u64;
                 args.k_chunk = k_chunk as i32;
-                args.splits = splits as i32;
             }
             launch("gemm", LaunchConfig::gemm(m, n, splits), args);
-            if splits > 1 {
-                let reduce = LaunchConfig::for_items((m * n) as u64);
-                launch("gemm_split_reduce", reduce, args);
-            }
         }
     }
-    c
+    assert!(
+        counters.iter().all(|&c| c == 0),
+        "split-K leaves its counters at 0"
+    );
+    (c, mask)
 }
 
-/// Every GEMM kernel (64-tiles, split-K, 128-tiles) in every layout, on shapes with ragged
-/// edges and lengths that do and do not allow 16-byte loads, against the CPU with the same
-/// bias and LeakyReLU epilogue.
-#[test]
-fn gemm_matches_the_cpu_in_every_layout_and_plan() {
-    let single = GemmPlan::Tiled {
+/// Shapes for each of gemm.cu's plans: 64-tiles, split-K (3 chunks), 128-tiles, with ragged
+/// edges and lengths that do and do not allow 16-byte loads.
+const GEMM_CASES: [((usize, usize, usize), GemmPlan); 10] = {
+    const SINGLE: GemmPlan = GemmPlan::Tiled {
         splits: 1,
         k_chunk: 0,
     };
-    let cases = [
-        ((1, 1, 1), single),
-        ((7, 13, 5), single),
-        ((64, 100, 65), single),
-        ((65, 17, 64), single),
-        ((3, 0, 4), single),
+    [
+        ((1, 1, 1), SINGLE),
+        ((7, 13, 5), SINGLE),
+        ((64, 100, 65), SINGLE),
+        ((65, 17, 64), SINGLE),
+        ((3, 0, 4), SINGLE),
         (
             (64, 300, 70),
             GemmPlan::Tiled {
@@ -362,8 +385,15 @@ fn gemm_matches_the_cpu_in_every_layout_and_plan() {
         ((130, 20, 131), GemmPlan::Large),
         ((132, 36, 140), GemmPlan::Large),
         ((5, 7, 3), GemmPlan::Large),
-    ];
-    for ((m, k, n), plan) in cases {
+    ]
+};
+
+/// Every GEMM kernel (64-tiles, split-K, 128-tiles) in every layout, on shapes with ragged
+/// edges and lengths that do and do not allow 16-byte loads, against the CPU with the same
+/// bias and LeakyReLU epilogue.
+#[test]
+fn gemm_matches_the_cpu_in_every_layout_and_plan() {
+    for ((m, k, n), plan) in GEMM_CASES {
         for (lhs_transposed, rhs_transposed) in
             [(false, false), (false, true), (true, false), (true, true)]
         {
@@ -391,6 +421,41 @@ fn gemm_matches_the_cpu_in_every_layout_and_plan() {
     }
 }
 
+/// The dropout epilogue, in every plan: the mask is the one the CPU draws from the same stream (as `random_fill` does), and
+/// C is the plain product's result times it, bit for bit.
+#[test]
+fn gemm_dropout_epilogue_draws_the_cpu_mask() {
+    let (seed, offset, p) = (0x0123_4567_89ab_cdefu64, 7, 0.3);
+    for ((m, k, n), plan) in GEMM_CASES {
+        let dims = every_layout(m, k, n).next().unwrap();
+        let (a, b, bias) = (
+            uniform(m * k, -1.0, 1.0, 1),
+            uniform(k * n, -1.0, 1.0, 2),
+            uniform(n, -1.0, 1.0, 3),
+        );
+        let mut generator = Generator::from_state(seed, offset);
+        let cpu_mask = dropout_with(&Tensor::ones(&[m * n], &CPU), p, true, &mut generator);
+        let draw = PhiloxDraw {
+            first_block: offset,
+            generator: 0,
+            key0: seed as u32,
+            key1: (seed >> 32) as u32,
+        };
+        let (c, mask) = emulated_gemm_dropout(&a, &b, &bias, dims, plan, Some((p, draw)));
+        assert_eq!(mask, cpu_mask.to_vec(), "{dims:?} {plan:?}: mask");
+        let plain = emulated_gemm(&a, &b, &bias, dims, plan);
+        let expected: Vec<f32> = plain.iter().zip(&mask).map(|(x, keep)| x * keep).collect();
+        assert_eq!(c, expected, "{dims:?} {plan:?}: output");
+        if m * n >= 1000 {
+            let dropped = mask.iter().filter(|&&keep| keep == 0.0).count() as f32 / (m * n) as f32;
+            assert!(
+                (0.25..0.35).contains(&dropped),
+                "{plan:?}: {dropped} dropped"
+            );
+        }
+    }
+}
+
 /// `gemm_tf32` on the emulator (the m16n8k8 MMA emulated lane by lane), `splits` chunks of k.
 fn emulated_tf32_gemm(
     a: &[f32],
@@ -404,34 +469,36 @@ fn emulated_tf32_gemm(
     let splits = k.div_ceil(k_chunk).max(1);
     let mut c = vec![f32::NAN; m * n];
     let mut partials = vec![f32::NAN; splits * m * n];
+    let mut counters = vec![0u32; SPLIT_K_MAX_TILES];
+    let (partials, tile_counters) = if splits > 1 {
+        (ptr_mut(&mut partials), counters.as_mut_ptr() as u64)
+    } else {
+        (0, 0)
+    };
     let args = GemmArgs {
         a: ptr(a),
         b: ptr(b),
         bias: ptr(bias),
         c: ptr_mut(&mut c),
-        partials: if splits > 1 {
-            ptr_mut(&mut partials)
-        } else {
-            0
-        },
+        partials,
+        tile_counters,
         m: m as i32,
         k: k as i32,
         n: n as i32,
         lhs_transposed: i32::from(dims.lhs_transposed),
         rhs_transposed: i32::from(dims.rhs_transposed),
         k_chunk: k_chunk as i32,
-        splits: splits as i32,
         epilogue: epilogue_code("identity"),
         p: 0.0,
+        dropout_p: 0.0,
+        mask: 0,
+        dropout: PhiloxDraw::NONE,
     };
     launch("gemm_tf32", LaunchConfig::gemm_tf32(m, n, splits), args);
-    if splits > 1 {
-        launch(
-            "gemm_split_reduce",
-            LaunchConfig::for_items((m * n) as u64),
-            args,
-        );
-    }
+    assert!(
+        counters.iter().all(|&c| c == 0),
+        "split-K leaves its counters at 0"
+    );
     c
 }
 
@@ -519,6 +586,11 @@ fn gemm_plans_suit_the_shapes() {
             panic!("{m}x{k}x{n}: batch-64 layers use 64-tiles");
         };
         assert!(k_chunk % 16 == 0 && splits * k_chunk >= k && (splits - 1) * k_chunk < k.max(1));
+        let tiles = m.div_ceil(64) * n.div_ceil(64);
+        assert!(
+            splits == 1 || tiles <= SPLIT_K_MAX_TILES,
+            "{m}x{k}x{n}: counters"
+        );
         if k >= 512 {
             assert!(splits >= 4, "{m}x{k}x{n}: {splits} splits");
         }
@@ -534,10 +606,12 @@ fn philox_fills_match_the_cpu_stream() {
         let args = RandomArgs {
             out: ptr_mut(&mut out),
             n: n as u64,
-            first_block,
-            generator: 0,
-            key0: seed as u32,
-            key1: (seed >> 32) as u32,
+            draw: PhiloxDraw {
+                first_block,
+                generator: 0,
+                key0: seed as u32,
+                key1: (seed >> 32) as u32,
+            },
             distribution,
             a,
             b,

@@ -132,6 +132,13 @@ inline void ferrograd_mma_m16n8k8_tf32(float c[4], const unsigned a[4], const un
     ferrograd_emu::sync_warp();  // nobody overwrites a slot before every lane has read
 }
 
+// Blocks run one after another, each to its end: whatever a block wrote, later blocks see.
+inline void __threadfence() {}
+template <class T>
+T __ldcg(const T* address) {
+    return *address;
+}
+
 template <class T>
 T atomicAdd(T* address, T value) {
     T old = *address;

@@ -11,6 +11,8 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::rng::PhiloxStream;
+
 /// An elementwise map `y = f(x)`.
 pub trait UnaryKernel: Sync {
     /// The op's name: shown in graphs; the GPU kernel is `unary_<NAME>` in `kernels/`.
@@ -142,6 +144,21 @@ pub trait BackendStorage: Sized {
         dims: GemmDims,
         epilogue: &E,
     ) -> Self;
+    /// [`BackendStorage::gemm`] followed by inverted dropout (training mode): `(C · mask,
+    /// mask)`, `mask` the values `0..m·n` of the draw `stream` of
+    /// [`Distribution::DropoutMask`]`{ p }`: what a random fill of that draw would hold, so
+    /// the result equals the three unfused operations bit for bit. The CUDA backend draws the
+    /// mask in the GEMM's epilogue: one kernel where the unfused ops take three.
+    #[allow(clippy::too_many_arguments)] // the GEMM's five, and the dropout's two
+    fn gemm_dropout<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+        p: f32,
+        stream: PhiloxStream,
+    ) -> (Self, Self);
     /// The first phase of an optimiser step, on `self`, the step's scalars.
     fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K);
     /// The second phase: every element of every parameter, in one pass (one launch).

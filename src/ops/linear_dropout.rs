@@ -1,5 +1,9 @@
 //! A hidden layer of the discriminator as one op: `out = dropout(act(x · Wᵀ + b), p)`.
 //!
+//! Forward, the backend computes the product, the activation and the dropout together (on
+//! CUDA one kernel draws each mask value from Philox as its result leaves the register,
+//! instead of a GEMM, a random fill and a product).
+//!
 //! Unfused, the backward pass runs two elementwise passes before the layer's products:
 //! dropout's `g₁ = ∂L/∂out · mask`, then the activation's `∂L/∂z = act'(z) · g₁`. Here both
 //! are one pass, `f(out, mask, ∂L/∂out)`, and the autograd graph holds one node instead of
@@ -7,13 +11,12 @@
 //! (ReLU, LeakyReLU with a positive slope): for a kept element `out = act(z) / (1 − p)` has
 //! the sign of `act(z)`, and a dropped one gets no gradient whatever the activation did.
 
-use super::arith::Mul;
 use super::leaky_relu::LeakyRelu;
 use super::linear::{check_shapes, gemm_dims, inputs, linear_activation, linear_backward};
-use super::matmul::gemm_then;
+use super::matmul::gemm_then_dropout;
 use super::relu::Relu;
 use super::{dropout, record, Activation};
-use crate::backend::{Broadcast, Distribution, TernaryKernel, UnaryKernel};
+use crate::backend::{TernaryKernel, UnaryKernel};
 use crate::rng::reserve_default;
 use crate::tensor::Tensor;
 
@@ -99,16 +102,10 @@ fn fused<F: UnaryKernel, G: TernaryKernel + Send + Sync + 'static>(
     grad_kernel: G,
 ) -> Tensor {
     check_shapes(input, weight, bias);
-    let activated = gemm_then(input, weight, bias, gemm_dims(input, weight), activation);
+    let dims = gemm_dims(input, weight);
     // The draw `dropout` would make, from the process-wide generator.
-    let mut generator = reserve_default(&[activated.numel()]);
-    let mask = Tensor::random(
-        activated.shape(),
-        Distribution::DropoutMask { p },
-        activated.device(),
-        &mut generator,
-    );
-    let out = activated.zip_map(&mask, Broadcast::None, &Mul);
+    let mut generator = reserve_default(&[dims.m * dims.n]);
+    let (out, mask) = gemm_then_dropout((input, weight, bias), dims, activation, p, &mut generator);
     record(&out, &inputs(input, weight, bias), || {
         let saved = out.detach();
         let chain_grad = Box::new(move |grad: &Tensor| saved.zip3_map(&mask, grad, &grad_kernel));

@@ -2,6 +2,7 @@
 
 use super::{assert_same_device, record};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
+use crate::rng::Generator;
 use crate::tensor::{with_storages, GradFn, Tensor};
 
 /// `C = op(A) · op(B) (+ bias)` outside the graph, where the transposes in `dims` are read
@@ -25,6 +26,32 @@ pub(crate) fn gemm_then<E: UnaryKernel>(
         }),
     };
     Tensor::from_storage(storage, vec![dims.m, dims.n])
+}
+
+/// [`gemm_then`] followed by inverted dropout with probability `p`, the mask drawn from
+/// `generator`: `(output, mask)`, equal to `gemm_then`, a random fill of
+/// `Distribution::DropoutMask` and a product (one kernel on CUDA).
+pub(crate) fn gemm_then_dropout<E: UnaryKernel>(
+    (lhs, rhs, bias): (&Tensor, &Tensor, Option<&Tensor>),
+    dims: GemmDims,
+    epilogue: &E,
+    p: f32,
+    generator: &mut Generator,
+) -> (Tensor, Tensor) {
+    let stream = generator.draw(dims.m * dims.n);
+    let (out, mask) = match bias {
+        None => with_storages([lhs, rhs], |[a, b]| {
+            a.gemm_dropout(b, None, dims, epilogue, p, stream)
+        }),
+        Some(bias) => with_storages([lhs, rhs, bias], |[a, b, c]| {
+            a.gemm_dropout(b, Some(c), dims, epilogue, p, stream)
+        }),
+    };
+    let shape = vec![dims.m, dims.n];
+    (
+        Tensor::from_storage(out, shape.clone()),
+        Tensor::from_storage(mask, shape),
+    )
 }
 
 /// `GemmDims` for `[m, k] · [k, n]` with the given transposes.

@@ -172,6 +172,24 @@ impl BackendStorage for CpuStorage {
         CpuStorage(gemm_with_epilogue(&self.0, &rhs.0, bias, dims, epilogue))
     }
 
+    fn gemm_dropout<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+        p: f32,
+        stream: PhiloxStream,
+    ) -> (Self, Self) {
+        let mut out = self.gemm(rhs, bias, dims, epilogue);
+        let mask = CpuStorage::random(out.0.len(), Distribution::DropoutMask { p }, stream);
+        out.0
+            .par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+            .zip(mask.0.par_chunks(MIN_ELEMENTS_PER_TASK))
+            .for_each(|(y, keep)| simd::zip_map_in_place(y, keep, |y, keep| y * keep));
+        (out, mask)
+    }
+
     fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
         kernel.prepare(&mut self.0);
     }

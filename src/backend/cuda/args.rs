@@ -46,20 +46,36 @@ kernel_args!(
     SumRowsArgs { x: u64, out: u64, rows: u64, cols: u64 }
 );
 kernel_args!(
-    /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`): `partials` and `splits` for split-K,
-    /// `epilogue` one of [`epilogue_code`]'s, `p` its parameter.
+    /// Where a draw's random numbers come from (`common.cuh`): the key and the counter block of
+    /// value 0 — relative to the offset of the generator state at `generator` (whose key is
+    /// then used) unless `generator` is 0. See `CudaDevice::philox_draw`.
+    PhiloxDraw { first_block: u64, generator: u64, key0: u32, key1: u32 }
+);
+impl PhiloxDraw {
+    /// The draw of a kernel that draws nothing (`GemmArgs` without dropout).
+    pub const NONE: PhiloxDraw = PhiloxDraw {
+        first_block: 0,
+        generator: 0,
+        key0: 0,
+        key1: 0,
+    };
+}
+
+kernel_args!(
+    /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`): `partials`, `tile_counters` and
+    /// `k_chunk` for split-K, `epilogue` one of [`epilogue_code`]'s, `p` its parameter; with a
+    /// `mask` (else 0), `C` then times the inverted-dropout mask of probability `dropout_p`
+    /// drawn from `dropout`, which is written to `mask`.
     GemmArgs {
-        a: u64, b: u64, bias: u64, c: u64, partials: u64,
+        a: u64, b: u64, bias: u64, c: u64, partials: u64, tile_counters: u64,
         m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
-        k_chunk: i32, splits: i32, epilogue: i32, p: f32,
+        k_chunk: i32, epilogue: i32, p: f32,
+        dropout_p: f32, mask: u64, dropout: PhiloxDraw,
     }
 );
 kernel_args!(
     /// A Philox fill (`random.cu`).
-    RandomArgs {
-        out: u64, n: u64, first_block: u64, generator: u64, key0: u32, key1: u32,
-        distribution: i32, a: f32, b: f32,
-    }
+    RandomArgs { out: u64, n: u64, draw: PhiloxDraw, distribution: i32, a: f32, b: f32 }
 );
 kernel_args!(
     /// Moves a captured graph's random-number counter past one replay's draws (`random.cu`).

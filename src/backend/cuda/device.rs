@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, ThreadId};
 
-use super::args::{KernelArgs, PhiloxAdvanceArgs};
+use super::args::{KernelArgs, PhiloxAdvanceArgs, PhiloxDraw};
 use super::driver::DriverRuntime;
 use super::emulator::EmulatorRuntime;
 use super::graph::{CudaGraph, GraphRng};
-use super::launch::LaunchConfig;
+use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
 use super::runtime::{Runtime, Target};
 use crate::rng::PhiloxStream;
@@ -46,6 +46,9 @@ struct DeviceInner {
     capture: Mutex<Option<Capture>>,
     /// Allocations made through the runtime (cudaMalloc calls), for tests and diagnostics.
     raw_allocations: AtomicU64,
+    /// Split-K's tile counters (`SPLIT_K_MAX_TILES` u32s, zero between launches): all launches
+    /// run in order on one stream, so every split GEMM can use the same ones.
+    split_k_counters: u64,
 }
 
 /// Free buffers by size class.
@@ -99,7 +102,7 @@ struct Capture {
     thread: ThreadId,
     pool: Arc<Pool>,
     /// The generator state `{offset, key}` random draws are rebased on (see
-    /// [`CudaDevice::philox_position`]).
+    /// [`CudaDevice::philox_draw`]).
     rng_state: DeviceBuffer,
     rng: Option<CapturedDraws>,
 }
@@ -116,17 +119,25 @@ struct CapturedDraws {
 const SIZE_CLASS: usize = 256;
 
 impl CudaDevice {
-    fn new(label: String, description: String, runtime: Box<dyn Runtime>) -> CudaDevice {
-        CudaDevice {
+    fn new(
+        label: String,
+        description: String,
+        runtime: Box<dyn Runtime>,
+    ) -> Result<CudaDevice, String> {
+        let counter_bytes = SPLIT_K_MAX_TILES * std::mem::size_of::<u32>();
+        let split_k_counters = runtime.alloc(counter_bytes)?;
+        runtime.copy_to_device(split_k_counters, &vec![0; counter_bytes])?;
+        Ok(CudaDevice {
             inner: Arc::new(DeviceInner {
                 label,
                 description,
                 runtime,
                 general: Arc::default(),
                 capture: Mutex::new(None),
-                raw_allocations: AtomicU64::new(0),
+                raw_allocations: AtomicU64::new(1),
+                split_k_counters,
             }),
-        }
+        })
     }
 
     /// The process's CPU emulator of the CUDA path.
@@ -140,6 +151,7 @@ impl CudaDevice {
                     description,
                     Box::<EmulatorRuntime>::default(),
                 )
+                .expect("the emulator's memory is host memory")
             })
             .clone()
     }
@@ -167,7 +179,8 @@ impl CudaDevice {
         let opened = catch_unwind(AssertUnwindSafe(|| DriverRuntime::new(ordinal)))
             .map_err(|_| format!("cuda:{ordinal}: the CUDA driver could not be initialised (too old for CUDA 13?)"))??;
         let (runtime, description) = opened;
-        let device = CudaDevice::new(format!("cuda:{ordinal}"), description, Box::new(runtime));
+        let device = CudaDevice::new(format!("cuda:{ordinal}"), description, Box::new(runtime))
+            .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
         gpus.push((ordinal, device.clone()));
         Ok(device)
     }
@@ -185,6 +198,11 @@ impl CudaDevice {
     /// How many times device memory was requested from the runtime so far.
     pub fn raw_allocations(&self) -> u64 {
         self.inner.raw_allocations.load(Ordering::Relaxed)
+    }
+
+    /// The address of split-K's tile counters (see `gemm.cu`).
+    pub(crate) fn split_k_counters(&self) -> u64 {
+        self.inner.split_k_counters
     }
 
     /// A buffer for `len` floats, from the cache when one of its size class is free.
@@ -285,31 +303,38 @@ impl CudaDevice {
         .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
     }
 
-    /// Where the random draw `stream` starts: `(first_block, generator)` for `random.cu`, whose
-    /// kernels start at counter block `first_block`, plus the offset at `generator` (and take
-    /// the key from there) unless it is 0. Eager draws start where the host's generator says;
+    /// Where the random draw `stream` of `blocks` counter blocks comes from, for a kernel
+    /// (`PhiloxDraw` in `common.cuh`). Eager draws start where the host's generator says;
     /// captured ones are rebased on the capture's device-side generator state, so that each
     /// replay draws the blocks the next eager step would.
     ///
     /// # Panics
     /// If one capture draws from two generators (a replay advances only one).
-    pub(crate) fn philox_position(&self, stream: PhiloxStream, blocks: u64) -> (u64, u64) {
+    pub(crate) fn philox_draw(&self, stream: PhiloxStream, blocks: u64) -> PhiloxDraw {
         let label = self.label();
-        self.capture_here(|capture| {
-            let draws = capture.rng.get_or_insert(CapturedDraws {
-                key: stream.key(),
-                base: stream.first_block(),
-                end: stream.first_block(),
-            });
-            assert!(
-                draws.key == stream.key() && stream.first_block() >= draws.end,
-                "{label}: a captured step draws random numbers from more than one generator; \
-                 a replay can advance only the one it was captured with"
-            );
-            draws.end = stream.first_block() + blocks;
-            (stream.first_block() - draws.base, capture.rng_state.pointer)
-        })
-        .unwrap_or((stream.first_block(), 0))
+        let [key0, key1] = stream.key();
+        let (first_block, generator) = self
+            .capture_here(|capture| {
+                let draws = capture.rng.get_or_insert(CapturedDraws {
+                    key: stream.key(),
+                    base: stream.first_block(),
+                    end: stream.first_block(),
+                });
+                assert!(
+                    draws.key == stream.key() && stream.first_block() >= draws.end,
+                    "{label}: a captured step draws random numbers from more than one generator; \
+                     a replay can advance only the one it was captured with"
+                );
+                draws.end = stream.first_block() + blocks;
+                (stream.first_block() - draws.base, capture.rng_state.pointer)
+            })
+            .unwrap_or((stream.first_block(), 0));
+        PhiloxDraw {
+            first_block,
+            generator,
+            key0,
+            key1,
+        }
     }
 
     /// Records the launches `record` makes, instead of running them, into a graph that

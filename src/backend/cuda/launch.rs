@@ -97,12 +97,16 @@ pub enum GemmPlan {
     /// `gemm_large`: enough 128 × 128 tiles to give every SM of a large GPU one.
     Large,
     /// `gemm` with 64 × 64 tiles; with `splits > 1`, k is cut into `splits` chunks of
-    /// `k_chunk` whose partial products `gemm_split_reduce` adds.
+    /// `k_chunk`, whose partial products the last block of each tile adds.
     Tiled { splits: usize, k_chunk: usize },
 }
 
 /// Blocks it takes to occupy a large GPU (an H100 has 132 SMs).
 const BLOCKS_TO_FILL: usize = 128;
+/// The most tiles a split-K product has (the plan splits only products of fewer tiles than
+/// `BLOCKS_TO_FILL`): the length of each device's buffer of tile counters (`gemm.cu`'s
+/// `split_k_last_arrival`).
+pub const SPLIT_K_MAX_TILES: usize = BLOCKS_TO_FILL;
 /// The least k one split-K block sums: below it, the extra pass costs more than it saves.
 const MIN_SPLIT_K: usize = 128;
 

@@ -2,10 +2,11 @@
 
 use super::args::{
     broadcast_code, distribution_code, epilogue_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs,
-    GemmArgs, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs, ADAM_MAX_TENSORS,
+    GemmArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
+    ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, DeviceBuffer};
-use super::launch::{GemmPlan, LaunchConfig, SUM_CHUNK};
+use super::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
     TernaryKernel, UnaryKernel,
@@ -63,16 +64,11 @@ impl CudaStorage {
     ) -> Self {
         let out = CudaStorage::uninit(len, device);
         let (code, a, b) = distribution_code(distribution);
-        let [key0, key1] = stream.key();
         let blocks = (len as u64).div_ceil(4);
-        let (first_block, generator) = device.philox_position(stream, blocks);
         let args = RandomArgs {
             out: out.pointer(),
             n: len as u64,
-            first_block,
-            generator,
-            key0,
-            key1,
+            draw: device.philox_draw(stream, blocks),
             distribution: code,
             a,
             b,
@@ -97,6 +93,80 @@ impl CudaStorage {
 
     fn len(&self) -> u64 {
         self.buffer.len as u64
+    }
+
+    /// `out = epilogue(self · rhs + bias)`'s arguments, without split-K or dropout.
+    fn gemm_args<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        out: &Self,
+        dims: GemmDims,
+        epilogue: &E,
+    ) -> GemmArgs {
+        GemmArgs {
+            a: self.pointer(),
+            b: rhs.pointer(),
+            bias: bias.map_or(0, CudaStorage::pointer),
+            c: out.pointer(),
+            partials: 0,
+            tile_counters: 0,
+            m: gemm_dim(dims.m),
+            k: gemm_dim(dims.k),
+            n: gemm_dim(dims.n),
+            lhs_transposed: i32::from(dims.lhs_transposed),
+            rhs_transposed: i32::from(dims.rhs_transposed),
+            k_chunk: gemm_dim(dims.k),
+            epilogue: epilogue_code(E::NAME),
+            p: epilogue.param(),
+            dropout_p: 0.0,
+            mask: 0,
+            dropout: PhiloxDraw::NONE,
+        }
+    }
+}
+
+fn gemm_dim(d: usize) -> i32 {
+    i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported")
+}
+
+/// Runs the product `args` describes with the kernel [`GemmPlan`] picks for `dims` (the
+/// tensor-core one where TF32 is allowed), adding split-K's partial sums and tile counters where it splits.
+fn launch_gemm(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) {
+    let tf32 = tf32_allowed();
+    let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
+        // The tensor-core kernel has 64 × 64 tiles only.
+        GemmPlan::Large if tf32 => GemmPlan::Tiled {
+            splits: 1,
+            k_chunk: dims.k,
+        },
+        plan => plan,
+    };
+    // The 64 × 64 kernel and its launch geometry (m, n, splits).
+    type Geometry = fn(usize, usize, usize) -> LaunchConfig;
+    let (tiled, tiled_config): (&str, Geometry) = if tf32 {
+        ("gemm_tf32", LaunchConfig::gemm_tf32)
+    } else {
+        ("gemm", LaunchConfig::gemm)
+    };
+    match plan {
+        GemmPlan::Large => {
+            device.launch("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), args)
+        }
+        GemmPlan::Tiled { splits: 1, .. } => {
+            device.launch(tiled, tiled_config(dims.m, dims.n, 1), args)
+        }
+        GemmPlan::Tiled { splits, k_chunk } => {
+            // Deterministic split-K: partial tiles, which the last block of each tile to finish
+            // adds in a fixed order.
+            let tiles = dims.m.div_ceil(64) * dims.n.div_ceil(64);
+            assert!(tiles <= SPLIT_K_MAX_TILES, "gemm: {tiles} split tiles");
+            let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
+            args.partials = partials.pointer();
+            args.tile_counters = device.split_k_counters();
+            args.k_chunk = gemm_dim(k_chunk);
+            device.launch(tiled, tiled_config(dims.m, dims.n, splits), args);
+        }
     }
 }
 
@@ -224,61 +294,32 @@ impl BackendStorage for CudaStorage {
         dims: GemmDims,
         epilogue: &E,
     ) -> Self {
+        let out = CudaStorage::uninit(dims.m * dims.n, self.device());
+        let args = self.gemm_args(rhs, bias, &out, dims, epilogue);
+        launch_gemm(self.device(), args, dims);
+        out
+    }
+
+    fn gemm_dropout<E: UnaryKernel>(
+        &self,
+        rhs: &Self,
+        bias: Option<&Self>,
+        dims: GemmDims,
+        epilogue: &E,
+        p: f32,
+        stream: PhiloxStream,
+    ) -> (Self, Self) {
         let device = self.device();
         let out = CudaStorage::uninit(dims.m * dims.n, device);
-        let dim =
-            |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
-        let mut args = GemmArgs {
-            a: self.pointer(),
-            b: rhs.pointer(),
-            bias: bias.map_or(0, CudaStorage::pointer),
-            c: out.pointer(),
-            partials: 0,
-            m: dim(dims.m),
-            k: dim(dims.k),
-            n: dim(dims.n),
-            lhs_transposed: i32::from(dims.lhs_transposed),
-            rhs_transposed: i32::from(dims.rhs_transposed),
-            k_chunk: dim(dims.k),
-            splits: 1,
-            epilogue: epilogue_code(E::NAME),
-            p: epilogue.param(),
+        let mask = CudaStorage::uninit(dims.m * dims.n, device);
+        let args = GemmArgs {
+            dropout_p: p,
+            mask: mask.pointer(),
+            dropout: device.philox_draw(stream, (dims.m * dims.n).div_ceil(4) as u64),
+            ..self.gemm_args(rhs, bias, &out, dims, epilogue)
         };
-        let tf32 = tf32_allowed();
-        let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
-            // The tensor-core kernel has 64 × 64 tiles only.
-            GemmPlan::Large if tf32 => GemmPlan::Tiled {
-                splits: 1,
-                k_chunk: dims.k,
-            },
-            plan => plan,
-        };
-        // The 64 × 64 kernel and its launch geometry (m, n, splits).
-        type Geometry = fn(usize, usize, usize) -> LaunchConfig;
-        let (tiled, tiled_config): (&str, Geometry) = if tf32 {
-            ("gemm_tf32", LaunchConfig::gemm_tf32)
-        } else {
-            ("gemm", LaunchConfig::gemm)
-        };
-        match plan {
-            GemmPlan::Large => {
-                device.launch("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), args)
-            }
-            GemmPlan::Tiled { splits: 1, .. } => {
-                device.launch(tiled, tiled_config(dims.m, dims.n, 1), args)
-            }
-            GemmPlan::Tiled { splits, k_chunk } => {
-                // Deterministic split-K: partial tiles, then their sum in a fixed order.
-                let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
-                args.partials = partials.pointer();
-                args.k_chunk = dim(k_chunk);
-                args.splits = dim(splits);
-                device.launch(tiled, tiled_config(dims.m, dims.n, splits), args);
-                let reduce = LaunchConfig::for_items((dims.m * dims.n) as u64);
-                device.launch("gemm_split_reduce", reduce, args);
-            }
-        }
-        out
+        launch_gemm(device, args, dims);
+        (out, mask)
     }
 
     fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
