@@ -12,7 +12,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use ferrograd::gan::{Gan, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
-use ferrograd::{manual_seed, no_grad, Device, Tensor};
+use ferrograd::{graph, manual_seed, no_grad, Device, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DeviceChoice {
@@ -108,28 +108,94 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         (1024, 1024, 1024)
     });
+    let how = |calls: usize| {
+        if device.is_cuda() {
+            format!("kernel time: {calls} calls in a CUDA graph")
+        } else {
+            "per call".to_string()
+        }
+    };
     for (m, k, n) in shapes {
-        let x = Tensor::uniform(&[m, k], -1.0, 1.0, &device);
-        let w = Tensor::uniform(&[n, k], -1.0, 1.0, &device);
-        let us = median_us(&device, repeats, iters, || {
-            let y = linear(&x, &w, None);
-            std::hint::black_box(y);
-        });
+        let operand_bytes = 4 * (m * k + k * n);
+        let (copies, calls) = if device.is_cuda() && !args.quick {
+            gpu_rotation(operand_bytes)
+        } else {
+            (1, iters) // as benches/numpy_sgemm.py, which the CPU figures are compared with
+        };
+        let xs: Vec<_> = (0..copies)
+            .map(|_| Tensor::uniform(&[m, k], -1.0, 1.0, &device))
+            .collect();
+        let ws: Vec<_> = (0..copies)
+            .map(|_| Tensor::uniform(&[n, k], -1.0, 1.0, &device))
+            .collect();
+        let us = kernel_median_us(&device, repeats, calls, |i| {
+            std::hint::black_box(linear(&xs[i % copies], &ws[i % copies], None));
+        })?;
         let gflops = 2.0 * (m * k * n) as f64 / us / 1e3;
-        println!("gemm {m}x{k}x{n} (X·Wᵀ): {us:.1} us, {gflops:.1} GFLOP/s");
+        let how = how(calls);
+        println!("gemm {m}x{k}x{n} (X·Wᵀ, {how}): {us:.1} us, {gflops:.1} GFLOP/s");
     }
 
     let len = if args.quick { 1 << 16 } else { 1 << 24 };
     let x = Tensor::uniform(&[len], -1.0, 1.0, &device);
-    let us = median_us(&device, repeats, iters, || {
+    let calls = if device.is_cuda() && !args.quick {
+        gpu_rotation(2 * 4 * len).1
+    } else {
+        iters
+    };
+    let us = kernel_median_us(&device, repeats, calls, |_| {
         std::hint::black_box(x.tanh());
-    });
+    })?;
     let bytes = 2.0 * 4.0 * len as f64; // read + write
     println!(
-        "tanh over {len} floats: {us:.1} us, {:.1} GB/s (read + write)",
+        "tanh over {len} floats ({}): {us:.1} us, {:.1} GB/s (read + write)",
+        how(calls),
         bytes / us / 1e3
     );
     Ok(())
+}
+
+/// How a GPU microbenchmark runs each of its calls on its own copy of the operands, `(copies,
+/// calls per graph)`: copies enough that those in rotation hold 128 MiB, more than twice the
+/// L2 of an H100 (as `benches/cuda_reference.py` does for cuBLAS), so no call finds its inputs
+/// in L2 where an earlier one left them; and calls enough that a replay's own launch and the
+/// wait after it (tens of µs) weigh a few per cent.
+fn gpu_rotation(operand_bytes: usize) -> (usize, usize) {
+    let copies = (128usize << 20).div_ceil(operand_bytes).clamp(1, 1024);
+    let calls = if copies == 1 { 20 } else { copies.max(200) };
+    (copies, calls)
+}
+
+/// The time per call of `f(i)` (`i` counting the calls), in µs: on CUDA, `calls` calls captured
+/// in a graph and replayed, so that the GPU runs the kernels back to back and the host's
+/// launch overhead is left out (the median of `repeats` replays); on the CPU, [`median_us`].
+fn kernel_median_us(
+    device: &Device,
+    repeats: usize,
+    calls: usize,
+    f: impl Fn(usize),
+) -> ferrograd::Result<f64> {
+    if !device.is_cuda() {
+        let mut call = 0;
+        return Ok(median_us(device, repeats, calls, || {
+            f(call);
+            call += 1;
+        }));
+    }
+    f(0); // compiles the kernels: no compiling inside the capture
+    let (graph, ()) = graph::capture(device, || (0..calls).for_each(&f))?;
+    let fence = || Tensor::zeros(&[1], device).item();
+    graph.replay()?; // warm-up
+    fence();
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        graph.replay()?;
+        fence();
+        times.push(start.elapsed().as_secs_f64() * 1e6 / calls as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Median over `repeats` runs of the time per call of `f`, in µs; each run makes `iters` calls

@@ -1,36 +1,60 @@
 #!/usr/bin/env bash
-# Prepares the GPU speed measurement (the GPU machines have no Rust toolchain): builds
-# examples/gan_bench here into gpu-bench/ (kept out of git through .git/info/exclude) and
-# writes gpu-bench/run.sh, which prints, on the GPU, in one run:
+# Prepares the GPU speed measurement (the GPU machines have no Rust toolchain and no internet):
+# builds gan_bench and mnist_gan here into DIR (default gpu-bench/, kept out of git through
+# .git/info/exclude) with MNIST and the PyTorch references, and writes DIR/run.sh, which on the
+# GPU, in one run, writes bench.log (to $OUT when set) and prints:
 #   - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
 #     graph, each with its statistics read every step and queued; the GEMM at the GAN's
 #     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
-#     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py).
+#     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
+#   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
+#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 150 s).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
-# figures, device and date in benches/RESULTS.md.
+# figures, device and date in benches/RESULTS.md. scripts/gpu-check.sh includes all of this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=gpu-bench
-grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/exclude
-rm -rf "$out" && mkdir -p "$out"
-cargo build --release --example gan_bench
-cp target/release/examples/gan_bench "$out/"
-strip --strip-debug "$out/gan_bench"
-cp benches/gan_pytorch.py benches/cuda_reference.py "$out/"
+out=${1:-gpu-bench}
+case "$out" in
+    */*) ;; # inside a folder that is excluded already (gpu-check/bench)
+    *) grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/exclude ;;
+esac
+rm -rf "$out" && mkdir -p "$out/mnist"
+cargo build --release --example gan_bench --example mnist_gan
+cp target/release/examples/{gan_bench,mnist_gan} "$out/"
+strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
+cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py "$out/"
+cp ../shared/data/mnist/*.gz "$out/mnist/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
+# The GPU benchmark (see scripts/bench-gpu.sh). Every step has a time limit: a hung or slow
+# step costs its limit, not the run.
 set -uo pipefail
 cd "$(dirname "$0")"
+log="${OUT:-.}/bench.log"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include
-date -u
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
-./gan_bench --device cuda
-./gan_bench --device cuda --tf32
-python3 gan_pytorch.py --device cuda --mode eager
-python3 gan_pytorch.py --device cuda --mode compile
-python3 cuda_reference.py
+status=0
+step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+step 10 date -u
+step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
+step 90 ./gan_bench --device cuda
+step 90 ./gan_bench --device cuda --tf32
+step 60 python3 gan_pytorch.py --device cuda --mode eager
+step 180 python3 gan_pytorch.py --device cuda --mode compile
+step 90 python3 cuda_reference.py
+earlier=$status status=0 start=$(date +%s%N)
+step 150 ./mnist_gan --device cuda --data mnist --out runs/mnist_gan_100 --epochs 100
+ms=$((($(date +%s%N) - start) / 1000000))
+if [ "$status" -eq 0 ]; then
+    printf 'mnist_gan 100 epochs: %d.%03d s wall\n' $((ms / 1000)) $((ms % 1000)) | tee -a "$log"
+else
+    echo "mnist_gan 100 epochs: not timed (it failed, or was cut off after 150 s)" | tee -a "$log"
+fi
+status=$((earlier | status))
+cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
+python3 gpu_table.py "$log" | tee -a "$log"
+exit $status
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"

@@ -6,14 +6,16 @@
 #     GPU required: CPU↔GPU parity of every op, random numbers, training; graph: the captured
 #     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator; tf32: the
 #     tensor-core GEMM within TF32's precision of the CPU);
-#   - one epoch of mnist_gan --device cuda (CUDA graph), 300 iterations with --eager;
-#   - gan_bench on the GPU: the iteration eager and as a graph, SGEMM, elementwise bandwidth.
-# With the device tool: run `bash gpu-check/run.sh` with carry ["gpu-check"].
+#   - 300 iterations of mnist_gan --device cuda --eager;
+#   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
+#     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run.
+# One device run does it all: run `bash gpu-check/run.sh` with carry ["gpu-check"]; every step
+# has a time limit, and the whole fits in about 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-check
 grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/exclude
-rm -rf "$out" && mkdir -p "$out/mnist"
+rm -rf "$out" && mkdir -p "$out"
 
 cargo build --release --examples
 tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u)
@@ -21,32 +23,31 @@ for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
     case "$name" in devices | nvrtc | allocator | graph | tf32) cp "$binary" "$out/$name" ;; esac
 done
-cp target/release/examples/{mnist_gan,nvrtc_report,gan_bench} "$out/"
+cp target/release/examples/nvrtc_report "$out/"
 find "$out" -maxdepth 1 -type f -exec strip --strip-debug {} + # the device tool carries 64 MiB at most
-cp ../shared/data/mnist/*.gz "$out/mnist/"
+bash scripts/bench-gpu.sh "$out/bench"
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# The GPU check (see scripts/gpu-check.sh). Writes its log to $OUT (or gpu-check/) as well.
+# The GPU check, then the GPU benchmark (see scripts/gpu-check.sh). Logs to $OUT (or here).
 set -uo pipefail
 cd "$(dirname "$0")"
 log="${OUT:-.}/gpu-check.log"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include FERROGRAD_REQUIRE_NVRTC=1 FERROGRAD_REQUIRE_GPU=1
 status=0
-step() { echo "== $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
-step date -u
-step nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-step ./nvrtc_report
-step ./nvrtc
-step ./devices
-step ./allocator
-step ./graph
-step ./tf32
-step ./gan_bench --device cuda
-step ./mnist_gan --device cuda --data mnist --out "${OUT:-.}/mnist_gan" --epochs 1
-step ./mnist_gan --device cuda --eager --data mnist --out "${OUT:-.}/mnist_gan_eager" --max-iters 300
-echo "== gpu check finished with status $status" | tee -a "$log"
+step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+step 10 date -u
+step 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+step 60 ./nvrtc_report
+step 90 ./graph
+step 60 ./devices
+step 30 ./allocator
+step 30 ./tf32
+step 60 ./nvrtc
+step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
+echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"
+bash bench/run.sh || status=1
 exit $status
 RUN
 chmod +x "$out/run.sh"

@@ -1,0 +1,102 @@
+"""Reads the log of one GPU benchmark run (scripts/bench-gpu.sh: gan_bench, gan_pytorch.py,
+cuda_reference.py, the 100-epoch run) and prints the comparison table for benches/RESULTS.md:
+ferrograd beside PyTorch on the same GPU, the ratio, and the GPU issue's target for it.
+
+    python3 benches/gpu_table.py gpu-bench/bench.log
+
+Lines it does not recognise are ignored; a figure missing from the log shows as "—".
+"""
+
+import re
+import sys
+
+NUMBER = r"([0-9.]+)"
+
+
+def parse(lines):
+    figures = {}
+    tf32 = False
+    for line in lines:
+        if line.startswith("ferrograd "):
+            tf32 = "TF32" in line
+            figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
+        suffix = " tf32" if tf32 else ""
+        m = re.match(rf"training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter", line)
+        if m:
+            figures[f"ours {m[1]} {m[2]}{suffix}"] = float(m[3])
+        m = re.match(rf"pytorch \S+ \| (.+?) \| (\w+) \| {NUMBER} us/iter", line)
+        if m:
+            figures[f"pytorch {m[2]}"] = float(m[3])
+            figures["gpu"] = m[1]
+        m = re.match(rf"(cublas )?gemm (\d+x\d+x\d+) .*: {NUMBER} us, {NUMBER} GFLOP/s", line)
+        if m:
+            who = "cublas" if m[1] else "ours"
+            figures[f"{who} gemm {m[2]}{'' if m[1] else suffix}"] = float(m[4])
+        m = re.match(rf"tanh over \d+ floats.*: {NUMBER} us, {NUMBER} GB/s", line)
+        if m and not tf32:
+            figures["ours tanh"] = float(m[2])
+        m = re.match(rf"device copy of \d+ floats.*: {NUMBER} us, {NUMBER} GB/s", line)
+        if m:
+            figures["copy"] = float(m[2])
+        m = re.match(rf"mnist_gan 100 epochs: {NUMBER} s", line)
+        if m:
+            figures["100 epochs"] = float(m[1])
+    return figures
+
+
+def fmt(value, unit=""):
+    return "—" if value is None else f"{value:,.1f}{unit}"
+
+
+def iteration(us):
+    return "—" if us is None else f"{64e6 / us:,.0f} ({us:,.1f} µs)"
+
+
+def ratio(ours, reference, higher_is_better=True):
+    if ours is None or reference is None:
+        return "—"
+    return f"{ours / reference if higher_is_better else reference / ours:.2f}×"
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "bench.log"
+    with open(path, encoding="utf-8") as log:
+        f = parse(log)
+    get = f.get
+    print(f"GPU: {get('gpu', get('device', '?'))}\n")
+    print("| measure | ferrograd | PyTorch / cuBLAS | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    rows = [
+        ("iteration: our CUDA graph / PyTorch eager", "ours CUDA graph queued", "pytorch eager",
+         "≥ 5×"),
+        ("iteration: our CUDA graph / torch.compile (reduce-overhead)", "ours CUDA graph queued",
+         "pytorch compile", "≥ 1.5×"),
+        ("iteration: our eager / PyTorch eager", "ours eager queued", "pytorch eager", ""),
+        ("iteration: our CUDA graph, statistics read every step / PyTorch eager",
+         "ours CUDA graph stats read each step", "pytorch eager", ""),
+        ("iteration: our CUDA graph with TF32 / torch.compile (FP32)",
+         "ours CUDA graph queued tf32", "pytorch compile", ""),
+    ]
+    for label, ours, reference, target in rows:
+        ours, reference = get(ours), get(reference)  # µs per iteration of batch 64
+        print(f"| {label} (images/s, µs/iter) | {iteration(ours)} | {iteration(reference)} | "
+              f"{ratio(ours, reference, higher_is_better=False)} | {target} |")
+    shapes = sorted({k.split()[-1] for k in f if k.startswith("cublas gemm")},
+                    key=lambda s: [int(x) for x in s.split("x")])
+    for shape in shapes:
+        target = "≥ 0.9×" if shape.startswith("4096") else "≥ 1×"
+        ours, cublas = get(f"ours gemm {shape}"), get(f"cublas gemm {shape}")
+        print(f"| SGEMM {shape} (GFLOP/s) | {fmt(ours)} | {fmt(cublas)} | {ratio(ours, cublas)} | "
+              f"{target} |")
+        tf32 = get(f"ours gemm {shape} tf32")
+        if tf32 is not None:
+            print(f"| TF32 GEMM {shape} (GFLOP/s) | {fmt(tf32)} | {fmt(cublas)} (FP32) | "
+                  f"{ratio(tf32, cublas)} | |")
+    ours, copy = get("ours tanh"), get("copy")
+    print(f"| tanh vs device copy (GB/s, read + write) | {fmt(ours)} | {fmt(copy)} | "
+          f"{ratio(ours, copy)} | ≥ 0.9× |")
+    print(f"| 100 epochs of mnist_gan (s, wall) | {fmt(get('100 epochs'))} | | | < 60 s |")
+
+
+if __name__ == "__main__":
+    main()
