@@ -168,6 +168,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut csv = start_loss_csv(&csv_path, &history)?;
     let last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = args.out.join("checkpoint.safetensors");
+    let mut checkpoints = CheckpointWriter::default();
     println!(
         "training on {} images, {} batches of {} per epoch, on {}",
         loader.len(),
@@ -203,7 +204,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             bar.inc(1);
             bar.set_message(means.summary());
             if args.checkpoint_every > 0 && progress.step.is_multiple_of(args.checkpoint_every) {
-                save_checkpoint(&gan, &checkpoint_path, &mut progress, batches)?;
+                checkpoints.save(&gan, &checkpoint_path, &mut progress, batches)?;
             }
         }
         bar.finish_and_clear();
@@ -237,8 +238,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             args.out.join("losses.svg"),
             loss_plot_svg(&history, batches as usize),
         )?;
-        save_checkpoint(&gan, &checkpoint_path, &mut progress, batches)?;
+        checkpoints.save(&gan, &checkpoint_path, &mut progress, batches)?;
     }
+    checkpoints.finish()?;
     println!("checkpoint: {}", checkpoint_path.display());
 
     if let Some(path) = &args.samples_out {
@@ -314,15 +316,51 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
     Ok(Mnist::load(&args.data, Split::Train)?)
 }
 
-fn save_checkpoint(
-    gan: &Gan,
-    path: &Path,
-    progress: &mut TrainingProgress,
-    batches: u64,
-) -> Result<(), Box<dyn Error>> {
-    progress.epoch = progress.step / batches;
-    progress.rng = with_default_generator(|g| *g);
-    Ok(gan.save_checkpoint(path, progress)?)
+/// Writes checkpoints on a thread of its own, one at a time: the values are copied when a
+/// checkpoint is asked for, and the file is encoded and written (tens of ms for 35 MB, fsync
+/// included) while training goes on. The write is atomic, so a kill at any moment leaves the
+/// previous checkpoint intact either way.
+#[derive(Default)]
+struct CheckpointWriter {
+    in_flight: Option<std::thread::JoinHandle<ferrograd::Result<()>>>,
+}
+
+impl CheckpointWriter {
+    /// Snapshots `gan` and `progress` as they are now, then writes them to `path` once the
+    /// previous checkpoint is written (whose error, if it failed, is returned here).
+    fn save(
+        &mut self,
+        gan: &Gan,
+        path: &Path,
+        progress: &mut TrainingProgress,
+        batches: u64,
+    ) -> Result<(), Box<dyn Error>> {
+        progress.epoch = progress.step / batches;
+        progress.rng = with_default_generator(|g| *g);
+        let snapshot = gan.checkpoint_snapshot(progress);
+        self.finish()?;
+        let path = path.to_path_buf();
+        self.in_flight = Some(std::thread::spawn(move || snapshot.write(&path)));
+        Ok(())
+    }
+
+    /// Waits until the checkpoint in flight, if any, is written.
+    fn finish(&mut self) -> Result<(), Box<dyn Error>> {
+        match self.in_flight.take() {
+            None => Ok(()),
+            Some(writer) => Ok(writer
+                .join()
+                .map_err(|_| "the checkpoint writer panicked")??),
+        }
+    }
+}
+
+impl Drop for CheckpointWriter {
+    /// A run that stops on an error still finishes the checkpoint in flight (its own error,
+    /// if any, is secondary to the one being reported).
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 fn epoch_bar(epoch: u64, epochs: u64, batches: u64, position: u64) -> ProgressBar {

@@ -24,34 +24,57 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(name, tensor)| {
-            let data = tensor
-                .to_vec()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            (name.clone(), data, tensor.shape().to_vec())
+    Snapshot::of(tensors, metadata).write(path)
+}
+
+/// A checkpoint's contents copied to host memory: what [`save`] writes, taken now and written
+/// later — by another thread if need be (it owns its data), so that training can go on while
+/// the file is encoded and written.
+#[derive(Debug)]
+pub struct Snapshot {
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl Snapshot {
+    /// Copies the values of `tensors` (from whichever device they are on).
+    pub fn of(tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Snapshot {
+        let tensors = tensors
+            .iter()
+            .map(|(name, tensor)| (name.clone(), tensor.shape().to_vec(), tensor.to_vec()))
+            .collect();
+        Snapshot { tensors, metadata }
+    }
+
+    /// Writes the snapshot to `path` as a safetensors file, atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<Vec<u8>> = self
+            .tensors
+            .iter()
+            .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = self
+            .tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((name, shape, _), data)| {
+                let view = TensorView::new(Dtype::F32, shape.clone(), data)
+                    .expect("f32 data of the tensor's own shape");
+                (name.as_str(), view)
+            });
+        let checkpoint_error = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // An empty metadata map is written as nothing at all: safetensors cannot read `{}` back.
+        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        let encoded = safetensors::serialize(views, metadata)
+            .map_err(|err| checkpoint_error(err.to_string()))?;
+        write_atomically(path, |file| file.write_all(&encoded)).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
         })
-        .collect();
-    let views = bytes.iter().map(|(name, data, shape)| {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
-            .expect("f32 data of the tensor's own shape");
-        (name.as_str(), view)
-    });
-    let checkpoint_error = |reason: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    // An empty metadata map is written as nothing at all: safetensors cannot read `{}` back.
-    let metadata = (!metadata.is_empty()).then_some(metadata);
-    let encoded =
-        safetensors::serialize(views, metadata).map_err(|err| checkpoint_error(err.to_string()))?;
-    write_atomically(path, |file| file.write_all(&encoded)).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    }
 }
 
 /// A checkpoint read back into memory.

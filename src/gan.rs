@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::backend::cpu::hot_pool;
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{self, Graph};
@@ -282,6 +282,12 @@ impl Gan {
     /// discriminator's optimiser; every value is f32 in PyTorch's layout. Metadata: the
     /// progress, and each optimiser's step count (`generator_optimizer.step`).
     pub fn save_checkpoint(&self, path: &Path, progress: &TrainingProgress) -> Result<()> {
+        self.checkpoint_snapshot(progress).write(path)
+    }
+
+    /// What [`Gan::save_checkpoint`] writes, copied to host memory now, to be written with
+    /// [`Snapshot::write`] later (on another thread, while training goes on).
+    pub fn checkpoint_snapshot(&self, progress: &TrainingProgress) -> Snapshot {
         let mut tensors = Vec::new();
         let mut metadata = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
@@ -307,7 +313,7 @@ impl Gan {
                 tensors.push((format!("{opt}.exp_avg_sq.{name}"), state.exp_avg_sq.clone()));
             }
         }
-        checkpoint::save(path, &tensors, metadata)
+        Snapshot::of(&tensors, metadata)
     }
 
     /// Restores everything [`Gan::save_checkpoint`] saved, and returns the saved progress.

@@ -252,6 +252,18 @@ fn user_errors_are_reported_without_panicking() {
         stderr.contains("/nonexistent/checkpoint.safetensors"),
         "{stderr}"
     );
+
+    // A checkpoint that cannot be written (a directory in its place): written in the
+    // background, its failure still ends the run with an error that names it.
+    let blocked = scratch("blocked-checkpoint");
+    std::fs::create_dir_all(blocked.join("checkpoint.safetensors/occupied")).unwrap();
+    let stderr = run_failing(mnist_gan(
+        &data,
+        &blocked,
+        &["--max-iters", "3", "--checkpoint-every", "1"],
+    ));
+    assert!(stderr.contains("checkpoint.safetensors"), "{stderr}");
+    std::fs::remove_dir_all(&blocked).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::remove_dir_all(&broken).unwrap();
 }
