@@ -10,9 +10,10 @@
 struct SumArgs {
     const float* x;
     double* partials;  // one per block of the first pass
-    float* out;        // one value, written by the second pass
+    float* out;        // one value: scale · the sum
     u64 n;
     u64 blocks;        // first-pass blocks, ceil(n / SUM_CHUNK)
+    float scale;       // 1 for a sum, 1 / n for a mean; the f32 sum times scale is written
 };
 
 // Sums `value` over a warp by shuffling down: lane 0 gets the total.
@@ -41,7 +42,9 @@ __device__ __forceinline__ double block_sum(double value) {
     return total;
 }
 
-// Pass 1: block b sums elements [b·SUM_CHUNK, (b + 1)·SUM_CHUNK) in f64.
+// Pass 1: block b sums elements [b·SUM_CHUNK, (b + 1)·SUM_CHUNK) in f64. With a single block
+// (n ≤ SUM_CHUNK: a loss over a batch) its sum is the total, written right away, and the host
+// launches no second pass.
 FG_KERNEL(sum_partials, SumArgs) {
     u64 start = (u64)blockIdx.x * SUM_CHUNK;
     u64 end = start + SUM_CHUNK < args.n ? start + SUM_CHUNK : args.n;
@@ -51,7 +54,11 @@ FG_KERNEL(sum_partials, SumArgs) {
     }
     double total = block_sum(sum);
     if (threadIdx.x == 0) {
-        args.partials[blockIdx.x] = total;
+        if (args.blocks == 1) {
+            args.out[0] = (float)total * args.scale;
+        } else {
+            args.partials[blockIdx.x] = total;
+        }
     }
 }
 
@@ -63,7 +70,7 @@ FG_KERNEL(sum_finish, SumArgs) {
     }
     double total = block_sum(sum);
     if (threadIdx.x == 0) {
-        args.out[0] = (float)total;
+        args.out[0] = (float)total * args.scale;
     }
 }
 

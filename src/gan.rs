@@ -120,6 +120,9 @@ pub struct Gan {
     captured: Option<CapturedStep>,
     /// What the latest step computed, on the device.
     last: Option<StepResults>,
+    /// The BCE targets of the latest batch size, all ones and all zeros: made once, not at
+    /// every step (on a GPU, two fills fewer per step, replayed or not).
+    targets: Option<(Tensor, Tensor)>,
 }
 
 /// The results of a step, on the device, detached from the graph.
@@ -143,11 +146,13 @@ impl StepResults {
     }
 }
 
-/// A training step captured as a graph: the input buffer each replay reads and the tensors it
+/// A training step captured as a graph: the input buffer each replay reads, the constant
+/// targets it reads (kept alive here: the graph reads their buffers), and the tensors it
 /// leaves its results in.
 struct CapturedStep {
     graph: Graph,
     real: Tensor,
+    _targets: (Tensor, Tensor),
     results: StepResults,
 }
 
@@ -164,6 +169,7 @@ impl Gan {
             device: device.clone(),
             captured: None,
             last: None,
+            targets: None,
         }
     }
 
@@ -219,11 +225,14 @@ impl Gan {
     pub fn capture_train_step(&mut self, batch: usize) -> Result<()> {
         self.captured = None;
         let real = Tensor::zeros(&[batch, IMAGE_DIM], &self.device);
+        // Made now, so that the graph does not refill them at each replay.
+        let targets = self.targets(batch);
         let device = self.device.clone();
         let (graph, results) = graph::capture(&device, || self.step_results(&real))?;
         self.captured = Some(CapturedStep {
             graph,
             real,
+            _targets: targets,
             results,
         });
         Ok(())
@@ -239,8 +248,7 @@ impl Gan {
     /// The step itself (see [`Gan::train_step`]), its results left on the device.
     fn step_results(&mut self, real: &Tensor) -> StepResults {
         let batch = real.shape()[0];
-        let ones = Tensor::ones(&[batch, 1], &self.device);
-        let zeros = Tensor::zeros(&[batch, 1], &self.device);
+        let (ones, zeros) = self.targets(batch);
         let (g, d) = (&self.generator, &self.discriminator);
 
         self.discriminator_optimizer.zero_grad();
@@ -268,6 +276,20 @@ impl Gan {
             d_real: d_on_real.mean().detach(),
             d_fake: d_on_fake.mean().detach(),
         }
+    }
+
+    /// `[batch, 1]` of ones and of zeros, the BCE targets for real and fake images.
+    fn targets(&mut self, batch: usize) -> (Tensor, Tensor) {
+        let device = &self.device;
+        let (ones, zeros) = match self.targets.take() {
+            Some((ones, zeros)) if ones.shape()[0] == batch => (ones, zeros),
+            _ => (
+                Tensor::ones(&[batch, 1], device),
+                Tensor::zeros(&[batch, 1], device),
+            ),
+        };
+        self.targets = Some((ones.clone(), zeros.clone()));
+        (ones, zeros)
     }
 
     /// A batch of `z ~ N(0, 1)^100`.

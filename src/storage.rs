@@ -108,10 +108,10 @@ impl Storage {
         }
     }
 
-    pub fn sum_all(&self) -> Self {
+    pub fn sum_all(&self, scale: f32) -> Self {
         match self {
-            Storage::Cpu(s) => Storage::Cpu(s.sum_all()),
-            Storage::Cuda(s) => Storage::Cuda(s.sum_all()),
+            Storage::Cpu(s) => Storage::Cpu(s.sum_all(scale)),
+            Storage::Cuda(s) => Storage::Cuda(s.sum_all(scale)),
         }
     }
 

@@ -248,24 +248,30 @@ fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
 fn reductions_match_the_cpu() {
     for n in [1usize, 255, 4096, 4097, 50_000] {
         let x = uniform(n, -1.0, 1.0, n as u64);
-        let blocks = (n as u64).div_ceil(4096);
-        let mut partials = vec![0.0f64; blocks as usize];
-        let mut out = [f32::NAN];
-        let args = SumArgs {
-            x: ptr(&x),
-            partials: partials.as_mut_ptr() as u64,
-            out: ptr_mut(&mut out),
-            n: n as u64,
-            blocks,
-        };
-        launch("sum_partials", LaunchConfig::sum_partials(n as u64), args);
-        launch("sum_finish", LaunchConfig::single_block(), args);
-        let cpu = Tensor::from_vec(x.clone(), &[n], &CPU).sum().item();
-        assert!(
-            (out[0] - cpu).abs() <= 1e-6 * (1.0 + cpu.abs()),
-            "n = {n}: {} vs {cpu}",
-            out[0]
-        );
+        let cpu = Tensor::from_vec(x.clone(), &[n], &CPU);
+        for (scale, expected) in [(1.0, cpu.sum().item()), (1.0 / n as f32, cpu.mean().item())] {
+            // As the CUDA backend runs it: one pass when one block holds everything.
+            let blocks = (n as u64).div_ceil(4096);
+            let mut partials = vec![f64::NAN; blocks as usize];
+            let mut out = [f32::NAN];
+            let args = SumArgs {
+                x: ptr(&x),
+                partials: partials.as_mut_ptr() as u64,
+                out: ptr_mut(&mut out),
+                n: n as u64,
+                blocks,
+                scale,
+            };
+            launch("sum_partials", LaunchConfig::sum_partials(n as u64), args);
+            if blocks > 1 {
+                launch("sum_finish", LaunchConfig::single_block(), args);
+            }
+            assert!(
+                (out[0] - expected).abs() <= 1e-6 * (1.0 + expected.abs()),
+                "n = {n}, scale {scale}: {} vs {expected}",
+                out[0]
+            );
+        }
     }
     let (rows, cols) = (37, 300);
     let x = uniform(rows * cols, -1.0, 1.0, 7);

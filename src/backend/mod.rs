@@ -128,9 +128,10 @@ pub trait BackendStorage: Sized {
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
     /// `kernel(self[i], b[i], c[i])`, the three buffers of one length.
     fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self;
-    /// The sum of all elements, as a one-element buffer. Fixed chunking: the result does not
+    /// `scale` times the sum of all elements (1 for a sum, 1/N for a mean), as a one-element
+    /// buffer: the sum rounded to f32, then the product. Fixed chunking: the result does not
     /// depend on the number of threads.
-    fn sum_all(&self) -> Self;
+    fn sum_all(&self, scale: f32) -> Self;
     /// Column sums of a `[rows, cols]` buffer: `[cols]` (a bias gradient).
     fn sum_rows(&self, rows: usize, cols: usize) -> Self;
     /// `len` copies of this one-element buffer's value times `scale` (the gradient of a sum).

@@ -4,7 +4,7 @@
 //!
 //! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1.
 
-use super::arith::{Mul, MulScalar};
+use super::arith::Mul;
 use super::{assert_same_device, record};
 use crate::backend::{BinaryKernel, Broadcast};
 use crate::tensor::{with_storages, GradFn, Tensor};
@@ -101,10 +101,11 @@ pub fn binary_cross_entropy(pred: &Tensor, target: &Tensor) -> Tensor {
         target.shape()
     );
     assert_same_device("binary_cross_entropy", pred, target);
-    let sum = with_storages([pred, target], |[p, t]| {
-        p.binary(t, Broadcast::None, &BceLoss).sum_all()
+    let mean = with_storages([pred, target], |[p, t]| {
+        let scale = 1.0 / pred.numel() as f32;
+        p.binary(t, Broadcast::None, &BceLoss).sum_all(scale)
     });
-    let loss = Tensor::from_storage(sum, vec![]).map(&MulScalar(1.0 / pred.numel() as f32));
+    let loss = Tensor::from_storage(mean, vec![]);
     record(&loss, &[pred, target], || BceBackward {
         pred: pred.detach(),
         target: target.detach(),

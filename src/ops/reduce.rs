@@ -1,6 +1,5 @@
 //! Reductions: the sum and the mean of all elements, and the column sums a bias gradient needs.
 
-use super::arith::MulScalar;
 use super::record;
 use crate::tensor::{GradFn, Tensor};
 
@@ -38,12 +37,7 @@ impl Tensor {
     }
 
     fn scaled_sum(&self, name: &'static str, scale: f32) -> Tensor {
-        let sum = Tensor::from_storage(self.storage().sum_all(), vec![]);
-        let y = if scale == 1.0 {
-            sum
-        } else {
-            sum.map(&MulScalar(scale))
-        };
+        let y = Tensor::from_storage(self.storage().sum_all(scale), vec![]);
         record(&y, &[self], || SumBackward {
             name,
             input_shape: self.shape().to_vec(),

@@ -127,7 +127,7 @@ impl BackendStorage for CpuStorage {
         CpuStorage(out)
     }
 
-    fn sum_all(&self) -> Self {
+    fn sum_all(&self, scale: f32) -> Self {
         // Each chunk is summed in f64, then the partial sums in chunk order: the same bits for
         // any number of threads, and no loss of precision over long buffers.
         let partials: Vec<f64> = self
@@ -135,7 +135,7 @@ impl BackendStorage for CpuStorage {
             .par_chunks(SUM_CHUNK)
             .map(|chunk| chunk.iter().map(|&x| f64::from(x)).sum())
             .collect();
-        CpuStorage(vec![partials.iter().sum::<f64>() as f32])
+        CpuStorage(vec![partials.iter().sum::<f64>() as f32 * scale])
     }
 
     fn sum_rows(&self, rows: usize, cols: usize) -> Self {

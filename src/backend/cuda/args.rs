@@ -38,8 +38,8 @@ kernel_args!(
     TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32 }
 );
 kernel_args!(
-    /// The two passes of a full sum (`reduce.cu`).
-    SumArgs { x: u64, partials: u64, out: u64, n: u64, blocks: u64 }
+    /// The two passes of a full sum, times `scale` (`reduce.cu`).
+    SumArgs { x: u64, partials: u64, out: u64, n: u64, blocks: u64, scale: f32 }
 );
 kernel_args!(
     /// Column sums of `[rows, cols]` (`reduce.cu`).

@@ -244,7 +244,7 @@ impl BackendStorage for CudaStorage {
         out
     }
 
-    fn sum_all(&self) -> Self {
+    fn sum_all(&self, scale: f32) -> Self {
         let device = self.device();
         let blocks = self.len().div_ceil(SUM_CHUNK).max(1);
         let partials = CudaStorage::uninit(2 * blocks as usize, device); // f64 partial sums
@@ -255,9 +255,12 @@ impl BackendStorage for CudaStorage {
             out: out.pointer(),
             n: self.len(),
             blocks,
+            scale,
         };
         device.launch("sum_partials", LaunchConfig::sum_partials(self.len()), args);
-        device.launch("sum_finish", LaunchConfig::single_block(), args);
+        if blocks > 1 {
+            device.launch("sum_finish", LaunchConfig::single_block(), args);
+        }
         out
     }
 
