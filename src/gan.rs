@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::graph::{self, Graph};
 use crate::nn::functional::binary_cross_entropy;
 use crate::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
+use crate::ops::binary_cross_entropy_scaled;
 use crate::optim::{Adam, AdamConfig};
 use crate::rng::Generator;
 use crate::tensor::Tensor;
@@ -120,8 +121,8 @@ pub struct Gan {
     captured: Option<CapturedStep>,
     /// What the latest step computed, on the device.
     last: Option<StepResults>,
-    /// The BCE targets of the latest batch size, all ones and all zeros: made once, not at
-    /// every step (on a GPU, two fills fewer per step, replayed or not).
+    /// The BCE targets of the latest batch size (see [`Gan::targets`]): made once, not at every
+    /// step (on a GPU, fills fewer per step, replayed or not).
     targets: Option<(Tensor, Tensor)>,
 }
 
@@ -248,15 +249,18 @@ impl Gan {
     /// The step itself (see [`Gan::train_step`]), its results left on the device.
     fn step_results(&mut self, real: &Tensor) -> StepResults {
         let batch = real.shape()[0];
-        let (ones, zeros) = self.targets(batch);
+        let (ones, real_then_fake) = self.targets(batch);
         let (g, d) = (&self.generator, &self.discriminator);
 
+        // D sees the real and the fake images as one batch of 2·batch rows: the loss and
+        // gradients of two passes (none of D's layers mixes rows; dropout draws a fresh mask
+        // for every element either way), in half the kernel launches and with GEMMs twice
+        // as tall. BCE(D(x), 1) + BCE(D(G(z)), 0), two means over `batch` rows, is the sum
+        // over all 2·batch rows divided by `batch`.
         self.discriminator_optimizer.zero_grad();
-        let d_on_real = d.forward(real);
         let fake = g.forward(&self.noise(batch)).detach();
-        let d_on_fake = d.forward(&fake);
-        let d_loss =
-            binary_cross_entropy(&d_on_real, &ones) + binary_cross_entropy(&d_on_fake, &zeros);
+        let d_out = d.forward(&Tensor::cat(&[real, &fake]));
+        let d_loss = binary_cross_entropy_scaled(&d_out, &real_then_fake, 1.0 / batch as f32);
         d_loss.backward();
         self.discriminator_optimizer.step();
 
@@ -270,26 +274,30 @@ impl Gan {
         self.generator_optimizer.step();
         frozen.iter().for_each(|p| p.set_requires_grad(true));
 
+        let d_out = d_out.detach();
         StepResults {
             d_loss: d_loss.detach(),
             g_loss: g_loss.detach(),
-            d_real: d_on_real.mean().detach(),
-            d_fake: d_on_fake.mean().detach(),
+            d_real: d_out.narrow_rows(0, batch).mean(),
+            d_fake: d_out.narrow_rows(batch, batch).mean(),
         }
     }
 
-    /// `[batch, 1]` of ones and of zeros, the BCE targets for real and fake images.
+    /// The BCE targets: `[batch, 1]` of ones (G's step), and `[2·batch, 1]` of `batch` ones
+    /// then `batch` zeros (D's step on real images, then fake ones).
     fn targets(&mut self, batch: usize) -> (Tensor, Tensor) {
         let device = &self.device;
-        let (ones, zeros) = match self.targets.take() {
-            Some((ones, zeros)) if ones.shape()[0] == batch => (ones, zeros),
-            _ => (
-                Tensor::ones(&[batch, 1], device),
-                Tensor::zeros(&[batch, 1], device),
-            ),
+        let (ones, real_then_fake) = match self.targets.take() {
+            Some((ones, both)) if ones.shape()[0] == batch => (ones, both),
+            _ => {
+                let ones = Tensor::ones(&[batch, 1], device);
+                let zeros = Tensor::zeros(&[batch, 1], device);
+                let both = Tensor::cat(&[&ones, &zeros]);
+                (ones, both)
+            }
         };
-        self.targets = Some((ones.clone(), zeros.clone()));
-        (ones, zeros)
+        self.targets = Some((ones.clone(), real_then_fake.clone()));
+        (ones, real_then_fake)
     }
 
     /// A batch of `z ~ N(0, 1)^100`.

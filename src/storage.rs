@@ -81,6 +81,39 @@ impl Storage {
         }
     }
 
+    /// The parts one after another (all on one device).
+    pub fn concat(parts: &[&Storage]) -> Self {
+        match parts.first() {
+            Some(Storage::Cuda(_)) => {
+                let parts: Vec<&CudaStorage> = parts
+                    .iter()
+                    .map(|part| match part {
+                        Storage::Cuda(s) => s,
+                        Storage::Cpu(_) => unreachable!("{MIXED}"),
+                    })
+                    .collect();
+                Storage::Cuda(CudaStorage::concat(&parts))
+            }
+            _ => {
+                let parts: Vec<&CpuStorage> = parts
+                    .iter()
+                    .map(|part| match part {
+                        Storage::Cpu(s) => s,
+                        Storage::Cuda(_) => unreachable!("{MIXED}"),
+                    })
+                    .collect();
+                Storage::Cpu(CpuStorage::concat(&parts))
+            }
+        }
+    }
+
+    pub fn slice(&self, start: usize, len: usize) -> Self {
+        match self {
+            Storage::Cpu(s) => Storage::Cpu(s.slice(start, len)),
+            Storage::Cuda(s) => Storage::Cuda(s.slice(start, len)),
+        }
+    }
+
     pub fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.unary(kernel)),

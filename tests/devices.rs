@@ -62,6 +62,8 @@ fn every_op(device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
     .reduce(|a, b| a + b)
     .unwrap();
     let h = h + fused * 0.25;
+    // Rows taken apart and joined again in another order.
+    let h = Tensor::cat(&[&h.narrow_rows(4, 2), &h.narrow_rows(0, 4)]);
     let y = h.matmul(&w2) * &row - 0.25;
     let y = (y.reshape(&[3, 6]) / 2.0).reshape(&[6, 3]).sigmoid();
     let loss =

@@ -269,6 +269,34 @@ fn reshape() {
 }
 
 #[test]
+fn cat_and_narrow_rows() {
+    // cat: each part's gradient is its rows of the output's (a part used twice gets both).
+    let (w, w64) = weights(&[7, 3], 26);
+    check_gradients(
+        &[
+            Input::new(&[2, 3], uniform(6, -2.0, 2.0, 27)),
+            Input::new(&[3, 3], uniform(9, -2.0, 2.0, 28)),
+        ],
+        |t| Tensor::cat(&[&t[0], &t[1], &t[0]]).mul(&w).sum(),
+        |v| {
+            let joined: Vec<f64> = [&v[0], &v[1], &v[0]]
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            r::weighted_sum(&joined, &w64)
+        },
+    );
+    // narrow_rows: the gradient of rows 1..3 of [4, 3], zero on the other rows.
+    let (w, w64) = weights(&[2, 3], 29);
+    check_gradients(
+        &[Input::new(&[4, 3], uniform(12, -2.0, 2.0, 30))],
+        |t| t[0].narrow_rows(1, 2).mul(&w).sum(),
+        |v| r::weighted_sum(&v[0][3..9], &w64),
+    );
+}
+
+#[test]
 fn dropout_in_training() {
     let p = 0.3;
     let generator = Generator::new(25);

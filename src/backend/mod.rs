@@ -124,6 +124,10 @@ pub trait BackendStorage: Sized {
     fn write(&mut self, values: &[f32]);
     /// Overwrites every element with `src`'s (same length, same device), in place.
     fn copy_from(&mut self, src: &Self);
+    /// The buffers one after another (a concatenation along the first dimension).
+    fn concat(parts: &[&Self]) -> Self;
+    /// Elements `start..start + len`, copied.
+    fn slice(&self, start: usize, len: usize) -> Self;
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
     /// `kernel(self[i], b[i], c[i])`, the three buffers of one length.

@@ -58,10 +58,12 @@ impl BinaryKernel for BceGradTarget {
     }
 }
 
-/// Backward of the mean loss: each input's elementwise rule above, times the incoming `∂L/∂loss`.
+/// Backward of the loss `scale · Σᵢ lossᵢ`: each input's elementwise rule above, times the
+/// incoming `∂L/∂loss`.
 struct BceBackward {
     pred: Tensor,
     target: Tensor,
+    scale: f32,
 }
 
 impl GradFn for BceBackward {
@@ -70,7 +72,7 @@ impl GradFn for BceBackward {
     }
 
     fn backward(&self, grad: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
-        let scale = 1.0 / self.pred.numel() as f32;
+        let scale = self.scale;
         let chain = |local: Tensor| local.zip_map(grad, Broadcast::Scalar, &Mul);
         let grad_pred = needs_grad[0].then(|| {
             chain(
@@ -94,6 +96,15 @@ impl GradFn for BceBackward {
 /// # Panics
 /// If the shapes differ.
 pub fn binary_cross_entropy(pred: &Tensor, target: &Tensor) -> Tensor {
+    binary_cross_entropy_scaled(pred, target, 1.0 / pred.numel() as f32)
+}
+
+/// `scale · Σᵢ lossᵢ`: [`binary_cross_entropy`] with another weight than `1/N` on the sum (the
+/// GAN's D loss over a real and a fake half, `mean(real) + mean(fake)`, is `Σ / half`).
+///
+/// # Panics
+/// If the shapes differ.
+pub(crate) fn binary_cross_entropy_scaled(pred: &Tensor, target: &Tensor, scale: f32) -> Tensor {
     assert!(
         pred.shape() == target.shape(),
         "binary_cross_entropy: input {:?} and target {:?} must have the same shape",
@@ -101,14 +112,14 @@ pub fn binary_cross_entropy(pred: &Tensor, target: &Tensor) -> Tensor {
         target.shape()
     );
     assert_same_device("binary_cross_entropy", pred, target);
-    let mean = with_storages([pred, target], |[p, t]| {
-        let scale = 1.0 / pred.numel() as f32;
+    let loss = with_storages([pred, target], |[p, t]| {
         p.binary(t, Broadcast::None, &BceLoss).sum_all(scale)
     });
-    let loss = Tensor::from_storage(mean, vec![]);
+    let loss = Tensor::from_storage(loss, vec![]);
     record(&loss, &[pred, target], || BceBackward {
         pred: pred.detach(),
         target: target.detach(),
+        scale,
     });
     loss
 }

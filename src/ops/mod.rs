@@ -10,6 +10,7 @@
 
 mod arith;
 mod bce;
+mod cat;
 mod dropout;
 mod leaky_relu;
 mod linear;
@@ -22,6 +23,7 @@ mod sigmoid;
 mod tanh;
 
 pub use bce::binary_cross_entropy;
+pub(crate) use bce::binary_cross_entropy_scaled;
 pub use dropout::{dropout, dropout_with};
 pub use linear::{linear, linear_activation, Activation};
 pub use linear_dropout::linear_activation_dropout;

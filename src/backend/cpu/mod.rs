@@ -79,6 +79,23 @@ impl BackendStorage for CpuStorage {
         self.0.copy_from_slice(&src.0);
     }
 
+    fn concat(parts: &[&Self]) -> Self {
+        let mut out = pool::take(parts.iter().map(|part| part.0.len()).sum());
+        let mut rest = out.as_mut_slice();
+        for part in parts {
+            let (head, tail) = rest.split_at_mut(part.0.len());
+            head.copy_from_slice(&part.0);
+            rest = tail;
+        }
+        CpuStorage(out)
+    }
+
+    fn slice(&self, start: usize, len: usize) -> Self {
+        let mut out = pool::take(len);
+        out.copy_from_slice(&self.0[start..start + len]);
+        CpuStorage(out)
+    }
+
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         let mut out = pool::take(self.0.len());
         out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)

@@ -197,6 +197,36 @@ impl BackendStorage for CudaStorage {
             .launch("copy", LaunchConfig::for_items(self.len()), args);
     }
 
+    fn concat(parts: &[&Self]) -> Self {
+        let device = parts.first().expect("concat: no parts").device();
+        let out = CudaStorage::uninit(parts.iter().map(|part| part.buffer.len).sum(), device);
+        let mut offset = 0;
+        for part in parts {
+            let args = UnaryArgs {
+                x: part.pointer(),
+                y: out.pointer() + 4 * offset,
+                n: part.len(),
+                p: 0.0,
+            };
+            device.launch("copy", LaunchConfig::for_items(part.len()), args);
+            offset += part.len();
+        }
+        out
+    }
+
+    fn slice(&self, start: usize, len: usize) -> Self {
+        let out = CudaStorage::uninit(len, self.device());
+        let args = UnaryArgs {
+            x: self.pointer() + 4 * start as u64,
+            y: out.pointer(),
+            n: len as u64,
+            p: 0.0,
+        };
+        self.device()
+            .launch("copy", LaunchConfig::for_items(len as u64), args);
+        out
+    }
+
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self {
         let out = CudaStorage::uninit(self.buffer.len, self.device());
         let args = UnaryArgs {
