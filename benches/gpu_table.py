@@ -24,6 +24,13 @@ def parse(lines):
         m = re.match(rf"training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter", line)
         if m:
             figures[f"ours {m[1]} {m[2]}{suffix}"] = float(m[3])
+        m = re.match(rf"baseline: training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter",
+                     line)
+        if m:
+            figures[f"baseline {m[1]} {m[2]}"] = float(m[3])
+        m = re.match(r"== baseline: (\S+)", line)
+        if m:
+            figures["baseline rev"] = m[1]
         m = re.match(rf"pytorch \S+ \| (.+?) \| (\w+) \| {NUMBER} us/iter", line)
         if m:
             figures[f"pytorch {m[2]}"] = float(m[3])
@@ -81,6 +88,12 @@ def main():
         ours, reference = get(ours), get(reference)  # µs per iteration of batch 64
         print(f"| {label} (images/s, µs/iter) | {iteration(ours)} | {iteration(reference)} | "
               f"{ratio(ours, reference, higher_is_better=False)} | {target} |")
+    rev = get("baseline rev", "baseline")
+    for mode in ["eager", "CUDA graph"]:
+        ours, before = get(f"ours {mode} queued"), get(f"baseline {mode} queued")
+        print(f"| iteration, {mode}: now / ferrograd at {rev} (images/s, µs/iter) | "
+              f"{iteration(ours)} | {iteration(before)} (ferrograd at {rev}) | "
+              f"{ratio(ours, before, higher_is_better=False)} | |")
     shapes = sorted({k.split()[-1] for k in f if k.startswith("cublas gemm")},
                     key=lambda s: [int(x) for x in s.split("x")])
     for shape in shapes:

@@ -1,8 +1,8 @@
 //! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_80 (A100) and sm_90 (H100/H200)
 //! to cubin and prints ptxas's report: registers, spills and shared memory per kernel; then
-//! counts the 16-byte loads in the large GEMM's PTX (global and shared). Exits non-zero on a
-//! compile error, on any spill, or if the large GEMM lost its vector loads. Needs only NVRTC (`pip install
-//! nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
+//! counts the 16-byte loads in the two FP32 GEMMs' PTX (global and shared). Exits non-zero on
+//! a compile error, on any spill, or if a GEMM lost its vector loads. Needs only NVRTC (`pip
+//! install nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
 //!
 //! `cargo run --release --example nvrtc_report`
 //!
@@ -65,7 +65,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    failed |= !large_gemm_loads_16_bytes();
+    for kernel in ["gemm", "gemm_large"] {
+        failed |= !gemm_loads_16_bytes(kernel);
+    }
     if failed {
         ExitCode::FAILURE
     } else {
@@ -74,11 +76,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether `gemm_large` reads global and shared memory 16 bytes at a time, as designed: its
+/// Whether GEMM `kernel` reads global and shared memory 16 bytes at a time, as designed: its
 /// PTX (sm_90) holds `ld.global…v4.f32` and `ld.shared.v4.f32` instructions.
-fn large_gemm_loads_16_bytes() -> bool {
-    let Some(module) = MODULES.iter().find(|m| m.kernels.contains(&"gemm_large")) else {
-        eprintln!("FAILED: no gemm_large kernel");
+fn gemm_loads_16_bytes(kernel: &str) -> bool {
+    let Some(module) = MODULES.iter().find(|m| m.kernels.contains(&kernel)) else {
+        eprintln!("FAILED: no {kernel} kernel");
         return false;
     };
     let ptx = match nvrtc::compile(module, 9, 0, Output::Ptx) {
@@ -89,9 +91,10 @@ fn large_gemm_loads_16_bytes() -> bool {
         }
     };
     // The kernel's body: from its entry to the next entry (or the end).
+    let entry = format!("{kernel}(");
     let body = ptx
         .split(".entry ")
-        .find(|entry| entry.starts_with("gemm_large("))
+        .find(|body| body.starts_with(&entry))
         .unwrap_or("");
     let count = |pattern: &str| {
         body.lines()
@@ -99,11 +102,9 @@ fn large_gemm_loads_16_bytes() -> bool {
             .count()
     };
     let (global, shared) = (count("ld.global"), count("ld.shared"));
-    println!(
-        "gemm_large PTX (sm_90): {global} 16-byte global loads, {shared} 16-byte shared loads"
-    );
+    println!("{kernel} PTX (sm_90): {global} 16-byte global loads, {shared} 16-byte shared loads");
     if global == 0 || shared == 0 {
-        eprintln!("FAILED: gemm_large lost its 16-byte loads");
+        eprintln!("FAILED: {kernel} lost its 16-byte loads");
     }
     global > 0 && shared > 0
 }

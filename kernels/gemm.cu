@@ -84,6 +84,26 @@ __device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int co
     }
 }
 
+// Loads four consecutive floats of a matrix stored `inner` floats per row into `v`: row `o`,
+// columns i..i+3, zero outside rows 0..outer_limit and columns 0..inner_limit (inner_limit ≤
+// inner: a split-K chunk's end). 16 bytes at once where the row allows (its length a multiple
+// of 4: every float4 is aligned, and wholly inside or outside the limits), one by one with
+// bounds checks otherwise.
+__device__ __forceinline__ void load_quad(const float* base, int outer_limit, int inner,
+                                          int inner_limit, int o, int i, float v[4]) {
+    if (o < outer_limit && (inner % 4) == 0 && i + 3 < inner_limit) {
+        float4 q = *(const float4*)(base + (u64)o * inner + i);
+        v[0] = q.x;
+        v[1] = q.y;
+        v[2] = q.z;
+        v[3] = q.w;
+    } else {
+        for (int t = 0; t < 4; ++t) {
+            v[t] = (o < outer_limit && i + t < inner_limit) ? base[(u64)o * inner + i + t] : 0.0f;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // gemm: 64 × 64 tiles, optional split-K. Launch: grid (ceil(n / 64), ceil(m / 64), splits),
 // 256 threads.
@@ -134,9 +154,9 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
     }
 }
 
-// Stages 64 rows x0.. of one operand over the k-slice k0..k0 + GEMM_BK (cut at k_end) in
-// shared memory, k-major (tile[k][x]), zero outside the matrix: A's rows (x: a row of op(A)) or
-// B's columns (x: a column of op(B)). Element (x, p) is at src[x·k + p] when `along_k` (A
+// gemm_tf32's staging, single-buffered: 64 rows x0.. of one operand over the k-slice
+// k0..k0 + GEMM_BK (cut at k_end) in shared memory, k-major (tile[k][x]), zero outside the
+// matrix: A's rows (x: a row of op(A)) or B's columns (x: a column of op(B)). Element (x, p) is at src[x·k + p] when `along_k` (A
 // stored [m, k], B stored [n, k]), else at src[p·count + x]. The block's THREADS threads share
 // the work, consecutive threads reading consecutive addresses.
 template <int STRIDE, int THREADS>
@@ -163,41 +183,86 @@ __device__ __forceinline__ void stage_tiles(const GemmArgs& args, float (*a_tile
     stage_operand<STRIDE, THREADS>(args.b, args.rhs_transposed, args.n, args.k, col0, k0, k_end, b_tile);
 }
 
+// This thread's quad of the k-slice at k0 of one operand, 64 rows x0.. of op(A) or 64 columns
+// of op(B), zero outside the matrix and past k_end. Element (x, p) is at src[x·k + p] when
+// `along_k` (A stored [m, k], B stored [n, k]): the 256 threads read 64 x × 4 quads along k;
+// else at src[p·count + x]: 16 k × 16 quads along x. Either way a warp reads whole 16-byte
+// pieces of consecutive addresses.
+__device__ __forceinline__ void load_tile_quad(const float* src, bool along_k, int count, int k,
+                                               int x0, int k0, int k_end, float v[4]) {
+    const int t = threadIdx.x;
+    if (along_k) {
+        load_quad(src, count, k, k_end, x0 + t / 4, k0 + (t % 4) * 4, v);
+    } else {
+        load_quad(src, k_end, count, count, k0 + t / 16, x0 + (t % 16) * 4, v);
+    }
+}
+
+// Writes a quad from load_tile_quad into a k-major tile (tile[p][x]).
+__device__ __forceinline__ void store_tile_quad(bool along_k, const float v[4],
+                                                float (*tile)[GEMM_BM]) {
+    const int t = threadIdx.x;
+    for (int q = 0; q < 4; ++q) {
+        if (along_k) {
+            tile[(t % 4) * 4 + q][t / 4] = v[q];
+        } else {
+            tile[t / 16][(t % 16) * 4 + q] = v[q];
+        }
+    }
+}
+
+// Double-buffered like gemm_large: the next k-slice travels from global memory into registers
+// while the current one is multiplied out of shared memory, so a block alone on its SM (a
+// batch-64 product has few tiles) does not stall on every load. A thread's 4 + 4 operands of
+// one k step are two 16-byte shared loads.
 FG_KERNEL(gemm, GemmArgs) {
-    // k-major tiles: a thread's GEMM_TM (resp. GEMM_TN) operands of one k step are adjacent.
-    __shared__ float a_tile[GEMM_BK][GEMM_BM];
-    __shared__ float b_tile[GEMM_BK][GEMM_BN];
+    __shared__ __align__(16) float a_tiles[2][GEMM_BK][GEMM_BM];
+    __shared__ __align__(16) float b_tiles[2][GEMM_BK][GEMM_BN];
     const int tx = threadIdx.x % 16;
     const int ty = threadIdx.x / 16;
     const int row0 = blockIdx.y * GEMM_BM;
     const int col0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
+    const bool a_along_k = !args.lhs_transposed, b_along_k = args.rhs_transposed;
     float acc[GEMM_TM][GEMM_TN];
     for (int i = 0; i < GEMM_TM; ++i) {
         for (int j = 0; j < GEMM_TN; ++j) {
             acc[i][j] = 0.0f;
         }
     }
+    float a_next[4], b_next[4];
+    load_tile_quad(args.a, a_along_k, args.m, args.k, row0, k_begin, k_end, a_next);
+    load_tile_quad(args.b, b_along_k, args.n, args.k, col0, k_begin, k_end, b_next);
+    store_tile_quad(a_along_k, a_next, a_tiles[0]);
+    store_tile_quad(b_along_k, b_next, b_tiles[0]);
+    __syncthreads();
+    int buffer = 0;
     for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
-        stage_tiles<GEMM_BM, GEMM_THREADS>(args, a_tile, b_tile, row0, col0, k0, k_end);
-        __syncthreads();
+        const bool more = k0 + GEMM_BK < k_end;
+        if (more) {  // in flight during the FMAs
+            load_tile_quad(args.a, a_along_k, args.m, args.k, row0, k0 + GEMM_BK, k_end, a_next);
+            load_tile_quad(args.b, b_along_k, args.n, args.k, col0, k0 + GEMM_BK, k_end, b_next);
+        }
+#pragma unroll
         for (int p = 0; p < GEMM_BK; ++p) {
-            float a_reg[GEMM_TM];
-            float b_reg[GEMM_TN];
-            for (int i = 0; i < GEMM_TM; ++i) {
-                a_reg[i] = a_tile[p][ty * GEMM_TM + i];
-            }
-            for (int j = 0; j < GEMM_TN; ++j) {
-                b_reg[j] = b_tile[p][tx * GEMM_TN + j];
-            }
+            float4 a4 = *(const float4*)&a_tiles[buffer][p][ty * GEMM_TM];
+            float4 b4 = *(const float4*)&b_tiles[buffer][p][tx * GEMM_TN];
+            const float a_reg[GEMM_TM] = {a4.x, a4.y, a4.z, a4.w};
+            const float b_reg[GEMM_TN] = {b4.x, b4.y, b4.z, b4.w};
             for (int i = 0; i < GEMM_TM; ++i) {
                 for (int j = 0; j < GEMM_TN; ++j) {
                     acc[i][j] += a_reg[i] * b_reg[j];
                 }
             }
         }
-        __syncthreads();
+        if (more) {
+            // The other buffer was last read before the previous barrier: free to overwrite.
+            store_tile_quad(a_along_k, a_next, a_tiles[buffer ^ 1]);
+            store_tile_quad(b_along_k, b_next, b_tiles[buffer ^ 1]);
+            __syncthreads();
+            buffer ^= 1;
+        }
     }
     for (int i = 0; i < GEMM_TM; ++i) {
         for (int j = 0; j < GEMM_TN; ++j) {
@@ -317,27 +382,6 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
 #define LARGE_BN 128
 #define LARGE_BK 8
 
-// Loads this thread's four values of the k-slice at k0 of one operand into `v`: 16 bytes at
-// once where the stored row allows (its length a multiple of 4: every float4 is aligned and
-// wholly inside or outside the matrix), one by one with bounds checks otherwise.
-//
-// The operand is stored `outer` rows of `inner` floats. `along_inner`: the four values are
-// consecutive in memory (the thread's slot is (outer index o, inner index i..i+4)).
-__device__ __forceinline__ void load_quad(const float* base, int outer, int inner, int o, int i,
-                                          float v[4]) {
-    if (o < outer && (inner % 4) == 0 && i + 3 < inner) {
-        float4 q = *(const float4*)(base + (u64)o * inner + i);
-        v[0] = q.x;
-        v[1] = q.y;
-        v[2] = q.z;
-        v[3] = q.w;
-    } else {
-        for (int t = 0; t < 4; ++t) {
-            v[t] = (o < outer && i + t < inner) ? base[(u64)o * inner + i + t] : 0.0f;
-        }
-    }
-}
-
 // Stages this thread's part of one k-slice of A (128 rows × 8) and of B (8 × 128 columns):
 // 1024 floats each, one quad per thread, read along whichever direction is contiguous.
 struct LargeSlice {
@@ -349,14 +393,14 @@ __device__ __forceinline__ void load_large_slice(const GemmArgs& args, int row0,
                                                  LargeSlice& s) {
     const int t = threadIdx.x;
     if (args.lhs_transposed) {  // A stored [k, m]: quads along m
-        load_quad(args.a, args.k, args.m, k0 + t / 32, row0 + (t % 32) * 4, s.a);
+        load_quad(args.a, args.k, args.m, args.m, k0 + t / 32, row0 + (t % 32) * 4, s.a);
     } else {                     // A stored [m, k]: quads along k
-        load_quad(args.a, args.m, args.k, row0 + t / 2, k0 + (t % 2) * 4, s.a);
+        load_quad(args.a, args.m, args.k, args.k, row0 + t / 2, k0 + (t % 2) * 4, s.a);
     }
     if (args.rhs_transposed) {  // B stored [n, k]: quads along k
-        load_quad(args.b, args.n, args.k, col0 + t / 2, k0 + (t % 2) * 4, s.b);
+        load_quad(args.b, args.n, args.k, args.k, col0 + t / 2, k0 + (t % 2) * 4, s.b);
     } else {                     // B stored [k, n]: quads along n
-        load_quad(args.b, args.k, args.n, k0 + t / 32, col0 + (t % 32) * 4, s.b);
+        load_quad(args.b, args.k, args.n, args.n, k0 + t / 32, col0 + (t % 32) * 4, s.b);
     }
 }
 

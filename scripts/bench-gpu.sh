@@ -8,6 +8,8 @@
 #     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
+#   - the same iteration with the engine as it was at $BASELINE (default af7529f: before the
+#     2026-11-28 launch and GEMM work, never measured on a GPU), for a before/after ratio;
 #   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
 #   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 150 s).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
@@ -24,6 +26,15 @@ cargo build --release --example gan_bench --example mnist_gan
 cp target/release/examples/{gan_bench,mnist_gan} "$out/"
 strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
 cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py "$out/"
+# The baseline: gan_bench built from an earlier commit, in a worktree of its own.
+baseline=${BASELINE:-af7529f}
+worktree=$(mktemp -d)
+git worktree add --quiet --detach "$worktree" "$baseline"
+(cd "$worktree" && CARGO_TARGET_DIR="$OLDPWD/target/baseline" cargo build --quiet --release --example gan_bench)
+cp target/baseline/release/examples/gan_bench "$out/baseline_gan_bench"
+git worktree remove --force "$worktree"
+strip --strip-debug "$out/baseline_gan_bench"
+echo "$baseline $(git log -1 --format='%h %cs' "$baseline")" > "$out/baseline.txt"
 cp ../shared/data/mnist/*.gz "$out/mnist/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -40,6 +51,8 @@ step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 step 90 ./gan_bench --device cuda
 step 90 ./gan_bench --device cuda --tf32
+echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
+timeout 60 ./baseline_gan_bench --device cuda --iteration-only 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
 step 60 python3 gan_pytorch.py --device cuda --mode eager
 step 180 python3 gan_pytorch.py --device cuda --mode compile
 step 90 python3 cuda_reference.py

@@ -18,7 +18,7 @@ grep -qx "/$out/" .git/info/exclude 2>/dev/null || echo "/$out/" >> .git/info/ex
 rm -rf "$out" && mkdir -p "$out"
 
 cargo build --release --examples
-tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u)
+tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z0-9_]*-[0-9a-f]*' | sort -u)
 for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
     case "$name" in devices | nvrtc | allocator | graph | tf32) cp "$binary" "$out/$name" ;; esac
