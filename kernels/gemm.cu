@@ -47,6 +47,10 @@ struct GemmArgs {
     // draw of dropout masks: the very mask random_fill would have drawn, kept for the backward.
     float* mask;
     PhiloxDraw dropout;
+    // Null, or [m]: gemm (without split-K) also writes Σ_k op(A)[row, k] here, from the A
+    // tiles it reads anyway: a weight gradient (∂L/∂z)ᵀ·x and its bias gradient Σ_rows ∂L/∂z
+    // in one kernel. Summed in k order in f32, as the CPU's and sum_rows' column sums.
+    float* row_sums;
 };
 
 __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
@@ -225,8 +229,11 @@ FG_KERNEL(gemm, GemmArgs) {
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
     const bool a_along_k = !args.lhs_transposed, b_along_k = args.rhs_transposed;
+    const bool row_sums = args.row_sums && blockIdx.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
+    float row_sum[GEMM_TM];
     for (int i = 0; i < GEMM_TM; ++i) {
+        row_sum[i] = 0.0f;
         for (int j = 0; j < GEMM_TN; ++j) {
             acc[i][j] = 0.0f;
         }
@@ -254,6 +261,9 @@ FG_KERNEL(gemm, GemmArgs) {
                 for (int j = 0; j < GEMM_TN; ++j) {
                     acc[i][j] += a_reg[i] * b_reg[j];
                 }
+                if (row_sums) {
+                    row_sum[i] += a_reg[i];
+                }
             }
         }
         if (more) {
@@ -267,6 +277,10 @@ FG_KERNEL(gemm, GemmArgs) {
     for (int i = 0; i < GEMM_TM; ++i) {
         for (int j = 0; j < GEMM_TN; ++j) {
             gemm_store(args, row0 + ty * GEMM_TM + i, col0 + tx * GEMM_TN + j, acc[i][j]);
+        }
+        const int row = row0 + ty * GEMM_TM + i;
+        if (row_sums && tx == 0 && row < args.m) {
+            args.row_sums[row] = row_sum[i];
         }
     }
     if (args.partials && split_k_last_arrival(args)) {

@@ -186,6 +186,20 @@ impl Storage {
         }
     }
 
+    pub fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => {
+                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims);
+                (Storage::Cpu(product), Storage::Cpu(sums))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b)) => {
+                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims);
+                (Storage::Cuda(product), Storage::Cuda(sums))
+            }
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)] // as BackendStorage::gemm_dropout
     pub fn gemm_dropout<E: UnaryKernel>(
         &self,

@@ -338,6 +338,7 @@ fn emulated_gemm_dropout(
         dropout_p: 0.0,
         mask: 0,
         dropout: PhiloxDraw::NONE,
+        row_sums: 0,
     };
     if let Some((p, draw)) = dropout {
         (args.dropout_p, args.mask, args.dropout) = (p, ptr_mut(&mut mask), draw);
@@ -462,6 +463,57 @@ fn gemm_dropout_epilogue_draws_the_cpu_mask() {
     }
 }
 
+/// `gemm` summing the rows of `op(A)` (A stored [k, m]) beside the product, for the bias
+/// gradient: the product as without, the sums those of `sum_rows` (f32, in k order) exactly.
+#[test]
+fn gemm_row_sums_are_the_bias_gradient() {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 13, 5),
+        (64, 100, 65),
+        (130, 64, 70),
+        (5, 0, 3),
+    ] {
+        let dims = GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed: true,
+            rhs_transposed: false,
+        };
+        let (a, b) = (uniform(k * m, -1.0, 1.0, 31), uniform(k * n, -1.0, 1.0, 32));
+        let (a_quads, b_quads) = (aligned(&a), aligned(&b));
+        let mut c = vec![f32::NAN; m * n];
+        let mut sums = vec![f32::NAN; m];
+        let args = GemmArgs {
+            a: a_quads.as_ptr() as u64,
+            b: b_quads.as_ptr() as u64,
+            bias: 0,
+            c: ptr_mut(&mut c),
+            partials: 0,
+            tile_counters: 0,
+            m: m as i32,
+            k: k as i32,
+            n: n as i32,
+            lhs_transposed: 1,
+            rhs_transposed: 0,
+            k_chunk: k as i32,
+            epilogue: epilogue_code("identity"),
+            p: 0.0,
+            dropout_p: 0.0,
+            mask: 0,
+            dropout: PhiloxDraw::NONE,
+            row_sums: ptr_mut(&mut sums),
+        };
+        launch("gemm", LaunchConfig::gemm(m, n, 1), args);
+        assert_close(&format!("{dims:?}"), &c, &gemm(&a, &b, None, dims), 1e-5);
+        let column_sums: Vec<f32> = (0..m)
+            .map(|col| (0..k).fold(0.0f32, |sum, row| sum + a[row * m + col]))
+            .collect();
+        assert_eq!(sums, column_sums, "{dims:?}");
+    }
+}
+
 /// `gemm_tf32` on the emulator (the m16n8k8 MMA emulated lane by lane), `splits` chunks of k.
 fn emulated_tf32_gemm(
     a: &[f32],
@@ -499,6 +551,7 @@ fn emulated_tf32_gemm(
         dropout_p: 0.0,
         mask: 0,
         dropout: PhiloxDraw::NONE,
+        row_sums: 0,
     };
     launch("gemm_tf32", LaunchConfig::gemm_tf32(m, n, splits), args);
     assert!(

@@ -149,6 +149,11 @@ pub trait BackendStorage: Sized {
         dims: GemmDims,
         epilogue: &E,
     ) -> Self;
+    /// `(op(A) · op(B), the row sums of op(A))` for `A` stored transposed (`[k, m]`): a weight
+    /// gradient `(∂L/∂z)ᵀ · x` and the bias gradient `Σ_rows ∂L/∂z` beside it (the column
+    /// sums of `A` as stored, as [`BackendStorage::sum_rows`] computes them, bit for bit). The
+    /// CUDA backend sums the rows in the GEMM, from the tiles of `A` it reads anyway.
+    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self);
     /// [`BackendStorage::gemm`] followed by inverted dropout (training mode): `(C · mask,
     /// mask)`, `mask` the values `0..m·n` of the draw `stream` of
     /// [`Distribution::DropoutMask`]`{ p }`: what a random fill of that draw would hold, so

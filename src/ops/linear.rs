@@ -6,7 +6,7 @@
 //! place, and the bias (and the activation) are applied while the output tile is still in cache.
 
 use super::leaky_relu::{LeakyRelu, LeakyReluGrad};
-use super::matmul::{dims, gemm, gemm_then};
+use super::matmul::{dims, gemm, gemm_then, gemm_with_lhs_row_sums};
 use super::relu::{Relu, ReluGrad};
 use super::sigmoid::{Sigmoid, SigmoidGrad};
 use super::tanh::{Tanh, TanhGrad};
@@ -52,18 +52,22 @@ impl GradFn for LinearBackward {
                 dims(batch, out_features, in_features, false, false),
             )
         });
-        let grad_weight = self.input.as_ref().map(|x| {
-            let in_features = x.shape()[1];
-            gemm(
-                &grad,
-                x,
-                None,
-                dims(out_features, batch, in_features, true, false),
-            )
-        });
+        let grad_weight_dims = |x: &Tensor| dims(out_features, batch, x.shape()[1], true, false);
+        let bias_needs_grad = needs_grad.get(2) == Some(&true);
+        let (grad_weight, grad_bias) = match (&self.input, bias_needs_grad) {
+            // Both from one pass over ∂L/∂z where the device can.
+            (Some(x), true) => {
+                let (grad_weight, grad_bias) =
+                    gemm_with_lhs_row_sums(&grad, x, grad_weight_dims(x));
+                (Some(grad_weight), Some(grad_bias))
+            }
+            (Some(x), false) => (Some(gemm(&grad, x, None, grad_weight_dims(x))), None),
+            (None, true) => (None, Some(grad.sum_over_rows())),
+            (None, false) => (None, None),
+        };
         let mut grads = vec![grad_input, grad_weight];
         if needs_grad.len() == 3 {
-            grads.push(needs_grad[2].then(|| grad.sum_over_rows()));
+            grads.push(grad_bias);
         }
         grads
     }

@@ -28,6 +28,20 @@ pub(crate) fn gemm_then<E: UnaryKernel>(
     Tensor::from_storage(storage, vec![dims.m, dims.n])
 }
 
+/// `(op(A) · op(B), the row sums of op(A))` outside the graph, for `A` stored transposed: a
+/// weight gradient and its bias gradient from one pass over `∂L/∂z` where the device can.
+pub(crate) fn gemm_with_lhs_row_sums(
+    lhs: &Tensor,
+    rhs: &Tensor,
+    dims: GemmDims,
+) -> (Tensor, Tensor) {
+    let (product, sums) = with_storages([lhs, rhs], |[a, b]| a.gemm_with_lhs_row_sums(b, dims));
+    (
+        Tensor::from_storage(product, vec![dims.m, dims.n]),
+        Tensor::from_storage(sums, vec![dims.m]),
+    )
+}
+
 /// [`gemm_then`] followed by inverted dropout with probability `p`, the mask drawn from
 /// `generator`: `(output, mask)`, equal to `gemm_then`, a random fill of
 /// `Distribution::DropoutMask` and a product (one kernel on CUDA).

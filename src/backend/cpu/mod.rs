@@ -189,6 +189,15 @@ impl BackendStorage for CpuStorage {
         CpuStorage(gemm_with_epilogue(&self.0, &rhs.0, bias, dims, epilogue))
     }
 
+    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
+        assert!(
+            dims.lhs_transposed,
+            "gemm_with_lhs_row_sums: A is stored [k, m]"
+        );
+        let product = self.gemm(rhs, None, dims, &super::Identity);
+        (product, self.sum_rows(dims.k, dims.m))
+    }
+
     fn gemm_dropout<E: UnaryKernel>(
         &self,
         rhs: &Self,

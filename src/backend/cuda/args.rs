@@ -65,12 +65,13 @@ kernel_args!(
     /// `C = epilogue(op(A) · op(B) + bias)` (`gemm.cu`): `partials`, `tile_counters` and
     /// `k_chunk` for split-K, `epilogue` one of [`epilogue_code`]'s, `p` its parameter; with a
     /// `mask` (else 0), `C` then times the inverted-dropout mask of probability `dropout_p`
-    /// drawn from `dropout`, which is written to `mask`.
+    /// drawn from `dropout`, which is written to `mask`; with `row_sums` (else 0), `gemm` also
+    /// writes the row sums of `op(A)` there.
     GemmArgs {
         a: u64, b: u64, bias: u64, c: u64, partials: u64, tile_counters: u64,
         m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
         k_chunk: i32, epilogue: i32, p: f32,
-        dropout_p: f32, mask: u64, dropout: PhiloxDraw,
+        dropout_p: f32, mask: u64, dropout: PhiloxDraw, row_sums: u64,
     }
 );
 kernel_args!(

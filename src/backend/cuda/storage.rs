@@ -8,7 +8,7 @@ use super::args::{
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
     TernaryKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
@@ -122,6 +122,7 @@ impl CudaStorage {
             dropout_p: 0.0,
             mask: 0,
             dropout: PhiloxDraw::NONE,
+            row_sums: 0,
         }
     }
 }
@@ -331,6 +332,31 @@ impl BackendStorage for CudaStorage {
         let args = self.gemm_args(rhs, bias, &out, dims, epilogue);
         launch_gemm(self.device(), args, dims);
         out
+    }
+
+    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
+        assert!(
+            dims.lhs_transposed,
+            "gemm_with_lhs_row_sums: A is stored [k, m]"
+        );
+        let unsplit = matches!(
+            GemmPlan::choose(dims.m, dims.k, dims.n),
+            GemmPlan::Tiled { splits: 1, .. }
+        );
+        if tf32_allowed() || !unsplit {
+            // Only `gemm` without split-K sums rows as it goes.
+            let product = self.gemm(rhs, None, dims, &Identity);
+            return (product, self.sum_rows(dims.k, dims.m));
+        }
+        let device = self.device();
+        let out = CudaStorage::uninit(dims.m * dims.n, device);
+        let sums = CudaStorage::uninit(dims.m, device);
+        let args = GemmArgs {
+            row_sums: sums.pointer(),
+            ..self.gemm_args(rhs, None, &out, dims, &Identity)
+        };
+        launch_gemm(device, args, dims);
+        (out, sums)
     }
 
     fn gemm_dropout<E: UnaryKernel>(
