@@ -15,12 +15,15 @@ NUMBER = r"([0-9.]+)"
 
 def parse(lines):
     figures = {}
-    tf32 = False
+    tf32, sweep = False, None
     for line in lines:
         if line.startswith("ferrograd "):
             tf32 = "TF32" in line
+            sweep = re.search(r"split-K aiming for (\d+) blocks", line)
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
-        suffix = " tf32" if tf32 else ""
+            if sweep:
+                figures.setdefault("sweep", []).append(int(sweep[1]))
+        suffix = (" tf32" if tf32 else "") + (f" sk{sweep[1]}" if sweep else "")
         m = re.match(rf"training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter", line)
         if m:
             figures[f"ours {m[1]} {m[2]}{suffix}"] = float(m[3])
@@ -109,6 +112,18 @@ def main():
     print(f"| tanh vs device copy (GB/s, read + write) | {fmt(ours)} | {fmt(copy)} | "
           f"{ratio(ours, copy)} | ≥ 0.9× |")
     print(f"| 100 epochs of mnist_gan (s, wall) | {fmt(get('100 epochs'))} | | | < 60 s |")
+    if get("sweep"):
+        # The split-K sweep: the default (128 blocks) beside each other setting.
+        settings = [128] + get("sweep")
+        print("\n| split-K aims for (blocks) | " + " | ".join(map(str, settings)) + " |")
+        print("| --- |" + " --- |" * len(settings))
+        keys = ["CUDA graph queued", "eager queued"]
+        for key in keys:
+            values = [get(f"ours {key}" + ("" if s == 128 else f" sk{s}")) for s in settings]
+            print(f"| iteration, {key} (µs) | " + " | ".join(fmt(v) for v in values) + " |")
+        for shape in shapes:
+            values = [get(f"ours gemm {shape}" + ("" if s == 128 else f" sk{s}")) for s in settings]
+            print(f"| SGEMM {shape} (GFLOP/s) | " + " | ".join(fmt(v) for v in values) + " |")
 
 
 if __name__ == "__main__":

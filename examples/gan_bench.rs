@@ -39,6 +39,10 @@ struct Args {
     /// Let CUDA matrix products use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
+    /// CUDA: how many blocks split-K cuts a small product into, at least (a tuning sweep;
+    /// default 128, about one per SM of an H100).
+    #[arg(long)]
+    split_k_blocks: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,19 +53,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::CudaEmulator => Device::cuda_emulator(),
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    if let Some(blocks) = args.split_k_blocks {
+        ferrograd::backend::cuda::set_split_k_blocks(blocks);
+    }
     let (iters, repeats) = if args.quick {
         (2, 3)
     } else {
         (20, args.repeats)
     };
     println!(
-        "ferrograd {} on {}{}",
+        "ferrograd {} on {}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
         if args.tf32 {
             ", TF32 matrix products"
         } else {
             ""
+        },
+        match args.split_k_blocks {
+            Some(_) => format!(
+                ", split-K aiming for {} blocks",
+                ferrograd::backend::cuda::split_k_blocks()
+            ),
+            None => String::new(),
         }
     );
 

@@ -8,10 +8,11 @@
 #     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
+#   - a sweep of split-K's target (2 and 4 blocks per SM instead of 1) for tuning;
 #   - the same iteration with the engine as it was at $BASELINE (default af7529f: before the
 #     2026-11-28 launch and GEMM work, never measured on a GPU), for a before/after ratio;
 #   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
-#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 150 s).
+#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
 # figures, device and date in benches/RESULTS.md. scripts/gpu-check.sh includes all of this.
 set -euo pipefail
@@ -49,23 +50,26 @@ status=0
 step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
 step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
-step 90 ./gan_bench --device cuda
-step 90 ./gan_bench --device cuda --tf32
+# The most telling figures first, in case the device's time runs out.
+step 60 ./gan_bench --device cuda
 echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
 timeout 60 ./baseline_gan_bench --device cuda --iteration-only 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
 step 60 python3 gan_pytorch.py --device cuda --mode eager
-step 180 python3 gan_pytorch.py --device cuda --mode compile
 step 90 python3 cuda_reference.py
+step 150 python3 gan_pytorch.py --device cuda --mode compile
 earlier=$status status=0 start=$(date +%s%N)
-step 150 ./mnist_gan --device cuda --data mnist --out runs/mnist_gan_100 --epochs 100
+step 120 ./mnist_gan --device cuda --data mnist --out runs/mnist_gan_100 --epochs 100
 ms=$((($(date +%s%N) - start) / 1000000))
 if [ "$status" -eq 0 ]; then
     printf 'mnist_gan 100 epochs: %d.%03d s wall\n' $((ms / 1000)) $((ms % 1000)) | tee -a "$log"
 else
-    echo "mnist_gan 100 epochs: not timed (it failed, or was cut off after 150 s)" | tee -a "$log"
+    echo "mnist_gan 100 epochs: not timed (it failed, or was cut off after 120 s)" | tee -a "$log"
 fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
+step 60 ./gan_bench --device cuda --tf32
+step 45 ./gan_bench --device cuda --split-k-blocks 264
+step 45 ./gan_bench --device cuda --split-k-blocks 528
 python3 gpu_table.py "$log" | tee -a "$log"
 exit $status
 RUN

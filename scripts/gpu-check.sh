@@ -10,7 +10,8 @@
 #   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
 #     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run.
 # One device run does it all: run `bash gpu-check/run.sh` with carry ["gpu-check"]; every step
-# has a time limit, and the whole fits in about 8 minutes.
+# has a time limit, the whole takes 6–9 minutes, and the benchmark writes its most telling
+# figures first (bench.log and gpu-check.log go to $OUT), in case the device's time runs out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-check

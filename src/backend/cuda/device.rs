@@ -46,8 +46,8 @@ struct DeviceInner {
     capture: Mutex<Option<Capture>>,
     /// Allocations made through the runtime (cudaMalloc calls), for tests and diagnostics.
     raw_allocations: AtomicU64,
-    /// Split-K's tile counters (`SPLIT_K_MAX_TILES` u32s, zero between launches): all launches
-    /// run in order on one stream, so every split GEMM can use the same ones.
+    /// Split-K's tile counters (`SPLIT_K_MAX_TILES` u32s, 4 KiB, zero between launches): all
+    /// launches run in order on one stream, so every split GEMM can use the same ones.
     split_k_counters: u64,
 }
 

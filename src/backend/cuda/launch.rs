@@ -1,5 +1,7 @@
 //! Launch geometry, shared by every runtime so the emulator runs what the GPU would.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Grid and block sizes of a launch (CUDA's `dim3`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,24 +103,49 @@ pub enum GemmPlan {
     Tiled { splits: usize, k_chunk: usize },
 }
 
-/// Blocks it takes to occupy a large GPU (an H100 has 132 SMs).
-const BLOCKS_TO_FILL: usize = 128;
+/// 128 × 128 tiles it takes to occupy a large GPU (an H100 has 132 SMs) with `gemm_large`.
+const LARGE_TILES_TO_FILL: usize = 128;
+/// The blocks split-K aims for by default: about one per SM of an H100.
+pub const DEFAULT_SPLIT_K_BLOCKS: usize = 128;
 /// The most tiles a split-K product has (the plan splits only products of fewer tiles than
-/// `BLOCKS_TO_FILL`): the length of each device's buffer of tile counters (`gemm.cu`'s
-/// `split_k_last_arrival`).
-pub const SPLIT_K_MAX_TILES: usize = BLOCKS_TO_FILL;
+/// the blocks it aims for, at most this many): the length of each device's buffer of tile
+/// counters (`gemm.cu`'s `split_k_last_arrival`).
+pub const SPLIT_K_MAX_TILES: usize = 1024;
 /// The least k one split-K block sums: below it, the extra pass costs more than it saves.
 const MIN_SPLIT_K: usize = 128;
 
+static SPLIT_K_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_SPLIT_K_BLOCKS);
+
+/// Sets how many blocks split-K cuts a small product into, at least (clamped to
+/// `1..=SPLIT_K_MAX_TILES`; default [`DEFAULT_SPLIT_K_BLOCKS`]). A tuning knob for benchmarks
+/// (`gan_bench --split-k-blocks`): more blocks per SM hide more latency but add partial sums.
+/// Process-wide; a captured graph keeps the plans of its capture.
+pub fn set_split_k_blocks(blocks: usize) {
+    SPLIT_K_BLOCKS.store(blocks.clamp(1, SPLIT_K_MAX_TILES), Ordering::Relaxed);
+}
+
+/// The blocks split-K aims for (see [`set_split_k_blocks`]).
+pub fn split_k_blocks() -> usize {
+    SPLIT_K_BLOCKS.load(Ordering::Relaxed)
+}
+
 impl GemmPlan {
+    /// The plan for `[m, k] · [k, n]` with split-K aiming for [`split_k_blocks`] blocks.
     pub fn choose(m: usize, k: usize, n: usize) -> GemmPlan {
+        GemmPlan::choose_for(m, k, n, split_k_blocks())
+    }
+
+    /// The plan for `[m, k] · [k, n]`, split-K aiming for `target_blocks` (at most
+    /// `SPLIT_K_MAX_TILES`) blocks.
+    pub fn choose_for(m: usize, k: usize, n: usize, target_blocks: usize) -> GemmPlan {
         let large_tiles = m.div_ceil(128) * n.div_ceil(128);
-        if large_tiles >= BLOCKS_TO_FILL {
+        if large_tiles >= LARGE_TILES_TO_FILL {
             return GemmPlan::Large;
         }
         // Few tiles and a long k (a batch-64 layer): cut k until the blocks fill the GPU.
         let tiles = m.div_ceil(64) * n.div_ceil(64);
-        let splits = BLOCKS_TO_FILL.div_ceil(tiles).min(k / MIN_SPLIT_K).max(1);
+        let target_blocks = target_blocks.clamp(1, SPLIT_K_MAX_TILES);
+        let splits = target_blocks.div_ceil(tiles).min(k / MIN_SPLIT_K).max(1);
         // Chunks in whole k-slices of 16, so only the last one is ragged.
         let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
         GemmPlan::Tiled {
