@@ -133,7 +133,8 @@ __device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
         u32* counter = args.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
         last = atomicAdd(counter, 1u) == gridDim.z - 1;
         if (last) {
-            *counter = 0u;  // every other block of the tile has counted itself in already
+            *counter = 0u;    // every other block of the tile has counted itself in already
+            __threadfence();  // and the partial sums it reads next are ordered after its count
         }
     }
     __syncthreads();
