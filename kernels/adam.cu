@@ -1,51 +1,45 @@
-// Adam (src/optim/adam.rs), fused over the parameters of a model: one launch per 16 of them, plus
-// one tiny launch that advances the step counter. The step count and its bias corrections
-// live in device memory (`scalars`), so a step needs nothing from the host and can be
-// captured in a CUDA graph.
-//   t ← t + 1;  step_size = lr / (1 − β₁ᵗ);  c₂ = √(1 − β₂ᵗ)          (adam_prepare)
+// Adam (src/optim/adam.rs), fused over the parameters of a model: one launch per step for up to
+// 16 parameters (one per 16 beyond). The step count and its bias corrections live in device
+// memory (`scalars`), so a step needs nothing from the host and can be captured in a CUDA graph.
+//   t ← t + 1;  step_size = lr / (1 − β₁ᵗ);  c₂ = √(1 − β₂ᵗ)
 //   g ← g + λθ;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
-//   θ ← θ − step_size · m / (√v / c₂ + ε)                              (adam_multi_tensor)
+//   θ ← θ − step_size · m / (√v / c₂ + ε)
 
-// scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂.
-#define ADAM_SCALARS 3
-
-struct AdamPrepareArgs {
-    float* scalars;
-    float lr;
-    float beta1;
-    float beta2;
-};
-
-FG_KERNEL(adam_prepare, AdamPrepareArgs) {
-    if (global_thread() == 0) {
-        float t = args.scalars[0] + 1.0f;
-        args.scalars[0] = t;
-        // In double, as PyTorch computes them on the host.
-        double bias_correction1 = 1.0 - pow((double)args.beta1, (double)t);
-        double bias_correction2 = 1.0 - pow((double)args.beta2, (double)t);
-        args.scalars[1] = (float)((double)args.lr / bias_correction1);
-        args.scalars[2] = (float)sqrt(bias_correction2);
-    }
-}
+// scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂ (as of the latest step), and
+// scalars[3], whose bits count the blocks of a step that are done (0 between steps).
+#define ADAM_SCALARS 4
 
 // Parameters per launch. The address table travels in the kernel's arguments (as PyTorch's
 // multi_tensor_apply does): nothing to copy from the host, so a step can be captured.
 #define ADAM_MAX_TENSORS 16
 
-struct AdamUpdateArgs {
+struct AdamStepArgs {
     u64 tensors[4 * ADAM_MAX_TENSORS];  // per parameter: its own, its gradient's, m's, v's address
     u64 offsets[ADAM_MAX_TENSORS + 1];  // count + 1 prefix sums of the parameters' lengths
-    const float* scalars;
+    float* scalars;
     u32 count;
+    u32 advance;  // 1 in the step's last launch: it moves the step count on
+    float lr;
     float beta1;
     float beta2;
     float eps;
     float weight_decay;
 };
 
-FG_KERNEL(adam_multi_tensor, AdamUpdateArgs) {
-    const float step_size = args.scalars[1];
-    const float bias_correction2_sqrt = args.scalars[2];
+// Every block derives this step's scalars from t + 1, t as the step found it: until the last
+// block of the step's last launch is done, nobody writes t. That block (the last to count
+// itself in, as in gemm.cu's split-K) stores t + 1 and the scalars, and resets the count.
+FG_KERNEL(adam_step, AdamStepArgs) {
+    __shared__ float step_size, bias_correction2_sqrt;
+    if (threadIdx.x == 0) {
+        float t = args.scalars[0] + 1.0f;
+        // In double, as PyTorch computes them on the host.
+        double bias_correction1 = 1.0 - pow((double)args.beta1, (double)t);
+        double bias_correction2 = 1.0 - pow((double)args.beta2, (double)t);
+        step_size = (float)((double)args.lr / bias_correction1);
+        bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    }
+    __syncthreads();
     const u64 total = args.offsets[args.count];
     for (u64 i = global_thread(); i < total; i += grid_stride()) {
         // The parameter holding element i: offsets[p] <= i < offsets[p + 1].
@@ -69,5 +63,15 @@ FG_KERNEL(adam_multi_tensor, AdamUpdateArgs) {
         exp_avg[j] = m;
         exp_avg_sq[j] = v;
         param[j] -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);
+    }
+    if (args.advance && threadIdx.x == 0) {
+        __threadfence();  // this block's read of t comes before its count
+        u32* done = (u32*)&args.scalars[3];
+        if (atomicAdd(done, 1u) == gridDim.x - 1) {
+            args.scalars[0] += 1.0f;
+            args.scalars[1] = step_size;
+            args.scalars[2] = bias_correction2_sqrt;
+            *done = 0u;
+        }
     }
 }

@@ -231,20 +231,13 @@ impl Storage {
         }
     }
 
-    pub fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
-        match self {
-            Storage::Cpu(s) => s.optimizer_prepare(kernel),
-            Storage::Cuda(s) => s.optimizer_prepare(kernel),
-        }
-    }
-
-    /// One fused update over all `params` (all on the device of `scalars`).
-    pub fn optimizer_update<K: OptimizerKernel>(
+    /// One fused optimiser step over all `params` (all on the device of `scalars`).
+    pub fn optimizer_step<K: OptimizerKernel>(
         params: &mut [&mut Storage],
         grads: &[&Storage],
         state_a: &mut [&mut Storage],
         state_b: &mut [&mut Storage],
-        scalars: &Storage,
+        scalars: &mut Storage,
         kernel: &K,
     ) {
         // Each backend takes its own storages: unwrap every operand to the variant of `scalars`.
@@ -269,7 +262,7 @@ impl Storage {
             };
         }
         match scalars {
-            Storage::Cpu(scalars) => CpuStorage::optimizer_update(
+            Storage::Cpu(scalars) => CpuStorage::optimizer_step(
                 &mut unwrap!(mut Cpu, params),
                 &unwrap!(Cpu, grads),
                 &mut unwrap!(mut Cpu, state_a),
@@ -277,7 +270,7 @@ impl Storage {
                 scalars,
                 kernel,
             ),
-            Storage::Cuda(scalars) => CudaStorage::optimizer_update(
+            Storage::Cuda(scalars) => CudaStorage::optimizer_step(
                 &mut unwrap!(mut Cuda, params),
                 &unwrap!(Cuda, grads),
                 &mut unwrap!(mut Cuda, state_a),

@@ -104,12 +104,8 @@ fn argument_structs_have_the_c_layout() {
         c_args_size::<PhiloxAdvanceArgs>()
     );
     assert_eq!(
-        std::mem::size_of::<AdamPrepareArgs>(),
-        c_args_size::<AdamPrepareArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<AdamUpdateArgs>(),
-        c_args_size::<AdamUpdateArgs>()
+        std::mem::size_of::<AdamStepArgs>(),
+        c_args_size::<AdamStepArgs>()
     );
 }
 
@@ -127,7 +123,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 31);
+    assert_eq!(count, 30);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -693,8 +689,8 @@ fn philox_fills_match_the_cpu_stream() {
     assert_eq!(fill(2, 0.3, 0.0, first_block), mask_cpu);
 }
 
-/// Two Adam steps over two parameters: `adam_prepare` then one `adam_multi_tensor` launch per
-/// step, against the CPU optimiser, bit for bit.
+/// Two Adam steps over two parameters, one `adam_step` launch each, against the CPU optimiser,
+/// bit for bit; the step count and the block counter in device memory.
 #[test]
 fn fused_adam_matches_the_cpu_optimizer() {
     let sizes = [999, 17];
@@ -733,7 +729,7 @@ fn fused_adam_matches_the_cpu_optimizer() {
     let mut thetas = starts.clone();
     let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut vs = ms.clone();
-    let mut scalars = [0.0f32; 3];
+    let mut scalars = [0.0f32; 4];
     let mut tensors = [0u64; 4 * ADAM_MAX_TENSORS];
     for i in 0..2 {
         tensors[4 * i..4 * i + 4].copy_from_slice(&[
@@ -746,26 +742,22 @@ fn fused_adam_matches_the_cpu_optimizer() {
     let mut offsets = [0u64; ADAM_MAX_TENSORS + 1];
     offsets[..3].copy_from_slice(&[0, 999, 1016]);
     for _ in 0..2 {
-        let prepare = AdamPrepareArgs {
-            scalars: ptr_mut(&mut scalars),
-            lr: 0.01,
-            beta1: 0.5,
-            beta2: 0.999,
-        };
-        launch("adam_prepare", LaunchConfig::single_block(), prepare);
-        let update = AdamUpdateArgs {
+        let step = AdamStepArgs {
             tensors,
             offsets,
-            scalars: ptr(&scalars),
+            scalars: ptr_mut(&mut scalars),
             count: 2,
+            advance: 1,
+            lr: 0.01,
             beta1: 0.5,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.1,
         };
-        launch("adam_multi_tensor", LaunchConfig::for_items(1016), update);
+        launch("adam_step", LaunchConfig::for_items(1016), step);
     }
     assert_eq!(scalars[0], 2.0, "the step count lives in device memory");
+    assert_eq!(scalars[3], 0.0, "the block counter is back at 0");
     assert_eq!(adam.step_count(), 2);
     for i in 0..2 {
         assert_eq!(thetas[i], params[i].to_vec());

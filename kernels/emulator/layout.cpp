@@ -14,8 +14,7 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     FERROGRAD_ARGS(PhiloxDraw)
     FERROGRAD_ARGS(RandomArgs)
     FERROGRAD_ARGS(PhiloxAdvanceArgs)
-    FERROGRAD_ARGS(AdamPrepareArgs)
-    FERROGRAD_ARGS(AdamUpdateArgs)
+    FERROGRAD_ARGS(AdamStepArgs)
 #undef FERROGRAD_ARGS
     return 0;
 }

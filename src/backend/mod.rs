@@ -57,14 +57,14 @@ pub trait TernaryKernel: Sync {
     }
 }
 
-/// An optimiser step fused over many parameters, in two kernels: `prepare` advances the step
+/// An optimiser step fused over many parameters, in two phases: `prepare` advances the step
 /// count kept in a small buffer of scalars and derives the step's other scalars from it (so
 /// nothing about the step lives on the host), then `update` applies the step to every element
-/// of every parameter, beside its gradient and two state buffers (Adam's moments).
+/// of every parameter, beside its gradient and two state buffers (Adam's moments). The CPU
+/// backend runs them in turn; the GPU kernel `STEP` does both in one launch.
 pub trait OptimizerKernel: Sync {
-    /// The GPU kernels of the two phases, in `kernels/`.
-    const PREPARE: &'static str;
-    const UPDATE: &'static str;
+    /// The GPU kernel of a step, in `kernels/`.
+    const STEP: &'static str;
     /// Advances `scalars[0]`, the step count, and derives the rest of `scalars` from it.
     fn prepare(&self, scalars: &mut [f32]);
     /// Updates one element, given the step's scalars.
@@ -169,15 +169,14 @@ pub trait BackendStorage: Sized {
         p: f32,
         stream: PhiloxStream,
     ) -> (Self, Self);
-    /// The first phase of an optimiser step, on `self`, the step's scalars.
-    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K);
-    /// The second phase: every element of every parameter, in one pass (one launch).
-    fn optimizer_update<K: OptimizerKernel>(
+    /// An optimiser step: the step's scalars advanced in `scalars`, then every element of
+    /// every parameter updated, in one pass (on CUDA, one launch per 16 parameters).
+    fn optimizer_step<K: OptimizerKernel>(
         params: &mut [&mut Self],
         grads: &[&Self],
         state_a: &mut [&mut Self],
         state_b: &mut [&mut Self],
-        scalars: &Self,
+        scalars: &mut Self,
         kernel: &K,
     );
 }

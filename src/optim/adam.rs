@@ -10,10 +10,11 @@
 //! θ  ← θ − lr · m̂ / (√v̂ + ε)         (ε added after the square root, as PyTorch)
 //! ```
 //!
-//! A step runs as two kernels over all parameters together, whatever their number: `prepare`
-//! advances the step count `t`, kept on the parameters' device, and folds the bias corrections
-//! into two scalars as PyTorch does (`step_size = lr / (1 − β₁ᵗ)`, `c₂ = √(1 − β₂ᵗ)`, then
-//! `θ ← θ − step_size · m / (√v / c₂ + ε)`); `update` applies them to every element.
+//! A step is one pass over all parameters together, in two phases: `prepare` advances the step
+//! count `t`, kept on the parameters' device, and folds the bias corrections into two scalars
+//! as PyTorch does (`step_size = lr / (1 − β₁ᵗ)`, `c₂ = √(1 − β₂ᵗ)`, then
+//! `θ ← θ − step_size · m / (√v / c₂ + ε)`); `update` applies them to every element. On CUDA
+//! both are one launch (`adam_step` in `kernels/adam.cu`, for up to 16 parameters).
 
 use crate::backend::OptimizerKernel;
 use crate::storage::Storage;
@@ -54,13 +55,13 @@ pub struct Adam {
     config: AdamConfig,
     params: Vec<Tensor>,
     states: Vec<AdamState>,
-    /// `[t, step_size, c₂]` on the parameters' device (see the module docs).
+    /// `[t, step_size, c₂, 0]` on the parameters' device (see the module docs; the CUDA kernel
+    /// counts a step's finished blocks in the last slot).
     scalars: Tensor,
 }
 
 impl OptimizerKernel for AdamConfig {
-    const PREPARE: &'static str = "adam_prepare";
-    const UPDATE: &'static str = "adam_multi_tensor";
+    const STEP: &'static str = "adam_step";
 
     fn prepare(&self, scalars: &mut [f32]) {
         let t = scalars[0] + 1.0;
@@ -119,7 +120,7 @@ impl Adam {
             config,
             params,
             states,
-            scalars: Tensor::zeros(&[3], &device),
+            scalars: Tensor::zeros(&[4], &device),
         }
     }
 
@@ -145,7 +146,7 @@ impl Adam {
     /// Sets the step count, for restoring a checkpoint (with the moments, whose values
     /// `Checkpoint::restore` overwrites in place).
     pub fn set_step_count(&mut self, steps: u64) {
-        self.scalars.assign(&[steps as f32, 0.0, 0.0]);
+        self.scalars.assign(&[steps as f32, 0.0, 0.0, 0.0]);
     }
 
     /// Clears the gradients of all parameters.
@@ -168,7 +169,6 @@ impl Adam {
         if with_grad.is_empty() {
             return;
         }
-        self.scalars.storage_mut().optimizer_prepare(&self.config);
         let grad_guards: Vec<_> = grads.iter().map(Tensor::storage).collect();
         let mut param_guards: Vec<_> = with_grad
             .iter()
@@ -182,8 +182,8 @@ impl Adam {
             .iter()
             .map(|&i| self.states[i].exp_avg_sq.storage_mut())
             .collect();
-        let scalars = self.scalars.storage();
-        Storage::optimizer_update(
+        let mut scalars = self.scalars.storage_mut();
+        Storage::optimizer_step(
             &mut param_guards
                 .iter_mut()
                 .map(|g| &mut **g)
@@ -191,7 +191,7 @@ impl Adam {
             &grad_guards.iter().map(|g| &**g).collect::<Vec<_>>(),
             &mut m_guards.iter_mut().map(|g| &mut **g).collect::<Vec<_>>(),
             &mut v_guards.iter_mut().map(|g| &mut **g).collect::<Vec<_>>(),
-            &scalars,
+            &mut scalars,
             &self.config,
         );
     }

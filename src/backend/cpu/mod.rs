@@ -216,18 +216,15 @@ impl BackendStorage for CpuStorage {
         (out, mask)
     }
 
-    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
-        kernel.prepare(&mut self.0);
-    }
-
-    fn optimizer_update<K: OptimizerKernel>(
+    fn optimizer_step<K: OptimizerKernel>(
         params: &mut [&mut Self],
         grads: &[&Self],
         state_a: &mut [&mut Self],
         state_b: &mut [&mut Self],
-        scalars: &Self,
+        scalars: &mut Self,
         kernel: &K,
     ) {
+        kernel.prepare(&mut scalars.0);
         let scalars = scalars.0.as_slice();
         for (((param, grad), a), b) in params.iter_mut().zip(grads).zip(state_a).zip(state_b) {
             // Chunks, each a loop the compiler vectorises (sqrt and division included): the

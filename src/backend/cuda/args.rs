@@ -83,16 +83,14 @@ kernel_args!(
     PhiloxAdvanceArgs { generator: u64, blocks: u64 }
 );
 kernel_args!(
-    /// Advances Adam's step counter and derives the step's scalars (`adam.cu`).
-    AdamPrepareArgs { scalars: u64, lr: f32, beta1: f32, beta2: f32 }
-);
-kernel_args!(
-    /// Adam's update over up to [`ADAM_MAX_TENSORS`] parameters at once (`adam.cu`). The
-    /// table of addresses travels inside the arguments, as PyTorch's multi-tensor apply does,
-    /// so a step copies nothing from the host and can be captured.
-    AdamUpdateArgs {
+    /// An Adam step over up to [`ADAM_MAX_TENSORS`] parameters at once (`adam.cu`), the step
+    /// count moved on by the launch with `advance` = 1 (a step's last). The table of addresses
+    /// travels inside the arguments, as PyTorch's multi-tensor apply does, so a step copies
+    /// nothing from the host and can be captured.
+    AdamStepArgs {
         tensors: [u64; 4 * ADAM_MAX_TENSORS], offsets: [u64; ADAM_MAX_TENSORS + 1],
-        scalars: u64, count: u32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
+        scalars: u64, count: u32, advance: u32,
+        lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
     }
 );
 

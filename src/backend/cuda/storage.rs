@@ -1,9 +1,8 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, epilogue_code, AdamPrepareArgs, AdamUpdateArgs, BinaryArgs,
-    GemmArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
-    ADAM_MAX_TENSORS,
+    broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, GemmArgs,
+    PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs, ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, DeviceBuffer};
 use super::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
@@ -381,36 +380,27 @@ impl BackendStorage for CudaStorage {
         (out, mask)
     }
 
-    fn optimizer_prepare<K: OptimizerKernel>(&mut self, kernel: &K) {
-        let [lr, beta1, beta2, ..] = kernel.hyper_params();
-        let args = AdamPrepareArgs {
-            scalars: self.pointer(),
-            lr,
-            beta1,
-            beta2,
-        };
-        self.device()
-            .launch(K::PREPARE, LaunchConfig::single_block(), args);
-    }
-
-    fn optimizer_update<K: OptimizerKernel>(
+    fn optimizer_step<K: OptimizerKernel>(
         params: &mut [&mut Self],
         grads: &[&Self],
         state_a: &mut [&mut Self],
         state_b: &mut [&mut Self],
-        scalars: &Self,
+        scalars: &mut Self,
         kernel: &K,
     ) {
         let device = scalars.device();
-        let [_, beta1, beta2, eps, weight_decay] = kernel.hyper_params();
-        // One launch per ADAM_MAX_TENSORS parameters, their addresses inside the arguments.
+        let [lr, beta1, beta2, eps, weight_decay] = kernel.hyper_params();
+        // One launch per ADAM_MAX_TENSORS parameters, their addresses inside the arguments;
+        // the last one moves the step count on.
         for start in (0..params.len()).step_by(ADAM_MAX_TENSORS) {
             let end = (start + ADAM_MAX_TENSORS).min(params.len());
-            let mut args = AdamUpdateArgs {
+            let mut args = AdamStepArgs {
                 tensors: [0; 4 * ADAM_MAX_TENSORS],
                 offsets: [0; ADAM_MAX_TENSORS + 1],
                 scalars: scalars.pointer(),
                 count: (end - start) as u32,
+                advance: u32::from(end == params.len()),
+                lr,
                 beta1,
                 beta2,
                 eps,
@@ -426,7 +416,7 @@ impl BackendStorage for CudaStorage {
                 args.offsets[slot + 1] = args.offsets[slot] + params[i].len();
             }
             let total = args.offsets[end - start];
-            device.launch(K::UPDATE, LaunchConfig::for_items(total), args);
+            device.launch(K::STEP, LaunchConfig::for_items(total), args);
         }
     }
 }
