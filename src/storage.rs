@@ -22,6 +22,30 @@ pub(crate) enum Storage {
 /// The message of the arms that the op layer's device checks rule out.
 const MIXED: &str = "operands on different devices reached the storage layer";
 
+/// The backend storages inside a slice of `Storage`s, all of variant `$variant` (the op
+/// layer's device checks make sure): `unwrap_all!(Cpu, parts)` is a `Vec<&CpuStorage>`, and
+/// `unwrap_all!(mut Cpu, parts)` a `Vec<&mut CpuStorage>` from `&mut [&mut Storage]`.
+macro_rules! unwrap_all {
+    (mut $variant:ident, $storages:expr) => {
+        $storages
+            .iter_mut()
+            .map(|s| match &mut **s {
+                Storage::$variant(s) => s,
+                _ => unreachable!("{MIXED}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    ($variant:ident, $storages:expr) => {
+        $storages
+            .iter()
+            .map(|s| match s {
+                Storage::$variant(s) => s,
+                _ => unreachable!("{MIXED}"),
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
 impl Storage {
     pub fn from_vec(data: Vec<f32>, device: &Device) -> Self {
         match device {
@@ -84,26 +108,8 @@ impl Storage {
     /// The parts one after another (all on one device).
     pub fn concat(parts: &[&Storage]) -> Self {
         match parts.first() {
-            Some(Storage::Cuda(_)) => {
-                let parts: Vec<&CudaStorage> = parts
-                    .iter()
-                    .map(|part| match part {
-                        Storage::Cuda(s) => s,
-                        Storage::Cpu(_) => unreachable!("{MIXED}"),
-                    })
-                    .collect();
-                Storage::Cuda(CudaStorage::concat(&parts))
-            }
-            _ => {
-                let parts: Vec<&CpuStorage> = parts
-                    .iter()
-                    .map(|part| match part {
-                        Storage::Cpu(s) => s,
-                        Storage::Cuda(_) => unreachable!("{MIXED}"),
-                    })
-                    .collect();
-                Storage::Cpu(CpuStorage::concat(&parts))
-            }
+            Some(Storage::Cuda(_)) => Storage::Cuda(CudaStorage::concat(&unwrap_all!(Cuda, parts))),
+            _ => Storage::Cpu(CpuStorage::concat(&unwrap_all!(Cpu, parts))),
         }
     }
 
@@ -241,40 +247,20 @@ impl Storage {
         kernel: &K,
     ) {
         // Each backend takes its own storages: unwrap every operand to the variant of `scalars`.
-        macro_rules! unwrap {
-            (mut $variant:ident, $storages:expr) => {
-                $storages
-                    .iter_mut()
-                    .map(|s| match &mut **s {
-                        Storage::$variant(s) => s,
-                        _ => unreachable!("{MIXED}"),
-                    })
-                    .collect::<Vec<_>>()
-            };
-            ($variant:ident, $storages:expr) => {
-                $storages
-                    .iter()
-                    .map(|s| match s {
-                        Storage::$variant(s) => s,
-                        _ => unreachable!("{MIXED}"),
-                    })
-                    .collect::<Vec<_>>()
-            };
-        }
         match scalars {
             Storage::Cpu(scalars) => CpuStorage::optimizer_step(
-                &mut unwrap!(mut Cpu, params),
-                &unwrap!(Cpu, grads),
-                &mut unwrap!(mut Cpu, state_a),
-                &mut unwrap!(mut Cpu, state_b),
+                &mut unwrap_all!(mut Cpu, params),
+                &unwrap_all!(Cpu, grads),
+                &mut unwrap_all!(mut Cpu, state_a),
+                &mut unwrap_all!(mut Cpu, state_b),
                 scalars,
                 kernel,
             ),
             Storage::Cuda(scalars) => CudaStorage::optimizer_step(
-                &mut unwrap!(mut Cuda, params),
-                &unwrap!(Cuda, grads),
-                &mut unwrap!(mut Cuda, state_a),
-                &mut unwrap!(mut Cuda, state_b),
+                &mut unwrap_all!(mut Cuda, params),
+                &unwrap_all!(Cuda, grads),
+                &mut unwrap_all!(mut Cuda, state_a),
+                &mut unwrap_all!(mut Cuda, state_b),
                 scalars,
                 kernel,
             ),
