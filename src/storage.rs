@@ -87,6 +87,20 @@ impl Storage {
         }
     }
 
+    /// The values of several storages; those on one GPU are read back with one wait.
+    pub fn read_all(storages: &[&Storage]) -> Vec<Vec<f32>> {
+        match storages.first() {
+            Some(Storage::Cuda(first))
+                if storages
+                    .iter()
+                    .all(|s| s.device() == Device::Cuda(first.device().clone())) =>
+            {
+                CudaStorage::read_all(&unwrap_all!(Cuda, storages))
+            }
+            _ => storages.iter().map(|s| s.to_vec()).collect(),
+        }
+    }
+
     pub fn write(&mut self, values: &[f32]) {
         match self {
             Storage::Cpu(s) => s.write(values),

@@ -232,6 +232,12 @@ impl Tensor {
         self.storage().to_vec()
     }
 
+    /// The values of several tensors, as [`Tensor::to_vec`] each; those on one GPU are read
+    /// back with one wait for it instead of one per tensor (a training step's statistics).
+    pub fn to_vecs(tensors: &[&Tensor]) -> Vec<Vec<f32>> {
+        with_storage_slice(tensors, Storage::read_all)
+    }
+
     /// The value of a one-element tensor.
     ///
     /// # Panics
@@ -323,6 +329,25 @@ pub(crate) fn with_storages<R, const N: usize>(
         };
     }
     f(std::array::from_fn(|i| &*guards[guard_of[i]]))
+}
+
+/// [`with_storages`] for any number of tensors.
+pub(crate) fn with_storage_slice<R>(tensors: &[&Tensor], f: impl FnOnce(&[&Storage]) -> R) -> R {
+    let mut guards = Vec::new();
+    let mut guard_of = Vec::with_capacity(tensors.len());
+    for (i, tensor) in tensors.iter().enumerate() {
+        guard_of.push(
+            match tensors[..i].iter().position(|t| t.shares_storage(tensor)) {
+                Some(earlier) => guard_of[earlier],
+                None => {
+                    guards.push(tensor.storage());
+                    guards.len() - 1
+                }
+            },
+        );
+    }
+    let storages: Vec<&Storage> = guard_of.iter().map(|&g| &*guards[g]).collect();
+    f(&storages)
 }
 
 /// Gradient bookkeeping (the backward pass is [`Tensor::backward`], in `src/autograd.rs`).

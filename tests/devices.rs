@@ -110,6 +110,12 @@ fn check_constructors_and_copies(device: &Device) {
     assert_eq!(Tensor::full(&[3, 2], 1.5, device).to_vec(), [1.5; 6]);
     assert_eq!(Tensor::zeros(&[4], device).to_vec(), [0.0; 4]);
     assert_eq!(Tensor::scalar(7.0, device).item(), 7.0);
+    // Several tensors read back at once (one wait on a GPU), a repeated one included.
+    let other = Tensor::from_vec(vec![1.0, 2.0], &[2], device);
+    assert_eq!(
+        Tensor::to_vecs(&[&t, &other, &t]),
+        [values.clone(), vec![1.0, 2.0], values]
+    );
 }
 
 /// A small network trained with Adam for a few steps: the same losses as on the CPU.

@@ -72,3 +72,34 @@ fn pollers_stop_after_return_and_after_panic() {
         "{used} ticks of CPU time used while idle: pollers still running"
     );
 }
+
+/// Many short bursts of nested parallel loops, as training steps are: a worker may take its
+/// poller while it waits inside one of the burst's own jobs (rayon runs other jobs while a
+/// join waits), and a poller polling there would keep that job from ever finishing. Run on a
+/// watchdog: a hang fails the test instead of stalling the suite.
+#[test]
+fn bursts_of_nested_loops_never_hang() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (finished, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let nested = || {
+            (0..8u64)
+                .into_par_iter()
+                .map(|i| (0..64u64).into_par_iter().map(|j| (i * j) % 5).sum::<u64>())
+                .sum::<u64>()
+        };
+        let expected = nested();
+        for burst in 0..400_000 {
+            let got = pool.install(|| hot_pool::run(|| (0..4).map(|_| nested()).sum::<u64>()));
+            assert_eq!(got, 4 * expected, "burst {burst}");
+        }
+        finished.send(()).unwrap();
+    });
+    result
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("hot_pool::run hung (or the bursts panicked)");
+}

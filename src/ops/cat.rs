@@ -3,7 +3,7 @@
 
 use super::record;
 use crate::storage::Storage;
-use crate::tensor::{GradFn, Tensor};
+use crate::tensor::{with_storage_slice, GradFn, Tensor};
 
 /// `y = [x₁; x₂; …]` along the first dimension: `∂L/∂xᵢ` is `∂L/∂y`'s rows of `xᵢ`.
 struct CatBackward {
@@ -60,22 +60,8 @@ fn cat_storage(parts: &[&Tensor]) -> Tensor {
         .chain(&parts[0].shape()[1..])
         .copied()
         .collect();
-    // Each distinct storage locked once (a tensor may be joined to itself), as with_storages.
-    let mut guards = Vec::new();
-    let mut guard_of = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        guard_of.push(
-            match parts[..i].iter().position(|p| p.shares_storage(part)) {
-                Some(earlier) => guard_of[earlier],
-                None => {
-                    guards.push(part.storage());
-                    guards.len() - 1
-                }
-            },
-        );
-    }
-    let storages: Vec<&Storage> = guard_of.iter().map(|&g| &*guards[g]).collect();
-    Tensor::from_storage(Storage::concat(&storages), shape)
+    let joined = with_storage_slice(parts, Storage::concat);
+    Tensor::from_storage(joined, shape)
 }
 
 impl Tensor {

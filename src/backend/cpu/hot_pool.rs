@@ -10,27 +10,38 @@
 //!
 //! [`run`] keeps them from sleeping the simple way: every other worker of the pool runs a
 //! job that polls for work ([`rayon::yield_now`], which runs any job it finds, stolen ones
-//! included) until the burst is over. The calling thread's own copy of that job does
-//! nothing, so no worker can end up polling on top of a frame of the burst that is waiting
-//! for it, and the polling ends when [`run`] returns, panics included.
+//! included) until the burst is over.
+//!
+//! Where a poller runs matters. A worker waiting inside a job (a `join` whose other half was
+//! stolen) runs whatever it finds meanwhile, its poller included: a poller started there would
+//! poll on top of that job until the burst is over, and the burst cannot be over before that
+//! job finishes — a deadlock (seen once in a few hundred thousand bursts). So `run` waits for
+//! the pollers to start before the burst begins (briefly: a sleeping worker takes tens of µs
+//! to wake), and a poller that starts after the burst has begun does nothing. A poller that
+//! started before can have no job of the burst beneath it. The calling thread's own copy of
+//! the job does nothing either, and the polling ends when `run` returns, panics included.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Runs `f` on the rayon pool while the pool's other workers poll for work instead of
 /// sleeping, and returns its result. For a burst of small parallel ops (a training step):
 /// it costs every other core of the pool for as long as `f` runs.
 pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| {
-        let done = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Pollers::default());
         // Set when this frame ends, whether `f` returns or panics: the pollers stop.
-        let _stop = StopOnDrop(Arc::clone(&done));
+        let _stop = StopOnDrop(Arc::clone(&state));
         let caller = rayon::current_thread_index();
+        let others = rayon::current_num_threads() - usize::from(caller.is_some());
+        let pollers = Arc::clone(&state);
         rayon::spawn_broadcast(move |worker| {
-            if Some(worker.index()) == caller {
-                return;
+            if Some(worker.index()) == caller || pollers.begun.load(Ordering::SeqCst) {
+                return; // the caller, or too late: maybe on top of one of the burst's jobs
             }
-            while !done.load(Ordering::Acquire) {
+            pollers.started.fetch_add(1, Ordering::SeqCst);
+            while !pollers.done.load(Ordering::Acquire) {
                 if rayon::yield_now() == Some(rayon::Yield::Idle) {
                     // Found nothing: wait a little before looking again, so that polling
                     // does not keep the other deques' cache lines busy.
@@ -40,6 +51,11 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 }
             }
         });
+        let deadline = Instant::now() + MAX_WAIT_FOR_POLLERS;
+        while state.started.load(Ordering::SeqCst) < others && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        state.begun.store(true, Ordering::SeqCst);
         f()
     })
 }
@@ -48,10 +64,26 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// on current x86 cores).
 const POLL_PAUSES: usize = 32;
 
-struct StopOnDrop(Arc<AtomicBool>);
+/// How long `run` waits for the other workers to start polling: a sleeping worker takes tens
+/// of µs to wake; one busy elsewhere may not come at all, and then the burst goes ahead
+/// without it.
+const MAX_WAIT_FOR_POLLERS: Duration = Duration::from_micros(200);
+
+/// What the pollers of one burst share.
+#[derive(Default)]
+struct Pollers {
+    /// Pollers that started before the burst began.
+    started: AtomicUsize,
+    /// The burst has begun: a poller starting now might be on top of one of its jobs.
+    begun: AtomicBool,
+    /// The burst is over: the pollers stop.
+    done: AtomicBool,
+}
+
+struct StopOnDrop(Arc<Pollers>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
+        self.0.done.store(true, Ordering::Release);
     }
 }

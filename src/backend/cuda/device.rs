@@ -413,12 +413,18 @@ impl CudaDevice {
         &self.inner.general
     }
 
-    pub(crate) fn copy_to_host(&self, buffer: &DeviceBuffer) -> Vec<f32> {
+    /// The values of `buffers` (of this device), read back with one wait for the device.
+    pub(crate) fn copy_to_host(&self, buffers: &[&DeviceBuffer]) -> Vec<Vec<f32>> {
         self.refuse_copy_in_capture("a copy to the host");
-        let mut values = vec![0.0f32; buffer.len];
+        let mut values: Vec<Vec<f32>> = buffers.iter().map(|b| vec![0.0f32; b.len]).collect();
+        let mut copies: Vec<(u64, &mut [u8])> = buffers
+            .iter()
+            .zip(&mut values)
+            .map(|(buffer, values)| (buffer.pointer, bytemuck::cast_slice_mut(values)))
+            .collect();
         self.inner
             .runtime
-            .copy_to_host(buffer.pointer, bytemuck::cast_slice_mut(&mut values))
+            .copy_to_host(&mut copies)
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
         values
     }

@@ -133,13 +133,15 @@ impl Runtime for DriverRuntime {
         .map_err(|e| format!("copy to the GPU failed (a kernel may have failed): {e:?}"))
     }
 
-    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
+    fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String> {
         self.make_current()?;
-        // SAFETY: `src` is an allocation of this context holding `dst.len()` bytes; the copy
-        // follows every earlier launch on the stream, and `dst` stays borrowed until the
-        // synchronisation says it has been written.
+        // SAFETY: each `src` is an allocation of this context holding `dst.len()` bytes; the
+        // copies follow every earlier launch on the stream, and every `dst` stays borrowed
+        // until the synchronisation says it has been written.
         unsafe {
-            result::memcpy_dtoh_async(dst, src, self.stream)
+            copies
+                .iter_mut()
+                .try_for_each(|(src, dst)| result::memcpy_dtoh_async(dst, *src, self.stream))
                 .and_then(|()| result::stream::synchronize(self.stream))
         }
         .map_err(|e| format!("copy from the GPU failed (a kernel may have failed): {e:?}"))

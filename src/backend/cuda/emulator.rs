@@ -90,9 +90,13 @@ impl Runtime for EmulatorRuntime {
         Ok(())
     }
 
-    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
-        // SAFETY: `src` is one of our allocations holding `dst.len()` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+    fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String> {
+        for (src, dst) in copies.iter_mut() {
+            // SAFETY: `src` is one of our allocations holding `dst.len()` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(*src as *const u8, dst.as_mut_ptr(), dst.len())
+            };
+        }
         Ok(())
     }
 

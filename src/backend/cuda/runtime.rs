@@ -24,8 +24,9 @@ pub(crate) trait Runtime: Send + Sync {
     /// Copies to the device, in order with the kernels launched so far.
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String>;
 
-    /// Copies back to the host, after all kernels launched so far have finished.
-    fn copy_to_host(&self, src: u64, dst: &mut [u8]) -> Result<(), String>;
+    /// Copies each `(src, dst)` back to the host, after all kernels launched so far have
+    /// finished: one wait for all of them.
+    fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String>;
 
     /// Launches kernel `name` with the `args_size` bytes of its argument struct at `args`.
     ///

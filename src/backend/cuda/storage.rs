@@ -80,6 +80,17 @@ impl CudaStorage {
         &self.buffer.device
     }
 
+    /// The values of several storages of one device, read back with one wait.
+    pub fn read_all(storages: &[&CudaStorage]) -> Vec<Vec<f32>> {
+        match storages.first() {
+            None => Vec::new(),
+            Some(first) => {
+                let buffers: Vec<&DeviceBuffer> = storages.iter().map(|s| &s.buffer).collect();
+                first.device().copy_to_host(&buffers)
+            }
+        }
+    }
+
     fn uninit(len: usize, device: &CudaDevice) -> Self {
         CudaStorage {
             buffer: device.buffer(len),
@@ -172,7 +183,8 @@ fn launch_gemm(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) {
 
 impl BackendStorage for CudaStorage {
     fn to_vec(&self) -> Vec<f32> {
-        self.device().copy_to_host(&self.buffer)
+        let mut values = self.device().copy_to_host(&[&self.buffer]);
+        values.pop().expect("one buffer read")
     }
 
     fn write(&mut self, values: &[f32]) {
