@@ -1,6 +1,7 @@
 // Elementwise kernels: every op's forward map and backward rule. Each mirrors the Rust kernel
-// of the same name in src/ops/<op>.rs (launched as unary_<NAME> or binary_<NAME>), formula
-// for formula. Backward rules are binary maps f(saved, grad).
+// of the same name in src/ops/<op>.rs (launched as unary_<NAME>, binary_<NAME> or
+// ternary_<NAME>), formula for formula. Backward rules are binary maps f(saved, grad), or
+// ternary ones where a chain is fused: f(saved₁, saved₂, grad).
 
 // --- arithmetic (src/ops/arith.rs) ---
 FG_KERNEL(binary_add, BinaryArgs) { map_binary(args, [](float a, float b, float) { return a + b; }); }
@@ -59,14 +60,17 @@ FG_KERNEL(binary_bce_loss, BinaryArgs) {
         return -(t * clamped_log(p) + (1.0f - t) * clamped_log(1.0f - p));
     });
 }
-FG_KERNEL(binary_bce_backward_pred, BinaryArgs) {
-    map_binary(args, [](float p, float t, float scale) {
-        return scale * (p - t) / fmaxf(p * (1.0f - p), 1e-12f);
+// Backward, f(p, t, dL/dloss): the elementwise rule times the incoming (scalar) gradient.
+FG_KERNEL(ternary_bce_backward_pred, TernaryArgs) {
+    map_ternary(args, [](float p, float t, float g, float scale) {
+        float local = scale * (p - t) / fmaxf(p * (1.0f - p), 1e-12f);
+        return local * g;
     });
 }
-FG_KERNEL(binary_bce_backward_target, BinaryArgs) {
-    map_binary(args, [](float p, float, float scale) {
-        return scale * (clamped_log(1.0f - p) - clamped_log(p));
+FG_KERNEL(ternary_bce_backward_target, TernaryArgs) {
+    map_ternary(args, [](float p, float, float g, float scale) {
+        float local = scale * (clamped_log(1.0f - p) - clamped_log(p));
+        return local * g;
     });
 }
 

@@ -74,6 +74,24 @@ fn binary(name: &str, a: &[f32], b: &[f32], p: f32, broadcast: i32) -> Vec<f32> 
     out
 }
 
+/// `f(a[i], b[i], c, p)` with `c` one value (`c_scalar`).
+fn ternary_with_scalar(name: &str, a: &[f32], b: &[f32], c: f32, p: f32) -> Vec<f32> {
+    let mut out = vec![f32::NAN; a.len()];
+    let n = a.len() as u64;
+    let c = [c];
+    let args = TernaryArgs {
+        a: ptr(a),
+        b: ptr(b),
+        c: ptr(&c),
+        out: ptr_mut(&mut out),
+        n,
+        p,
+        c_scalar: 1,
+    };
+    launch(name, LaunchConfig::for_items(n), args);
+    out
+}
+
 #[test]
 fn argument_structs_have_the_c_layout() {
     assert_eq!(std::mem::size_of::<UnaryArgs>(), c_args_size::<UnaryArgs>());
@@ -215,7 +233,7 @@ fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
     pred.set_requires_grad(true);
     target.set_requires_grad(true);
     let loss = binary_cross_entropy(&pred, &target);
-    loss.backward();
+    (&loss * 0.7).backward(); // ∂L/∂loss = 0.7, the incoming gradient the kernels broadcast
     let per_element = binary("binary_bce_loss", &p, &t, 0.0, 0);
     let mean = per_element.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
     assert!(
@@ -224,14 +242,14 @@ fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
         loss.item()
     );
     let scale = 1.0 / n as f32;
-    let grad_pred = binary("binary_bce_backward_pred", &p, &t, scale, 0);
+    let grad_pred = ternary_with_scalar("ternary_bce_backward_pred", &p, &t, 0.7, scale);
     assert_close(
         "bce d/dpred",
         &grad_pred,
         &pred.grad().unwrap().to_vec(),
         1e-6,
     );
-    let grad_target = binary("binary_bce_backward_target", &p, &t, scale, 0);
+    let grad_target = ternary_with_scalar("ternary_bce_backward_target", &p, &t, 0.7, scale);
     assert_close(
         "bce d/dtarget",
         &grad_target,

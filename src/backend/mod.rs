@@ -130,8 +130,9 @@ pub trait BackendStorage: Sized {
     fn slice(&self, start: usize, len: usize) -> Self;
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
-    /// `kernel(self[i], b[i], c[i])`, the three buffers of one length.
-    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self;
+    /// `kernel(self[i], b[i], c[i])`, the three buffers of one length; with `c_scalar`, `c` is
+    /// one value, used for every element.
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, c_scalar: bool, kernel: &K) -> Self;
     /// `scale` times the sum of all elements (1 for a sum, 1/N for a mean), as a one-element
     /// buffer: the sum rounded to f32, then the product. Fixed chunking: the result does not
     /// depend on the number of threads.

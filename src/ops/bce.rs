@@ -4,9 +4,8 @@
 //!
 //! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1.
 
-use super::arith::Mul;
 use super::{assert_same_device, record};
-use crate::backend::{BinaryKernel, Broadcast};
+use crate::backend::{BinaryKernel, Broadcast, TernaryKernel};
 use crate::tensor::{with_storages, GradFn, Tensor};
 
 /// PyTorch's floor on each log term.
@@ -28,30 +27,33 @@ impl BinaryKernel for BceLoss {
     }
 }
 
-/// `∂lossᵢ/∂pᵢ = (p − t) / max(p(1 − p), ε)`, times `scale` = 1/N for the mean.
+/// `∂L/∂pᵢ = ∂L/∂loss · scale · (p − t) / max(p(1 − p), ε)` (`scale` = 1/N for the mean),
+/// from `(p, t, ∂L/∂loss)`: the local rule and the chain rule's product in one pass.
 struct BceGradPred {
     scale: f32,
 }
 
-impl BinaryKernel for BceGradPred {
+impl TernaryKernel for BceGradPred {
     const NAME: &'static str = "bce_backward_pred";
-    fn apply(&self, p: f32, t: f32) -> f32 {
-        self.scale * (p - t) / (p * (1.0 - p)).max(GRAD_EPSILON)
+    fn apply(&self, p: f32, t: f32, grad: f32) -> f32 {
+        let local = self.scale * (p - t) / (p * (1.0 - p)).max(GRAD_EPSILON);
+        local * grad
     }
     fn param(&self) -> f32 {
         self.scale
     }
 }
 
-/// `∂lossᵢ/∂tᵢ = ln(1 − p) − ln p` (logs clamped), times `scale` = 1/N.
+/// `∂L/∂tᵢ = ∂L/∂loss · scale · (ln(1 − p) − ln p)` (logs clamped), from `(p, t, ∂L/∂loss)`.
 struct BceGradTarget {
     scale: f32,
 }
 
-impl BinaryKernel for BceGradTarget {
+impl TernaryKernel for BceGradTarget {
     const NAME: &'static str = "bce_backward_target";
-    fn apply(&self, p: f32, _t: f32) -> f32 {
-        self.scale * (clamped_ln(1.0 - p) - clamped_ln(p))
+    fn apply(&self, p: f32, _t: f32, grad: f32) -> f32 {
+        let local = self.scale * (clamped_ln(1.0 - p) - clamped_ln(p));
+        local * grad
     }
     fn param(&self) -> f32 {
         self.scale
@@ -73,19 +75,10 @@ impl GradFn for BceBackward {
 
     fn backward(&self, grad: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
         let scale = self.scale;
-        let chain = |local: Tensor| local.zip_map(grad, Broadcast::Scalar, &Mul);
-        let grad_pred = needs_grad[0].then(|| {
-            chain(
-                self.pred
-                    .zip_map(&self.target, Broadcast::None, &BceGradPred { scale }),
-            )
-        });
-        let grad_target = needs_grad[1].then(|| {
-            chain(
-                self.pred
-                    .zip_map(&self.target, Broadcast::None, &BceGradTarget { scale }),
-            )
-        });
+        let grad_pred =
+            needs_grad[0].then(|| (self.pred).zip3_map(&self.target, grad, &BceGradPred { scale }));
+        let grad_target = needs_grad[1]
+            .then(|| (self.pred).zip3_map(&self.target, grad, &BceGradTarget { scale }));
         vec![grad_pred, grad_target]
     }
 }

@@ -34,8 +34,8 @@ kernel_args!(
     BinaryArgs { a: u64, b: u64, out: u64, n: u64, cols: u64, p: f32, broadcast: i32 }
 );
 kernel_args!(
-    /// `out[i] = f(a[i], b[i], c[i], p)` (`common.cuh`).
-    TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32 }
+    /// `out[i] = f(a[i], b[i], c[i] or c[0], p)` (`common.cuh`).
+    TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32, c_scalar: i32 }
 );
 kernel_args!(
     /// The two passes of a full sum, times `scale` (`reduce.cu`).
