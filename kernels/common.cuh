@@ -52,9 +52,23 @@ __device__ __forceinline__ u64 grid_stride() {
     return (u64)gridDim.x * blockDim.x;
 }
 
+// Whether every pointer is 16-byte aligned and n a multiple of 4: the maps then move float4s,
+// a quarter of the memory instructions. (Allocations are 256-byte aligned; a copy into the
+// middle of a buffer, as a concatenation makes, may not be.)
+__device__ __forceinline__ bool quads_fit(u64 n, const void* p, const void* q, const void* r) {
+    return n % 4 == 0 && (((u64)p | (u64)q | (u64)r) % 16) == 0;
+}
+
 // y[i] = f(x[i], p), grid-stride loop.
 template <class F>
 __device__ __forceinline__ void map_unary(const UnaryArgs& a, F f) {
+    if (quads_fit(a.n, a.x, a.y, a.y)) {
+        for (u64 q = global_thread(); q < a.n / 4; q += grid_stride()) {
+            float4 v = ((const float4*)a.x)[q];
+            ((float4*)a.y)[q] = make_float4(f(v.x, a.p), f(v.y, a.p), f(v.z, a.p), f(v.w, a.p));
+        }
+        return;
+    }
     for (u64 i = global_thread(); i < a.n; i += grid_stride()) {
         a.y[i] = f(a.x[i], a.p);
     }
@@ -63,6 +77,14 @@ __device__ __forceinline__ void map_unary(const UnaryArgs& a, F f) {
 // out[i] = f(a[i], b[...], p), with b broadcast as `broadcast` says.
 template <class F>
 __device__ __forceinline__ void map_binary(const BinaryArgs& a, F f) {
+    if (a.broadcast == BROADCAST_NONE && quads_fit(a.n, a.a, a.b, a.out)) {
+        for (u64 q = global_thread(); q < a.n / 4; q += grid_stride()) {
+            float4 x = ((const float4*)a.a)[q], y = ((const float4*)a.b)[q];
+            ((float4*)a.out)[q] =
+                make_float4(f(x.x, y.x, a.p), f(x.y, y.y, a.p), f(x.z, y.z, a.p), f(x.w, y.w, a.p));
+        }
+        return;
+    }
     for (u64 i = global_thread(); i < a.n; i += grid_stride()) {
         float b = a.broadcast == BROADCAST_NONE   ? a.b[i]
                   : a.broadcast == BROADCAST_ROWS ? a.b[i % a.cols]

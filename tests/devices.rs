@@ -110,6 +110,27 @@ fn check_constructors_and_copies(device: &Device) {
     assert_eq!(Tensor::full(&[3, 2], 1.5, device).to_vec(), [1.5; 6]);
     assert_eq!(Tensor::zeros(&[4], device).to_vec(), [0.0; 4]);
     assert_eq!(Tensor::scalar(7.0, device).item(), 7.0);
+    // The elementwise maps move float4s where length and alignment allow, single floats
+    // elsewhere (a concatenation copies into the middle of a buffer): both, against the CPU.
+    for len in [37, 40, 44, 1, 4] {
+        let x = uniform(len, -3.0, 3.0, len as u64);
+        let on = |device: &Device| {
+            let t = Tensor::from_vec(x.clone(), &[len], device);
+            let joined = Tensor::cat(&[&t.narrow_rows(1, len - 1), &t]);
+            [
+                t.tanh().to_vec(),
+                (&t * &t.relu()).to_vec(),
+                joined.to_vec(),
+            ]
+        };
+        let (here, cpu) = (on(device), on(&CPU));
+        for (what, (a, b)) in ["tanh", "x · relu(x)", "cat"]
+            .iter()
+            .zip(here.iter().zip(&cpu))
+        {
+            assert_close(&format!("{what}, {len} elements"), a, b);
+        }
+    }
     // Several tensors read back at once (one wait on a GPU), a repeated one included.
     let other = Tensor::from_vec(vec![1.0, 2.0], &[2], device);
     assert_eq!(

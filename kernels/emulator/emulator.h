@@ -58,6 +58,7 @@ struct Registrar {
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 inline int min(int a, int b) { return a < b ? a : b; }
 
