@@ -19,10 +19,10 @@ def parse(lines):
     for line in lines:
         if line.startswith("ferrograd "):
             tf32 = "TF32" in line
-            sweep = re.search(r"split-K aiming for (\d+) blocks", line)
+            sweep = re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
-                figures.setdefault("sweep", []).append(int(sweep[1]))
+                figures.setdefault("sweep", []).append(sweep[1])
         suffix = (" tf32" if tf32 else "") + (f" sk{sweep[1]}" if sweep else "")
         m = re.match(rf"training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter", line)
         if m:
@@ -114,15 +114,16 @@ def main():
     print(f"| 100 epochs of mnist_gan (s, wall) | {fmt(get('100 epochs'))} | | | < 60 s |")
     if get("sweep"):
         # The split-K sweep: the default (128 blocks) beside each other setting.
-        settings = [128] + get("sweep")
-        print("\n| split-K aims for (blocks) | " + " | ".join(map(str, settings)) + " |")
+        settings = ["default"] + get("sweep")
+        suffix = lambda s: "" if s == "default" else f" sk{s}"  # noqa: E731
+        print("\n| split-K aims for | " + " | ".join(settings) + " |")
         print("| --- |" + " --- |" * len(settings))
         keys = ["CUDA graph queued", "eager queued"]
         for key in keys:
-            values = [get(f"ours {key}" + ("" if s == 128 else f" sk{s}")) for s in settings]
+            values = [get(f"ours {key}" + suffix(s)) for s in settings]
             print(f"| iteration, {key} (µs) | " + " | ".join(fmt(v) for v in values) + " |")
         for shape in shapes:
-            values = [get(f"ours gemm {shape}" + ("" if s == 128 else f" sk{s}")) for s in settings]
+            values = [get(f"ours gemm {shape}" + suffix(s)) for s in settings]
             print(f"| SGEMM {shape} (GFLOP/s) | " + " | ".join(fmt(v) for v in values) + " |")
 
 

@@ -43,6 +43,9 @@ struct Args {
     /// default 128, about one per SM of an H100).
     #[arg(long)]
     split_k_blocks: Option<usize>,
+    /// CUDA: the least k one split-K block sums (a tuning sweep; default 128).
+    #[arg(long)]
+    split_k_min_k: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,6 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     if let Some(blocks) = args.split_k_blocks {
         ferrograd::backend::cuda::set_split_k_blocks(blocks);
+    }
+    if let Some(k) = args.split_k_min_k {
+        ferrograd::backend::cuda::set_split_k_min_k(k);
     }
     let (iters, repeats) = if args.quick {
         (2, 3)
@@ -70,12 +76,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             ""
         },
-        match args.split_k_blocks {
-            Some(_) => format!(
-                ", split-K aiming for {} blocks",
-                ferrograd::backend::cuda::split_k_blocks()
+        match (args.split_k_blocks, args.split_k_min_k) {
+            (None, None) => String::new(),
+            (_, min_k) => format!(
+                ", split-K aiming for {} blocks of k >= {}",
+                ferrograd::backend::cuda::split_k_blocks(),
+                min_k.unwrap_or(128)
             ),
-            None => String::new(),
         }
     );
 

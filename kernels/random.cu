@@ -23,7 +23,9 @@ FG_KERNEL(random_fill, RandomArgs) {
         philox_block(draw, block, w);
         float v[4];
         if (args.distribution == DIST_UNIFORM) {
-            for (int i = 0; i < 4; ++i) v[i] = args.a + (args.b - args.a) * unit(w[i]);
+            // Rounded product, then rounded sum, as on the CPU: NVRTC would otherwise fuse them
+            // into one FMA (one rounding) and the last bit could differ from the CPU's.
+            for (int i = 0; i < 4; ++i) v[i] = __fadd_rn(args.a, __fmul_rn(args.b - args.a, unit(w[i])));
         } else if (args.distribution == DIST_NORMAL) {
             for (int pair = 0; pair < 2; ++pair) {
                 float radius = sqrtf(-2.0f * logf(unit_nonzero(w[2 * pair])));

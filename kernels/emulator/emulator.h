@@ -60,6 +60,10 @@ struct alignas(16) float4 {
 };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
+// CUDA's explicitly rounded arithmetic, which the compiler never fuses into an FMA.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+
 inline int min(int a, int b) { return a < b ? a : b; }
 
 inline void __syncthreads() { ferrograd_emu::sync_threads(); }

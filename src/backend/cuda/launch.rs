@@ -111,10 +111,18 @@ pub const DEFAULT_SPLIT_K_BLOCKS: usize = 128;
 /// the blocks it aims for, at most this many): the length of each device's buffer of tile
 /// counters (`gemm.cu`'s `split_k_last_arrival`).
 pub const SPLIT_K_MAX_TILES: usize = 1024;
-/// The least k one split-K block sums: below it, the extra pass costs more than it saves.
-const MIN_SPLIT_K: usize = 128;
+/// The least k one split-K block sums by default.
+pub const DEFAULT_MIN_SPLIT_K: usize = 128;
 
 static SPLIT_K_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_SPLIT_K_BLOCKS);
+static MIN_SPLIT_K: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_SPLIT_K);
+
+/// Sets the least k one split-K block sums (at least 16; default [`DEFAULT_MIN_SPLIT_K`]):
+/// a tuning knob for benchmarks (`gan_bench --split-k-min-k`). Smaller cuts a long k into
+/// more, shorter chains of k-slices, each slice a wait for memory at batch 64.
+pub fn set_split_k_min_k(k: usize) {
+    MIN_SPLIT_K.store(k.max(16), Ordering::Relaxed);
+}
 
 /// Sets how many blocks split-K cuts a small product into, at least (clamped to
 /// `1..=SPLIT_K_MAX_TILES`; default [`DEFAULT_SPLIT_K_BLOCKS`]). A tuning knob for benchmarks
@@ -145,7 +153,8 @@ impl GemmPlan {
         // Few tiles and a long k (a batch-64 layer): cut k until the blocks fill the GPU.
         let tiles = m.div_ceil(64) * n.div_ceil(64);
         let target_blocks = target_blocks.clamp(1, SPLIT_K_MAX_TILES);
-        let splits = target_blocks.div_ceil(tiles).min(k / MIN_SPLIT_K).max(1);
+        let min_k = MIN_SPLIT_K.load(Ordering::Relaxed);
+        let splits = target_blocks.div_ceil(tiles).min(k / min_k).max(1);
         // Chunks in whole k-slices of 16, so only the last one is ragged.
         let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
         GemmPlan::Tiled {

@@ -22,5 +22,5 @@ mod storage;
 
 pub use device::CudaDevice;
 pub use graph::CudaGraph;
-pub use launch::{set_split_k_blocks, split_k_blocks};
+pub use launch::{set_split_k_blocks, set_split_k_min_k, split_k_blocks};
 pub use storage::{set_allow_tf32, tf32_allowed, CudaStorage};

@@ -55,6 +55,13 @@ pub fn compile(
     minor: u32,
     output: Output,
 ) -> Result<Compiled, String> {
+    // One compile at a time. On the H200 machine's NVRTC (CUDA 13.0), a module compiled while
+    // other threads compiled came back with an empty ptxas report (2026-11-28); compiles are
+    // rare (once per module and process), so nothing is lost by taking turns.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let source =
         CString::new(module.full_source()).map_err(|_| format!("{}: contains NUL", module.file))?;
     let name = CString::new(module.file).expect("file names have no NUL");
