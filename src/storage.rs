@@ -93,7 +93,7 @@ impl Storage {
             Some(Storage::Cuda(first))
                 if storages
                     .iter()
-                    .all(|s| s.device() == Device::Cuda(first.device().clone())) =>
+                    .all(|s| matches!(s, Storage::Cuda(c) if c.device() == first.device())) =>
             {
                 CudaStorage::read_all(&unwrap_all!(Cuda, storages))
             }

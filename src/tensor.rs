@@ -317,23 +317,12 @@ pub(crate) fn with_storages<R, const N: usize>(
     tensors: [&Tensor; N],
     f: impl FnOnce([&Storage; N]) -> R,
 ) -> R {
-    let mut guards = Vec::with_capacity(N);
-    let mut guard_of = [0usize; N];
-    for (i, tensor) in tensors.iter().enumerate() {
-        guard_of[i] = match tensors[..i].iter().position(|t| t.shares_storage(tensor)) {
-            Some(earlier) => guard_of[earlier],
-            None => {
-                guards.push(tensor.storage());
-                guards.len() - 1
-            }
-        };
-    }
-    f(std::array::from_fn(|i| &*guards[guard_of[i]]))
+    with_storage_slice(&tensors, |storages| f(std::array::from_fn(|i| storages[i])))
 }
 
 /// [`with_storages`] for any number of tensors.
 pub(crate) fn with_storage_slice<R>(tensors: &[&Tensor], f: impl FnOnce(&[&Storage]) -> R) -> R {
-    let mut guards = Vec::new();
+    let mut guards = Vec::with_capacity(tensors.len());
     let mut guard_of = Vec::with_capacity(tensors.len());
     for (i, tensor) in tensors.iter().enumerate() {
         guard_of.push(
