@@ -31,6 +31,9 @@ def parse(lines):
                      line)
         if m:
             figures[f"baseline {m[1]} {m[2]}"] = float(m[3])
+        m = re.match(rf"baseline: gemm (\d+x\d+x\d+) .*: {NUMBER} us, {NUMBER} GFLOP/s", line)
+        if m:
+            figures[f"baseline gemm {m[1]}"] = float(m[3])
         m = re.match(r"== baseline: (\S+)", line)
         if m:
             figures["baseline rev"] = m[1]
@@ -104,6 +107,10 @@ def main():
         ours, cublas = get(f"ours gemm {shape}"), get(f"cublas gemm {shape}")
         print(f"| SGEMM {shape} (GFLOP/s) | {fmt(ours)} | {fmt(cublas)} | {ratio(ours, cublas)} | "
               f"{target} |")
+        before = get(f"baseline gemm {shape}")
+        if before is not None:
+            print(f"| SGEMM {shape}: now / ferrograd at {rev} (GFLOP/s) | {fmt(ours)} | "
+                  f"{fmt(before)} (ferrograd at {rev}) | {ratio(ours, before)} | |")
         tf32 = get(f"ours gemm {shape} tf32")
         if tf32 is not None:
             print(f"| TF32 GEMM {shape} (GFLOP/s) | {fmt(tf32)} | {fmt(cublas)} (FP32) | "

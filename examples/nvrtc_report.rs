@@ -1,10 +1,14 @@
 //! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_80 (A100) and sm_90 (H100/H200)
 //! to cubin and prints ptxas's report: registers, spills and shared memory per kernel; then
-//! counts the 16-byte loads in the two FP32 GEMMs' PTX (global and shared). Exits non-zero on
-//! a compile error, on any spill, or if a GEMM lost its vector loads. Needs only NVRTC (`pip
+//! counts the 16-byte copies in the two FP32 GEMMs' PTX (global and shared). Exits non-zero on
+//! a compile error, on any spill, or if a GEMM lost its vector copies. Needs only NVRTC (`pip
 //! install nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
 //!
-//! `cargo run --release --example nvrtc_report`
+//! `cargo run --release --example nvrtc_report [-- --cubin-dir DIR]`
+//!
+//! With `--cubin-dir`, also writes each module's cubin there (`gemm.sm_90.cubin`, …) for
+//! reading the machine code: `cuobjdump -sass DIR/gemm.sm_90.cubin` (pip package
+//! `nvidia-cuda-cuobjdump`).
 //!
 //! Without NVRTC it says so and exits 0, unless `FERROGRAD_REQUIRE_NVRTC=1` (as CI sets).
 
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    let cubin_dir = cubin_dir_argument();
     println!("include paths: {:?}", nvrtc::include_paths());
     println!(
         "{:<8} {:<14} {:<28} {:>5} {:>8} {:>7}",
@@ -49,6 +54,14 @@ fn main() -> ExitCode {
                         continue;
                     }
                 };
+            if let Some(dir) = &cubin_dir {
+                let stem = module.file.trim_end_matches(".cu");
+                let path = dir.join(format!("{stem}.sm_{major}{minor}.cubin"));
+                if let Err(err) = std::fs::write(&path, &compiled.image) {
+                    eprintln!("cannot write {}: {err}", path.display());
+                    failed = true;
+                }
+            }
             for kernel in parse_ptxas_report(&compiled.log) {
                 let spills = kernel.spill_stores + kernel.spill_loads;
                 println!(
@@ -65,8 +78,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    for kernel in ["gemm", "gemm_large"] {
-        failed |= !gemm_loads_16_bytes(kernel);
+    // gemm copies global memory to shared with 16-byte cp.async; gemm_large loads 16 bytes
+    // into registers.
+    for (kernel, global_copy) in [
+        ("gemm", "cp.async.cg.shared.global"),
+        ("gemm_large", "ld.global"),
+    ] {
+        failed |= !gemm_moves_16_bytes(kernel, global_copy);
     }
     if failed {
         ExitCode::FAILURE
@@ -76,9 +94,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether GEMM `kernel` reads global and shared memory 16 bytes at a time, as designed: its
-/// PTX (sm_90) holds `ld.global…v4.f32` and `ld.shared.v4.f32` instructions.
-fn gemm_loads_16_bytes(kernel: &str) -> bool {
+/// The directory after `--cubin-dir`, created if missing.
+fn cubin_dir_argument() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--cubin-dir" {
+            let dir = std::path::PathBuf::from(args.next()?);
+            if let Err(err) = std::fs::create_dir_all(&dir) {
+                eprintln!("cannot create {}: {err}", dir.display());
+                return None;
+            }
+            return Some(dir);
+        }
+    }
+    None
+}
+
+/// Whether GEMM `kernel` moves global and shared memory 16 bytes at a time, as designed: its
+/// PTX (sm_90) holds 16-byte `global_copy` instructions (`ld.global…v4.f32` or
+/// `cp.async…, 16`) and `ld.shared.v4.f32`.
+fn gemm_moves_16_bytes(kernel: &str, global_copy: &str) -> bool {
     let Some(module) = MODULES.iter().find(|m| m.kernels.contains(&kernel)) else {
         eprintln!("FAILED: no {kernel} kernel");
         return false;
@@ -96,15 +131,16 @@ fn gemm_loads_16_bytes(kernel: &str) -> bool {
         .split(".entry ")
         .find(|body| body.starts_with(&entry))
         .unwrap_or("");
+    let sixteen_bytes = |line: &str| line.contains(".v4.f32") || line.contains(", 16,");
     let count = |pattern: &str| {
         body.lines()
-            .filter(|line| line.contains(pattern) && line.contains(".v4.f32"))
+            .filter(|line| line.contains(pattern) && sixteen_bytes(line))
             .count()
     };
-    let (global, shared) = (count("ld.global"), count("ld.shared"));
-    println!("{kernel} PTX (sm_90): {global} 16-byte global loads, {shared} 16-byte shared loads");
+    let (global, shared) = (count(global_copy), count("ld.shared"));
+    println!("{kernel} PTX (sm_90): {global} 16-byte {global_copy}, {shared} 16-byte ld.shared");
     if global == 0 || shared == 0 {
-        eprintln!("FAILED: {kernel} lost its 16-byte loads");
+        eprintln!("FAILED: {kernel} lost its 16-byte copies");
     }
     global > 0 && shared > 0
 }

@@ -65,9 +65,9 @@ FG_KERNEL(adam_step, AdamStepArgs) {
         param[j] -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);
     }
     if (args.advance && threadIdx.x == 0) {
-        __threadfence();  // this block's read of t comes before its count
         u32* done = (u32*)&args.scalars[3];
-        if (atomicAdd(done, 1u) == gridDim.x - 1) {
+        // Release: this block's read of t (thread 0's, above) comes before its count.
+        if (arrive_acq_rel(done) == gridDim.x - 1) {
             args.scalars[0] += 1.0f;
             args.scalars[1] = step_size;
             args.scalars[2] = bias_correction2_sqrt;

@@ -12,6 +12,26 @@
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
+// One block's arrival at a rendezvous of the blocks of a launch: *counter += 1, returning the
+// count before, with release and acquire semantics at GPU scope. Called by one thread after a
+// __syncthreads(): everything the block wrote before the barrier is visible to the block that
+// sees this count (release is cumulative over what the barrier ordered before it), and what
+// the blocks counted earlier wrote is visible to this one once it passes its next barrier.
+// One atomic per block, where __threadfence() in every thread would be a sequentially
+// consistent fence (MEMBAR.SC.GPU, which also invalidates L1) per warp.
+#ifdef FERROGRAD_EMULATOR
+inline u32 arrive_acq_rel(u32* counter) { return (*counter)++; }  // blocks run one at a time
+#else
+__device__ __forceinline__ u32 arrive_acq_rel(u32* counter) {
+    u32 before;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                 : "=r"(before)
+                 : "l"(counter)
+                 : "memory");
+    return before;
+}
+#endif
+
 // How the right operand of a binary map lines up with the left (backend::Broadcast).
 #define BROADCAST_NONE 0
 #define BROADCAST_ROWS 1

@@ -14,6 +14,8 @@
 //   many SMs busy instead of 13: each block sums k_chunk of k into a partial tile, and the
 //   last block of a tile to finish adds the partials in a fixed order (deterministic, unlike
 //   atomic sums) and applies bias and epilogue — split-K in one launch (split_k_last_arrival).
+//   The k-slices stream into shared memory through a 4-deep cp.async pipeline
+//   (stage_slice_async), so a block waits for memory once, not once per slice.
 // - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, 16-byte global
 //   loads, and double-buffered shared memory (the next k-slice is loaded into registers while
 //   the current one is multiplied). For large products (4096³), where the arithmetic per byte
@@ -121,23 +123,22 @@ __device__ __forceinline__ void load_quad(const float* base, int outer_limit, in
 
 // Split-K's rendezvous, after a block has stored its partial tile: true in the block that
 // arrives last at its tile, which then finishes it (split_k_finish_tile). Every block counts
-// itself in at the tile's counter once its partial sums are visible to the whole GPU; the last
-// one resets the counter, so the counters (zeroed once, when the device is opened) are ready
-// for the next launch and every graph replay. (The pattern of the CUDA Programming Guide's
-// __threadfence() example.)
+// itself in at the tile's counter once all its threads have stored (the barrier), releasing
+// its partial sums to whoever counts after it; the last one resets the counter, so the
+// counters (zeroed once, when the device is opened) are ready for the next launch and every
+// graph replay. (The pattern of the CUDA Programming Guide's __threadfence() example, with
+// one acquire-release atomic per block instead of a fence in every thread.)
 __device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
     __shared__ int last;
-    __threadfence();  // this thread's partial sums reach L2 before the block counts itself in
-    __syncthreads();  // every thread of the block has stored and fenced
+    __syncthreads();  // every thread of the block has stored its partial sums
     if (threadIdx.x == 0) {
         u32* counter = args.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
-        last = atomicAdd(counter, 1u) == gridDim.z - 1;
+        last = arrive_acq_rel(counter) == gridDim.z - 1;
         if (last) {
-            *counter = 0u;    // every other block of the tile has counted itself in already
-            __threadfence();  // and the partial sums it reads next are ordered after its count
+            *counter = 0u;  // every other block of the tile has counted itself in already
         }
     }
-    __syncthreads();
+    __syncthreads();  // the last block's threads read the partials after its acquire
     return last;
 }
 
@@ -159,77 +160,142 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
     }
 }
 
-// gemm_tf32's staging, single-buffered: 64 rows x0.. of one operand over the k-slice
-// k0..k0 + GEMM_BK (cut at k_end) in shared memory, k-major (tile[k][x]), zero outside the
-// matrix: A's rows (x: a row of op(A)) or B's columns (x: a column of op(B)). Element (x, p) is at src[x·k + p] when `along_k` (A
-// stored [m, k], B stored [n, k]), else at src[p·count + x]. The block's THREADS threads share
-// the work, consecutive threads reading consecutive addresses.
-template <int STRIDE, int THREADS>
-__device__ __forceinline__ void stage_operand(const float* src, bool along_k, int count, int k,
-                                              int x0, int k0, int k_end, float (*tile)[STRIDE]) {
-    for (int e = threadIdx.x; e < 64 * GEMM_BK; e += THREADS) {
-        int x = along_k ? e / GEMM_BK : e % 64;
-        int p = along_k ? e % GEMM_BK : e / 64;
-        int outer = x0 + x, kk = k0 + p;
-        float v = 0.0f;
-        if (outer < count && kk < k_end) {
-            v = along_k ? src[(u64)outer * k + kk] : src[(u64)kk * count + outer];
-        }
-        tile[p][x] = v;
-    }
-}
+// Asynchronous copies from global to shared memory (`cp.async`, sm_80 and later): a thread
+// starts a copy and goes on; the data lands in shared memory in the background, and the thread
+// waits for it only when it needs it (copy_async_wait). Copies are grouped by commit; a wait
+// names how many of the most recent groups may still be in flight. Before sm_80, and in the
+// emulator, each copy is an ordinary load and store, done by the time it returns — which the
+// waits then trivially satisfy.
+#if !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 800
+#define FG_COPY_ASYNC 1
+#endif
 
-// Stages the k-slice at k0 of A's rows row0.. and B's columns col0.. (64 of each).
-template <int STRIDE, int THREADS>
-__device__ __forceinline__ void stage_tiles(const GemmArgs& args, float (*a_tile)[STRIDE],
-                                            float (*b_tile)[STRIDE], int row0, int col0, int k0,
-                                            int k_end) {
-    stage_operand<STRIDE, THREADS>(args.a, !args.lhs_transposed, args.m, args.k, row0, k0, k_end, a_tile);
-    stage_operand<STRIDE, THREADS>(args.b, args.rhs_transposed, args.n, args.k, col0, k0, k_end, b_tile);
-}
-
-// This thread's quad of the k-slice at k0 of one operand, 64 rows x0.. of op(A) or 64 columns
-// of op(B), zero outside the matrix and past k_end. Element (x, p) is at src[x·k + p] when
-// `along_k` (A stored [m, k], B stored [n, k]): the 256 threads read 64 x × 4 quads along k;
-// else at src[p·count + x]: 16 k × 16 quads along x. Either way a warp reads whole 16-byte
-// pieces of consecutive addresses.
-__device__ __forceinline__ void load_tile_quad(const float* src, bool along_k, int count, int k,
-                                               int x0, int k0, int k_end, float v[4]) {
-    const int t = threadIdx.x;
-    if (along_k) {
-        load_quad(src, count, k, k_end, x0 + t / 4, k0 + (t % 4) * 4, v);
+// shared[0..FLOATS] = global[0..FLOATS] if `valid`, else zeros (and no global read at all).
+// FLOATS is 1, or 4 with both addresses 16-byte aligned (then the copy bypasses L1: the tile
+// is read once, from shared memory).
+template <int FLOATS>
+__device__ __forceinline__ void copy_async(float* shared, const float* global, bool valid) {
+#ifdef FG_COPY_ASYNC
+    const u32 to = (u32)__cvta_generic_to_shared(shared);
+    const int bytes = valid ? 4 * FLOATS : 0;
+    if (FLOATS == 4) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(global),
+                     "r"(bytes));
     } else {
-        load_quad(src, k_end, count, count, k0 + t / 16, x0 + (t % 16) * 4, v);
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(to), "l"(global),
+                     "r"(bytes));
     }
+#else
+    for (int q = 0; q < FLOATS; ++q) {
+        shared[q] = valid ? global[q] : 0.0f;
+    }
+#endif
 }
 
-// Writes a quad from load_tile_quad into a k-major tile (tile[p][x]).
-__device__ __forceinline__ void store_tile_quad(bool along_k, const float v[4],
-                                                float (*tile)[GEMM_BM]) {
-    const int t = threadIdx.x;
-    for (int q = 0; q < 4; ++q) {
+// Closes the group of the copies this thread started since the last commit.
+__device__ __forceinline__ void copy_async_commit() {
+#ifdef FG_COPY_ASYNC
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most `PENDING` of this thread's most recent groups are still in flight.
+template <int PENDING>
+__device__ __forceinline__ void copy_async_wait() {
+#ifdef FG_COPY_ASYNC
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
+
+// Starts copying the k-slice at k0 of one operand — 64 rows x0.. of op(A) or 64 columns of
+// op(B) — into a k-major tile (tile[p][x], rows STRIDE floats apart), zero outside the matrix
+// and past k_end: 256 quads of 4 floats, each of the block's THREADS threads taking every
+// THREADS-th. Element (x, p) is at src[x·k + p] when `along_k` (A stored [m, k], B stored
+// [n, k]): 64 x × 4 quads along k, each quad four 4-byte copies into four rows of the tile (the
+// transpose); else at src[p·count + x]: 16 k × 16 quads along x, one 16-byte copy each where
+// the row length allows (a multiple of 4: every quad aligned, wholly inside or outside the
+// matrix). Either way a warp reads whole 16-byte pieces of consecutive addresses.
+template <int STRIDE, int THREADS>
+__device__ __forceinline__ void stage_tile_async(const float* src, bool along_k, int count, int k,
+                                                 int x0, int k0, int k_end,
+                                                 float (*tile)[STRIDE]) {
+    for (int quad = threadIdx.x; quad < 64 * GEMM_BK / 4; quad += THREADS) {
         if (along_k) {
-            tile[(t % 4) * 4 + q][t / 4] = v[q];
+            const int x = x0 + quad / 4, p = k0 + (quad % 4) * 4;
+            const float* from = src + (u64)x * k + p;
+            for (int q = 0; q < 4; ++q) {
+                const bool valid = x < count && p + q < k_end;
+                copy_async<1>(&tile[(quad % 4) * 4 + q][quad / 4], valid ? from + q : src, valid);
+            }
         } else {
-            tile[t / 16][(t % 16) * 4 + q] = v[q];
+            const int p = k0 + quad / 16, x = x0 + (quad % 16) * 4;
+            const float* from = src + (u64)p * count + x;
+            float* to = &tile[quad / 16][(quad % 16) * 4];
+            if (count % 4 == 0) {
+                const bool valid = p < k_end && x < count;
+                copy_async<4>(to, valid ? from : src, valid);
+            } else {
+                for (int q = 0; q < 4; ++q) {
+                    const bool valid = p < k_end && x + q < count;
+                    copy_async<1>(to + q, valid ? from + q : src, valid);
+                }
+            }
         }
     }
 }
 
-// Double-buffered like gemm_large: the next k-slice travels from global memory into registers
-// while the current one is multiplied out of shared memory, so a block alone on its SM (a
-// batch-64 product has few tiles) does not stall on every load. A thread's 4 + 4 operands of
-// one k step are two 16-byte shared loads.
+// The k-slices of a tile travel GEMM_STAGES deep: while a block multiplies slice s out of
+// shared memory, the copies of slices s + 1 .. s + GEMM_STAGES - 1 are in flight, so it waits
+// for memory once, at the start, rather than once per slice. At batch 64 a block alone on its
+// SM has only 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs
+// (~0.3 µs): with two buffers and one load in flight, every slice waited (benches/RESULTS.md,
+// 2026-11-28). Slice s lives in stage s % GEMM_STAGES.
+#define GEMM_STAGES 4
+
+// Starts the copies of slice `slice` of A's rows row0.. and B's columns col0.. into its stage,
+// if the block has such a slice, and commits them as one group: the s-th group a thread commits
+// holds slice s (empty groups past the last slice keep the count regular for the waits).
+template <int STRIDE, int THREADS>
+__device__ __forceinline__ void stage_slice_async(const GemmArgs& args,
+                                                  float (*a_tiles)[GEMM_BK][STRIDE],
+                                                  float (*b_tiles)[GEMM_BK][STRIDE], int row0,
+                                                  int col0, int k_begin, int k_end, int slice,
+                                                  int slices) {
+    if (slice < slices) {
+        const int k0 = k_begin + slice * GEMM_BK, stage = slice % GEMM_STAGES;
+        stage_tile_async<STRIDE, THREADS>(args.a, !args.lhs_transposed, args.m, args.k, row0, k0,
+                                          k_end, a_tiles[stage]);
+        stage_tile_async<STRIDE, THREADS>(args.b, args.rhs_transposed, args.n, args.k, col0, k0,
+                                          k_end, b_tiles[stage]);
+    }
+    copy_async_commit();
+}
+
+// Waits until slice s is in shared memory for the whole block, and every thread is done with
+// slice s - 1 (whose stage the next copies refill). This thread has committed s + GEMM_STAGES
+// - 1 groups; all but the newest GEMM_STAGES - 2 have landed, so slice s's has; after the
+// barrier, every thread's has.
+__device__ __forceinline__ void wait_for_slice() {
+    copy_async_wait<GEMM_STAGES - 2>();
+    __syncthreads();
+}
+
+// The number of GEMM_BK-deep k-slices in k_begin..k_end.
+__device__ __forceinline__ int slice_count(int k_begin, int k_end) {
+    return k_end > k_begin ? (k_end - k_begin + GEMM_BK - 1) / GEMM_BK : 0;
+}
+
+// A thread's 4 + 4 operands of one k step are two 16-byte shared loads.
 FG_KERNEL(gemm, GemmArgs) {
-    __shared__ __align__(16) float a_tiles[2][GEMM_BK][GEMM_BM];
-    __shared__ __align__(16) float b_tiles[2][GEMM_BK][GEMM_BN];
+    __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][GEMM_BM];
+    __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][GEMM_BN];
     const int tx = threadIdx.x % 16;
     const int ty = threadIdx.x / 16;
     const int row0 = blockIdx.y * GEMM_BM;
     const int col0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    const bool a_along_k = !args.lhs_transposed, b_along_k = args.rhs_transposed;
+    const int slices = slice_count(k_begin, k_end);
     const bool row_sums = args.row_sums && blockIdx.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
@@ -239,23 +305,19 @@ FG_KERNEL(gemm, GemmArgs) {
             acc[i][j] = 0.0f;
         }
     }
-    float a_next[4], b_next[4];
-    load_tile_quad(args.a, a_along_k, args.m, args.k, row0, k_begin, k_end, a_next);
-    load_tile_quad(args.b, b_along_k, args.n, args.k, col0, k_begin, k_end, b_next);
-    store_tile_quad(a_along_k, a_next, a_tiles[0]);
-    store_tile_quad(b_along_k, b_next, b_tiles[0]);
-    __syncthreads();
-    int buffer = 0;
-    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
-        const bool more = k0 + GEMM_BK < k_end;
-        if (more) {  // in flight during the FMAs
-            load_tile_quad(args.a, a_along_k, args.m, args.k, row0, k0 + GEMM_BK, k_end, a_next);
-            load_tile_quad(args.b, b_along_k, args.n, args.k, col0, k0 + GEMM_BK, k_end, b_next);
-        }
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+        stage_slice_async<GEMM_BM, GEMM_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
+                                                 k_end, s, slices);
+    }
+    for (int s = 0; s < slices; ++s) {
+        wait_for_slice();
+        stage_slice_async<GEMM_BM, GEMM_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
+                                                 k_end, s + GEMM_STAGES - 1, slices);
+        const int stage = s % GEMM_STAGES;
 #pragma unroll
         for (int p = 0; p < GEMM_BK; ++p) {
-            float4 a4 = *(const float4*)&a_tiles[buffer][p][ty * GEMM_TM];
-            float4 b4 = *(const float4*)&b_tiles[buffer][p][tx * GEMM_TN];
+            float4 a4 = *(const float4*)&a_tiles[stage][p][ty * GEMM_TM];
+            float4 b4 = *(const float4*)&b_tiles[stage][p][tx * GEMM_TN];
             const float a_reg[GEMM_TM] = {a4.x, a4.y, a4.z, a4.w};
             const float b_reg[GEMM_TN] = {b4.x, b4.y, b4.z, b4.w};
             for (int i = 0; i < GEMM_TM; ++i) {
@@ -266,13 +328,6 @@ FG_KERNEL(gemm, GemmArgs) {
                     row_sum[i] += a_reg[i];
                 }
             }
-        }
-        if (more) {
-            // The other buffer was last read before the previous barrier: free to overwrite.
-            store_tile_quad(a_along_k, a_next, a_tiles[buffer ^ 1]);
-            store_tile_quad(b_along_k, b_next, b_tiles[buffer ^ 1]);
-            __syncthreads();
-            buffer ^= 1;
         }
     }
     for (int i = 0; i < GEMM_TM; ++i) {
@@ -291,10 +346,10 @@ FG_KERNEL(gemm, GemmArgs) {
 
 // ---------------------------------------------------------------------------------------------
 // gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's
-// allow_tf32). The same 64 × 64 tiles, split-K and epilogues as `gemm`, but each product goes
-// through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3 decimal
-// digits; sums stay FP32). Launch: grid as `gemm`, 128 threads: 4 warps of 32 × 32 results,
-// each 2 × 4 MMA tiles of 16 × 8.
+// allow_tf32). The same 64 × 64 tiles, pipeline, split-K and epilogues as `gemm`, but each
+// product goes through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3
+// decimal digits; sums stay FP32). Launch: grid as `gemm`, 128 threads: 4 warps of 32 × 32
+// results, each 2 × 4 MMA tiles of 16 × 8.
 //
 // Fragments of m16n8k8 (PTX ISA; lane = 4·g + t):  A (16 × 8, row-major): a0 (g, t),
 // a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4);  B (8 × 8, k × n): b0 (t, g), b1 (t + 4, g);
@@ -327,12 +382,13 @@ __device__ __forceinline__ void mma_tf32(float c[4], const u32 a[4], const u32 b
 #define TF32_THREADS 128
 
 FG_KERNEL(gemm_tf32, GemmArgs) {
-    __shared__ float a_tile[GEMM_BK][TF32_STRIDE];
-    __shared__ float b_tile[GEMM_BK][TF32_STRIDE];
+    __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
+    __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
     const int row0 = blockIdx.y * GEMM_BM;
     const int col0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
+    const int slices = slice_count(k_begin, k_end);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
@@ -344,9 +400,16 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
             }
         }
     }
-    for (int k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
-        stage_tiles<TF32_STRIDE, TF32_THREADS>(args, a_tile, b_tile, row0, col0, k0, k_end);
-        __syncthreads();
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+        stage_slice_async<TF32_STRIDE, TF32_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
+                                                     k_end, s, slices);
+    }
+    for (int s = 0; s < slices; ++s) {
+        wait_for_slice();
+        stage_slice_async<TF32_STRIDE, TF32_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
+                                                     k_end, s + GEMM_STAGES - 1, slices);
+        const float(*a_tile)[TF32_STRIDE] = a_tiles[s % GEMM_STAGES];
+        const float(*b_tile)[TF32_STRIDE] = b_tiles[s % GEMM_STAGES];
         for (int kk = 0; kk < GEMM_BK; kk += 8) {
             u32 a[2][4], b[4][2];
             for (int mi = 0; mi < 2; ++mi) {
@@ -367,7 +430,6 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
                 }
             }
         }
-        __syncthreads();
     }
     for (int mi = 0; mi < 2; ++mi) {
         for (int ni = 0; ni < 4; ++ni) {

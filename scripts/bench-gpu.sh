@@ -8,9 +8,10 @@
 #     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
-#   - a sweep of split-K's target (2 and 4 blocks per SM instead of 1) for tuning;
-#   - the same iteration with the engine as it was at $BASELINE (default af7529f: before the
-#     2026-11-28 launch and GEMM work, never measured on a GPU), for a before/after ratio;
+#   - a sweep of split-K's target (half a block and 2 blocks per SM instead of 1) for tuning;
+#   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
+#     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
+#     ratios measured in the same run;
 #   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
 #   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s).
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
@@ -28,7 +29,7 @@ cp target/release/examples/{gan_bench,mnist_gan} "$out/"
 strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
 cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py "$out/"
 # The baseline: gan_bench built from an earlier commit, in a worktree of its own.
-baseline=${BASELINE:-af7529f}
+baseline=${BASELINE:-daabdd1}
 worktree=$(mktemp -d)
 git worktree add --quiet --detach "$worktree" "$baseline"
 (cd "$worktree" && CARGO_TARGET_DIR="$OLDPWD/target/baseline" cargo build --quiet --release --example gan_bench)
@@ -53,7 +54,7 @@ step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 # The most telling figures first, in case the device's time runs out.
 step 60 ./gan_bench --device cuda
 echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
-timeout 60 ./baseline_gan_bench --device cuda --iteration-only 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
+timeout 60 ./baseline_gan_bench --device cuda 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
 step 60 python3 gan_pytorch.py --device cuda --mode eager
 step 90 python3 cuda_reference.py
 step 150 python3 gan_pytorch.py --device cuda --mode compile
@@ -68,9 +69,19 @@ fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
 step 60 ./gan_bench --device cuda --tf32
+step 45 ./gan_bench --device cuda --split-k-blocks 64
 step 45 ./gan_bench --device cuda --split-k-blocks 264
-step 45 ./gan_bench --device cuda --split-k-blocks 528
 python3 gpu_table.py "$log" | tee -a "$log"
+# Last, as it is the slowest: Nsight Compute on the first three gemm launches of an iteration,
+# with the warps' stall reasons (what each warp waited on, per instruction issued).
+if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
+    PATH="$PATH:/usr/local/cuda/bin"
+    stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
+    step 150 ncu --kernel-name regex:'^gemm$' --launch-count 3 --section SpeedOfLight \
+        --section LaunchStats --section Occupancy --section SchedulerStats \
+        --section WarpStateStats --section InstructionStats --metrics "$stalls" \
+        ./gan_bench --device cuda --iteration-only --repeats 1
+fi
 exit $status
 RUN
 chmod +x "$out/run.sh"

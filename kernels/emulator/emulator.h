@@ -9,7 +9,8 @@
 // - warp shuffles (__shfl_sync, __shfl_down_sync, __shfl_xor_sync) exchange values through
 //   per-lane slots between two warp barriers; every lane of the warp must take part (the
 //   mask is not consulted), as in our kernels;
-// - atomics are plain read-modify-writes: fibers are never preempted;
+// - atomics (arrive_acq_rel in common.cuh) are plain read-modify-writes: fibers are never
+//   preempted;
 // - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets;
 // - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
 //   because blocks run one after another;
@@ -138,17 +139,9 @@ inline void ferrograd_mma_m16n8k8_tf32(float c[4], const unsigned a[4], const un
 }
 
 // Blocks run one after another, each to its end: whatever a block wrote, later blocks see.
-inline void __threadfence() {}
 template <class T>
 T __ldcg(const T* address) {
     return *address;
-}
-
-template <class T>
-T atomicAdd(T* address, T value) {
-    T old = *address;
-    *address = old + value;
-    return old;
 }
 
 #define FG_KERNEL(name, Args)                                                         \
