@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::gan::{Gan, IMAGE_DIM, LAYERS};
+use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
 use ferrograd::{graph, manual_seed, no_grad, Device, Tensor};
 
@@ -101,13 +101,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 gan.captured_launches().unwrap_or(0)
             );
         }
-        // As a training loop reads its losses every step (one wait per step) and as a loop
-        // that queues steps and reads them now and then does.
-        for (label, read_stats) in [("stats read each step", true), ("queued", false)] {
-            let us = median_us(&device, repeats, iters, || {
-                gan.train_step_async(&real);
-                if read_stats {
+        // As a training loop reads its losses every step (one wait per step), as a loop that
+        // queues steps and reads them now and then does, and as mnist_gan does: each batch
+        // uploaded from the host, each step's losses read once the next step is queued.
+        let labels = [
+            "stats read each step",
+            "queued",
+            "pipelined: batch uploaded, stats read a step later",
+        ];
+        let host_batch = real.to_vec();
+        for label in labels {
+            let mut in_flight: Option<PendingStats> = None;
+            let us = median_us(&device, repeats, iters, || match label {
+                "queued" => gan.train_step_async(&real),
+                "stats read each step" => {
+                    gan.train_step_async(&real);
                     std::hint::black_box(gan.last_stats());
+                }
+                _ => {
+                    let batch = Tensor::from_vec(host_batch.clone(), real.shape(), &device);
+                    gan.train_step_async(&batch);
+                    let queued = gan.last_stats_later().expect("a step has just run");
+                    if let Some(previous) = in_flight.replace(queued) {
+                        std::hint::black_box(previous.wait());
+                    }
                 }
             });
             println!(

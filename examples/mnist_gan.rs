@@ -18,7 +18,7 @@ use clap::{Parser, ValueEnum};
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
 use ferrograd::data::mnist::IMAGE_PIXELS;
 use ferrograd::data::{DataLoader, Mnist, Split};
-use ferrograd::gan::{Gan, StepStats, TrainingProgress, LATENT_DIM};
+use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
 use gan_output::{
@@ -184,16 +184,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let bar = epoch_bar(epoch, args.epochs, batches, first_batch);
         let started = Instant::now();
         let mut means = RunningMeans::default();
-        for index in first_batch..batches {
-            if progress.step == last_step {
-                break;
-            }
-            let stats = gan.train_step(&loader.batch(&order, index as usize, &device));
-            progress.step += 1;
+        let mut record = |step: u64, stats: StepStats| -> std::io::Result<()> {
             means.add(&stats);
             let row = LossRow {
                 epoch: epoch + 1,
-                iter: progress.step,
+                iter: step,
                 d_loss: stats.d_loss,
                 g_loss: stats.g_loss,
                 d_real: stats.d_real,
@@ -203,9 +198,31 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             history.push(row);
             bar.inc(1);
             bar.set_message(means.summary());
+            Ok(())
+        };
+        // A step's statistics are read while the next step runs: on a GPU the host queues
+        // step s + 1 before it waits for the numbers of step s, so the GPU never idles while
+        // the host uploads a batch, logs a row or draws the bar.
+        let mut in_flight: Option<(u64, PendingStats)> = None;
+        for index in first_batch..batches {
+            if progress.step == last_step {
+                break;
+            }
+            gan.train_step_async(&loader.batch(&order, index as usize, &device));
+            progress.step += 1;
+            let queued = gan.last_stats_later().expect("a step has just run");
+            if let Some((step, stats)) = in_flight.replace((progress.step, queued)) {
+                record(step, stats.wait())?;
+            }
             if args.checkpoint_every > 0 && progress.step.is_multiple_of(args.checkpoint_every) {
+                if let Some((step, stats)) = in_flight.take() {
+                    record(step, stats.wait())?; // the log reaches the checkpoint's step
+                }
                 checkpoints.save(&gan, &checkpoint_path, &mut progress, batches)?;
             }
+        }
+        if let Some((step, stats)) = in_flight.take() {
+            record(step, stats.wait())?;
         }
         bar.finish_and_clear();
         let finished_epoch = progress.step.is_multiple_of(batches);

@@ -20,6 +20,7 @@ use crate::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, T
 use crate::ops::binary_cross_entropy_scaled;
 use crate::optim::{Adam, AdamConfig};
 use crate::rng::Generator;
+use crate::storage::PendingValues;
 use crate::tensor::Tensor;
 
 /// The length of the noise vector `z` the generator maps to an image.
@@ -136,9 +137,26 @@ struct StepResults {
 }
 
 impl StepResults {
-    /// Copies the four numbers to the host (on a GPU, after the step has finished: one wait).
-    fn read(&self) -> StepStats {
-        let values = Tensor::to_vecs(&[&self.d_loss, &self.g_loss, &self.d_real, &self.d_fake]);
+    /// Starts copying the four numbers to the host (on a GPU, behind the step, without waiting
+    /// for it).
+    fn read_later(&self) -> PendingStats {
+        PendingStats(Tensor::to_vecs_later(&[
+            &self.d_loss,
+            &self.g_loss,
+            &self.d_real,
+            &self.d_fake,
+        ]))
+    }
+}
+
+/// A step's statistics on their way to the host ([`Gan::last_stats_later`]).
+#[must_use = "the statistics come with wait()"]
+pub struct PendingStats(PendingValues);
+
+impl PendingStats {
+    /// Waits for the statistics (on a GPU, for their copy alone, not for later steps).
+    pub fn wait(self) -> StepStats {
+        let values = self.0.wait();
         let [d_loss, g_loss, d_real, d_fake] = [0, 1, 2, 3].map(|i| values[i][0]);
         StepStats {
             d_loss,
@@ -214,9 +232,17 @@ impl Gan {
         self.last = Some(results);
     }
 
-    /// The statistics of the latest step (`None` before the first).
+    /// The statistics of the latest step (`None` before the first); on a GPU, one wait for
+    /// the step to finish.
     pub fn last_stats(&self) -> Option<StepStats> {
-        self.last.as_ref().map(StepResults::read)
+        self.last_stats_later().map(PendingStats::wait)
+    }
+
+    /// The statistics of the latest step without waiting for it: queue the next step, then
+    /// wait for these, and the GPU never waits for the host between steps (`mnist_gan` does).
+    /// A later step does not change what they say.
+    pub fn last_stats_later(&self) -> Option<PendingStats> {
+        self.last.as_ref().map(StepResults::read_later)
     }
 
     /// Captures the training step for batches of `batch` images as a CUDA graph, which

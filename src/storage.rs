@@ -5,7 +5,7 @@
 //! share a device before they get here, so mixed arms cannot occur.
 
 use crate::backend::cpu::CpuStorage;
-use crate::backend::cuda::CudaStorage;
+use crate::backend::cuda::{CudaPendingRead, CudaStorage};
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
     TernaryKernel, UnaryKernel,
@@ -98,6 +98,24 @@ impl Storage {
                 CudaStorage::read_all(&unwrap_all!(Cuda, storages))
             }
             _ => storages.iter().map(|s| s.to_vec()).collect(),
+        }
+    }
+
+    /// [`Storage::read_all`] without waiting where the device allows: storages on one GPU
+    /// start their copy back behind the work launched so far, and [`PendingValues::wait`]
+    /// waits for that copy alone; elsewhere the values are read now.
+    pub fn read_all_later(storages: &[&Storage]) -> PendingValues {
+        match storages.first() {
+            Some(Storage::Cuda(first))
+                if storages
+                    .iter()
+                    .all(|s| matches!(s, Storage::Cuda(c) if c.device() == first.device())) =>
+            {
+                PendingValues(Pending::Cuda(CudaStorage::read_all_later(&unwrap_all!(
+                    Cuda, storages
+                ))))
+            }
+            _ => PendingValues(Pending::Ready(Storage::read_all(storages))),
         }
     }
 
@@ -284,6 +302,26 @@ impl Storage {
                 scalars,
                 kernel,
             ),
+        }
+    }
+}
+
+/// Values on their way back to the host, from [`Tensor::to_vecs_later`](crate::Tensor::to_vecs_later).
+#[must_use = "the values come with wait()"]
+pub struct PendingValues(Pending);
+
+enum Pending {
+    Ready(Vec<Vec<f32>>),
+    Cuda(CudaPendingRead),
+}
+
+impl PendingValues {
+    /// Waits for the values (on a GPU, for the copy alone, not for work queued after it) and
+    /// returns them, one vector per tensor read.
+    pub fn wait(self) -> Vec<Vec<f32>> {
+        match self.0 {
+            Pending::Ready(values) => values,
+            Pending::Cuda(read) => read.wait(),
         }
     }
 }

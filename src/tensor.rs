@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use crate::backend::Distribution;
 use crate::device::Device;
 use crate::rng::{reserve_default, Generator};
-use crate::storage::Storage;
+use crate::storage::{PendingValues, Storage};
 
 /// An n-dimensional array of `f32`, contiguous and row-major, that records the ops applied to
 /// it so that [`Tensor::backward`] can compute gradients.
@@ -236,6 +236,15 @@ impl Tensor {
     /// back with one wait for it instead of one per tensor (a training step's statistics).
     pub fn to_vecs(tensors: &[&Tensor]) -> Vec<Vec<f32>> {
         with_storage_slice(tensors, Storage::read_all)
+    }
+
+    /// [`Tensor::to_vecs`] without waiting for the device: on a GPU the copies start behind
+    /// the work launched so far and [`PendingValues::wait`] waits for them alone, so the
+    /// host can queue the next step first and read this one's losses while it runs (on the
+    /// CPU the values are read at once). Later writes to the tensors do not change what
+    /// `wait` returns.
+    pub fn to_vecs_later(tensors: &[&Tensor]) -> PendingValues {
+        with_storage_slice(tensors, Storage::read_all_later)
     }
 
     /// The value of a one-element tensor.

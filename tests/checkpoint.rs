@@ -2,6 +2,7 @@
 //! writes that leave the previous file intact when a write fails.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 use ferrograd::atomic_file::write_atomically;
 use ferrograd::checkpoint::{self, Checkpoint};
@@ -9,6 +10,14 @@ use ferrograd::gan::{load_generator, Gan, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::Module;
 use ferrograd::rng::with_default_generator;
 use ferrograd::{manual_seed, Device, Error, Tensor};
+
+/// Held by each test that draws from the process-wide generator (every `Gan::new` does): the
+/// resume test replays that generator's stream exactly, so no other test may draw from it
+/// meanwhile.
+fn global_generator_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -34,6 +43,7 @@ fn steps(gan: &mut Gan, n: usize) -> Vec<u32> {
 /// (One test, since it drives the process-wide generator.)
 #[test]
 fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
+    let _turn = global_generator_turn();
     let dir = scratch("resume");
     let path = dir.join("gan.safetensors");
     let dev = Device::Cpu;
@@ -75,6 +85,7 @@ fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
 
 #[test]
 fn unusable_checkpoints_are_clear_errors() {
+    let _turn = global_generator_turn();
     let dir = scratch("errors");
     let dev = Device::Cpu;
     let mut gan = Gan::new(&dev, 2e-4);

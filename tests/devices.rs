@@ -139,6 +139,42 @@ fn check_constructors_and_copies(device: &Device) {
     );
 }
 
+/// Copies that do not make the host wait (on a GPU, through page-locked buffers): each upload
+/// keeps the values its source had at the call, however soon the source changes and however
+/// many uploads are in flight; a read started before later writes returns the values before
+/// them, whichever order the pending reads are waited for in.
+fn check_copies_that_do_not_wait(device: &Device) {
+    let mut source = uniform(1000, -1.0, 1.0, 21);
+    let mut uploaded = Vec::new();
+    for i in 0..20 {
+        uploaded.push((
+            source.clone(),
+            Tensor::from_vec(source.clone(), &[1000], device),
+        ));
+        source.iter_mut().for_each(|v| *v += i as f32); // the next upload's values
+    }
+    // Larger than the staging buffers take (4 MiB): copied the waiting way.
+    let large = uniform(1_100_000, -1.0, 1.0, 22);
+    let large_tensor = Tensor::from_vec(large.clone(), &[1_100_000], device);
+    for (i, (values, tensor)) in uploaded.iter().enumerate() {
+        assert_eq!(&tensor.to_vec(), values, "upload {i}");
+    }
+    assert_eq!(large_tensor.to_vec(), large, "large upload");
+
+    let (first, second) = (&uploaded[0].1, &uploaded[1].1);
+    let before = Tensor::to_vecs_later(&[first, second]);
+    first.copy_from(second); // queued after the read
+    let between = Tensor::to_vecs_later(&[first]);
+    second.copy_from(&uploaded[2].1);
+    assert_eq!(between.wait(), [uploaded[1].0.clone()]);
+    assert_eq!(
+        before.wait(),
+        [uploaded[0].0.clone(), uploaded[1].0.clone()],
+        "the values when the read was queued"
+    );
+    assert_eq!(second.to_vec(), uploaded[2].0);
+}
+
 /// A small network trained with Adam for a few steps: the same losses as on the CPU.
 fn check_training(device: &Device) {
     let train = |device: &Device| {
@@ -239,22 +275,29 @@ fn check_fused_linear_dropout(device: &Device) {
     );
 }
 
-/// Two iterations of the real GAN (batch 16): the same losses and outputs as on the CPU.
+/// Three iterations of the real GAN (batch 16): the same losses and outputs as on the CPU,
+/// each step's read (as mnist_gan reads them) only after the next step is queued.
 fn check_gan_steps(device: &Device) {
     let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let train = |device: &Device| {
         manual_seed(15);
         let mut gan = Gan::new(device, 2e-4);
-        (0..2)
-            .flat_map(|_| {
-                let real = Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, device);
-                let stats = gan.train_step(&real);
+        let mut pending = Vec::new();
+        for _ in 0..3 {
+            gan.train_step_async(&Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, device));
+            pending.push(gan.last_stats_later().expect("a step has run"));
+        }
+        pending
+            .into_iter()
+            .flat_map(|stats| {
+                let stats = stats.wait();
                 [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake]
             })
             .collect::<Vec<f32>>()
     };
     let (stats, cpu_stats) = (train(device), train(&CPU));
     assert_close("GAN statistics", &stats, &cpu_stats);
+    assert!(stats[..4] != stats[4..8], "each step its own statistics");
 }
 
 /// Adam over more parameters than one CUDA launch carries (16): the same updates as the CPU's.
@@ -321,6 +364,10 @@ macro_rules! test_devices {
             #[test]
             fn constructors_and_copies() {
                 if let Some(d) = device() { check_constructors_and_copies(&d) }
+            }
+            #[test]
+            fn copies_that_do_not_wait() {
+                if let Some(d) = device() { check_copies_that_do_not_wait(&d) }
             }
             #[test]
             fn training() {

@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::gan::{Gan, StepStats, IMAGE_DIM};
 use ferrograd::graph;
 use ferrograd::nn::Module;
 use ferrograd::rng::{with_default_generator, Generator};
@@ -49,19 +49,30 @@ fn batches(device: &Device) -> Vec<Tensor> {
         .collect()
 }
 
+/// The GAN trained on `batches`, eagerly with each step's statistics read as it ends, or
+/// replaying a captured step with each step's read waited for only after the next step is
+/// queued (as mnist_gan does: the replay overwrites the results' buffers, the read must not).
 fn train(device: &Device, capture: bool) -> RunResult {
     manual_seed(7);
     let mut gan = Gan::new(device, 2e-4);
     if capture {
         gan.capture_train_step(8).expect("capture");
     }
-    let stats = batches(device)
-        .iter()
-        .map(|real| {
-            let s = gan.train_step(real);
-            [s.d_loss, s.g_loss, s.d_real, s.d_fake]
-        })
-        .collect();
+    let as_array = |s: StepStats| [s.d_loss, s.g_loss, s.d_real, s.d_fake];
+    let mut stats = Vec::new();
+    let mut in_flight = None;
+    for real in &batches(device) {
+        if capture {
+            gan.train_step_async(real);
+            let queued = gan.last_stats_later().expect("a step has run");
+            if let Some(previous) = in_flight.replace(queued) {
+                stats.push(as_array(previous.wait()));
+            }
+        } else {
+            stats.push(as_array(gan.train_step(real)));
+        }
+    }
+    stats.extend(in_flight.map(|last| as_array(last.wait())));
     let nets = [&gan.generator, &gan.discriminator];
     let optimizers = [&gan.generator_optimizer, &gan.discriminator_optimizer];
     RunResult {

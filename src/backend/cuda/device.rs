@@ -27,7 +27,7 @@ use super::emulator::EmulatorRuntime;
 use super::graph::{CudaGraph, GraphRng};
 use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
-use super::runtime::{Runtime, Target};
+use super::runtime::{PendingHostCopy, Runtime, Target};
 use crate::rng::PhiloxStream;
 
 /// A handle on a CUDA device (cheap to clone; clones are the same device).
@@ -427,6 +427,54 @@ impl CudaDevice {
             .copy_to_host(&mut copies)
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
         values
+    }
+
+    /// Starts reading `buffers` (of this device) back behind the work launched so far, without
+    /// waiting for it: [`CudaPendingRead::wait`] waits for this read alone, so the work
+    /// launched meanwhile (the next training step) keeps the GPU busy.
+    pub(crate) fn copy_to_host_later(&self, buffers: &[&DeviceBuffer]) -> CudaPendingRead {
+        self.refuse_copy_in_capture("a copy to the host");
+        let copies: Vec<(u64, usize)> = buffers
+            .iter()
+            .map(|buffer| (buffer.pointer, buffer.len * 4))
+            .collect();
+        let pending = self
+            .inner
+            .runtime
+            .copy_to_host_later(&copies)
+            .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
+        CudaPendingRead {
+            pending,
+            label: self.label().to_string(),
+        }
+    }
+}
+
+/// Values on their way back from a GPU ([`CudaDevice::copy_to_host_later`]).
+pub struct CudaPendingRead {
+    pending: Box<dyn PendingHostCopy>,
+    label: String,
+}
+
+impl CudaPendingRead {
+    /// Waits for the copies and returns the values, one vector per buffer read.
+    ///
+    /// # Panics
+    /// If the GPU failed (a kernel launched before the read failed), as any read does.
+    pub fn wait(self) -> Vec<Vec<f32>> {
+        let bytes = self
+            .pending
+            .wait()
+            .unwrap_or_else(|err| panic!("{}: {err}", self.label));
+        bytes
+            .iter()
+            .map(|bytes| {
+                let floats = bytes.chunks_exact(4);
+                floats
+                    .map(|f| f32::from_ne_bytes([f[0], f[1], f[2], f[3]]))
+                    .collect()
+            })
+            .collect()
     }
 }
 

@@ -3,20 +3,22 @@
 //! capability.
 //!
 //! Work goes to one non-blocking stream of our own, so launches and copies run in order and a
-//! copy to the host waits for them. Graph capture records on a second stream that never runs
+//! copy to the host waits for them (or, through page-locked memory, for an event recorded
+//! behind it: `pinned.rs`). Graph capture records on a second stream that never runs
 //! anything itself (so other threads' work on the first stream cannot leak into a capture);
 //! replays go to the first stream, in order with everything else.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys};
 
 use super::kernels::{module_of, MODULES};
 use super::launch::LaunchConfig;
 use super::nvrtc::{self, Output};
-use super::runtime::{GraphExec, Runtime, Target};
+use super::pinned::{PinnedBuffer, PinnedPool};
+use super::runtime::{GraphExec, PendingHostCopy, Runtime, Target};
 
 pub(crate) struct DriverRuntime {
     context: sys::CUcontext,
@@ -27,7 +29,13 @@ pub(crate) struct DriverRuntime {
     capture_stream: sys::CUstream,
     /// Loaded kernels by name (their module stays loaded for the life of the process).
     functions: Mutex<HashMap<String, sys::CUfunction>>,
+    /// Page-locked buffers for copies that do not wait (shared with copies still in flight).
+    pinned: Arc<PinnedPool>,
 }
+
+/// The largest copy to the GPU that goes through a page-locked buffer without waiting (a
+/// batch of MNIST is 200 KB): larger ones, rare and slow anyway, wait rather than pin more.
+const MAX_STAGED_UPLOAD: usize = 4 << 20;
 
 // SAFETY: a CUcontext and the CUfunctions of its modules may be used from any thread once the
 // context is made current there, which every method does first; the function table is behind
@@ -74,6 +82,7 @@ impl DriverRuntime {
             stream: new_stream()?,
             capture_stream: new_stream()?,
             functions: Mutex::new(HashMap::new()),
+            pinned: Arc::default(),
         };
         Ok((runtime, format!("{name} (sm_{major}{minor})")))
     }
@@ -121,16 +130,30 @@ impl Runtime for DriverRuntime {
             .map_err(|e| format!("out of GPU memory allocating {bytes} bytes: {e:?}"))
     }
 
+    /// Up to [`MAX_STAGED_UPLOAD`] bytes go through a page-locked buffer and the call returns
+    /// at once (a training loop's batches queue behind the running step); larger copies wait.
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         self.make_current()?;
-        // SAFETY: `dst` is an allocation of this context with room for `src`. The copy is
-        // ordered after earlier launches on the stream, and the synchronisation keeps `src`
-        // borrowed until it has been read.
-        unsafe {
-            result::memcpy_htod_async(dst, src, self.stream)
-                .and_then(|()| result::stream::synchronize(self.stream))
+        let failed = |e| format!("copy to the GPU failed (a kernel may have failed): {e:?}");
+        if src.len() > MAX_STAGED_UPLOAD {
+            // SAFETY: `dst` is an allocation of this context with room for `src`. The copy is
+            // ordered after earlier launches on the stream, and the synchronisation keeps
+            // `src` borrowed until it has been read.
+            return unsafe {
+                result::memcpy_htod_async(dst, src, self.stream)
+                    .and_then(|()| result::stream::synchronize(self.stream))
+            }
+            .map_err(failed);
         }
-        .map_err(|e| format!("copy to the GPU failed (a kernel may have failed): {e:?}"))
+        let mut staging = self.pinned.acquire(src.len())?;
+        staging.bytes_mut(src.len()).copy_from_slice(src);
+        // SAFETY: `dst` is an allocation of this context with room for `src`; the staging
+        // buffer stays untouched until the event recorded behind the copy completes (pinned.rs).
+        unsafe { result::memcpy_htod_async(dst, staging.bytes_mut(src.len()), self.stream) }
+            .map_err(failed)?;
+        let recorded = staging.record(self.stream);
+        self.pinned.release(staging);
+        recorded
     }
 
     fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String> {
@@ -145,6 +168,32 @@ impl Runtime for DriverRuntime {
                 .and_then(|()| result::stream::synchronize(self.stream))
         }
         .map_err(|e| format!("copy from the GPU failed (a kernel may have failed): {e:?}"))
+    }
+
+    fn copy_to_host_later(
+        &self,
+        copies: &[(u64, usize)],
+    ) -> Result<Box<dyn PendingHostCopy>, String> {
+        self.make_current()?;
+        let total = copies.iter().map(|&(_, len)| len).sum();
+        let mut staging = self.pinned.acquire(total)?;
+        let mut offset = 0;
+        for &(src, len) in copies {
+            let dst = &mut staging.bytes_mut(total)[offset..offset + len];
+            // SAFETY: `src` is an allocation of this context holding `len` bytes; the staging
+            // buffer is ours until the copy is waited for (or its event completes).
+            unsafe { result::memcpy_dtoh_async(dst, src, self.stream) }.map_err(|e| {
+                format!("copy from the GPU failed (a kernel may have failed): {e:?}")
+            })?;
+            offset += len;
+        }
+        staging.record(self.stream)?;
+        Ok(Box::new(DriverPendingCopy {
+            context: self.context,
+            pool: Arc::clone(&self.pinned),
+            staging: Some(staging),
+            lengths: copies.iter().map(|&(_, len)| len).collect(),
+        }))
     }
 
     unsafe fn launch(
@@ -222,6 +271,49 @@ impl Runtime for DriverRuntime {
             exec,
             nodes,
         }))
+    }
+}
+
+/// Copies to the host in flight: page-locked memory the GPU writes into, then the bytes.
+struct DriverPendingCopy {
+    context: sys::CUcontext,
+    pool: Arc<PinnedPool>,
+    /// Taken by `wait`; back to the pool either way.
+    staging: Option<PinnedBuffer>,
+    lengths: Vec<usize>,
+}
+
+// SAFETY: the context handle is only made current; the buffer is Send.
+unsafe impl Send for DriverPendingCopy {}
+
+impl PendingHostCopy for DriverPendingCopy {
+    fn wait(mut self: Box<Self>) -> Result<Vec<Vec<u8>>, String> {
+        let mut staging = self.staging.take().expect("waited for once");
+        // SAFETY: `context` is the retained primary context the copies were queued in.
+        let waited = unsafe { result::ctx::set_current(self.context) }
+            .map_err(|e| format!("cuCtxSetCurrent: {e:?}"))
+            .and_then(|()| staging.wait());
+        let total = self.lengths.iter().sum();
+        let bytes = staging.bytes_mut(total);
+        let mut offset = 0;
+        let values = self
+            .lengths
+            .iter()
+            .map(|&len| {
+                offset += len;
+                bytes[offset - len..offset].to_vec()
+            })
+            .collect();
+        self.pool.release(staging);
+        waited.map(|()| values)
+    }
+}
+
+impl Drop for DriverPendingCopy {
+    fn drop(&mut self) {
+        if let Some(staging) = self.staging.take() {
+            self.pool.release(staging); // its event keeps it from reuse until the copy is done
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `runtime.rs`: what a runtime provides (memory, copies, launches); `driver.rs` is the GPU
 //!   through cudarc, `emulator.rs` runs the same kernels on the CPU (compiled by the host C++
 //!   compiler against `kernels/emulator/emulator.h`), so CI tests the CUDA path without a GPU;
+//!   `pinned.rs`: the driver's page-locked buffers for copies that do not wait;
 //! - `device.rs`: a device with its caching allocator and graph capture; `graph.rs`: a captured
 //!   graph and its replay; `storage.rs`: the ops as launches;
 //! - `nvrtc.rs`: compilation, and ptxas's resource report.
@@ -17,10 +18,11 @@ mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;
+mod pinned;
 mod runtime;
 mod storage;
 
-pub use device::CudaDevice;
+pub use device::{CudaDevice, CudaPendingRead};
 pub use graph::CudaGraph;
 pub use launch::{set_split_k_blocks, set_split_k_min_k, split_k_blocks};
 pub use storage::{set_allow_tf32, tf32_allowed, CudaStorage};

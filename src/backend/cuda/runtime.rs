@@ -21,12 +21,21 @@ pub(crate) trait Runtime: Send + Sync {
     /// Allocates `bytes` (> 0) of device memory; the caching allocator never frees it.
     fn alloc(&self, bytes: usize) -> Result<u64, String>;
 
-    /// Copies to the device, in order with the kernels launched so far.
+    /// Copies to the device, in order with the kernels launched so far. It may return before
+    /// the copy is done (`src` is free to change once it returns).
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String>;
 
     /// Copies each `(src, dst)` back to the host, after all kernels launched so far have
     /// finished: one wait for all of them.
     fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String>;
+
+    /// Starts copying `bytes` bytes from each `src` back to the host, behind the kernels
+    /// launched so far, and returns without waiting: [`PendingHostCopy::wait`] then waits for
+    /// these copies alone, not for what was launched after them.
+    fn copy_to_host_later(
+        &self,
+        copies: &[(u64, usize)],
+    ) -> Result<Box<dyn PendingHostCopy>, String>;
 
     /// Launches kernel `name` with the `args_size` bytes of its argument struct at `args`.
     ///
@@ -57,4 +66,10 @@ pub(crate) trait GraphExec: Send + Sync {
 
     /// How many kernel launches one replay makes.
     fn launches(&self) -> usize;
+}
+
+/// Bytes on their way back from the device ([`Runtime::copy_to_host_later`]).
+pub(crate) trait PendingHostCopy: Send {
+    /// Waits for the copies and returns their bytes, one vector per copy.
+    fn wait(self: Box<Self>) -> Result<Vec<Vec<u8>>, String>;
 }

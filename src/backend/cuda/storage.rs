@@ -4,7 +4,7 @@ use super::args::{
     broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, GemmArgs,
     PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs, ADAM_MAX_TENSORS,
 };
-use super::device::{CudaDevice, DeviceBuffer};
+use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
@@ -89,6 +89,12 @@ impl CudaStorage {
                 first.device().copy_to_host(&buffers)
             }
         }
+    }
+
+    /// [`CudaStorage::read_all`] without waiting: see [`CudaDevice::copy_to_host_later`].
+    pub fn read_all_later(storages: &[&CudaStorage]) -> CudaPendingRead {
+        let buffers: Vec<&DeviceBuffer> = storages.iter().map(|s| &s.buffer).collect();
+        storages[0].device().copy_to_host_later(&buffers)
     }
 
     fn uninit(len: usize, device: &CudaDevice) -> Self {
