@@ -90,6 +90,54 @@ __device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int co
     }
 }
 
+// C[at..at + 4] (columns col..col + 3) = epilogue(sum + bias), times the dropout mask: gemm_finish
+// for a quad of one row with `at` a multiple of 4 (16-byte aligned) — two 16-byte stores, and
+// the quad's four mask values from one Philox block (values at..at + 3 of the draw are its four
+// lanes) instead of one block each.
+__device__ __forceinline__ void gemm_finish_quad(const GemmArgs& args, u64 at, int col,
+                                                 const float sum[4]) {
+    float value[4];
+    for (int q = 0; q < 4; ++q) {
+        value[q] = gemm_epilogue(args, sum[q] + (args.bias ? args.bias[col + q] : 0.0f));
+    }
+    if (args.mask) {
+        u32 bits[4];
+        philox_block(philox_resolve(args.dropout), at / 4, bits);
+        float keep[4];
+        for (int q = 0; q < 4; ++q) {
+            keep[q] = dropout_mask_value(bits[q], args.dropout_p);
+            value[q] *= keep[q];
+        }
+        *(float4*)(args.mask + at) = make_float4(keep[0], keep[1], keep[2], keep[3]);
+    }
+    *(float4*)(args.c + at) = make_float4(value[0], value[1], value[2], value[3]);
+}
+
+// Whether the quad of row `row` at columns col..col + 3 (col a multiple of 4) is inside the
+// matrix and 16-byte aligned: n a multiple of 4 and the quad not past the row's end.
+__device__ __forceinline__ bool whole_quad(const GemmArgs& args, int row, int col) {
+    return row < args.m && args.n % 4 == 0 && col + 3 < args.n;
+}
+
+// gemm_store for the quad of row `row` at columns col..col + 3 (col a multiple of 4): 16-byte
+// stores of finished values or partial sums where the quad is whole, else one by one.
+__device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int row, int col,
+                                                const float acc[4]) {
+    if (!whole_quad(args, row, col)) {
+        for (int q = 0; q < 4; ++q) {
+            gemm_store(args, row, col + q, acc[q]);
+        }
+        return;
+    }
+    const u64 at = (u64)row * args.n + col;
+    if (args.partials) {
+        float* partial = args.partials + (u64)blockIdx.z * args.m * args.n + at;
+        *(float4*)partial = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    } else {
+        gemm_finish_quad(args, at, col, acc);
+    }
+}
+
 // Loads four consecutive floats of a matrix stored `inner` floats per row into `v`: row `o`,
 // columns i..i+3, zero outside rows 0..outer_limit and columns 0..inner_limit (inner_limit ≤
 // inner: a split-K chunk's end). 16 bytes at once where the row allows (its length a multiple
@@ -143,19 +191,53 @@ __device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
 }
 
 // The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the 64 × 64 tile at
-// (row0, col0), z in order whichever block this is. The partials are read from L2 (__ldcg):
-// this SM's L1 may hold stale copies of lines shared with a neighbouring tile.
+// (row0, col0), z in order whichever block this is. Each of the block's THREADS threads
+// finishes 1024 / THREADS quads of a row (16-byte loads where whole), all of its loads for one
+// z in flight together: one partial tile after another, not one element's round trips after
+// another's. The partials are read from L2 (__ldcg): this SM's L1 may hold stale copies of
+// lines shared with a neighbouring tile.
+template <int THREADS>
 __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int row0, int col0) {
+    constexpr int QUADS = GEMM_BM * GEMM_BN / 4 / THREADS;
     const u64 size = (u64)args.m * args.n;
-    for (int e = threadIdx.x; e < GEMM_BM * GEMM_BN; e += blockDim.x) {
-        int row = row0 + e / GEMM_BN, col = col0 + e % GEMM_BN;
-        if (row < args.m && col < args.n) {
-            u64 at = (u64)row * args.n + col;
-            float sum = 0.0f;
-            for (unsigned z = 0; z < gridDim.z; ++z) {
-                sum += __ldcg(args.partials + z * size + at);
+    float sums[QUADS][4];
+    for (int r = 0; r < QUADS; ++r) {
+        for (int q = 0; q < 4; ++q) {
+            sums[r][q] = 0.0f;
+        }
+    }
+    for (unsigned z = 0; z < gridDim.z; ++z) {
+        const float* partial = args.partials + z * size;
+#pragma unroll
+        for (int r = 0; r < QUADS; ++r) {
+            const int e = threadIdx.x + r * THREADS;
+            const int row = row0 + e / (GEMM_BN / 4), col = col0 + (e % (GEMM_BN / 4)) * 4;
+            const u64 at = (u64)row * args.n + col;
+            if (whole_quad(args, row, col)) {
+                const float4 p = __ldcg((const float4*)(partial + at));
+                sums[r][0] += p.x;
+                sums[r][1] += p.y;
+                sums[r][2] += p.z;
+                sums[r][3] += p.w;
+            } else if (row < args.m) {
+                for (int q = 0; q < 4; ++q) {
+                    if (col + q < args.n) {
+                        sums[r][q] += __ldcg(partial + at + q);
+                    }
+                }
             }
-            gemm_finish(args, at, col, sum);
+        }
+    }
+    for (int r = 0; r < QUADS; ++r) {
+        const int e = threadIdx.x + r * THREADS;
+        const int row = row0 + e / (GEMM_BN / 4), col = col0 + (e % (GEMM_BN / 4)) * 4;
+        const u64 at = (u64)row * args.n + col;
+        if (whole_quad(args, row, col)) {
+            gemm_finish_quad(args, at, col, sums[r]);
+        } else if (row < args.m) {
+            for (int q = 0; q < 4 && col + q < args.n; ++q) {
+                gemm_finish(args, at + q, col + q, sums[r][q]);
+            }
         }
     }
 }
@@ -331,16 +413,14 @@ FG_KERNEL(gemm, GemmArgs) {
         }
     }
     for (int i = 0; i < GEMM_TM; ++i) {
-        for (int j = 0; j < GEMM_TN; ++j) {
-            gemm_store(args, row0 + ty * GEMM_TM + i, col0 + tx * GEMM_TN + j, acc[i][j]);
-        }
         const int row = row0 + ty * GEMM_TM + i;
+        gemm_store_quad(args, row, col0 + tx * GEMM_TN, acc[i]);
         if (row_sums && tx == 0 && row < args.m) {
             args.row_sums[row] = row_sum[i];
         }
     }
     if (args.partials && split_k_last_arrival(args)) {
-        split_k_finish_tile(args, row0, col0);
+        split_k_finish_tile<GEMM_THREADS>(args, row0, col0);
     }
 }
 
@@ -442,7 +522,7 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
         }
     }
     if (args.partials && split_k_last_arrival(args)) {
-        split_k_finish_tile(args, row0, col0);
+        split_k_finish_tile<TF32_THREADS>(args, row0, col0);
     }
 }
 

@@ -309,9 +309,24 @@ fn reductions_match_the_cpu() {
 /// A copy of `values` at a 16-byte aligned address, as device allocations are (the large GEMM
 /// reads float4s).
 fn aligned(values: &[f32]) -> Vec<[f32; 4]> {
-    let mut quads = vec![[0.0f32; 4]; values.len().div_ceil(4).max(1)];
+    let mut quads = aligned_filled(values.len(), 0.0);
     quads.as_flattened_mut()[..values.len()].copy_from_slice(values);
     quads
+}
+
+/// `len` floats of `value` at a 16-byte aligned address: an output buffer (the GEMMs store
+/// and read partial sums as float4s).
+fn aligned_filled(len: usize, value: f32) -> Vec<[f32; 4]> {
+    vec![[value; 4]; len.div_ceil(4).max(1)]
+}
+
+/// The first `len` floats of an aligned buffer.
+fn first(quads: &[[f32; 4]], len: usize) -> Vec<f32> {
+    quads.as_flattened()[..len].to_vec()
+}
+
+fn ptr_quads(quads: &mut [[f32; 4]]) -> u64 {
+    quads.as_mut_ptr() as u64
 }
 
 /// Runs one of gemm.cu's plans on the emulator and returns C.
@@ -331,14 +346,14 @@ fn emulated_gemm_dropout(
 ) -> (Vec<f32>, Vec<f32>) {
     let (m, k, n) = (dims.m, dims.k, dims.n);
     let (a, b) = (aligned(a), aligned(b));
-    let mut c = vec![f32::NAN; m * n];
-    let mut mask = vec![f32::NAN; if dropout.is_some() { m * n } else { 0 }];
+    let mut c = aligned_filled(m * n, f32::NAN);
+    let mut mask = aligned_filled(m * n, f32::NAN);
     let mut counters = vec![0u32; SPLIT_K_MAX_TILES];
     let mut args = GemmArgs {
         a: a.as_ptr() as u64,
         b: b.as_ptr() as u64,
         bias: ptr(bias),
-        c: ptr_mut(&mut c),
+        c: ptr_quads(&mut c),
         partials: 0,
         tile_counters: 0,
         m: m as i32,
@@ -355,14 +370,14 @@ fn emulated_gemm_dropout(
         row_sums: 0,
     };
     if let Some((p, draw)) = dropout {
-        (args.dropout_p, args.mask, args.dropout) = (p, ptr_mut(&mut mask), draw);
+        (args.dropout_p, args.mask, args.dropout) = (p, ptr_quads(&mut mask), draw);
     }
     match plan {
         GemmPlan::Large => launch("gemm_large", LaunchConfig::gemm_large(m, n), args),
         GemmPlan::Tiled { splits, k_chunk } => {
-            let mut partials = vec![f32::NAN; splits * m * n];
+            let mut partials = aligned_filled(splits * m * n, f32::NAN);
             if splits > 1 {
-                args.partials = ptr_mut(&mut partials);
+                args.partials = ptr_quads(&mut partials);
                 args.tile_counters = counters.as_mut_ptr() as u64;
                 args.k_chunk = k_chunk as i32;
             }
@@ -373,12 +388,13 @@ fn emulated_gemm_dropout(
         counters.iter().all(|&c| c == 0),
         "split-K leaves its counters at 0"
     );
-    (c, mask)
+    let mask_len = if dropout.is_some() { m * n } else { 0 };
+    (first(&c, m * n), first(&mask, mask_len))
 }
 
-/// Shapes for each of gemm.cu's plans: 64-tiles, split-K (3 chunks), 128-tiles, with ragged
-/// edges and lengths that do and do not allow 16-byte loads.
-const GEMM_CASES: [((usize, usize, usize), GemmPlan); 10] = {
+/// Shapes for each of gemm.cu's plans: 64-tiles, split-K (3 and 4 chunks), 128-tiles, with
+/// ragged edges and lengths that do and do not allow 16-byte loads and stores.
+const GEMM_CASES: [((usize, usize, usize), GemmPlan); 12] = {
     const SINGLE: GemmPlan = GemmPlan::Tiled {
         splits: 1,
         k_chunk: 0,
@@ -389,6 +405,14 @@ const GEMM_CASES: [((usize, usize, usize), GemmPlan); 10] = {
         ((64, 100, 65), SINGLE),
         ((65, 17, 64), SINGLE),
         ((3, 0, 4), SINGLE),
+        ((33, 20, 132), SINGLE),
+        (
+            (70, 200, 68),
+            GemmPlan::Tiled {
+                splits: 4,
+                k_chunk: 64,
+            },
+        ),
         (
             (64, 300, 70),
             GemmPlan::Tiled {
@@ -486,6 +510,7 @@ fn gemm_row_sums_are_the_bias_gradient() {
         (7, 13, 5),
         (64, 100, 65),
         (130, 64, 70),
+        (70, 36, 132),
         (5, 0, 3),
     ] {
         let dims = GemmDims {
@@ -497,13 +522,13 @@ fn gemm_row_sums_are_the_bias_gradient() {
         };
         let (a, b) = (uniform(k * m, -1.0, 1.0, 31), uniform(k * n, -1.0, 1.0, 32));
         let (a_quads, b_quads) = (aligned(&a), aligned(&b));
-        let mut c = vec![f32::NAN; m * n];
+        let mut c = aligned_filled(m * n, f32::NAN);
         let mut sums = vec![f32::NAN; m];
         let args = GemmArgs {
             a: a_quads.as_ptr() as u64,
             b: b_quads.as_ptr() as u64,
             bias: 0,
-            c: ptr_mut(&mut c),
+            c: ptr_quads(&mut c),
             partials: 0,
             tile_counters: 0,
             m: m as i32,
@@ -520,6 +545,7 @@ fn gemm_row_sums_are_the_bias_gradient() {
             row_sums: ptr_mut(&mut sums),
         };
         launch("gemm", LaunchConfig::gemm(m, n, 1), args);
+        let c = first(&c, m * n);
         assert_close(&format!("{dims:?}"), &c, &gemm(&a, &b, None, dims), 1e-5);
         let column_sums: Vec<f32> = (0..m)
             .map(|col| (0..k).fold(0.0f32, |sum, row| sum + a[row * m + col]))
@@ -539,19 +565,20 @@ fn emulated_tf32_gemm(
     let (m, k, n) = (dims.m, dims.k, dims.n);
     let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
     let splits = k.div_ceil(k_chunk).max(1);
-    let mut c = vec![f32::NAN; m * n];
-    let mut partials = vec![f32::NAN; splits * m * n];
+    let (a, b) = (aligned(a), aligned(b));
+    let mut c = aligned_filled(m * n, f32::NAN);
+    let mut partials = aligned_filled(splits * m * n, f32::NAN);
     let mut counters = vec![0u32; SPLIT_K_MAX_TILES];
     let (partials, tile_counters) = if splits > 1 {
-        (ptr_mut(&mut partials), counters.as_mut_ptr() as u64)
+        (ptr_quads(&mut partials), counters.as_mut_ptr() as u64)
     } else {
         (0, 0)
     };
     let args = GemmArgs {
-        a: ptr(a),
-        b: ptr(b),
+        a: a.as_ptr() as u64,
+        b: b.as_ptr() as u64,
         bias: ptr(bias),
-        c: ptr_mut(&mut c),
+        c: ptr_quads(&mut c),
         partials,
         tile_counters,
         m: m as i32,
@@ -572,7 +599,7 @@ fn emulated_tf32_gemm(
         counters.iter().all(|&c| c == 0),
         "split-K leaves its counters at 0"
     );
-    c
+    first(&c, m * n)
 }
 
 fn every_layout(m: usize, k: usize, n: usize) -> impl Iterator<Item = GemmDims> {
@@ -603,6 +630,7 @@ fn tf32_gemm_is_exact_on_exactly_representable_operands() {
         ((17, 24, 9), 1),
         ((70, 40, 65), 1),
         ((64, 100, 33), 3),
+        ((70, 72, 68), 4),
     ] {
         for dims in every_layout(m, k, n) {
             let (a, b, bias) = (quarters(m * k, 1), quarters(k * n, 2), quarters(n, 3));
