@@ -20,7 +20,8 @@ def parse(lines):
     for line in lines:
         if line.startswith("ferrograd "):
             tf32 = "TF32" in line
-            sweep = re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
+            sweep = (re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
+                     or re.search(r"kernels compiled with (.+)$", line))
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
                 figures.setdefault("sweep", []).append(sweep[1])
@@ -128,10 +129,11 @@ def main():
         print(f"| 100 epochs projected from the pipelined iteration (93,800 steps; s) | "
               f"{fmt(pipelined * 93_800 / 1e6)} | | | < 60 s |")
     if get("sweep"):
-        # The split-K sweep: the default (128 blocks) beside each other setting.
+        # The sweeps (split-K's target, kernels' compile-time parameters): the defaults beside
+        # each other setting.
         settings = ["default"] + get("sweep")
         suffix = lambda s: "" if s == "default" else f" sk{s}"  # noqa: E731
-        print("\n| split-K aims for | " + " | ".join(settings) + " |")
+        print("\n| setting | " + " | ".join(settings) + " |")
         print("| --- |" + " --- |" * len(settings))
         keys = ["CUDA graph queued", "eager queued"]
         for key in keys:

@@ -67,10 +67,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         (20, args.repeats)
     };
+    let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
     println!(
-        "ferrograd {} on {}{}{}",
+        "ferrograd {} on {}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
+        if defines.is_empty() || args.device != DeviceChoice::Cuda {
+            String::new()
+        } else {
+            format!(", kernels compiled with {}", defines.join(" "))
+        },
         if args.tf32 {
             ", TF32 matrix products"
         } else {

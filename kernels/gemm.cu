@@ -331,8 +331,14 @@ __device__ __forceinline__ void stage_tile_async(const float* src, bool along_k,
 // for memory once, at the start, rather than once per slice. At batch 64 a block alone on its
 // SM has only 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs
 // (~0.3 µs): with two buffers and one load in flight, every slice waited (benches/RESULTS.md,
-// 2026-11-28). Slice s lives in stage s % GEMM_STAGES.
+// 2026-11-28). Slice s lives in stage s % GEMM_STAGES. 2 to 5 (shared memory: 8 KiB per stage
+// in gemm, 9 in gemm_tf32); a tuning sweep may set it (FERROGRAD_KERNEL_DEFINES).
+#ifndef GEMM_STAGES
 #define GEMM_STAGES 4
+#endif
+#if GEMM_STAGES < 2 || GEMM_STAGES > 5
+#error "GEMM_STAGES is 2 to 5"
+#endif
 
 // Starts the copies of slice `slice` of A's rows row0.. and B's columns col0.. into its stage,
 // if the block has such a slice, and commits them as one group: the s-th group a thread commits

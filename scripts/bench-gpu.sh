@@ -8,7 +8,8 @@
 #     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
-#   - a sweep of split-K's target (half a block and 2 blocks per SM instead of 1) for tuning;
+#   - sweeps for tuning: split-K's target (half a block and 2 blocks per SM instead of 1), and
+#     the depth of the GEMMs' cp.async pipeline (2, 3, 5 stages instead of 4);
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
 #     ratios measured in the same run;
@@ -69,18 +70,24 @@ fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
 step 60 ./gan_bench --device cuda --tf32
-step 45 ./gan_bench --device cuda --split-k-blocks 64
-step 45 ./gan_bench --device cuda --split-k-blocks 264
+step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3
+step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3
+for stages in 2 3 5; do # the GEMMs' pipeline depth (default 4), compiled in by NVRTC
+    FERROGRAD_KERNEL_DEFINES="-DGEMM_STAGES=$stages" step 45 ./gan_bench --device cuda --repeats 3
+done
 python3 gpu_table.py "$log" | tee -a "$log"
 # Last, as it is the slowest: Nsight Compute on the first three gemm launches of an iteration,
 # with the warps' stall reasons (what each warp waited on, per instruction issued).
 if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
     PATH="$PATH:/usr/local/cuda/bin"
     stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
-    step 150 ncu --kernel-name regex:'^gemm$' --launch-count 3 --section SpeedOfLight \
-        --section LaunchStats --section Occupancy --section SchedulerStats \
-        --section WarpStateStats --section InstructionStats --metrics "$stalls" \
+    sections="--section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section SchedulerStats --section WarpStateStats --section InstructionStats"
+    step 90 ncu --kernel-name regex:'^gemm$' --launch-count 3 $sections --metrics "$stalls" \
         ./gan_bench --device cuda --iteration-only --repeats 1
+    # The 4096³ product (the first gemm_large launch of the benchmark).
+    step 90 ncu --kernel-name gemm_large --launch-count 1 $sections --metrics "$stalls" \
+        ./gan_bench --device cuda --repeats 1
 fi
 exit $status
 RUN

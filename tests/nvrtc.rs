@@ -111,3 +111,35 @@ fn the_ptxas_report_parser_reads_each_kernel() {
         ("unary_relu", 14, 0)
     );
 }
+
+/// The GEMMs' pipeline depth is a compile-time parameter a tuning sweep may set
+/// (`FERROGRAD_KERNEL_DEFINES`): every allowed depth compiles without spills and with the
+/// shared memory it implies; a depth out of range is refused by the kernel itself; and the
+/// variable takes macro definitions only.
+#[test]
+fn the_pipeline_depth_can_be_set_at_compile_time() {
+    assert_eq!(
+        nvrtc::parse_kernel_defines(" -DGEMM_STAGES=3  -DFOO ").unwrap(),
+        ["-DGEMM_STAGES=3", "-DFOO"]
+    );
+    assert!(nvrtc::parse_kernel_defines("-O3").is_err());
+    assert!(nvrtc::parse_kernel_defines("-D").is_err());
+    if !nvrtc_present() {
+        return;
+    }
+    let gemm = MODULES.iter().find(|m| m.file == "gemm.cu").unwrap();
+    for stages in 2..=5 {
+        let defines = [format!("-DGEMM_STAGES={stages}")];
+        let cubin =
+            nvrtc::compile_with_defines(gemm, 9, 0, Output::Cubin { report: true }, &defines)
+                .unwrap();
+        let report = parse_ptxas_report(&cubin.log);
+        let gemm_kernel = report.iter().find(|k| k.kernel == "gemm").unwrap();
+        assert_eq!(gemm_kernel.spill_stores + gemm_kernel.spill_loads, 0);
+        // Two 16 × 64 float tiles per stage, and split-K's flag.
+        assert_eq!(gemm_kernel.shared_bytes, stages * 2 * 16 * 64 * 4 + 4);
+    }
+    let too_deep = ["-DGEMM_STAGES=6".to_string()];
+    let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_deep).unwrap_err();
+    assert!(err.contains("GEMM_STAGES is 2 to 5"), "{err}");
+}

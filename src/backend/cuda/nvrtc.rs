@@ -30,6 +30,31 @@ pub fn include_paths() -> Vec<String> {
     }
 }
 
+/// The environment variable holding macro definitions for the kernels, for tuning sweeps
+/// (`FERROGRAD_KERNEL_DEFINES="-DGEMM_STAGES=3"`): the kernels' compile-time parameters that
+/// `#ifndef` guards (kernels/README.md), tried on a GPU without rebuilding. The emulator and
+/// the tests use the defaults.
+pub const DEFINES_ENV: &str = "FERROGRAD_KERNEL_DEFINES";
+
+/// The macro definitions in `$FERROGRAD_KERNEL_DEFINES` (see [`parse_kernel_defines`]).
+pub fn kernel_defines() -> Result<Vec<String>, String> {
+    parse_kernel_defines(&std::env::var(DEFINES_ENV).unwrap_or_default())
+}
+
+/// The `-DNAME` / `-DNAME=VALUE` options in `defines` (whitespace-separated); anything else
+/// there is an error, not silently passed to the compiler.
+pub fn parse_kernel_defines(defines: &str) -> Result<Vec<String>, String> {
+    defines
+        .split_whitespace()
+        .map(|option| match option.strip_prefix("-D") {
+            Some(definition) if !definition.is_empty() => Ok(option.to_string()),
+            _ => Err(format!(
+                "{DEFINES_ENV}: {option:?} is not a macro definition (-DNAME or -DNAME=VALUE)"
+            )),
+        })
+        .collect()
+}
+
 /// What NVRTC produced: the image (PTX text or cubin) and the compiler's log.
 #[derive(Debug)]
 pub struct Compiled {
@@ -47,13 +72,25 @@ pub enum Output {
     Cubin { report: bool },
 }
 
-/// Compiles `module` for compute capability `major.minor`. An error carries the file name
-/// and NVRTC's log.
+/// Compiles `module` for compute capability `major.minor`, with the macro definitions of
+/// `$FERROGRAD_KERNEL_DEFINES`. An error carries the file name and NVRTC's log.
 pub fn compile(
     module: &KernelModule,
     major: u32,
     minor: u32,
     output: Output,
+) -> Result<Compiled, String> {
+    compile_with_defines(module, major, minor, output, &kernel_defines()?)
+}
+
+/// [`compile`] with the macro definitions `defines` (`-DNAME=VALUE`) instead of the
+/// environment's.
+pub fn compile_with_defines(
+    module: &KernelModule,
+    major: u32,
+    minor: u32,
+    output: Output,
+    defines: &[String],
 ) -> Result<Compiled, String> {
     // One compile at a time. On the H200 machine's NVRTC (CUDA 13.0), a module compiled while
     // other threads compiled came back with an empty ptxas report (2026-11-28); compiles are
@@ -66,6 +103,7 @@ pub fn compile(
         CString::new(module.full_source()).map_err(|_| format!("{}: contains NUL", module.file))?;
     let name = CString::new(module.file).expect("file names have no NUL");
     let mut options = vec!["--std=c++17".to_string()];
+    options.extend(defines.iter().cloned());
     options.extend(
         include_paths()
             .into_iter()
