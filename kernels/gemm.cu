@@ -15,11 +15,10 @@
 //   last block of a tile to finish adds the partials in a fixed order (deterministic, unlike
 //   atomic sums) and applies bias and epilogue — split-K in one launch (split_k_last_arrival).
 //   The k-slices stream into shared memory through a 4-deep cp.async pipeline
-//   (stage_slice_async), so a block waits for memory once, not once per slice.
-// - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, 16-byte global
-//   loads, and double-buffered shared memory (the next k-slice is loaded into registers while
-//   the current one is multiplied). For large products (4096³), where the arithmetic per byte
-//   of shared memory traffic decides the speed.
+//   (Pipeline), so a block waits for memory once, not once per slice.
+// - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, k-slices
+//   through the same pipeline (3 stages of 8). For large products (4096³), where the
+//   arithmetic per byte of shared memory traffic decides the speed.
 
 #define GEMM_EPILOGUE_NONE 0
 #define GEMM_EPILOGUE_RELU 1
@@ -135,26 +134,6 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int row, i
         *(float4*)partial = make_float4(acc[0], acc[1], acc[2], acc[3]);
     } else {
         gemm_finish_quad(args, at, col, acc);
-    }
-}
-
-// Loads four consecutive floats of a matrix stored `inner` floats per row into `v`: row `o`,
-// columns i..i+3, zero outside rows 0..outer_limit and columns 0..inner_limit (inner_limit ≤
-// inner: a split-K chunk's end). 16 bytes at once where the row allows (its length a multiple
-// of 4: every float4 is aligned, and wholly inside or outside the limits), one by one with
-// bounds checks otherwise.
-__device__ __forceinline__ void load_quad(const float* base, int outer_limit, int inner,
-                                          int inner_limit, int o, int i, float v[4]) {
-    if (o < outer_limit && (inner % 4) == 0 && i + 3 < inner_limit) {
-        float4 q = *(const float4*)(base + (u64)o * inner + i);
-        v[0] = q.x;
-        v[1] = q.y;
-        v[2] = q.z;
-        v[3] = q.w;
-    } else {
-        for (int t = 0; t < 4; ++t) {
-            v[t] = (o < outer_limit && i + t < inner_limit) ? base[(u64)o * inner + i + t] : 0.0f;
-        }
     }
 }
 
@@ -289,89 +268,103 @@ __device__ __forceinline__ void copy_async_wait() {
 #endif
 }
 
-// Starts copying the k-slice at k0 of one operand — 64 rows x0.. of op(A) or 64 columns of
-// op(B) — into a k-major tile (tile[p][x], rows STRIDE floats apart), zero outside the matrix
-// and past k_end: 256 quads of 4 floats, each of the block's THREADS threads taking every
-// THREADS-th. Element (x, p) is at src[x·k + p] when `along_k` (A stored [m, k], B stored
-// [n, k]): 64 x × 4 quads along k, each quad four 4-byte copies into four rows of the tile (the
-// transpose); else at src[p·count + x]: 16 k × 16 quads along x, one 16-byte copy each where
-// the row length allows (a multiple of 4: every quad aligned, wholly inside or outside the
-// matrix). Either way a warp reads whole 16-byte pieces of consecutive addresses.
-template <int STRIDE, int THREADS>
-__device__ __forceinline__ void stage_tile_async(const float* src, bool along_k, int count, int k,
-                                                 int x0, int k0, int k_end,
-                                                 float (*tile)[STRIDE]) {
-    for (int quad = threadIdx.x; quad < 64 * GEMM_BK / 4; quad += THREADS) {
-        if (along_k) {
-            const int x = x0 + quad / 4, p = k0 + (quad % 4) * 4;
-            const float* from = src + (u64)x * k + p;
-            for (int q = 0; q < 4; ++q) {
-                const bool valid = x < count && p + q < k_end;
-                copy_async<1>(&tile[(quad % 4) * 4 + q][quad / 4], valid ? from + q : src, valid);
-            }
-        } else {
-            const int p = k0 + quad / 16, x = x0 + (quad % 16) * 4;
-            const float* from = src + (u64)p * count + x;
-            float* to = &tile[quad / 16][(quad % 16) * 4];
-            if (count % 4 == 0) {
-                const bool valid = p < k_end && x < count;
-                copy_async<4>(to, valid ? from : src, valid);
-            } else {
+// A GEMM kernel's k-loop pipeline: tiles of op(A) and op(B) WIDTH rows / columns wide, k cut
+// into DEPTH-deep slices, STAGES slices in shared memory at once (tile rows STRIDE floats
+// apart), THREADS threads. While a block multiplies slice s out of shared memory, the copies of
+// slices s + 1 .. s + STAGES - 1 are in flight (cp.async), so it waits for memory once, at the
+// start, not once per slice. Slice s lives in stage s % STAGES; the s-th group of copies a
+// thread commits holds slice s (empty groups past the last slice keep the count regular).
+//
+//   for (s = 0; s < STAGES - 1; ++s) stage(s);   // fill the pipeline
+//   for (s = 0; s < slices; ++s) {
+//       wait();                                   // slice s has landed; s - 1 is done with
+//       stage(s + STAGES - 1);                    // refills the stage slice s - 1 used
+//       multiply slice s
+//   }
+template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS>
+struct Pipeline {
+    static_assert(STAGES >= 2, "a pipeline has a slice in use and one on its way at least");
+    static_assert(WIDTH % 4 == 0 && DEPTH % 4 == 0 && STRIDE % 4 == 0, "whole quads");
+
+    // The number of slices in k_begin..k_end.
+    static __device__ __forceinline__ int slices(int k_begin, int k_end) {
+        return k_end > k_begin ? (k_end - k_begin + DEPTH - 1) / DEPTH : 0;
+    }
+
+    // Starts copying the slice at k0 of one operand — WIDTH rows x0.. of op(A) or WIDTH
+    // columns of op(B) — into a k-major tile (tile[p][x]), zero outside the matrix and past
+    // k_end: WIDTH · DEPTH / 4 quads, each thread taking every THREADS-th. Element (x, p) is at
+    // src[x·k + p] when `along_k` (A stored [m, k], B stored [n, k]): quads along k, each four
+    // 4-byte copies into four rows of the tile (the transpose); else at src[p·count + x]:
+    // quads along x, one 16-byte copy each where the row length allows (a multiple of 4: every
+    // quad aligned, wholly inside or outside the matrix). Either way a warp reads whole 16-byte
+    // pieces of consecutive addresses.
+    static __device__ __forceinline__ void stage_tile(const float* src, bool along_k, int count,
+                                                      int k, int x0, int k0, int k_end,
+                                                      float (*tile)[STRIDE]) {
+        constexpr int ALONG_K = DEPTH / 4, ALONG_X = WIDTH / 4;  // quads per row of the source
+        for (int quad = threadIdx.x; quad < WIDTH * DEPTH / 4; quad += THREADS) {
+            if (along_k) {
+                const int x = quad / ALONG_K, p = (quad % ALONG_K) * 4;
+                const float* from = src + (u64)(x0 + x) * k + k0 + p;
                 for (int q = 0; q < 4; ++q) {
-                    const bool valid = p < k_end && x + q < count;
-                    copy_async<1>(to + q, valid ? from + q : src, valid);
+                    const bool valid = x0 + x < count && k0 + p + q < k_end;
+                    copy_async<1>(&tile[p + q][x], valid ? from + q : src, valid);
+                }
+            } else {
+                const int p = quad / ALONG_X, x = (quad % ALONG_X) * 4;
+                const float* from = src + (u64)(k0 + p) * count + x0 + x;
+                float* to = &tile[p][x];
+                if (count % 4 == 0) {
+                    const bool valid = k0 + p < k_end && x0 + x < count;
+                    copy_async<4>(to, valid ? from : src, valid);
+                } else {
+                    for (int q = 0; q < 4; ++q) {
+                        const bool valid = k0 + p < k_end && x0 + x + q < count;
+                        copy_async<1>(to + q, valid ? from + q : src, valid);
+                    }
                 }
             }
         }
     }
-}
 
-// The k-slices of a tile travel GEMM_STAGES deep: while a block multiplies slice s out of
-// shared memory, the copies of slices s + 1 .. s + GEMM_STAGES - 1 are in flight, so it waits
-// for memory once, at the start, rather than once per slice. At batch 64 a block alone on its
-// SM has only 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs
-// (~0.3 µs): with two buffers and one load in flight, every slice waited (benches/RESULTS.md,
-// 2026-11-28). Slice s lives in stage s % GEMM_STAGES. 2 to 5 (shared memory: 8 KiB per stage
-// in gemm, 9 in gemm_tf32); a tuning sweep may set it (FERROGRAD_KERNEL_DEFINES).
+    // Starts the copies of slice `slice` of A's rows row0.. and B's columns col0.. into its
+    // stage, if the block has such a slice, and commits them as one group.
+    static __device__ __forceinline__ void stage(const GemmArgs& args,
+                                                 float (*a_tiles)[DEPTH][STRIDE],
+                                                 float (*b_tiles)[DEPTH][STRIDE], int row0,
+                                                 int col0, int k_begin, int k_end, int slice,
+                                                 int slices) {
+        if (slice < slices) {
+            const int k0 = k_begin + slice * DEPTH, at = slice % STAGES;
+            stage_tile(args.a, !args.lhs_transposed, args.m, args.k, row0, k0, k_end,
+                       a_tiles[at]);
+            stage_tile(args.b, args.rhs_transposed, args.n, args.k, col0, k0, k_end,
+                       b_tiles[at]);
+        }
+        copy_async_commit();
+    }
+
+    // Waits until slice s is in shared memory for the whole block, and every thread is done
+    // with slice s - 1. This thread has committed s + STAGES - 1 groups; all but the newest
+    // STAGES - 2 have landed, so slice s's has; after the barrier, every thread's has.
+    static __device__ __forceinline__ void wait() {
+        copy_async_wait<STAGES - 2>();
+        __syncthreads();
+    }
+};
+
+// The depth of the 64 × 64 kernels' pipelines: at batch 64 a block alone on its SM has only
+// 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs (~0.3 µs); with two
+// buffers and one load in flight, every slice waited (benches/RESULTS.md, 2026-11-28). 2 to 5
+// (shared memory: 8 KiB per stage in gemm, 9 in gemm_tf32); a tuning sweep may set it
+// (FERROGRAD_KERNEL_DEFINES).
 #ifndef GEMM_STAGES
 #define GEMM_STAGES 4
 #endif
 #if GEMM_STAGES < 2 || GEMM_STAGES > 5
 #error "GEMM_STAGES is 2 to 5"
 #endif
-
-// Starts the copies of slice `slice` of A's rows row0.. and B's columns col0.. into its stage,
-// if the block has such a slice, and commits them as one group: the s-th group a thread commits
-// holds slice s (empty groups past the last slice keep the count regular for the waits).
-template <int STRIDE, int THREADS>
-__device__ __forceinline__ void stage_slice_async(const GemmArgs& args,
-                                                  float (*a_tiles)[GEMM_BK][STRIDE],
-                                                  float (*b_tiles)[GEMM_BK][STRIDE], int row0,
-                                                  int col0, int k_begin, int k_end, int slice,
-                                                  int slices) {
-    if (slice < slices) {
-        const int k0 = k_begin + slice * GEMM_BK, stage = slice % GEMM_STAGES;
-        stage_tile_async<STRIDE, THREADS>(args.a, !args.lhs_transposed, args.m, args.k, row0, k0,
-                                          k_end, a_tiles[stage]);
-        stage_tile_async<STRIDE, THREADS>(args.b, args.rhs_transposed, args.n, args.k, col0, k0,
-                                          k_end, b_tiles[stage]);
-    }
-    copy_async_commit();
-}
-
-// Waits until slice s is in shared memory for the whole block, and every thread is done with
-// slice s - 1 (whose stage the next copies refill). This thread has committed s + GEMM_STAGES
-// - 1 groups; all but the newest GEMM_STAGES - 2 have landed, so slice s's has; after the
-// barrier, every thread's has.
-__device__ __forceinline__ void wait_for_slice() {
-    copy_async_wait<GEMM_STAGES - 2>();
-    __syncthreads();
-}
-
-// The number of GEMM_BK-deep k-slices in k_begin..k_end.
-__device__ __forceinline__ int slice_count(int k_begin, int k_end) {
-    return k_end > k_begin ? (k_end - k_begin + GEMM_BK - 1) / GEMM_BK : 0;
-}
 
 // A thread's 4 + 4 operands of one k step are two 16-byte shared loads.
 FG_KERNEL(gemm, GemmArgs) {
@@ -383,7 +376,8 @@ FG_KERNEL(gemm, GemmArgs) {
     const int col0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    const int slices = slice_count(k_begin, k_end);
+    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS>;
+    const int slices = Pipe::slices(k_begin, k_end);
     const bool row_sums = args.row_sums && blockIdx.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
@@ -394,13 +388,12 @@ FG_KERNEL(gemm, GemmArgs) {
         }
     }
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        stage_slice_async<GEMM_BM, GEMM_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
-                                                 k_end, s, slices);
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, slices);
     }
     for (int s = 0; s < slices; ++s) {
-        wait_for_slice();
-        stage_slice_async<GEMM_BM, GEMM_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
-                                                 k_end, s + GEMM_STAGES - 1, slices);
+        Pipe::wait();
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + GEMM_STAGES - 1,
+                    slices);
         const int stage = s % GEMM_STAGES;
 #pragma unroll
         for (int p = 0; p < GEMM_BK; ++p) {
@@ -474,7 +467,8 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
     const int col0 = blockIdx.x * GEMM_BN;
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    const int slices = slice_count(k_begin, k_end);
+    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, TF32_STRIDE, TF32_THREADS>;
+    const int slices = Pipe::slices(k_begin, k_end);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
@@ -487,13 +481,12 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
         }
     }
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        stage_slice_async<TF32_STRIDE, TF32_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
-                                                     k_end, s, slices);
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, slices);
     }
     for (int s = 0; s < slices; ++s) {
-        wait_for_slice();
-        stage_slice_async<TF32_STRIDE, TF32_THREADS>(args, a_tiles, b_tiles, row0, col0, k_begin,
-                                                     k_end, s + GEMM_STAGES - 1, slices);
+        Pipe::wait();
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + GEMM_STAGES - 1,
+                    slices);
         const float(*a_tile)[TF32_STRIDE] = a_tiles[s % GEMM_STAGES];
         const float(*b_tile)[TF32_STRIDE] = b_tiles[s % GEMM_STAGES];
         for (int kk = 0; kk < GEMM_BK; kk += 8) {
@@ -539,58 +532,29 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
 // c = lane % 4) of a warp owns the 4 × 4 patches at rows {0, 32} + 4r and columns {0, 16} + 4c
 // of its warp tile. Its operands of one k step are then two float4 reads of A's slice and two
 // of B's, and the 8 distinct A addresses of a warp cover 32 consecutive floats: no shared-memory
-// bank conflicts.
+// bank conflicts. The k-slices come through the same cp.async Pipeline as gemm's.
 
 #define LARGE_BM 128
 #define LARGE_BN 128
+// The k-slices' depth and how many are in shared memory at once (16 KiB of it per stage at depth
+// 16, 8 at depth 8; 48 KiB at most): tuning-sweep parameters (FERROGRAD_KERNEL_DEFINES).
+#ifndef LARGE_BK
 #define LARGE_BK 8
-
-// Stages this thread's part of one k-slice of A (128 rows × 8) and of B (8 × 128 columns):
-// 1024 floats each, one quad per thread, read along whichever direction is contiguous.
-struct LargeSlice {
-    float a[4];
-    float b[4];
-};
-
-__device__ __forceinline__ void load_large_slice(const GemmArgs& args, int row0, int col0, int k0,
-                                                 LargeSlice& s) {
-    const int t = threadIdx.x;
-    if (args.lhs_transposed) {  // A stored [k, m]: quads along m
-        load_quad(args.a, args.k, args.m, args.m, k0 + t / 32, row0 + (t % 32) * 4, s.a);
-    } else {                     // A stored [m, k]: quads along k
-        load_quad(args.a, args.m, args.k, args.k, row0 + t / 2, k0 + (t % 2) * 4, s.a);
-    }
-    if (args.rhs_transposed) {  // B stored [n, k]: quads along k
-        load_quad(args.b, args.n, args.k, args.k, col0 + t / 2, k0 + (t % 2) * 4, s.b);
-    } else {                     // B stored [k, n]: quads along n
-        load_quad(args.b, args.k, args.n, args.n, k0 + t / 32, col0 + (t % 32) * 4, s.b);
-    }
-}
-
-// Writes a staged slice into shared memory, k-major (tile[k][row or column]).
-__device__ __forceinline__ void store_large_slice(const GemmArgs& args, const LargeSlice& s,
-                                                  float (*a_tile)[LARGE_BM],
-                                                  float (*b_tile)[LARGE_BN]) {
-    const int t = threadIdx.x;
-    for (int q = 0; q < 4; ++q) {
-        if (args.lhs_transposed) {
-            a_tile[t / 32][(t % 32) * 4 + q] = s.a[q];
-        } else {
-            a_tile[(t % 2) * 4 + q][t / 2] = s.a[q];
-        }
-        if (args.rhs_transposed) {
-            b_tile[(t % 2) * 4 + q][t / 2] = s.b[q];
-        } else {
-            b_tile[t / 32][(t % 32) * 4 + q] = s.b[q];
-        }
-    }
-}
+#endif
+#ifndef LARGE_STAGES
+#define LARGE_STAGES 3
+#endif
+#if (LARGE_BK != 8 && LARGE_BK != 16) || LARGE_STAGES < 2 || LARGE_STAGES * LARGE_BK > 48
+#error "LARGE_BK is 8 or 16, LARGE_STAGES 2 to 48 / LARGE_BK"
+#endif
 
 FG_KERNEL(gemm_large, GemmArgs) {
-    __shared__ __align__(16) float a_tiles[2][LARGE_BK][LARGE_BM];
-    __shared__ __align__(16) float b_tiles[2][LARGE_BK][LARGE_BN];
+    __shared__ __align__(16) float a_tiles[LARGE_STAGES][LARGE_BK][LARGE_BM];
+    __shared__ __align__(16) float b_tiles[LARGE_STAGES][LARGE_BK][LARGE_BN];
+    using Pipe = Pipeline<LARGE_BM, LARGE_BK, LARGE_STAGES, LARGE_BM, 256>;
     const int row0 = blockIdx.y * LARGE_BM;
     const int col0 = blockIdx.x * LARGE_BN;
+    const int slices = Pipe::slices(0, args.k);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 4) * 64, warp_col = (warp % 4) * 32;
     const int lane_row = (lane / 4) * 4, lane_col = (lane % 4) * 4;
@@ -601,16 +565,14 @@ FG_KERNEL(gemm_large, GemmArgs) {
             acc[i][j] = 0.0f;
         }
     }
-    LargeSlice slice;
-    load_large_slice(args, row0, col0, 0, slice);
-    store_large_slice(args, slice, a_tiles[0], b_tiles[0]);
-    __syncthreads();
-    int buffer = 0;
-    for (int k0 = 0; k0 < args.k; k0 += LARGE_BK) {
-        const bool more = k0 + LARGE_BK < args.k;
-        if (more) {
-            load_large_slice(args, row0, col0, k0 + LARGE_BK, slice);  // in flight during the FMAs
-        }
+    for (int s = 0; s < LARGE_STAGES - 1; ++s) {
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, 0, args.k, s, slices);
+    }
+    for (int s = 0; s < slices; ++s) {
+        Pipe::wait();
+        Pipe::stage(args, a_tiles, b_tiles, row0, col0, 0, args.k, s + LARGE_STAGES - 1, slices);
+        const int buffer = s % LARGE_STAGES;
+#pragma unroll
         for (int p = 0; p < LARGE_BK; ++p) {
             float a_reg[8], b_reg[8];
             for (int half = 0; half < 2; ++half) {
@@ -631,18 +593,13 @@ FG_KERNEL(gemm_large, GemmArgs) {
                 }
             }
         }
-        if (more) {
-            // The other buffer was last read before the previous barrier: free to overwrite.
-            store_large_slice(args, slice, a_tiles[buffer ^ 1], b_tiles[buffer ^ 1]);
-            __syncthreads();
-            buffer ^= 1;
-        }
     }
+    // Each row of the thread's results is two quads, 16 columns apart.
     for (int i = 0; i < 8; ++i) {
-        int row = row0 + warp_row + (i / 4) * 32 + lane_row + i % 4;
-        for (int j = 0; j < 8; ++j) {
-            int col = col0 + warp_col + (j / 4) * 16 + lane_col + j % 4;
-            gemm_store(args, row, col, acc[i][j]);
+        const int row = row0 + warp_row + (i / 4) * 32 + lane_row + i % 4;
+        for (int half = 0; half < 2; ++half) {
+            const int col = col0 + warp_col + half * 16 + lane_col;
+            gemm_store_quad(args, row, col, &acc[i][4 * half]);
         }
     }
 }

@@ -9,7 +9,7 @@
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
 #   - sweeps for tuning: split-K's target (half a block and 2 blocks per SM instead of 1), and
-#     the depth of the GEMMs' cp.async pipeline (2, 3, 5 stages instead of 4);
+#     the GEMMs' compile-time depths (their cp.async pipelines, gemm_large's k-slices);
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
 #     ratios measured in the same run;
@@ -72,8 +72,12 @@ cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
 step 60 ./gan_bench --device cuda --tf32
 step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3
-for stages in 2 3 5; do # the GEMMs' pipeline depth (default 4), compiled in by NVRTC
-    FERROGRAD_KERNEL_DEFINES="-DGEMM_STAGES=$stages" step 45 ./gan_bench --device cuda --repeats 3
+# The GEMMs' compile-time parameters, compiled in by NVRTC (kernels/README.md): gemm's pipeline
+# depth (default 4; the batch-64 products) and gemm_large's slice and pipeline depths (default
+# 8 and 3; the 4096³ product), two independent kernels swept in the same runs.
+for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_BK=16 -DLARGE_STAGES=2" \
+    "-DGEMM_STAGES=5 -DLARGE_BK=16 -DLARGE_STAGES=3" "-DLARGE_STAGES=5"; do
+    FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3
 done
 python3 gpu_table.py "$log" | tee -a "$log"
 # Last, as it is the slowest: Nsight Compute on the first three gemm launches of an iteration,

@@ -112,10 +112,10 @@ fn the_ptxas_report_parser_reads_each_kernel() {
     );
 }
 
-/// The GEMMs' pipeline depth is a compile-time parameter a tuning sweep may set
-/// (`FERROGRAD_KERNEL_DEFINES`): every allowed depth compiles without spills and with the
-/// shared memory it implies; a depth out of range is refused by the kernel itself; and the
-/// variable takes macro definitions only.
+/// The GEMMs' pipeline depths (and gemm_large's slice depth) are compile-time parameters a
+/// tuning sweep may set (`FERROGRAD_KERNEL_DEFINES`): every allowed setting compiles without
+/// spills and with the shared memory it implies; one out of range is refused by the kernel
+/// itself; and the variable takes macro definitions only.
 #[test]
 fn the_pipeline_depth_can_be_set_at_compile_time() {
     assert_eq!(
@@ -142,4 +142,25 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
     let too_deep = ["-DGEMM_STAGES=6".to_string()];
     let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_deep).unwrap_err();
     assert!(err.contains("GEMM_STAGES is 2 to 5"), "{err}");
+    // gemm_large's slice depth and pipeline depth.
+    for (depth, stages) in [(8, 2), (8, 6), (16, 2), (16, 3)] {
+        let defines = [
+            format!("-DLARGE_BK={depth}"),
+            format!("-DLARGE_STAGES={stages}"),
+        ];
+        let cubin =
+            nvrtc::compile_with_defines(gemm, 9, 0, Output::Cubin { report: true }, &defines)
+                .unwrap();
+        let report = parse_ptxas_report(&cubin.log);
+        let large = report.iter().find(|k| k.kernel == "gemm_large").unwrap();
+        assert_eq!(large.spill_stores + large.spill_loads, 0, "{defines:?}");
+        assert_eq!(
+            large.shared_bytes,
+            stages * 2 * depth * 128 * 4,
+            "{defines:?}"
+        );
+    }
+    let too_much = ["-DLARGE_BK=16".to_string(), "-DLARGE_STAGES=4".to_string()];
+    let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_much).unwrap_err();
+    assert!(err.contains("LARGE_BK is 8 or 16"), "{err}");
 }
