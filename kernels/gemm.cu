@@ -224,9 +224,9 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
 // Asynchronous copies from global to shared memory (`cp.async`, sm_80 and later): a thread
 // starts a copy and goes on; the data lands in shared memory in the background, and the thread
 // waits for it only when it needs it (copy_async_wait). Copies are grouped by commit; a wait
-// names how many of the most recent groups may still be in flight. Before sm_80, and in the
-// emulator, each copy is an ordinary load and store, done by the time it returns — which the
-// waits then trivially satisfy.
+// names how many of the most recent groups may still be in flight. The emulator holds each
+// copy back until its wait (emulator.h); before sm_80 each copy is an ordinary load and
+// store, done by the time it returns, which the waits then trivially satisfy.
 #if !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 800
 #define FG_COPY_ASYNC 1
 #endif
@@ -236,7 +236,9 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
 // is read once, from shared memory).
 template <int FLOATS>
 __device__ __forceinline__ void copy_async(float* shared, const float* global, bool valid) {
-#ifdef FG_COPY_ASYNC
+#if defined(FERROGRAD_EMULATOR)
+    ferrograd_emu::copy_async(shared, global, FLOATS, valid);
+#elif defined(FG_COPY_ASYNC)
     const u32 to = (u32)__cvta_generic_to_shared(shared);
     const int bytes = valid ? 4 * FLOATS : 0;
     if (FLOATS == 4) {
@@ -255,7 +257,9 @@ __device__ __forceinline__ void copy_async(float* shared, const float* global, b
 
 // Closes the group of the copies this thread started since the last commit.
 __device__ __forceinline__ void copy_async_commit() {
-#ifdef FG_COPY_ASYNC
+#if defined(FERROGRAD_EMULATOR)
+    ferrograd_emu::copy_async_commit();
+#elif defined(FG_COPY_ASYNC)
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
@@ -263,7 +267,9 @@ __device__ __forceinline__ void copy_async_commit() {
 // Waits until at most `PENDING` of this thread's most recent groups are still in flight.
 template <int PENDING>
 __device__ __forceinline__ void copy_async_wait() {
-#ifdef FG_COPY_ASYNC
+#if defined(FERROGRAD_EMULATOR)
+    ferrograd_emu::copy_async_wait(PENDING);
+#elif defined(FG_COPY_ASYNC)
     asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
 #endif
 }

@@ -11,6 +11,8 @@
 //   mask is not consulted), as in our kernels;
 // - atomics (arrive_acq_rel in common.cuh) are plain read-modify-writes: fibers are never
 //   preempted;
+// - asynchronous copies to shared memory (cp.async) land only when their thread waits for
+//   them, their destinations NaN until then (see copy_async below);
 // - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets;
 // - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
 //   because blocks run one after another;
@@ -39,6 +41,14 @@ void sync_warp();
 unsigned thread_rank();
 // A scratch slot per thread for warp shuffles.
 extern double shuffle_slots[1024];
+
+// cp.async, as the GPU may run it (runtime.cpp): a copy issued now is in flight until this
+// thread waits for its group, so its destination holds NaN until then — a kernel that reads a
+// stage before waiting for it, or refills one another thread still reads, computes NaNs
+// instead of passing by luck.
+void copy_async(float* shared, const float* global, unsigned floats, bool valid);
+void copy_async_commit();
+void copy_async_wait(unsigned pending);
 
 using Launcher = void (*)(void** args);
 struct Registrar {

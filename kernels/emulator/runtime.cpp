@@ -1,6 +1,7 @@
 // The emulator's launch loop (see emulator.h). build.rs compiles it in one translation unit
 // with every kernel file, so the kernels' registrars are linked in with it.
 
+#include <math.h>
 #include <ucontext.h>
 
 #include <map>
@@ -44,6 +45,45 @@ struct Block {
 static Block block;
 
 unsigned thread_rank() { return block.current; }
+
+// One thread's cp.async copies in flight: the groups it has committed, oldest first, and the
+// copies issued since its last commit.
+struct AsyncCopy {
+    float* shared;
+    const float* global;
+    unsigned floats;
+    bool valid;
+};
+struct AsyncCopies {
+    std::vector<std::vector<AsyncCopy>> committed;
+    std::vector<AsyncCopy> open;
+};
+static std::vector<AsyncCopies> async_copies;  // per thread of the block in progress
+
+void copy_async(float* shared, const float* global, unsigned floats, bool valid) {
+    for (unsigned i = 0; i < floats; ++i) {
+        shared[i] = NAN;  // not there yet
+    }
+    async_copies[block.current].open.push_back(AsyncCopy{shared, global, floats, valid});
+}
+
+void copy_async_commit() {
+    AsyncCopies& copies = async_copies[block.current];
+    copies.committed.push_back(std::move(copies.open));
+    copies.open.clear();
+}
+
+void copy_async_wait(unsigned pending) {
+    AsyncCopies& copies = async_copies[block.current];
+    while (copies.committed.size() > pending) {
+        for (const AsyncCopy& copy : copies.committed.front()) {
+            for (unsigned i = 0; i < copy.floats; ++i) {
+                copy.shared[i] = copy.valid ? copy.global[i] : 0.0f;
+            }
+        }
+        copies.committed.erase(copies.committed.begin());
+    }
+}
 
 static void wait_at(State barrier) {
     block.state[block.current] = barrier;
@@ -98,6 +138,8 @@ static bool release_barriers() {
 // barriers that can be released, until every fiber has returned. Returns false on a barrier
 // that can never be released (threads waiting at different barriers).
 static bool run_block() {
+    // Copies a block never waited for die with it (their data was never to be read).
+    async_copies.assign(block.threads, AsyncCopies{});
     for (unsigned t = 0; t < block.threads; ++t) {
         ucontext_t& fiber = block.fibers[t];
         getcontext(&fiber);
