@@ -8,14 +8,16 @@ mod common;
 use common::{away_from_zero, uniform, CPU};
 use ferrograd::backend::cpu::gemm;
 use ferrograd::backend::cuda::args::*;
-use ferrograd::backend::cuda::emulator::{self, c_args_size};
+use ferrograd::backend::cuda::emulator::{self, c_args_size, BlockOrder};
 use ferrograd::backend::cuda::kernels::MODULES;
 use ferrograd::backend::cuda::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES};
 use ferrograd::backend::GemmDims;
+use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout_with};
+use ferrograd::nn::Module;
 use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::rng::Generator;
-use ferrograd::Tensor;
+use ferrograd::{manual_seed, Tensor};
 
 fn ptr(values: &[f32]) -> u64 {
     values.as_ptr() as u64
@@ -810,4 +812,63 @@ fn fused_adam_matches_the_cpu_optimizer() {
         assert_eq!(ms[i], adam.states()[i].exp_avg.to_vec());
         assert_eq!(vs[i], adam.states()[i].exp_avg_sq.to_vec());
     }
+}
+
+/// A GPU runs a launch's blocks in no promised order, so which block of a split tile arrives
+/// last (and adds the partial sums) or which block of Adam's step advances its count varies
+/// from run to run. The results must not: the same bits under the grid's order and shuffled
+/// ones, for split-K in both GEMM kernels (with dropout) and for a GAN step's Adam updates.
+#[test]
+fn results_do_not_depend_on_the_order_blocks_run_in() {
+    let (m, k, n) = (70, 200, 68);
+    let dims = every_layout(m, k, n).nth(1).unwrap();
+    let (a, b, bias) = (
+        uniform(m * k, -1.0, 1.0, 41),
+        uniform(k * n, -1.0, 1.0, 42),
+        uniform(n, -1.0, 1.0, 43),
+    );
+    let plan = GemmPlan::Tiled {
+        splits: 4,
+        k_chunk: 64,
+    };
+    let draw = PhiloxDraw {
+        first_block: 3,
+        generator: 0,
+        key0: 7,
+        key1: 9,
+    };
+    let run = || {
+        let (c, mask) = emulated_gemm_dropout(&a, &b, &bias, dims, plan, Some((0.3, draw)));
+        let tf32 = emulated_tf32_gemm(&a, &b, &bias, dims, 4);
+        let step = gan_step_weights();
+        [c, mask, tf32, step].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+    };
+    emulator::set_block_order(BlockOrder::Grid);
+    let in_grid_order = run();
+    for seed in [1, 2, 3] {
+        emulator::set_block_order(BlockOrder::Shuffled(seed));
+        let shuffled = run();
+        emulator::set_block_order(BlockOrder::Grid);
+        for (what, (got, expected)) in ["gemm", "mask", "tf32", "GAN step"]
+            .iter()
+            .zip(shuffled.iter().zip(&in_grid_order))
+        {
+            assert!(got == expected, "{what}: blocks shuffled with seed {seed}");
+        }
+    }
+}
+
+/// The parameters of a small GAN after one step on the emulator (every GEMM plan of the step,
+/// split-K included, and its two Adam launches). No other test here draws from the
+/// process-wide generator; every other test must pass under any block order anyway.
+fn gan_step_weights() -> Vec<f32> {
+    let device = ferrograd::Device::cuda_emulator();
+    manual_seed(5);
+    let mut gan = Gan::new(&device, 2e-4);
+    gan.train_step(&Tensor::uniform(&[8, IMAGE_DIM], -1.0, 1.0, &device));
+    let nets = [&gan.generator, &gan.discriminator];
+    nets.iter()
+        .flat_map(|net| net.parameters())
+        .flat_map(|p| p.to_vec())
+        .collect()
 }

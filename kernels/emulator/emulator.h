@@ -13,7 +13,9 @@
 //   preempted;
 // - asynchronous copies to shared memory (cp.async) land only when their thread waits for
 //   them, their destinations NaN until then (see copy_async below);
-// - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets;
+// - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets; blocks run in
+//   the grid's order or, for tests, a shuffled one (ferrograd_emu_set_block_order): a GPU
+//   promises no order;
 // - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
 //   because blocks run one after another;
 // - a kernel (FG_KERNEL) registers a launcher under its name at start-up, and

@@ -4,9 +4,11 @@
 #include <math.h>
 #include <ucontext.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ferrograd_emu {
@@ -171,6 +173,33 @@ static bool run_block() {
 
 }  // namespace ferrograd_emu
 
+// The order blocks run in: 0 for the grid's order (x fastest), else a seed that shuffles it.
+// A GPU promises no order, so no result may depend on it; tests shuffle to check.
+static std::atomic<unsigned> block_order_seed{0};
+
+extern "C" void ferrograd_emu_set_block_order(unsigned seed) { block_order_seed = seed; }
+
+// The grid's blocks in the order they run: grid order, or shuffled (Fisher–Yates, xorshift32
+// from the seed) when a seed is set.
+static std::vector<dim3> block_order(dim3 grid) {
+    std::vector<dim3> blocks;
+    for (unsigned z = 0; z < grid.z; ++z) {
+        for (unsigned y = 0; y < grid.y; ++y) {
+            for (unsigned x = 0; x < grid.x; ++x) {
+                blocks.push_back(dim3{x, y, z});
+            }
+        }
+    }
+    unsigned state = block_order_seed;
+    for (size_t i = blocks.size(); state != 0 && i > 1; --i) {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        std::swap(blocks[i - 1], blocks[state % i]);
+    }
+    return blocks;
+}
+
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
 // its threads deadlocked at barriers. Launches are serialised: the launch state and
 // __shared__ storage are process-wide.
@@ -195,14 +224,10 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     block.args = args;
     grid_dim = grid;
     block_dim = block_shape;
-    for (unsigned z = 0; z < grid.z; ++z) {
-        for (unsigned y = 0; y < grid.y; ++y) {
-            for (unsigned x = 0; x < grid.x; ++x) {
-                block_idx = dim3{x, y, z};
-                if (!run_block()) {
-                    return 2;
-                }
-            }
+    for (dim3 index : block_order(grid)) {
+        block_idx = index;
+        if (!run_block()) {
+            return 2;
         }
     }
     return 0;

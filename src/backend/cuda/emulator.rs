@@ -23,6 +23,28 @@ extern "C" {
         args: *mut *mut c_void,
     ) -> c_int;
     fn ferrograd_emu_args_size(name: *const c_char) -> usize;
+    fn ferrograd_emu_set_block_order(seed: u32);
+}
+
+/// The order the emulator runs a launch's blocks in. A GPU promises none, so no kernel's
+/// results may depend on it — split-K's and Adam's "last block to arrive" included; tests
+/// shuffle the order to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockOrder {
+    /// The grid's order, x fastest (the default).
+    Grid,
+    /// A shuffle of the grid's order drawn from the seed (not 0).
+    Shuffled(u32),
+}
+
+/// Sets the order every later launch runs its blocks in, process-wide.
+pub fn set_block_order(order: BlockOrder) {
+    let seed = match order {
+        BlockOrder::Grid => 0,
+        BlockOrder::Shuffled(seed) => seed.max(1),
+    };
+    // SAFETY: stores a number the launch loop reads.
+    unsafe { ferrograd_emu_set_block_order(seed) }
 }
 
 /// "Device" memory in host RAM, kernels run by the emulator.
