@@ -18,7 +18,7 @@ use super::kernels::{module_of, MODULES};
 use super::launch::LaunchConfig;
 use super::nvrtc::{self, Output};
 use super::pinned::{PinnedBuffer, PinnedPool};
-use super::runtime::{GraphExec, PendingHostCopy, Runtime, Target};
+use super::runtime::{CopiedAlready, GraphExec, PendingHostCopy, Runtime, Target};
 
 pub(crate) struct DriverRuntime {
     context: sys::CUcontext,
@@ -131,11 +131,16 @@ impl Runtime for DriverRuntime {
     }
 
     /// Up to [`MAX_STAGED_UPLOAD`] bytes go through a page-locked buffer and the call returns
-    /// at once (a training loop's batches queue behind the running step); larger copies wait.
+    /// at once (a training loop's batches queue behind the running step); larger copies, and
+    /// any where no page-locked memory can be had, wait.
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         self.make_current()?;
         let failed = |e| format!("copy to the GPU failed (a kernel may have failed): {e:?}");
-        if src.len() > MAX_STAGED_UPLOAD {
+        let staging = match src.len() {
+            0..=MAX_STAGED_UPLOAD => self.pinned.acquire(src.len()).ok(),
+            _ => None,
+        };
+        let Some(mut staging) = staging else {
             // SAFETY: `dst` is an allocation of this context with room for `src`. The copy is
             // ordered after earlier launches on the stream, and the synchronisation keeps
             // `src` borrowed until it has been read.
@@ -144,16 +149,16 @@ impl Runtime for DriverRuntime {
                     .and_then(|()| result::stream::synchronize(self.stream))
             }
             .map_err(failed);
-        }
-        let mut staging = self.pinned.acquire(src.len())?;
+        };
         staging.bytes_mut(src.len()).copy_from_slice(src);
         // SAFETY: `dst` is an allocation of this context with room for `src`; the staging
         // buffer stays untouched until the event recorded behind the copy completes (pinned.rs).
-        unsafe { result::memcpy_htod_async(dst, staging.bytes_mut(src.len()), self.stream) }
-            .map_err(failed)?;
-        let recorded = staging.record(self.stream);
+        let queued =
+            unsafe { result::memcpy_htod_async(dst, staging.bytes_mut(src.len()), self.stream) }
+                .map_err(failed)
+                .and_then(|()| staging.record(self.stream));
         self.pinned.release(staging);
-        recorded
+        queued
     }
 
     fn copy_to_host(&self, copies: &mut [(u64, &mut [u8])]) -> Result<(), String> {
@@ -176,18 +181,26 @@ impl Runtime for DriverRuntime {
     ) -> Result<Box<dyn PendingHostCopy>, String> {
         self.make_current()?;
         let total = copies.iter().map(|&(_, len)| len).sum();
-        let mut staging = self.pinned.acquire(total)?;
+        let Ok(mut staging) = self.pinned.acquire(total) else {
+            return CopiedAlready::read(self, copies); // no page-locked memory: read now
+        };
         let mut offset = 0;
-        for &(src, len) in copies {
-            let dst = &mut staging.bytes_mut(total)[offset..offset + len];
-            // SAFETY: `src` is an allocation of this context holding `len` bytes; the staging
-            // buffer is ours until the copy is waited for (or its event completes).
-            unsafe { result::memcpy_dtoh_async(dst, src, self.stream) }.map_err(|e| {
-                format!("copy from the GPU failed (a kernel may have failed): {e:?}")
-            })?;
-            offset += len;
+        let queued = copies
+            .iter()
+            .try_for_each(|&(src, len)| {
+                let dst = &mut staging.bytes_mut(total)[offset..offset + len];
+                offset += len;
+                // SAFETY: `src` is an allocation of this context holding `len` bytes; the
+                // staging buffer is ours until the copy is waited for (or its event completes).
+                unsafe { result::memcpy_dtoh_async(dst, src, self.stream) }.map_err(|e| {
+                    format!("copy from the GPU failed (a kernel may have failed): {e:?}")
+                })
+            })
+            .and_then(|()| staging.record(self.stream));
+        if let Err(err) = queued {
+            self.pinned.release(staging);
+            return Err(err);
         }
-        staging.record(self.stream)?;
         Ok(Box::new(DriverPendingCopy {
             context: self.context,
             pool: Arc::clone(&self.pinned),

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::args::KernelArgs;
 use super::launch::{Dim3, LaunchConfig};
-use super::runtime::{GraphExec, PendingHostCopy, Runtime, Target};
+use super::runtime::{CopiedAlready, GraphExec, PendingHostCopy, Runtime, Target};
 
 extern "C" {
     fn ferrograd_emu_launch(
@@ -61,15 +61,6 @@ struct RecordedLaunch {
     config: LaunchConfig,
     /// The struct's bytes (`MaybeUninit`: its padding is never read), 8-aligned like it.
     args: Vec<MaybeUninit<u64>>,
-}
-
-/// A copy to the host that was done when it was asked for.
-struct CopiedAlready(Vec<Vec<u8>>);
-
-impl PendingHostCopy for CopiedAlready {
-    fn wait(self: Box<Self>) -> Result<Vec<Vec<u8>>, String> {
-        Ok(self.0)
-    }
 }
 
 /// The recorded launches of one capture.
@@ -136,14 +127,7 @@ impl Runtime for EmulatorRuntime {
         &self,
         copies: &[(u64, usize)],
     ) -> Result<Box<dyn PendingHostCopy>, String> {
-        let mut bytes: Vec<Vec<u8>> = copies.iter().map(|&(_, len)| vec![0; len]).collect();
-        let mut targets: Vec<(u64, &mut [u8])> = copies
-            .iter()
-            .zip(&mut bytes)
-            .map(|(&(src, _), dst)| (src, dst.as_mut_slice()))
-            .collect();
-        self.copy_to_host(&mut targets)?;
-        Ok(Box::new(CopiedAlready(bytes)))
+        CopiedAlready::read(self, copies)
     }
 
     unsafe fn launch(
