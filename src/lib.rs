@@ -104,6 +104,17 @@
 //! [`gan::Gan`] uses one when asked (`Gan::capture_train_step`). Replays draw the same random
 //! numbers and compute the same values as eager steps: the CPU emulator checks it in CI.
 //!
+//! ## 7. Keeping the GPU busy
+//!
+//! Inside a kernel: a GEMM multiplies tiles of A and B out of shared memory, one 16-deep slice
+//! of k at a time. Fetching a slice from global memory takes ~1 µs; multiplying it, at batch
+//! 64, ~0.3 µs. So `kernels/gemm.cu` keeps the next slices on their way (`cp.async`, a
+//! pipeline of 4 stages) while it multiplies one, and waits for memory once per product, not
+//! once per slice. Between steps: the host's own work — uploading the next batch, reading the
+//! losses — overlaps the GPU's. Uploads go through page-locked memory and return at once, and
+//! [`Tensor::to_vecs_later`] reads values behind a step without waiting for the steps queued
+//! after it: `mnist_gan` reads step s's losses while step s + 1 runs.
+//!
 //! ## Errors
 //!
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
