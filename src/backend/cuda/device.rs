@@ -450,7 +450,8 @@ impl CudaDevice {
     }
 }
 
-/// Values on their way back from a GPU ([`CudaDevice::copy_to_host_later`]).
+/// Values on their way back from a GPU: a read that waits for its own copy alone, not for the
+/// work launched after it ([`crate::Tensor::to_vecs_later`]).
 pub struct CudaPendingRead {
     pending: Box<dyn PendingHostCopy>,
     label: String,

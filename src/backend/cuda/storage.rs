@@ -91,7 +91,8 @@ impl CudaStorage {
         }
     }
 
-    /// [`CudaStorage::read_all`] without waiting: see [`CudaDevice::copy_to_host_later`].
+    /// [`CudaStorage::read_all`] without waiting: the copies start behind the work launched so
+    /// far, and [`CudaPendingRead::wait`] waits for them alone.
     pub fn read_all_later(storages: &[&CudaStorage]) -> CudaPendingRead {
         let buffers: Vec<&DeviceBuffer> = storages.iter().map(|s| &s.buffer).collect();
         storages[0].device().copy_to_host_later(&buffers)
