@@ -15,7 +15,10 @@
 
 struct AdamStepArgs {
     u64 tensors[4 * ADAM_MAX_TENSORS];  // per parameter: its own, its gradient's, m's, v's address
-    u64 offsets[ADAM_MAX_TENSORS + 1];  // count + 1 prefix sums of the parameters' lengths
+    // count + 1 prefix sums of the parameters' quads (⌈length / 4⌉): quad i of the launch is
+    // quad i − offsets[p] of parameter p, offsets[p] <= i < offsets[p + 1].
+    u64 offsets[ADAM_MAX_TENSORS + 1];
+    u64 lengths[ADAM_MAX_TENSORS];      // the parameters' lengths
     float* scalars;
     u32 count;
     u32 advance;  // 1 in the step's last launch: it moves the step count on
@@ -25,6 +28,18 @@ struct AdamStepArgs {
     float eps;
     float weight_decay;
 };
+
+// One element's update (the formulas above), in place.
+__device__ __forceinline__ void adam_update(const AdamStepArgs& args, float step_size,
+                                            float bias_correction2_sqrt, float& param,
+                                            float grad, float& exp_avg, float& exp_avg_sq) {
+    float g = grad + args.weight_decay * param;
+    float m = args.beta1 * exp_avg + (1.0f - args.beta1) * g;
+    float v = args.beta2 * exp_avg_sq + (1.0f - args.beta2) * g * g;
+    exp_avg = m;
+    exp_avg_sq = v;
+    param -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);
+}
 
 // Every block derives this step's scalars from t + 1, t as the step found it: until the last
 // block of the step's last launch is done, nobody writes t. That block (the last to count
@@ -40,10 +55,12 @@ FG_KERNEL(adam_step, AdamStepArgs) {
         bias_correction2_sqrt = (float)sqrt(bias_correction2);
     }
     __syncthreads();
-    const u64 total = args.offsets[args.count];
-    for (u64 i = global_thread(); i < total; i += grid_stride()) {
-        // The parameter holding element i: offsets[p] <= i < offsets[p + 1].
-        u32 low = 0, high = args.count;
+    // A thread updates a quad of one parameter: 16-byte loads and stores of θ, g, m and v
+    // where the quad is whole and the buffers 16-byte aligned (allocations are 256-byte
+    // aligned), else one element at a time (a parameter's ragged end).
+    const u64 quads = args.offsets[args.count];
+    for (u64 i = global_thread(); i < quads; i += grid_stride()) {
+        u32 low = 0, high = args.count;  // the parameter holding quad i
         while (high - low > 1) {
             u32 mid = (low + high) / 2;
             if (args.offsets[mid] <= i) {
@@ -52,17 +69,28 @@ FG_KERNEL(adam_step, AdamStepArgs) {
                 high = mid;
             }
         }
-        u64 j = i - args.offsets[low];
-        float* param = (float*)args.tensors[4 * low];
-        const float* grad = (const float*)args.tensors[4 * low + 1];
-        float* exp_avg = (float*)args.tensors[4 * low + 2];
-        float* exp_avg_sq = (float*)args.tensors[4 * low + 3];
-        float g = grad[j] + args.weight_decay * param[j];
-        float m = args.beta1 * exp_avg[j] + (1.0f - args.beta1) * g;
-        float v = args.beta2 * exp_avg_sq[j] + (1.0f - args.beta2) * g * g;
-        exp_avg[j] = m;
-        exp_avg_sq[j] = v;
-        param[j] -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);
+        const u64 first = 4 * (i - args.offsets[low]), length = args.lengths[low];
+        float* param = (float*)args.tensors[4 * low] + first;
+        const float* grad = (const float*)args.tensors[4 * low + 1] + first;
+        float* exp_avg = (float*)args.tensors[4 * low + 2] + first;
+        float* exp_avg_sq = (float*)args.tensors[4 * low + 3] + first;
+        const u64 addresses = (u64)param | (u64)grad | (u64)exp_avg | (u64)exp_avg_sq;
+        if (first + 4 <= length && addresses % 16 == 0) {
+            float4 p4 = *(float4*)param, m4 = *(float4*)exp_avg, v4 = *(float4*)exp_avg_sq;
+            const float4 g4 = *(const float4*)grad;
+            adam_update(args, step_size, bias_correction2_sqrt, p4.x, g4.x, m4.x, v4.x);
+            adam_update(args, step_size, bias_correction2_sqrt, p4.y, g4.y, m4.y, v4.y);
+            adam_update(args, step_size, bias_correction2_sqrt, p4.z, g4.z, m4.z, v4.z);
+            adam_update(args, step_size, bias_correction2_sqrt, p4.w, g4.w, m4.w, v4.w);
+            *(float4*)param = p4;
+            *(float4*)exp_avg = m4;
+            *(float4*)exp_avg_sq = v4;
+        } else {
+            for (u64 e = 0; e < 4 && first + e < length; ++e) {
+                adam_update(args, step_size, bias_correction2_sqrt, param[e], grad[e],
+                            exp_avg[e], exp_avg_sq[e]);
+            }
+        }
     }
     if (args.advance && threadIdx.x == 0) {
         u32* done = (u32*)&args.scalars[3];

@@ -737,11 +737,12 @@ fn philox_fills_match_the_cpu_stream() {
     assert_eq!(fill(2, 0.3, 0.0, first_block), mask_cpu);
 }
 
-/// Two Adam steps over two parameters, one `adam_step` launch each, against the CPU optimiser,
-/// bit for bit; the step count and the block counter in device memory.
+/// Two Adam steps over three parameters, one `adam_step` launch each, against the CPU
+/// optimiser, bit for bit — whole quads (16-byte loads) and ragged ends alike; the step count
+/// and the block counter in device memory.
 #[test]
 fn fused_adam_matches_the_cpu_optimizer() {
-    let sizes = [999, 17];
+    let sizes = [999, 17, 1024];
     let config = AdamConfig {
         lr: 0.01,
         betas: (0.5, 0.999),
@@ -774,27 +775,31 @@ fn fused_adam_matches_the_cpu_optimizer() {
         adam.step();
     }
 
-    let mut thetas = starts.clone();
-    let mut ms: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+    // Device buffers are 16-byte aligned: so are these.
+    let mut thetas: Vec<Vec<[f32; 4]>> = starts.iter().map(|v| aligned(v)).collect();
+    let grads: Vec<Vec<[f32; 4]>> = grads.iter().map(|v| aligned(v)).collect();
+    let mut ms: Vec<Vec<[f32; 4]>> = sizes.iter().map(|&n| aligned_filled(n, 0.0)).collect();
     let mut vs = ms.clone();
     let mut scalars = [0.0f32; 4];
     let mut tensors = [0u64; 4 * ADAM_MAX_TENSORS];
-    for i in 0..2 {
+    let (mut offsets, mut lengths) = ([0u64; ADAM_MAX_TENSORS + 1], [0u64; ADAM_MAX_TENSORS]);
+    for (i, &n) in sizes.iter().enumerate() {
         tensors[4 * i..4 * i + 4].copy_from_slice(&[
-            ptr_mut(&mut thetas[i]),
-            ptr(&grads[i]),
-            ptr_mut(&mut ms[i]),
-            ptr_mut(&mut vs[i]),
+            ptr_quads(&mut thetas[i]),
+            grads[i].as_ptr() as u64,
+            ptr_quads(&mut ms[i]),
+            ptr_quads(&mut vs[i]),
         ]);
+        lengths[i] = n as u64;
+        offsets[i + 1] = offsets[i] + (n as u64).div_ceil(4); // quads
     }
-    let mut offsets = [0u64; ADAM_MAX_TENSORS + 1];
-    offsets[..3].copy_from_slice(&[0, 999, 1016]);
     for _ in 0..2 {
         let step = AdamStepArgs {
             tensors,
             offsets,
+            lengths,
             scalars: ptr_mut(&mut scalars),
-            count: 2,
+            count: 3,
             advance: 1,
             lr: 0.01,
             beta1: 0.5,
@@ -802,15 +807,15 @@ fn fused_adam_matches_the_cpu_optimizer() {
             eps: 1e-8,
             weight_decay: 0.1,
         };
-        launch("adam_step", LaunchConfig::for_items(1016), step);
+        launch("adam_step", LaunchConfig::for_items(offsets[3]), step);
     }
     assert_eq!(scalars[0], 2.0, "the step count lives in device memory");
     assert_eq!(scalars[3], 0.0, "the block counter is back at 0");
     assert_eq!(adam.step_count(), 2);
-    for i in 0..2 {
-        assert_eq!(thetas[i], params[i].to_vec());
-        assert_eq!(ms[i], adam.states()[i].exp_avg.to_vec());
-        assert_eq!(vs[i], adam.states()[i].exp_avg_sq.to_vec());
+    for (i, &n) in sizes.iter().enumerate() {
+        assert_eq!(first(&thetas[i], n), params[i].to_vec());
+        assert_eq!(first(&ms[i], n), adam.states()[i].exp_avg.to_vec());
+        assert_eq!(first(&vs[i], n), adam.states()[i].exp_avg_sq.to_vec());
     }
 }
 

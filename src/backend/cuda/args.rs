@@ -86,15 +86,16 @@ kernel_args!(
     /// An Adam step over up to [`ADAM_MAX_TENSORS`] parameters at once (`adam.cu`), the step
     /// count moved on by the launch with `advance` = 1 (a step's last). The table of addresses
     /// travels inside the arguments, as PyTorch's multi-tensor apply does, so a step copies
-    /// nothing from the host and can be captured.
+    /// nothing from the host and can be captured; `offsets` are prefix sums of the parameters'
+    /// quads of 4 (a thread's share), `lengths` their lengths.
     AdamStepArgs {
         tensors: [u64; 4 * ADAM_MAX_TENSORS], offsets: [u64; ADAM_MAX_TENSORS + 1],
-        scalars: u64, count: u32, advance: u32,
+        lengths: [u64; ADAM_MAX_TENSORS], scalars: u64, count: u32, advance: u32,
         lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32,
     }
 );
 
-/// `ADAM_MAX_TENSORS` in `adam.cu`: parameters per Adam launch (about 700 bytes of arguments,
+/// `ADAM_MAX_TENSORS` in `adam.cu`: parameters per Adam launch (about 850 bytes of arguments,
 /// well under the 4 KiB a launch may pass).
 pub const ADAM_MAX_TENSORS: usize = 16;
 

@@ -417,6 +417,7 @@ impl BackendStorage for CudaStorage {
             let mut args = AdamStepArgs {
                 tensors: [0; 4 * ADAM_MAX_TENSORS],
                 offsets: [0; ADAM_MAX_TENSORS + 1],
+                lengths: [0; ADAM_MAX_TENSORS],
                 scalars: scalars.pointer(),
                 count: (end - start) as u32,
                 advance: u32::from(end == params.len()),
@@ -433,10 +434,12 @@ impl BackendStorage for CudaStorage {
                     state_a[i].pointer(),
                     state_b[i].pointer(),
                 ]);
-                args.offsets[slot + 1] = args.offsets[slot] + params[i].len();
+                let len = params[i].len() as u64;
+                args.lengths[slot] = len;
+                args.offsets[slot + 1] = args.offsets[slot] + len.div_ceil(4);
             }
-            let total = args.offsets[end - start];
-            device.launch(K::STEP, LaunchConfig::for_items(total), args);
+            let quads = args.offsets[end - start];
+            device.launch(K::STEP, LaunchConfig::for_items(quads), args);
         }
     }
 }
