@@ -434,7 +434,7 @@ impl BackendStorage for CudaStorage {
                     state_a[i].pointer(),
                     state_b[i].pointer(),
                 ]);
-                let len = params[i].len() as u64;
+                let len = params[i].len();
                 args.lengths[slot] = len;
                 args.offsets[slot + 1] = args.offsets[slot] + len.div_ceil(4);
             }
