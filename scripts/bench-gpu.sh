@@ -14,7 +14,8 @@
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
 #     ratios measured in the same run;
 #   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
-#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s).
+#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s);
+# and DIR/profile.sh, for a second device call: Nsight Compute's stall reasons for the GEMMs.
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
 # figures, device and date in benches/RESULTS.md. scripts/gpu-check.sh includes all of this.
 set -euo pipefail
@@ -77,24 +78,35 @@ step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3
 # 8 and 3; the 4096³ product), two independent kernels swept in the same runs.
 for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_BK=16 -DLARGE_STAGES=2" \
     "-DGEMM_STAGES=5 -DLARGE_BK=16 -DLARGE_STAGES=3" "-DLARGE_STAGES=5"; do
+    echo "== FERROGRAD_KERNEL_DEFINES=\"$defines\"" | tee -a "$log"
     FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3
 done
 python3 gpu_table.py "$log" | tee -a "$log"
-# Last, as it is the slowest: Nsight Compute on the first three gemm launches of an iteration,
-# with the warps' stall reasons (what each warp waited on, per instruction issued).
-if command -v ncu >/dev/null || [ -x /usr/local/cuda/bin/ncu ]; then
-    PATH="$PATH:/usr/local/cuda/bin"
-    stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
-    sections="--section SpeedOfLight --section LaunchStats --section Occupancy \
-        --section SchedulerStats --section WarpStateStats --section InstructionStats"
-    step 90 ncu --kernel-name regex:'^gemm$' --launch-count 3 $sections --metrics "$stalls" \
-        ./gan_bench --device cuda --iteration-only --repeats 1
-    # The 4096³ product (the first gemm_large launch of the benchmark).
-    step 90 ncu --kernel-name gemm_large --launch-count 1 $sections --metrics "$stalls" \
-        ./gan_bench --device cuda --repeats 1
-fi
 exit $status
 RUN
 chmod +x "$out/run.sh"
+cat > "$out/profile.sh" <<'RUN'
+#!/usr/bin/env bash
+# Nsight Compute on the GEMMs (see scripts/bench-gpu.sh), a second device call after run.sh:
+# the batch-64 gemm launches of an iteration and the 4096³ gemm_large one, with the warps'
+# stall reasons (what each warp waited on, per instruction issued). Logs to $OUT/ncu.log.
+set -uo pipefail
+cd "$(dirname "$0")"
+log="${OUT:-.}/ncu.log"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include PATH="$PATH:/usr/local/cuda/bin"
+status=0
+step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
+sections="--section SpeedOfLight --section LaunchStats --section Occupancy \
+    --section SchedulerStats --section WarpStateStats --section InstructionStats"
+step 90 ncu --kernel-name regex:'^gemm$' --launch-count 3 $sections --metrics "$stalls" \
+    ./gan_bench --device cuda --iteration-only --repeats 1
+# The 4096³ product (the first gemm_large launch of the benchmark).
+step 90 ncu --kernel-name gemm_large --launch-count 1 $sections --metrics "$stalls" \
+    ./gan_bench --device cuda --repeats 1
+exit $status
+RUN
+chmod +x "$out/profile.sh"
 du -sh "$out"
 echo "ready: on the GPU machine run  bash $out/run.sh  (device tool: carry [\"$out\"])"

@@ -12,6 +12,8 @@
 # One device run does it all: run `bash gpu-check/run.sh` with carry ["gpu-check"]; every step
 # has a time limit, the whole takes 6–9 minutes, and the benchmark writes its most telling
 # figures first (bench.log and gpu-check.log go to $OUT), in case the device's time runs out.
+# Then, if device time is left, `bash gpu-check/bench/profile.sh` (same carry, ~3 minutes):
+# Nsight Compute's stall reasons for the GEMMs, to $OUT/ncu.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-check
@@ -53,4 +55,5 @@ exit $status
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
-echo "ready: on the GPU machine run  bash $out/run.sh  (device tool: carry [\"$out\"])"
+echo "ready: on the GPU machine run  bash $out/run.sh  (device tool: carry [\"$out\"]);"
+echo "then, time permitting,  bash $out/bench/profile.sh  (the same carry)"
