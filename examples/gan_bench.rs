@@ -10,6 +10,8 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use ferrograd::backend::cuda::launch::Dim3;
+use ferrograd::backend::cuda::CudaDevice;
 use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
 use ferrograd::{graph, manual_seed, no_grad, Device, Tensor};
@@ -36,6 +38,10 @@ struct Args {
     /// Time only the training iteration (for profiling it).
     #[arg(long)]
     iteration_only: bool,
+    /// CUDA: also time each kernel of the eager iteration (events around every launch) and
+    /// print where an iteration's GPU time goes, kernel by kernel.
+    #[arg(long)]
+    kernel_times: bool,
     /// Let CUDA matrix products use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
@@ -140,6 +146,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    if let (true, Device::Cuda(cuda)) = (args.kernel_times, &device) {
+        print_kernel_times(cuda, &real, if args.quick { 2 } else { 20 });
+    }
     if args.iteration_only {
         return Ok(());
     }
@@ -197,6 +206,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes / us / 1e3
     );
     Ok(())
+}
+
+/// Times every kernel of `steps` eager training iterations (a fresh GAN: the bench's own
+/// replays a graph, one submission) and prints them grouped by kernel and grid, the costliest
+/// first.
+fn print_kernel_times(cuda: &CudaDevice, real: &Tensor, steps: usize) {
+    let mut gan = Gan::new(real.device(), 2e-4);
+    for _ in 0..2 {
+        gan.train_step_async(real); // warm-up: kernels compiled, buffers cached
+    }
+    cuda.set_kernel_timing(true);
+    cuda.take_kernel_times(); // only the timed steps' kernels
+    for _ in 0..steps {
+        gan.train_step_async(real);
+    }
+    let times = cuda.take_kernel_times();
+    cuda.set_kernel_timing(false);
+    // (name, grid) → (launches, µs), in the order first launched.
+    let mut groups: Vec<((String, Dim3), usize, f64)> = Vec::new();
+    for time in &times {
+        let key = (time.name.clone(), time.config.grid);
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, launches, micros)) => {
+                *launches += 1;
+                *micros += time.micros;
+            }
+            None => groups.push((key, 1, time.micros)),
+        }
+    }
+    groups.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = times.iter().map(|t| t.micros).sum();
+    let per_step = |x: f64| x / steps as f64;
+    println!(
+        "kernel times (eager iteration, {} launches, sum of kernel durations): {:.1} us/iter",
+        times.len() / steps,
+        per_step(total)
+    );
+    for ((name, grid), launches, micros) in groups {
+        println!(
+            "kernel {name} grid {}x{}x{}: {} per iter, {:.1} us each, {:.1} us/iter ({:.1}%)",
+            grid.x,
+            grid.y,
+            grid.z,
+            launches / steps,
+            micros / launches as f64,
+            per_step(micros),
+            100.0 * micros / total
+        );
+    }
 }
 
 /// How a GPU microbenchmark runs each of its calls on its own copy of the operands, `(copies,

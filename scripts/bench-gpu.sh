@@ -4,8 +4,9 @@
 # .git/info/exclude) with MNIST and the PyTorch references, and writes DIR/run.sh, which on the
 # GPU, in one run, writes bench.log (to $OUT when set) and prints:
 #   - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
-#     graph, each with its statistics read every step and queued; the GEMM at the GAN's
-#     shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
+#     graph, each with its statistics read every step, queued, and pipelined as mnist_gan
+#     runs it; each kernel's share of the eager iteration (--kernel-times); the GEMM at the
+#     GAN's shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
 #   - sweeps for tuning: split-K's target (half a block and 2 blocks per SM instead of 1), and
@@ -54,7 +55,7 @@ step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "
 step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 # The most telling figures first, in case the device's time runs out.
-step 60 ./gan_bench --device cuda
+step 60 ./gan_bench --device cuda --kernel-times
 echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
 timeout 60 ./baseline_gan_bench --device cuda 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
 step 60 python3 gan_pytorch.py --device cuda --mode eager

@@ -27,7 +27,7 @@ use super::emulator::EmulatorRuntime;
 use super::graph::{CudaGraph, GraphRng};
 use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
-use super::runtime::{PendingHostCopy, Runtime, Target};
+use super::runtime::{KernelTime, PendingHostCopy, Runtime, Target};
 use crate::rng::PhiloxStream;
 
 /// A handle on a CUDA device (cheap to clone; clones are the same device).
@@ -427,6 +427,25 @@ impl CudaDevice {
             .copy_to_host(&mut copies)
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()));
         values
+    }
+
+    /// Starts or stops timing every kernel this device runs (eagerly: a graph's replays are
+    /// one submission), for [`CudaDevice::take_kernel_times`]. On a GPU each timed launch is
+    /// bracketed by two events, which costs the host a few µs per launch.
+    pub fn set_kernel_timing(&self, on: bool) {
+        self.inner.runtime.set_kernel_timing(on);
+    }
+
+    /// The kernels run since timing started or since the last call, in launch order, with
+    /// how long each ran; waits for them to finish.
+    ///
+    /// # Panics
+    /// If the GPU failed (a kernel launched before failed), as any read does.
+    pub fn take_kernel_times(&self) -> Vec<KernelTime> {
+        self.inner
+            .runtime
+            .take_kernel_times()
+            .unwrap_or_else(|err| panic!("{}: {err}", self.label()))
     }
 
     /// Starts reading `buffers` (of this device) back behind the work launched so far, without

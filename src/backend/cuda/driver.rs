@@ -18,7 +18,7 @@ use super::kernels::{module_of, MODULES};
 use super::launch::LaunchConfig;
 use super::nvrtc::{self, Output};
 use super::pinned::{PinnedBuffer, PinnedPool};
-use super::runtime::{CopiedAlready, GraphExec, PendingHostCopy, Runtime, Target};
+use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
 
 pub(crate) struct DriverRuntime {
     context: sys::CUcontext,
@@ -31,6 +31,17 @@ pub(crate) struct DriverRuntime {
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     /// Page-locked buffers for copies that do not wait (shared with copies still in flight).
     pinned: Arc<PinnedPool>,
+    /// While kernel timing is on: each kernel run since the last `take_kernel_times`, between
+    /// its two events.
+    timed: Mutex<Option<Vec<TimedLaunch>>>,
+}
+
+/// A kernel bracketed by two events recorded on the stream around its launch.
+struct TimedLaunch {
+    name: String,
+    config: LaunchConfig,
+    start: sys::CUevent,
+    end: sys::CUevent,
 }
 
 /// The largest copy to the GPU that goes through a page-locked buffer without waiting (a
@@ -83,8 +94,19 @@ impl DriverRuntime {
             capture_stream: new_stream()?,
             functions: Mutex::new(HashMap::new()),
             pinned: Arc::default(),
+            timed: Mutex::new(None),
         };
         Ok((runtime, format!("{name} (sm_{major}{minor})")))
+    }
+
+    /// A new timing event, recorded on the stream now.
+    fn record_event(&self) -> Result<sys::CUevent, String> {
+        let event = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(|e| format!("cuEventCreate failed: {e:?}"))?;
+        // SAFETY: `event` was just created in the current context; the stream is ours.
+        unsafe { result::event::record(event, self.stream) }
+            .map_err(|e| format!("cuEventRecord failed: {e:?}"))?;
+        Ok(event)
     }
 
     fn make_current(&self) -> Result<(), String> {
@@ -225,6 +247,17 @@ impl Runtime for DriverRuntime {
             Target::Run => self.stream,
             Target::Capture => self.capture_stream,
         };
+        let timing = target == Target::Run
+            && self
+                .timed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
+        let start = if timing {
+            Some(self.record_event()?)
+        } else {
+            None
+        };
         // SAFETY: `function` is a loaded kernel taking one argument struct; `args` points to
         // one with its layout and valid device pointers (the caller's contract). The launch
         // (or the graph node a capture makes of it) copies the struct before returning.
@@ -238,7 +271,59 @@ impl Runtime for DriverRuntime {
                 &mut params,
             )
         }
-        .map_err(|e| format!("launching {name} failed: {e:?}"))
+        .map_err(|e| format!("launching {name} failed: {e:?}"))?;
+        if let Some(start) = start {
+            let end = self.record_event()?;
+            let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
+            let launch = TimedLaunch {
+                name: name.to_string(),
+                config,
+                start,
+                end,
+            };
+            match timed.as_mut() {
+                Some(times) => times.push(launch),
+                None => destroy_events(&[launch]), // timing stopped meanwhile
+            }
+        }
+        Ok(())
+    }
+
+    fn set_kernel_timing(&self, on: bool) {
+        let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            timed.get_or_insert_with(Vec::new);
+        } else if let Some(launches) = timed.take() {
+            destroy_events(&launches);
+        }
+    }
+
+    fn take_kernel_times(&self) -> Result<Vec<KernelTime>, String> {
+        self.make_current()?;
+        let launches = {
+            let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
+            timed.as_mut().map(std::mem::take).unwrap_or_default()
+        };
+        // SAFETY: the stream is ours; waiting makes every recorded event complete.
+        let waited = unsafe { result::stream::synchronize(self.stream) }
+            .map_err(|e| format!("a kernel failed: {e:?}"));
+        let times = waited.and_then(|()| {
+            launches
+                .iter()
+                .map(|launch| {
+                    // SAFETY: both events were recorded on the stream, which has finished.
+                    unsafe { result::event::elapsed(launch.start, launch.end) }
+                        .map(|ms| KernelTime {
+                            name: launch.name.clone(),
+                            config: launch.config,
+                            micros: f64::from(ms) * 1e3,
+                        })
+                        .map_err(|e| format!("cuEventElapsedTime failed: {e:?}"))
+                })
+                .collect()
+        });
+        destroy_events(&launches);
+        times
     }
 
     fn begin_capture(&self) -> Result<(), String> {
@@ -284,6 +369,18 @@ impl Runtime for DriverRuntime {
             exec,
             nodes,
         }))
+    }
+}
+
+/// Destroys the events of timed launches (their kernels may still run: the driver releases
+/// an event once it completes).
+fn destroy_events(launches: &[TimedLaunch]) {
+    for launch in launches {
+        // SAFETY: each event is ours and used no more.
+        unsafe {
+            let _ = result::event::destroy(launch.start);
+            let _ = result::event::destroy(launch.end);
+        }
     }
 }
 

@@ -10,10 +10,11 @@ use std::alloc::{alloc_zeroed, Layout};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::mem::MaybeUninit;
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use super::args::KernelArgs;
 use super::launch::{Dim3, LaunchConfig};
-use super::runtime::{CopiedAlready, GraphExec, PendingHostCopy, Runtime, Target};
+use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
 
 extern "C" {
     fn ferrograd_emu_launch(
@@ -52,6 +53,8 @@ pub fn set_block_order(order: BlockOrder) {
 pub(crate) struct EmulatorRuntime {
     /// The launches of the capture in progress, if any.
     recording: Mutex<Option<Vec<RecordedLaunch>>>,
+    /// The kernels timed since the last `take_kernel_times`, while timing is on.
+    timed: Mutex<Option<Vec<KernelTime>>>,
 }
 
 /// One captured launch. The argument struct is copied as it was at capture time, as
@@ -139,8 +142,18 @@ impl Runtime for EmulatorRuntime {
         target: Target,
     ) -> Result<(), String> {
         if target == Target::Run {
+            let started = Instant::now();
             // SAFETY: forwarded from the caller's contract.
-            return unsafe { launch_raw(name, config, args) };
+            unsafe { launch_raw(name, config, args) }?;
+            let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(times) = timed.as_mut() {
+                times.push(KernelTime {
+                    name: name.to_string(),
+                    config,
+                    micros: started.elapsed().as_secs_f64() * 1e6,
+                });
+            }
+            return Ok(());
         }
         let mut bytes = vec![MaybeUninit::<u64>::uninit(); args_size.div_ceil(8)];
         // SAFETY: `args` points to `args_size` readable bytes (the caller's contract), and
@@ -165,6 +178,16 @@ impl Runtime for EmulatorRuntime {
             args: bytes,
         });
         Ok(())
+    }
+
+    fn set_kernel_timing(&self, on: bool) {
+        let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
+        *timed = on.then(|| timed.take().unwrap_or_default());
+    }
+
+    fn take_kernel_times(&self) -> Result<Vec<KernelTime>, String> {
+        let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(timed.as_mut().map(std::mem::take).unwrap_or_default())
     }
 
     fn begin_capture(&self) -> Result<(), String> {

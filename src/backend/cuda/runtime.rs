@@ -8,6 +8,15 @@ use std::ffi::c_void;
 
 use super::launch::LaunchConfig;
 
+/// How long one kernel ran (on a GPU: between events recorded around it on the stream; on
+/// the emulator: the host's time to emulate it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub name: String,
+    pub config: LaunchConfig,
+    pub micros: f64,
+}
+
 /// Where a launch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -51,6 +60,13 @@ pub(crate) trait Runtime: Send + Sync {
         args_size: usize,
         target: Target,
     ) -> Result<(), String>;
+
+    /// Starts or stops timing each kernel run from now on (captured launches are not run, so
+    /// not timed), for [`Runtime::take_kernel_times`].
+    fn set_kernel_timing(&self, on: bool);
+
+    /// The kernels run and timed since the last call, in launch order, once they are done.
+    fn take_kernel_times(&self) -> Result<Vec<KernelTime>, String>;
 
     /// Starts recording launches made with [`Target::Capture`] into a graph.
     fn begin_capture(&self) -> Result<(), String>;
