@@ -122,9 +122,9 @@ pub struct Gan {
     captured: Option<CapturedStep>,
     /// What the latest step computed, on the device.
     last: Option<StepResults>,
-    /// The BCE targets of the latest batch size (see [`Gan::targets`]): made once, not at every
-    /// step (on a GPU, fills fewer per step, replayed or not).
-    targets: Option<(Tensor, Tensor)>,
+    /// The step's constant tensors for the latest batch size (see [`StepConstants`]): made
+    /// once, not at every step (on a GPU, fills fewer per step, replayed or not).
+    constants: Option<StepConstants>,
 }
 
 /// The results of a step, on the device, detached from the graph.
@@ -132,8 +132,37 @@ pub struct Gan {
 struct StepResults {
     d_loss: Tensor,
     g_loss: Tensor,
-    d_real: Tensor,
-    d_fake: Tensor,
+    /// `[2, 1]`: D's mean output on the real images, then on the fakes.
+    d_means: Tensor,
+}
+
+/// The constant tensors a step of `batch` images reads.
+#[derive(Clone)]
+struct StepConstants {
+    /// `[batch, 1]` of ones: G's BCE targets.
+    ones: Tensor,
+    /// `[2·batch, 1]`: `batch` ones, then `batch` zeros: D's targets, real images then fakes.
+    real_then_fake: Tensor,
+    /// `[2, 2·batch]`: 1/batch over the first `batch` columns of row 0 and the last `batch` of
+    /// row 1, zero elsewhere. Times D's `[2·batch, 1]` output it gives D(x) and D(G(z)), the
+    /// means over each half, in one small product (instead of a copy and a sum per half).
+    half_means: Tensor,
+}
+
+impl StepConstants {
+    fn new(batch: usize, device: &Device) -> Self {
+        let ones = Tensor::ones(&[batch, 1], device);
+        let real_then_fake = Tensor::cat(&[&ones, &Tensor::zeros(&[batch, 1], device)]);
+        let share = 1.0 / batch as f32;
+        let mut half_means = vec![0.0; 2 * 2 * batch];
+        half_means[..batch].fill(share);
+        half_means[3 * batch..].fill(share);
+        StepConstants {
+            ones,
+            real_then_fake,
+            half_means: Tensor::from_vec(half_means, &[2, 2 * batch], device),
+        }
+    }
 }
 
 impl StepResults {
@@ -143,8 +172,7 @@ impl StepResults {
         PendingStats(Tensor::to_vecs_later(&[
             &self.d_loss,
             &self.g_loss,
-            &self.d_real,
-            &self.d_fake,
+            &self.d_means,
         ]))
     }
 }
@@ -157,7 +185,8 @@ impl PendingStats {
     /// Waits for the statistics (on a GPU, for their copy alone, not for later steps).
     pub fn wait(self) -> StepStats {
         let values = self.0.wait();
-        let [d_loss, g_loss, d_real, d_fake] = [0, 1, 2, 3].map(|i| values[i][0]);
+        let [d_loss, g_loss] = [0, 1].map(|i| values[i][0]);
+        let [d_real, d_fake] = [0, 1].map(|half| values[2][half]);
         StepStats {
             d_loss,
             g_loss,
@@ -167,13 +196,13 @@ impl PendingStats {
     }
 }
 
-/// A training step captured as a graph: the input buffer each replay reads, the constant
-/// targets it reads (kept alive here: the graph reads their buffers), and the tensors it
-/// leaves its results in.
+/// A training step captured as a graph: the input buffer each replay reads, the constants
+/// it reads (kept alive here: the graph reads their buffers), and the tensors it leaves its
+/// results in.
 struct CapturedStep {
     graph: Graph,
     real: Tensor,
-    _targets: (Tensor, Tensor),
+    _constants: StepConstants,
     results: StepResults,
 }
 
@@ -190,7 +219,7 @@ impl Gan {
             device: device.clone(),
             captured: None,
             last: None,
-            targets: None,
+            constants: None,
         }
     }
 
@@ -255,13 +284,13 @@ impl Gan {
         self.captured = None;
         let real = Tensor::zeros(&[batch, IMAGE_DIM], &self.device);
         // Made now, so that the graph does not refill them at each replay.
-        let targets = self.targets(batch);
+        let constants = self.constants(batch);
         let device = self.device.clone();
         let (graph, results) = graph::capture(&device, || self.step_results(&real))?;
         self.captured = Some(CapturedStep {
             graph,
             real,
-            _targets: targets,
+            _constants: constants,
             results,
         });
         Ok(())
@@ -277,7 +306,7 @@ impl Gan {
     /// The step itself (see [`Gan::train_step`]), its results left on the device.
     fn step_results(&mut self, real: &Tensor) -> StepResults {
         let batch = real.shape()[0];
-        let (ones, real_then_fake) = self.targets(batch);
+        let constants = self.constants(batch);
         let (g, d) = (&self.generator, &self.discriminator);
 
         // D sees the real and the fake images as one batch of 2·batch rows: the loss and
@@ -288,7 +317,8 @@ impl Gan {
         self.discriminator_optimizer.zero_grad();
         let fake = g.forward(&self.noise(batch)).detach();
         let d_out = d.forward(&Tensor::cat(&[real, &fake]));
-        let d_loss = binary_cross_entropy_scaled(&d_out, &real_then_fake, 1.0 / batch as f32);
+        let d_loss =
+            binary_cross_entropy_scaled(&d_out, &constants.real_then_fake, 1.0 / batch as f32);
         d_loss.backward();
         self.discriminator_optimizer.step();
 
@@ -297,35 +327,29 @@ impl Gan {
         let frozen = d.parameters();
         frozen.iter().for_each(|p| p.set_requires_grad(false));
         self.generator_optimizer.zero_grad();
-        let g_loss = binary_cross_entropy(&d.forward(&g.forward(&self.noise(batch))), &ones);
+        let g_loss =
+            binary_cross_entropy(&d.forward(&g.forward(&self.noise(batch))), &constants.ones);
         g_loss.backward();
         self.generator_optimizer.step();
         frozen.iter().for_each(|p| p.set_requires_grad(true));
 
-        let d_out = d_out.detach();
         StepResults {
             d_loss: d_loss.detach(),
             g_loss: g_loss.detach(),
-            d_real: d_out.narrow_rows(0, batch).mean(),
-            d_fake: d_out.narrow_rows(batch, batch).mean(),
+            d_means: constants.half_means.matmul(&d_out.detach()),
         }
     }
 
-    /// The BCE targets: `[batch, 1]` of ones (G's step), and `[2·batch, 1]` of `batch` ones
-    /// then `batch` zeros (D's step on real images, then fake ones).
-    fn targets(&mut self, batch: usize) -> (Tensor, Tensor) {
-        let device = &self.device;
-        let (ones, real_then_fake) = match self.targets.take() {
-            Some((ones, both)) if ones.shape()[0] == batch => (ones, both),
+    /// The constants of a step of `batch` images, made at the first step of that size.
+    fn constants(&mut self, batch: usize) -> StepConstants {
+        match &self.constants {
+            Some(constants) if constants.ones.shape()[0] == batch => constants.clone(),
             _ => {
-                let ones = Tensor::ones(&[batch, 1], device);
-                let zeros = Tensor::zeros(&[batch, 1], device);
-                let both = Tensor::cat(&[&ones, &zeros]);
-                (ones, both)
+                let constants = StepConstants::new(batch, &self.device);
+                self.constants = Some(constants.clone());
+                constants
             }
-        };
-        self.targets = Some((ones.clone(), real_then_fake.clone()));
-        (ones, real_then_fake)
+        }
     }
 
     /// A batch of `z ~ N(0, 1)^100`.
