@@ -280,13 +280,7 @@ __device__ __forceinline__ void copy_async_wait() {
 // slices s + 1 .. s + STAGES - 1 are in flight (cp.async), so it waits for memory once, at the
 // start, not once per slice. Slice s lives in stage s % STAGES; the s-th group of copies a
 // thread commits holds slice s (empty groups past the last slice keep the count regular).
-//
-//   for (s = 0; s < STAGES - 1; ++s) stage(s);   // fill the pipeline
-//   for (s = 0; s < slices; ++s) {
-//       wait();                                   // slice s has landed; s - 1 is done with
-//       stage(s + STAGES - 1);                    // refills the stage slice s - 1 used
-//       multiply slice s
-//   }
+// `run` is the whole k-loop; a kernel supplies what it does with one slice.
 template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS>
 struct Pipeline {
     static_assert(STAGES >= 2, "a pipeline has a slice in use and one on its way at least");
@@ -358,6 +352,26 @@ struct Pipeline {
         copy_async_wait<STAGES - 2>();
         __syncthreads();
     }
+
+    // The k-loop over k_begin..k_end of A's rows row0.. and B's columns col0..:
+    // multiply(stage) for each slice in turn, once that slice is in a_tiles[stage] and
+    // b_tiles[stage].
+    template <class Multiply>
+    static __device__ __forceinline__ void run(const GemmArgs& args,
+                                               float (*a_tiles)[DEPTH][STRIDE],
+                                               float (*b_tiles)[DEPTH][STRIDE], int row0,
+                                               int col0, int k_begin, int k_end,
+                                               Multiply multiply) {
+        const int count = slices(k_begin, k_end);
+        for (int s = 0; s < STAGES - 1; ++s) {  // fill the pipeline
+            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, count);
+        }
+        for (int s = 0; s < count; ++s) {
+            wait();  // slice s has landed; every thread is done with slice s - 1
+            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + STAGES - 1, count);
+            multiply(s % STAGES);  // (the refill went to slice s - 1's stage)
+        }
+    }
 };
 
 // The depth of the 64 × 64 kernels' pipelines: at batch 64 a block alone on its SM has only
@@ -383,7 +397,6 @@ FG_KERNEL(gemm, GemmArgs) {
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
     using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS>;
-    const int slices = Pipe::slices(k_begin, k_end);
     const bool row_sums = args.row_sums && blockIdx.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
@@ -393,14 +406,7 @@ FG_KERNEL(gemm, GemmArgs) {
             acc[i][j] = 0.0f;
         }
     }
-    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, slices);
-    }
-    for (int s = 0; s < slices; ++s) {
-        Pipe::wait();
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + GEMM_STAGES - 1,
-                    slices);
-        const int stage = s % GEMM_STAGES;
+    Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
 #pragma unroll
         for (int p = 0; p < GEMM_BK; ++p) {
             float4 a4 = *(const float4*)&a_tiles[stage][p][ty * GEMM_TM];
@@ -416,7 +422,7 @@ FG_KERNEL(gemm, GemmArgs) {
                 }
             }
         }
-    }
+    });
     for (int i = 0; i < GEMM_TM; ++i) {
         const int row = row0 + ty * GEMM_TM + i;
         gemm_store_quad(args, row, col0 + tx * GEMM_TN, acc[i]);
@@ -474,7 +480,6 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
     const int k_begin = blockIdx.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
     using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, TF32_STRIDE, TF32_THREADS>;
-    const int slices = Pipe::slices(k_begin, k_end);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
@@ -486,15 +491,9 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
             }
         }
     }
-    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, slices);
-    }
-    for (int s = 0; s < slices; ++s) {
-        Pipe::wait();
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + GEMM_STAGES - 1,
-                    slices);
-        const float(*a_tile)[TF32_STRIDE] = a_tiles[s % GEMM_STAGES];
-        const float(*b_tile)[TF32_STRIDE] = b_tiles[s % GEMM_STAGES];
+    Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
+        const float(*a_tile)[TF32_STRIDE] = a_tiles[stage];
+        const float(*b_tile)[TF32_STRIDE] = b_tiles[stage];
         for (int kk = 0; kk < GEMM_BK; kk += 8) {
             u32 a[2][4], b[4][2];
             for (int mi = 0; mi < 2; ++mi) {
@@ -515,7 +514,7 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
                 }
             }
         }
-    }
+    });
     for (int mi = 0; mi < 2; ++mi) {
         for (int ni = 0; ni < 4; ++ni) {
             int row = row0 + warp_row + mi * 16 + g;
@@ -560,7 +559,6 @@ FG_KERNEL(gemm_large, GemmArgs) {
     using Pipe = Pipeline<LARGE_BM, LARGE_BK, LARGE_STAGES, LARGE_BM, 256>;
     const int row0 = blockIdx.y * LARGE_BM;
     const int col0 = blockIdx.x * LARGE_BN;
-    const int slices = Pipe::slices(0, args.k);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 4) * 64, warp_col = (warp % 4) * 32;
     const int lane_row = (lane / 4) * 4, lane_col = (lane % 4) * 4;
@@ -571,13 +569,7 @@ FG_KERNEL(gemm_large, GemmArgs) {
             acc[i][j] = 0.0f;
         }
     }
-    for (int s = 0; s < LARGE_STAGES - 1; ++s) {
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, 0, args.k, s, slices);
-    }
-    for (int s = 0; s < slices; ++s) {
-        Pipe::wait();
-        Pipe::stage(args, a_tiles, b_tiles, row0, col0, 0, args.k, s + LARGE_STAGES - 1, slices);
-        const int buffer = s % LARGE_STAGES;
+    Pipe::run(args, a_tiles, b_tiles, row0, col0, 0, args.k, [&](int buffer) {
 #pragma unroll
         for (int p = 0; p < LARGE_BK; ++p) {
             float a_reg[8], b_reg[8];
@@ -599,7 +591,7 @@ FG_KERNEL(gemm_large, GemmArgs) {
                 }
             }
         }
-    }
+    });
     // Each row of the thread's results is two quads, 16 columns apart.
     for (int i = 0; i < 8; ++i) {
         const int row = row0 + warp_row + (i / 4) * 32 + lane_row + i % 4;
