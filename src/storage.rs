@@ -89,15 +89,9 @@ impl Storage {
 
     /// The values of several storages; those on one GPU are read back with one wait.
     pub fn read_all(storages: &[&Storage]) -> Vec<Vec<f32>> {
-        match storages.first() {
-            Some(Storage::Cuda(first))
-                if storages
-                    .iter()
-                    .all(|s| matches!(s, Storage::Cuda(c) if c.device() == first.device())) =>
-            {
-                CudaStorage::read_all(&unwrap_all!(Cuda, storages))
-            }
-            _ => storages.iter().map(|s| s.to_vec()).collect(),
+        match on_one_gpu(storages) {
+            Some(cuda) => CudaStorage::read_all(&cuda),
+            None => storages.iter().map(|s| s.to_vec()).collect(),
         }
     }
 
@@ -105,18 +99,10 @@ impl Storage {
     /// start their copy back behind the work launched so far, and [`PendingValues::wait`]
     /// waits for that copy alone; elsewhere the values are read now.
     pub fn read_all_later(storages: &[&Storage]) -> PendingValues {
-        match storages.first() {
-            Some(Storage::Cuda(first))
-                if storages
-                    .iter()
-                    .all(|s| matches!(s, Storage::Cuda(c) if c.device() == first.device())) =>
-            {
-                PendingValues(Pending::Cuda(CudaStorage::read_all_later(&unwrap_all!(
-                    Cuda, storages
-                ))))
-            }
-            _ => PendingValues(Pending::Ready(Storage::read_all(storages))),
-        }
+        PendingValues(match on_one_gpu(storages) {
+            Some(cuda) => Pending::Cuda(CudaStorage::read_all_later(&cuda)),
+            None => Pending::Ready(storages.iter().map(|s| s.to_vec()).collect()),
+        })
     }
 
     pub fn write(&mut self, values: &[f32]) {
@@ -304,6 +290,21 @@ impl Storage {
             ),
         }
     }
+}
+
+/// The storages as CUDA storages, if there is at least one and all are on the same CUDA
+/// device (so one read can serve them all).
+fn on_one_gpu<'a>(storages: &[&'a Storage]) -> Option<Vec<&'a CudaStorage>> {
+    let Some(Storage::Cuda(first)) = storages.first() else {
+        return None;
+    };
+    storages
+        .iter()
+        .map(|s| match s {
+            Storage::Cuda(c) if c.device() == first.device() => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Values on their way back to the host, from [`Tensor::to_vecs_later`](crate::Tensor::to_vecs_later).
