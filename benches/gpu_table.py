@@ -53,6 +53,10 @@ def parse(lines):
         m = re.match(rf"device copy of \d+ floats.*: {NUMBER} us, {NUMBER} GB/s", line)
         if m:
             figures["copy"] = float(m[2])
+        m = re.match(rf"gemm sweep total: .* take {NUMBER} us as planned, {NUMBER} us at each",
+                     line)
+        if m:
+            figures["gemm sweep planned"], figures["gemm sweep best"] = float(m[1]), float(m[2])
         m = re.match(rf"mnist_gan 100 epochs: {NUMBER} s", line)
         if m:
             figures["100 epochs"] = float(m[1])
@@ -128,6 +132,11 @@ def main():
         # 100 epochs of 938 batches of 64 (the last one of 32 each epoch, counted as a whole).
         print(f"| 100 epochs projected from the pipelined iteration (93,800 steps; s) | "
               f"{fmt(pipelined * 93_800 / 1e6)} | | | < 60 s |")
+    planned, best = get("gemm sweep planned"), get("gemm sweep best")
+    if planned is not None:
+        print(f"| the iteration's GEMMs (gan_bench --gemm-sweep; kernel µs): at each one's best "
+              f"split / as planned | {fmt(best)} | {fmt(planned)} (as planned) | "
+              f"{ratio(best, planned, higher_is_better=False)} | |")
     if get("sweep"):
         # The sweeps (split-K's target, kernels' compile-time parameters): the defaults beside
         # each other setting.

@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::backend::cuda::launch::Dim3;
-use ferrograd::backend::cuda::CudaDevice;
+use ferrograd::backend::cuda::launch::{Dim3, GemmPlan};
+use ferrograd::backend::cuda::{set_split_k_override, CudaDevice, CudaStorage};
+use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
 use ferrograd::{graph, manual_seed, no_grad, Device, Tensor};
@@ -52,6 +53,11 @@ struct Args {
     /// CUDA: the least k one split-K block sums (a tuning sweep; default 128).
     #[arg(long)]
     split_k_min_k: Option<usize>,
+    /// CUDA: time every matrix product of the training iteration (forward, both gradients,
+    /// each batch size) with k split into 1, 2, 3, 4, 6, 8, … chunks, beside the split the
+    /// plan picks: the data for split-K's plan (then exit).
+    #[arg(long)]
+    gemm_sweep: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -99,6 +105,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     manual_seed(1);
+    if args.gemm_sweep {
+        let Device::Cuda(cuda) = &device else {
+            return Err("--gemm-sweep times CUDA kernels: use --device cuda".into());
+        };
+        return Ok(sweep_gemm_splits(cuda, repeats, args.quick)?);
+    }
     let mut gan = Gan::new(&device, 2e-4);
     let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &device);
     let mut modes = vec!["eager"];
@@ -255,6 +267,159 @@ fn print_kernel_times(cuda: &CudaDevice, real: &Tensor, steps: usize) {
             100.0 * micros / total
         );
     }
+}
+
+/// One matrix product of the training iteration, as the step launches it.
+struct StepProduct {
+    what: String,
+    dims: GemmDims,
+    /// How often an iteration runs it.
+    per_iteration: usize,
+    /// A weight gradient: the product and its bias gradient (the row sums of `∂L/∂z`), as
+    /// `linear`'s backward asks for them.
+    with_row_sums: bool,
+}
+
+/// Every matrix product of one training iteration at batch 64 (`Gan::train_step`): G's layers
+/// run forward on 64 rows in both steps; D's on 128 rows (real and fake) in the D step and on
+/// 64 in the G step. Weight gradients: D's in the D step, G's in the G step. Input gradients:
+/// every layer a backward pass goes through but its first (D's layer 1 in the G step: the
+/// gradient reaches G through it).
+fn step_products() -> Vec<StepProduct> {
+    let mut products = Vec::new();
+    for (index, &(inputs, outputs)) in LAYERS.iter().enumerate() {
+        let (net, layer) = if index < 4 {
+            ("G", index + 1)
+        } else {
+            ("D", index - 3)
+        };
+        let mut add = |pass: &str, batch, dims: GemmDims, per_iteration, with_row_sums| {
+            products.push(StepProduct {
+                what: format!("{net} layer {layer} {pass}, batch {batch}"),
+                dims,
+                per_iteration,
+                with_row_sums,
+            })
+        };
+        let dims = |m, k, n, lhs_transposed, rhs_transposed| GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed,
+            rhs_transposed,
+        };
+        // (batch, runs per iteration) of the forward passes, the batch of the backward pass
+        // that updates this layer's weights, and those of the passes that go through it.
+        let (forward, weights, through): (&[(usize, usize)], usize, &[usize]) = match net {
+            "G" => (&[(64, 2)], 64, &[64]),
+            _ => (&[(128, 1), (64, 1)], 128, &[128, 64]),
+        };
+        for &(batch, runs) in forward {
+            // X·Wᵀ: [batch, in] · [out, in]ᵀ.
+            add(
+                "forward",
+                batch,
+                dims(batch, inputs, outputs, false, true),
+                runs,
+                false,
+            );
+        }
+        // ∂L/∂W = (∂L/∂z)ᵀ · X: [batch, out]ᵀ · [batch, in].
+        add(
+            "weight grad",
+            weights,
+            dims(outputs, weights, inputs, true, false),
+            1,
+            true,
+        );
+        for &batch in through {
+            // ∂L/∂X = ∂L/∂z · W: [batch, out] · [out, in].
+            let first_of_pass = layer == 1 && (net == "G" || batch == 128);
+            if !first_of_pass {
+                add(
+                    "input grad",
+                    batch,
+                    dims(batch, outputs, inputs, false, false),
+                    1,
+                    false,
+                );
+            }
+        }
+    }
+    products
+}
+
+/// `--gemm-sweep`: each product of [`step_products`] timed at the split the plan picks and at
+/// 1, 2, 3, 4, 6, 8, … splits (kernel time, operands warm in L2 as in the step), then the
+/// iteration's total both ways.
+fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrograd::Result<()> {
+    let device = Device::Cuda(cuda.clone());
+    let mut products = step_products();
+    let (calls, asked): (usize, &[usize]) = if quick {
+        products.truncate(2);
+        (2, &[1, 2])
+    } else {
+        (100, &[1, 2, 3, 4, 6, 8, 12, 16, 24, 32])
+    };
+    let random = |len: usize| {
+        let values = Tensor::uniform(&[len], -1.0, 1.0, &device).to_vec();
+        CudaStorage::from_vec(values, cuda)
+    };
+    let (mut planned_total, mut best_total) = (0.0, 0.0);
+    for product in &products {
+        let GemmDims { m, k, n, .. } = product.dims;
+        let (a, b) = (random(m * k), random(k * n));
+        let time = |splits: Option<usize>| {
+            set_split_k_override(splits);
+            let us = kernel_median_us(&device, repeats, calls, |_| {
+                if product.with_row_sums {
+                    std::hint::black_box(a.gemm_with_lhs_row_sums(&b, product.dims));
+                } else {
+                    std::hint::black_box(a.gemm(&b, None, product.dims, &Identity));
+                }
+            });
+            set_split_k_override(None);
+            us
+        };
+        let splits_of = |plan| match plan {
+            GemmPlan::Tiled { splits, .. } => splits,
+            GemmPlan::Large => 1,
+        };
+        let planned = (splits_of(GemmPlan::choose(m, k, n)), time(None)?);
+        let mut swept: Vec<(usize, f64)> = Vec::new();
+        for &splits in asked {
+            let splits = splits_of(GemmPlan::with_splits(k, splits));
+            if swept.iter().all(|&(done, _)| done != splits) {
+                swept.push((splits, time(Some(splits))?));
+            }
+        }
+        let best = swept
+            .iter()
+            .copied()
+            .fold(planned, |best, t| if t.1 < best.1 { t } else { best });
+        let row: Vec<String> = swept
+            .iter()
+            .map(|(s, us)| format!("{s}: {us:.1}"))
+            .collect();
+        println!(
+            "gemm sweep {m}x{k}x{n} ({}, x{}/iter): planned {} splits {:.1} us | {} | best {} splits {:.1} us",
+            product.what,
+            product.per_iteration,
+            planned.0,
+            planned.1,
+            row.join(", "),
+            best.0,
+            best.1
+        );
+        planned_total += planned.1 * product.per_iteration as f64;
+        best_total += best.1 * product.per_iteration as f64;
+    }
+    println!(
+        "gemm sweep total: the iteration's products take {planned_total:.1} us as planned, \
+         {best_total:.1} us at each one's best split ({:.2}x)",
+        planned_total / best_total
+    );
+    Ok(())
 }
 
 /// How a GPU microbenchmark runs each of its calls on its own copy of the operands, `(copies,

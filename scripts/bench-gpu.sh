@@ -9,7 +9,8 @@
 #     GAN's shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
-#   - sweeps for tuning: split-K's target (half a block and 2 blocks per SM instead of 1), and
+#   - sweeps for tuning: each product of the iteration at every split of k (--gemm-sweep),
+#     split-K's target (half a block and 2 blocks per SM instead of 1), and
 #     the GEMMs' compile-time depths (their cp.async pipelines, gemm_large's k-slices);
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
@@ -71,6 +72,8 @@ else
 fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
+# Every product of the iteration at each split of k: the data for split-K's plan.
+step 60 ./gan_bench --device cuda --gemm-sweep --repeats 3
 step 60 ./gan_bench --device cuda --tf32
 step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3

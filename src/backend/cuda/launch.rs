@@ -116,6 +116,8 @@ pub const DEFAULT_MIN_SPLIT_K: usize = 128;
 
 static SPLIT_K_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_SPLIT_K_BLOCKS);
 static MIN_SPLIT_K: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_SPLIT_K);
+/// The splits every tiled product is forced to (0: none forced; see [`set_split_k_override`]).
+static SPLITS_OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets the least k one split-K block sums (at least 16; default [`DEFAULT_MIN_SPLIT_K`]):
 /// a tuning knob for benchmarks (`gan_bench --split-k-min-k`). Smaller cuts a long k into
@@ -132,15 +134,32 @@ pub fn set_split_k_blocks(blocks: usize) {
     SPLIT_K_BLOCKS.store(blocks.clamp(1, SPLIT_K_MAX_TILES), Ordering::Relaxed);
 }
 
+/// Makes every product that `gemm` tiles split k into `splits` chunks (fewer where chunks of
+/// whole 16-deep slices cannot make that many), whatever the plan would choose; `None` gives the choice back to the plan. A
+/// tuning knob for benchmarks (`gan_bench --gemm-sweep` times each product of the GAN's step
+/// at every split). Process-wide; a captured graph keeps the plans of its capture.
+pub fn set_split_k_override(splits: Option<usize>) {
+    SPLITS_OVERRIDE.store(splits.unwrap_or(0), Ordering::Relaxed);
+}
+
 /// The blocks split-K aims for (see [`set_split_k_blocks`]).
 pub fn split_k_blocks() -> usize {
     SPLIT_K_BLOCKS.load(Ordering::Relaxed)
 }
 
 impl GemmPlan {
-    /// The plan for `[m, k] · [k, n]` with split-K aiming for [`split_k_blocks`] blocks.
+    /// The plan for `[m, k] · [k, n]` with split-K aiming for [`split_k_blocks`] blocks, or
+    /// split as [`set_split_k_override`] forces.
     pub fn choose(m: usize, k: usize, n: usize) -> GemmPlan {
-        GemmPlan::choose_for(m, k, n, split_k_blocks())
+        let plan = GemmPlan::choose_for(m, k, n, split_k_blocks());
+        let forced = SPLITS_OVERRIDE.load(Ordering::Relaxed);
+        let tiles = m.div_ceil(64) * n.div_ceil(64);
+        match plan {
+            GemmPlan::Tiled { .. } if forced > 0 && tiles <= SPLIT_K_MAX_TILES => {
+                GemmPlan::with_splits(k, forced)
+            }
+            plan => plan,
+        }
     }
 
     /// The plan for `[m, k] · [k, n]`, split-K aiming for `target_blocks` (at most
@@ -154,9 +173,14 @@ impl GemmPlan {
         let tiles = m.div_ceil(64) * n.div_ceil(64);
         let target_blocks = target_blocks.clamp(1, SPLIT_K_MAX_TILES);
         let min_k = MIN_SPLIT_K.load(Ordering::Relaxed);
-        let splits = target_blocks.div_ceil(tiles).min(k / min_k).max(1);
-        // Chunks in whole k-slices of 16, so only the last one is ragged.
-        let k_chunk = k.div_ceil(splits).next_multiple_of(16).max(16);
+        GemmPlan::with_splits(k, target_blocks.div_ceil(tiles).min(k / min_k))
+    }
+
+    /// `gemm` with k cut into at most `splits` chunks (at least 1), each a whole number of
+    /// 16-deep k-slices so that only the last one is ragged (so fewer chunks where rounding
+    /// them up to whole slices covers k sooner).
+    pub fn with_splits(k: usize, splits: usize) -> GemmPlan {
+        let k_chunk = k.div_ceil(splits.max(1)).next_multiple_of(16).max(16);
         GemmPlan::Tiled {
             splits: k.div_ceil(k_chunk).max(1),
             k_chunk,
