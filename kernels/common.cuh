@@ -135,6 +135,13 @@ __device__ __forceinline__ float sigmoid_forward(float x) {
     return e / (1.0f + e);
 }
 
+// Binary cross-entropy of one prediction p against its target t (src/ops/bce.rs), each log
+// clamped at −100 as PyTorch does, so that p ∈ {0, 1} gives a finite loss.
+__device__ __forceinline__ float clamped_log(float x) { return fmaxf(logf(x), -100.0f); }
+__device__ __forceinline__ float bce_loss(float p, float t) {
+    return -(t * clamped_log(p) + (1.0f - t) * clamped_log(1.0f - p));
+}
+
 // Philox4x32-10 (Salmon et al., SC'11), exactly as src/rng.rs: value i of a draw is lane i % 4
 // of counter block first_block + i / 4, key = the seed. One seed gives the same numbers on every
 // device, and any thread can compute any value: random.cu's fills and the GEMM's dropout

@@ -53,13 +53,7 @@ FG_KERNEL(binary_sigmoid_backward, BinaryArgs) {
 }
 
 // --- binary cross-entropy (src/ops/bce.rs): logs clamped at −100, p(1 − p) floored at 1e-12 ---
-__device__ __forceinline__ float clamped_log(float x) { return fmaxf(logf(x), -100.0f); }
-
-FG_KERNEL(binary_bce_loss, BinaryArgs) {
-    map_binary(args, [](float p, float t, float) {
-        return -(t * clamped_log(p) + (1.0f - t) * clamped_log(1.0f - p));
-    });
-}
+// The loss itself, bce_loss in common.cuh, is summed as it is computed (reduce.cu, sum_bce_loss).
 // Backward, f(p, t, dL/dloss): the elementwise rule times the incoming (scalar) gradient.
 FG_KERNEL(ternary_bce_backward_pred, TernaryArgs) {
     map_ternary(args, [](float p, float t, float g, float scale) {

@@ -9,6 +9,7 @@
 
 struct SumArgs {
     const float* x;
+    const float* y;    // a map's second operand (sum_<map>), else unused
     double* partials;  // one per block of the first pass
     float* out;        // one value: scale · the sum
     u64 n;
@@ -42,15 +43,16 @@ __device__ __forceinline__ double block_sum(double value) {
     return total;
 }
 
-// Pass 1: block b sums elements [b·SUM_CHUNK, (b + 1)·SUM_CHUNK) in f64. With a single block
-// (n ≤ SUM_CHUNK: a loss over a batch) its sum is the total, written right away, and the host
-// launches no second pass.
-FG_KERNEL(sum_partials, SumArgs) {
+// Pass 1: block b sums value(i) over elements [b·SUM_CHUNK, (b + 1)·SUM_CHUNK) in f64. With a
+// single block (n ≤ SUM_CHUNK: a loss over a batch) its sum is the total, written right away,
+// and the host launches no second pass.
+template <typename Value>
+__device__ __forceinline__ void sum_partials_of(const SumArgs& args, Value value) {
     u64 start = (u64)blockIdx.x * SUM_CHUNK;
     u64 end = start + SUM_CHUNK < args.n ? start + SUM_CHUNK : args.n;
     double sum = 0.0;
     for (u64 i = start + threadIdx.x; i < end; i += REDUCE_THREADS) {
-        sum += (double)args.x[i];
+        sum += (double)value(i);
     }
     double total = block_sum(sum);
     if (threadIdx.x == 0) {
@@ -60,6 +62,18 @@ FG_KERNEL(sum_partials, SumArgs) {
             args.partials[blockIdx.x] = total;
         }
     }
+}
+
+// The elements of x.
+FG_KERNEL(sum_partials, SumArgs) {
+    sum_partials_of(args, [&](u64 i) { return args.x[i]; });
+}
+
+// A map summed as it is computed, sum_<map>(x, y): the sum of the map's f32 values in the order
+// sum_partials would sum them once written out (the same bits), without writing them out or a
+// launch to do so. The loss of binary_cross_entropy (x the predictions, y the targets).
+FG_KERNEL(sum_bce_loss, SumArgs) {
+    sum_partials_of(args, [&](u64 i) { return bce_loss(args.x[i], args.y[i]); });
 }
 
 // Pass 2, one block: the partial sums, in order of blocks per thread, then the tree.

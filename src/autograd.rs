@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::grad_mode::no_grad;
+use crate::ops::assert_same_device;
 use crate::tensor::{Node, NodeKind, Tensor};
 
 impl Tensor {
@@ -33,10 +34,28 @@ impl Tensor {
              not shape {:?}",
             self.shape()
         );
+        self.backward_with(&Tensor::ones(self.shape(), self.device()));
+    }
+
+    /// [`Tensor::backward`] from a given `∂L/∂self` (PyTorch's `backward(gradient)`), of this
+    /// tensor's shape: for a non-scalar output, or to pass a seed of ones made once instead of
+    /// at every call (on a GPU, a kernel launch less per backward pass). The gradient may end
+    /// up as a leaf's [`Tensor::grad`] as it is: do not write into it afterwards.
+    ///
+    /// # Panics
+    /// If the shapes differ, or the tensor does not require a gradient.
+    pub fn backward_with(&self, gradient: &Tensor) {
+        assert!(
+            gradient.shape() == self.shape(),
+            "backward: gradient of shape {:?} for an output of shape {:?}",
+            gradient.shape(),
+            self.shape()
+        );
+        assert_same_device("backward", self, gradient);
         let root = self.node().unwrap_or_else(|| {
             panic!("backward: the tensor does not require grad and has no graph behind it")
         });
-        backpropagate(&root, Tensor::ones(self.shape(), self.device()));
+        backpropagate(&root, gradient.detach());
     }
 }
 

@@ -139,6 +139,8 @@ struct StepResults {
 /// The constant tensors a step of `batch` images reads.
 #[derive(Clone)]
 struct StepConstants {
+    /// `[]`, one: each backward pass's seed, `∂loss/∂loss`.
+    one: Tensor,
     /// `[batch, 1]` of ones: G's BCE targets.
     ones: Tensor,
     /// `[2·batch, 1]`: `batch` ones, then `batch` zeros: D's targets, real images then fakes.
@@ -158,6 +160,7 @@ impl StepConstants {
         half_means[..batch].fill(share);
         half_means[3 * batch..].fill(share);
         StepConstants {
+            one: Tensor::ones(&[], device),
             ones,
             real_then_fake,
             half_means: Tensor::from_vec(half_means, &[2, 2 * batch], device),
@@ -319,7 +322,7 @@ impl Gan {
         let d_out = d.forward(&Tensor::cat(&[real, &fake]));
         let d_loss =
             binary_cross_entropy_scaled(&d_out, &constants.real_then_fake, 1.0 / batch as f32);
-        d_loss.backward();
+        d_loss.backward_with(&constants.one);
         self.discriminator_optimizer.step();
 
         // The G step needs gradients through D, not for D's weights: freezing them skips
@@ -329,7 +332,7 @@ impl Gan {
         self.generator_optimizer.zero_grad();
         let g_loss =
             binary_cross_entropy(&d.forward(&g.forward(&self.noise(batch))), &constants.ones);
-        g_loss.backward();
+        g_loss.backward_with(&constants.one);
         self.generator_optimizer.step();
         frozen.iter().for_each(|p| p.set_requires_grad(true));
 

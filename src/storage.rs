@@ -171,6 +171,14 @@ impl Storage {
         }
     }
 
+    pub fn map_sum_all<K: BinaryKernel>(&self, rhs: &Self, kernel: &K, scale: f32) -> Self {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(a.map_sum_all(b, kernel, scale)),
+            (Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(a.map_sum_all(b, kernel, scale)),
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
     pub fn sum_all(&self, scale: f32) -> Self {
         match self {
             Storage::Cpu(s) => Storage::Cpu(s.sum_all(scale)),

@@ -154,6 +154,31 @@ fn backward_of_a_vector_panics() {
     leaf(vec![1.0, 2.0], &[2]).tanh().backward();
 }
 
+/// PyTorch's `y.backward(gradient)`: the vector-Jacobian product `gᵀ · ∂y/∂x`; for
+/// `y = x²` elementwise, `∂L/∂x = 2x · g`. A seed of ones gives `backward()`'s gradients.
+#[test]
+fn backward_with_a_gradient_weights_each_output() {
+    let x = leaf(vec![0.5, -1.5, 2.0], &[3]);
+    (&x * &x).backward_with(&Tensor::from_vec(vec![1.0, 10.0, -3.0], &[3], &CPU));
+    assert_eq!(x.grad().unwrap().to_vec(), [1.0, -30.0, -12.0]);
+
+    let y = leaf(vec![0.3, -0.7], &[2]);
+    let loss = y.tanh().sum();
+    loss.backward_with(&Tensor::ones(&[], &CPU));
+    let with_seed = y.grad().unwrap().to_vec();
+    y.zero_grad();
+    loss.backward();
+    assert_eq!(with_seed, y.grad().unwrap().to_vec());
+}
+
+#[test]
+#[should_panic(expected = "backward: gradient of shape [3] for an output of shape [2]")]
+fn backward_with_a_gradient_of_another_shape_panics() {
+    leaf(vec![1.0, 2.0], &[2])
+        .tanh()
+        .backward_with(&Tensor::ones(&[3], &CPU));
+}
+
 #[test]
 #[should_panic(expected = "backward: the tensor does not require grad")]
 fn backward_without_graph_panics() {

@@ -224,6 +224,45 @@ fn arithmetic_with_every_broadcast_matches_the_cpu() {
     assert_eq!(expanded, [1.5; 10]);
 }
 
+/// `scale · Σ bce(pᵢ, tᵢ)` as the CUDA backend runs it: `sum_bce_loss`, then `sum_finish` when
+/// there is more than one block.
+fn summed_bce_loss(p: &[f32], t: &[f32], scale: f32) -> f32 {
+    let n = p.len() as u64;
+    let blocks = n.div_ceil(4096);
+    let mut partials = vec![f64::NAN; blocks as usize];
+    let mut out = [f32::NAN];
+    let args = SumArgs {
+        x: ptr(p),
+        y: ptr(t),
+        partials: partials.as_mut_ptr() as u64,
+        out: ptr_mut(&mut out),
+        n,
+        blocks,
+        scale,
+    };
+    launch("sum_bce_loss", LaunchConfig::sum_partials(n), args);
+    if blocks > 1 {
+        launch("sum_finish", LaunchConfig::single_block(), args);
+    }
+    out[0]
+}
+
+/// Over several blocks of the first pass too (a loss over more than 4096 elements).
+#[test]
+fn long_binary_cross_entropy_losses_match_the_cpu() {
+    let n = 10_000;
+    let p = uniform(n, 0.0, 1.0, 8);
+    let t = uniform(n, 0.0, 1.0, 9);
+    let loss = binary_cross_entropy(
+        &Tensor::from_vec(p.clone(), &[n], &CPU),
+        &Tensor::from_vec(t.clone(), &[n], &CPU),
+    );
+    assert_eq!(
+        summed_bce_loss(&p, &t, 1.0 / n as f32).to_bits(),
+        loss.item().to_bits()
+    );
+}
+
 #[test]
 fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
     let n = 640;
@@ -236,12 +275,10 @@ fn binary_cross_entropy_loss_and_gradients_match_the_cpu() {
     target.set_requires_grad(true);
     let loss = binary_cross_entropy(&pred, &target);
     (&loss * 0.7).backward(); // ∂L/∂loss = 0.7, the incoming gradient the kernels broadcast
-    let per_element = binary("binary_bce_loss", &p, &t, 0.0, 0);
-    let mean = per_element.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-    assert!(
-        (mean as f32 - loss.item()).abs() < 1e-5,
-        "{mean} vs {}",
-        loss.item()
+    assert_eq!(
+        summed_bce_loss(&p, &t, 1.0 / n as f32).to_bits(),
+        loss.item().to_bits(),
+        "the loss summed as it is computed: the CPU's bits"
     );
     let scale = 1.0 / n as f32;
     let grad_pred = ternary_with_scalar("ternary_bce_backward_pred", &p, &t, 0.7, scale);
@@ -272,6 +309,7 @@ fn reductions_match_the_cpu() {
             let mut out = [f32::NAN];
             let args = SumArgs {
                 x: ptr(&x),
+                y: 0,
                 partials: partials.as_mut_ptr() as u64,
                 out: ptr_mut(&mut out),
                 n: n as u64,
@@ -696,6 +734,26 @@ fn gemm_plans_suit_the_shapes() {
         );
         if k >= 512 {
             assert!(splits >= 4, "{m}x{k}x{n}: {splits} splits");
+        }
+    }
+}
+
+/// A forced split (`gan_bench --gemm-sweep`): chunks of whole 16-deep k-slices covering k
+/// exactly once, no more of them than asked, and exactly as many where they divide k evenly.
+#[test]
+fn forced_splits_cover_k_once() {
+    for k in [1, 15, 16, 17, 64, 100, 128, 784, 1024] {
+        for asked in 1..=40 {
+            let GemmPlan::Tiled { splits, k_chunk } = GemmPlan::with_splits(k, asked) else {
+                panic!("with_splits gives a tiled plan");
+            };
+            assert!(
+                k_chunk % 16 == 0 && splits * k_chunk >= k && (splits - 1) * k_chunk < k.max(1)
+            );
+            assert!(splits <= asked, "k {k}: {splits} splits for {asked} asked");
+            if k % (16 * asked) == 0 {
+                assert_eq!(splits, asked, "k {k}: {asked} chunks of whole slices");
+            }
         }
     }
 }

@@ -137,6 +137,10 @@ pub trait BackendStorage: Sized {
     /// buffer: the sum rounded to f32, then the product. Fixed chunking: the result does not
     /// depend on the number of threads.
     fn sum_all(&self, scale: f32) -> Self;
+    /// [`BackendStorage::sum_all`] of `kernel` mapped over `(self, rhs)` (same lengths), in one
+    /// pass that writes no elementwise buffer: the same bits as the map, then its sum. (On CUDA
+    /// the map needs a `sum_<NAME>` kernel in `reduce.cu`: the losses have one.)
+    fn map_sum_all<K: BinaryKernel>(&self, rhs: &Self, kernel: &K, scale: f32) -> Self;
     /// Column sums of a `[rows, cols]` buffer: `[cols]` (a bias gradient).
     fn sum_rows(&self, rows: usize, cols: usize) -> Self;
     /// `len` copies of this one-element buffer's value times `scale` (the gradient of a sum).

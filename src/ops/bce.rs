@@ -5,7 +5,7 @@
 //! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1.
 
 use super::{assert_same_device, record};
-use crate::backend::{BinaryKernel, Broadcast, TernaryKernel};
+use crate::backend::{BinaryKernel, TernaryKernel};
 use crate::tensor::{with_storages, GradFn, Tensor};
 
 /// PyTorch's floor on each log term.
@@ -105,9 +105,8 @@ pub(crate) fn binary_cross_entropy_scaled(pred: &Tensor, target: &Tensor, scale:
         target.shape()
     );
     assert_same_device("binary_cross_entropy", pred, target);
-    let loss = with_storages([pred, target], |[p, t]| {
-        p.binary(t, Broadcast::None, &BceLoss).sum_all(scale)
-    });
+    // Each element's loss summed as it is computed: one pass, one launch on a GPU.
+    let loss = with_storages([pred, target], |[p, t]| p.map_sum_all(t, &BceLoss, scale));
     let loss = Tensor::from_storage(loss, vec![]);
     record(&loss, &[pred, target], || BceBackward {
         pred: pred.detach(),

@@ -163,6 +163,23 @@ impl BackendStorage for CpuStorage {
         CpuStorage(vec![partials.iter().sum::<f64>() as f32 * scale])
     }
 
+    fn map_sum_all<K: BinaryKernel>(&self, rhs: &Self, kernel: &K, scale: f32) -> Self {
+        debug_assert_eq!(self.0.len(), rhs.0.len());
+        // sum_all's chunks and order, each value mapped as it is added.
+        let partials: Vec<f64> = self
+            .0
+            .par_chunks(SUM_CHUNK)
+            .zip(rhs.0.par_chunks(SUM_CHUNK))
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(&a, &b)| f64::from(kernel.apply(a, b)))
+                    .sum()
+            })
+            .collect();
+        CpuStorage(vec![partials.iter().sum::<f64>() as f32 * scale])
+    }
+
     fn sum_rows(&self, rows: usize, cols: usize) -> Self {
         debug_assert_eq!(rows * cols, self.0.len());
         // Each task owns a band of columns and walks the rows in order.

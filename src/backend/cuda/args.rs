@@ -38,8 +38,9 @@ kernel_args!(
     TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32, c_scalar: i32 }
 );
 kernel_args!(
-    /// The two passes of a full sum, times `scale` (`reduce.cu`).
-    SumArgs { x: u64, partials: u64, out: u64, n: u64, blocks: u64, scale: f32 }
+    /// The two passes of a full sum, times `scale` (`reduce.cu`); `y` is a summed map's second
+    /// operand (0 for a plain sum).
+    SumArgs { x: u64, y: u64, partials: u64, out: u64, n: u64, blocks: u64, scale: f32 }
 );
 kernel_args!(
     /// Column sums of `[rows, cols]` (`reduce.cu`).

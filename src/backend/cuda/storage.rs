@@ -113,6 +113,30 @@ impl CudaStorage {
     }
 
     /// `out = epilogue(self · rhs + bias)`'s arguments, without split-K or dropout.
+    /// `scale` times the sum of `first_pass`'s values over this buffer (`sum_partials`: its
+    /// elements; `sum_<map>`: the map of it and `y`), then `sum_finish` over the blocks' partial
+    /// sums where there is more than one block.
+    fn sum_with(&self, first_pass: &str, y: u64, scale: f32) -> Self {
+        let device = self.device();
+        let blocks = self.len().div_ceil(SUM_CHUNK).max(1);
+        let partials = CudaStorage::uninit(2 * blocks as usize, device); // f64 partial sums
+        let out = CudaStorage::uninit(1, device);
+        let args = SumArgs {
+            x: self.pointer(),
+            y,
+            partials: partials.pointer(),
+            out: out.pointer(),
+            n: self.len(),
+            blocks,
+            scale,
+        };
+        device.launch(first_pass, LaunchConfig::sum_partials(self.len()), args);
+        if blocks > 1 {
+            device.launch("sum_finish", LaunchConfig::single_block(), args);
+        }
+        out
+    }
+
     fn gemm_args<E: UnaryKernel>(
         &self,
         rhs: &Self,
@@ -295,23 +319,12 @@ impl BackendStorage for CudaStorage {
     }
 
     fn sum_all(&self, scale: f32) -> Self {
-        let device = self.device();
-        let blocks = self.len().div_ceil(SUM_CHUNK).max(1);
-        let partials = CudaStorage::uninit(2 * blocks as usize, device); // f64 partial sums
-        let out = CudaStorage::uninit(1, device);
-        let args = SumArgs {
-            x: self.pointer(),
-            partials: partials.pointer(),
-            out: out.pointer(),
-            n: self.len(),
-            blocks,
-            scale,
-        };
-        device.launch("sum_partials", LaunchConfig::sum_partials(self.len()), args);
-        if blocks > 1 {
-            device.launch("sum_finish", LaunchConfig::single_block(), args);
-        }
-        out
+        self.sum_with("sum_partials", 0, scale)
+    }
+
+    fn map_sum_all<K: BinaryKernel>(&self, rhs: &Self, _kernel: &K, scale: f32) -> Self {
+        assert_eq!(self.len(), rhs.len(), "map_sum_all: lengths differ");
+        self.sum_with(&format!("sum_{}", K::NAME), rhs.pointer(), scale)
     }
 
     fn sum_rows(&self, rows: usize, cols: usize) -> Self {
