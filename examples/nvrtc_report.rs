@@ -39,8 +39,8 @@ fn main() -> ExitCode {
     let cubin_dir = cubin_dir_argument();
     println!("include paths: {:?}", nvrtc::include_paths());
     println!(
-        "{:<8} {:<14} {:<28} {:>5} {:>8} {:>7}",
-        "arch", "file", "kernel", "regs", "smem", "spills"
+        "{:<8} {:<14} {:<28} {:>5} {:>8} {:>7} {:>6}",
+        "arch", "file", "kernel", "regs", "smem", "spills", "stack"
     );
     let mut failed = false;
     for (major, minor) in ARCHITECTURES {
@@ -65,8 +65,13 @@ fn main() -> ExitCode {
             for kernel in parse_ptxas_report(&compiled.log) {
                 let spills = kernel.spill_stores + kernel.spill_loads;
                 println!(
-                    "sm_{major}{minor}    {:<14} {:<28} {:>5} {:>8} {:>7}",
-                    module.file, kernel.kernel, kernel.registers, kernel.shared_bytes, spills
+                    "sm_{major}{minor}    {:<14} {:<28} {:>5} {:>8} {:>7} {:>6}",
+                    module.file,
+                    kernel.kernel,
+                    kernel.registers,
+                    kernel.shared_bytes,
+                    spills,
+                    kernel.stack_bytes
                 );
                 if spills > 0 {
                     eprintln!(

@@ -76,6 +76,30 @@ __device__ __forceinline__ void gemm_finish(const GemmArgs& args, u64 at, int co
     args.c[at] = value;
 }
 
+// a[r] = a[r + 1] for every row but the last: a loop that is not unrolled can work on row 0 of a
+// thread's results each time round, then move the next row up. It indexes the array only at
+// constants, so the array stays in registers (indexed at run time it would go to local memory,
+// each access a round trip through L1), and the code in the loop is there once, not once per
+// row (unrolled: longer NVRTC compiles and more instructions to fetch for a short-lived block).
+template <int ROWS, int COLS>
+__device__ __forceinline__ void shift_rows_up(float (&a)[ROWS][COLS]) {
+#pragma unroll
+    for (int r = 0; r + 1 < ROWS; ++r) {
+#pragma unroll
+        for (int c = 0; c < COLS; ++c) {
+            a[r][c] = a[r + 1][c];
+        }
+    }
+}
+
+template <int ROWS>
+__device__ __forceinline__ void shift_rows_up(float (&a)[ROWS]) {
+#pragma unroll
+    for (int r = 0; r + 1 < ROWS; ++r) {
+        a[r] = a[r + 1];
+    }
+}
+
 // Writes one result: the finished value, or a partial sum under split-K.
 __device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int col, float acc) {
     if (row >= args.m || col >= args.n) {
@@ -118,14 +142,27 @@ __device__ __forceinline__ bool whole_quad(const GemmArgs& args, int row, int co
     return row < args.m && args.n % 4 == 0 && col + 3 < args.n;
 }
 
+// gemm_store for a quad that is not whole (at the matrix's right edge, or n not a multiple of 4),
+// one result at a time: the values by value, so no array of the caller's is indexed at run
+// time (which would put it in local memory), and in a loop that is not unrolled, so the rare
+// edge code is there once, not four times (a quad's results can straddle two Philox blocks).
+__device__ __forceinline__ void gemm_store_ragged(const GemmArgs& args, int row, int col, float v0,
+                                                  float v1, float v2, float v3) {
+#pragma unroll 1
+    for (int q = 0; q < 4; ++q) {  // result q in v0
+        gemm_store(args, row, col + q, v0);
+        v0 = v1;
+        v1 = v2;
+        v2 = v3;
+    }
+}
+
 // gemm_store for the quad of row `row` at columns col..col + 3 (col a multiple of 4): 16-byte
 // stores of finished values or partial sums where the quad is whole, else one by one.
 __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int row, int col,
                                                 const float acc[4]) {
     if (!whole_quad(args, row, col)) {
-        for (int q = 0; q < 4; ++q) {
-            gemm_store(args, row, col + q, acc[q]);
-        }
+        gemm_store_ragged(args, row, col, acc[0], acc[1], acc[2], acc[3]);
         return;
     }
     const u64 at = (u64)row * args.n + col;
@@ -175,6 +212,21 @@ __device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
 // z in flight together: one partial tile after another, not one element's round trips after
 // another's. The partials are read from L2 (__ldcg): this SM's L1 may hold stale copies of
 // lines shared with a neighbouring tile.
+// gemm_finish for a quad of sums that is not whole, each result inside the matrix, as
+// gemm_store_ragged.
+__device__ __forceinline__ void gemm_finish_ragged(const GemmArgs& args, int row, int col,
+                                                   float s0, float s1, float s2, float s3) {
+#pragma unroll 1
+    for (int q = 0; q < 4; ++q) {  // result q in s0
+        if (row < args.m && col + q < args.n) {
+            gemm_finish(args, (u64)row * args.n + col + q, col + q, s0);
+        }
+        s0 = s1;
+        s1 = s2;
+        s2 = s3;
+    }
+}
+
 template <int THREADS>
 __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int row0, int col0) {
     constexpr int QUADS = GEMM_BM * GEMM_BN / 4 / THREADS;
@@ -207,17 +259,16 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
             }
         }
     }
-    for (int r = 0; r < QUADS; ++r) {
+#pragma unroll 1
+    for (int r = 0; r < QUADS; ++r) {  // quad r in sums[0] (shift_rows_up)
         const int e = threadIdx.x + r * THREADS;
         const int row = row0 + e / (GEMM_BN / 4), col = col0 + (e % (GEMM_BN / 4)) * 4;
-        const u64 at = (u64)row * args.n + col;
         if (whole_quad(args, row, col)) {
-            gemm_finish_quad(args, at, col, sums[r]);
-        } else if (row < args.m) {
-            for (int q = 0; q < 4 && col + q < args.n; ++q) {
-                gemm_finish(args, at + q, col + q, sums[r][q]);
-            }
+            gemm_finish_quad(args, (u64)row * args.n + col, col, sums[0]);
+        } else {
+            gemm_finish_ragged(args, row, col, sums[0][0], sums[0][1], sums[0][2], sums[0][3]);
         }
+        shift_rows_up(sums);
     }
 }
 
@@ -423,12 +474,15 @@ FG_KERNEL(gemm, GemmArgs) {
             }
         }
     });
-    for (int i = 0; i < GEMM_TM; ++i) {
+#pragma unroll 1
+    for (int i = 0; i < GEMM_TM; ++i) {  // row i in acc[0], row_sum[0] (shift_rows_up)
         const int row = row0 + ty * GEMM_TM + i;
-        gemm_store_quad(args, row, col0 + tx * GEMM_TN, acc[i]);
+        gemm_store_quad(args, row, col0 + tx * GEMM_TN, acc[0]);
         if (row_sums && tx == 0 && row < args.m) {
-            args.row_sums[row] = row_sum[i];
+            args.row_sums[row] = row_sum[0];
         }
+        shift_rows_up(acc);
+        shift_rows_up(row_sum);
     }
     if (args.partials && split_k_last_arrival(args)) {
         split_k_finish_tile<GEMM_THREADS>(args, row0, col0);
@@ -483,12 +537,10 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
-    float acc[2][4][4];
-    for (int mi = 0; mi < 2; ++mi) {
-        for (int ni = 0; ni < 4; ++ni) {
-            for (int r = 0; r < 4; ++r) {
-                acc[mi][ni][r] = 0.0f;
-            }
+    float acc[2 * 4][4];  // the warp's 2 × 4 MMA tiles: tile (mi, ni) in acc[4 · mi + ni]
+    for (int f = 0; f < 2 * 4; ++f) {
+        for (int r = 0; r < 4; ++r) {
+            acc[f][r] = 0.0f;
         }
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
@@ -510,20 +562,21 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
             }
             for (int mi = 0; mi < 2; ++mi) {
                 for (int ni = 0; ni < 4; ++ni) {
-                    mma_tf32(acc[mi][ni], a[mi], b[ni]);
+                    mma_tf32(acc[4 * mi + ni], a[mi], b[ni]);
                 }
             }
         }
     });
-    for (int mi = 0; mi < 2; ++mi) {
-        for (int ni = 0; ni < 4; ++ni) {
-            int row = row0 + warp_row + mi * 16 + g;
-            int col = col0 + warp_col + ni * 8 + 2 * t;
-            gemm_store(args, row, col, acc[mi][ni][0]);
-            gemm_store(args, row, col + 1, acc[mi][ni][1]);
-            gemm_store(args, row + 8, col, acc[mi][ni][2]);
-            gemm_store(args, row + 8, col + 1, acc[mi][ni][3]);
-        }
+#pragma unroll 1
+    for (int f = 0; f < 2 * 4; ++f) {  // tile (mi, ni) in acc[0] (shift_rows_up)
+        const int mi = f / 4, ni = f % 4;
+        const int row = row0 + warp_row + mi * 16 + g;
+        const int col = col0 + warp_col + ni * 8 + 2 * t;
+        gemm_store(args, row, col, acc[0][0]);
+        gemm_store(args, row, col + 1, acc[0][1]);
+        gemm_store(args, row + 8, col, acc[0][2]);
+        gemm_store(args, row + 8, col + 1, acc[0][3]);
+        shift_rows_up(acc);
     }
     if (args.partials && split_k_last_arrival(args)) {
         split_k_finish_tile<TF32_THREADS>(args, row0, col0);
@@ -593,11 +646,14 @@ FG_KERNEL(gemm_large, GemmArgs) {
         }
     });
     // Each row of the thread's results is two quads, 16 columns apart.
-    for (int i = 0; i < 8; ++i) {
+#pragma unroll 1
+    for (int i = 0; i < 8; ++i) {  // row i in acc[0] (shift_rows_up)
         const int row = row0 + warp_row + (i / 4) * 32 + lane_row + i % 4;
+#pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int col = col0 + warp_col + half * 16 + lane_col;
-            gemm_store_quad(args, row, col, &acc[i][4 * half]);
+            gemm_store_quad(args, row, col, &acc[0][4 * half]);
         }
+        shift_rows_up(acc);
     }
 }

@@ -36,8 +36,11 @@ FG_KERNEL(random_fill, RandomArgs) {
         } else {
             for (int i = 0; i < 4; ++i) v[i] = dropout_mask_value(w[i], args.a);
         }
-        for (int i = 0; i < 4 && 4 * block + i < args.n; ++i) {
-            args.out[4 * block + i] = v[i];
+#pragma unroll  // v[i] with i known at compile time: v stays in registers
+        for (int i = 0; i < 4; ++i) {
+            if (4 * block + i < args.n) {
+                args.out[4 * block + i] = v[i];
+            }
         }
     }
 }

@@ -187,6 +187,9 @@ unsafe fn cubin(program: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
 pub struct KernelResources {
     pub kernel: String,
     pub registers: u32,
+    /// Local memory for arrays the code indexes at run time (or too big for registers): each
+    /// use a round trip through the L1 cache instead of a register read.
+    pub stack_bytes: u32,
     pub spill_stores: u32,
     pub spill_loads: u32,
     pub shared_bytes: u32,
@@ -219,6 +222,9 @@ pub fn parse_ptxas_report(log: &str) -> Vec<KernelResources> {
                 ..KernelResources::default()
             });
         } else if let Some(current) = kernels.last_mut() {
+            if line.contains("bytes stack frame") {
+                current.stack_bytes = number_before(line, " bytes stack frame").unwrap_or(0);
+            }
             if line.contains("spill stores") {
                 current.spill_stores = number_before(line, " bytes spill stores").unwrap_or(0);
                 current.spill_loads = number_before(line, " bytes spill loads").unwrap_or(0);
