@@ -369,6 +369,45 @@ fn ptr_quads(quads: &mut [[f32; 4]]) -> u64 {
     quads.as_mut_ptr() as u64
 }
 
+/// A 16-byte copy needs 16-byte aligned addresses; a GPU stops the kernel otherwise, and so
+/// does the emulator: B one float past an aligned address, read in quads along n (n = 8).
+#[test]
+fn a_misaligned_16_byte_copy_is_an_error_as_on_a_gpu() {
+    let (m, k, n) = (4, 16, 8);
+    let a = aligned(&uniform(m * k, -1.0, 1.0, 1));
+    let b = aligned(&uniform(k * n + 1, -1.0, 1.0, 2));
+    let mut c = aligned_filled(m * n, f32::NAN);
+    let args = |b: u64, c: u64| GemmArgs {
+        a: a.as_ptr() as u64,
+        b,
+        bias: 0,
+        c,
+        partials: 0,
+        tile_counters: 0,
+        m: m as i32,
+        k: k as i32,
+        n: n as i32,
+        lhs_transposed: 0,
+        rhs_transposed: 0,
+        k_chunk: k as i32,
+        epilogue: epilogue_code("identity"),
+        p: 0.0,
+        dropout_p: 0.0,
+        mask: 0,
+        dropout: PhiloxDraw::NONE,
+        row_sums: 0,
+    };
+    let config = LaunchConfig::gemm(m, n, 1);
+    let aligned_b = b.as_ptr() as u64;
+    let c_pointer = ptr_quads(&mut c);
+    // SAFETY: a, b and c hold m·k, k·n + 1 and m·n floats, which is all the kernel reads or
+    // writes from either address of B.
+    let launch_with = |b| unsafe { emulator::launch("gemm", config, &args(b, c_pointer)) };
+    launch_with(aligned_b).expect("aligned operands");
+    let err = launch_with(aligned_b + 4).unwrap_err();
+    assert!(err.contains("gemm: misaligned address"), "{err}");
+}
+
 /// Runs one of gemm.cu's plans on the emulator and returns C.
 fn emulated_gemm(a: &[f32], b: &[f32], bias: &[f32], dims: GemmDims, plan: GemmPlan) -> Vec<f32> {
     emulated_gemm_dropout(a, b, bias, dims, plan, None).0

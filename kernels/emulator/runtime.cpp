@@ -62,7 +62,14 @@ struct AsyncCopies {
 };
 static std::vector<AsyncCopies> async_copies;  // per thread of the block in progress
 
+// Whether the launch in progress made a 16-byte copy of an address that is not a multiple of
+// 16, which stops a kernel on a GPU ("misaligned address").
+static bool misaligned = false;
+
 void copy_async(float* shared, const float* global, unsigned floats, bool valid) {
+    if (floats == 4 && valid && ((uintptr_t)global % 16 != 0 || (uintptr_t)shared % 16 != 0)) {
+        misaligned = true;
+    }
     for (unsigned i = 0; i < floats; ++i) {
         shared[i] = NAN;  // not there yet
     }
@@ -201,7 +208,7 @@ static std::vector<dim3> block_order(dim3 grid) {
 }
 
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
-// its threads deadlocked at barriers. Launches are serialised: the launch state and
+// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy. Launches are serialised: the launch state and
 // __shared__ storage are process-wide.
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
@@ -224,11 +231,12 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     block.args = args;
     grid_dim = grid;
     block_dim = block_shape;
+    misaligned = false;
     for (dim3 index : block_order(grid)) {
         block_idx = index;
         if (!run_block()) {
             return 2;
         }
     }
-    return 0;
+    return misaligned ? 3 : 0;
 }

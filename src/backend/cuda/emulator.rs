@@ -231,8 +231,12 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
     match status {
         0 => Ok(()),
         1 => Err(format!("the emulator has no kernel named {name}")),
-        _ => Err(format!(
+        2 => Err(format!(
             "{name}: threads deadlocked at barriers (some at __syncthreads, some elsewhere)"
+        )),
+        _ => Err(format!(
+            "{name}: misaligned address: a 16-byte copy (cp.async) from or to an address that \
+             is not a multiple of 16, which stops the kernel on a GPU"
         )),
     }
 }
