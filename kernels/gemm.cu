@@ -31,8 +31,8 @@ struct GemmArgs {
     const float* b;
     const float* bias;  // null for none
     float* c;
-    float* partials;    // split-K: [gridDim.z, m, n] partial sums; null otherwise
-    // Split-K: one counter per tile (gridDim.x · gridDim.y of them), 0 before the launch and
+    float* partials;    // split-K: [splits, m, n] partial sums; null otherwise
+    // Split-K: one counter per tile (tiles_x · tiles_y of them), 0 before the launch and
     // after it (split_k_last_arrival).
     u32* tile_counters;
     int m;
@@ -53,6 +53,19 @@ struct GemmArgs {
     // in one kernel. Summed in k order in f32, as the CPU's and sum_rows' column sums.
     float* row_sums;
 };
+
+// Where a block of a 64 × 64 kernel works: the tile of C in column x and row y of the grid of
+// tiles (tiles_x per row), and chunk z of k out of `splits`. A `gemm` launch's blocks are its
+// grid; a `gemm_pair` launch's are two such grids one after the other (gemm_pair).
+struct GemmTile {
+    int x, y, z;
+    int tiles_x, splits;
+};
+
+__device__ __forceinline__ GemmTile grid_tile() {
+    return GemmTile{(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, (int)gridDim.x,
+                    (int)gridDim.z};
+}
 
 __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
     switch (args.epilogue) {
@@ -100,14 +113,15 @@ __device__ __forceinline__ void shift_rows_up(float (&a)[ROWS]) {
     }
 }
 
-// Writes one result: the finished value, or a partial sum under split-K.
-__device__ __forceinline__ void gemm_store(const GemmArgs& args, int row, int col, float acc) {
+// Writes one result: the finished value, or a partial sum of k-chunk `split` under split-K.
+__device__ __forceinline__ void gemm_store(const GemmArgs& args, int split, int row, int col,
+                                           float acc) {
     if (row >= args.m || col >= args.n) {
         return;
     }
     u64 at = (u64)row * args.n + col;
     if (args.partials) {
-        args.partials[(u64)blockIdx.z * args.m * args.n + at] = acc;
+        args.partials[(u64)split * args.m * args.n + at] = acc;
     } else {
         gemm_finish(args, at, col, acc);
     }
@@ -146,11 +160,12 @@ __device__ __forceinline__ bool whole_quad(const GemmArgs& args, int row, int co
 // one result at a time: the values by value, so no array of the caller's is indexed at run
 // time (which would put it in local memory), and in a loop that is not unrolled, so the rare
 // edge code is there once, not four times (a quad's results can straddle two Philox blocks).
-__device__ __forceinline__ void gemm_store_ragged(const GemmArgs& args, int row, int col, float v0,
-                                                  float v1, float v2, float v3) {
+__device__ __forceinline__ void gemm_store_ragged(const GemmArgs& args, int split, int row,
+                                                  int col, float v0, float v1, float v2,
+                                                  float v3) {
 #pragma unroll 1
     for (int q = 0; q < 4; ++q) {  // result q in v0
-        gemm_store(args, row, col + q, v0);
+        gemm_store(args, split, row, col + q, v0);
         v0 = v1;
         v1 = v2;
         v2 = v3;
@@ -159,15 +174,15 @@ __device__ __forceinline__ void gemm_store_ragged(const GemmArgs& args, int row,
 
 // gemm_store for the quad of row `row` at columns col..col + 3 (col a multiple of 4): 16-byte
 // stores of finished values or partial sums where the quad is whole, else one by one.
-__device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int row, int col,
-                                                const float acc[4]) {
+__device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int split, int row,
+                                                int col, const float acc[4]) {
     if (!whole_quad(args, row, col)) {
-        gemm_store_ragged(args, row, col, acc[0], acc[1], acc[2], acc[3]);
+        gemm_store_ragged(args, split, row, col, acc[0], acc[1], acc[2], acc[3]);
         return;
     }
     const u64 at = (u64)row * args.n + col;
     if (args.partials) {
-        float* partial = args.partials + (u64)blockIdx.z * args.m * args.n + at;
+        float* partial = args.partials + (u64)split * args.m * args.n + at;
         *(float4*)partial = make_float4(acc[0], acc[1], acc[2], acc[3]);
     } else {
         gemm_finish_quad(args, at, col, acc);
@@ -192,12 +207,12 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int row, i
 // counters (zeroed once, when the device is opened) are ready for the next launch and every
 // graph replay. (The pattern of the CUDA Programming Guide's __threadfence() example, with
 // one acquire-release atomic per block instead of a fence in every thread.)
-__device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args) {
+__device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args, const GemmTile& tile) {
     __shared__ int last;
     __syncthreads();  // every thread of the block has stored its partial sums
     if (threadIdx.x == 0) {
-        u32* counter = args.tile_counters + blockIdx.y * gridDim.x + blockIdx.x;
-        last = arrive_acq_rel(counter) == gridDim.z - 1;
+        u32* counter = args.tile_counters + tile.y * tile.tiles_x + tile.x;
+        last = arrive_acq_rel(counter) == (u32)tile.splits - 1;
         if (last) {
             *counter = 0u;  // every other block of the tile has counted itself in already
         }
@@ -228,7 +243,8 @@ __device__ __forceinline__ void gemm_finish_ragged(const GemmArgs& args, int row
 }
 
 template <int THREADS>
-__device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int row0, int col0) {
+__device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int splits, int row0,
+                                                    int col0) {
     constexpr int QUADS = GEMM_BM * GEMM_BN / 4 / THREADS;
     const u64 size = (u64)args.m * args.n;
     float sums[QUADS][4];
@@ -237,7 +253,7 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int ro
             sums[r][q] = 0.0f;
         }
     }
-    for (unsigned z = 0; z < gridDim.z; ++z) {
+    for (int z = 0; z < splits; ++z) {
         const float* partial = args.partials + z * size;
 #pragma unroll
         for (int r = 0; r < QUADS; ++r) {
@@ -437,18 +453,19 @@ struct Pipeline {
 #error "GEMM_STAGES is 2 to 5"
 #endif
 
-// A thread's 4 + 4 operands of one k step are two 16-byte shared loads.
-FG_KERNEL(gemm, GemmArgs) {
+// One block of `gemm` (or of `gemm_pair`): the tile `tile` of the product `args`. A thread's
+// 4 + 4 operands of one k step are two 16-byte shared loads.
+__device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile) {
     __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][GEMM_BM];
     __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][GEMM_BN];
     const int tx = threadIdx.x % 16;
     const int ty = threadIdx.x / 16;
-    const int row0 = blockIdx.y * GEMM_BM;
-    const int col0 = blockIdx.x * GEMM_BN;
-    const int k_begin = blockIdx.z * args.k_chunk;
+    const int row0 = tile.y * GEMM_BM;
+    const int col0 = tile.x * GEMM_BN;
+    const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
     using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS>;
-    const bool row_sums = args.row_sums && blockIdx.x == 0;  // the first column of tiles
+    const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
     for (int i = 0; i < GEMM_TM; ++i) {
@@ -477,16 +494,40 @@ FG_KERNEL(gemm, GemmArgs) {
 #pragma unroll 1
     for (int i = 0; i < GEMM_TM; ++i) {  // row i in acc[0], row_sum[0] (shift_rows_up)
         const int row = row0 + ty * GEMM_TM + i;
-        gemm_store_quad(args, row, col0 + tx * GEMM_TN, acc[0]);
+        gemm_store_quad(args, tile.z, row, col0 + tx * GEMM_TN, acc[0]);
         if (row_sums && tx == 0 && row < args.m) {
             args.row_sums[row] = row_sum[0];
         }
         shift_rows_up(acc);
         shift_rows_up(row_sum);
     }
-    if (args.partials && split_k_last_arrival(args)) {
-        split_k_finish_tile<GEMM_THREADS>(args, row0, col0);
+    if (args.partials && split_k_last_arrival(args, tile)) {
+        split_k_finish_tile<GEMM_THREADS>(args, tile.splits, row0, col0);
     }
+}
+
+FG_KERNEL(gemm, GemmArgs) { gemm_block(args, grid_tile()); }
+
+// Two independent products in one launch: a linear layer's ∂L/∂x = ∂L/∂z · W beside its
+// ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y × splits
+// grid, x fastest), then the second's. Where one product alone would leave SMs idle or waiting on
+// memory, the two share the GPU, and the second costs no launch of its own. The host gives each
+// product split-K counters of its own.
+struct GemmPairArgs {
+    GemmArgs product[2];
+    int tiles_x[2];
+    int tiles_y[2];
+    int splits[2];
+};
+
+FG_KERNEL(gemm_pair, GemmPairArgs) {
+    const int first_blocks = args.tiles_x[0] * args.tiles_y[0] * args.splits[0];
+    const int which = (int)blockIdx.x < first_blocks ? 0 : 1;
+    const int b = (int)blockIdx.x - which * first_blocks;
+    const int tiles_x = args.tiles_x[which], tiles_y = args.tiles_y[which];
+    const GemmTile tile{b % tiles_x, (b / tiles_x) % tiles_y, b / (tiles_x * tiles_y), tiles_x,
+                        args.splits[which]};
+    gemm_block(args.product[which], tile);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,9 +570,10 @@ __device__ __forceinline__ void mma_tf32(float c[4], const u32 a[4], const u32 b
 FG_KERNEL(gemm_tf32, GemmArgs) {
     __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
     __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
-    const int row0 = blockIdx.y * GEMM_BM;
-    const int col0 = blockIdx.x * GEMM_BN;
-    const int k_begin = blockIdx.z * args.k_chunk;
+    const GemmTile tile = grid_tile();
+    const int row0 = tile.y * GEMM_BM;
+    const int col0 = tile.x * GEMM_BN;
+    const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
     using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, TF32_STRIDE, TF32_THREADS>;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -572,14 +614,14 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
         const int mi = f / 4, ni = f % 4;
         const int row = row0 + warp_row + mi * 16 + g;
         const int col = col0 + warp_col + ni * 8 + 2 * t;
-        gemm_store(args, row, col, acc[0][0]);
-        gemm_store(args, row, col + 1, acc[0][1]);
-        gemm_store(args, row + 8, col, acc[0][2]);
-        gemm_store(args, row + 8, col + 1, acc[0][3]);
+        gemm_store(args, tile.z, row, col, acc[0][0]);
+        gemm_store(args, tile.z, row, col + 1, acc[0][1]);
+        gemm_store(args, tile.z, row + 8, col, acc[0][2]);
+        gemm_store(args, tile.z, row + 8, col + 1, acc[0][3]);
         shift_rows_up(acc);
     }
-    if (args.partials && split_k_last_arrival(args)) {
-        split_k_finish_tile<TF32_THREADS>(args, row0, col0);
+    if (args.partials && split_k_last_arrival(args, tile)) {
+        split_k_finish_tile<TF32_THREADS>(args, tile.splits, row0, col0);
     }
 }
 
@@ -652,7 +694,7 @@ FG_KERNEL(gemm_large, GemmArgs) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int col = col0 + warp_col + half * 16 + lane_col;
-            gemm_store_quad(args, row, col, &acc[0][4 * half]);
+            gemm_store_quad(args, 0, row, col, &acc[0][4 * half]);
         }
         shift_rows_up(acc);
     }

@@ -238,6 +238,27 @@ impl Storage {
         }
     }
 
+    pub fn gemm_pair_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+    ) -> (Self, (Self, Self)) {
+        match (self, rhs, lhs2, rhs2) {
+            (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c), Storage::Cpu(d)) => {
+                let (first, (second, sums)) = a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2));
+                let cpu = Storage::Cpu;
+                (cpu(first), (cpu(second), cpu(sums)))
+            }
+            (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c), Storage::Cuda(d)) => {
+                let (first, (second, sums)) = a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2));
+                let cuda = Storage::Cuda;
+                (cuda(first), (cuda(second), cuda(sums)))
+            }
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)] // as BackendStorage::gemm_dropout
     pub fn gemm_dropout<E: UnaryKernel>(
         &self,

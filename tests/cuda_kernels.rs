@@ -7,17 +7,19 @@ mod common;
 
 use common::{away_from_zero, uniform, CPU};
 use ferrograd::backend::cpu::gemm;
+use ferrograd::backend::cpu::CpuStorage;
 use ferrograd::backend::cuda::args::*;
 use ferrograd::backend::cuda::emulator::{self, c_args_size, BlockOrder};
 use ferrograd::backend::cuda::kernels::MODULES;
 use ferrograd::backend::cuda::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES};
-use ferrograd::backend::GemmDims;
+use ferrograd::backend::cuda::CudaStorage;
+use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout_with};
 use ferrograd::nn::Module;
 use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::rng::Generator;
-use ferrograd::{manual_seed, Tensor};
+use ferrograd::{manual_seed, Device, Tensor};
 
 fn ptr(values: &[f32]) -> u64 {
     values.as_ptr() as u64
@@ -112,6 +114,10 @@ fn argument_structs_have_the_c_layout() {
     );
     assert_eq!(std::mem::size_of::<GemmArgs>(), c_args_size::<GemmArgs>());
     assert_eq!(
+        std::mem::size_of::<GemmPairArgs>(),
+        c_args_size::<GemmPairArgs>()
+    );
+    assert_eq!(
         std::mem::size_of::<PhiloxDraw>(),
         c_args_size::<PhiloxDraw>()
     );
@@ -143,7 +149,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 30);
+    assert_eq!(count, 31);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -913,6 +919,71 @@ fn fused_adam_matches_the_cpu_optimizer() {
         assert_eq!(first(&thetas[i], n), params[i].to_vec());
         assert_eq!(first(&ms[i], n), adam.states()[i].exp_avg.to_vec());
         assert_eq!(first(&vs[i], n), adam.states()[i].exp_avg_sq.to_vec());
+    }
+}
+
+/// `gemm_pair`: a layer's input gradient beside its weight and bias gradients in one launch —
+/// bit for bit what the two products give launched one by one, and the CPU's values — whichever
+/// of the two splits k (then the bias gradient is summed apart), under shuffled block orders.
+#[test]
+fn a_gemm_pair_gives_each_products_own_bits() {
+    let Device::Cuda(cuda) = Device::cuda_emulator() else {
+        unreachable!("the emulator is a CUDA device")
+    };
+    // (batch, out, in): ∂L/∂x = g · W, [batch, out] · [out, in]; ∂L/∂W = gᵀ · x, k = batch.
+    // Split: the input gradient, neither, the weight gradient, both.
+    for (batch, outputs, inputs) in [(64, 300, 70), (9, 20, 130), (1100, 12, 9), (600, 700, 8)] {
+        let (g, w, x) = (
+            uniform(batch * outputs, -1.0, 1.0, 51),
+            uniform(outputs * inputs, -1.0, 1.0, 52),
+            uniform(batch * inputs, -1.0, 1.0, 53),
+        );
+        let input_dims = GemmDims {
+            m: batch,
+            k: outputs,
+            n: inputs,
+            lhs_transposed: false,
+            rhs_transposed: false,
+        };
+        let weight_dims = GemmDims {
+            m: outputs,
+            k: batch,
+            n: inputs,
+            lhs_transposed: true,
+            rhs_transposed: false,
+        };
+        let on_cuda = |values: &[f32]| CudaStorage::from_vec(values.to_vec(), &cuda);
+        let (cg, cw, cx) = (on_cuda(&g), on_cuda(&w), on_cuda(&x));
+        let bits = |s: &CudaStorage| s.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let one_by_one = {
+            let grad_input = cg.gemm(&cw, None, input_dims, &Identity);
+            let (grad_weight, grad_bias) = cg.gemm_with_lhs_row_sums(&cx, weight_dims);
+            [grad_input, grad_weight, grad_bias].map(|s| bits(&s))
+        };
+        for order in [BlockOrder::Grid, BlockOrder::Shuffled(5)] {
+            emulator::set_block_order(order);
+            let (grad_input, (grad_weight, grad_bias)) =
+                cg.gemm_pair_with_lhs_row_sums(&cw, input_dims, (&cg, &cx, weight_dims));
+            emulator::set_block_order(BlockOrder::Grid);
+            let paired = [&grad_input, &grad_weight, &grad_bias].map(bits);
+            assert!(
+                paired == one_by_one,
+                "{batch}x{outputs}x{inputs}, {order:?}"
+            );
+        }
+        let cpu = CpuStorage::from_vec(g.clone());
+        let (cpu_input, (cpu_weight, cpu_bias)) = cpu.gemm_pair_with_lhs_row_sums(
+            &CpuStorage::from_vec(w.clone()),
+            input_dims,
+            (&cpu, &CpuStorage::from_vec(x.clone()), weight_dims),
+        );
+        let from_bits = |b: &[u32]| b.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>();
+        for (what, (got, expected)) in ["grad input", "grad weight", "grad bias"]
+            .iter()
+            .zip(one_by_one.iter().zip([cpu_input, cpu_weight, cpu_bias]))
+        {
+            assert_close(what, &from_bits(got), &expected.to_vec(), 1e-5);
+        }
     }
 }
 

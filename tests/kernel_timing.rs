@@ -2,10 +2,20 @@
 //! kernel run while timing is on, in launch order, none before or after. (Its own test binary:
 //! the emulator is one device for the whole process, and other tests' kernels would mix in.)
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ferrograd::nn::functional::linear;
 use ferrograd::{Device, Tensor};
+
+/// The tests here take turns: they count the one emulator's kernels.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[test]
 fn timing_lists_each_kernel_run_while_it_is_on() {
+    let _turn = one_at_a_time();
     let device = Device::cuda_emulator();
     let Device::Cuda(cuda) = &device else {
         unreachable!("the emulator is a CUDA device")
@@ -36,4 +46,38 @@ fn timing_lists_each_kernel_run_while_it_is_on() {
         "stopping timing drops what it had not handed over"
     );
     cuda.set_kernel_timing(false);
+}
+
+/// A linear layer's backward pass: `∂L/∂x`, `∂L/∂W` and `∂L/∂b` from one `gemm_pair` launch
+/// (after the loss's own kernel); where the weight gradient splits k, the bias gradient is
+/// summed apart (only an unsplit GEMM sums rows as it goes).
+#[test]
+fn a_linear_layers_gradients_are_one_launch() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let Device::Cuda(cuda) = &device else {
+        unreachable!("the emulator is a CUDA device")
+    };
+    let unsplit = ["expand_scalar", "gemm_pair"].as_slice();
+    let split = ["expand_scalar", "gemm_pair", "sum_rows"].as_slice();
+    for (batch, inputs, outputs, expected) in [(16, 24, 40, unsplit), (512, 8, 512, split)] {
+        let x = Tensor::uniform(&[batch, inputs], -1.0, 1.0, &device);
+        let w = Tensor::uniform(&[outputs, inputs], -1.0, 1.0, &device);
+        let b = Tensor::uniform(&[outputs], -1.0, 1.0, &device);
+        for leaf in [&x, &w, &b] {
+            leaf.set_requires_grad(true);
+        }
+        let loss = linear(&x, &w, Some(&b)).sum();
+        let one = Tensor::ones(&[], &device);
+        cuda.set_kernel_timing(true);
+        loss.backward_with(&one);
+        let names: Vec<String> = cuda
+            .take_kernel_times()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        cuda.set_kernel_timing(false);
+        assert_eq!(names, expected, "{batch}x{inputs}x{outputs}");
+        assert!([x.grad(), w.grad(), b.grad()].iter().all(Option::is_some));
+    }
 }

@@ -11,6 +11,7 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     FERROGRAD_ARGS(SumArgs)
     FERROGRAD_ARGS(SumRowsArgs)
     FERROGRAD_ARGS(GemmArgs)
+    FERROGRAD_ARGS(GemmPairArgs)
     FERROGRAD_ARGS(PhiloxDraw)
     FERROGRAD_ARGS(RandomArgs)
     FERROGRAD_ARGS(PhiloxAdvanceArgs)

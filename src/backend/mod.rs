@@ -159,6 +159,16 @@ pub trait BackendStorage: Sized {
     /// sums of `A` as stored, as [`BackendStorage::sum_rows`] computes them, bit for bit). The
     /// CUDA backend sums the rows in the GEMM, from the tiles of `A` it reads anyway.
     fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self);
+    /// Two independent products, `self · rhs` as [`BackendStorage::gemm`] (no bias, no
+    /// epilogue) and `second` as [`BackendStorage::gemm_with_lhs_row_sums`]: a linear layer's
+    /// `∂L/∂x = ∂L/∂z · W` beside its `∂L/∂W` and `∂L/∂b`. The same values as the two calls;
+    /// the CUDA backend runs both in one launch where it can, sharing the GPU between them.
+    fn gemm_pair_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        second: (&Self, &Self, GemmDims),
+    ) -> (Self, (Self, Self));
     /// [`BackendStorage::gemm`] followed by inverted dropout (training mode): `(C · mask,
     /// mask)`, `mask` the values `0..m·n` of the draw `stream` of
     /// [`Distribution::DropoutMask`]`{ p }`: what a random fill of that draw would hold, so

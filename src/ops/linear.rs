@@ -6,7 +6,7 @@
 //! place, and the bias (and the activation) are applied while the output tile is still in cache.
 
 use super::leaky_relu::{LeakyRelu, LeakyReluGrad};
-use super::matmul::{dims, gemm, gemm_then, gemm_with_lhs_row_sums};
+use super::matmul::{dims, gemm, gemm_pair_with_lhs_row_sums, gemm_then, gemm_with_lhs_row_sums};
 use super::relu::{Relu, ReluGrad};
 use super::sigmoid::{Sigmoid, SigmoidGrad};
 use super::tanh::{Tanh, TanhGrad};
@@ -43,17 +43,18 @@ impl GradFn for LinearBackward {
             None => grad.clone(),
         };
         let (batch, out_features) = (grad.shape()[0], grad.shape()[1]);
-        let grad_input = self.weight.as_ref().map(|w| {
-            let in_features = w.shape()[1];
-            gemm(
-                &grad,
-                w,
-                None,
-                dims(batch, out_features, in_features, false, false),
-            )
-        });
+        let grad_input_dims = |w: &Tensor| dims(batch, out_features, w.shape()[1], false, false);
         let grad_weight_dims = |x: &Tensor| dims(out_features, batch, x.shape()[1], true, false);
         let bias_needs_grad = needs_grad.get(2) == Some(&true);
+        if let (Some(w), Some(x), true) = (&self.weight, &self.input, bias_needs_grad) {
+            // All three: both products in one launch where the device can.
+            let (grad_input, (grad_weight, grad_bias)) = gemm_pair_with_lhs_row_sums(
+                (&grad, w, grad_input_dims(w)),
+                (&grad, x, grad_weight_dims(x)),
+            );
+            return vec![Some(grad_input), Some(grad_weight), Some(grad_bias)];
+        }
+        let grad_input = (self.weight.as_ref()).map(|w| gemm(&grad, w, None, grad_input_dims(w)));
         let (grad_weight, grad_bias) = match (&self.input, bias_needs_grad) {
             // Both from one pass over ∂L/∂z where the device can.
             (Some(x), true) => {

@@ -42,6 +42,25 @@ pub(crate) fn gemm_with_lhs_row_sums(
     )
 }
 
+/// `(lhs · rhs, (lhs2 · rhs2, the row sums of op(lhs2)))` outside the graph, `lhs2` stored
+/// transposed: a linear layer's `∂L/∂x` beside its `∂L/∂W` and `∂L/∂b`, both products in one
+/// launch where the device can.
+pub(crate) fn gemm_pair_with_lhs_row_sums(
+    (lhs, rhs, dims): (&Tensor, &Tensor, GemmDims),
+    (lhs2, rhs2, dims2): (&Tensor, &Tensor, GemmDims),
+) -> (Tensor, (Tensor, Tensor)) {
+    let (first, (second, sums)) = with_storages([lhs, rhs, lhs2, rhs2], |[a, b, c, d]| {
+        a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2))
+    });
+    (
+        Tensor::from_storage(first, vec![dims.m, dims.n]),
+        (
+            Tensor::from_storage(second, vec![dims2.m, dims2.n]),
+            Tensor::from_storage(sums, vec![dims2.m]),
+        ),
+    )
+}
+
 /// [`gemm_then`] followed by inverted dropout with probability `p`, the mask drawn from
 /// `generator`: `(output, mask)`, equal to `gemm_then`, a random fill of
 /// `Distribution::DropoutMask` and a product (one kernel on CUDA).

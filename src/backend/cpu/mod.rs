@@ -223,6 +223,17 @@ impl BackendStorage for CpuStorage {
         (product, self.sum_rows(dims.k, dims.m))
     }
 
+    fn gemm_pair_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+    ) -> (Self, (Self, Self)) {
+        // One after the other: each product splits its work over the whole pool already.
+        let first = self.gemm(rhs, None, dims, &super::Identity);
+        (first, lhs2.gemm_with_lhs_row_sums(rhs2, dims2))
+    }
+
     fn gemm_dropout<E: UnaryKernel>(
         &self,
         rhs: &Self,

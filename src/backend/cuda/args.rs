@@ -76,6 +76,11 @@ kernel_args!(
     }
 );
 kernel_args!(
+    /// Two products in one launch (`gemm.cu`'s `gemm_pair`): each with its grid of 64 × 64
+    /// tiles (`tiles_x` × `tiles_y`) and `splits` chunks of k, the first product's blocks first.
+    GemmPairArgs { product: [GemmArgs; 2], tiles_x: [i32; 2], tiles_y: [i32; 2], splits: [i32; 2] }
+);
+kernel_args!(
     /// A Philox fill (`random.cu`).
     RandomArgs { out: u64, n: u64, draw: PhiloxDraw, distribution: i32, a: f32, b: f32 }
 );

@@ -245,6 +245,7 @@ impl CudaDevice {
                 .alloc(bytes)
                 .unwrap_or_else(|err| panic!("{}: {err}", self.label()))
         });
+        self.inner.runtime.hand_out(pointer, bytes);
         DeviceBuffer {
             pointer,
             bytes,

@@ -109,6 +109,13 @@ impl Runtime for EmulatorRuntime {
         }
     }
 
+    fn hand_out(&self, pointer: u64, bytes: usize) {
+        // SAFETY: the allocator hands out `bytes` bytes at `pointer`, 16-byte aligned (a whole
+        // number of floats), which nothing else uses until it is given back.
+        let floats = unsafe { std::slice::from_raw_parts_mut(pointer as *mut f32, bytes / 4) };
+        floats.fill(f32::NAN);
+    }
+
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String> {
         // SAFETY: `dst` is one of our allocations with room for `src` (the storage's contract).
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };

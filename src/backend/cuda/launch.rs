@@ -72,6 +72,15 @@ impl LaunchConfig {
         }
     }
 
+    /// `gemm.cu`'s `gemm_pair`: the blocks of two `gemm` launches in one grid.
+    pub fn gemm_pair(first: LaunchConfig, second: LaunchConfig) -> LaunchConfig {
+        let blocks = |config: LaunchConfig| config.grid.x * config.grid.y * config.grid.z;
+        LaunchConfig {
+            grid: Dim3::x(blocks(first) + blocks(second)),
+            block: Dim3::x(256),
+        }
+    }
+
     /// `gemm.cu`'s `gemm_tf32`: `gemm`'s tiles, 128 threads (4 warps driving tensor cores).
     pub fn gemm_tf32(m: usize, n: usize, splits: usize) -> LaunchConfig {
         LaunchConfig {

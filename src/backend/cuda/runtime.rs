@@ -30,6 +30,12 @@ pub(crate) trait Runtime: Send + Sync {
     /// Allocates `bytes` (> 0) of device memory; the caching allocator never frees it.
     fn alloc(&self, bytes: usize) -> Result<u64, String>;
 
+    /// The caching allocator hands out the `bytes` at `pointer` (new or reused). The emulator
+    /// fills them with NaN, so that a kernel reading what nothing wrote (a race, a store it
+    /// missed) shows NaN rather than a stale value that happens to be right, as the last user
+    /// of a reused buffer often left; on a GPU it does nothing.
+    fn hand_out(&self, _pointer: u64, _bytes: usize) {}
+
     /// Copies to the device, in order with the kernels launched so far. It may return before
     /// the copy is done (`src` is free to change once it returns).
     fn copy_to_device(&self, dst: u64, src: &[u8]) -> Result<(), String>;

@@ -2,10 +2,11 @@
 
 use super::args::{
     broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, GemmArgs,
-    PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs, ADAM_MAX_TENSORS,
+    GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
+    ADAM_MAX_TENSORS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
-use super::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
+use super::launch::{Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
     TernaryKernel, UnaryKernel,
@@ -172,44 +173,105 @@ fn gemm_dim(d: usize) -> i32 {
     i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported")
 }
 
-/// Runs the product `args` describes with the kernel [`GemmPlan`] picks for `dims` (the
-/// tensor-core one where TF32 is allowed), adding split-K's partial sums and tile counters where it splits.
-fn launch_gemm(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) {
-    let tf32 = tf32_allowed();
-    let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
-        // The tensor-core kernel has 64 × 64 tiles only.
-        GemmPlan::Large if tf32 => GemmPlan::Tiled {
-            splits: 1,
-            k_chunk: dims.k,
-        },
-        plan => plan,
-    };
-    // The 64 × 64 kernel and its launch geometry (m, n, splits).
-    type Geometry = fn(usize, usize, usize) -> LaunchConfig;
-    let (tiled, tiled_config): (&str, Geometry) = if tf32 {
-        ("gemm_tf32", LaunchConfig::gemm_tf32)
-    } else {
-        ("gemm", LaunchConfig::gemm)
-    };
-    match plan {
-        GemmPlan::Large => {
-            device.launch("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), args)
-        }
-        GemmPlan::Tiled { splits: 1, .. } => {
-            device.launch(tiled, tiled_config(dims.m, dims.n, 1), args)
-        }
-        GemmPlan::Tiled { splits, k_chunk } => {
-            // Deterministic split-K: partial tiles, which the last block of each tile to finish
-            // adds in a fixed order.
-            let tiles = dims.m.div_ceil(64) * dims.n.div_ceil(64);
-            assert!(tiles <= SPLIT_K_MAX_TILES, "gemm: {tiles} split tiles");
-            let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
-            args.partials = partials.pointer();
-            args.tile_counters = device.split_k_counters();
-            args.k_chunk = gemm_dim(k_chunk);
-            device.launch(tiled, tiled_config(dims.m, dims.n, splits), args);
+/// A product ready to launch: the kernel [`GemmPlan`] picks for its shape (the tensor-core one
+/// where TF32 is allowed), its geometry, and its arguments with split-K's partial sums and tile
+/// counters filled in (the buffer of partial sums held here until the launch is queued).
+struct PlannedGemm {
+    kernel: &'static str,
+    config: LaunchConfig,
+    args: GemmArgs,
+    _partials: Option<CudaStorage>,
+}
+
+impl PlannedGemm {
+    fn new(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) -> PlannedGemm {
+        let tf32 = tf32_allowed();
+        let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
+            // The tensor-core kernel has 64 × 64 tiles only.
+            GemmPlan::Large if tf32 => GemmPlan::Tiled {
+                splits: 1,
+                k_chunk: dims.k,
+            },
+            plan => plan,
+        };
+        // The 64 × 64 kernel and its launch geometry (m, n, splits).
+        type Geometry = fn(usize, usize, usize) -> LaunchConfig;
+        let (kernel, tiled_config): (&str, Geometry) = if tf32 {
+            ("gemm_tf32", LaunchConfig::gemm_tf32)
+        } else {
+            ("gemm", LaunchConfig::gemm)
+        };
+        let (kernel, config, partials) = match plan {
+            GemmPlan::Large => ("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), None),
+            GemmPlan::Tiled { splits: 1, .. } => (kernel, tiled_config(dims.m, dims.n, 1), None),
+            GemmPlan::Tiled { splits, k_chunk } => {
+                // Deterministic split-K: partial tiles, which the last block of each tile to
+                // finish adds in a fixed order.
+                let tiles = dims.m.div_ceil(64) * dims.n.div_ceil(64);
+                assert!(tiles <= SPLIT_K_MAX_TILES, "gemm: {tiles} split tiles");
+                let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
+                args.partials = partials.pointer();
+                args.tile_counters = device.split_k_counters();
+                args.k_chunk = gemm_dim(k_chunk);
+                (kernel, tiled_config(dims.m, dims.n, splits), Some(partials))
+            }
+        };
+        PlannedGemm {
+            kernel,
+            config,
+            args,
+            _partials: partials,
         }
     }
+
+    /// The 64 × 64 tiles of its grid.
+    fn tiles(&self) -> usize {
+        (self.config.grid.x * self.config.grid.y) as usize
+    }
+
+    fn launch(self, device: &CudaDevice) {
+        device.launch(self.kernel, self.config, self.args);
+    }
+
+    /// Launches both: as one `gemm_pair` where both are `gemm` launches whose split-K counters
+    /// fit side by side (the second's after the first's), else one after the other.
+    fn launch_pair(self, mut second: PlannedGemm, device: &CudaDevice) {
+        let pairable = self.kernel == "gemm"
+            && second.kernel == "gemm"
+            && self.tiles() + second.tiles() <= SPLIT_K_MAX_TILES;
+        if !pairable {
+            self.launch(device);
+            second.launch(device);
+            return;
+        }
+        second.args.tile_counters += 4 * self.tiles() as u64;
+        let grid = |planned: &PlannedGemm, axis: fn(Dim3) -> u32| {
+            i32::try_from(axis(planned.config.grid)).expect("gemm_pair: grid")
+        };
+        let args = GemmPairArgs {
+            product: [self.args, second.args],
+            tiles_x: [grid(&self, |g| g.x), grid(&second, |g| g.x)],
+            tiles_y: [grid(&self, |g| g.y), grid(&second, |g| g.y)],
+            splits: [grid(&self, |g| g.z), grid(&second, |g| g.z)],
+        };
+        let config = LaunchConfig::gemm_pair(self.config, second.config);
+        device.launch("gemm_pair", config, args);
+    }
+}
+
+/// Runs the product `args` describes (see [`PlannedGemm`]).
+fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
+    PlannedGemm::new(device, args, dims).launch(device);
+}
+
+/// Whether `gemm` sums the rows of `op(A)` as it goes for this product: only without split-K,
+/// and not in the tensor-core kernel.
+fn sums_rows_in_the_gemm(dims: GemmDims) -> bool {
+    !tf32_allowed()
+        && matches!(
+            GemmPlan::choose(dims.m, dims.k, dims.n),
+            GemmPlan::Tiled { splits: 1, .. }
+        )
 }
 
 impl BackendStorage for CudaStorage {
@@ -371,12 +433,7 @@ impl BackendStorage for CudaStorage {
             dims.lhs_transposed,
             "gemm_with_lhs_row_sums: A is stored [k, m]"
         );
-        let unsplit = matches!(
-            GemmPlan::choose(dims.m, dims.k, dims.n),
-            GemmPlan::Tiled { splits: 1, .. }
-        );
-        if tf32_allowed() || !unsplit {
-            // Only `gemm` without split-K sums rows as it goes.
+        if !sums_rows_in_the_gemm(dims) {
             let product = self.gemm(rhs, None, dims, &Identity);
             return (product, self.sum_rows(dims.k, dims.m));
         }
@@ -389,6 +446,39 @@ impl BackendStorage for CudaStorage {
         };
         launch_gemm(device, args, dims);
         (out, sums)
+    }
+
+    fn gemm_pair_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+    ) -> (Self, (Self, Self)) {
+        assert!(
+            dims2.lhs_transposed,
+            "gemm_pair_with_lhs_row_sums: the second A is stored [k, m]"
+        );
+        let device = self.device();
+        let out = CudaStorage::uninit(dims.m * dims.n, device);
+        let out2 = CudaStorage::uninit(dims2.m * dims2.n, device);
+        let sums = CudaStorage::uninit(dims2.m, device);
+        let fused_sums = sums_rows_in_the_gemm(dims2);
+        let first = PlannedGemm::new(
+            device,
+            self.gemm_args(rhs, None, &out, dims, &Identity),
+            dims,
+        );
+        let args2 = GemmArgs {
+            row_sums: if fused_sums { sums.pointer() } else { 0 },
+            ..lhs2.gemm_args(rhs2, None, &out2, dims2, &Identity)
+        };
+        first.launch_pair(PlannedGemm::new(device, args2, dims2), device);
+        let sums = if fused_sums {
+            sums
+        } else {
+            lhs2.sum_rows(dims2.k, dims2.m)
+        };
+        (out, (out2, sums))
     }
 
     fn gemm_dropout<E: UnaryKernel>(
