@@ -143,7 +143,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     std::hint::black_box(gan.last_stats());
                 }
                 _ => {
-                    let batch = Tensor::from_vec(host_batch.clone(), real.shape(), &device);
+                    // As mnist_gan: a batch made on the host, handed to the step.
+                    let batch = Tensor::from_vec(host_batch.clone(), real.shape(), &Device::Cpu);
                     gan.train_step_async(&batch);
                     let queued = gan.last_stats_later().expect("a step has just run");
                     if let Some(previous) = in_flight.replace(queued) {

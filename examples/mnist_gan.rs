@@ -208,7 +208,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             if progress.step == last_step {
                 break;
             }
-            gan.train_step_async(&loader.batch(&order, index as usize, &device));
+            // Made on the host: a captured step uploads it straight into its input buffer.
+            gan.train_step_async(&loader.batch(&order, index as usize, &Device::Cpu));
             progress.step += 1;
             let queued = gan.last_stats_later().expect("a step has just run");
             if let Some((step, stats)) = in_flight.replace((progress.step, queued)) {

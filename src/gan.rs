@@ -231,7 +231,9 @@ impl Gan {
     /// 2. G step, with fresh noise: minimise `BCE(D(G(z)), 1)`.
     ///
     /// A batch of the size [`Gan::capture_train_step`] captured replays the graph; any other
-    /// runs eagerly. Both compute the same values.
+    /// runs eagerly. Both compute the same values. `real` may be on the GAN's device or on the
+    /// host (the CPU): a captured step then uploads it straight into the graph's input buffer,
+    /// with no copy on the GPU.
     pub fn train_step(&mut self, real: &Tensor) -> StepStats {
         self.train_step_async(real);
         self.last_stats().expect("a step has just run")
@@ -243,7 +245,7 @@ impl Gan {
     pub fn train_step_async(&mut self, real: &Tensor) {
         if let Some(captured) = &self.captured {
             if captured.real.shape() == real.shape() {
-                captured.real.copy_from(real);
+                captured.real.copy_from(real); // an upload when `real` is on the host
                 captured
                     .graph
                     .replay()
@@ -252,6 +254,13 @@ impl Gan {
                 return;
             }
         }
+        let moved;
+        let real = if real.device() == &self.device {
+            real
+        } else {
+            moved = real.to_device(&self.device);
+            &moved
+        };
         // On the CPU the whole step runs as one task of the rayon pool: its parallel ops then
         // split work from inside the pool instead of handing every op to it from outside and
         // sleeping until it is done (two thread wake-ups per op, hundreds of ops per step),

@@ -49,10 +49,11 @@ fn batches(device: &Device) -> Vec<Tensor> {
         .collect()
 }
 
-/// The GAN trained on `batches`, eagerly with each step's statistics read as it ends, or
+/// The GAN trained on `batches` (made on `batches_on`: the GAN's device, or the host as
+/// mnist_gan's loader makes them), eagerly with each step's statistics read as it ends, or
 /// replaying a captured step with each step's read waited for only after the next step is
 /// queued (as mnist_gan does: the replay overwrites the results' buffers, the read must not).
-fn train(device: &Device, capture: bool) -> RunResult {
+fn train(device: &Device, capture: bool, batches_on: &Device) -> RunResult {
     manual_seed(7);
     let mut gan = Gan::new(device, 2e-4);
     if capture {
@@ -61,7 +62,7 @@ fn train(device: &Device, capture: bool) -> RunResult {
     let as_array = |s: StepStats| [s.d_loss, s.g_loss, s.d_real, s.d_fake];
     let mut stats = Vec::new();
     let mut in_flight = None;
-    for real in &batches(device) {
+    for real in &batches(batches_on) {
         if capture {
             gan.train_step_async(real);
             let queued = gan.last_stats_later().expect("a step has run");
@@ -96,8 +97,8 @@ fn train(device: &Device, capture: bool) -> RunResult {
 fn replaying_the_captured_gan_step_equals_running_it_eagerly() {
     let _turn = one_at_a_time();
     for device in cuda_devices() {
-        let eager = train(&device, false);
-        let replayed = train(&device, true);
+        let eager = train(&device, false, &device);
+        let replayed = train(&device, true, &device);
         assert_eq!(eager.adam_steps, [5, 5]);
         assert!(eager.stats.iter().flatten().all(|v| v.is_finite()));
         // Same kernels, same order, same random numbers: identical to the last bit.
@@ -107,6 +108,14 @@ fn replaying_the_captured_gan_step_equals_running_it_eagerly() {
             "Adam steps on {device}"
         );
         assert_eq!(replayed.generator, eager.generator, "generator on {device}");
+        // Batches from the host: uploaded straight into the graph's input (or moved to the
+        // device for an eager step), the same run.
+        let from_host = train(&device, true, &Device::Cpu);
+        assert_eq!(from_host.stats, eager.stats, "host batches on {device}");
+        assert!(
+            from_host.weights == eager.weights,
+            "host batches on {device}"
+        );
         let tensors = [
             ("weight", &replayed.weights, &eager.weights),
             ("Adam moment", &replayed.adam_moments, &eager.adam_moments),
