@@ -84,3 +84,23 @@ FG_KERNEL(fill, UnaryArgs) {
 
 // --- a copy between buffers of one device: y[i] = x[i] (a graph's input, refilled) ---
 FG_KERNEL(copy, UnaryArgs) { map_unary(args, [](float x, float) { return x; }); }
+
+// --- parts one after another (Tensor::cat), in one launch: out[starts[p] + j] = parts[p][j] ---
+#define CONCAT_MAX_PARTS 8
+
+struct ConcatArgs {
+    const float* parts[CONCAT_MAX_PARTS];
+    u64 starts[CONCAT_MAX_PARTS + 1];  // prefix sums of the parts' lengths
+    float* out;
+    u32 count;
+};
+
+FG_KERNEL(concat, ConcatArgs) {
+    for (u64 i = global_thread(); i < args.starts[args.count]; i += grid_stride()) {
+        u32 part = 0;
+        while (i >= args.starts[part + 1]) {
+            ++part;
+        }
+        args.out[i] = args.parts[part][i - args.starts[part]];
+    }
+}

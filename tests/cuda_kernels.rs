@@ -118,6 +118,10 @@ fn argument_structs_have_the_c_layout() {
         c_args_size::<GemmPairArgs>()
     );
     assert_eq!(
+        std::mem::size_of::<ConcatArgs>(),
+        c_args_size::<ConcatArgs>()
+    );
+    assert_eq!(
         std::mem::size_of::<PhiloxDraw>(),
         c_args_size::<PhiloxDraw>()
     );
@@ -149,7 +153,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 31);
+    assert_eq!(count, 32);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel

@@ -117,14 +117,20 @@ fn check_constructors_and_copies(device: &Device) {
         let on = |device: &Device| {
             let t = Tensor::from_vec(x.clone(), &[len], device);
             let joined = Tensor::cat(&[&t.narrow_rows(1, len - 1), &t]);
+            // More parts than one CUDA launch joins (8).
+            let head = t.narrow_rows(0, len / 2 + 1);
+            let many: Vec<&Tensor> = (0..11)
+                .map(|i| if i % 3 == 0 { &head } else { &t })
+                .collect();
             [
                 t.tanh().to_vec(),
                 (&t * &t.relu()).to_vec(),
                 joined.to_vec(),
+                Tensor::cat(&many).to_vec(),
             ]
         };
         let (here, cpu) = (on(device), on(&CPU));
-        for (what, (a, b)) in ["tanh", "x · relu(x)", "cat"]
+        for (what, (a, b)) in ["tanh", "x · relu(x)", "cat", "cat of 11"]
             .iter()
             .zip(here.iter().zip(&cpu))
         {

@@ -8,6 +8,7 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     FERROGRAD_ARGS(UnaryArgs)
     FERROGRAD_ARGS(BinaryArgs)
     FERROGRAD_ARGS(TernaryArgs)
+    FERROGRAD_ARGS(ConcatArgs)
     FERROGRAD_ARGS(SumArgs)
     FERROGRAD_ARGS(SumRowsArgs)
     FERROGRAD_ARGS(GemmArgs)

@@ -38,6 +38,18 @@ kernel_args!(
     TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32, c_scalar: i32 }
 );
 kernel_args!(
+    /// Up to [`CONCAT_MAX_PARTS`] buffers one after another (`elementwise.cu`): part `p` goes
+    /// to `out[starts[p]..starts[p + 1]]`.
+    ConcatArgs {
+        parts: [u64; CONCAT_MAX_PARTS], starts: [u64; CONCAT_MAX_PARTS + 1], out: u64,
+        count: u32,
+    }
+);
+
+/// `CONCAT_MAX_PARTS` in `elementwise.cu`: the parts one `concat` launch joins.
+pub const CONCAT_MAX_PARTS: usize = 8;
+
+kernel_args!(
     /// The two passes of a full sum, times `scale` (`reduce.cu`); `y` is a summed map's second
     /// operand (0 for a plain sum).
     SumArgs { x: u64, y: u64, partials: u64, out: u64, n: u64, blocks: u64, scale: f32 }

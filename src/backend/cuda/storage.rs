@@ -1,9 +1,9 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, GemmArgs,
-    GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
-    ADAM_MAX_TENSORS,
+    broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, ConcatArgs,
+    GemmArgs, GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
+    ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
@@ -305,16 +305,24 @@ impl BackendStorage for CudaStorage {
     fn concat(parts: &[&Self]) -> Self {
         let device = parts.first().expect("concat: no parts").device();
         let out = CudaStorage::uninit(parts.iter().map(|part| part.buffer.len).sum(), device);
+        // One launch per CONCAT_MAX_PARTS parts (a GAN step joins two).
         let mut offset = 0;
-        for part in parts {
-            let args = UnaryArgs {
-                x: part.pointer(),
-                y: out.pointer() + 4 * offset,
-                n: part.len(),
-                p: 0.0,
+        for group in parts.chunks(CONCAT_MAX_PARTS) {
+            let mut args = ConcatArgs {
+                parts: [0; CONCAT_MAX_PARTS],
+                starts: [0; CONCAT_MAX_PARTS + 1],
+                out: out.pointer() + 4 * offset,
+                count: group.len() as u32,
             };
-            device.launch("copy", LaunchConfig::for_items(part.len()), args);
-            offset += part.len();
+            for (slot, part) in group.iter().enumerate() {
+                args.parts[slot] = part.pointer();
+                args.starts[slot + 1] = args.starts[slot] + part.len();
+            }
+            let len = args.starts[group.len()];
+            if len > 0 {
+                device.launch("concat", LaunchConfig::for_items(len), args);
+            }
+            offset += len;
         }
         out
     }
