@@ -57,6 +57,12 @@ def parse(lines):
                      line)
         if m:
             figures["gemm sweep planned"], figures["gemm sweep best"] = float(m[1]), float(m[2])
+        m = re.match(rf"training iteration \(batch 64, CUDA graph, queued, each product at its "
+                     rf"swept best split\): {NUMBER} us/iter.*as planned in the same turns: "
+                     rf"{NUMBER} us/iter", line)
+        if m:
+            figures["swept splits iteration"] = float(m[1])
+            figures["swept splits iteration, as planned"] = float(m[2])
         m = re.match(rf"mnist_gan 100 epochs: {NUMBER} s", line)
         if m:
             figures["100 epochs"] = float(m[1])
@@ -137,6 +143,11 @@ def main():
         print(f"| the iteration's GEMMs (gan_bench --gemm-sweep; kernel µs): at each one's best "
               f"split / as planned | {fmt(best)} | {fmt(planned)} (as planned) | "
               f"{ratio(best, planned, higher_is_better=False)} | |")
+    swept, as_planned = get("swept splits iteration"), get("swept splits iteration, as planned")
+    if swept is not None:
+        print(f"| iteration, CUDA graph, each product at its swept best split / as planned, "
+              f"same turns (images/s, µs/iter) | {iteration(swept)} | {iteration(as_planned)} "
+              f"(as planned) | {ratio(swept, as_planned, higher_is_better=False)} | |")
     if get("sweep"):
         # The sweeps (split-K's target, kernels' compile-time parameters): the defaults beside
         # each other setting.

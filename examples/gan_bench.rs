@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use ferrograd::backend::cuda::launch::{Dim3, GemmPlan};
-use ferrograd::backend::cuda::{set_split_k_override, CudaDevice, CudaStorage};
+use ferrograd::backend::cuda::{set_split_k_for, set_split_k_override, CudaDevice, CudaStorage};
 use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
@@ -55,7 +55,8 @@ struct Args {
     split_k_min_k: Option<usize>,
     /// CUDA: time every matrix product of the training iteration (forward, both gradients,
     /// each batch size) with k split into 1, 2, 3, 4, 6, 8, … chunks, beside the split the
-    /// plan picks: the data for split-K's plan (then exit).
+    /// plan picks, then the iteration with each product at its best split beside the
+    /// iteration as planned: the data for split-K's plan (then exit).
     #[arg(long)]
     gemm_sweep: bool,
 }
@@ -367,6 +368,7 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
         CudaStorage::from_vec(values, cuda)
     };
     let (mut planned_total, mut best_total) = (0.0, 0.0);
+    let mut best_splits = Vec::new();
     for product in &products {
         let GemmDims { m, k, n, .. } = product.dims;
         let (a, b) = (random(m * k), random(k * n));
@@ -414,13 +416,56 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
         );
         planned_total += planned.1 * product.per_iteration as f64;
         best_total += best.1 * product.per_iteration as f64;
+        best_splits.push((product.dims, best.0));
     }
     println!(
         "gemm sweep total: the iteration's products take {planned_total:.1} us as planned, \
          {best_total:.1} us at each one's best split ({:.2}x)",
         planned_total / best_total
     );
+    // The whole iteration both ways, in turns (the machine's noise hits both alike): kernel
+    // times of products alone do not add up to a step, where products follow each other and
+    // the pairs share launches.
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..if quick { 1 } else { 3 } {
+        for (tuned, times) in times.iter_mut().enumerate() {
+            for &(dims, splits) in &best_splits {
+                set_split_k_for(dims, (tuned == 1).then_some(splits));
+            }
+            times.push(captured_iteration_us(
+                &device,
+                repeats,
+                if quick { 2 } else { 20 },
+            )?);
+        }
+    }
+    for &(dims, _) in &best_splits {
+        set_split_k_for(dims, None);
+    }
+    let [planned, tuned] = times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    });
+    println!(
+        "training iteration (batch 64, CUDA graph, queued, each product at its swept best \
+         split): {tuned:.1} us/iter, {:.0} images/s; as planned in the same turns: \
+         {planned:.1} us/iter ({:.2}x)",
+        64e6 / tuned,
+        planned / tuned
+    );
     Ok(())
+}
+
+/// A fresh GAN's training step captured as a CUDA graph (with the plans in force now), then
+/// timed replaying it queued: µs per iteration.
+fn captured_iteration_us(device: &Device, repeats: usize, iters: usize) -> ferrograd::Result<f64> {
+    manual_seed(1);
+    let mut gan = Gan::new(device, 2e-4);
+    gan.capture_train_step(64)?;
+    let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, device);
+    Ok(median_us(device, repeats, iters, || {
+        gan.train_step_async(&real)
+    }))
 }
 
 /// How a GPU microbenchmark runs each of its calls on its own copy of the operands, `(copies,

@@ -72,7 +72,8 @@ else
 fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
-# Every product of the iteration at each split of k: the data for split-K's plan.
+# Every product of the iteration at each split of k, then the iteration with each product at
+# its best split beside the iteration as planned: the data for split-K's plan.
 step 60 ./gan_bench --device cuda --gemm-sweep --repeats 3
 step 60 ./gan_bench --device cuda --tf32
 step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3

@@ -12,7 +12,7 @@ use ferrograd::backend::cuda::args::*;
 use ferrograd::backend::cuda::emulator::{self, c_args_size, BlockOrder};
 use ferrograd::backend::cuda::kernels::MODULES;
 use ferrograd::backend::cuda::launch::{GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES};
-use ferrograd::backend::cuda::CudaStorage;
+use ferrograd::backend::cuda::{set_split_k_for, CudaStorage};
 use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout_with};
@@ -805,6 +805,31 @@ fn forced_splits_cover_k_once() {
             }
         }
     }
+}
+
+/// A split given to one product (`set_split_k_for`, the sweep's tuned run) applies to that
+/// shape and layout only, and is forgotten on `None`. (A shape no other test here uses: the
+/// table is process-wide.)
+#[test]
+fn a_product_can_be_given_a_split_of_its_own() {
+    let dims = GemmDims {
+        m: 48,
+        k: 1008,
+        n: 72,
+        lhs_transposed: false,
+        rhs_transposed: true,
+    };
+    let planned = GemmPlan::for_product(dims);
+    assert_eq!(planned, GemmPlan::choose(48, 1008, 72));
+    set_split_k_for(dims, Some(3));
+    assert_eq!(GemmPlan::for_product(dims), GemmPlan::with_splits(1008, 3));
+    let other_layout = GemmDims {
+        rhs_transposed: false,
+        ..dims
+    };
+    assert_eq!(GemmPlan::for_product(other_layout), planned);
+    set_split_k_for(dims, None);
+    assert_eq!(GemmPlan::for_product(dims), planned);
 }
 
 #[test]

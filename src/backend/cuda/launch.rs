@@ -1,6 +1,9 @@
 //! Launch geometry, shared by every runtime so the emulator runs what the GPU would.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::backend::GemmDims;
 
 /// Grid and block sizes of a launch (CUDA's `dim3`).
 #[repr(C)]
@@ -144,11 +147,32 @@ pub fn set_split_k_blocks(blocks: usize) {
 }
 
 /// Makes every product that `gemm` tiles split k into `splits` chunks (fewer where chunks of
-/// whole 16-deep slices cannot make that many), whatever the plan would choose; `None` gives the choice back to the plan. A
-/// tuning knob for benchmarks (`gan_bench --gemm-sweep` times each product of the GAN's step
-/// at every split). Process-wide; a captured graph keeps the plans of its capture.
+/// whole 16-deep slices cannot make that many), whatever the plan would choose; `None` gives
+/// the choice back to the plan. A tuning knob for benchmarks (`gan_bench --gemm-sweep` times
+/// each product of the GAN's step at every split). Process-wide; a captured graph keeps the
+/// plans of its capture.
 pub fn set_split_k_override(splits: Option<usize>) {
     SPLITS_OVERRIDE.store(splits.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The 64 × 64 tiles of an `[m, n]` result.
+fn tiles(m: usize, n: usize) -> usize {
+    m.div_ceil(64) * n.div_ceil(64)
+}
+
+/// Products given a split of their own ([`set_split_k_for`]).
+static SPLITS_FOR_PRODUCT: Mutex<Vec<(GemmDims, usize)>> = Mutex::new(Vec::new());
+
+/// Makes the products of shape and layout `dims` that `gemm` tiles split k into `splits`
+/// chunks (as [`set_split_k_override`] does for all of them); `None` forgets it. A tuning
+/// knob for benchmarks (`gan_bench --gemm-sweep` runs the iteration again with each product
+/// at its best split). Process-wide; a captured graph keeps the plans of its capture.
+pub fn set_split_k_for(dims: GemmDims, splits: Option<usize>) {
+    let mut table = SPLITS_FOR_PRODUCT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    table.retain(|(product, _)| *product != dims);
+    table.extend(splits.map(|splits| (dims, splits)));
 }
 
 /// The blocks split-K aims for (see [`set_split_k_blocks`]).
@@ -157,14 +181,29 @@ pub fn split_k_blocks() -> usize {
 }
 
 impl GemmPlan {
+    /// The plan for the product `dims`: [`GemmPlan::choose`], or the split
+    /// [`set_split_k_for`] gave it.
+    pub fn for_product(dims: GemmDims) -> GemmPlan {
+        let GemmDims { m, k, n, .. } = dims;
+        let table = SPLITS_FOR_PRODUCT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let forced = table.iter().find(|(product, _)| *product == dims);
+        match (GemmPlan::choose(m, k, n), forced) {
+            (GemmPlan::Tiled { .. }, Some(&(_, splits))) if tiles(m, n) <= SPLIT_K_MAX_TILES => {
+                GemmPlan::with_splits(k, splits)
+            }
+            (plan, _) => plan,
+        }
+    }
+
     /// The plan for `[m, k] · [k, n]` with split-K aiming for [`split_k_blocks`] blocks, or
     /// split as [`set_split_k_override`] forces.
     pub fn choose(m: usize, k: usize, n: usize) -> GemmPlan {
         let plan = GemmPlan::choose_for(m, k, n, split_k_blocks());
         let forced = SPLITS_OVERRIDE.load(Ordering::Relaxed);
-        let tiles = m.div_ceil(64) * n.div_ceil(64);
         match plan {
-            GemmPlan::Tiled { .. } if forced > 0 && tiles <= SPLIT_K_MAX_TILES => {
+            GemmPlan::Tiled { .. } if forced > 0 && tiles(m, n) <= SPLIT_K_MAX_TILES => {
                 GemmPlan::with_splits(k, forced)
             }
             plan => plan,
@@ -179,10 +218,9 @@ impl GemmPlan {
             return GemmPlan::Large;
         }
         // Few tiles and a long k (a batch-64 layer): cut k until the blocks fill the GPU.
-        let tiles = m.div_ceil(64) * n.div_ceil(64);
         let target_blocks = target_blocks.clamp(1, SPLIT_K_MAX_TILES);
         let min_k = MIN_SPLIT_K.load(Ordering::Relaxed);
-        GemmPlan::with_splits(k, target_blocks.div_ceil(tiles).min(k / min_k))
+        GemmPlan::with_splits(k, target_blocks.div_ceil(tiles(m, n)).min(k / min_k))
     }
 
     /// `gemm` with k cut into at most `splits` chunks (at least 1), each a whole number of

@@ -24,6 +24,8 @@ mod storage;
 
 pub use device::{CudaDevice, CudaPendingRead};
 pub use graph::CudaGraph;
-pub use launch::{set_split_k_blocks, set_split_k_min_k, set_split_k_override, split_k_blocks};
+pub use launch::{
+    set_split_k_blocks, set_split_k_for, set_split_k_min_k, set_split_k_override, split_k_blocks,
+};
 pub use runtime::KernelTime;
 pub use storage::{set_allow_tf32, tf32_allowed, CudaStorage};

@@ -186,7 +186,7 @@ struct PlannedGemm {
 impl PlannedGemm {
     fn new(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) -> PlannedGemm {
         let tf32 = tf32_allowed();
-        let plan = match GemmPlan::choose(dims.m, dims.k, dims.n) {
+        let plan = match GemmPlan::for_product(dims) {
             // The tensor-core kernel has 64 × 64 tiles only.
             GemmPlan::Large if tf32 => GemmPlan::Tiled {
                 splits: 1,
@@ -269,7 +269,7 @@ fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
 fn sums_rows_in_the_gemm(dims: GemmDims) -> bool {
     !tf32_allowed()
         && matches!(
-            GemmPlan::choose(dims.m, dims.k, dims.n),
+            GemmPlan::for_product(dims),
             GemmPlan::Tiled { splits: 1, .. }
         )
 }
