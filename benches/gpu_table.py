@@ -21,7 +21,8 @@ def parse(lines):
         if line.startswith("ferrograd "):
             tf32 = "TF32" in line
             sweep = (re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
-                     or re.search(r"kernels compiled with (.+)$", line))
+                     or re.search(r"kernels compiled with (.+)$", line)
+                     or re.search(r"(programmatic dependent launch)", line))
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
                 figures.setdefault("sweep", []).append(sweep[1])

@@ -46,6 +46,10 @@ struct Args {
     /// Let CUDA matrix products use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
+    /// CUDA (sm_90 and later): launch kernels with programmatic dependent launch, each one
+    /// scheduled while the one before it still runs.
+    #[arg(long)]
+    pdl: bool,
     /// CUDA: how many blocks split-K cuts a small product into, at least (a tuning sweep;
     /// default 128, about one per SM of an H100).
     #[arg(long)]
@@ -69,6 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::CudaEmulator => Device::cuda_emulator(),
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    if let (true, Device::Cuda(cuda)) = (args.pdl, &device) {
+        cuda.set_programmatic_launch(true)?;
+    }
     if let Some(blocks) = args.split_k_blocks {
         ferrograd::backend::cuda::set_split_k_blocks(blocks);
     }
@@ -82,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
     println!(
-        "ferrograd {} on {}{}{}{}",
+        "ferrograd {} on {}{}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
         if defines.is_empty() || args.device != DeviceChoice::Cuda {
@@ -92,6 +99,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         if args.tf32 {
             ", TF32 matrix products"
+        } else {
+            ""
+        },
+        if args.pdl {
+            ", programmatic dependent launch"
         } else {
             ""
         },

@@ -5,9 +5,30 @@
 // in src/backend/cuda/args.rs: one launch path serves NVRTC and the emulator, and a kernel's
 // name (the first argument of FG_KERNEL) is written down only here; build.rs collects them.
 
+// Every kernel starts with start_after_previous_kernel() (below): the body, name##_body, sees
+// the launch's argument struct as `args`.
 #ifndef FERROGRAD_EMULATOR
-#define FG_KERNEL(name, Args) extern "C" __global__ void name(const Args args)
+#define FG_KERNEL(name, Args)                                      \
+    __device__ __forceinline__ void name##_body(const Args& args); \
+    extern "C" __global__ void name(const Args args) {             \
+        start_after_previous_kernel();                             \
+        name##_body(args);                                         \
+    }                                                              \
+    __device__ __forceinline__ void name##_body(const Args& args)
 #endif
+
+// Programmatic dependent launch (sm_90 and later; CudaDevice::set_programmatic_launch): a
+// kernel so launched may be scheduled while the one before it in the stream still runs, so
+// that its launch costs nothing on the way from one kernel to the next. It must not touch
+// memory before griddepcontrol.wait, which returns once the kernel before has finished and its
+// writes are visible (and that one waited for its own predecessor, and so on). Then it lets
+// the kernel after it be scheduled in turn. Launched without the attribute, both are no-ops.
+__device__ __forceinline__ void start_after_previous_kernel() {
+#if !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 typedef unsigned long long u64;
 typedef unsigned int u32;

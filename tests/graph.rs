@@ -108,6 +108,26 @@ fn replaying_the_captured_gan_step_equals_running_it_eagerly() {
             "Adam steps on {device}"
         );
         assert_eq!(replayed.generator, eager.generator, "generator on {device}");
+        // On a GPU, with programmatic dependent launch (each kernel scheduled while the one
+        // before it runs, waiting for it in its first instruction): the same run, captured or
+        // eager. (The emulator runs kernels one after another whatever their launch allows.)
+        if device != Device::cuda_emulator() {
+            let Device::Cuda(cuda) = &device else {
+                unreachable!("a CUDA device")
+            };
+            match cuda.set_programmatic_launch(true) {
+                Ok(()) => {
+                    let runs = [true, false].map(|capture| train(&device, capture, &device));
+                    cuda.set_programmatic_launch(false)
+                        .expect("plain launches again");
+                    for run in runs {
+                        assert_eq!(run.stats, eager.stats, "programmatic launches on {device}");
+                        assert!(run.weights == eager.weights, "programmatic on {device}");
+                    }
+                }
+                Err(err) => println!("{device}: {err}"),
+            }
+        }
         // Batches from the host: uploaded straight into the graph's input (or moved to the
         // device for an eager step), the same run.
         let from_host = train(&device, true, &Device::Cpu);

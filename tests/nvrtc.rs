@@ -34,6 +34,18 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
                 module.file
             );
         }
+        // Every kernel waits for the one before it first (programmatic dependent launch, an
+        // sm_90 instruction that sm_80 code goes without).
+        let entries = text.matches(".entry ").count();
+        assert_eq!(
+            text.matches("griddepcontrol.wait").count(),
+            entries,
+            "{}",
+            module.file
+        );
+        let sm80 = nvrtc::compile(module, 8, 0, Output::Ptx).unwrap();
+        let sm80 = String::from_utf8(sm80.image).unwrap();
+        assert!(!sm80.contains("griddepcontrol"), "{}", module.file);
         for (major, minor) in [(8, 0), (9, 0)] {
             let cubin =
                 nvrtc::compile(module, major, minor, Output::Cubin { report: true }).unwrap();

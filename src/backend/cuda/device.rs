@@ -430,6 +430,21 @@ impl CudaDevice {
         values
     }
 
+    /// Launches this device's kernels from now on with programmatic dependent launch (sm_90
+    /// and later), or not (the default): each kernel may then be scheduled while the one
+    /// before it still runs and waits for it in its first instruction (`common.cuh`), so that
+    /// launching it costs nothing between the two; a capture keeps it as the graph's edges.
+    /// The same results either way. On the emulator it changes nothing.
+    ///
+    /// # Errors
+    /// On a GPU older than sm_90.
+    pub fn set_programmatic_launch(&self, on: bool) -> crate::Result<()> {
+        self.inner
+            .runtime
+            .set_programmatic_launch(on)
+            .map_err(crate::Error::Device)
+    }
+
     /// Starts or stops timing every kernel this device runs (eagerly: a graph's replays are
     /// one submission), for [`CudaDevice::take_kernel_times`]. On a GPU each timed launch is
     /// bracketed by two events, which costs the host a few µs per launch.

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys};
@@ -34,6 +35,8 @@ pub(crate) struct DriverRuntime {
     /// While kernel timing is on: each kernel run since the last `take_kernel_times`, between
     /// its two events.
     timed: Mutex<Option<Vec<TimedLaunch>>>,
+    /// Whether kernels are launched with programmatic dependent launch.
+    programmatic: AtomicBool,
 }
 
 /// A kernel bracketed by two events recorded on the stream around its launch.
@@ -95,6 +98,7 @@ impl DriverRuntime {
             functions: Mutex::new(HashMap::new()),
             pinned: Arc::default(),
             timed: Mutex::new(None),
+            programmatic: AtomicBool::new(false),
         };
         Ok((runtime, format!("{name} (sm_{major}{minor})")))
     }
@@ -258,20 +262,50 @@ impl Runtime for DriverRuntime {
         } else {
             None
         };
-        // SAFETY: `function` is a loaded kernel taking one argument struct; `args` points to
-        // one with its layout and valid device pointers (the caller's contract). The launch
-        // (or the graph node a capture makes of it) copies the struct before returning.
-        unsafe {
-            result::launch_kernel(
-                function,
-                (grid.x, grid.y, grid.z),
-                (block.x, block.y, block.z),
-                0,
-                stream,
-                &mut params,
-            )
-        }
-        .map_err(|e| format!("launching {name} failed: {e:?}"))?;
+        let launched = if self.programmatic.load(Ordering::Relaxed) {
+            // The attribute lets this kernel be scheduled before the previous one in the
+            // stream has finished; it waits for it with griddepcontrol.wait (common.cuh).
+            let mut attribute = sys::CUlaunchAttribute {
+                id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+                pad: [0; 4],
+                value: sys::CUlaunchAttributeValue { pad: [0; 64] },
+            };
+            attribute.value.programmaticStreamSerializationAllowed = 1;
+            let launch = sys::CUlaunchConfig {
+                gridDimX: grid.x,
+                gridDimY: grid.y,
+                gridDimZ: grid.z,
+                blockDimX: block.x,
+                blockDimY: block.y,
+                blockDimZ: block.z,
+                sharedMemBytes: 0,
+                hStream: stream,
+                attrs: &mut attribute,
+                numAttrs: 1,
+            };
+            // SAFETY: as for cuLaunchKernel below; `launch` and `attribute` outlive the call,
+            // which copies them.
+            unsafe {
+                sys::cuLaunchKernelEx(&launch, function, params.as_mut_ptr(), std::ptr::null_mut())
+            }
+            .result()
+        } else {
+            // SAFETY: `function` is a loaded kernel taking one argument struct; `args` points
+            // to one with its layout and valid device pointers (the caller's contract). The
+            // launch (or the graph node a capture makes of it) copies the struct before
+            // returning.
+            unsafe {
+                result::launch_kernel(
+                    function,
+                    (grid.x, grid.y, grid.z),
+                    (block.x, block.y, block.z),
+                    0,
+                    stream,
+                    &mut params,
+                )
+            }
+        };
+        launched.map_err(|e| format!("launching {name} failed: {e:?}"))?;
         if let Some(start) = start {
             let end = self.record_event()?;
             let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
@@ -286,6 +320,17 @@ impl Runtime for DriverRuntime {
                 None => destroy_events(&[launch]), // timing stopped meanwhile
             }
         }
+        Ok(())
+    }
+
+    fn set_programmatic_launch(&self, on: bool) -> Result<(), String> {
+        let (major, minor) = self.compute_capability;
+        if on && major < 9 {
+            return Err(format!(
+                "programmatic dependent launch needs sm_90 or later; this GPU is sm_{major}{minor}"
+            ));
+        }
+        self.programmatic.store(on, Ordering::Relaxed);
         Ok(())
     }
 

@@ -187,6 +187,10 @@ impl Runtime for EmulatorRuntime {
         Ok(())
     }
 
+    fn set_programmatic_launch(&self, _on: bool) -> Result<(), String> {
+        Ok(()) // kernels run one after another here whatever their launch allows
+    }
+
     fn set_kernel_timing(&self, on: bool) {
         let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
         *timed = on.then(|| timed.take().unwrap_or_default());

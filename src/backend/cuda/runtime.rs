@@ -67,6 +67,10 @@ pub(crate) trait Runtime: Send + Sync {
         target: Target,
     ) -> Result<(), String>;
 
+    /// Launches the kernels from now on with programmatic dependent launch, or not (see
+    /// [`super::CudaDevice::set_programmatic_launch`]).
+    fn set_programmatic_launch(&self, on: bool) -> Result<(), String>;
+
     /// Starts or stops timing each kernel run from now on (captured launches are not run, so
     /// not timed), for [`Runtime::take_kernel_times`].
     fn set_kernel_timing(&self, on: bool);
