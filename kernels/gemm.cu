@@ -15,7 +15,8 @@
 //   last block of a tile to finish adds the partials in a fixed order (deterministic, unlike
 //   atomic sums) and applies bias and epilogue — split-K in one launch (split_k_last_arrival).
 //   The k-slices stream into shared memory through a 4-deep cp.async pipeline
-//   (Pipeline), so a block waits for memory once, not once per slice.
+//   (Pipeline), so a block waits for memory once, not once per slice. gemm_pair runs two
+//   such products in one launch (a layer's input gradient beside its weight gradient).
 // - gemm_large: 128 × 128 tiles, 8 warps of 64 × 32, 8 × 8 results per thread, k-slices
 //   through the same pipeline (3 stages of 8). For large products (4096³), where the
 //   arithmetic per byte of shared memory traffic decides the speed.
@@ -221,12 +222,6 @@ __device__ __forceinline__ bool split_k_last_arrival(const GemmArgs& args, const
     return last;
 }
 
-// The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the 64 × 64 tile at
-// (row0, col0), z in order whichever block this is. Each of the block's THREADS threads
-// finishes 1024 / THREADS quads of a row (16-byte loads where whole), all of its loads for one
-// z in flight together: one partial tile after another, not one element's round trips after
-// another's. The partials are read from L2 (__ldcg): this SM's L1 may hold stale copies of
-// lines shared with a neighbouring tile.
 // gemm_finish for a quad of sums that is not whole, each result inside the matrix, as
 // gemm_store_ragged.
 __device__ __forceinline__ void gemm_finish_ragged(const GemmArgs& args, int row, int col,
@@ -242,6 +237,12 @@ __device__ __forceinline__ void gemm_finish_ragged(const GemmArgs& args, int row
     }
 }
 
+// The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the 64 × 64 tile at
+// (row0, col0), z in order whichever block this is. Each of the block's THREADS threads
+// finishes 1024 / THREADS quads of a row (16-byte loads where whole), all of its loads for one
+// z in flight together: one partial tile after another, not one element's round trips after
+// another's. The partials are read from L2 (__ldcg): this SM's L1 may hold stale copies of
+// lines shared with a neighbouring tile.
 template <int THREADS>
 __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int splits, int row0,
                                                     int col0) {
@@ -509,10 +510,10 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
 FG_KERNEL(gemm, GemmArgs) { gemm_block(args, grid_tile()); }
 
 // Two independent products in one launch: a linear layer's ∂L/∂x = ∂L/∂z · W beside its
-// ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y × splits
-// grid, x fastest), then the second's. Where one product alone would leave SMs idle or waiting on
-// memory, the two share the GPU, and the second costs no launch of its own. The host gives each
-// product split-K counters of its own.
+// ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y ×
+// splits grid, x fastest), then the second's. Where one product alone would leave SMs idle or
+// waiting on memory, the two share the GPU, and the second costs no launch of its own. The
+// host gives each product split-K counters of its own.
 struct GemmPairArgs {
     GemmArgs product[2];
     int tiles_x[2];
