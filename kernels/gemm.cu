@@ -627,6 +627,35 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// gemv: a product with one column, c = epilogue(A · b + bias) with A stored [m, k] and b the k
+// values of B (n = 1 makes both of B's layouts the same): D's last layer, and its means. One
+// warp per row, its lanes reading consecutive elements, the lanes' sums added in a fixed tree:
+// one pass over A, where a 64 × 64 tile would compute 63 unused columns and split-K would add a
+// rendezvous. Launch: grid ceil(m / 8), 256 threads (8 warps). No dropout or row sums (the host
+// sends those products to gemm).
+
+#define GEMV_ROWS_PER_BLOCK 8
+
+FG_KERNEL(gemv, GemmArgs) {
+    const int lane = threadIdx.x % 32;
+    const int row = blockIdx.x * GEMV_ROWS_PER_BLOCK + threadIdx.x / 32;
+    if (row >= args.m) {
+        return;  // the whole warp: a row is one warp's
+    }
+    const float* a = args.a + (u64)row * args.k;
+    float sum = 0.0f;
+    for (int p = lane; p < args.k; p += 32) {
+        sum += a[p] * args.b[p];
+    }
+    for (int offset = 16; offset > 0; offset /= 2) {
+        sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    }
+    if (lane == 0) {
+        gemm_finish(args, (u64)row, 0, sum);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // gemm_large: 128 × 128 tiles. Launch: grid (ceil(n / 128), ceil(m / 128)), 256 threads.
 //
 // Warp tiling: the 8 warps form a 2 × 4 grid of 64 × 32 warp tiles; lane (r = lane / 4,

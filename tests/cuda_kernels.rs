@@ -153,7 +153,7 @@ fn the_kernel_table_lists_every_file_and_kernel() {
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 32);
+    assert_eq!(count, 33);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel
@@ -1012,6 +1012,51 @@ fn a_gemm_pair_gives_each_products_own_bits() {
             .zip(one_by_one.iter().zip([cpu_input, cpu_weight, cpu_bias]))
         {
             assert_close(what, &from_bits(got), &expected.to_vec(), 1e-5);
+        }
+    }
+}
+
+/// One-column products (`gemv`, a warp per row): against the CPU with and without bias, both
+/// layouts of B, rows past a block's 8 and k past a warp's 32; A stored transposed goes to
+/// `gemm` and must agree too.
+#[test]
+fn one_column_products_match_the_cpu() {
+    let Device::Cuda(cuda) = Device::cuda_emulator() else {
+        unreachable!("the emulator is a CUDA device")
+    };
+    for (m, k) in [(130, 256), (7, 1000), (1, 1), (9, 31), (3, 0)] {
+        let (a, b, bias) = (
+            uniform(m * k, -1.0, 1.0, 61),
+            uniform(k, -1.0, 1.0, 62),
+            uniform(1, -1.0, 1.0, 63),
+        );
+        for (lhs_transposed, rhs_transposed, with_bias) in [
+            (false, true, true),
+            (false, false, false),
+            (true, false, true),
+        ] {
+            let dims = GemmDims {
+                m,
+                k,
+                n: 1,
+                lhs_transposed,
+                rhs_transposed,
+            };
+            let on_cuda = |v: &[f32]| CudaStorage::from_vec(v.to_vec(), &cuda);
+            let on_cpu = |v: &[f32]| CpuStorage::from_vec(v.to_vec());
+            let (cuda_bias, cpu_bias) = (on_cuda(&bias), on_cpu(&bias));
+            let got = on_cuda(&a)
+                .gemm(
+                    &on_cuda(&b),
+                    with_bias.then_some(&cuda_bias),
+                    dims,
+                    &Identity,
+                )
+                .to_vec();
+            let expected = on_cpu(&a)
+                .gemm(&on_cpu(&b), with_bias.then_some(&cpu_bias), dims, &Identity)
+                .to_vec();
+            assert_close(&format!("{dims:?}"), &got, &expected, 1e-5);
         }
     }
 }

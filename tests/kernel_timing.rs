@@ -48,6 +48,26 @@ fn timing_lists_each_kernel_run_while_it_is_on() {
     cuda.set_kernel_timing(false);
 }
 
+/// A one-column product (D's last layer) is one `gemv` launch.
+#[test]
+fn a_one_column_product_is_a_gemv() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let Device::Cuda(cuda) = &device else {
+        unreachable!("the emulator is a CUDA device")
+    };
+    let x = Tensor::uniform(&[40, 256], -1.0, 1.0, &device);
+    let w = Tensor::uniform(&[1, 256], -1.0, 1.0, &device);
+    let b = Tensor::uniform(&[1], -1.0, 1.0, &device);
+    cuda.set_kernel_timing(true);
+    let _ = linear(&x, &w, Some(&b));
+    let times = cuda.take_kernel_times();
+    cuda.set_kernel_timing(false);
+    let names: Vec<&str> = times.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["gemv"]);
+    assert_eq!(times[0].config.grid.x, 5, "40 rows, 8 per block");
+}
+
 /// A linear layer's backward pass: `∂L/∂x`, `∂L/∂W` and `∂L/∂b` from one `gemm_pair` launch
 /// (after the loss's own kernel); where the weight gradient splits k, the bias gradient is
 /// summed apart (only an unsplit GEMM sums rows as it goes).

@@ -92,6 +92,14 @@ impl LaunchConfig {
         }
     }
 
+    /// `gemm.cu`'s `gemv`: a warp per row of an `[m, k] · [k, 1]` product, 8 per block.
+    pub fn gemv(m: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid: Dim3::x(m.div_ceil(8).max(1) as u32),
+            block: Dim3::x(256),
+        }
+    }
+
     /// `gemm.cu`'s `gemm_large`: a 128 × 128 tile of C per block of 256 threads.
     pub fn gemm_large(m: usize, n: usize) -> LaunchConfig {
         LaunchConfig {

@@ -186,6 +186,15 @@ struct PlannedGemm {
 impl PlannedGemm {
     fn new(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) -> PlannedGemm {
         let tf32 = tf32_allowed();
+        // One column, A read along its rows, nothing else to write: a warp per row.
+        if dims.n == 1 && !dims.lhs_transposed && args.mask == 0 && args.row_sums == 0 && !tf32 {
+            return PlannedGemm {
+                kernel: "gemv",
+                config: LaunchConfig::gemv(dims.m),
+                args,
+                _partials: None,
+            };
+        }
         let plan = match GemmPlan::for_product(dims) {
             // The tensor-core kernel has 64 × 64 tiles only.
             GemmPlan::Large if tf32 => GemmPlan::Tiled {
