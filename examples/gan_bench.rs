@@ -400,9 +400,11 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
             GemmPlan::Tiled { splits, .. } => splits,
             GemmPlan::Large => 1,
         };
-        let planned = (splits_of(GemmPlan::choose(m, k, n)), time(None)?);
+        let planned = (splits_of(GemmPlan::for_product(product.dims)), time(None)?);
         let mut swept: Vec<(usize, f64)> = Vec::new();
-        for &splits in asked {
+        // A one-column product runs as `gemv`, which does not split k.
+        let one_column = n == 1 && !product.dims.lhs_transposed;
+        for &splits in if one_column { &[] } else { asked } {
             let splits = splits_of(GemmPlan::with_splits(k, splits));
             if swept.iter().all(|&(done, _)| done != splits) {
                 swept.push((splits, time(Some(splits))?));
