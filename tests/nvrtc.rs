@@ -1,9 +1,11 @@
 //! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_80 and sm_90 without
-//! register spills; a broken kernel's error names its file and carries NVRTC's log.
+//! register spills; a broken kernel's error names its file and carries NVRTC's log; compiled
+//! kernels are cached on disk.
 //!
 //! Needs libnvrtc (see README). Without it these tests skip with a message, unless
 //! `FERROGRAD_REQUIRE_NVRTC=1`, as CI sets, makes its absence a failure.
 
+use ferrograd::backend::cuda::kernel_cache::{self, Source};
 use ferrograd::backend::cuda::kernels::{KernelModule, MODULES};
 use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
 
@@ -188,4 +190,61 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
     let too_much = ["-DLARGE_BK=16".to_string(), "-DLARGE_STAGES=4".to_string()];
     let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_much).unwrap_err();
     assert!(err.contains("LARGE_BK is 8 or 16"), "{err}");
+}
+
+/// Compiled kernels kept on disk (`kernel_cache`): the first use compiles and stores, the next
+/// reads back the same bytes; each architecture has its own entry; a damaged entry (cut short,
+/// or a byte of its cubin changed) is compiled afresh and replaced; a cache that cannot be
+/// written still gives the cubin.
+#[test]
+fn compiled_kernels_are_cached_on_disk() {
+    if !nvrtc_present() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrograd-kernel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let module = MODULES.iter().find(|m| m.file == "random.cu").unwrap();
+    let use_cache = |major| kernel_cache::cubin(Some(&dir), module, major, 0).unwrap();
+    let (compiled, source) = use_cache(9);
+    assert_eq!(source, Source::Compiled);
+    assert_eq!(&compiled[..4], b"\x7fELF");
+    let (cached, source) = use_cache(9);
+    assert!(cached == compiled && source == Source::Cache, "{source:?}");
+    assert_eq!(
+        use_cache(8).1,
+        Source::Compiled,
+        "sm_80: an entry of its own"
+    );
+    assert_eq!(use_cache(8).1, Source::Cache);
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let damages: [fn(&mut Vec<u8>); 2] = [
+        |bytes| bytes.truncate(bytes.len() - 100), // cut short, past the key
+        |bytes| *bytes.last_mut().unwrap() ^= 1,   // the cubin's last byte changed
+    ];
+    for damage in damages {
+        for entry in &entries {
+            let mut bytes = std::fs::read(entry).unwrap();
+            damage(&mut bytes);
+            std::fs::write(entry, &bytes).unwrap();
+        }
+        let (again, source) = use_cache(9);
+        assert!(
+            again == compiled && source == Source::Compiled,
+            "{source:?}"
+        );
+        assert_eq!(use_cache(9).1, Source::Cache, "replaced");
+    }
+    // A file where the directory should be: nothing can be stored, the cubin still comes.
+    let blocked = dir.join("blocked");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let (cubin, source) = kernel_cache::cubin(Some(&blocked), module, 9, 0).unwrap();
+    assert!(
+        cubin == compiled && source == Source::Compiled,
+        "{source:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys};
 
+use super::kernel_cache;
 use super::kernels::{module_of, MODULES};
 use super::launch::LaunchConfig;
-use super::nvrtc::{self, Output};
 use super::pinned::{PinnedBuffer, PinnedPool};
 use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
 
@@ -128,9 +128,11 @@ impl DriverRuntime {
         let module =
             module_of(name).ok_or_else(|| format!("no kernel named {name} in kernels/"))?;
         let (major, minor) = self.compute_capability;
-        let cubin = nvrtc::compile(module, major, minor, Output::Cubin { report: false })?;
-        // SAFETY: `cubin.image` is a complete cubin from NVRTC, alive during the call.
-        let loaded = unsafe { result::module::load_data(cubin.image.as_ptr() as *const c_void) }
+        let (cubin, _) =
+            kernel_cache::cubin(kernel_cache::cache_dir().as_deref(), module, major, minor)?;
+        // SAFETY: `cubin` is a complete cubin (from NVRTC, or a cache entry compiled from this
+        // very source, options and NVRTC), alive during the call.
+        let loaded = unsafe { result::module::load_data(cubin.as_ptr() as *const c_void) }
             .map_err(|e| {
                 format!(
                     "kernels/{}: the driver rejected the cubin: {e:?}",

@@ -15,6 +15,7 @@ mod device;
 mod driver;
 pub mod emulator;
 mod graph;
+pub mod kernel_cache;
 pub mod kernels;
 pub mod launch;
 pub mod nvrtc;

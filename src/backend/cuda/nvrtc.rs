@@ -11,6 +11,16 @@ use super::kernels::KernelModule;
 /// The environment variable naming CUDA's include directory (for `cuda_fp16.h` and friends).
 pub const INCLUDE_ENV: &str = "FERROGRAD_CUDA_INCLUDE";
 
+/// NVRTC's version, `major.minor`.
+pub fn version() -> Result<String, String> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: both are valid out-pointers; the call only writes them.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|err| format!("{err:?}"))?;
+    Ok(format!("{major}.{minor}"))
+}
+
 /// Whether `libnvrtc` can be loaded (probing never panics, unlike a first call would).
 pub fn is_available() -> bool {
     // SAFETY: only tries to open the library by its candidate names.
