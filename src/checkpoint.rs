@@ -37,11 +37,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Copies the values of `tensors` (from whichever device they are on).
+    /// Copies the values of `tensors` (from whichever device they are on; from a GPU, all in
+    /// one read, one wait for the device rather than one per tensor).
     pub fn of(tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Snapshot {
+        let refs: Vec<&Tensor> = tensors.iter().map(|(_, tensor)| tensor).collect();
         let tensors = tensors
             .iter()
-            .map(|(name, tensor)| (name.clone(), tensor.shape().to_vec(), tensor.to_vec()))
+            .zip(Tensor::to_vecs(&refs))
+            .map(|((name, tensor), values)| (name.clone(), tensor.shape().to_vec(), values))
             .collect();
         Snapshot { tensors, metadata }
     }
