@@ -113,7 +113,6 @@ impl CudaStorage {
         self.buffer.len as u64
     }
 
-    /// `out = epilogue(self · rhs + bias)`'s arguments, without split-K or dropout.
     /// `scale` times the sum of `first_pass`'s values over this buffer (`sum_partials`: its
     /// elements; `sum_<map>`: the map of it and `y`), then `sum_finish` over the blocks' partial
     /// sums where there is more than one block.
@@ -138,6 +137,7 @@ impl CudaStorage {
         out
     }
 
+    /// `out = epilogue(self · rhs + bias)`'s arguments, without split-K or dropout.
     fn gemm_args<E: UnaryKernel>(
         &self,
         rhs: &Self,
