@@ -10,11 +10,12 @@ mod gan_output;
 
 use std::error::Error;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
 use ferrograd::data::mnist::IMAGE_PIXELS;
 use ferrograd::data::{DataLoader, Mnist, Split};
@@ -168,7 +169,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut csv = start_loss_csv(&csv_path, &history)?;
     let last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = args.out.join("checkpoint.safetensors");
-    let mut checkpoints = CheckpointWriter::default();
+    let mut files = FileWriter::default();
     println!(
         "training on {} images, {} batches of {} per epoch, on {}",
         loader.len(),
@@ -219,7 +220,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 if let Some((step, stats)) = in_flight.take() {
                     record(step, stats.wait())?; // the log reaches the checkpoint's step
                 }
-                checkpoints.save(&gan, &checkpoint_path, &mut progress, batches)?;
+                let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
+                let path = checkpoint_path.clone();
+                files.write(move || Ok(snapshot.write(&path)?))?;
             }
         }
         if let Some((step, stats)) = in_flight.take() {
@@ -243,22 +246,28 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             means.count as f64 / seconds
         );
         csv.flush()?;
-        let samples = gan_output::generate(&gan.generator, &grid_noise);
-        if finished_epoch {
-            write_grid_png(
-                &args.out.join(format!("samples_epoch_{:03}.png", epoch + 1)),
-                &samples,
-                8,
-            )?;
-        }
-        write_grid_png(&args.out.join("samples_latest.png"), &samples, 8)?;
-        std::fs::write(
-            args.out.join("losses.svg"),
+        // What the files need is read from the GPU now; the files are written while the next
+        // epoch trains.
+        let samples = gan_output::generate(&gan.generator, &grid_noise).to_device(&Device::Cpu);
+        let epoch_png =
+            finished_epoch.then(|| args.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
+        let latest_png = args.out.join("samples_latest.png");
+        let (svg, svg_path) = (
             loss_plot_svg(&history, batches as usize),
-        )?;
-        checkpoints.save(&gan, &checkpoint_path, &mut progress, batches)?;
+            args.out.join("losses.svg"),
+        );
+        let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
+        let path = checkpoint_path.clone();
+        files.write(move || {
+            if let Some(epoch_png) = epoch_png {
+                write_grid_png(&epoch_png, &samples, 8)?;
+            }
+            write_grid_png(&latest_png, &samples, 8)?;
+            std::fs::write(svg_path, svg)?;
+            Ok(snapshot.write(&path)?)
+        })?;
     }
-    checkpoints.finish()?;
+    files.finish()?;
     println!("checkpoint: {}", checkpoint_path.display());
 
     if let Some(path) = &args.samples_out {
@@ -334,48 +343,50 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
     Ok(Mnist::load(&args.data, Split::Train)?)
 }
 
-/// Writes checkpoints on a thread of its own, one at a time: the values are copied when a
-/// checkpoint is asked for, and the file is encoded and written (tens of ms for 35 MB, fsync
-/// included) while training goes on. The write is atomic, so a kill at any moment leaves the
-/// previous checkpoint intact either way.
-#[derive(Default)]
-struct CheckpointWriter {
-    in_flight: Option<std::thread::JoinHandle<ferrograd::Result<()>>>,
+/// `gan` and `progress` as they are now, ready to be written as a checkpoint (the values are
+/// copied: training may go on while the snapshot is written).
+fn checkpoint_snapshot(gan: &Gan, progress: &mut TrainingProgress, batches: u64) -> Snapshot {
+    progress.epoch = progress.step / batches;
+    progress.rng = with_default_generator(|g| *g);
+    gan.checkpoint_snapshot(progress)
 }
 
-impl CheckpointWriter {
-    /// Snapshots `gan` and `progress` as they are now, then writes them to `path` once the
-    /// previous checkpoint is written (whose error, if it failed, is returned here).
-    fn save(
+/// Writes the run's files on a thread of its own, one job at a time and in order, while
+/// training goes on: each file is synced to disk before it replaces the previous one (tens of
+/// ms for a 35 MB checkpoint, a few for each picture), which the GPU should not wait for.
+/// Every write is atomic, so a kill at any moment leaves the previous file intact.
+#[derive(Default)]
+struct FileWriter {
+    in_flight: Option<std::thread::JoinHandle<Result<(), Box<dyn Error + Send + Sync>>>>,
+}
+
+impl FileWriter {
+    /// Starts `job` once the job before it is done (whose error, if it failed, is returned
+    /// here instead).
+    fn write(
         &mut self,
-        gan: &Gan,
-        path: &Path,
-        progress: &mut TrainingProgress,
-        batches: u64,
+        job: impl FnOnce() -> Result<(), Box<dyn Error + Send + Sync>> + Send + 'static,
     ) -> Result<(), Box<dyn Error>> {
-        progress.epoch = progress.step / batches;
-        progress.rng = with_default_generator(|g| *g);
-        let snapshot = gan.checkpoint_snapshot(progress);
         self.finish()?;
-        let path = path.to_path_buf();
-        self.in_flight = Some(std::thread::spawn(move || snapshot.write(&path)));
+        self.in_flight = Some(std::thread::spawn(job));
         Ok(())
     }
 
-    /// Waits until the checkpoint in flight, if any, is written.
+    /// Waits until the job in flight, if any, is done.
     fn finish(&mut self) -> Result<(), Box<dyn Error>> {
         match self.in_flight.take() {
             None => Ok(()),
             Some(writer) => Ok(writer
                 .join()
-                .map_err(|_| "the checkpoint writer panicked")??),
+                .map_err(|_| "the file writer panicked")?
+                .map_err(|err| err.to_string())?),
         }
     }
 }
 
-impl Drop for CheckpointWriter {
-    /// A run that stops on an error still finishes the checkpoint in flight (its own error,
-    /// if any, is secondary to the one being reported).
+impl Drop for FileWriter {
+    /// A run that stops on an error still finishes the job in flight (its own error, if any,
+    /// is secondary to the one being reported).
     fn drop(&mut self) {
         let _ = self.finish();
     }
