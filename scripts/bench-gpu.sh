@@ -16,7 +16,8 @@
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
 #     ratios measured in the same run;
-#   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py);
+#   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py),
+#     and split-K's plan refitted to the sweep (benches/fit_split_k.py);
 #   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s);
 # and DIR/profile.sh, for a second device call: Nsight Compute's stall reasons for the GEMMs.
 # With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
@@ -32,7 +33,7 @@ rm -rf "$out" && mkdir -p "$out/mnist"
 cargo build --release --example gan_bench --example mnist_gan
 cp target/release/examples/{gan_bench,mnist_gan} "$out/"
 strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
-cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py "$out/"
+cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py benches/fit_split_k.py "$out/"
 # The baseline: gan_bench built from an earlier commit, in a worktree of its own.
 baseline=${BASELINE:-daabdd1}
 worktree=$(mktemp -d)
@@ -90,6 +91,7 @@ for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_BK=16
     FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3
 done
 python3 gpu_table.py "$log" | tee -a "$log"
+python3 fit_split_k.py "$log" | tee -a "$log"
 exit $status
 RUN
 chmod +x "$out/run.sh"
