@@ -96,47 +96,30 @@ fn ternary_with_scalar(name: &str, a: &[f32], b: &[f32], c: f32, p: f32) -> Vec<
     out
 }
 
+/// Asserts that the Rust mirror `A` has the size of the C struct it mirrors.
+fn assert_c_layout<A: KernelArgs>() {
+    assert_eq!(
+        std::mem::size_of::<A>(),
+        c_args_size::<A>(),
+        "{}: Rust and C sizes differ",
+        A::C_NAME
+    );
+}
+
 #[test]
 fn argument_structs_have_the_c_layout() {
-    assert_eq!(std::mem::size_of::<UnaryArgs>(), c_args_size::<UnaryArgs>());
-    assert_eq!(
-        std::mem::size_of::<BinaryArgs>(),
-        c_args_size::<BinaryArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<TernaryArgs>(),
-        c_args_size::<TernaryArgs>()
-    );
-    assert_eq!(std::mem::size_of::<SumArgs>(), c_args_size::<SumArgs>());
-    assert_eq!(
-        std::mem::size_of::<SumRowsArgs>(),
-        c_args_size::<SumRowsArgs>()
-    );
-    assert_eq!(std::mem::size_of::<GemmArgs>(), c_args_size::<GemmArgs>());
-    assert_eq!(
-        std::mem::size_of::<GemmPairArgs>(),
-        c_args_size::<GemmPairArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<ConcatArgs>(),
-        c_args_size::<ConcatArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<PhiloxDraw>(),
-        c_args_size::<PhiloxDraw>()
-    );
-    assert_eq!(
-        std::mem::size_of::<RandomArgs>(),
-        c_args_size::<RandomArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<PhiloxAdvanceArgs>(),
-        c_args_size::<PhiloxAdvanceArgs>()
-    );
-    assert_eq!(
-        std::mem::size_of::<AdamStepArgs>(),
-        c_args_size::<AdamStepArgs>()
-    );
+    assert_c_layout::<UnaryArgs>();
+    assert_c_layout::<BinaryArgs>();
+    assert_c_layout::<TernaryArgs>();
+    assert_c_layout::<SumArgs>();
+    assert_c_layout::<SumRowsArgs>();
+    assert_c_layout::<GemmArgs>();
+    assert_c_layout::<GemmPairArgs>();
+    assert_c_layout::<ConcatArgs>();
+    assert_c_layout::<PhiloxDraw>();
+    assert_c_layout::<RandomArgs>();
+    assert_c_layout::<PhiloxAdvanceArgs>();
+    assert_c_layout::<AdamStepArgs>();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use ferrograd::backend::cuda::{CudaDevice, KernelTime};
 use ferrograd::nn::functional::linear;
 use ferrograd::{Device, Tensor};
 
@@ -13,13 +14,33 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[test]
-fn timing_lists_each_kernel_run_while_it_is_on() {
-    let _turn = one_at_a_time();
+/// The emulator, as a device and as the CUDA device it is.
+fn emulator() -> (Device, CudaDevice) {
     let device = Device::cuda_emulator();
     let Device::Cuda(cuda) = &device else {
         unreachable!("the emulator is a CUDA device")
     };
+    let cuda = cuda.clone();
+    (device, cuda)
+}
+
+/// The kernels `run` launches on `cuda`, in launch order, timed.
+fn kernels_of(cuda: &CudaDevice, run: impl FnOnce()) -> Vec<KernelTime> {
+    cuda.set_kernel_timing(true);
+    run();
+    let times = cuda.take_kernel_times();
+    cuda.set_kernel_timing(false);
+    times
+}
+
+fn names(times: &[KernelTime]) -> Vec<&str> {
+    times.iter().map(|t| t.name.as_str()).collect()
+}
+
+#[test]
+fn timing_lists_each_kernel_run_while_it_is_on() {
+    let _turn = one_at_a_time();
+    let (device, cuda) = emulator();
     let x = Tensor::uniform(&[64, 32], -1.0, 1.0, &device);
     let w = Tensor::uniform(&[16, 32], -1.0, 1.0, &device);
     let _ = x.tanh(); // before timing: not listed
@@ -27,8 +48,7 @@ fn timing_lists_each_kernel_run_while_it_is_on() {
     let y = x.tanh();
     let _ = y.matmul(&w.reshape(&[32, 16]));
     let times = cuda.take_kernel_times();
-    let names: Vec<&str> = times.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["unary_tanh", "gemm"]);
+    assert_eq!(names(&times), ["unary_tanh", "gemm"]);
     assert!(times
         .iter()
         .all(|t| t.micros >= 0.0 && t.micros.is_finite()));
@@ -52,19 +72,14 @@ fn timing_lists_each_kernel_run_while_it_is_on() {
 #[test]
 fn a_one_column_product_is_a_gemv() {
     let _turn = one_at_a_time();
-    let device = Device::cuda_emulator();
-    let Device::Cuda(cuda) = &device else {
-        unreachable!("the emulator is a CUDA device")
-    };
+    let (device, cuda) = emulator();
     let x = Tensor::uniform(&[40, 256], -1.0, 1.0, &device);
     let w = Tensor::uniform(&[1, 256], -1.0, 1.0, &device);
     let b = Tensor::uniform(&[1], -1.0, 1.0, &device);
-    cuda.set_kernel_timing(true);
-    let _ = linear(&x, &w, Some(&b));
-    let times = cuda.take_kernel_times();
-    cuda.set_kernel_timing(false);
-    let names: Vec<&str> = times.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["gemv"]);
+    let times = kernels_of(&cuda, || {
+        let _ = linear(&x, &w, Some(&b));
+    });
+    assert_eq!(names(&times), ["gemv"]);
     assert_eq!(times[0].config.grid.x, 5, "40 rows, 8 per block");
 }
 
@@ -74,10 +89,7 @@ fn a_one_column_product_is_a_gemv() {
 #[test]
 fn a_linear_layers_gradients_are_one_launch() {
     let _turn = one_at_a_time();
-    let device = Device::cuda_emulator();
-    let Device::Cuda(cuda) = &device else {
-        unreachable!("the emulator is a CUDA device")
-    };
+    let (device, cuda) = emulator();
     let unsplit = ["expand_scalar", "gemm_pair"].as_slice();
     let split = ["expand_scalar", "gemm_pair", "sum_rows"].as_slice();
     for (batch, inputs, outputs, expected) in [(16, 24, 40, unsplit), (512, 8, 512, split)] {
@@ -89,15 +101,8 @@ fn a_linear_layers_gradients_are_one_launch() {
         }
         let loss = linear(&x, &w, Some(&b)).sum();
         let one = Tensor::ones(&[], &device);
-        cuda.set_kernel_timing(true);
-        loss.backward_with(&one);
-        let names: Vec<String> = cuda
-            .take_kernel_times()
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        cuda.set_kernel_timing(false);
-        assert_eq!(names, expected, "{batch}x{inputs}x{outputs}");
+        let times = kernels_of(&cuda, || loss.backward_with(&one));
+        assert_eq!(names(&times), expected, "{batch}x{inputs}x{outputs}");
         assert!([x.grad(), w.grad(), b.grad()].iter().all(Option::is_some));
     }
 }

@@ -292,6 +292,8 @@ impl Runtime for DriverRuntime {
             }
             .result()
         } else {
+            // The plain launch, as measured on the H200: the default stays on it until the
+            // launch above has been measured too.
             // SAFETY: `function` is a loaded kernel taking one argument struct; `args` points
             // to one with its layout and valid device pointers (the caller's contract). The
             // launch (or the graph node a capture makes of it) copies the struct before

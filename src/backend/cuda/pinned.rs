@@ -75,11 +75,15 @@ impl PinnedPool {
     /// A buffer of at least `bytes` with no copy in flight (the context must be current).
     pub fn acquire(&self, bytes: usize) -> Result<PinnedBuffer, String> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        // An idle buffer large enough, else any idle one (replaced below by a larger one).
         let mut idle = None;
         for (i, buffer) in free.iter().enumerate() {
             if buffer.idle()? {
-                idle = Some(i);
-                break;
+                if buffer.capacity >= bytes {
+                    idle = Some(i);
+                    break;
+                }
+                idle.get_or_insert(i);
             }
         }
         let buffer = match idle {
@@ -116,9 +120,11 @@ impl Drop for PinnedPool {
     }
 }
 
-/// A new buffer of `bytes` (at least 4 KiB: small reads share one size), its event complete.
+/// A new buffer of `bytes`, at least 256 KiB (a batch of MNIST, 200 KB, and a step's
+/// statistics then share one size: no buffer too small for the next upload is made and
+/// replaced, a page-locked allocation and free per step), its event complete.
 fn new_buffer(bytes: usize) -> Result<PinnedBuffer, String> {
-    let capacity = bytes.max(4096);
+    let capacity = bytes.max(256 << 10);
     // SAFETY: a plain page-locked allocation in the current context; freed by free_buffer.
     let host = unsafe { result::malloc_host(capacity, 0) }
         .map_err(|e| format!("cannot allocate {capacity} bytes of page-locked memory: {e:?}"))?

@@ -167,6 +167,28 @@ impl CudaStorage {
             row_sums: 0,
         }
     }
+
+    /// The product of [`BackendStorage::gemm_with_lhs_row_sums`], planned: `(product, its
+    /// output, the row sums)`, the row sums computed by the GEMM where it can (without split-K,
+    /// not in the tensor-core kernel), else `None`: the caller sums them after the product.
+    fn plan_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+    ) -> (PlannedGemm, CudaStorage, Option<CudaStorage>) {
+        assert!(
+            dims.lhs_transposed,
+            "gemm_with_lhs_row_sums: A is stored [k, m]"
+        );
+        let device = self.device();
+        let out = CudaStorage::uninit(dims.m * dims.n, device);
+        let sums = sums_rows_in_the_gemm(dims).then(|| CudaStorage::uninit(dims.m, device));
+        let args = GemmArgs {
+            row_sums: sums.as_ref().map_or(0, CudaStorage::pointer),
+            ..self.gemm_args(rhs, None, &out, dims, &Identity)
+        };
+        (PlannedGemm::new(device, args, dims), out, sums)
+    }
 }
 
 fn gemm_dim(d: usize) -> i32 {
@@ -446,23 +468,9 @@ impl BackendStorage for CudaStorage {
     }
 
     fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
-        assert!(
-            dims.lhs_transposed,
-            "gemm_with_lhs_row_sums: A is stored [k, m]"
-        );
-        if !sums_rows_in_the_gemm(dims) {
-            let product = self.gemm(rhs, None, dims, &Identity);
-            return (product, self.sum_rows(dims.k, dims.m));
-        }
-        let device = self.device();
-        let out = CudaStorage::uninit(dims.m * dims.n, device);
-        let sums = CudaStorage::uninit(dims.m, device);
-        let args = GemmArgs {
-            row_sums: sums.pointer(),
-            ..self.gemm_args(rhs, None, &out, dims, &Identity)
-        };
-        launch_gemm(device, args, dims);
-        (out, sums)
+        let (product, out, sums) = self.plan_with_lhs_row_sums(rhs, dims);
+        product.launch(self.device());
+        (out, sums.unwrap_or_else(|| self.sum_rows(dims.k, dims.m)))
     }
 
     fn gemm_pair_with_lhs_row_sums(
@@ -471,30 +479,16 @@ impl BackendStorage for CudaStorage {
         dims: GemmDims,
         (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
     ) -> (Self, (Self, Self)) {
-        assert!(
-            dims2.lhs_transposed,
-            "gemm_pair_with_lhs_row_sums: the second A is stored [k, m]"
-        );
         let device = self.device();
         let out = CudaStorage::uninit(dims.m * dims.n, device);
-        let out2 = CudaStorage::uninit(dims2.m * dims2.n, device);
-        let sums = CudaStorage::uninit(dims2.m, device);
-        let fused_sums = sums_rows_in_the_gemm(dims2);
         let first = PlannedGemm::new(
             device,
             self.gemm_args(rhs, None, &out, dims, &Identity),
             dims,
         );
-        let args2 = GemmArgs {
-            row_sums: if fused_sums { sums.pointer() } else { 0 },
-            ..lhs2.gemm_args(rhs2, None, &out2, dims2, &Identity)
-        };
-        first.launch_pair(PlannedGemm::new(device, args2, dims2), device);
-        let sums = if fused_sums {
-            sums
-        } else {
-            lhs2.sum_rows(dims2.k, dims2.m)
-        };
+        let (second, out2, sums) = lhs2.plan_with_lhs_row_sums(rhs2, dims2);
+        first.launch_pair(second, device);
+        let sums = sums.unwrap_or_else(|| lhs2.sum_rows(dims2.k, dims2.m));
         (out, (out2, sums))
     }
 
