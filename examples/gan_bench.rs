@@ -388,7 +388,7 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
             set_split_k_override(splits);
             let us = kernel_median_us(&device, repeats, calls, |_| {
                 if product.with_row_sums {
-                    std::hint::black_box(a.gemm_with_lhs_row_sums(&b, product.dims));
+                    std::hint::black_box(a.gemm_with_lhs_row_sums(&b, product.dims, None));
                 } else {
                     std::hint::black_box(a.gemm(&b, None, product.dims, &Identity));
                 }

@@ -156,6 +156,19 @@ __device__ __forceinline__ float sigmoid_forward(float x) {
     return e / (1.0f + e);
 }
 
+// Their backward rules, ∂L/∂x from the saved value and g = ∂L/∂y, shared by the elementwise
+// backward kernels (elementwise.cu) and the GEMM's left-operand rules (gemm.cu, a fused layer's
+// ∂L/∂z computed as its products read ∂L/∂y). Each mirrors the Rust kernel of the same name.
+// ReLU and LeakyReLU (slope > 0) take their output, whose sign is their input's.
+__device__ __forceinline__ float relu_backward(float y, float g) { return y > 0.0f ? g : 0.0f; }
+__device__ __forceinline__ float leaky_relu_backward(float x, float g, float slope) { return x > 0.0f ? g : slope * g; }
+// Explicitly rounded: NVRTC would fuse 1 − y·y into an FMA where it sees fit, so two kernels
+// (or the CPU) could differ in the last bit.
+__device__ __forceinline__ float tanh_backward(float y, float g) {
+    return __fmul_rn(g, __fsub_rn(1.0f, __fmul_rn(y, y)));
+}
+__device__ __forceinline__ float sigmoid_backward(float y, float g) { return g * y * (1.0f - y); }
+
 // Binary cross-entropy of one prediction p against its target t (src/ops/bce.rs), each log
 // clamped at −100 as PyTorch does, so that p ∈ {0, 1} gives a finite loss.
 __device__ __forceinline__ float clamped_log(float x) { return fmaxf(logf(x), -100.0f); }

@@ -1,7 +1,8 @@
 // Elementwise kernels: every op's forward map and backward rule. Each mirrors the Rust kernel
 // of the same name in src/ops/<op>.rs (launched as unary_<NAME>, binary_<NAME> or
-// ternary_<NAME>), formula for formula. Backward rules are binary maps f(saved, grad), or
-// ternary ones where a chain is fused: f(saved₁, saved₂, grad).
+// ternary_<NAME>), formula for formula. Backward rules are binary maps f(saved, grad) (the
+// activations' formulas in common.cuh, which the GEMM's left-operand rules share), or ternary
+// ones where a rule reads two saved values: f(saved₁, saved₂, grad).
 
 // --- arithmetic (src/ops/arith.rs) ---
 FG_KERNEL(binary_add, BinaryArgs) { map_binary(args, [](float a, float b, float) { return a + b; }); }
@@ -13,7 +14,7 @@ FG_KERNEL(unary_mul_scalar, UnaryArgs) { map_unary(args, [](float x, float s) { 
 // --- relu: y = max(x, 0); dL/dx = dL/dy · [y > 0] ---
 FG_KERNEL(unary_relu, UnaryArgs) { map_unary(args, [](float x, float) { return relu_forward(x); }); }
 FG_KERNEL(binary_relu_backward, BinaryArgs) {
-    map_binary(args, [](float y, float g, float) { return y > 0.0f ? g : 0.0f; });
+    map_binary(args, [](float y, float g, float) { return relu_backward(y, g); });
 }
 
 // --- leaky_relu: y = x > 0 ? x : slope·x; dL/dx = dL/dy · (x > 0 ? 1 : slope) ---
@@ -21,35 +22,19 @@ FG_KERNEL(unary_leaky_relu, UnaryArgs) {
     map_unary(args, [](float x, float slope) { return leaky_relu_forward(x, slope); });
 }
 FG_KERNEL(binary_leaky_relu_backward, BinaryArgs) {
-    map_binary(args, [](float x, float g, float slope) { return x > 0.0f ? g : slope * g; });
-}
-
-// --- an activation, then dropout (src/ops/linear.rs, linear_activation_dropout) ---
-// out = act(z) · mask, mask ∈ {0, 1/(1 − p)}: dL/dz = act'(z) · (dL/dout · mask), and for
-// kept elements act(z) has the sign of out. Same order of operations as the unfused pair.
-FG_KERNEL(ternary_relu_dropout_backward, TernaryArgs) {
-    map_ternary(args, [](float out, float mask, float g, float) {
-        float t = g * mask;
-        return out > 0.0f ? t : 0.0f;
-    });
-}
-FG_KERNEL(ternary_leaky_relu_dropout_backward, TernaryArgs) {
-    map_ternary(args, [](float out, float mask, float g, float slope) {
-        float t = g * mask;
-        return out > 0.0f ? t : slope * t;
-    });
+    map_binary(args, [](float x, float g, float slope) { return leaky_relu_backward(x, g, slope); });
 }
 
 // --- tanh: dL/dx = dL/dy · (1 − y²) ---
 FG_KERNEL(unary_tanh, UnaryArgs) { map_unary(args, [](float x, float) { return tanh_forward(x); }); }
 FG_KERNEL(binary_tanh_backward, BinaryArgs) {
-    map_binary(args, [](float y, float g, float) { return g * (1.0f - y * y); });
+    map_binary(args, [](float y, float g, float) { return tanh_backward(y, g); });
 }
 
 // --- sigmoid: y = 1 / (1 + e^−x); dL/dx = dL/dy · y(1 − y) ---
 FG_KERNEL(unary_sigmoid, UnaryArgs) { map_unary(args, [](float x, float) { return sigmoid_forward(x); }); }
 FG_KERNEL(binary_sigmoid_backward, BinaryArgs) {
-    map_binary(args, [](float y, float g, float) { return g * y * (1.0f - y); });
+    map_binary(args, [](float y, float g, float) { return sigmoid_backward(y, g); });
 }
 
 // --- binary cross-entropy (src/ops/bce.rs): logs clamped at −100, p(1 − p) floored at 1e-12 ---

@@ -4,7 +4,10 @@
 // The epilogue is the identity or an activation (GEMM_EPILOGUE_*), applied as each result
 // leaves its register, optionally followed by inverted dropout (the mask drawn right there, from
 // Philox, and written beside C for the backward pass): a training-mode linear layer, its
-// activation and its dropout in one kernel.
+// activation and its dropout in one kernel. Backward, the left operand can be read through an
+// activation's backward rule (GEMM_LHS_RULE_*, the prologue): a fused layer's ∂L/∂z =
+// act'(y) · (∂L/∂y · mask) computed as its two products load ∂L/∂y, so ∂L/∂z never goes
+// through memory and costs no launch of its own.
 //
 // Two kernels, chosen by the host for the shape (src/backend/cuda/launch.rs, GemmPlan), and an
 // optional third, gemm_tf32, for tensor cores (below):
@@ -26,6 +29,15 @@
 #define GEMM_EPILOGUE_LEAKY_RELU 2
 #define GEMM_EPILOGUE_TANH 3
 #define GEMM_EPILOGUE_SIGMOID 4
+
+// The rules a product can read its left operand through (src/backend/cuda/args.rs,
+// lhs_rule_code): the backward rules of the activations above, by the names of their Rust
+// kernels (relu_backward, …).
+#define GEMM_LHS_RULE_NONE 0
+#define GEMM_LHS_RULE_RELU 1
+#define GEMM_LHS_RULE_LEAKY_RELU 2
+#define GEMM_LHS_RULE_TANH 3
+#define GEMM_LHS_RULE_SIGMOID 4
 
 struct GemmArgs {
     const float* a;
@@ -53,6 +65,14 @@ struct GemmArgs {
     // tiles it reads anyway: a weight gradient (∂L/∂z)ᵀ·x and its bias gradient Σ_rows ∂L/∂z
     // in one kernel. Summed in k order in f32, as the CPU's and sum_rows' column sums.
     float* row_sums;
+    // GEMM_LHS_RULE_NONE, or A is read through a backward rule: each element a of A becomes
+    // rule(saved, a · mask) (gemm_lhs_rule), `lhs_saved` and `lhs_mask` (null: no dropout)
+    // stored as A is; lhs_rule_p is the rule's parameter (LeakyReLU's slope). The 64 × 64
+    // kernels apply it (Pipeline); the host sends no such product to gemm_large or gemv.
+    const float* lhs_saved;
+    const float* lhs_mask;
+    int lhs_rule;
+    float lhs_rule_p;
 };
 
 // Where a block of a 64 × 64 kernel works: the tile of C in column x and row y of the grid of
@@ -75,6 +95,21 @@ __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
         case GEMM_EPILOGUE_TANH: return tanh_forward(x);
         case GEMM_EPILOGUE_SIGMOID: return sigmoid_forward(x);
         default: return x;
+    }
+}
+
+// ∂L/∂z from one element g = ∂L/∂y of A: dropout's rule, then the activation's — rule(saved,
+// g · mask), the order of the unfused ops (mask is 1 without dropout, and g · 1 = g exactly).
+__device__ __forceinline__ float gemm_lhs_rule(const GemmArgs& args, float saved, float mask,
+                                               float g) {
+    const float through_dropout = g * mask;
+    switch (args.lhs_rule) {
+        case GEMM_LHS_RULE_RELU: return relu_backward(saved, through_dropout);
+        case GEMM_LHS_RULE_LEAKY_RELU:
+            return leaky_relu_backward(saved, through_dropout, args.lhs_rule_p);
+        case GEMM_LHS_RULE_TANH: return tanh_backward(saved, through_dropout);
+        case GEMM_LHS_RULE_SIGMOID: return sigmoid_backward(saved, through_dropout);
+        default: return through_dropout;
     }
 }
 
@@ -106,8 +141,8 @@ __device__ __forceinline__ void shift_rows_up(float (&a)[ROWS][COLS]) {
     }
 }
 
-template <int ROWS>
-__device__ __forceinline__ void shift_rows_up(float (&a)[ROWS]) {
+template <class T, int ROWS>
+__device__ __forceinline__ void shift_rows_up(T (&a)[ROWS]) {
 #pragma unroll
     for (int r = 0; r + 1 < ROWS; ++r) {
         a[r] = a[r + 1];
@@ -342,6 +377,47 @@ __device__ __forceinline__ void copy_async_wait() {
 #endif
 }
 
+// Quad `quad` of a WIDTH × DEPTH slice of an operand, as Pipeline::stage_tile copies it into a
+// k-major tile (tile[p][x]): four elements consecutive in memory, along k when `along_k`
+// (elements (x, p + q), q = 0..3, at tile[p + q][x]) or along x (elements (x + q, p), at
+// tile[p][x + q]). Consecutive quads go to consecutive threads, so a warp reads whole 16-byte
+// pieces of consecutive addresses.
+template <int WIDTH, int DEPTH>
+struct SliceQuad {
+    int x, p;
+    bool along_k;
+
+    __device__ __forceinline__ SliceQuad(int quad, bool along_k_) : along_k(along_k_) {
+        constexpr int ALONG_K = DEPTH / 4, ALONG_X = WIDTH / 4;  // quads per row of the source
+        x = along_k ? quad / ALONG_K : (quad % ALONG_X) * 4;
+        p = along_k ? (quad % ALONG_K) * 4 : quad / ALONG_X;
+    }
+    // Element q's place in the tile: tile[tile_p(q)][tile_x(q)].
+    __device__ __forceinline__ int tile_p(int q) const { return along_k ? p + q : p; }
+    __device__ __forceinline__ int tile_x(int q) const { return along_k ? x : x + q; }
+    // Where element 0 lies in the operand as stored, for the slice at k0 of rows / columns
+    // x0..: at [x, p] in rows of k when along k (A stored [m, k], B stored [n, k]), else at
+    // [p, x] in rows of `count` (m or n).
+    __device__ __forceinline__ u64 offset(int count, int k, int x0, int k0) const {
+        return along_k ? (u64)(x0 + x) * k + k0 + p : (u64)(k0 + p) * count + x0 + x;
+    }
+    // Whether element q is inside the operand (x below `count`, k below k_end). Valid for q = 3
+    // means valid for all four.
+    __device__ __forceinline__ bool valid(int q, int count, int x0, int k0, int k_end) const {
+        return x0 + tile_x(q) < count && k0 + tile_p(q) < k_end;
+    }
+};
+
+// The values a thread needs to read its quads of one slice of A through a backward rule
+// (GemmArgs::lhs_rule): the saved output and the dropout mask of each element.
+template <int QUADS>
+struct LhsRuleOperands {
+    float saved[QUADS][4];
+    float mask[QUADS][4];
+};
+
+__device__ __forceinline__ bool aligned_16(const float* p) { return (u64)p % 16 == 0; }
+
 // A GEMM kernel's k-loop pipeline: tiles of op(A) and op(B) WIDTH rows / columns wide, k cut
 // into DEPTH-deep slices, STAGES slices in shared memory at once (tile rows STRIDE floats
 // apart), THREADS threads. While a block multiplies slice s out of shared memory, the copies of
@@ -349,10 +425,20 @@ __device__ __forceinline__ void copy_async_wait() {
 // start, not once per slice. Slice s lives in stage s % STAGES; the s-th group of copies a
 // thread commits holds slice s (empty groups past the last slice keep the count regular).
 // `run` is the whole k-loop; a kernel supplies what it does with one slice.
-template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS>
+//
+// With LHS_RULE, `run` also reads A through the product's backward rule, if it has one: each
+// thread loads the rule's operands for its quads of slice s + STAGES - 1 into registers (a ring
+// of STAGES - 1 slices: cp.async cannot transform what it copies, and shared memory has no room
+// for two more tiles per stage), and once its own copies of slice s have landed it rewrites
+// those quads of A's tile in place, before the barrier that hands the slice to the block.
+template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS, bool LHS_RULE>
 struct Pipeline {
     static_assert(STAGES >= 2, "a pipeline has a slice in use and one on its way at least");
     static_assert(WIDTH % 4 == 0 && DEPTH % 4 == 0 && STRIDE % 4 == 0, "whole quads");
+    static_assert(!LHS_RULE || (WIDTH * DEPTH / 4) % THREADS == 0, "as many quads per thread");
+    // A's quads of a slice per thread.
+    static constexpr int QUADS = WIDTH * DEPTH / 4 / THREADS > 0 ? WIDTH * DEPTH / 4 / THREADS : 1;
+    using Quad = SliceQuad<WIDTH, DEPTH>;
 
     // The number of slices in k_begin..k_end.
     static __device__ __forceinline__ int slices(int k_begin, int k_end) {
@@ -360,37 +446,25 @@ struct Pipeline {
     }
 
     // Starts copying the slice at k0 of one operand — WIDTH rows x0.. of op(A) or WIDTH
-    // columns of op(B) — into a k-major tile (tile[p][x]), zero outside the matrix and past
-    // k_end: WIDTH · DEPTH / 4 quads, each thread taking every THREADS-th. Element (x, p) is at
-    // src[x·k + p] when `along_k` (A stored [m, k], B stored [n, k]): quads along k, each four
-    // 4-byte copies into four rows of the tile (the transpose); else at src[p·count + x]:
-    // quads along x, one 16-byte copy each where the row length allows (a multiple of 4: every
-    // quad aligned, wholly inside or outside the matrix). Either way a warp reads whole 16-byte
-    // pieces of consecutive addresses.
+    // columns of op(B) — into a k-major tile, zero outside the matrix and past k_end: WIDTH ·
+    // DEPTH / 4 quads (SliceQuad), each thread taking every THREADS-th. A quad along k is four
+    // 4-byte copies into four rows of the tile (the transpose); one along x is one 16-byte copy
+    // where the row length allows (a multiple of 4: every quad aligned, wholly inside or outside
+    // the matrix).
     static __device__ __forceinline__ void stage_tile(const float* src, bool along_k, int count,
                                                       int k, int x0, int k0, int k_end,
                                                       float (*tile)[STRIDE]) {
-        constexpr int ALONG_K = DEPTH / 4, ALONG_X = WIDTH / 4;  // quads per row of the source
         for (int quad = threadIdx.x; quad < WIDTH * DEPTH / 4; quad += THREADS) {
-            if (along_k) {
-                const int x = quad / ALONG_K, p = (quad % ALONG_K) * 4;
-                const float* from = src + (u64)(x0 + x) * k + k0 + p;
-                for (int q = 0; q < 4; ++q) {
-                    const bool valid = x0 + x < count && k0 + p + q < k_end;
-                    copy_async<1>(&tile[p + q][x], valid ? from + q : src, valid);
-                }
+            const Quad at(quad, along_k);
+            const float* from = src + at.offset(count, k, x0, k0);
+            if (!along_k && count % 4 == 0) {
+                const bool valid = at.valid(0, count, x0, k0, k_end);
+                copy_async<4>(&tile[at.p][at.x], valid ? from : src, valid);
             } else {
-                const int p = quad / ALONG_X, x = (quad % ALONG_X) * 4;
-                const float* from = src + (u64)(k0 + p) * count + x0 + x;
-                float* to = &tile[p][x];
-                if (count % 4 == 0) {
-                    const bool valid = k0 + p < k_end && x0 + x < count;
-                    copy_async<4>(to, valid ? from : src, valid);
-                } else {
-                    for (int q = 0; q < 4; ++q) {
-                        const bool valid = k0 + p < k_end && x0 + x + q < count;
-                        copy_async<1>(to + q, valid ? from + q : src, valid);
-                    }
+                for (int q = 0; q < 4; ++q) {
+                    const bool valid = at.valid(q, count, x0, k0, k_end);
+                    copy_async<1>(&tile[at.tile_p(q)][at.tile_x(q)], valid ? from + q : src,
+                                  valid);
                 }
             }
         }
@@ -413,17 +487,58 @@ struct Pipeline {
         copy_async_commit();
     }
 
-    // Waits until slice s is in shared memory for the whole block, and every thread is done
-    // with slice s - 1. This thread has committed s + STAGES - 1 groups; all but the newest
-    // STAGES - 2 have landed, so slice s's has; after the barrier, every thread's has.
-    static __device__ __forceinline__ void wait() {
-        copy_async_wait<STAGES - 2>();
-        __syncthreads();
+    // The rule's operands for this thread's quads of A's slice at k0 (the elements stage_tile
+    // copies): 0 outside the matrix, where the tile holds zeros, which every rule keeps 0; the
+    // mask 1 without dropout. 16-byte loads where a quad is whole and aligned. Plain loads into
+    // registers: nothing waits for them until the slice's turn, STAGES - 1 slices later.
+    static __device__ __forceinline__ void load_rule_operands(const GemmArgs& args, int row0,
+                                                              int k0, int k_end,
+                                                              LhsRuleOperands<QUADS>& into) {
+#pragma unroll
+        for (int i = 0; i < QUADS; ++i) {
+            const Quad at(threadIdx.x + i * THREADS, !args.lhs_transposed);
+            const u64 offset = at.offset(args.m, args.k, row0, k0);
+            const float* saved = args.lhs_saved + offset;
+            const float* mask = args.lhs_mask ? args.lhs_mask + offset : nullptr;
+            if (at.valid(3, args.m, row0, k0, k_end) && aligned_16(saved) &&
+                (!mask || aligned_16(mask))) {
+                const float4 s = *(const float4*)saved;
+                const float4 d = mask ? *(const float4*)mask : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+                const float s4[4] = {s.x, s.y, s.z, s.w}, d4[4] = {d.x, d.y, d.z, d.w};
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    into.saved[i][q] = s4[q];
+                    into.mask[i][q] = d4[q];
+                }
+                continue;
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const bool valid = at.valid(q, args.m, row0, k0, k_end);
+                into.saved[i][q] = valid ? saved[q] : 0.0f;
+                into.mask[i][q] = !valid ? 0.0f : mask ? mask[q] : 1.0f;
+            }
+        }
+    }
+
+    // This thread's quads of A's slice in `tile`, read through the rule, in place.
+    static __device__ __forceinline__ void apply_rule(const GemmArgs& args,
+                                                      const LhsRuleOperands<QUADS>& operands,
+                                                      float (*tile)[STRIDE]) {
+#pragma unroll
+        for (int i = 0; i < QUADS; ++i) {
+            const Quad at(threadIdx.x + i * THREADS, !args.lhs_transposed);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                float& a = tile[at.tile_p(q)][at.tile_x(q)];
+                a = gemm_lhs_rule(args, operands.saved[i][q], operands.mask[i][q], a);
+            }
+        }
     }
 
     // The k-loop over k_begin..k_end of A's rows row0.. and B's columns col0..:
     // multiply(stage) for each slice in turn, once that slice is in a_tiles[stage] and
-    // b_tiles[stage].
+    // b_tiles[stage] (A through the rule, if any).
     template <class Multiply>
     static __device__ __forceinline__ void run(const GemmArgs& args,
                                                float (*a_tiles)[DEPTH][STRIDE],
@@ -431,13 +546,35 @@ struct Pipeline {
                                                int col0, int k_begin, int k_end,
                                                Multiply multiply) {
         const int count = slices(k_begin, k_end);
+        const bool rule = LHS_RULE && args.lhs_rule != GEMM_LHS_RULE_NONE;
+        // The rule's operands of slices s .. s + STAGES - 2, slice s's in rule_ring[0]
+        // (constant indices only, so the ring stays in registers; shift_rows_up moves it on).
+        LhsRuleOperands<QUADS> rule_ring[STAGES - 1];
+#pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {  // fill the pipeline
             stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, count);
+            if (rule && s < count) {
+                load_rule_operands(args, row0, k_begin + s * DEPTH, k_end, rule_ring[s]);
+            }
         }
         for (int s = 0; s < count; ++s) {
-            wait();  // slice s has landed; every thread is done with slice s - 1
-            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s + STAGES - 1, count);
-            multiply(s % STAGES);  // (the refill went to slice s - 1's stage)
+            // This thread has committed s + STAGES - 1 groups; all but the newest STAGES - 2
+            // have landed, so its copies of slice s have.
+            copy_async_wait<STAGES - 2>();
+            if (rule) {
+                apply_rule(args, rule_ring[0], a_tiles[s % STAGES]);
+                shift_rows_up(rule_ring);
+            }
+            // Slice s is in shared memory for the whole block; every thread is done with
+            // slice s - 1, whose stage the refill below overwrites.
+            __syncthreads();
+            const int refill = s + STAGES - 1;
+            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, refill, count);
+            if (rule && refill < count) {
+                load_rule_operands(args, row0, k_begin + refill * DEPTH, k_end,
+                                   rule_ring[STAGES - 2]);
+            }
+            multiply(s % STAGES);
         }
     }
 };
@@ -454,8 +591,34 @@ struct Pipeline {
 #error "GEMM_STAGES is 2 to 5"
 #endif
 
-// One block of `gemm` (or of `gemm_pair`): the tile `tile` of the product `args`. A thread's
-// 4 + 4 operands of one k step are two 16-byte shared loads.
+// One k-slice of a `gemm` block's tile out of shared memory: acc += the thread's 4 × 4 products,
+// and with ROW_SUMS row_sum += its 4 values of op(A). A thread's 4 + 4 operands of one k step
+// are two 16-byte shared loads. A template, so that the blocks without row sums (all but a
+// weight gradient's first column of tiles) run a k-step of 16 FMAs and no adds: a runtime
+// flag in the loop, ptxas computes the adds anyway and selects.
+template <bool ROW_SUMS>
+__device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[GEMM_BM],
+                                                    const float (*b_tile)[GEMM_BN], int tx,
+                                                    int ty, float (&acc)[GEMM_TM][GEMM_TN],
+                                                    float (&row_sum)[GEMM_TM]) {
+#pragma unroll
+    for (int p = 0; p < GEMM_BK; ++p) {
+        float4 a4 = *(const float4*)&a_tile[p][ty * GEMM_TM];
+        float4 b4 = *(const float4*)&b_tile[p][tx * GEMM_TN];
+        const float a_reg[GEMM_TM] = {a4.x, a4.y, a4.z, a4.w};
+        const float b_reg[GEMM_TN] = {b4.x, b4.y, b4.z, b4.w};
+        for (int i = 0; i < GEMM_TM; ++i) {
+            for (int j = 0; j < GEMM_TN; ++j) {
+                acc[i][j] += a_reg[i] * b_reg[j];
+            }
+            if (ROW_SUMS) {
+                row_sum[i] += a_reg[i];
+            }
+        }
+    }
+}
+
+// One block of `gemm` (or of `gemm_pair`): the tile `tile` of the product `args`.
 __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile) {
     __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][GEMM_BM];
     __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][GEMM_BN];
@@ -465,7 +628,7 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     const int col0 = tile.x * GEMM_BN;
     const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS>;
+    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS, true>;
     const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
@@ -476,20 +639,10 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
         }
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
-#pragma unroll
-        for (int p = 0; p < GEMM_BK; ++p) {
-            float4 a4 = *(const float4*)&a_tiles[stage][p][ty * GEMM_TM];
-            float4 b4 = *(const float4*)&b_tiles[stage][p][tx * GEMM_TN];
-            const float a_reg[GEMM_TM] = {a4.x, a4.y, a4.z, a4.w};
-            const float b_reg[GEMM_TN] = {b4.x, b4.y, b4.z, b4.w};
-            for (int i = 0; i < GEMM_TM; ++i) {
-                for (int j = 0; j < GEMM_TN; ++j) {
-                    acc[i][j] += a_reg[i] * b_reg[j];
-                }
-                if (row_sums) {
-                    row_sum[i] += a_reg[i];
-                }
-            }
+        if (row_sums) {
+            gemm_multiply_slice<true>(a_tiles[stage], b_tiles[stage], tx, ty, acc, row_sum);
+        } else {
+            gemm_multiply_slice<false>(a_tiles[stage], b_tiles[stage], tx, ty, acc, row_sum);
         }
     });
 #pragma unroll 1
@@ -576,7 +729,7 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
     const int col0 = tile.x * GEMM_BN;
     const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, TF32_STRIDE, TF32_THREADS>;
+    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, TF32_STRIDE, TF32_THREADS, true>;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
@@ -681,7 +834,7 @@ FG_KERNEL(gemv, GemmArgs) {
 FG_KERNEL(gemm_large, GemmArgs) {
     __shared__ __align__(16) float a_tiles[LARGE_STAGES][LARGE_BK][LARGE_BM];
     __shared__ __align__(16) float b_tiles[LARGE_STAGES][LARGE_BK][LARGE_BN];
-    using Pipe = Pipeline<LARGE_BM, LARGE_BK, LARGE_STAGES, LARGE_BM, 256>;
+    using Pipe = Pipeline<LARGE_BM, LARGE_BK, LARGE_STAGES, LARGE_BM, 256, false>;
     const int row0 = blockIdx.y * LARGE_BM;
     const int col0 = blockIdx.x * LARGE_BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

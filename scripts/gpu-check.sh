@@ -5,7 +5,8 @@
 #   - NVRTC's report for the GPU's own architecture, the CUDA tests (nvrtc, devices with the
 #     GPU required: CPU↔GPU parity of every op, random numbers, training; graph: the captured
 #     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator; tf32: the
-#     tensor-core GEMM within TF32's precision of the CPU);
+#     tensor-core GEMM within TF32's precision of the CPU; gemm_rules: products reading ∂L/∂y
+#     through an activation's rule give the bits of the rule written out first);
 #   - 300 iterations of mnist_gan --device cuda --eager;
 #   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
 #     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run.
@@ -24,7 +25,7 @@ cargo build --release --examples
 tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z0-9_]*-[0-9a-f]*' | sort -u)
 for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
-    case "$name" in devices | nvrtc | allocator | graph | tf32) cp "$binary" "$out/$name" ;; esac
+    case "$name" in devices | nvrtc | allocator | graph | tf32 | gemm_rules) cp "$binary" "$out/$name" ;; esac
 done
 cp target/release/examples/nvrtc_report "$out/"
 find "$out" -maxdepth 1 -type f -exec strip --strip-debug {} + # the device tool carries 64 MiB at most
@@ -47,6 +48,7 @@ step 90 ./graph
 step 60 ./devices
 step 30 ./allocator
 step 30 ./tf32
+step 60 ./gemm_rules
 step 60 ./nvrtc
 step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
 echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"

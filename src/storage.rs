@@ -7,7 +7,7 @@
 use crate::backend::cpu::CpuStorage;
 use crate::backend::cuda::{CudaPendingRead, CudaStorage};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, LhsRule, OptimizerKernel,
     TernaryKernel, UnaryKernel,
 };
 use crate::device::Device;
@@ -224,14 +224,49 @@ impl Storage {
         }
     }
 
-    pub fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
+    pub fn through_rule(&self, rule: LhsRule<'_, Self>) -> Self {
+        match self {
+            Storage::Cpu(s) => Storage::Cpu(s.through_rule(rule_on(rule, Storage::as_cpu))),
+            Storage::Cuda(s) => Storage::Cuda(s.through_rule(rule_on(rule, Storage::as_cuda))),
+        }
+    }
+
+    pub fn gemm_through_rule(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> Self {
+        match (self, rhs) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(a.gemm_through_rule(
+                b,
+                dims,
+                rule.map(|r| rule_on(r, Storage::as_cpu)),
+            )),
+            (Storage::Cuda(a), Storage::Cuda(b)) => Storage::Cuda(a.gemm_through_rule(
+                b,
+                dims,
+                rule.map(|r| rule_on(r, Storage::as_cuda)),
+            )),
+            _ => unreachable!("{MIXED}"),
+        }
+    }
+
+    pub fn gemm_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> (Self, Self) {
         match (self, rhs) {
             (Storage::Cpu(a), Storage::Cpu(b)) => {
-                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims);
+                let rule = rule.map(|r| rule_on(r, Storage::as_cpu));
+                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims, rule);
                 (Storage::Cpu(product), Storage::Cpu(sums))
             }
             (Storage::Cuda(a), Storage::Cuda(b)) => {
-                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims);
+                let rule = rule.map(|r| rule_on(r, Storage::as_cuda));
+                let (product, sums) = a.gemm_with_lhs_row_sums(b, dims, rule);
                 (Storage::Cuda(product), Storage::Cuda(sums))
             }
             _ => unreachable!("{MIXED}"),
@@ -240,22 +275,40 @@ impl Storage {
 
     pub fn gemm_pair_with_lhs_row_sums(
         &self,
-        rhs: &Self,
-        dims: GemmDims,
-        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+        rule: Option<LhsRule<'_, Self>>,
+        (rhs, dims): (&Self, GemmDims),
+        (rhs2, dims2): (&Self, GemmDims),
     ) -> (Self, (Self, Self)) {
-        match (self, rhs, lhs2, rhs2) {
-            (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c), Storage::Cpu(d)) => {
-                let (first, (second, sums)) = a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2));
+        match (self, rhs, rhs2) {
+            (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(d)) => {
+                let rule = rule.map(|r| rule_on(r, Storage::as_cpu));
+                let (first, (second, sums)) =
+                    a.gemm_pair_with_lhs_row_sums(rule, (b, dims), (d, dims2));
                 let cpu = Storage::Cpu;
                 (cpu(first), (cpu(second), cpu(sums)))
             }
-            (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c), Storage::Cuda(d)) => {
-                let (first, (second, sums)) = a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2));
+            (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(d)) => {
+                let rule = rule.map(|r| rule_on(r, Storage::as_cuda));
+                let (first, (second, sums)) =
+                    a.gemm_pair_with_lhs_row_sums(rule, (b, dims), (d, dims2));
                 let cuda = Storage::Cuda;
                 (cuda(first), (cuda(second), cuda(sums)))
             }
             _ => unreachable!("{MIXED}"),
+        }
+    }
+
+    fn as_cpu(&self) -> Option<&CpuStorage> {
+        match self {
+            Storage::Cpu(s) => Some(s),
+            Storage::Cuda(_) => None,
+        }
+    }
+
+    fn as_cuda(&self) -> Option<&CudaStorage> {
+        match self {
+            Storage::Cuda(s) => Some(s),
+            Storage::Cpu(_) => None,
         }
     }
 
@@ -318,6 +371,20 @@ impl Storage {
                 kernel,
             ),
         }
+    }
+}
+
+/// A rule over storages as one over the backend storages `unwrap` finds in them (the op
+/// layer's device checks make sure they are all there).
+fn rule_on<'a, S>(
+    rule: LhsRule<'a, Storage>,
+    unwrap: fn(&Storage) -> Option<&S>,
+) -> LhsRule<'a, S> {
+    let unwrap = |s: &'a Storage| unwrap(s).unwrap_or_else(|| unreachable!("{MIXED}"));
+    LhsRule {
+        saved: unwrap(rule.saved),
+        mask: rule.mask.map(unwrap),
+        rule: rule.rule,
     }
 }
 

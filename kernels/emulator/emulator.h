@@ -76,6 +76,7 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 // CUDA's explicitly rounded arithmetic, which the compiler never fuses into an FMA.
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 
 inline int min(int a, int b) { return a < b ? a : b; }
 

@@ -57,6 +57,53 @@ pub trait TernaryKernel: Sync {
     }
 }
 
+/// A backward rule `∂L/∂x = f(saved, ∂L/∂y)` behind a reference, as [`LhsRule`] holds it; every
+/// [`BinaryKernel`] is one. (A trait object, so that a layer's backward node keeps the rule of
+/// whichever activation it has without a type parameter.)
+pub trait GradRule: Sync {
+    /// The kernel's name: the GPU's GEMMs apply some rules by name as they load their left
+    /// operand; any other runs as the elementwise kernel `binary_<name>` before the product.
+    fn name(&self) -> &'static str;
+    /// The kernel's parameter (a slope).
+    fn param(&self) -> f32;
+    /// `grads[i] = f(saved[i], grads[i])` for every element.
+    fn apply_in_place(&self, saved: &[f32], grads: &mut [f32]);
+}
+
+impl<K: BinaryKernel> GradRule for K {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+    fn param(&self) -> f32 {
+        BinaryKernel::param(self)
+    }
+    fn apply_in_place(&self, saved: &[f32], grads: &mut [f32]) {
+        for (grad, &saved) in grads.iter_mut().zip(saved) {
+            *grad = self.apply(saved, *grad);
+        }
+    }
+}
+
+/// A product's left operand read through a backward rule: each element `a` of `A` (as stored)
+/// counts as `rule(saved, a · mask)`, where `saved` and `mask` are stored as `A` is (`· mask`
+/// only with a mask). This is a fused layer's `∂L/∂z = act'(y) · (∂L/∂y · mask)` taken by its
+/// products straight from `∂L/∂y`: the CUDA backend applies the rule as its GEMM loads `A`, so
+/// `∂L/∂z` is never written and costs no launch of its own.
+pub struct LhsRule<'a, S> {
+    pub saved: &'a S,
+    pub mask: Option<&'a S>,
+    pub rule: &'a dyn GradRule,
+}
+
+// By hand: derived, they would ask `S: Copy`, where only references are copied.
+impl<S> Clone for LhsRule<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for LhsRule<'_, S> {}
+
 /// An optimiser step fused over many parameters, in two phases: `prepare` advances the step
 /// count kept in a small buffer of scalars and derives the step's other scalars from it (so
 /// nothing about the step lives on the host), then `update` applies the step to every element
@@ -154,20 +201,38 @@ pub trait BackendStorage: Sized {
         dims: GemmDims,
         epilogue: &E,
     ) -> Self;
-    /// `(op(A) · op(B), the row sums of op(A))` for `A` stored transposed (`[k, m]`): a weight
-    /// gradient `(∂L/∂z)ᵀ · x` and the bias gradient `Σ_rows ∂L/∂z` beside it (the column
-    /// sums of `A` as stored, as [`BackendStorage::sum_rows`] computes them, bit for bit). The
-    /// CUDA backend sums the rows in the GEMM, from the tiles of `A` it reads anyway.
-    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self);
-    /// Two independent products, `self · rhs` as [`BackendStorage::gemm`] (no bias, no
-    /// epilogue) and `second` as [`BackendStorage::gemm_with_lhs_row_sums`]: a linear layer's
+    /// This buffer read through `rule` (see [`LhsRule`]), written out: for a fused layer's
+    /// `∂L/∂z` wanted on its own (a bias gradient without a weight gradient).
+    fn through_rule(&self, rule: LhsRule<'_, Self>) -> Self;
+    /// `op(A) · op(B)` (no bias, no epilogue) with `A` read through `rule`, if any: a fused
+    /// layer's `∂L/∂x` alone. Without a rule, [`BackendStorage::gemm`].
+    fn gemm_through_rule(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> Self;
+    /// `(op(A) · op(B), the row sums of op(A))` for `A` stored transposed (`[k, m]`) and read
+    /// through `rule`, if any: a weight gradient `(∂L/∂z)ᵀ · x` and the bias gradient
+    /// `Σ_rows ∂L/∂z` beside it (the column sums of `A` as stored, as
+    /// [`BackendStorage::sum_rows`] computes them, bit for bit). The CUDA backend sums the rows
+    /// in the GEMM, from the tiles of `A` it reads anyway.
+    fn gemm_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> (Self, Self);
+    /// Two independent products of one left operand `A` (this buffer, read through `rule` if
+    /// any): `op(A) · op(first.0)` as [`BackendStorage::gemm_through_rule`], and `second` as
+    /// [`BackendStorage::gemm_with_lhs_row_sums`] (`A` transposed there): a linear layer's
     /// `∂L/∂x = ∂L/∂z · W` beside its `∂L/∂W` and `∂L/∂b`. The same values as the two calls;
     /// the CUDA backend runs both in one launch where it can, sharing the GPU between them.
     fn gemm_pair_with_lhs_row_sums(
         &self,
-        rhs: &Self,
-        dims: GemmDims,
-        second: (&Self, &Self, GemmDims),
+        rule: Option<LhsRule<'_, Self>>,
+        first: (&Self, GemmDims),
+        second: (&Self, GemmDims),
     ) -> (Self, (Self, Self));
     /// [`BackendStorage::gemm`] followed by inverted dropout (training mode): `(C · mask,
     /// mask)`, `mask` the values `0..m·n` of the draw `stream` of

@@ -6,30 +6,33 @@
 //! place, and the bias (and the activation) are applied while the output tile is still in cache.
 
 use super::leaky_relu::{LeakyRelu, LeakyReluGrad};
-use super::matmul::{dims, gemm, gemm_pair_with_lhs_row_sums, gemm_then, gemm_with_lhs_row_sums};
+use super::matmul::{
+    dims, gemm, gemm_pair_with_lhs_row_sums, gemm_then, gemm_through_rule, gemm_with_lhs_row_sums,
+    through_rule, SavedRule,
+};
 use super::relu::{Relu, ReluGrad};
 use super::sigmoid::{Sigmoid, SigmoidGrad};
 use super::tanh::{Tanh, TanhGrad};
 use super::{assert_same_device, record};
-use crate::backend::{BinaryKernel, Broadcast, UnaryKernel};
+use crate::backend::{BinaryKernel, UnaryKernel};
 use crate::tensor::{GradFn, Tensor};
 
-/// `∂L/∂(x·Wᵀ + b)` from `∂L/∂y`: the activation's rule from its saved output, if fused.
-pub(super) type ActivationGrad = Box<dyn Fn(&Tensor) -> Tensor + Send + Sync>;
-
-/// `y = act(z)`, `z = x · Wᵀ + b` with `x: [batch, in]`, `W: [out, in]`, `b: [out]`:
-/// - `∂L/∂z = act'(y) · ∂L/∂y` (the activation's rule, from the saved output; `∂L/∂y` when
-///   there is no activation)
+/// `y = act(z)` (times a dropout mask, if fused with one), `z = x · Wᵀ + b` with
+/// `x: [batch, in]`, `W: [out, in]`, `b: [out]`:
+/// - `∂L/∂z = act'(y) · (∂L/∂y · mask)` (the activation's rule from its saved output, dropout's
+///   before it; `∂L/∂y` when there is no activation)
 /// - `∂L/∂x = ∂L/∂z · W`        (`[batch, out] · [out, in]`)
 /// - `∂L/∂W = (∂L/∂z)ᵀ · x`     (`[out, batch] · [batch, in]`)
 /// - `∂L/∂b = Σ_rows ∂L/∂z`     (`[out]`)
 ///
-/// `W` is saved only if `x` needs a gradient, `x` only if `W` does.
+/// The products read `∂L/∂y` through the rule (`SavedRule`): on CUDA, `∂L/∂z` is computed as
+/// the GEMMs load it, never written. `W` is saved only if `x` needs a gradient, `x` only if `W`
+/// does.
 struct LinearBackward {
     name: &'static str,
     input: Option<Tensor>,
     weight: Option<Tensor>,
-    activation: Option<ActivationGrad>,
+    activation: Option<SavedRule>,
 }
 
 impl GradFn for LinearBackward {
@@ -38,10 +41,7 @@ impl GradFn for LinearBackward {
     }
 
     fn backward(&self, grad: &Tensor, needs_grad: &[bool]) -> Vec<Option<Tensor>> {
-        let grad = match &self.activation {
-            Some(activation_grad) => activation_grad(grad),
-            None => grad.clone(),
-        };
+        let rule = self.activation.as_ref();
         let (batch, out_features) = (grad.shape()[0], grad.shape()[1]);
         let grad_input_dims = |w: &Tensor| dims(batch, out_features, w.shape()[1], false, false);
         let grad_weight_dims = |x: &Tensor| dims(out_features, batch, x.shape()[1], true, false);
@@ -49,21 +49,30 @@ impl GradFn for LinearBackward {
         if let (Some(w), Some(x), true) = (&self.weight, &self.input, bias_needs_grad) {
             // All three: both products in one launch where the device can.
             let (grad_input, (grad_weight, grad_bias)) = gemm_pair_with_lhs_row_sums(
-                (&grad, w, grad_input_dims(w)),
-                (&grad, x, grad_weight_dims(x)),
+                grad,
+                rule,
+                (w, grad_input_dims(w)),
+                (x, grad_weight_dims(x)),
             );
             return vec![Some(grad_input), Some(grad_weight), Some(grad_bias)];
         }
-        let grad_input = (self.weight.as_ref()).map(|w| gemm(&grad, w, None, grad_input_dims(w)));
+        let grad_input =
+            (self.weight.as_ref()).map(|w| gemm_through_rule(grad, w, grad_input_dims(w), rule));
         let (grad_weight, grad_bias) = match (&self.input, bias_needs_grad) {
             // Both from one pass over ∂L/∂z where the device can.
             (Some(x), true) => {
                 let (grad_weight, grad_bias) =
-                    gemm_with_lhs_row_sums(&grad, x, grad_weight_dims(x));
+                    gemm_with_lhs_row_sums(grad, x, grad_weight_dims(x), rule);
                 (Some(grad_weight), Some(grad_bias))
             }
-            (Some(x), false) => (Some(gemm(&grad, x, None, grad_weight_dims(x))), None),
-            (None, true) => (None, Some(grad.sum_over_rows())),
+            (Some(x), false) => (
+                Some(gemm_through_rule(grad, x, grad_weight_dims(x), rule)),
+                None,
+            ),
+            (None, true) => {
+                let grad_z = rule.map(|rule| through_rule(grad, rule));
+                (None, Some(grad_z.as_ref().unwrap_or(grad).sum_over_rows()))
+            }
             (None, false) => (None, None),
         };
         let mut grads = vec![grad_input, grad_weight];
@@ -126,8 +135,9 @@ pub fn linear_activation(
     }
 }
 
-/// The fused forward; its backward applies `grad_kernel(y, ∂L/∂y)` before the linear rules.
-fn fused<F: UnaryKernel, G: BinaryKernel + Send + Sync + 'static>(
+/// The fused forward; its backward reads `∂L/∂y` through `grad_kernel(y, ·)` (see
+/// [`LinearBackward`]).
+fn fused<F: UnaryKernel, G: BinaryKernel + Send + 'static>(
     name: &'static str,
     input: &Tensor,
     weight: &Tensor,
@@ -138,10 +148,12 @@ fn fused<F: UnaryKernel, G: BinaryKernel + Send + Sync + 'static>(
     check_shapes(input, weight, bias);
     let y = gemm_then(input, weight, bias, gemm_dims(input, weight), forward);
     record(&y, &inputs(input, weight, bias), || {
-        let output = y.detach();
-        let activation_grad: ActivationGrad =
-            Box::new(move |grad| output.zip_map(grad, Broadcast::None, &grad_kernel));
-        linear_backward(name, input, weight, Some(activation_grad))
+        let rule = SavedRule {
+            saved: y.detach(),
+            mask: None,
+            rule: Box::new(grad_kernel),
+        };
+        linear_backward(name, input, weight, Some(rule))
     });
     y
 }
@@ -150,7 +162,7 @@ pub(super) fn linear_backward(
     name: &'static str,
     input: &Tensor,
     weight: &Tensor,
-    activation: Option<ActivationGrad>,
+    activation: Option<SavedRule>,
 ) -> impl GradFn {
     LinearBackward {
         name,

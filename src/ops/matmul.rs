@@ -1,9 +1,10 @@
 //! Matrix product of 2-D tensors: `C = A · B`.
 
 use super::{assert_same_device, record};
-use crate::backend::{GemmDims, Identity, UnaryKernel};
+use crate::backend::{GemmDims, GradRule, Identity, LhsRule, UnaryKernel};
 use crate::rng::Generator;
-use crate::tensor::{with_storages, GradFn, Tensor};
+use crate::storage::Storage;
+use crate::tensor::{with_storage_slice, with_storages, GradFn, Tensor};
 
 /// `C = op(A) · op(B) (+ bias)` outside the graph, where the transposes in `dims` are read
 /// straight from the stored layout (see [`GemmDims`]).
@@ -28,29 +29,88 @@ pub(crate) fn gemm_then<E: UnaryKernel>(
     Tensor::from_storage(storage, vec![dims.m, dims.n])
 }
 
-/// `(op(A) · op(B), the row sums of op(A))` outside the graph, for `A` stored transposed: a
-/// weight gradient and its bias gradient from one pass over `∂L/∂z` where the device can.
+/// A backward rule and what it reads beside `∂L/∂y`: the tensors of a [`LhsRule`], which the
+/// products below read their left operand through (a fused layer's `∂L/∂z = act'(y) ·
+/// (∂L/∂y · mask)`, never written out where the device applies it in its GEMM).
+pub(crate) struct SavedRule {
+    /// The activation's output `y`.
+    pub saved: Tensor,
+    /// The dropout mask applied after the activation, if any.
+    pub mask: Option<Tensor>,
+    pub rule: Box<dyn GradRule + Send>,
+}
+
+/// Runs `f` on the storages of `tensors` and of `rule`'s tensors, as a [`LhsRule`].
+fn with_rule_storages<R, const N: usize>(
+    tensors: [&Tensor; N],
+    rule: Option<&SavedRule>,
+    f: impl FnOnce([&Storage; N], Option<LhsRule<'_, Storage>>) -> R,
+) -> R {
+    let mut all = tensors.to_vec();
+    if let Some(rule) = rule {
+        all.push(&rule.saved);
+        all.extend(&rule.mask);
+    }
+    with_storage_slice(&all, |storages| {
+        let lhs_rule = rule.map(|rule| LhsRule {
+            saved: storages[N],
+            mask: rule.mask.as_ref().map(|_| storages[N + 1]),
+            rule: &*rule.rule,
+        });
+        f(std::array::from_fn(|i| storages[i]), lhs_rule)
+    })
+}
+
+/// `∂L/∂y` read through `rule`, written out: `∂L/∂z` on its own.
+pub(crate) fn through_rule(grad: &Tensor, rule: &SavedRule) -> Tensor {
+    let storage = with_rule_storages([grad], Some(rule), |[grad], rule| {
+        grad.through_rule(rule.expect("a rule"))
+    });
+    Tensor::from_storage(storage, grad.shape().to_vec())
+}
+
+/// `op(A) · op(B)` outside the graph, `A` read through `rule` if any.
+pub(crate) fn gemm_through_rule(
+    lhs: &Tensor,
+    rhs: &Tensor,
+    dims: GemmDims,
+    rule: Option<&SavedRule>,
+) -> Tensor {
+    let storage = with_rule_storages([lhs, rhs], rule, |[a, b], rule| {
+        a.gemm_through_rule(b, dims, rule)
+    });
+    Tensor::from_storage(storage, vec![dims.m, dims.n])
+}
+
+/// `(op(A) · op(B), the row sums of op(A))` outside the graph, for `A` stored transposed and
+/// read through `rule` if any: a weight gradient and its bias gradient from one pass over
+/// `∂L/∂z` where the device can.
 pub(crate) fn gemm_with_lhs_row_sums(
     lhs: &Tensor,
     rhs: &Tensor,
     dims: GemmDims,
+    rule: Option<&SavedRule>,
 ) -> (Tensor, Tensor) {
-    let (product, sums) = with_storages([lhs, rhs], |[a, b]| a.gemm_with_lhs_row_sums(b, dims));
+    let (product, sums) = with_rule_storages([lhs, rhs], rule, |[a, b], rule| {
+        a.gemm_with_lhs_row_sums(b, dims, rule)
+    });
     (
         Tensor::from_storage(product, vec![dims.m, dims.n]),
         Tensor::from_storage(sums, vec![dims.m]),
     )
 }
 
-/// `(lhs · rhs, (lhs2 · rhs2, the row sums of op(lhs2)))` outside the graph, `lhs2` stored
-/// transposed: a linear layer's `∂L/∂x` beside its `∂L/∂W` and `∂L/∂b`, both products in one
+/// `(A · first, (Aᵀ · second, the row sums of Aᵀ))` outside the graph, `A` read through `rule`
+/// if any: a linear layer's `∂L/∂x` beside its `∂L/∂W` and `∂L/∂b`, both products in one
 /// launch where the device can.
 pub(crate) fn gemm_pair_with_lhs_row_sums(
-    (lhs, rhs, dims): (&Tensor, &Tensor, GemmDims),
-    (lhs2, rhs2, dims2): (&Tensor, &Tensor, GemmDims),
+    lhs: &Tensor,
+    rule: Option<&SavedRule>,
+    (rhs, dims): (&Tensor, GemmDims),
+    (rhs2, dims2): (&Tensor, GemmDims),
 ) -> (Tensor, (Tensor, Tensor)) {
-    let (first, (second, sums)) = with_storages([lhs, rhs, lhs2, rhs2], |[a, b, c, d]| {
-        a.gemm_pair_with_lhs_row_sums(b, dims, (c, d, dims2))
+    let (first, (second, sums)) = with_rule_storages([lhs, rhs, rhs2], rule, |[a, b, d], rule| {
+        a.gemm_pair_with_lhs_row_sums(rule, (b, dims), (d, dims2))
     });
     (
         Tensor::from_storage(first, vec![dims.m, dims.n]),

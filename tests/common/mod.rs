@@ -7,6 +7,20 @@ use ferrograd::{Device, Tensor};
 
 pub const CPU: Device = Device::Cpu;
 
+/// The CUDA devices here: the emulator, and the GPU if there is one (required under
+/// `FERROGRAD_REQUIRE_GPU=1`, as in the GPU check).
+pub fn cuda_devices() -> Vec<Device> {
+    let mut devices = vec![Device::cuda_emulator()];
+    match Device::cuda(0) {
+        Ok(gpu) => devices.push(gpu),
+        Err(err) => {
+            let required = std::env::var("FERROGRAD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(!required, "FERROGRAD_REQUIRE_GPU=1 but: {err}");
+        }
+    }
+    devices
+}
+
 /// `len` values uniform in `[low, high)` from a seeded generator.
 pub fn uniform(len: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
     Tensor::uniform_with(&[len], low, high, &CPU, &mut Generator::new(seed)).to_vec()

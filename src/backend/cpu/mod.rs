@@ -17,7 +17,7 @@ pub use pool::fresh_buffers;
 use rayon::prelude::*;
 
 use super::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, OptimizerKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, LhsRule, OptimizerKernel,
     TernaryKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
@@ -214,24 +214,70 @@ impl BackendStorage for CpuStorage {
         CpuStorage(gemm_with_epilogue(&self.0, &rhs.0, bias, dims, epilogue))
     }
 
-    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
+    fn through_rule(&self, rule: LhsRule<'_, Self>) -> Self {
+        // Also how the products below take a rule: once, before them (the CPU's GEMM packs
+        // its operands anyway).
+        let mut out = pool::take(self.0.len());
+        out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let start = chunk * MIN_ELEMENTS_PER_TASK;
+                let range = start..start + out.len();
+                out.copy_from_slice(&self.0[range.clone()]);
+                if let Some(mask) = rule.mask {
+                    simd::zip_map_in_place(out, &mask.0[range.clone()], |grad, keep| grad * keep);
+                }
+                rule.rule.apply_in_place(&rule.saved.0[range], out);
+            });
+        CpuStorage(out)
+    }
+
+    fn gemm_through_rule(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> Self {
+        match rule {
+            Some(rule) => self
+                .through_rule(rule)
+                .gemm(rhs, None, dims, &super::Identity),
+            None => self.gemm(rhs, None, dims, &super::Identity),
+        }
+    }
+
+    fn gemm_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> (Self, Self) {
         assert!(
             dims.lhs_transposed,
             "gemm_with_lhs_row_sums: A is stored [k, m]"
         );
+        if let Some(rule) = rule {
+            return self
+                .through_rule(rule)
+                .gemm_with_lhs_row_sums(rhs, dims, None);
+        }
         let product = self.gemm(rhs, None, dims, &super::Identity);
         (product, self.sum_rows(dims.k, dims.m))
     }
 
     fn gemm_pair_with_lhs_row_sums(
         &self,
-        rhs: &Self,
-        dims: GemmDims,
-        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+        rule: Option<LhsRule<'_, Self>>,
+        (rhs, dims): (&Self, GemmDims),
+        (rhs2, dims2): (&Self, GemmDims),
     ) -> (Self, (Self, Self)) {
+        if let Some(rule) = rule {
+            let mapped = self.through_rule(rule);
+            return mapped.gemm_pair_with_lhs_row_sums(None, (rhs, dims), (rhs2, dims2));
+        }
         // One after the other: each product splits its work over the whole pool already.
         let first = self.gemm(rhs, None, dims, &super::Identity);
-        (first, lhs2.gemm_with_lhs_row_sums(rhs2, dims2))
+        (first, self.gemm_with_lhs_row_sums(rhs2, dims2, None))
     }
 
     fn gemm_dropout<E: UnaryKernel>(

@@ -79,12 +79,14 @@ kernel_args!(
     /// `k_chunk` for split-K, `epilogue` one of [`epilogue_code`]'s, `p` its parameter; with a
     /// `mask` (else 0), `C` then times the inverted-dropout mask of probability `dropout_p`
     /// drawn from `dropout`, which is written to `mask`; with `row_sums` (else 0), `gemm` also
-    /// writes the row sums of `op(A)` there.
+    /// writes the row sums of `op(A)` there; with `lhs_rule` (one of [`lhs_rule_code`]'s, else
+    /// 0), A is read through that backward rule, `lhs_saved` and `lhs_mask` (else 0) beside it.
     GemmArgs {
         a: u64, b: u64, bias: u64, c: u64, partials: u64, tile_counters: u64,
         m: i32, k: i32, n: i32, lhs_transposed: i32, rhs_transposed: i32,
         k_chunk: i32, epilogue: i32, p: f32,
         dropout_p: f32, mask: u64, dropout: PhiloxDraw, row_sums: u64,
+        lhs_saved: u64, lhs_mask: u64, lhs_rule: i32, lhs_rule_p: f32,
     }
 );
 kernel_args!(
@@ -129,6 +131,18 @@ pub fn epilogue_code(name: &str) -> i32 {
         "tanh" => 3,
         "sigmoid" => 4,
         other => panic!("gemm.cu has no epilogue for {other}"),
+    }
+}
+
+/// `GemmArgs::lhs_rule` (`GEMM_LHS_RULE_*` in `gemm.cu`) for a backward rule's name, if the
+/// GEMM kernels have that rule (else the rule's elementwise kernel runs before the product).
+pub fn lhs_rule_code(name: &str) -> Option<i32> {
+    match name {
+        "relu_backward" => Some(1),
+        "leaky_relu_backward" => Some(2),
+        "tanh_backward" => Some(3),
+        "sigmoid_backward" => Some(4),
+        _ => None,
     }
 }
 

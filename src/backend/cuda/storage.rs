@@ -1,15 +1,15 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, epilogue_code, AdamStepArgs, BinaryArgs, ConcatArgs,
-    GemmArgs, GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
-    ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
+    broadcast_code, distribution_code, epilogue_code, lhs_rule_code, AdamStepArgs, BinaryArgs,
+    ConcatArgs, GemmArgs, GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs,
+    UnaryArgs, ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
 use crate::backend::{
-    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, OptimizerKernel,
-    TernaryKernel, UnaryKernel,
+    BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, LhsRule,
+    OptimizerKernel, TernaryKernel, UnaryKernel,
 };
 use crate::rng::PhiloxStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,7 +165,53 @@ impl CudaStorage {
             mask: 0,
             dropout: PhiloxDraw::NONE,
             row_sums: 0,
+            lhs_saved: 0,
+            lhs_mask: 0,
+            lhs_rule: 0,
+            lhs_rule_p: 0.0,
         }
+    }
+
+    /// `out = self · rhs` (no bias, no epilogue), with A read through `rule` if any, which
+    /// the caller has checked the GEMM applies ([`gemm_applies`]).
+    fn gemm_args_through(
+        &self,
+        rhs: &Self,
+        out: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> GemmArgs {
+        let args = self.gemm_args(rhs, None, out, dims, &Identity);
+        let Some(rule) = rule else {
+            return args;
+        };
+        GemmArgs {
+            lhs_saved: rule.saved.pointer(),
+            lhs_mask: rule.mask.map_or(0, CudaStorage::pointer),
+            lhs_rule: lhs_rule_code(rule.rule.name()).expect("a rule the GEMM applies"),
+            lhs_rule_p: rule.rule.param(),
+            ..args
+        }
+    }
+
+    /// `out[i] = binary_<name>(self[i], rhs[…], param)`, `rhs` lined up by `broadcast`.
+    fn binary_named(&self, name: &str, param: f32, rhs: &Self, broadcast: Broadcast) -> Self {
+        let out = CudaStorage::uninit(self.buffer.len, self.device());
+        let args = BinaryArgs {
+            a: self.pointer(),
+            b: rhs.pointer(),
+            out: out.pointer(),
+            n: self.len(),
+            cols: rhs.len(),
+            p: param,
+            broadcast: broadcast_code(broadcast),
+        };
+        self.device().launch(
+            &format!("binary_{name}"),
+            LaunchConfig::for_items(self.len()),
+            args,
+        );
+        out
     }
 
     /// The product of [`BackendStorage::gemm_with_lhs_row_sums`], planned: `(product, its
@@ -175,6 +221,7 @@ impl CudaStorage {
         &self,
         rhs: &Self,
         dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
     ) -> (PlannedGemm, CudaStorage, Option<CudaStorage>) {
         assert!(
             dims.lhs_transposed,
@@ -185,7 +232,7 @@ impl CudaStorage {
         let sums = sums_rows_in_the_gemm(dims).then(|| CudaStorage::uninit(dims.m, device));
         let args = GemmArgs {
             row_sums: sums.as_ref().map_or(0, CudaStorage::pointer),
-            ..self.gemm_args(rhs, None, &out, dims, &Identity)
+            ..self.gemm_args_through(rhs, &out, dims, rule)
         };
         (PlannedGemm::new(device, args, dims), out, sums)
     }
@@ -209,7 +256,13 @@ impl PlannedGemm {
     fn new(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) -> PlannedGemm {
         let tf32 = tf32_allowed();
         // One column, A read along its rows, nothing else to write: a warp per row.
-        if dims.n == 1 && !dims.lhs_transposed && args.mask == 0 && args.row_sums == 0 && !tf32 {
+        if dims.n == 1
+            && !dims.lhs_transposed
+            && args.mask == 0
+            && args.row_sums == 0
+            && args.lhs_rule == 0
+            && !tf32
+        {
             return PlannedGemm {
                 kernel: "gemv",
                 config: LaunchConfig::gemv(dims.m),
@@ -233,7 +286,10 @@ impl PlannedGemm {
             ("gemm", LaunchConfig::gemm)
         };
         let (kernel, config, partials) = match plan {
-            GemmPlan::Large => ("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), None),
+            GemmPlan::Large => {
+                assert_eq!(args.lhs_rule, 0, "gemm_large reads no rule (gemm_applies)");
+                ("gemm_large", LaunchConfig::gemm_large(dims.m, dims.n), None)
+            }
             GemmPlan::Tiled { splits: 1, .. } => (kernel, tiled_config(dims.m, dims.n, 1), None),
             GemmPlan::Tiled { splits, k_chunk } => {
                 // Deterministic split-K: partial tiles, which the last block of each tile to
@@ -293,6 +349,15 @@ impl PlannedGemm {
 /// Runs the product `args` describes (see [`PlannedGemm`]).
 fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
     PlannedGemm::new(device, args, dims).launch(device);
+}
+
+/// Whether the GEMMs of `products` read their left operand through `rule` themselves: the 64 ×
+/// 64 kernels (gemm, gemm_pair, gemm_tf32) apply the rules gemm.cu has, gemm_large none.
+fn gemm_applies(rule: LhsRule<'_, CudaStorage>, products: &[GemmDims]) -> bool {
+    lhs_rule_code(rule.rule.name()).is_some()
+        && products
+            .iter()
+            .all(|&dims| tf32_allowed() || GemmPlan::for_product(dims) != GemmPlan::Large)
 }
 
 /// Whether `gemm` sums the rows of `op(A)` as it goes for this product: only without split-K,
@@ -386,20 +451,7 @@ impl BackendStorage for CudaStorage {
     }
 
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self {
-        let out = CudaStorage::uninit(self.buffer.len, self.device());
-        let args = BinaryArgs {
-            a: self.pointer(),
-            b: rhs.pointer(),
-            out: out.pointer(),
-            n: self.len(),
-            cols: rhs.len(),
-            p: kernel.param(),
-            broadcast: broadcast_code(broadcast),
-        };
-        let name = format!("binary_{}", K::NAME);
-        self.device()
-            .launch(&name, LaunchConfig::for_items(self.len()), args);
-        out
+        self.binary_named(K::NAME, kernel.param(), rhs, broadcast)
     }
 
     fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, c_scalar: bool, kernel: &K) -> Self {
@@ -467,28 +519,72 @@ impl BackendStorage for CudaStorage {
         out
     }
 
-    fn gemm_with_lhs_row_sums(&self, rhs: &Self, dims: GemmDims) -> (Self, Self) {
-        let (product, out, sums) = self.plan_with_lhs_row_sums(rhs, dims);
+    fn through_rule(&self, rule: LhsRule<'_, Self>) -> Self {
+        // The rule's elementwise kernels, dropout's product and then `binary_<rule>`: the
+        // values the GEMM's own reading gives, for the products it cannot read so.
+        let masked;
+        let grad = match rule.mask {
+            Some(mask) => {
+                masked = self.binary_named("mul", 0.0, mask, Broadcast::None);
+                &masked
+            }
+            None => self,
+        };
+        let (name, param) = (rule.rule.name(), rule.rule.param());
+        rule.saved.binary_named(name, param, grad, Broadcast::None)
+    }
+
+    fn gemm_through_rule(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> Self {
+        if let Some(rule) = rule.filter(|&rule| !gemm_applies(rule, &[dims])) {
+            return self.through_rule(rule).gemm_through_rule(rhs, dims, None);
+        }
+        let out = CudaStorage::uninit(dims.m * dims.n, self.device());
+        let args = self.gemm_args_through(rhs, &out, dims, rule);
+        launch_gemm(self.device(), args, dims);
+        out
+    }
+
+    fn gemm_with_lhs_row_sums(
+        &self,
+        rhs: &Self,
+        dims: GemmDims,
+        rule: Option<LhsRule<'_, Self>>,
+    ) -> (Self, Self) {
+        // The row sums come from the rows as read, so a rule the GEMM applies needs the GEMM to
+        // sum them too.
+        let fused = |rule| gemm_applies(rule, &[dims]) && sums_rows_in_the_gemm(dims);
+        if let Some(rule) = rule.filter(|&rule| !fused(rule)) {
+            return self
+                .through_rule(rule)
+                .gemm_with_lhs_row_sums(rhs, dims, None);
+        }
+        let (product, out, sums) = self.plan_with_lhs_row_sums(rhs, dims, rule);
         product.launch(self.device());
         (out, sums.unwrap_or_else(|| self.sum_rows(dims.k, dims.m)))
     }
 
     fn gemm_pair_with_lhs_row_sums(
         &self,
-        rhs: &Self,
-        dims: GemmDims,
-        (lhs2, rhs2, dims2): (&Self, &Self, GemmDims),
+        rule: Option<LhsRule<'_, Self>>,
+        (rhs, dims): (&Self, GemmDims),
+        (rhs2, dims2): (&Self, GemmDims),
     ) -> (Self, (Self, Self)) {
+        let fused = |rule| gemm_applies(rule, &[dims, dims2]) && sums_rows_in_the_gemm(dims2);
+        if let Some(rule) = rule.filter(|&rule| !fused(rule)) {
+            let read = self.through_rule(rule);
+            return read.gemm_pair_with_lhs_row_sums(None, (rhs, dims), (rhs2, dims2));
+        }
         let device = self.device();
         let out = CudaStorage::uninit(dims.m * dims.n, device);
-        let first = PlannedGemm::new(
-            device,
-            self.gemm_args(rhs, None, &out, dims, &Identity),
-            dims,
-        );
-        let (second, out2, sums) = lhs2.plan_with_lhs_row_sums(rhs2, dims2);
+        let first = PlannedGemm::new(device, self.gemm_args_through(rhs, &out, dims, rule), dims);
+        let (second, out2, sums) = self.plan_with_lhs_row_sums(rhs2, dims2, rule);
         first.launch_pair(second, device);
-        let sums = sums.unwrap_or_else(|| lhs2.sum_rows(dims2.k, dims2.m));
+        let sums = sums.unwrap_or_else(|| self.sum_rows(dims2.k, dims2.m));
         (out, (out2, sums))
     }
 
