@@ -365,7 +365,9 @@ fn step_products() -> Vec<StepProduct> {
 
 /// `--gemm-sweep`: each product of [`step_products`] timed at the split the plan picks and at
 /// 1, 2, 3, 4, 6, 8, … splits (kernel time, operands warm in L2 as in the step), then the
-/// iteration's total both ways.
+/// iteration's total both ways. The products are timed plain: in the step, the backward ones
+/// also read ∂L/∂y through an activation's rule (a few more instructions per k-slice, the same
+/// for every split), which the captured iteration timed at the end includes.
 fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrograd::Result<()> {
     let device = Device::Cuda(cuda.clone());
     let mut products = step_products();
