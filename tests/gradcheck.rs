@@ -8,7 +8,7 @@ use ferrograd::nn::functional::{
     binary_cross_entropy, dropout_with, linear, linear_activation, Activation,
 };
 use ferrograd::rng::Generator;
-use ferrograd::Tensor;
+use ferrograd::{Device, Tensor};
 
 /// Fixed weights that turn an op's output into a scalar, `Σ yᵢ·wᵢ`, so that every output
 /// element's gradient path is exercised with a different factor.
@@ -149,16 +149,25 @@ fn linear_fused_with_each_activation() {
                 r::weighted_sum(&y, &w64)
             },
         );
-        let run = |fused: bool| {
+        // Which of x, W, b require a gradient: each combination takes another way through the
+        // layer's backward (both products, ∂L/∂x alone, ∂L/∂W alone, ∂L/∂b alone).
+        let patterns = [
+            [true, true, true],
+            [true, false, true],
+            [false, true, false],
+            [true, false, false],
+        ];
+        let run = |fused: bool, needs_grad: [bool; 3], device: &Device| {
             let leaves: Vec<Tensor> = [
                 (&x, vec![batch, inp]),
                 (&weight, vec![out, inp]),
                 (&bias, vec![out]),
             ]
             .into_iter()
-            .map(|(v, shape)| {
-                let t = Tensor::from_vec(v.clone(), &shape, &CPU);
-                t.set_requires_grad(true);
+            .zip(needs_grad)
+            .map(|((v, shape), needs_grad)| {
+                let t = Tensor::from_vec(v.clone(), &shape, device);
+                t.set_requires_grad(needs_grad);
                 t
             })
             .collect();
@@ -173,16 +182,23 @@ fn linear_fused_with_each_activation() {
                     Activation::Sigmoid => z.sigmoid(),
                 }
             };
-            y.mul(&w).sum().backward();
+            y.mul(&w.to_device(device)).sum().backward();
             let mut values = vec![y.to_vec()];
-            values.extend(leaves.iter().map(|t| t.grad().unwrap().to_vec()));
+            values.extend(leaves.iter().filter_map(|t| t.grad()).map(|g| g.to_vec()));
             values
         };
-        assert_eq!(
-            run(true),
-            run(false),
-            "{activation:?}: fused and unfused differ"
-        );
+        // On the CPU, and on the CUDA kernels (emulated), where the fused layer's products read
+        // ∂L/∂y through the activation's rule inside the GEMM, or write it out first where
+        // they cannot (∂L/∂b alone).
+        for device in [CPU, Device::cuda_emulator()] {
+            for needs_grad in patterns {
+                assert_eq!(
+                    run(true, needs_grad, &device),
+                    run(false, needs_grad, &device),
+                    "{activation:?} on {device:?}, {needs_grad:?} need gradients: fused and unfused differ"
+                );
+            }
+        }
     }
 }
 
