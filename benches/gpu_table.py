@@ -30,16 +30,16 @@ def parse(lines):
         m = re.match(rf"training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter", line)
         if m:
             figures[f"ours {m[1]} {m[2]}{suffix}"] = float(m[3])
-        m = re.match(rf"baseline: training iteration \(batch 64, (.+?), (.+?)\): {NUMBER} us/iter",
-                     line)
+        m = re.match(rf"(baseline|previous): training iteration \(batch 64, (.+?), (.+?)\): "
+                     rf"{NUMBER} us/iter", line)
         if m:
-            figures[f"baseline {m[1]} {m[2]}"] = float(m[3])
+            figures[f"{m[1]} {m[2]} {m[3]}"] = float(m[4])
         m = re.match(rf"baseline: gemm (\d+x\d+x\d+) .*: {NUMBER} us, {NUMBER} GFLOP/s", line)
         if m:
             figures[f"baseline gemm {m[1]}"] = float(m[3])
-        m = re.match(r"== baseline: (\S+)", line)
+        m = re.match(r"== (baseline|previous): (\S+)", line)
         if m:
-            figures["baseline rev"] = m[1]
+            figures[f"{m[1]} rev"] = m[2]
         m = re.match(rf"pytorch \S+ \| (.+?) \| (\w+) \| {NUMBER} us/iter", line)
         if m:
             figures[f"pytorch {m[2]}"] = float(m[3])
@@ -109,12 +109,16 @@ def main():
         ours, reference = get(ours), get(reference)  # µs per iteration of batch 64
         print(f"| {label} (images/s, µs/iter) | {iteration(ours)} | {iteration(reference)} | "
               f"{ratio(ours, reference, higher_is_better=False)} | {target} |")
+    for which in ["baseline", "previous"]:
+        rev = get(f"{which} rev", which)
+        for mode in ["eager", "CUDA graph"]:
+            ours, before = get(f"ours {mode} queued"), get(f"{which} {mode} queued")
+            if before is None and which == "previous":
+                continue
+            print(f"| iteration, {mode}: now / ferrograd at {rev} (images/s, µs/iter) | "
+                  f"{iteration(ours)} | {iteration(before)} (ferrograd at {rev}) | "
+                  f"{ratio(ours, before, higher_is_better=False)} | |")
     rev = get("baseline rev", "baseline")
-    for mode in ["eager", "CUDA graph"]:
-        ours, before = get(f"ours {mode} queued"), get(f"baseline {mode} queued")
-        print(f"| iteration, {mode}: now / ferrograd at {rev} (images/s, µs/iter) | "
-              f"{iteration(ours)} | {iteration(before)} (ferrograd at {rev}) | "
-              f"{ratio(ours, before, higher_is_better=False)} | |")
     shapes = sorted({k.split()[-1] for k in f if k.startswith("cublas gemm")},
                     key=lambda s: [int(x) for x in s.split("x")])
     for shape in shapes:

@@ -14,8 +14,9 @@
 #     split-K's target (half a block and 2 blocks per SM instead of 1), and
 #     the GEMMs' compile-time depths (their cp.async pipelines, gemm_large's k-slices);
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
-#     the engine of the first H200 run, before the cp.async GEMM pipeline), for before/after
-#     ratios measured in the same run;
+#     the engine of the first H200 run, before the cp.async GEMM pipeline), and the iteration
+#     with the engine at $PREVIOUS (default 3b46364: before the activations' backward rules went
+#     into the GEMMs, 51 launches a step), for before/after ratios measured in the same run;
 #   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py),
 #     and split-K's plan refitted to the sweep (benches/fit_split_k.py);
 #   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s);
@@ -34,15 +35,19 @@ cargo build --release --example gan_bench --example mnist_gan
 cp target/release/examples/{gan_bench,mnist_gan} "$out/"
 strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
 cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py benches/fit_split_k.py "$out/"
-# The baseline: gan_bench built from an earlier commit, in a worktree of its own.
-baseline=${BASELINE:-daabdd1}
-worktree=$(mktemp -d)
-git worktree add --quiet --detach "$worktree" "$baseline"
-(cd "$worktree" && CARGO_TARGET_DIR="$OLDPWD/target/baseline" cargo build --quiet --release --example gan_bench)
-cp target/baseline/release/examples/gan_bench "$out/baseline_gan_bench"
-git worktree remove --force "$worktree"
-strip --strip-debug "$out/baseline_gan_bench"
-echo "$baseline $(git log -1 --format='%h %cs' "$baseline")" > "$out/baseline.txt"
+# The baselines: gan_bench built from earlier commits, each in a worktree of its own.
+build_gan_bench_at() { # rev name
+    local worktree
+    worktree=$(mktemp -d)
+    git worktree add --quiet --detach "$worktree" "$1"
+    (cd "$worktree" && CARGO_TARGET_DIR="$OLDPWD/target/$2" cargo build --quiet --release --example gan_bench)
+    cp "target/$2/release/examples/gan_bench" "$out/$2_gan_bench"
+    git worktree remove --force "$worktree"
+    strip --strip-debug "$out/$2_gan_bench"
+    echo "$1 $(git log -1 --format='%h %cs' "$1")" > "$out/$2.txt"
+}
+build_gan_bench_at "${BASELINE:-daabdd1}" baseline
+build_gan_bench_at "${PREVIOUS:-3b46364}" previous
 cp ../shared/data/mnist/*.gz "$out/mnist/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -61,6 +66,8 @@ step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
 step 60 ./gan_bench --device cuda --kernel-times
 echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
 timeout 60 ./baseline_gan_bench --device cuda 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
+echo "== previous: $(cat previous.txt)" | tee -a "$log"
+timeout 45 ./previous_gan_bench --device cuda --iteration-only 2>&1 | sed 's/^/previous: /' | tee -a "$log"
 step 60 python3 gan_pytorch.py --device cuda --mode eager
 step 90 python3 cuda_reference.py
 step 150 python3 gan_pytorch.py --device cuda --mode compile
