@@ -5,58 +5,25 @@
 //! each op's forward and backward, Adam over the GAN's parameters, and one full GAN training
 //! iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
+mod common;
+
+use common::gemm_cases;
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
 use ferrograd::backend::cpu::{gemm_into, Microkernel};
-use ferrograd::backend::GemmDims;
-use ferrograd::gan::{discriminator, Gan, IMAGE_DIM, LAYERS};
+use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
 use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
 
-/// The three products of a linear layer `[batch, in] → [batch, out]`.
-#[derive(Clone, Copy, Debug)]
-enum Product {
-    /// `Y = X·Wᵀ`: `[batch, in] · [out, in]ᵀ` (W stored `[out, in]`).
-    Forward,
-    /// `dX = dY·W`: `[batch, out] · [out, in]`.
-    InputGradient,
-    /// `dW = dYᵀ·X`: `[batch, out]ᵀ · [batch, in]`.
-    WeightGradient,
-}
-
-/// `(product, m, k, n)`: every layer of the GAN at batch 64 in the forward layout, the
-/// backward layouts of its largest layers, and two squares.
-fn gemm_cases() -> Vec<(Product, usize, usize, usize)> {
-    let mut cases: Vec<_> = LAYERS
-        .iter()
-        .map(|&(inp, out)| (Product::Forward, 64, inp, out))
-        .collect();
-    cases.extend([
-        (Product::InputGradient, 64, 1024, 784),
-        (Product::InputGradient, 64, 1024, 512),
-        (Product::WeightGradient, 1024, 64, 784),
-        (Product::WeightGradient, 256, 64, 100),
-        (Product::Forward, 1024, 1024, 1024),
-        (Product::Forward, 2048, 2048, 2048),
-    ]);
-    cases
-}
-
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
-    for (product, m, k, n) in gemm_cases() {
+    for (product, m, k, n) in gemm_cases([1024, 2048]) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        let dims = GemmDims {
-            m,
-            k,
-            n,
-            lhs_transposed: matches!(product, Product::WeightGradient),
-            rhs_transposed: matches!(product, Product::Forward),
-        };
+        let dims = product.dims(m, k, n);
         // Row and column strides of op(A) and op(B) in their storage, for matrixmultiply.
         let (a_rs, a_cs) = if dims.lhs_transposed {
             (1, m as isize)

@@ -9,7 +9,8 @@
 #     through an activation's rule give the bits of the rule written out first);
 #   - 300 iterations of mnist_gan --device cuda --eager;
 #   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
-#     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run.
+#     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run;
+#   - last, `cargo bench --bench cuda` in criterion's quick mode (benches/cuda.rs).
 # One device run does it all: run `bash gpu-check/run.sh` with carry ["gpu-check"]; every step
 # has a time limit, the whole takes 6–9 minutes, and the benchmark writes its most telling
 # figures first (bench.log and gpu-check.log go to $OUT), in case the device's time runs out.
@@ -28,6 +29,8 @@ for binary in $tests; do
     case "$name" in devices | nvrtc | allocator | graph | tf32 | gemm_rules) cp "$binary" "$out/$name" ;; esac
 done
 cp target/release/examples/nvrtc_report "$out/"
+bench=$(cargo bench --bench cuda --no-run 2>&1 | grep -o 'target/release/deps/cuda-[0-9a-f]*' | head -1)
+cp "$bench" "$out/cuda_bench"
 find "$out" -maxdepth 1 -type f -exec strip --strip-debug {} + # the device tool carries 64 MiB at most
 bash scripts/bench-gpu.sh "$out/bench"
 
@@ -53,6 +56,8 @@ step 60 ./nvrtc
 step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
 echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"
 bash bench/run.sh || status=1
+# Last, as it matters least: `cargo bench --bench cuda` (benches/cuda.rs), criterion's quick mode.
+step 90 ./cuda_bench --bench --quick
 exit $status
 RUN
 chmod +x "$out/run.sh"
