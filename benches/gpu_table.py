@@ -22,7 +22,8 @@ def parse(lines):
             tf32 = "TF32" in line
             sweep = (re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
                      or re.search(r"kernels compiled with (.+)$", line)
-                     or re.search(r"(programmatic dependent launch)", line))
+                     or re.search(r"(programmatic dependent launch)", line)
+                     or re.search(r"(32 × 32 tiles for products launched alone)", line))
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
                 figures.setdefault("sweep", []).append(sweep[1])

@@ -50,6 +50,10 @@ struct Args {
     /// scheduled while the one before it still runs.
     #[arg(long)]
     pdl: bool,
+    /// CUDA: products launched alone in 32 × 32 tiles of 64 threads instead of 64 × 64 tiles of
+    /// 256 (the same bits; a tuning sweep: `set_small_tiles`).
+    #[arg(long)]
+    small_tiles: bool,
     /// CUDA: how many blocks split-K cuts a small product into, at least (a tuning sweep;
     /// default 128, about one per SM of an H100).
     #[arg(long)]
@@ -73,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::CudaEmulator => Device::cuda_emulator(),
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    ferrograd::backend::cuda::set_small_tiles(args.small_tiles);
     if let (true, Device::Cuda(cuda)) = (args.pdl, &device) {
         cuda.set_programmatic_launch(true)?;
     }
@@ -89,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
     println!(
-        "ferrograd {} on {}{}{}{}{}",
+        "ferrograd {} on {}{}{}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
         if defines.is_empty() || args.device != DeviceChoice::Cuda {
@@ -104,6 +109,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         if args.pdl {
             ", programmatic dependent launch"
+        } else {
+            ""
+        },
+        if args.small_tiles {
+            ", 32 × 32 tiles for products launched alone"
         } else {
             ""
         },

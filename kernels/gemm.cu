@@ -227,14 +227,18 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int split,
 
 // ---------------------------------------------------------------------------------------------
 // gemm: 64 × 64 tiles, optional split-K. Launch: grid (ceil(n / 64), ceil(m / 64), splits),
-// 256 threads.
+// 256 threads. gemm_small: the same with 32 × 32 tiles of 64 threads (grid ceil(n / 32) ×
+// ceil(m / 32) × splits), 4 × 4 results per thread either way, so each result is summed in the
+// same order and the two give the same bits. For batch-64 products, whose 64 × 64 tiles keep
+// each SM's schedulers at 2 warps: a quarter of the issues per scheduler per slice, on 4× the
+// SMs (opt-in on the host while it is measured: set_small_tiles).
 
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 16
 #define GEMM_TM 4
 #define GEMM_TN 4
-#define GEMM_THREADS 256
+#define GEMM_SMALL_TILE 32
 
 // Split-K's rendezvous, after a block has stored its partial tile: true in the block that
 // arrives last at its tile, which then finishes it (split_k_finish_tile). Every block counts
@@ -272,16 +276,16 @@ __device__ __forceinline__ void gemm_finish_ragged(const GemmArgs& args, int row
     }
 }
 
-// The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the 64 × 64 tile at
-// (row0, col0), z in order whichever block this is. Each of the block's THREADS threads
-// finishes 1024 / THREADS quads of a row (16-byte loads where whole), all of its loads for one
+// The last block of a split tile: C = epilogue(Σ_z partials[z] + bias) over the TILE × TILE tile
+// at (row0, col0), z in order whichever block this is. Each of the block's THREADS threads
+// finishes TILE² / 4 / THREADS quads of a row (16-byte loads where whole), all of its loads for one
 // z in flight together: one partial tile after another, not one element's round trips after
 // another's. The partials are read from L2 (__ldcg): this SM's L1 may hold stale copies of
 // lines shared with a neighbouring tile.
-template <int THREADS>
+template <int TILE, int THREADS>
 __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int splits, int row0,
                                                     int col0) {
-    constexpr int QUADS = GEMM_BM * GEMM_BN / 4 / THREADS;
+    constexpr int QUADS = TILE * TILE / 4 / THREADS;
     const u64 size = (u64)args.m * args.n;
     float sums[QUADS][4];
     for (int r = 0; r < QUADS; ++r) {
@@ -294,7 +298,7 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int sp
 #pragma unroll
         for (int r = 0; r < QUADS; ++r) {
             const int e = threadIdx.x + r * THREADS;
-            const int row = row0 + e / (GEMM_BN / 4), col = col0 + (e % (GEMM_BN / 4)) * 4;
+            const int row = row0 + e / (TILE / 4), col = col0 + (e % (TILE / 4)) * 4;
             const u64 at = (u64)row * args.n + col;
             if (whole_quad(args, row, col)) {
                 const float4 p = __ldcg((const float4*)(partial + at));
@@ -314,7 +318,7 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int sp
 #pragma unroll 1
     for (int r = 0; r < QUADS; ++r) {  // quad r in sums[0] (shift_rows_up)
         const int e = threadIdx.x + r * THREADS;
-        const int row = row0 + e / (GEMM_BN / 4), col = col0 + (e % (GEMM_BN / 4)) * 4;
+        const int row = row0 + e / (TILE / 4), col = col0 + (e % (TILE / 4)) * 4;
         if (whole_quad(args, row, col)) {
             gemm_finish_quad(args, (u64)row * args.n + col, col, sums[0]);
         } else {
@@ -596,10 +600,10 @@ struct Pipeline {
 // are two 16-byte shared loads. A template, so that the blocks without row sums (all but a
 // weight gradient's first column of tiles) run a k-step of 16 FMAs and no adds: a runtime
 // flag in the loop, ptxas computes the adds anyway and selects.
-template <bool ROW_SUMS>
-__device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[GEMM_BM],
-                                                    const float (*b_tile)[GEMM_BN], int tx,
-                                                    int ty, float (&acc)[GEMM_TM][GEMM_TN],
+template <int TILE, bool ROW_SUMS>
+__device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
+                                                    const float (*b_tile)[TILE], int tx, int ty,
+                                                    float (&acc)[GEMM_TM][GEMM_TN],
                                                     float (&row_sum)[GEMM_TM]) {
 #pragma unroll
     for (int p = 0; p < GEMM_BK; ++p) {
@@ -618,17 +622,20 @@ __device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[GEMM_B
     }
 }
 
-// One block of `gemm` (or of `gemm_pair`): the tile `tile` of the product `args`.
+// One block of `gemm`, `gemm_small` (TILE 32) or `gemm_pair`: the TILE × TILE tile `tile` of
+// the product `args`, TILE² / 16 threads.
+template <int TILE>
 __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile) {
-    __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][GEMM_BM];
-    __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][GEMM_BN];
-    const int tx = threadIdx.x % 16;
-    const int ty = threadIdx.x / 16;
-    const int row0 = tile.y * GEMM_BM;
-    const int col0 = tile.x * GEMM_BN;
+    constexpr int THREADS = TILE * TILE / (GEMM_TM * GEMM_TN);
+    __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TILE];
+    __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TILE];
+    const int tx = threadIdx.x % (TILE / GEMM_TN);
+    const int ty = threadIdx.x / (TILE / GEMM_TN);
+    const int row0 = tile.y * TILE;
+    const int col0 = tile.x * TILE;
     const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    using Pipe = Pipeline<GEMM_BM, GEMM_BK, GEMM_STAGES, GEMM_BM, GEMM_THREADS, true>;
+    using Pipe = Pipeline<TILE, GEMM_BK, GEMM_STAGES, TILE, THREADS, true>;
     const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
     float acc[GEMM_TM][GEMM_TN];
     float row_sum[GEMM_TM];
@@ -640,9 +647,11 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
         if (row_sums) {
-            gemm_multiply_slice<true>(a_tiles[stage], b_tiles[stage], tx, ty, acc, row_sum);
+            gemm_multiply_slice<TILE, true>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                            row_sum);
         } else {
-            gemm_multiply_slice<false>(a_tiles[stage], b_tiles[stage], tx, ty, acc, row_sum);
+            gemm_multiply_slice<TILE, false>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                             row_sum);
         }
     });
 #pragma unroll 1
@@ -656,11 +665,13 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
         shift_rows_up(row_sum);
     }
     if (args.partials && split_k_last_arrival(args, tile)) {
-        split_k_finish_tile<GEMM_THREADS>(args, tile.splits, row0, col0);
+        split_k_finish_tile<TILE, THREADS>(args, tile.splits, row0, col0);
     }
 }
 
-FG_KERNEL(gemm, GemmArgs) { gemm_block(args, grid_tile()); }
+FG_KERNEL(gemm, GemmArgs) { gemm_block<64>(args, grid_tile()); }
+
+FG_KERNEL(gemm_small, GemmArgs) { gemm_block<GEMM_SMALL_TILE>(args, grid_tile()); }
 
 // Two independent products in one launch: a linear layer's ∂L/∂x = ∂L/∂z · W beside its
 // ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y ×
@@ -681,7 +692,7 @@ FG_KERNEL(gemm_pair, GemmPairArgs) {
     const int tiles_x = args.tiles_x[which], tiles_y = args.tiles_y[which];
     const GemmTile tile{b % tiles_x, (b / tiles_x) % tiles_y, b / (tiles_x * tiles_y), tiles_x,
                         args.splits[which]};
-    gemm_block(args.product[which], tile);
+    gemm_block<64>(args.product[which], tile);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,7 +786,7 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
         shift_rows_up(acc);
     }
     if (args.partials && split_k_last_arrival(args, tile)) {
-        split_k_finish_tile<TF32_THREADS>(args, tile.splits, row0, col0);
+        split_k_finish_tile<64, TF32_THREADS>(args, tile.splits, row0, col0);
     }
 }
 

@@ -29,4 +29,4 @@ pub use launch::{
     set_split_k_blocks, set_split_k_for, set_split_k_min_k, set_split_k_override, split_k_blocks,
 };
 pub use runtime::KernelTime;
-pub use storage::{set_allow_tf32, tf32_allowed, CudaStorage};
+pub use storage::{set_allow_tf32, set_small_tiles, tf32_allowed, CudaStorage};

@@ -30,6 +30,17 @@ pub fn tf32_allowed() -> bool {
     ALLOW_TF32.load(Ordering::Relaxed)
 }
 
+/// Whether products launched alone use 32 × 32 tiles (see [`set_small_tiles`]).
+static SMALL_TILES: AtomicBool = AtomicBool::new(false);
+
+/// Lets every FP32 product that runs in 64 × 64 tiles and alone in its launch (not in a
+/// `gemm_pair`) run in 32 × 32 tiles of 64 threads instead (`gemm_small`), the split of k
+/// unchanged: the same bits, on 4× the blocks, each a quarter of the issues per scheduler. Off
+/// by default until a GPU run has measured it (`gan_bench --small-tiles`). Process-wide.
+pub fn set_small_tiles(on: bool) {
+    SMALL_TILES.store(on, Ordering::Relaxed);
+}
+
 /// A tensor's elements in device memory, row-major.
 #[derive(Debug)]
 pub struct CudaStorage {
@@ -316,8 +327,20 @@ impl PlannedGemm {
         (self.config.grid.x * self.config.grid.y) as usize
     }
 
+    /// Launches it alone: in 32 × 32 tiles where [`set_small_tiles`] asks and its split-K
+    /// counters allow.
     fn launch(self, device: &CudaDevice) {
-        device.launch(self.kernel, self.config, self.args);
+        let GemmArgs { m, n, .. } = self.args;
+        let (m, n) = (m as usize, n as usize);
+        let small = SMALL_TILES.load(Ordering::Relaxed)
+            && self.kernel == "gemm"
+            && m.div_ceil(32) * n.div_ceil(32) <= SPLIT_K_MAX_TILES;
+        if small {
+            let config = LaunchConfig::gemm_small(m, n, self.config.grid.z as usize);
+            device.launch("gemm_small", config, self.args);
+        } else {
+            device.launch(self.kernel, self.config, self.args);
+        }
     }
 
     /// Launches both: as one `gemm_pair` where both are `gemm` launches whose split-K counters
