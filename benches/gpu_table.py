@@ -59,6 +59,9 @@ def parse(lines):
                      line)
         if m:
             figures["gemm sweep planned"], figures["gemm sweep best"] = float(m[1]), float(m[2])
+        m = re.match(rf"gemm sweep total with small tiles where they are faster: {NUMBER} us", line)
+        if m:
+            figures["gemm sweep small"] = float(m[1])
         m = re.match(rf"training iteration \(batch 64, CUDA graph, queued, each product at its "
                      rf"swept best split\): {NUMBER} us/iter.*as planned in the same turns: "
                      rf"{NUMBER} us/iter", line)
@@ -149,6 +152,11 @@ def main():
         print(f"| the iteration's GEMMs (gan_bench --gemm-sweep; kernel µs): at each one's best "
               f"split / as planned | {fmt(best)} | {fmt(planned)} (as planned) | "
               f"{ratio(best, planned, higher_is_better=False)} | |")
+    small = get("gemm sweep small")
+    if planned is not None and small is not None:
+        print(f"| the iteration's GEMMs: at each one's best split, in 32 × 32 tiles where faster / "
+              f"as planned | {fmt(small)} | {fmt(planned)} (as planned) | "
+              f"{ratio(small, planned, higher_is_better=False)} | |")
     swept, as_planned = get("swept splits iteration"), get("swept splits iteration, as planned")
     if swept is not None:
         print(f"| iteration, CUDA graph, each product at its swept best split / as planned, "

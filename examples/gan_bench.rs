@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use ferrograd::backend::cuda::launch::{Dim3, GemmPlan};
-use ferrograd::backend::cuda::{set_split_k_for, set_split_k_override, CudaDevice, CudaStorage};
+use ferrograd::backend::cuda::{
+    set_small_tiles, set_split_k_for, set_split_k_override, CudaDevice, CudaStorage,
+};
 use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
 use ferrograd::nn::functional::linear;
@@ -391,7 +393,7 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
         let values = Tensor::uniform(&[len], -1.0, 1.0, &device).to_vec();
         CudaStorage::from_vec(values, cuda)
     };
-    let (mut planned_total, mut best_total) = (0.0, 0.0);
+    let (mut planned_total, mut best_total, mut small_total) = (0.0, 0.0, 0.0);
     let mut best_splits = Vec::new();
     for product in &products {
         let GemmDims { m, k, n, .. } = product.dims;
@@ -440,6 +442,21 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
             best.0,
             best.1
         );
+        // The same product in 32 × 32 tiles at its best split: the data for set_small_tiles.
+        if !one_column {
+            set_small_tiles(true);
+            let small = time(Some(best.0));
+            set_small_tiles(false);
+            let small = small?;
+            println!(
+                "gemm sweep in small tiles {m}x{k}x{n}: {small:.1} us at {} splits ({:.2}x the 64 x 64 tiles)",
+                best.0,
+                best.1 / small
+            );
+            small_total += small.min(best.1) * product.per_iteration as f64;
+        } else {
+            small_total += best.1 * product.per_iteration as f64;
+        }
         planned_total += planned.1 * product.per_iteration as f64;
         best_total += best.1 * product.per_iteration as f64;
         best_splits.push((product.dims, best.0));
@@ -448,6 +465,10 @@ fn sweep_gemm_splits(cuda: &CudaDevice, repeats: usize, quick: bool) -> ferrogra
         "gemm sweep total: the iteration's products take {planned_total:.1} us as planned, \
          {best_total:.1} us at each one's best split ({:.2}x)",
         planned_total / best_total
+    );
+    println!(
+        "gemm sweep total with small tiles where they are faster: {small_total:.1} us ({:.2}x as planned)",
+        planned_total / small_total
     );
     // The whole iteration both ways, in turns (the machine's noise hits both alike): kernel
     // times of products alone do not add up to a step, where products follow each other and

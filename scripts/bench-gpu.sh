@@ -84,7 +84,7 @@ status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
 # Every product of the iteration at each split of k, then the iteration with each product at
 # its best split beside the iteration as planned: the data for split-K's plan.
-step 60 ./gan_bench --device cuda --gemm-sweep --repeats 3
+step 75 ./gan_bench --device cuda --gemm-sweep --repeats 3
 step 60 ./gan_bench --device cuda --tf32
 # Programmatic dependent launch: each kernel scheduled while the one before it still runs.
 step 45 ./gan_bench --device cuda --pdl --repeats 3
