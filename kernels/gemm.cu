@@ -67,15 +67,16 @@ struct GemmArgs {
     float* row_sums;
     // GEMM_LHS_RULE_NONE, or A is read through a backward rule: each element a of A becomes
     // rule(saved, a · mask) (gemm_lhs_rule), `lhs_saved` and `lhs_mask` (null: no dropout)
-    // stored as A is; lhs_rule_p is the rule's parameter (LeakyReLU's slope). The 64 × 64
-    // kernels apply it (Pipeline); the host sends no such product to gemm_large or gemv.
+    // stored as A is; lhs_rule_p is the rule's parameter (LeakyReLU's slope). The tiled
+    // kernels (gemm, gemm_small, gemm_pair, gemm_tf32) apply it (Pipeline); the host sends no
+    // such product to gemm_large or gemv.
     const float* lhs_saved;
     const float* lhs_mask;
     int lhs_rule;
     float lhs_rule_p;
 };
 
-// Where a block of a 64 × 64 kernel works: the tile of C in column x and row y of the grid of
+// Where a block of a tiled kernel works: the tile of C in column x and row y of the grid of
 // tiles (tiles_x per row), and chunk z of k out of `splits`. A `gemm` launch's blocks are its
 // grid; a `gemm_pair` launch's are two such grids one after the other (gemm_pair).
 struct GemmTile {
@@ -583,11 +584,11 @@ struct Pipeline {
     }
 };
 
-// The depth of the 64 × 64 kernels' pipelines: at batch 64 a block alone on its SM has only
+// The depth of the tiled kernels' pipelines: at batch 64 a block alone on its SM has only
 // 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs (~0.3 µs); with two
 // buffers and one load in flight, every slice waited (benches/RESULTS.md, 2026-11-28). 2 to 5
-// (shared memory: 8 KiB per stage in gemm, 9 in gemm_tf32); a tuning sweep may set it
-// (FERROGRAD_KERNEL_DEFINES).
+// (shared memory: 8 KiB per stage in gemm, 4 in gemm_small, 9 in gemm_tf32); a tuning sweep
+// may set it (FERROGRAD_KERNEL_DEFINES).
 #ifndef GEMM_STAGES
 #define GEMM_STAGES 4
 #endif

@@ -374,8 +374,9 @@ fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
     PlannedGemm::new(device, args, dims).launch(device);
 }
 
-/// Whether the GEMMs of `products` read their left operand through `rule` themselves: the 64 ×
-/// 64 kernels (gemm, gemm_pair, gemm_tf32) apply the rules gemm.cu has, gemm_large none.
+/// Whether the GEMMs of `products` read their left operand through `rule` themselves: the tiled
+/// kernels (gemm, gemm_small, gemm_pair, gemm_tf32) apply the rules gemm.cu has, gemm_large
+/// none.
 fn gemm_applies(rule: LhsRule<'_, CudaStorage>, products: &[GemmDims]) -> bool {
     lhs_rule_code(rule.rule.name()).is_some()
         && products
