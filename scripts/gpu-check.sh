@@ -49,7 +49,7 @@ step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step 60 ./nvrtc_report
 step 90 ./graph
-step 60 ./devices
+step 60 ./devices cuda_gpu # the GPU's tests (CI runs the CPU's and the emulator's)
 step 30 ./allocator
 step 30 ./tf32
 step 60 ./gemm_rules

@@ -1,6 +1,7 @@
 //! CUDA graphs: a captured step replayed gives exactly what the same steps run eagerly give.
 //! Run on the CPU emulator of the CUDA path (where a capture records the launch list and a
-//! replay runs it again) and on a GPU when there is one (`FERROGRAD_REQUIRE_GPU=1` demands it).
+//! replay runs it again) and on a GPU when there is one (`FERROGRAD_REQUIRE_GPU=1` demands it,
+//! and then the tests that take every CUDA device run on the GPU alone).
 
 mod common;
 
