@@ -23,7 +23,7 @@ def parse(lines):
             sweep = (re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
                      or re.search(r"kernels compiled with (.+)$", line)
                      or re.search(r"(programmatic dependent launch)", line)
-                     or re.search(r"(32 × 32 tiles for products launched alone)", line))
+                     or re.search(r"(32 × 32 GEMM tiles)", line))
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
                 figures.setdefault("sweep", []).append(sweep[1])

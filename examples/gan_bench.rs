@@ -52,8 +52,8 @@ struct Args {
     /// scheduled while the one before it still runs.
     #[arg(long)]
     pdl: bool,
-    /// CUDA: products launched alone in 32 × 32 tiles of 64 threads instead of 64 × 64 tiles of
-    /// 256 (the same bits; a tuning sweep: `set_small_tiles`).
+    /// CUDA: the FP32 products in 32 × 32 tiles of 64 threads instead of 64 × 64 tiles of 256
+    /// (the same bits; a tuning sweep: `set_small_tiles`).
     #[arg(long)]
     small_tiles: bool,
     /// CUDA: how many blocks split-K cuts a small product into, at least (a tuning sweep;
@@ -115,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ""
         },
         if args.small_tiles {
-            ", 32 × 32 tiles for products launched alone"
+            ", 32 × 32 GEMM tiles"
         } else {
             ""
         },

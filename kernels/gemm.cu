@@ -232,7 +232,8 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int split,
 // ceil(m / 32) × splits), 4 × 4 results per thread either way, so each result is summed in the
 // same order and the two give the same bits. For batch-64 products, whose 64 × 64 tiles keep
 // each SM's schedulers at 2 warps: a quarter of the issues per scheduler per slice, on 4× the
-// SMs (opt-in on the host while it is measured: set_small_tiles).
+// SMs (opt-in on the host while it is measured: set_small_tiles). gemm_pair_small is
+// gemm_pair in the same small tiles.
 
 #define GEMM_BM 64
 #define GEMM_BN 64
@@ -686,15 +687,20 @@ struct GemmPairArgs {
     int splits[2];
 };
 
-FG_KERNEL(gemm_pair, GemmPairArgs) {
+template <int TILE>
+__device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args) {
     const int first_blocks = args.tiles_x[0] * args.tiles_y[0] * args.splits[0];
     const int which = (int)blockIdx.x < first_blocks ? 0 : 1;
     const int b = (int)blockIdx.x - which * first_blocks;
     const int tiles_x = args.tiles_x[which], tiles_y = args.tiles_y[which];
     const GemmTile tile{b % tiles_x, (b / tiles_x) % tiles_y, b / (tiles_x * tiles_y), tiles_x,
                         args.splits[which]};
-    gemm_block<64>(args.product[which], tile);
+    gemm_block<TILE>(args.product[which], tile);
 }
+
+FG_KERNEL(gemm_pair, GemmPairArgs) { gemm_pair_block<64>(args); }
+
+FG_KERNEL(gemm_pair_small, GemmPairArgs) { gemm_pair_block<GEMM_SMALL_TILE>(args); }
 
 // ---------------------------------------------------------------------------------------------
 // gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's

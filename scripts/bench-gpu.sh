@@ -10,7 +10,7 @@
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
 #   - sweeps for tuning: each product of the iteration at every split of k (--gemm-sweep),
-#     programmatic dependent launch (--pdl), 32 × 32 tiles for products launched alone
+#     programmatic dependent launch (--pdl), 32 × 32 GEMM tiles
 #     (--small-tiles),
 #     split-K's target (half a block and 2 blocks per SM instead of 1), and
 #     the GEMMs' compile-time depths (their cp.async pipelines, gemm_large's k-slices);
@@ -88,7 +88,7 @@ step 75 ./gan_bench --device cuda --gemm-sweep --repeats 3
 step 60 ./gan_bench --device cuda --tf32
 # Programmatic dependent launch: each kernel scheduled while the one before it still runs.
 step 45 ./gan_bench --device cuda --pdl --repeats 3
-# Products launched alone in 32 × 32 tiles (set_small_tiles): the same bits, 4× the blocks.
+# The FP32 products in 32 × 32 tiles (set_small_tiles): the same bits, 4× the blocks.
 step 45 ./gan_bench --device cuda --small-tiles --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3

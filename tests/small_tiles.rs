@@ -1,8 +1,8 @@
-//! Products in 32 × 32 tiles (`set_small_tiles`, the `gemm_small` kernel) give the bits of the
+//! Products in 32 × 32 tiles (`set_small_tiles`: `gemm_small`, `gemm_pair_small`) give the bits of the
 //! 64 × 64 tiles: each result is one thread's sum over k in the same order either way, and
 //! split-K's chunks are the same. On the emulator, and on the GPU when there is one: products
 //! of every layout with ragged edges, split along k, with the bias gradient's row sums; and
-//! whole GAN steps, whose products launched alone all take the small tiles.
+//! whole GAN steps, all of whose 64 × 64 products, paired or alone, take the small tiles.
 
 mod common;
 

@@ -90,7 +90,7 @@ impl LaunchConfig {
         let blocks = |config: LaunchConfig| config.grid.x * config.grid.y * config.grid.z;
         LaunchConfig {
             grid: Dim3::x(blocks(first) + blocks(second)),
-            block: Dim3::x(256),
+            block: first.block,
         }
     }
 

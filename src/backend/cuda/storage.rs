@@ -30,11 +30,11 @@ pub fn tf32_allowed() -> bool {
     ALLOW_TF32.load(Ordering::Relaxed)
 }
 
-/// Whether products launched alone use 32 × 32 tiles (see [`set_small_tiles`]).
+/// Whether the FP32 tiled products use 32 × 32 tiles (see [`set_small_tiles`]).
 static SMALL_TILES: AtomicBool = AtomicBool::new(false);
 
-/// Lets every FP32 product that runs in 64 × 64 tiles and alone in its launch (not in a
-/// `gemm_pair`) run in 32 × 32 tiles of 64 threads instead (`gemm_small`), the split of k
+/// Lets every FP32 product that runs in 64 × 64 tiles run in 32 × 32 tiles of 64 threads
+/// instead (`gemm_small`, and `gemm_pair_small` for a layer's two gradients), the split of k
 /// unchanged: the same bits, on 4× the blocks, each a quarter of the issues per scheduler. Off
 /// by default until a GPU run has measured it (`gan_bench --small-tiles`). Process-wide.
 pub fn set_small_tiles(on: bool) {
@@ -322,51 +322,57 @@ impl PlannedGemm {
         }
     }
 
-    /// The 64 × 64 tiles of its grid.
-    fn tiles(&self) -> usize {
-        (self.config.grid.x * self.config.grid.y) as usize
+    /// Its `gemm` grid in 32 × 32 tiles (`gemm_small`), the split of k unchanged, where
+    /// [`set_small_tiles`] asks for them.
+    fn small_tiles(&self) -> Option<LaunchConfig> {
+        let small = SMALL_TILES.load(Ordering::Relaxed) && self.kernel == "gemm";
+        let GemmArgs { m, n, .. } = self.args;
+        small.then(|| LaunchConfig::gemm_small(m as usize, n as usize, self.config.grid.z as usize))
     }
 
-    /// Launches it alone: in 32 × 32 tiles where [`set_small_tiles`] asks and its split-K
-    /// counters allow.
+    /// Launches it alone (in 32 × 32 tiles where asked and its split-K counters allow).
     fn launch(self, device: &CudaDevice) {
-        let GemmArgs { m, n, .. } = self.args;
-        let (m, n) = (m as usize, n as usize);
-        let small = SMALL_TILES.load(Ordering::Relaxed)
-            && self.kernel == "gemm"
-            && m.div_ceil(32) * n.div_ceil(32) <= SPLIT_K_MAX_TILES;
-        if small {
-            let config = LaunchConfig::gemm_small(m, n, self.config.grid.z as usize);
-            device.launch("gemm_small", config, self.args);
-        } else {
-            device.launch(self.kernel, self.config, self.args);
+        match self
+            .small_tiles()
+            .filter(|&small| tiles(small) <= SPLIT_K_MAX_TILES)
+        {
+            Some(small) => device.launch("gemm_small", small, self.args),
+            None => device.launch(self.kernel, self.config, self.args),
         }
     }
 
-    /// Launches both: as one `gemm_pair` where both are `gemm` launches whose split-K counters
-    /// fit side by side (the second's after the first's), else one after the other.
+    /// Launches both: as one `gemm_pair` (`gemm_pair_small` in 32 × 32 tiles where asked) where
+    /// both are `gemm` launches whose split-K counters fit side by side (the second's after the
+    /// first's), else one after the other.
     fn launch_pair(self, mut second: PlannedGemm, device: &CudaDevice) {
-        let pairable = self.kernel == "gemm"
-            && second.kernel == "gemm"
-            && self.tiles() + second.tiles() <= SPLIT_K_MAX_TILES;
+        let both_fit = |a: LaunchConfig, b: LaunchConfig| tiles(a) + tiles(b) <= SPLIT_K_MAX_TILES;
+        let (kernel, first, other) = match (self.small_tiles(), second.small_tiles()) {
+            (Some(a), Some(b)) if both_fit(a, b) => ("gemm_pair_small", a, b),
+            _ => ("gemm_pair", self.config, second.config),
+        };
+        let pairable = self.kernel == "gemm" && second.kernel == "gemm" && both_fit(first, other);
         if !pairable {
             self.launch(device);
             second.launch(device);
             return;
         }
-        second.args.tile_counters += 4 * self.tiles() as u64;
-        let grid = |planned: &PlannedGemm, axis: fn(Dim3) -> u32| {
-            i32::try_from(axis(planned.config.grid)).expect("gemm_pair: grid")
+        second.args.tile_counters += 4 * tiles(first) as u64;
+        let grid = |config: LaunchConfig, axis: fn(Dim3) -> u32| {
+            i32::try_from(axis(config.grid)).expect("gemm_pair: grid")
         };
         let args = GemmPairArgs {
             product: [self.args, second.args],
-            tiles_x: [grid(&self, |g| g.x), grid(&second, |g| g.x)],
-            tiles_y: [grid(&self, |g| g.y), grid(&second, |g| g.y)],
-            splits: [grid(&self, |g| g.z), grid(&second, |g| g.z)],
+            tiles_x: [grid(first, |g| g.x), grid(other, |g| g.x)],
+            tiles_y: [grid(first, |g| g.y), grid(other, |g| g.y)],
+            splits: [grid(first, |g| g.z), grid(other, |g| g.z)],
         };
-        let config = LaunchConfig::gemm_pair(self.config, second.config);
-        device.launch("gemm_pair", config, args);
+        device.launch(kernel, LaunchConfig::gemm_pair(first, other), args);
     }
+}
+
+/// The tiles of a tiled GEMM's grid (one split-K counter each).
+fn tiles(config: LaunchConfig) -> usize {
+    (config.grid.x * config.grid.y) as usize
 }
 
 /// Runs the product `args` describes (see [`PlannedGemm`]).
