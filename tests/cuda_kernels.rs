@@ -362,27 +362,22 @@ fn ptr_quads(quads: &mut [[f32; 4]]) -> u64 {
     quads.as_mut_ptr() as u64
 }
 
-/// A 16-byte copy needs 16-byte aligned addresses; a GPU stops the kernel otherwise, and so
-/// does the emulator: B one float past an aligned address, read in quads along n (n = 8).
-#[test]
-fn a_misaligned_16_byte_copy_is_an_error_as_on_a_gpu() {
-    let (m, k, n) = (4, 16, 8);
-    let a = aligned(&uniform(m * k, -1.0, 1.0, 1));
-    let b = aligned(&uniform(k * n + 1, -1.0, 1.0, 2));
-    let mut c = aligned_filled(m * n, f32::NAN);
-    let args = |b: u64, c: u64| GemmArgs {
-        a: a.as_ptr() as u64,
+/// The arguments of `C = op(A) · op(B)` for `dims` at these addresses: no bias, no epilogue,
+/// k in one chunk, no dropout, row sums or rule; the tests set what they exercise.
+fn plain_gemm_args(a: u64, b: u64, c: u64, dims: GemmDims) -> GemmArgs {
+    GemmArgs {
+        a,
         b,
         bias: 0,
         c,
         partials: 0,
         tile_counters: 0,
-        m: m as i32,
-        k: k as i32,
-        n: n as i32,
-        lhs_transposed: 0,
-        rhs_transposed: 0,
-        k_chunk: k as i32,
+        m: dims.m as i32,
+        k: dims.k as i32,
+        n: dims.n as i32,
+        lhs_transposed: i32::from(dims.lhs_transposed),
+        rhs_transposed: i32::from(dims.rhs_transposed),
+        k_chunk: dims.k as i32,
         epilogue: epilogue_code("identity"),
         p: 0.0,
         dropout_p: 0.0,
@@ -393,6 +388,30 @@ fn a_misaligned_16_byte_copy_is_an_error_as_on_a_gpu() {
         lhs_mask: 0,
         lhs_rule: 0,
         lhs_rule_p: 0.0,
+    }
+}
+
+/// A 16-byte copy needs 16-byte aligned addresses; a GPU stops the kernel otherwise, and so
+/// does the emulator: B one float past an aligned address, read in quads along n (n = 8).
+#[test]
+fn a_misaligned_16_byte_copy_is_an_error_as_on_a_gpu() {
+    let (m, k, n) = (4, 16, 8);
+    let a = aligned(&uniform(m * k, -1.0, 1.0, 1));
+    let b = aligned(&uniform(k * n + 1, -1.0, 1.0, 2));
+    let mut c = aligned_filled(m * n, f32::NAN);
+    let args = |b: u64, c: u64| {
+        plain_gemm_args(
+            a.as_ptr() as u64,
+            b,
+            c,
+            GemmDims {
+                m,
+                k,
+                n,
+                lhs_transposed: false,
+                rhs_transposed: false,
+            },
+        )
     };
     let config = LaunchConfig::gemm(m, n, 1);
     let aligned_b = b.as_ptr() as u64;
@@ -420,34 +439,21 @@ fn emulated_gemm_dropout(
     plan: GemmPlan,
     dropout: Option<(f32, PhiloxDraw)>,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (m, k, n) = (dims.m, dims.k, dims.n);
+    let (m, n) = (dims.m, dims.n);
     let (a, b) = (aligned(a), aligned(b));
     let mut c = aligned_filled(m * n, f32::NAN);
     let mut mask = aligned_filled(m * n, f32::NAN);
     let mut counters = vec![0u32; SPLIT_K_MAX_TILES];
     let mut args = GemmArgs {
-        a: a.as_ptr() as u64,
-        b: b.as_ptr() as u64,
         bias: ptr(bias),
-        c: ptr_quads(&mut c),
-        partials: 0,
-        tile_counters: 0,
-        m: m as i32,
-        k: k as i32,
-        n: n as i32,
-        lhs_transposed: i32::from(dims.lhs_transposed),
-        rhs_transposed: i32::from(dims.rhs_transposed),
-        k_chunk: k as i32,
         epilogue: epilogue_code("leaky_relu"),
         p: 0.25,
-        dropout_p: 0.0,
-        mask: 0,
-        dropout: PhiloxDraw::NONE,
-        row_sums: 0,
-        lhs_saved: 0,
-        lhs_mask: 0,
-        lhs_rule: 0,
-        lhs_rule_p: 0.0,
+        ..plain_gemm_args(
+            a.as_ptr() as u64,
+            b.as_ptr() as u64,
+            ptr_quads(&mut c),
+            dims,
+        )
     };
     if let Some((p, draw)) = dropout {
         (args.dropout_p, args.mask, args.dropout) = (p, ptr_quads(&mut mask), draw);
@@ -605,28 +611,13 @@ fn gemm_row_sums_are_the_bias_gradient() {
         let mut c = aligned_filled(m * n, f32::NAN);
         let mut sums = vec![f32::NAN; m];
         let args = GemmArgs {
-            a: a_quads.as_ptr() as u64,
-            b: b_quads.as_ptr() as u64,
-            bias: 0,
-            c: ptr_quads(&mut c),
-            partials: 0,
-            tile_counters: 0,
-            m: m as i32,
-            k: k as i32,
-            n: n as i32,
-            lhs_transposed: 1,
-            rhs_transposed: 0,
-            k_chunk: k as i32,
-            epilogue: epilogue_code("identity"),
-            p: 0.0,
-            dropout_p: 0.0,
-            mask: 0,
-            dropout: PhiloxDraw::NONE,
             row_sums: ptr_mut(&mut sums),
-            lhs_saved: 0,
-            lhs_mask: 0,
-            lhs_rule: 0,
-            lhs_rule_p: 0.0,
+            ..plain_gemm_args(
+                a_quads.as_ptr() as u64,
+                b_quads.as_ptr() as u64,
+                ptr_quads(&mut c),
+                dims,
+            )
         };
         launch("gemm", LaunchConfig::gemm(m, n, 1), args);
         let c = first(&c, m * n);
@@ -659,28 +650,16 @@ fn emulated_tf32_gemm(
         (0, 0)
     };
     let args = GemmArgs {
-        a: a.as_ptr() as u64,
-        b: b.as_ptr() as u64,
         bias: ptr(bias),
-        c: ptr_quads(&mut c),
         partials,
         tile_counters,
-        m: m as i32,
-        k: k as i32,
-        n: n as i32,
-        lhs_transposed: i32::from(dims.lhs_transposed),
-        rhs_transposed: i32::from(dims.rhs_transposed),
         k_chunk: k_chunk as i32,
-        epilogue: epilogue_code("identity"),
-        p: 0.0,
-        dropout_p: 0.0,
-        mask: 0,
-        dropout: PhiloxDraw::NONE,
-        row_sums: 0,
-        lhs_saved: 0,
-        lhs_mask: 0,
-        lhs_rule: 0,
-        lhs_rule_p: 0.0,
+        ..plain_gemm_args(
+            a.as_ptr() as u64,
+            b.as_ptr() as u64,
+            ptr_quads(&mut c),
+            dims,
+        )
     };
     launch("gemm_tf32", LaunchConfig::gemm_tf32(m, n, splits), args);
     assert!(

@@ -305,13 +305,14 @@ impl PlannedGemm {
             GemmPlan::Tiled { splits, k_chunk } => {
                 // Deterministic split-K: partial tiles, which the last block of each tile to
                 // finish adds in a fixed order.
-                let tiles = dims.m.div_ceil(64) * dims.n.div_ceil(64);
+                let config = tiled_config(dims.m, dims.n, splits);
+                let tiles = tiles(config);
                 assert!(tiles <= SPLIT_K_MAX_TILES, "gemm: {tiles} split tiles");
                 let partials = CudaStorage::uninit(splits * dims.m * dims.n, device);
                 args.partials = partials.pointer();
                 args.tile_counters = device.split_k_counters();
                 args.k_chunk = gemm_dim(k_chunk);
-                (kernel, tiled_config(dims.m, dims.n, splits), Some(partials))
+                (kernel, config, Some(partials))
             }
         };
         PlannedGemm {
