@@ -23,7 +23,8 @@ def parse(lines):
             sweep = (re.search(r"split-K aiming for (\d+ blocks(?: of k >= \d+)?)", line)
                      or re.search(r"kernels compiled with (.+)$", line)
                      or re.search(r"(programmatic dependent launch)", line)
-                     or re.search(r"(32 × 32 GEMM tiles)", line))
+                     or re.search(r"(32 × 32 GEMM tiles)", line)
+                     or re.search(r"(GEMM tiles(?: and splits)? autotuned)", line))
             figures.setdefault("device", line.split(" on ", 1)[-1].split(",")[0].strip())
             if sweep:
                 figures.setdefault("sweep", []).append(sweep[1])
@@ -68,6 +69,11 @@ def parse(lines):
         if m:
             figures["swept splits iteration"] = float(m[1])
             figures["swept splits iteration, as planned"] = float(m[2])
+        m = re.match(rf"autotune total over \d+ distinct products: planned {NUMBER} us, "
+                     rf"chosen {NUMBER} us", line)
+        if m and sweep:
+            figures[f"autotune planned{suffix}"] = float(m[1])
+            figures[f"autotune chosen{suffix}"] = float(m[2])
         m = re.match(rf"mnist_gan 100 epochs: {NUMBER} s", line)
         if m:
             figures["100 epochs"] = float(m[1])
@@ -108,6 +114,11 @@ def main():
          "step later) / PyTorch eager", f"ours CUDA graph {PIPELINED}", "pytorch eager", ""),
         ("iteration: our CUDA graph with TF32 / torch.compile (FP32)",
          "ours CUDA graph queued tf32", "pytorch compile", ""),
+        ("iteration: our CUDA graph, GEMM tiles autotuned (mnist_gan's default) / "
+         "torch.compile", "ours CUDA graph queued skGEMM tiles autotuned", "pytorch compile",
+         "≥ 1.5×"),
+        ("iteration: our CUDA graph, GEMM tiles and splits autotuned / torch.compile",
+         "ours CUDA graph queued skGEMM tiles and splits autotuned", "pytorch compile", ""),
     ]
     for label, ours, reference, target in rows:
         ours, reference = get(ours), get(reference)  # µs per iteration of batch 64
@@ -162,6 +173,13 @@ def main():
         print(f"| iteration, CUDA graph, each product at its swept best split / as planned, "
               f"same turns (images/s, µs/iter) | {iteration(swept)} | {iteration(as_planned)} "
               f"(as planned) | {ratio(swept, as_planned, higher_is_better=False)} | |")
+    for scope in ["tiles", "tiles and splits"]:
+        key = f" skGEMM {scope} autotuned"
+        planned, chosen = get("autotune planned" + key), get("autotune chosen" + key)
+        if planned is not None:
+            print(f"| the iteration's distinct GEMMs, one call each (kernel µs): {scope} autotuned "
+                  f"/ as planned | {fmt(chosen)} | {fmt(planned)} (as planned) | "
+                  f"{ratio(chosen, planned, higher_is_better=False)} | |")
     if get("sweep"):
         # The sweeps (split-K's target, kernels' compile-time parameters): the defaults beside
         # each other setting.

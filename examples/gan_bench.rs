@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use ferrograd::backend::cuda::launch::{Dim3, GemmPlan};
+use ferrograd::backend::cuda::tuning::Timed;
 use ferrograd::backend::cuda::{
-    set_small_tiles, set_split_k_for, set_split_k_override, CudaDevice, CudaStorage,
+    set_small_tiles, set_split_k_for, set_split_k_override, CudaDevice, CudaStorage, TuneOptions,
+    TunedProduct, Tuning,
 };
 use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{Gan, PendingStats, IMAGE_DIM, LAYERS};
@@ -25,6 +27,12 @@ enum DeviceChoice {
     Cuda,
     /// The CUDA kernels on the CPU emulator (slow: for checking the bench itself).
     CudaEmulator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Autotune {
+    Tiles,
+    Splits,
 }
 
 /// Time the GAN iteration, the GEMM and an elementwise kernel on one device.
@@ -56,6 +64,10 @@ struct Args {
     /// (the same bits; a tuning sweep: `set_small_tiles`).
     #[arg(long)]
     small_tiles: bool,
+    /// CUDA: tune the step's matrix products for this GPU first (`Gan::tune_products`):
+    /// their tiles (the same bits) or their tiles and splits; each product's times printed.
+    #[arg(long, value_enum)]
+    autotune: Option<Autotune>,
     /// CUDA: how many blocks split-K cuts a small product into, at least (a tuning sweep;
     /// default 128, about one per SM of an H100).
     #[arg(long)]
@@ -96,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
     println!(
-        "ferrograd {} on {}{}{}{}{}{}",
+        "ferrograd {} on {}{}{}{}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
         if defines.is_empty() || args.device != DeviceChoice::Cuda {
@@ -126,6 +138,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ferrograd::backend::cuda::split_k_blocks(),
                 min_k.unwrap_or(128)
             ),
+        },
+        match args.autotune {
+            None => "",
+            Some(Autotune::Tiles) => ", GEMM tiles autotuned",
+            Some(Autotune::Splits) => ", GEMM tiles and splits autotuned",
         }
     );
 
@@ -137,6 +154,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(sweep_gemm_splits(cuda, repeats, args.quick)?);
     }
     let mut gan = Gan::new(&device, 2e-4);
+    if let Some(autotune) = args.autotune {
+        let tuning = match autotune {
+            Autotune::Tiles => Tuning::Tiles,
+            Autotune::Splits => Tuning::TilesAndSplits,
+        };
+        let options = if args.quick {
+            TuneOptions {
+                rounds: 1,
+                calls: 1,
+            }
+        } else {
+            TuneOptions::default()
+        };
+        print_tuning(&gan.tune_products(64, tuning, options)?);
+    }
     let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &device);
     let mut modes = vec!["eager"];
     if device.is_cuda() {
@@ -244,6 +276,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes / us / 1e3
     );
     Ok(())
+}
+
+/// What the autotuner chose for each product, and the sum over them.
+fn print_tuning(tuned: &[TunedProduct]) {
+    let show = |t: &Timed| {
+        let tiles = if t.choice.small_tiles { 32 } else { 64 };
+        format!(
+            "{} splits, {tiles} x {tiles} tiles, {:.1} us",
+            t.choice.splits, t.micros
+        )
+    };
+    for t in tuned {
+        let GemmDims {
+            m,
+            k,
+            n,
+            lhs_transposed,
+            rhs_transposed,
+        } = t.product.dims;
+        let layout = match (lhs_transposed, rhs_transposed) {
+            (false, false) => "A·B",
+            (false, true) => "A·Bᵀ",
+            (true, false) => "Aᵀ·B",
+            (true, true) => "Aᵀ·Bᵀ",
+        };
+        println!(
+            "autotune {m}x{k}x{n} {layout}{}: planned {} | chosen {}",
+            if t.product.row_sums {
+                " with row sums"
+            } else {
+                ""
+            },
+            show(&t.planned),
+            show(&t.chosen)
+        );
+    }
+    let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
+        (p + t.planned.micros, c + t.chosen.micros)
+    });
+    println!(
+        "autotune total over {} distinct products: planned {planned:.1} us, chosen {chosen:.1} us ({:.2}x)",
+        tuned.len(),
+        planned / chosen
+    );
 }
 
 /// Times every kernel of `steps` eager training iterations (a fresh GAN: the bench's own

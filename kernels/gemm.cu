@@ -232,7 +232,8 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int split,
 // ceil(m / 32) × splits), 4 × 4 results per thread either way, so each result is summed in the
 // same order and the two give the same bits. For batch-64 products, whose 64 × 64 tiles keep
 // each SM's schedulers at 2 warps: a quarter of the issues per scheduler per slice, on 4× the
-// SMs (opt-in on the host while it is measured: set_small_tiles). gemm_pair_small is
+// SMs (per product where the host's autotuner measured it faster, or for all products:
+// set_small_tiles). gemm_pair_small is
 // gemm_pair in the same small tiles.
 
 #define GEMM_BM 64

@@ -9,6 +9,7 @@
 #     GAN's shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
 #   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
 #     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
+#   - the GEMM autotuner (--autotune tiles: mnist_gan's default; --autotune splits);
 #   - sweeps for tuning: each product of the iteration at every split of k (--gemm-sweep),
 #     programmatic dependent launch (--pdl), 32 × 32 GEMM tiles
 #     (--small-tiles),
@@ -82,6 +83,10 @@ else
 fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
+# The GEMM autotuner (Gan::tune_products): each product of the step timed in 64 × 64 and
+# 32 × 32 tiles (mnist_gan's default: the same bits), then in every split of k as well.
+step 45 ./gan_bench --device cuda --autotune tiles --repeats 3
+step 60 ./gan_bench --device cuda --autotune splits --repeats 3
 # Every product of the iteration at each split of k, then the iteration with each product at
 # its best split beside the iteration as planned: the data for split-K's plan.
 step 75 ./gan_bench --device cuda --gemm-sweep --repeats 3

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::backend::cpu::hot_pool;
+use crate::backend::cuda::tuning::{record_products, TuneOptions, TunedProduct, Tuning};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{self, Graph};
 use crate::nn::functional::binary_cross_entropy;
 use crate::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
@@ -306,6 +307,31 @@ impl Gan {
             results,
         });
         Ok(())
+    }
+
+    /// Tunes the matrix products of a training step on batches of `batch` images for this
+    /// GPU ([`crate::backend::cuda::tuning`]): records them by capturing the step (which runs
+    /// nothing, and is dropped: capture again afterwards), times each in the configurations
+    /// `tuning` allows, and makes each run in the fastest from now on. Under
+    /// [`Tuning::Tiles`] the step computes the same bits as untuned.
+    ///
+    /// # Errors
+    /// On the CPU (its products have no such configurations), or if the capture fails.
+    pub fn tune_products(
+        &mut self,
+        batch: usize,
+        tuning: Tuning,
+        options: TuneOptions,
+    ) -> Result<Vec<TunedProduct>> {
+        let Device::Cuda(cuda) = self.device.clone() else {
+            return Err(Error::Device(
+                "tune_products: only CUDA products can be tuned".into(),
+            ));
+        };
+        let (captured, products) = record_products(|| self.capture_train_step(batch));
+        self.captured = None;
+        captured?;
+        Ok(cuda.tune_products(&products, tuning, options))
     }
 
     /// Kernel launches per captured step (`None` without a capture).

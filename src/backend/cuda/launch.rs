@@ -178,19 +178,74 @@ fn tiles(m: usize, n: usize) -> usize {
     m.div_ceil(64) * n.div_ceil(64)
 }
 
-/// Products given a split of their own ([`set_split_k_for`]).
-static SPLITS_FOR_PRODUCT: Mutex<Vec<(GemmDims, usize)>> = Mutex::new(Vec::new());
+/// What one product shape and layout has been given of its own, over the process-wide plan:
+/// a split ([`set_split_k_for`]) and 32 × 32 tiles or not ([`set_small_tiles_for`]). The
+/// autotuner (`tuning.rs`) sets both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ProductSettings {
+    splits: Option<usize>,
+    small_tiles: Option<bool>,
+}
+
+/// Products given settings of their own.
+static PRODUCT_SETTINGS: Mutex<Vec<(GemmDims, ProductSettings)>> = Mutex::new(Vec::new());
+
+/// Changes the settings of the products `dims` with `change`, forgetting them once they are all
+/// `None` again.
+fn change_settings(dims: GemmDims, change: impl FnOnce(&mut ProductSettings)) {
+    let mut table = PRODUCT_SETTINGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut settings = settings_of(&table, dims);
+    change(&mut settings);
+    table.retain(|(product, _)| *product != dims);
+    if settings != ProductSettings::default() {
+        table.push((dims, settings));
+    }
+}
+
+fn settings_of(table: &[(GemmDims, ProductSettings)], dims: GemmDims) -> ProductSettings {
+    table
+        .iter()
+        .find(|(product, _)| *product == dims)
+        .map_or_else(ProductSettings::default, |&(_, settings)| settings)
+}
+
+fn product_settings(dims: GemmDims) -> ProductSettings {
+    let table = PRODUCT_SETTINGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    settings_of(&table, dims)
+}
 
 /// Makes the products of shape and layout `dims` that `gemm` tiles split k into `splits`
 /// chunks (as [`set_split_k_override`] does for all of them); `None` forgets it. A tuning
-/// knob for benchmarks (`gan_bench --gemm-sweep` runs the iteration again with each product
-/// at its best split). Process-wide; a captured graph keeps the plans of its capture.
+/// knob (`gan_bench --gemm-sweep` runs the iteration again with each product at its best split;
+/// the autotuner sets it). Process-wide; a captured graph keeps the plans of its capture.
 pub fn set_split_k_for(dims: GemmDims, splits: Option<usize>) {
-    let mut table = SPLITS_FOR_PRODUCT
+    change_settings(dims, |settings| settings.splits = splits);
+}
+
+/// Makes the products of shape and layout `dims` that `gemm` tiles run in 32 × 32 tiles, or
+/// not, whatever `set_small_tiles` says for the others (the same bits either way); `None`
+/// forgets it. Set by the autotuner. Process-wide; a captured graph keeps the plans of its
+/// capture.
+pub fn set_small_tiles_for(dims: GemmDims, small: Option<bool>) {
+    change_settings(dims, |settings| settings.small_tiles = small);
+}
+
+/// Whether the products `dims` have been given 32 × 32 tiles or not ([`set_small_tiles_for`]).
+pub fn small_tiles_for(dims: GemmDims) -> Option<bool> {
+    product_settings(dims).small_tiles
+}
+
+/// Forgets every product's own split and tiles ([`set_split_k_for`], [`set_small_tiles_for`]):
+/// the plan's defaults again.
+pub fn clear_product_settings() {
+    PRODUCT_SETTINGS
         .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    table.retain(|(product, _)| *product != dims);
-    table.extend(splits.map(|splits| (dims, splits)));
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
 }
 
 /// The blocks split-K aims for (see [`set_split_k_blocks`]).
@@ -203,12 +258,8 @@ impl GemmPlan {
     /// [`set_split_k_for`] gave it.
     pub fn for_product(dims: GemmDims) -> GemmPlan {
         let GemmDims { m, k, n, .. } = dims;
-        let table = SPLITS_FOR_PRODUCT
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let forced = table.iter().find(|(product, _)| *product == dims);
-        match (GemmPlan::choose(m, k, n), forced) {
-            (GemmPlan::Tiled { .. }, Some(&(_, splits))) if tiles(m, n) <= SPLIT_K_MAX_TILES => {
+        match (GemmPlan::choose(m, k, n), product_settings(dims).splits) {
+            (GemmPlan::Tiled { .. }, Some(splits)) if tiles(m, n) <= SPLIT_K_MAX_TILES => {
                 GemmPlan::with_splits(k, splits)
             }
             (plan, _) => plan,

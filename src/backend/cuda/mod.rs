@@ -8,6 +8,7 @@
 //!   `pinned.rs`: the driver's page-locked buffers for copies that do not wait;
 //! - `device.rs`: a device with its caching allocator and graph capture; `graph.rs`: a captured
 //!   graph and its replay; `storage.rs`: the ops as launches;
+//! - `tuning.rs`: each product of a step timed in its configurations, and given the fastest;
 //! - `nvrtc.rs`: compilation, and ptxas's resource report.
 
 pub mod args;
@@ -22,11 +23,16 @@ pub mod nvrtc;
 mod pinned;
 mod runtime;
 mod storage;
+pub mod tuning;
 
 pub use device::{CudaDevice, CudaPendingRead};
 pub use graph::CudaGraph;
 pub use launch::{
-    set_split_k_blocks, set_split_k_for, set_split_k_min_k, set_split_k_override, split_k_blocks,
+    clear_product_settings, set_small_tiles_for, set_split_k_blocks, set_split_k_for,
+    set_split_k_min_k, set_split_k_override, split_k_blocks,
 };
 pub use runtime::KernelTime;
-pub use storage::{set_allow_tf32, set_small_tiles, tf32_allowed, CudaStorage};
+pub use storage::{
+    set_allow_tf32, set_small_tiles, small_tiles_default, tf32_allowed, CudaStorage,
+};
+pub use tuning::{record_products, TuneOptions, TunedProduct, Tuning};

@@ -6,7 +6,8 @@ use super::args::{
     UnaryArgs, ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
-use super::launch::{Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
+use super::launch::{small_tiles_for, Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
+use super::tuning;
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, LhsRule,
     OptimizerKernel, TernaryKernel, UnaryKernel,
@@ -36,9 +37,16 @@ static SMALL_TILES: AtomicBool = AtomicBool::new(false);
 /// Lets every FP32 product that runs in 64 × 64 tiles run in 32 × 32 tiles of 64 threads
 /// instead (`gemm_small`, and `gemm_pair_small` for a layer's two gradients), the split of k
 /// unchanged: the same bits, on 4× the blocks, each a quarter of the issues per scheduler. Off
-/// by default until a GPU run has measured it (`gan_bench --small-tiles`). Process-wide.
+/// by default: which products gain depends on the GPU, so the autotuner (`tuning.rs`,
+/// `Gan::tune_products`) times each product both ways and overrides this per product.
+/// Process-wide.
 pub fn set_small_tiles(on: bool) {
     SMALL_TILES.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`set_small_tiles`] is on.
+pub fn small_tiles_default() -> bool {
+    SMALL_TILES.load(Ordering::Relaxed)
 }
 
 /// A tensor's elements in device memory, row-major.
@@ -245,7 +253,9 @@ impl CudaStorage {
             row_sums: sums.as_ref().map_or(0, CudaStorage::pointer),
             ..self.gemm_args_through(rhs, &out, dims, rule)
         };
-        (PlannedGemm::new(device, args, dims), out, sums)
+        let product = PlannedGemm::new(device, args, dims);
+        tuning::note_row_sums(dims);
+        (product, out, sums)
     }
 }
 
@@ -260,6 +270,7 @@ struct PlannedGemm {
     kernel: &'static str,
     config: LaunchConfig,
     args: GemmArgs,
+    dims: GemmDims,
     _partials: Option<CudaStorage>,
 }
 
@@ -278,6 +289,7 @@ impl PlannedGemm {
                 kernel: "gemv",
                 config: LaunchConfig::gemv(dims.m),
                 args,
+                dims,
                 _partials: None,
             };
         }
@@ -315,18 +327,23 @@ impl PlannedGemm {
                 (kernel, config, Some(partials))
             }
         };
+        if kernel == "gemm" {
+            tuning::note_product(dims);
+        }
         PlannedGemm {
             kernel,
             config,
             args,
+            dims,
             _partials: partials,
         }
     }
 
     /// Its `gemm` grid in 32 × 32 tiles (`gemm_small`), the split of k unchanged, where
-    /// [`set_small_tiles`] asks for them.
+    /// [`set_small_tiles_for`](super::launch::set_small_tiles_for) (the autotuner) or else [`set_small_tiles`] asks for them.
     fn small_tiles(&self) -> Option<LaunchConfig> {
-        let small = SMALL_TILES.load(Ordering::Relaxed) && self.kernel == "gemm";
+        let asked = small_tiles_for(self.dims).unwrap_or(small_tiles_default());
+        let small = asked && self.kernel == "gemm";
         let GemmArgs { m, n, .. } = self.args;
         small.then(|| LaunchConfig::gemm_small(m as usize, n as usize, self.config.grid.z as usize))
     }
