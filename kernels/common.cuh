@@ -6,11 +6,13 @@
 // name (the first argument of FG_KERNEL) is written down only here; build.rs collects them.
 
 // Every kernel starts with start_after_previous_kernel() (below): the body, name##_body, sees
-// the launch's argument struct as `args`.
+// the launch's argument struct as `args`. Anything after Args goes before the kernel's name:
+// __launch_bounds__(threads, blocks per SM), where occupancy must not depend on how many
+// registers the compiler happens to take.
 #ifndef FERROGRAD_EMULATOR
-#define FG_KERNEL(name, Args)                                      \
+#define FG_KERNEL(name, Args, ...)                                 \
     __device__ __forceinline__ void name##_body(const Args& args); \
-    extern "C" __global__ void name(const Args args) {             \
+    extern "C" __global__ void __VA_ARGS__ name(const Args args) { \
         start_after_previous_kernel();                             \
         name##_body(args);                                         \
     }                                                              \

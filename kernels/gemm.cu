@@ -384,7 +384,7 @@ __device__ __forceinline__ void copy_async_wait() {
 #endif
 }
 
-// Quad `quad` of a WIDTH × DEPTH slice of an operand, as Pipeline::stage_tile copies it into a
+// Quad `quad` of a WIDTH × DEPTH slice of an operand, as Pipeline::OperandCopies copies it into a
 // k-major tile (tile[p][x]): four elements consecutive in memory, along k when `along_k`
 // (elements (x, p + q), q = 0..3, at tile[p + q][x]) or along x (elements (x + q, p), at
 // tile[p][x + q]). Consecutive quads go to consecutive threads, so a warp reads whole 16-byte
@@ -442,9 +442,9 @@ template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS, bool LHS_RU
 struct Pipeline {
     static_assert(STAGES >= 2, "a pipeline has a slice in use and one on its way at least");
     static_assert(WIDTH % 4 == 0 && DEPTH % 4 == 0 && STRIDE % 4 == 0, "whole quads");
-    static_assert(!LHS_RULE || (WIDTH * DEPTH / 4) % THREADS == 0, "as many quads per thread");
-    // A's quads of a slice per thread.
-    static constexpr int QUADS = WIDTH * DEPTH / 4 / THREADS > 0 ? WIDTH * DEPTH / 4 / THREADS : 1;
+    static_assert((WIDTH * DEPTH / 4) % THREADS == 0, "as many quads per thread");
+    // Each operand's quads of a slice per thread.
+    static constexpr int QUADS = WIDTH * DEPTH / 4 / THREADS;
     using Quad = SliceQuad<WIDTH, DEPTH>;
 
     // The number of slices in k_begin..k_end.
@@ -452,62 +452,102 @@ struct Pipeline {
         return k_end > k_begin ? (k_end - k_begin + DEPTH - 1) / DEPTH : 0;
     }
 
-    // Starts copying the slice at k0 of one operand — WIDTH rows x0.. of op(A) or WIDTH
-    // columns of op(B) — into a k-major tile, zero outside the matrix and past k_end: WIDTH ·
-    // DEPTH / 4 quads (SliceQuad), each thread taking every THREADS-th. A quad along k is four
-    // 4-byte copies into four rows of the tile (the transpose); one along x is one 16-byte copy
-    // where the row length allows (a multiple of 4: every quad aligned, wholly inside or outside
-    // the matrix).
-    static __device__ __forceinline__ void stage_tile(const float* src, bool along_k, int count,
-                                                      int k, int x0, int k0, int k_end,
-                                                      float (*tile)[STRIDE]) {
-        for (int quad = threadIdx.x; quad < WIDTH * DEPTH / 4; quad += THREADS) {
-            const Quad at(quad, along_k);
-            const float* from = src + at.offset(count, k, x0, k0);
-            if (!along_k && count % 4 == 0) {
-                const bool valid = at.valid(0, count, x0, k0, k_end);
-                copy_async<4>(&tile[at.p][at.x], valid ? from : src, valid);
-            } else {
+    // One thread's copies of one operand's slices into the stages: WIDTH rows x0.. of op(A) or
+    // WIDTH columns of op(B), each slice a k-major tile, zero outside the matrix and past k_end.
+    // A slice is WIDTH · DEPTH / 4 quads (SliceQuad), each thread taking every THREADS-th; a quad
+    // along k is four 4-byte copies into four rows of the tile (the transpose), one along x a
+    // single 16-byte copy where the row length allows (a multiple of 4: every quad aligned,
+    // wholly inside or outside the matrix). A thread copies the same quads of every slice but
+    // for k, so where each starts in the operand, where it lands in a stage and which of its
+    // elements lie past the matrix's edge are worked out once, before the k-loop; a slice's
+    // copies then cost an add and a compare or two each. (Worked out per slice, they took
+    // gemm_large a third as many instructions as its FMAs: SASS, 2026-11-28.)
+    struct OperandCopies {
+        const float* src;
+        u64 offset[QUADS];  // element 0 of quad i in the next slice, in floats from src
+        int to[QUADS];      // its place in a stage: tile[p][x] at p · STRIDE + x
+        int p[QUADS];       // its k within the slice
+        u32 inside[QUADS];  // bit q: element q's row / column is inside the matrix
+        u64 step;           // from one slice to the next: DEPTH along k, or DEPTH rows of count
+        bool along_k;
+        bool wide;          // one 16-byte copy per quad
+
+        __device__ __forceinline__ OperandCopies(const float* src_, bool along_k_, int count,
+                                                 int k, int x0, int k_begin)
+            : src(src_), along_k(along_k_) {
+            wide = !along_k && count % 4 == 0;
+            step = along_k ? (u64)DEPTH : (u64)DEPTH * count;
+#pragma unroll
+            for (int i = 0; i < QUADS; ++i) {
+                const Quad at(threadIdx.x + i * THREADS, along_k);
+                offset[i] = at.offset(count, k, x0, k_begin);
+                to[i] = at.p * STRIDE + at.x;
+                p[i] = at.p;
+                inside[i] = 0;
+#pragma unroll
                 for (int q = 0; q < 4; ++q) {
-                    const bool valid = at.valid(q, count, x0, k0, k_end);
-                    copy_async<1>(&tile[at.tile_p(q)][at.tile_x(q)], valid ? from + q : src,
-                                  valid);
+                    inside[i] |= (x0 + at.tile_x(q) < count ? 1u : 0u) << q;
                 }
             }
         }
-    }
 
-    // Starts the copies of slice `slice` of A's rows row0.. and B's columns col0.. into its
-    // stage, if the block has such a slice, and commits them as one group.
-    static __device__ __forceinline__ void stage(const GemmArgs& args,
-                                                 float (*a_tiles)[DEPTH][STRIDE],
-                                                 float (*b_tiles)[DEPTH][STRIDE], int row0,
-                                                 int col0, int k_begin, int k_end, int slice,
-                                                 int slices) {
-        if (slice < slices) {
-            const int k0 = k_begin + slice * DEPTH, at = slice % STAGES;
-            stage_tile(args.a, !args.lhs_transposed, args.m, args.k, row0, k0, k_end,
-                       a_tiles[at]);
-            stage_tile(args.b, args.rhs_transposed, args.n, args.k, col0, k0, k_end,
-                       b_tiles[at]);
+        // Where element q of quad i lands in a stage (floats from its start).
+        __device__ __forceinline__ int tile_index(int i, int q) const {
+            return to[i] + q * (along_k ? STRIDE : 1);
         }
-        copy_async_commit();
-    }
 
-    // The rule's operands for this thread's quads of A's slice at k0 (the elements stage_tile
-    // copies): 0 outside the matrix, where the tile holds zeros, which every rule keeps 0; the
-    // mask 1 without dropout. 16-byte loads where a quad is whole and aligned. Plain loads into
-    // registers: nothing waits for them until the slice's turn, STAGES - 1 slices later.
-    static __device__ __forceinline__ void load_rule_operands(const GemmArgs& args, int row0,
-                                                              int k0, int k_end,
+        // Whether element q of quad i of the slice at k0 is inside the matrix.
+        __device__ __forceinline__ bool element_inside(int i, int q, int k0, int k_end) const {
+            return (inside[i] >> q & 1u) && k0 + p[i] + (along_k ? q : 0) < k_end;
+        }
+
+        // Starts the copies of the next slice, at k0, into `tile`.
+        __device__ __forceinline__ void copy_next(float (*tile)[STRIDE], int k0, int k_end) {
+            float* stage = &tile[0][0];
+            const bool whole_slice = k0 + DEPTH <= k_end;  // all but a ragged last slice
+#pragma unroll
+            for (int i = 0; i < QUADS; ++i) {
+                const int k = k0 + p[i];
+                const float* from = src + offset[i];
+                if (whole_slice && inside[i] == 0xfu) {  // away from every edge: no checks
+                    if (wide) {
+                        copy_async<4>(stage + to[i], from, true);
+                    } else {
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) {
+                            copy_async<1>(stage + tile_index(i, q), from + q, true);
+                        }
+                    }
+                } else if (wide) {
+                    const bool valid = (inside[i] & 1u) && k < k_end;
+                    copy_async<4>(stage + to[i], valid ? from : src, valid);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const bool valid = element_inside(i, q, k0, k_end);
+                        copy_async<1>(stage + tile_index(i, q), valid ? from + q : src, valid);
+                    }
+                }
+                offset[i] += step;
+            }
+        }
+    };
+
+    // The rule's operands for this thread's quads of A's next slice, at k0 (the elements `a`
+    // copies next, stored where they are in A): 0 outside the matrix, where the tile holds
+    // zeros, which every rule keeps 0; the mask 1 without dropout. 16-byte loads where a quad
+    // is whole and aligned. Plain loads into registers: nothing waits for them until the slice's
+    // turn, STAGES - 1 slices later.
+    static __device__ __forceinline__ void load_rule_operands(const GemmArgs& args,
+                                                              const OperandCopies& a, int k0,
+                                                              int k_end,
                                                               LhsRuleOperands<QUADS>& into) {
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
-            const Quad at(threadIdx.x + i * THREADS, !args.lhs_transposed);
-            const u64 offset = at.offset(args.m, args.k, row0, k0);
-            const float* saved = args.lhs_saved + offset;
-            const float* mask = args.lhs_mask ? args.lhs_mask + offset : nullptr;
-            if (at.valid(3, args.m, row0, k0, k_end) && aligned_16(saved) &&
+            const float* saved = args.lhs_saved + a.offset[i];
+            const float* mask = args.lhs_mask ? args.lhs_mask + a.offset[i] : nullptr;
+            // Element 3 inside means all four are (they lie along k, or along x, from 0).
+            if (a.element_inside(i, 3, k0, k_end) && aligned_16(saved) &&
                 (!mask || aligned_16(mask))) {
                 const float4 s = *(const float4*)saved;
                 const float4 d = mask ? *(const float4*)mask : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
@@ -521,7 +561,7 @@ struct Pipeline {
             }
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
-                const bool valid = at.valid(q, args.m, row0, k0, k_end);
+                const bool valid = a.element_inside(i, q, k0, k_end);
                 into.saved[i][q] = valid ? saved[q] : 0.0f;
                 into.mask[i][q] = !valid ? 0.0f : mask ? mask[q] : 1.0f;
             }
@@ -529,16 +569,17 @@ struct Pipeline {
     }
 
     // This thread's quads of A's slice in `tile`, read through the rule, in place.
-    static __device__ __forceinline__ void apply_rule(const GemmArgs& args,
+    static __device__ __forceinline__ void apply_rule(const GemmArgs& args, const OperandCopies& a,
                                                       const LhsRuleOperands<QUADS>& operands,
                                                       float (*tile)[STRIDE]) {
+        float* stage = &tile[0][0];
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
-            const Quad at(threadIdx.x + i * THREADS, !args.lhs_transposed);
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
-                float& a = tile[at.tile_p(q)][at.tile_x(q)];
-                a = gemm_lhs_rule(args, operands.saved[i][q], operands.mask[i][q], a);
+                float& a_element = stage[a.tile_index(i, q)];
+                a_element = gemm_lhs_rule(args, operands.saved[i][q], operands.mask[i][q],
+                                          a_element);
             }
         }
     }
@@ -554,33 +595,45 @@ struct Pipeline {
                                                Multiply multiply) {
         const int count = slices(k_begin, k_end);
         const bool rule = LHS_RULE && args.lhs_rule != GEMM_LHS_RULE_NONE;
+        OperandCopies a_copies(args.a, !args.lhs_transposed, args.m, args.k, row0, k_begin);
+        OperandCopies b_copies(args.b, args.rhs_transposed, args.n, args.k, col0, k_begin);
+        // Starts the copies of slice `slice` into its stage, if the block has such a slice, and
+        // commits them as one group (empty groups past the last slice keep the count regular).
+        auto stage = [&](int slice) {
+            if (slice < count) {
+                const int k0 = k_begin + slice * DEPTH, at = slice % STAGES;
+                a_copies.copy_next(a_tiles[at], k0, k_end);
+                b_copies.copy_next(b_tiles[at], k0, k_end);
+            }
+            copy_async_commit();
+        };
         // The rule's operands of slices s .. s + STAGES - 2, slice s's in rule_ring[0]
         // (constant indices only, so the ring stays in registers; shift_rows_up moves it on).
         LhsRuleOperands<QUADS> rule_ring[STAGES - 1];
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {  // fill the pipeline
-            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, s, count);
-            if (rule && s < count) {
-                load_rule_operands(args, row0, k_begin + s * DEPTH, k_end, rule_ring[s]);
+            if (rule && s < count) {  // before stage(s) moves `a_copies` on to slice s + 1
+                load_rule_operands(args, a_copies, k_begin + s * DEPTH, k_end, rule_ring[s]);
             }
+            stage(s);
         }
         for (int s = 0; s < count; ++s) {
             // This thread has committed s + STAGES - 1 groups; all but the newest STAGES - 2
             // have landed, so its copies of slice s have.
             copy_async_wait<STAGES - 2>();
             if (rule) {
-                apply_rule(args, rule_ring[0], a_tiles[s % STAGES]);
+                apply_rule(args, a_copies, rule_ring[0], a_tiles[s % STAGES]);
                 shift_rows_up(rule_ring);
             }
             // Slice s is in shared memory for the whole block; every thread is done with
             // slice s - 1, whose stage the refill below overwrites.
             __syncthreads();
             const int refill = s + STAGES - 1;
-            stage(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, refill, count);
             if (rule && refill < count) {
-                load_rule_operands(args, row0, k_begin + refill * DEPTH, k_end,
+                load_rule_operands(args, a_copies, k_begin + refill * DEPTH, k_end,
                                    rule_ring[STAGES - 2]);
             }
+            stage(refill);
             multiply(s % STAGES);
         }
     }
@@ -672,7 +725,10 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     }
 }
 
-FG_KERNEL(gemm, GemmArgs) { gemm_block<64>(args, grid_tile()); }
+// Two blocks per SM at least (at most 128 registers a thread), here and in gemm_pair: the step's
+// widest launches (G's last layer's pair, 304 blocks) then fit an H100 or H200 in one wave or
+// little more.
+FG_KERNEL(gemm, GemmArgs, __launch_bounds__(256, 2)) { gemm_block<64>(args, grid_tile()); }
 
 FG_KERNEL(gemm_small, GemmArgs) { gemm_block<GEMM_SMALL_TILE>(args, grid_tile()); }
 
@@ -699,7 +755,7 @@ __device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args) {
     gemm_block<TILE>(args.product[which], tile);
 }
 
-FG_KERNEL(gemm_pair, GemmPairArgs) { gemm_pair_block<64>(args); }
+FG_KERNEL(gemm_pair, GemmPairArgs, __launch_bounds__(256, 2)) { gemm_pair_block<64>(args); }
 
 FG_KERNEL(gemm_pair_small, GemmPairArgs) { gemm_pair_block<GEMM_SMALL_TILE>(args); }
 
@@ -839,7 +895,8 @@ FG_KERNEL(gemv, GemmArgs) {
 #define LARGE_BM 128
 #define LARGE_BN 128
 // The k-slices' depth and how many are in shared memory at once (16 KiB of it per stage at depth
-// 16, 8 at depth 8; 48 KiB at most): tuning-sweep parameters (FERROGRAD_KERNEL_DEFINES).
+// 16, 8 at depth 8; 48 KiB at most): tuning-sweep parameters (FERROGRAD_KERNEL_DEFINES). Within
+// the 128 registers of two blocks per SM, depth 16 compiles spill-free with 3 stages, not 2.
 #ifndef LARGE_BK
 #define LARGE_BK 8
 #endif
@@ -850,7 +907,9 @@ FG_KERNEL(gemv, GemmArgs) {
 #error "LARGE_BK is 8 or 16, LARGE_STAGES 2 to 48 / LARGE_BK"
 #endif
 
-FG_KERNEL(gemm_large, GemmArgs) {
+// Two blocks per SM (at most 128 registers a thread): with one, a block's barrier would leave
+// its SM idle.
+FG_KERNEL(gemm_large, GemmArgs, __launch_bounds__(256, 2)) {
     __shared__ __align__(16) float a_tiles[LARGE_STAGES][LARGE_BK][LARGE_BM];
     __shared__ __align__(16) float b_tiles[LARGE_STAGES][LARGE_BK][LARGE_BN];
     using Pipe = Pipeline<LARGE_BM, LARGE_BK, LARGE_STAGES, LARGE_BM, 256, false>;

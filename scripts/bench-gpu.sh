@@ -100,7 +100,7 @@ step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3
 # The GEMMs' compile-time parameters, compiled in by NVRTC (kernels/README.md): gemm's pipeline
 # depth (default 4; the batch-64 products) and gemm_large's slice and pipeline depths (default
 # 8 and 3; the 4096³ product), two independent kernels swept in the same runs.
-for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_BK=16 -DLARGE_STAGES=2" \
+for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_STAGES=4" \
     "-DGEMM_STAGES=5 -DLARGE_BK=16 -DLARGE_STAGES=3" "-DLARGE_STAGES=5"; do
     echo "== FERROGRAD_KERNEL_DEFINES=\"$defines\"" | tee -a "$log"
     FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3

@@ -157,7 +157,7 @@ T __ldcg(const T* address) {
     return *address;
 }
 
-#define FG_KERNEL(name, Args)                                                         \
+#define FG_KERNEL(name, Args, ...)                                                    \
     static void name##_body(const Args args);                                         \
     static ::ferrograd_emu::Registrar name##_registrar(                               \
         #name, [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); }); \
