@@ -220,6 +220,11 @@ fn user_errors_are_reported_without_panicking() {
 
     let stderr = run_failing(mnist_gan(&data, &out, &["--batch-size", "0"]));
     assert!(stderr.contains("--batch-size"), "{stderr}");
+    let stderr = run_failing(mnist_gan(&data, &out, &["--autotune", "always"]));
+    assert!(
+        stderr.contains("--autotune") && stderr.contains("tiles, splits"),
+        "{stderr}"
+    );
 
     // A truncated training file: the error names it, and nothing is downloaded over it.
     let broken = scratch("broken-data");
