@@ -38,8 +38,9 @@ pub enum Tuning {
     TilesAndSplits,
 }
 
-/// How long the tuner times each candidate: `rounds` turns through the candidates, each turn
-/// `calls` calls of each in a row; a candidate's time is the median of its turns.
+/// How long the tuner times each candidate: `rounds` turns through the candidates (after `calls`
+/// untimed calls of each), each turn `calls` calls of each in a row; a candidate's time is the
+/// median of its turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TuneOptions {
     pub rounds: usize,
@@ -261,14 +262,22 @@ impl CudaDevice {
             }
         };
         let choices = candidates(dims, tuning);
+        let (rounds, calls) = (options.rounds.max(1), options.calls.max(1));
         for &choice in &choices {
             set_choice(dims, choice);
-            call(); // compiles its kernels now, outside the timing
+            // Compiles its kernels now, outside the timing, and brings the GPU's clocks up.
+            (0..calls).for_each(|_| call());
         }
-        let (rounds, calls) = (options.rounds.max(1), options.calls.max(1));
         let mut times = vec![Vec::with_capacity(rounds); choices.len()];
-        for _ in 0..rounds {
-            for (&choice, times) in choices.iter().zip(&mut times) {
+        for round in 0..rounds {
+            // Every other turn in reverse order: a drift of the machine's speed during a turn
+            // (clocks, a neighbour) favours no candidate for being timed later.
+            let mut order: Vec<usize> = (0..choices.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for index in order {
+                let (choice, times) = (choices[index], &mut times[index]);
                 set_choice(dims, choice);
                 self.set_kernel_timing(true);
                 (0..calls).for_each(|_| call());
