@@ -116,10 +116,23 @@
 //! of k at a time. Fetching a slice from global memory takes ~1 µs; multiplying it, at batch
 //! 64, ~0.3 µs. So `kernels/gemm.cu` keeps the next slices on their way (`cp.async`, a
 //! pipeline of 4 stages) while it multiplies one, and waits for memory once per product, not
-//! once per slice. Between steps: the host's own work — uploading the next batch, reading the
+//! once per slice; and since a thread copies the same places of every slice but for k, where
+//! they come from is worked out once, before the loop, leaving the loop's instructions to the
+//! multiply-adds. Between steps: the host's own work — uploading the next batch, reading the
 //! losses — overlaps the GPU's. Uploads go through page-locked memory and return at once, and
 //! [`Tensor::to_vecs_later`] reads values behind a step without waiting for the steps queued
 //! after it: `mnist_gan` reads step s's losses while step s + 1 runs.
+//!
+//! ## 8. Measuring instead of guessing: autotuning
+//!
+//! How to run a batch-64 product fast depends on the GPU: 64 × 64 tiles of 256 threads leave
+//! most SMs idle, 32 × 32 tiles of 64 threads use 4× as many with fewer warps each, and
+//! cutting k into chunks (split-K) adds blocks at the price of summing partial results. Which
+//! wins is a property of the machine, so the engine times it there
+//! ([`backend::cuda::tuning`], `Gan::tune_products`): each product of a step runs a few times
+//! in each configuration and keeps the fastest, as PyTorch's `cudnn.benchmark` does. Tiles
+//! change only who computes a result, not the order of its sum, so tuning them keeps every
+//! bit; splits change the order, so they are tuned only when asked.
 //!
 //! ## Errors
 //!
