@@ -14,7 +14,7 @@
 #     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run;
 #   - last, `cargo bench --bench cuda` in criterion's quick mode (benches/cuda.rs).
 # One device run does it all: run `bash gpu-check/run.sh` with carry ["gpu-check"]; every step
-# has a time limit, the whole takes 6–9 minutes, and the benchmark writes its most telling
+# has a time limit, the whole takes 7–10 minutes, and the benchmark writes its most telling
 # figures first (bench.log and gpu-check.log go to $OUT), in case the device's time runs out.
 # Then, if device time is left, `bash gpu-check/bench/profile.sh` (same carry, ~3 minutes):
 # Nsight Compute's stall reasons for the GEMMs, to $OUT/ncu.log.
@@ -56,7 +56,7 @@ step 30 ./tf32
 step 60 ./gemm_rules
 step 60 ./small_tiles
 step 60 ./tuning
-step 60 ./nvrtc
+step 90 ./nvrtc # compiles every module, and the sweeps' variants, one at a time
 step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
 echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"
 bash bench/run.sh || status=1
