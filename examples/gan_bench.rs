@@ -60,7 +60,7 @@ struct Args {
     /// scheduled while the one before it still runs.
     #[arg(long)]
     pdl: bool,
-    /// CUDA: the FP32 products in 32 × 32 tiles of 64 threads instead of 64 × 64 tiles of 256
+    /// CUDA: the FP32 products in 32 × 32 tiles of 128 threads instead of 64 × 64 tiles of 256
     /// (the same bits; a tuning sweep: `set_small_tiles`).
     #[arg(long)]
     small_tiles: bool,

@@ -228,20 +228,21 @@ __device__ __forceinline__ void gemm_store_quad(const GemmArgs& args, int split,
 
 // ---------------------------------------------------------------------------------------------
 // gemm: 64 × 64 tiles, optional split-K. Launch: grid (ceil(n / 64), ceil(m / 64), splits),
-// 256 threads. gemm_small: the same with 32 × 32 tiles of 64 threads (grid ceil(n / 32) ×
-// ceil(m / 32) × splits), 4 × 4 results per thread either way, so each result is summed in the
-// same order and the two give the same bits. For batch-64 products, whose 64 × 64 tiles keep
-// each SM's schedulers at 2 warps: a quarter of the issues per scheduler per slice, on 4× the
-// SMs (per product where the host's autotuner measured it faster, or for all products:
-// set_small_tiles). gemm_pair_small is
-// gemm_pair in the same small tiles.
+// 256 threads of 4 × 4 results. gemm_small: the same with 32 × 32 tiles of 128 threads of 2 × 4
+// results (grid ceil(n / 32) × ceil(m / 32) × splits). Each result is one thread's sum over k in
+// the same order either way, so the two give the same bits. For batch-64 products, whose 64 × 64
+// tiles keep each busy SM's four schedulers at 2 warps issuing 16 · 18 instructions per slice
+// each: a small tile's block has one warp per scheduler issuing 16 · 10, on 4× the SMs (per
+// product where the host's autotuner measured it faster, or for all products: set_small_tiles).
+// gemm_pair_small is gemm_pair in the same small tiles.
 
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 16
-#define GEMM_TM 4
-#define GEMM_TN 4
+#define GEMM_TM 4  // rows of results per thread (gemm; gemm_small has GEMM_SMALL_TM)
+#define GEMM_TN 4  // columns of results per thread: a quad, stored with one 16-byte store
 #define GEMM_SMALL_TILE 32
+#define GEMM_SMALL_TM 2
 
 // Split-K's rendezvous, after a block has stored its partial tile: true in the block that
 // arrives last at its tile, which then finishes it (split_k_finish_tile). Every block counts
@@ -651,23 +652,34 @@ struct Pipeline {
 #error "GEMM_STAGES is 2 to 5"
 #endif
 
-// One k-slice of a `gemm` block's tile out of shared memory: acc += the thread's 4 × 4 products,
-// and with ROW_SUMS row_sum += its 4 values of op(A). A thread's 4 + 4 operands of one k step
-// are two 16-byte shared loads. A template, so that the blocks without row sums (all but a
-// weight gradient's first column of tiles) run a k-step of 16 FMAs and no adds: a runtime
-// flag in the loop, ptxas computes the adds anyway and selects.
-template <int TILE, bool ROW_SUMS>
+// One k-slice of a `gemm` block's tile out of shared memory: acc += the thread's TM × 4
+// products, and with ROW_SUMS row_sum += its TM values of op(A). A thread's TM + 4 operands of
+// one k step are two shared loads (16 bytes of B; 16 or 8 of A). A template, so that the blocks
+// without row sums (all but a weight gradient's first column of tiles) run a k-step of FMAs and
+// no adds: with a runtime flag in the loop, ptxas computes the adds anyway and selects.
+template <int TILE, int TM, bool ROW_SUMS>
 __device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
                                                     const float (*b_tile)[TILE], int tx, int ty,
-                                                    float (&acc)[GEMM_TM][GEMM_TN],
-                                                    float (&row_sum)[GEMM_TM]) {
+                                                    float (&acc)[TM][GEMM_TN],
+                                                    float (&row_sum)[TM]) {
+    static_assert(TM == 2 || TM == 4, "a thread's rows: one 8- or 16-byte load");
 #pragma unroll
     for (int p = 0; p < GEMM_BK; ++p) {
-        float4 a4 = *(const float4*)&a_tile[p][ty * GEMM_TM];
-        float4 b4 = *(const float4*)&b_tile[p][tx * GEMM_TN];
-        const float a_reg[GEMM_TM] = {a4.x, a4.y, a4.z, a4.w};
+        float a_reg[TM];
+        if constexpr (TM == 4) {
+            const float4 a4 = *(const float4*)&a_tile[p][ty * TM];
+            a_reg[0] = a4.x;
+            a_reg[1] = a4.y;
+            a_reg[2] = a4.z;
+            a_reg[3] = a4.w;
+        } else {
+            const float2 a2 = *(const float2*)&a_tile[p][ty * TM];
+            a_reg[0] = a2.x;
+            a_reg[1] = a2.y;
+        }
+        const float4 b4 = *(const float4*)&b_tile[p][tx * GEMM_TN];
         const float b_reg[GEMM_TN] = {b4.x, b4.y, b4.z, b4.w};
-        for (int i = 0; i < GEMM_TM; ++i) {
+        for (int i = 0; i < TM; ++i) {
             for (int j = 0; j < GEMM_TN; ++j) {
                 acc[i][j] += a_reg[i] * b_reg[j];
             }
@@ -678,11 +690,12 @@ __device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
     }
 }
 
-// One block of `gemm`, `gemm_small` (TILE 32) or `gemm_pair`: the TILE × TILE tile `tile` of
-// the product `args`, TILE² / 16 threads.
-template <int TILE>
+// One block of `gemm` (TILE 64, TM 4), `gemm_small` (32, 2) or `gemm_pair`: the TILE × TILE
+// tile `tile` of the product `args`, each of its TILE² / (TM · 4) threads computing TM rows of
+// a quad of columns.
+template <int TILE, int TM>
 __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile) {
-    constexpr int THREADS = TILE * TILE / (GEMM_TM * GEMM_TN);
+    constexpr int THREADS = TILE * TILE / (TM * GEMM_TN);
     __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TILE];
     __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TILE];
     const int tx = threadIdx.x % (TILE / GEMM_TN);
@@ -693,9 +706,9 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     const int k_end = min(args.k, k_begin + args.k_chunk);
     using Pipe = Pipeline<TILE, GEMM_BK, GEMM_STAGES, TILE, THREADS, true>;
     const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
-    float acc[GEMM_TM][GEMM_TN];
-    float row_sum[GEMM_TM];
-    for (int i = 0; i < GEMM_TM; ++i) {
+    float acc[TM][GEMM_TN];
+    float row_sum[TM];
+    for (int i = 0; i < TM; ++i) {
         row_sum[i] = 0.0f;
         for (int j = 0; j < GEMM_TN; ++j) {
             acc[i][j] = 0.0f;
@@ -703,16 +716,16 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
         if (row_sums) {
-            gemm_multiply_slice<TILE, true>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
-                                            row_sum);
+            gemm_multiply_slice<TILE, TM, true>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                                row_sum);
         } else {
-            gemm_multiply_slice<TILE, false>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
-                                             row_sum);
+            gemm_multiply_slice<TILE, TM, false>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                                 row_sum);
         }
     });
 #pragma unroll 1
-    for (int i = 0; i < GEMM_TM; ++i) {  // row i in acc[0], row_sum[0] (shift_rows_up)
-        const int row = row0 + ty * GEMM_TM + i;
+    for (int i = 0; i < TM; ++i) {  // row i in acc[0], row_sum[0] (shift_rows_up)
+        const int row = row0 + ty * TM + i;
         gemm_store_quad(args, tile.z, row, col0 + tx * GEMM_TN, acc[0]);
         if (row_sums && tx == 0 && row < args.m) {
             args.row_sums[row] = row_sum[0];
@@ -728,9 +741,11 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
 // Two blocks per SM at least (at most 128 registers a thread), here and in gemm_pair: the step's
 // widest launches (G's last layer's pair, 304 blocks) then fit an H100 or H200 in one wave or
 // little more.
-FG_KERNEL(gemm, GemmArgs, __launch_bounds__(256, 2)) { gemm_block<64>(args, grid_tile()); }
+FG_KERNEL(gemm, GemmArgs, __launch_bounds__(256, 2)) {
+    gemm_block<GEMM_BM, GEMM_TM>(args, grid_tile());
+}
 
-FG_KERNEL(gemm_small, GemmArgs) { gemm_block<GEMM_SMALL_TILE>(args, grid_tile()); }
+FG_KERNEL(gemm_small, GemmArgs) { gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(args, grid_tile()); }
 
 // Two independent products in one launch: a linear layer's ∂L/∂x = ∂L/∂z · W beside its
 // ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y ×
@@ -744,7 +759,7 @@ struct GemmPairArgs {
     int splits[2];
 };
 
-template <int TILE>
+template <int TILE, int TM>
 __device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args) {
     const int first_blocks = args.tiles_x[0] * args.tiles_y[0] * args.splits[0];
     const int which = (int)blockIdx.x < first_blocks ? 0 : 1;
@@ -752,12 +767,16 @@ __device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args) {
     const int tiles_x = args.tiles_x[which], tiles_y = args.tiles_y[which];
     const GemmTile tile{b % tiles_x, (b / tiles_x) % tiles_y, b / (tiles_x * tiles_y), tiles_x,
                         args.splits[which]};
-    gemm_block<TILE>(args.product[which], tile);
+    gemm_block<TILE, TM>(args.product[which], tile);
 }
 
-FG_KERNEL(gemm_pair, GemmPairArgs, __launch_bounds__(256, 2)) { gemm_pair_block<64>(args); }
+FG_KERNEL(gemm_pair, GemmPairArgs, __launch_bounds__(256, 2)) {
+    gemm_pair_block<GEMM_BM, GEMM_TM>(args);
+}
 
-FG_KERNEL(gemm_pair_small, GemmPairArgs) { gemm_pair_block<GEMM_SMALL_TILE>(args); }
+FG_KERNEL(gemm_pair_small, GemmPairArgs) {
+    gemm_pair_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(args);
+}
 
 // ---------------------------------------------------------------------------------------------
 // gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's

@@ -126,7 +126,7 @@
 //! ## 8. Measuring instead of guessing: autotuning
 //!
 //! How to run a batch-64 product fast depends on the GPU: 64 × 64 tiles of 256 threads leave
-//! most SMs idle, 32 × 32 tiles of 64 threads use 4× as many with fewer warps each, and
+//! most SMs idle, 32 × 32 tiles of 128 threads use 4× as many with fewer warps each, and
 //! cutting k into chunks (split-K) adds blocks at the price of summing partial results. Which
 //! wins is a property of the machine, so the engine times it there
 //! ([`backend::cuda::tuning`], `Gan::tune_products`): each product of a step runs a few times

@@ -72,6 +72,9 @@ struct alignas(16) float4 {
     float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+struct alignas(8) float2 {
+    float x, y;
+};
 
 // CUDA's explicitly rounded arithmetic, which the compiler never fuses into an FMA.
 inline float __fmul_rn(float a, float b) { return a * b; }

@@ -62,26 +62,26 @@ impl LaunchConfig {
         }
     }
 
-    /// `gemm.cu`'s `gemm`: a 64 × 64 tile of C per block of 256 threads, `splits` blocks
-    /// along k.
+    /// `gemm.cu`'s `gemm`: a 64 × 64 tile of C per block of 256 threads (4 × 4 results
+    /// each), `splits` blocks along k.
     pub fn gemm(m: usize, n: usize, splits: usize) -> LaunchConfig {
-        LaunchConfig::square_tiles(64, m, n, splits)
+        LaunchConfig::square_tiles(64, 256, m, n, splits)
     }
 
-    /// `gemm.cu`'s `gemm_small`: `gemm` in 32 × 32 tiles of 64 threads.
+    /// `gemm.cu`'s `gemm_small`: `gemm` in 32 × 32 tiles of 128 threads (2 × 4 results each).
     pub fn gemm_small(m: usize, n: usize, splits: usize) -> LaunchConfig {
-        LaunchConfig::square_tiles(32, m, n, splits)
+        LaunchConfig::square_tiles(32, 128, m, n, splits)
     }
 
-    /// A `tile` × `tile` tile of C per block, 4 × 4 results per thread, `splits` blocks along k.
-    fn square_tiles(tile: usize, m: usize, n: usize, splits: usize) -> LaunchConfig {
+    /// A `tile` × `tile` tile of C per block of `threads`, `splits` blocks along k.
+    fn square_tiles(tile: usize, threads: u32, m: usize, n: usize, splits: usize) -> LaunchConfig {
         LaunchConfig {
             grid: Dim3 {
                 x: n.div_ceil(tile).max(1) as u32,
                 y: m.div_ceil(tile).max(1) as u32,
                 z: splits as u32,
             },
-            block: Dim3::x((tile * tile / 16) as u32),
+            block: Dim3::x(threads),
         }
     }
 

@@ -34,9 +34,9 @@ pub fn tf32_allowed() -> bool {
 /// Whether the FP32 tiled products use 32 × 32 tiles (see [`set_small_tiles`]).
 static SMALL_TILES: AtomicBool = AtomicBool::new(false);
 
-/// Lets every FP32 product that runs in 64 × 64 tiles run in 32 × 32 tiles of 64 threads
+/// Lets every FP32 product that runs in 64 × 64 tiles run in 32 × 32 tiles of 128 threads
 /// instead (`gemm_small`, and `gemm_pair_small` for a layer's two gradients), the split of k
-/// unchanged: the same bits, on 4× the blocks, each a quarter of the issues per scheduler. Off
+/// unchanged: the same bits, on 4× the blocks, each one warp per scheduler (not two). Off
 /// by default: which products gain depends on the GPU, so the autotuner (`tuning.rs`,
 /// `Gan::tune_products`) times each product both ways and overrides this per product.
 /// Process-wide.

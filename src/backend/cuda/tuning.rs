@@ -5,7 +5,7 @@
 //! At batch 64 which configuration is fastest depends on the GPU: how many SMs a product's few
 //! tiles leave idle, how long a round trip to memory takes, how a block's warps hide it.
 //! [`GemmPlan`] decides from one formula; the tuner measures. Two scopes ([`Tuning`]):
-//! - tiles: 64 × 64 tiles of 256 threads (`gemm`) or 32 × 32 of 64 (`gemm_small`). Each result
+//! - tiles: 64 × 64 tiles of 256 threads (`gemm`) or 32 × 32 of 128 (`gemm_small`). Each result
 //!   is one thread's sum over k in the same order either way, so whatever the timings choose,
 //!   the results are the same bits: a tuned run stays reproducible;
 //! - tiles and splits: also how many chunks split-K cuts k into. Another split sums in another
