@@ -14,11 +14,14 @@
 //!
 //! How: [`record_products`] notes the products a closure plans in `gemm`'s tiles (a graph
 //! capture plans every product of a step without running it); [`CudaDevice::tune_products`]
-//! times each product alone in each candidate configuration, with the kernel timing of
-//! [`CudaDevice::set_kernel_timing`] (events around each launch on a GPU), the candidates in
+//! times each product alone and plain in each candidate configuration, with the kernel timing
+//! of [`CudaDevice::set_kernel_timing`] (events around each launch on a GPU), the candidates in
 //! turns so that a slow moment of the machine hits them all, and sets the winner with
 //! [`set_split_k_for`] and [`set_small_tiles_for`]: every later plan of that product — the
-//! next capture's — uses it.
+//! next capture's — uses it. What timing a product alone does not see: in the step it may also
+//! read its left operand through an activation's rule, or share a launch with its pair, and a
+//! weight gradient split along k leaves its rule to a launch of its own; `gan_bench --autotune`
+//! times the whole step.
 
 use std::cell::RefCell;
 
