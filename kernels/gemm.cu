@@ -400,19 +400,13 @@ struct SliceQuad {
         x = along_k ? quad / ALONG_K : (quad % ALONG_X) * 4;
         p = along_k ? (quad % ALONG_K) * 4 : quad / ALONG_X;
     }
-    // Element q's place in the tile: tile[tile_p(q)][tile_x(q)].
-    __device__ __forceinline__ int tile_p(int q) const { return along_k ? p + q : p; }
+    // Element q's column (or row) in the tile: x, or x + q along x.
     __device__ __forceinline__ int tile_x(int q) const { return along_k ? x : x + q; }
     // Where element 0 lies in the operand as stored, for the slice at k0 of rows / columns
     // x0..: at [x, p] in rows of k when along k (A stored [m, k], B stored [n, k]), else at
     // [p, x] in rows of `count` (m or n).
     __device__ __forceinline__ u64 offset(int count, int k, int x0, int k0) const {
         return along_k ? (u64)(x0 + x) * k + k0 + p : (u64)(k0 + p) * count + x0 + x;
-    }
-    // Whether element q is inside the operand (x below `count`, k below k_end). Valid for q = 3
-    // means valid for all four.
-    __device__ __forceinline__ bool valid(int q, int count, int x0, int k0, int k_end) const {
-        return x0 + tile_x(q) < count && k0 + tile_p(q) < k_end;
     }
 };
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::{cuda_devices, uniform};
 use ferrograd::backend::cpu::CpuStorage;
-use ferrograd::backend::cuda::launch::GemmPlan;
+use ferrograd::backend::cuda::launch::{small_tiles_for, GemmPlan};
 use ferrograd::backend::cuda::{
     clear_product_settings, record_products, CudaDevice, CudaStorage, TuneOptions, Tuning,
 };
@@ -103,12 +103,15 @@ fn a_tuned_product_runs_as_chosen_and_computes_the_product() {
             });
             let tuned = device.tune_products(&recorded, Tuning::TilesAndSplits, QUICK);
             assert_eq!(tuned.len(), 1);
-            let chosen = tuned[0].chosen;
-            assert!(chosen.micros <= tuned[0].planned.micros, "{tuned:?}");
+            let (planned, chosen) = (tuned[0].planned, tuned[0].chosen);
             match GemmPlan::for_product(product) {
                 GemmPlan::Tiled { splits, .. } => assert_eq!(splits, chosen.choice.splits),
                 GemmPlan::Large => panic!("{product:?}: a tiled product"),
             }
+            // The tiles: a setting of the product's own where the choice is not the plan's.
+            let small = chosen.choice.small_tiles;
+            let own = (small != planned.choice.small_tiles).then_some(small);
+            assert_eq!(small_tiles_for(product), own, "{tuned:?}");
             let cpu_a = CpuStorage::from_vec(a);
             let cpu_b = CpuStorage::from_vec(b);
             let case = format!("{product:?} as {:?} on {device:?}", chosen.choice);

@@ -173,6 +173,13 @@ pub fn set_split_k_override(splits: Option<usize>) {
     SPLITS_OVERRIDE.store(splits.unwrap_or(0), Ordering::Relaxed);
 }
 
+/// Whether an `[m, n]` result's 32 × 32 tiles each have a split-K counter, which `gemm_small`
+/// needs to run it (else it keeps its 64 × 64 tiles).
+pub fn small_tiles_fit(m: usize, n: usize) -> bool {
+    let grid = LaunchConfig::gemm_small(m, n, 1).grid;
+    (grid.x * grid.y) as usize <= SPLIT_K_MAX_TILES
+}
+
 /// The 64 × 64 tiles of an `[m, n]` result.
 fn tiles(m: usize, n: usize) -> usize {
     m.div_ceil(64) * n.div_ceil(64)

@@ -6,7 +6,9 @@ use super::args::{
     UnaryArgs, ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
-use super::launch::{small_tiles_for, Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK};
+use super::launch::{
+    small_tiles_fit, small_tiles_for, Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK,
+};
 use super::tuning;
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, LhsRule,
@@ -340,20 +342,18 @@ impl PlannedGemm {
     }
 
     /// Its `gemm` grid in 32 × 32 tiles (`gemm_small`), the split of k unchanged, where
-    /// [`set_small_tiles_for`](super::launch::set_small_tiles_for) (the autotuner) or else [`set_small_tiles`] asks for them.
+    /// [`set_small_tiles_for`](super::launch::set_small_tiles_for) (the autotuner) or else
+    /// [`set_small_tiles`] asks for them and their split-K counters allow.
     fn small_tiles(&self) -> Option<LaunchConfig> {
+        let GemmDims { m, n, .. } = self.dims;
         let asked = small_tiles_for(self.dims).unwrap_or(small_tiles_default());
-        let small = asked && self.kernel == "gemm";
-        let GemmArgs { m, n, .. } = self.args;
-        small.then(|| LaunchConfig::gemm_small(m as usize, n as usize, self.config.grid.z as usize))
+        let small = asked && self.kernel == "gemm" && small_tiles_fit(m, n);
+        small.then(|| LaunchConfig::gemm_small(m, n, self.config.grid.z as usize))
     }
 
-    /// Launches it alone (in 32 × 32 tiles where asked and its split-K counters allow).
+    /// Launches it alone (in 32 × 32 tiles where asked).
     fn launch(self, device: &CudaDevice) {
-        match self
-            .small_tiles()
-            .filter(|&small| tiles(small) <= SPLIT_K_MAX_TILES)
-        {
+        match self.small_tiles() {
             Some(small) => device.launch("gemm_small", small, self.args),
             None => device.launch(self.kernel, self.config, self.args),
         }

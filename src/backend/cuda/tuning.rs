@@ -26,9 +26,7 @@
 use std::cell::RefCell;
 
 use super::device::CudaDevice;
-use super::launch::{
-    set_small_tiles_for, set_split_k_for, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES,
-};
+use super::launch::{set_small_tiles_for, set_split_k_for, small_tiles_fit, GemmPlan};
 use super::storage::{small_tiles_default, CudaStorage};
 use crate::backend::{BackendStorage, GemmDims, Identity};
 
@@ -149,14 +147,8 @@ fn planned_choice(dims: GemmDims) -> GemmChoice {
     };
     GemmChoice {
         splits,
-        small_tiles: small_tiles_default() && small_tiles_fit(dims),
+        small_tiles: small_tiles_default() && small_tiles_fit(dims.m, dims.n),
     }
-}
-
-/// Whether `dims`'s 32 × 32 tiles each have a split-K counter (else the launch keeps 64 × 64).
-fn small_tiles_fit(dims: GemmDims) -> bool {
-    let grid = LaunchConfig::gemm_small(dims.m, dims.n, 1).grid;
-    (grid.x * grid.y) as usize <= SPLIT_K_MAX_TILES
 }
 
 /// The configurations of `dims` worth timing under `tuning`, the planned one first.
@@ -172,7 +164,7 @@ fn candidates(dims: GemmDims, tuning: Tuning) -> Vec<GemmChoice> {
             })
             .collect(),
     };
-    let tiles: &[bool] = if small_tiles_fit(dims) {
+    let tiles: &[bool] = if small_tiles_fit(dims.m, dims.n) {
         &[false, true]
     } else {
         &[false]
@@ -369,9 +361,9 @@ mod tests {
     #[test]
     fn products_too_wide_for_small_tile_counters_stay_in_64_by_64() {
         // 1024 × 1024: 1024 small tiles fit, 1056 × 1024 (33 × 32 rows of tiles) do not.
-        assert!(small_tiles_fit(dims(1024, 64, 1024)));
+        assert!(small_tiles_fit(1024, 1024));
+        assert!(!small_tiles_fit(1056, 1024));
         let wide = dims(1056, 64, 1024);
-        assert!(!small_tiles_fit(wide));
         assert!(candidates(wide, Tuning::Tiles)
             .iter()
             .all(|c| !c.small_tiles));
