@@ -99,18 +99,24 @@ __device__ __forceinline__ float gemm_epilogue(const GemmArgs& args, float x) {
     }
 }
 
-// ∂L/∂z from one element g = ∂L/∂y of A: dropout's rule, then the activation's — rule(saved,
-// g · mask), the order of the unfused ops (mask is 1 without dropout, and g · 1 = g exactly).
+// ∂L/∂z from one element g = ∂L/∂y of A through rule RULE (GEMM_LHS_RULE_*): dropout's rule,
+// then the activation's — rule(saved, g · mask), the order of the unfused ops (mask is 1
+// without dropout, and g · 1 = g exactly). A template, so that a caller switches on the rule
+// once for a whole quad, not once per element.
+template <int RULE>
 __device__ __forceinline__ float gemm_lhs_rule(const GemmArgs& args, float saved, float mask,
                                                float g) {
     const float through_dropout = g * mask;
-    switch (args.lhs_rule) {
-        case GEMM_LHS_RULE_RELU: return relu_backward(saved, through_dropout);
-        case GEMM_LHS_RULE_LEAKY_RELU:
-            return leaky_relu_backward(saved, through_dropout, args.lhs_rule_p);
-        case GEMM_LHS_RULE_TANH: return tanh_backward(saved, through_dropout);
-        case GEMM_LHS_RULE_SIGMOID: return sigmoid_backward(saved, through_dropout);
-        default: return through_dropout;
+    if constexpr (RULE == GEMM_LHS_RULE_RELU) {
+        return relu_backward(saved, through_dropout);
+    } else if constexpr (RULE == GEMM_LHS_RULE_LEAKY_RELU) {
+        return leaky_relu_backward(saved, through_dropout, args.lhs_rule_p);
+    } else if constexpr (RULE == GEMM_LHS_RULE_TANH) {
+        return tanh_backward(saved, through_dropout);
+    } else if constexpr (RULE == GEMM_LHS_RULE_SIGMOID) {
+        return sigmoid_backward(saved, through_dropout);
+    } else {
+        return through_dropout;
     }
 }
 
@@ -342,22 +348,40 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int sp
 #define FG_COPY_ASYNC 1
 #endif
 
+// Where a copy lands in shared memory, as cp.async names it: on a GPU a 32-bit address in the
+// block's shared window, worked out once per k-loop (from a generic pointer each copy costs a
+// conversion: on sm_90 a read of the block's cluster rank and two LEAs); a pointer elsewhere.
+#if defined(FG_COPY_ASYNC)
+typedef u32 SharedPlace;
+__device__ __forceinline__ SharedPlace shared_place(float* p) {
+    return (u32)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ SharedPlace shared_place_plus(SharedPlace at, int floats) {
+    return at + 4u * (u32)floats;
+}
+#else
+typedef float* SharedPlace;
+__device__ __forceinline__ SharedPlace shared_place(float* p) { return p; }
+__device__ __forceinline__ SharedPlace shared_place_plus(SharedPlace at, int floats) {
+    return at + floats;
+}
+#endif
+
 // shared[0..FLOATS] = global[0..FLOATS] if `valid`, else zeros (and no global read at all).
 // FLOATS is 1, or 4 with both addresses 16-byte aligned (then the copy bypasses L1: the tile
 // is read once, from shared memory).
 template <int FLOATS>
-__device__ __forceinline__ void copy_async(float* shared, const float* global, bool valid) {
+__device__ __forceinline__ void copy_async(SharedPlace shared, const float* global, bool valid) {
 #if defined(FERROGRAD_EMULATOR)
     ferrograd_emu::copy_async(shared, global, FLOATS, valid);
 #elif defined(FG_COPY_ASYNC)
-    const u32 to = (u32)__cvta_generic_to_shared(shared);
     const int bytes = valid ? 4 * FLOATS : 0;
     if (FLOATS == 4) {
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(global),
-                     "r"(bytes));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared),
+                     "l"(global), "r"(bytes));
     } else {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(to), "l"(global),
-                     "r"(bytes));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared),
+                     "l"(global), "r"(bytes));
     }
 #else
     for (int q = 0; q < FLOATS; ++q) {
@@ -453,42 +477,51 @@ struct Pipeline {
     // along k is four 4-byte copies into four rows of the tile (the transpose), one along x a
     // single 16-byte copy where the row length allows (a multiple of 4: every quad aligned,
     // wholly inside or outside the matrix). A thread copies the same quads of every slice but
-    // for k, so where each starts in the operand, where it lands in a stage and which of its
-    // elements lie past the matrix's edge are worked out once, before the k-loop; a slice's
-    // copies then cost an add and a compare or two each. (Worked out per slice, they took
-    // gemm_large a third as many instructions as its FMAs: SASS, 2026-11-28.)
+    // for k, so where each starts in the operand, where it lands in a stage (as the address
+    // cp.async takes) and which of its elements lie past the matrix's edge are worked out once,
+    // before the k-loop; a slice's copies then cost an add or two each. (Worked out per slice,
+    // they took gemm_large a third as many instructions as its FMAs: SASS, 2026-11-28.)
     struct OperandCopies {
         const float* src;
-        u64 offset[QUADS];  // element 0 of quad i in the next slice, in floats from src
-        int to[QUADS];      // its place in a stage: tile[p][x] at p · STRIDE + x
-        int p[QUADS];       // its k within the slice
-        u32 inside[QUADS];  // bit q: element q's row / column is inside the matrix
-        u64 step;           // from one slice to the next: DEPTH along k, or DEPTH rows of count
+        const float* from[QUADS];  // element 0 of quad i in the next slice
+        SharedPlace to[QUADS];     // where it lands in the first stage, as cp.async takes it
+        int at[QUADS];             // the same in floats from a stage's start: p · STRIDE + x
+        int p[QUADS];              // its k within the slice
+        u32 inside[QUADS];         // bit q: element q's row / column is inside the matrix
+        u64 step;                  // from one slice to the next: DEPTH along k, or DEPTH rows
         bool along_k;
-        bool wide;          // one 16-byte copy per quad
+        bool wide;      // one 16-byte copy per quad
+        bool interior;  // every quad's elements all inside the matrix's rows / columns
 
         __device__ __forceinline__ OperandCopies(const float* src_, bool along_k_, int count,
-                                                 int k, int x0, int k_begin)
+                                                 int k, int x0, int k_begin, float* tiles)
             : src(src_), along_k(along_k_) {
             wide = !along_k && count % 4 == 0;
             step = along_k ? (u64)DEPTH : (u64)DEPTH * count;
+            interior = true;
 #pragma unroll
             for (int i = 0; i < QUADS; ++i) {
-                const Quad at(threadIdx.x + i * THREADS, along_k);
-                offset[i] = at.offset(count, k, x0, k_begin);
-                to[i] = at.p * STRIDE + at.x;
-                p[i] = at.p;
+                const Quad quad(threadIdx.x + i * THREADS, along_k);
+                from[i] = src + quad.offset(count, k, x0, k_begin);
+                at[i] = quad.p * STRIDE + quad.x;
+                to[i] = shared_place(tiles + at[i]);
+                p[i] = quad.p;
                 inside[i] = 0;
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
-                    inside[i] |= (x0 + at.tile_x(q) < count ? 1u : 0u) << q;
+                    inside[i] |= (x0 + quad.tile_x(q) < count ? 1u : 0u) << q;
                 }
+                interior = interior && inside[i] == 0xfu;
             }
+            // Rows along x whose length is not a multiple of 4 (no 16-byte copies; no operand
+            // of the GAN's) take the checked path, so that the unchecked one has two layouts,
+            // not three (ptxas predicates the layouts' copies: each issues them all).
+            interior = interior && (along_k || wide);
         }
 
         // Where element q of quad i lands in a stage (floats from its start).
         __device__ __forceinline__ int tile_index(int i, int q) const {
-            return to[i] + q * (along_k ? STRIDE : 1);
+            return at[i] + q * (along_k ? STRIDE : 1);
         }
 
         // Whether element q of quad i of the slice at k0 is inside the matrix.
@@ -496,34 +529,45 @@ struct Pipeline {
             return (inside[i] >> q & 1u) && k0 + p[i] + (along_k ? q : 0) < k_end;
         }
 
-        // Starts the copies of the next slice, at k0, into `tile`.
-        __device__ __forceinline__ void copy_next(float (*tile)[STRIDE], int k0, int k_end) {
-            float* stage = &tile[0][0];
-            const bool whole_slice = k0 + DEPTH <= k_end;  // all but a ragged last slice
+        // Where quad i of the slice read next starts in the operand, in floats from `src`.
+        __device__ __forceinline__ u64 offset(int i) const { return (u64)(from[i] - src); }
+
+        // Starts the copies of the next slice, at k0, into the stage `stage_floats` floats
+        // past the first. Away from every edge (all but a ragged last slice, in interior
+        // tiles) without checks: an add for the place, each copy at a constant offset from
+        // it, and the step on to the next slice.
+        __device__ __forceinline__ void copy_next(int stage_floats, int k0, int k_end) {
+            if (interior && k0 + DEPTH <= k_end) {
 #pragma unroll
-            for (int i = 0; i < QUADS; ++i) {
-                const int k = k0 + p[i];
-                const float* from = src + offset[i];
-                if (whole_slice && inside[i] == 0xfu) {  // away from every edge: no checks
+                for (int i = 0; i < QUADS; ++i) {
+                    const SharedPlace place = shared_place_plus(to[i], stage_floats);
                     if (wide) {
-                        copy_async<4>(stage + to[i], from, true);
-                    } else {
+                        copy_async<4>(place, from[i], true);
+                    } else {  // along k
 #pragma unroll
                         for (int q = 0; q < 4; ++q) {
-                            copy_async<1>(stage + tile_index(i, q), from + q, true);
+                            copy_async<1>(shared_place_plus(place, q * STRIDE), from[i] + q, true);
                         }
                     }
-                } else if (wide) {
-                    const bool valid = (inside[i] & 1u) && k < k_end;
-                    copy_async<4>(stage + to[i], valid ? from : src, valid);
+                    from[i] += step;
+                }
+                return;
+            }
+#pragma unroll
+            for (int i = 0; i < QUADS; ++i) {
+                const SharedPlace place = shared_place_plus(to[i], stage_floats);
+                if (wide) {
+                    const bool valid = (inside[i] & 1u) && k0 + p[i] < k_end;
+                    copy_async<4>(place, valid ? from[i] : src, valid);
                 } else {
 #pragma unroll
                     for (int q = 0; q < 4; ++q) {
                         const bool valid = element_inside(i, q, k0, k_end);
-                        copy_async<1>(stage + tile_index(i, q), valid ? from + q : src, valid);
+                        copy_async<1>(shared_place_plus(place, q * (along_k ? STRIDE : 1)),
+                                      valid ? from[i] + q : src, valid);
                     }
                 }
-                offset[i] += step;
+                from[i] += step;
             }
         }
     };
@@ -539,8 +583,8 @@ struct Pipeline {
                                                               LhsRuleOperands<QUADS>& into) {
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
-            const float* saved = args.lhs_saved + a.offset[i];
-            const float* mask = args.lhs_mask ? args.lhs_mask + a.offset[i] : nullptr;
+            const float* saved = args.lhs_saved + a.offset(i);
+            const float* mask = args.lhs_mask ? args.lhs_mask + a.offset(i) : nullptr;
             // Element 3 inside means all four are (they lie along k, or along x, from 0).
             if (a.element_inside(i, 3, k0, k_end) && aligned_16(saved) &&
                 (!mask || aligned_16(mask))) {
@@ -563,18 +607,41 @@ struct Pipeline {
         }
     }
 
-    // This thread's quads of A's slice in `tile`, read through the rule, in place.
+    // This thread's quads of A's slice in `tile`, read through the rule, in place: one switch
+    // on the rule for all of them (a switch per element cost each ~8 instructions more: SASS).
     static __device__ __forceinline__ void apply_rule(const GemmArgs& args, const OperandCopies& a,
                                                       const LhsRuleOperands<QUADS>& operands,
                                                       float (*tile)[STRIDE]) {
         float* stage = &tile[0][0];
+        switch (args.lhs_rule) {
+            case GEMM_LHS_RULE_RELU:
+                apply_rule_as<GEMM_LHS_RULE_RELU>(args, a, operands, stage);
+                break;
+            case GEMM_LHS_RULE_LEAKY_RELU:
+                apply_rule_as<GEMM_LHS_RULE_LEAKY_RELU>(args, a, operands, stage);
+                break;
+            case GEMM_LHS_RULE_TANH:
+                apply_rule_as<GEMM_LHS_RULE_TANH>(args, a, operands, stage);
+                break;
+            case GEMM_LHS_RULE_SIGMOID:
+                apply_rule_as<GEMM_LHS_RULE_SIGMOID>(args, a, operands, stage);
+                break;
+            default: apply_rule_as<GEMM_LHS_RULE_NONE>(args, a, operands, stage);
+        }
+    }
+
+    template <int RULE>
+    static __device__ __forceinline__ void apply_rule_as(const GemmArgs& args,
+                                                         const OperandCopies& a,
+                                                         const LhsRuleOperands<QUADS>& operands,
+                                                         float* stage) {
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 float& a_element = stage[a.tile_index(i, q)];
-                a_element = gemm_lhs_rule(args, operands.saved[i][q], operands.mask[i][q],
-                                          a_element);
+                a_element = gemm_lhs_rule<RULE>(args, operands.saved[i][q], operands.mask[i][q],
+                                                a_element);
             }
         }
     }
@@ -590,15 +657,18 @@ struct Pipeline {
                                                Multiply multiply) {
         const int count = slices(k_begin, k_end);
         const bool rule = LHS_RULE && args.lhs_rule != GEMM_LHS_RULE_NONE;
-        OperandCopies a_copies(args.a, !args.lhs_transposed, args.m, args.k, row0, k_begin);
-        OperandCopies b_copies(args.b, args.rhs_transposed, args.n, args.k, col0, k_begin);
-        // Starts the copies of slice `slice` into its stage, if the block has such a slice, and
-        // commits them as one group (empty groups past the last slice keep the count regular).
-        auto stage = [&](int slice) {
+        OperandCopies a_copies(args.a, !args.lhs_transposed, args.m, args.k, row0, k_begin,
+                               &a_tiles[0][0][0]);
+        OperandCopies b_copies(args.b, args.rhs_transposed, args.n, args.k, col0, k_begin,
+                               &b_tiles[0][0][0]);
+        // Starts the copies of slice `slice` into stage `at`, if the block has such a slice,
+        // and commits them as one group (empty groups past the last slice keep the count
+        // regular).
+        auto stage = [&](int slice, int at) {
             if (slice < count) {
-                const int k0 = k_begin + slice * DEPTH, at = slice % STAGES;
-                a_copies.copy_next(a_tiles[at], k0, k_end);
-                b_copies.copy_next(b_tiles[at], k0, k_end);
+                const int k0 = k_begin + slice * DEPTH;
+                a_copies.copy_next(at * DEPTH * STRIDE, k0, k_end);
+                b_copies.copy_next(at * DEPTH * STRIDE, k0, k_end);
             }
             copy_async_commit();
         };
@@ -610,26 +680,30 @@ struct Pipeline {
             if (rule && s < count) {  // before stage(s) moves `a_copies` on to slice s + 1
                 load_rule_operands(args, a_copies, k_begin + s * DEPTH, k_end, rule_ring[s]);
             }
-            stage(s);
+            stage(s, s);
         }
         for (int s = 0; s < count; ++s) {
+            // Slice s is in stage s % STAGES; the slice refilled beside it, s + STAGES - 1, goes
+            // into the stage slice s - 1 was read from. (Kept in counters across iterations
+            // instead, the two stages take gemm_large past its 128 registers.)
+            const int read = s % STAGES, refill = read == 0 ? STAGES - 1 : read - 1;
             // This thread has committed s + STAGES - 1 groups; all but the newest STAGES - 2
             // have landed, so its copies of slice s have.
             copy_async_wait<STAGES - 2>();
             if (rule) {
-                apply_rule(args, a_copies, rule_ring[0], a_tiles[s % STAGES]);
+                apply_rule(args, a_copies, rule_ring[0], a_tiles[read]);
                 shift_rows_up(rule_ring);
             }
             // Slice s is in shared memory for the whole block; every thread is done with
             // slice s - 1, whose stage the refill below overwrites.
             __syncthreads();
-            const int refill = s + STAGES - 1;
-            if (rule && refill < count) {
-                load_rule_operands(args, a_copies, k_begin + refill * DEPTH, k_end,
+            const int refill_slice = s + STAGES - 1;
+            if (rule && refill_slice < count) {
+                load_rule_operands(args, a_copies, k_begin + refill_slice * DEPTH, k_end,
                                    rule_ring[STAGES - 2]);
             }
-            stage(refill);
-            multiply(s % STAGES);
+            stage(refill_slice, refill);
+            multiply(read);
         }
     }
 };
