@@ -2,7 +2,10 @@
 //! 1. `kernel_table.rs` (in OUT_DIR): every kernel file's source, embedded, and the names of
 //!    the kernels it defines, so that a kernel's name is written once, in its `FG_KERNEL(...)`;
 //! 2. `libferrograd_emulator.a`: the same kernel files compiled by the host C++ compiler
-//!    against `kernels/emulator/emulator.h`, the CPU emulation of the CUDA path.
+//!    against `kernels/emulator/emulator.h`, the CPU emulation of the CUDA path, and `gemm.cu`
+//!    again for each variant of its compile-time parameters that `kernels/sweep.txt` lists
+//!    (the GPU benchmark's sweep), each registered under its definitions
+//!    (`emulator::set_kernel_defines`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -25,8 +28,33 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
 
-    write_kernel_table(&kernels, &files, &out_dir);
-    build_emulator(&kernels, &files, &out_dir);
+    let sweep = sweep_variants(&kernels.join("sweep.txt"));
+    write_kernel_table(&kernels, &files, &sweep, &out_dir);
+    build_emulator(&kernels, &files, &sweep, &out_dir);
+}
+
+/// The variants of `kernels/sweep.txt`: each line that is not blank or a comment, its
+/// definitions (`-DNAME` or `-DNAME=VALUE`) separated by spaces.
+fn sweep_variants(path: &Path) -> Vec<String> {
+    println!("cargo:rerun-if-changed={}", path.display());
+    let text = fs::read_to_string(path).expect("kernels/sweep.txt exists");
+    let variants: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for variant in &variants {
+        for definition in variant.split(' ') {
+            let name = definition.strip_prefix("-D").unwrap_or("");
+            let name = name.split('=').next().unwrap_or("");
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "kernels/sweep.txt: {definition:?} is not -DNAME or -DNAME=VALUE"
+            );
+        }
+    }
+    variants
 }
 
 /// The names declared by `FG_KERNEL(name, Args)` at the start of a line.
@@ -46,7 +74,7 @@ fn kernel_names(path: &Path, source: &str) -> Vec<String> {
         .collect()
 }
 
-fn write_kernel_table(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
+fn write_kernel_table(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: &Path) {
     let mut table = String::new();
     let common = kernels.join("common.cuh");
     writeln!(
@@ -78,10 +106,11 @@ fn write_kernel_table(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
         .unwrap();
     }
     writeln!(table, "];").unwrap();
+    writeln!(table, "pub const SWEEP_VARIANTS: &[&str] = &{sweep:?};").unwrap();
     fs::write(out_dir.join("kernel_table.rs"), table).unwrap();
 }
 
-fn build_emulator(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
+fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: &Path) {
     // One translation unit: the kernels' start-up registrars must be linked with the launcher.
     let mut unit = String::new();
     let emulator = kernels.join("emulator");
@@ -97,10 +126,36 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
     println!("cargo:rerun-if-changed={}", emulator.display());
     let unit_path = out_dir.join("emulator_unit.cpp");
     fs::write(&unit_path, unit).unwrap();
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build.file(&unit_path);
+    // Each sweep variant of gemm.cu: a unit of its own, its definitions first, its kernels
+    // registered under them (FG_EMULATOR_VARIANT), everything in a namespace of its own, so
+    // that no inline function or template of one variant stands in for another's at link time.
+    for (n, variant) in sweep.iter().enumerate() {
+        let mut unit = String::new();
+        for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
+            writeln!(unit, "#include {:?}", header.display()).unwrap();
+        }
+        for definition in variant.split(' ') {
+            let (name, value) = definition[2..]
+                .split_once('=')
+                .unwrap_or((&definition[2..], ""));
+            writeln!(unit, "#define {name} {value}").unwrap();
+        }
+        writeln!(unit, "#define FG_EMULATOR_VARIANT {variant:?}").unwrap();
+        writeln!(unit, "namespace ferrograd_sweep_variant_{n} {{").unwrap();
+        writeln!(unit, "#include {:?}", kernels.join("gemm.cu").display()).unwrap();
+        writeln!(unit, "}}").unwrap();
+        let path = out_dir.join(format!("emulator_variant_{n}.cpp"));
+        fs::write(&path, unit).unwrap();
+        build.file(path);
+    }
+    build
+        // The variants' objects hold only start-up registrars, which nothing names: linked
+        // whole, or the linker would leave them out.
+        .link_lib_modifier("+whole-archive")
         .cpp(true)
         .std("c++17")
-        .file(&unit_path)
         .opt_level(2)
         .warnings(false) // CUDA idioms (unused lambda parameters) are not host-compiler warnings
         .compile("ferrograd_emulator");

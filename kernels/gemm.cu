@@ -453,10 +453,11 @@ __device__ __forceinline__ bool aligned_16(const float* p) { return (u64)p % 16 
 // `run` is the whole k-loop; a kernel supplies what it does with one slice.
 //
 // With LHS_RULE, `run` also reads A through the product's backward rule, if it has one: each
-// thread loads the rule's operands for its quads of slice s + STAGES - 1 into registers (a ring
-// of STAGES - 1 slices: cp.async cannot transform what it copies, and shared memory has no room
-// for two more tiles per stage), and once its own copies of slice s have landed it rewrites
-// those quads of A's tile in place, before the barrier that hands the slice to the block.
+// thread loads the rule's operands for its quads of slice s + AHEAD into registers (a ring of
+// AHEAD slices, STAGES - 1 unless a tuning sweep sets fewer: cp.async cannot transform what it
+// copies, and shared memory has no room for two more tiles per stage), and once its own copies
+// of slice s have landed it rewrites those quads of A's tile in place, before the barrier that
+// hands the slice to the block.
 template <int WIDTH, int DEPTH, int STAGES, int STRIDE, int THREADS, bool LHS_RULE>
 struct Pipeline {
     static_assert(STAGES >= 2, "a pipeline has a slice in use and one on its way at least");
@@ -464,6 +465,15 @@ struct Pipeline {
     static_assert((WIDTH * DEPTH / 4) % THREADS == 0, "as many quads per thread");
     // Each operand's quads of a slice per thread.
     static constexpr int QUADS = WIDTH * DEPTH / 4 / THREADS;
+    // How many slices ahead of its turn a slice's rule operands are loaded: as far ahead as
+    // its copies (STAGES - 1), unless a tuning sweep sets GEMM_RULE_AHEAD lower (a shorter
+    // ring of registers to move on each slice, a shorter time to hide the loads behind).
+#ifdef GEMM_RULE_AHEAD
+    static constexpr int AHEAD = GEMM_RULE_AHEAD < STAGES - 1 ? GEMM_RULE_AHEAD : STAGES - 1;
+#else
+    static constexpr int AHEAD = STAGES - 1;
+#endif
+    static_assert(AHEAD >= 1, "GEMM_RULE_AHEAD is 1 at least");
     using Quad = SliceQuad<WIDTH, DEPTH>;
 
     // The number of slices in k_begin..k_end.
@@ -572,19 +582,20 @@ struct Pipeline {
         }
     };
 
-    // The rule's operands for this thread's quads of A's next slice, at k0 (the elements `a`
-    // copies next, stored where they are in A): 0 outside the matrix, where the tile holds
-    // zeros, which every rule keeps 0; the mask 1 without dropout. 16-byte loads where a quad
-    // is whole and aligned. Plain loads into registers: nothing waits for them until the slice's
-    // turn, STAGES - 1 slices later.
+    // The rule's operands for this thread's quads of A's slice at k0, `back` slices before the
+    // one `a` copies next (stored where those elements are in A): 0 outside the matrix, where
+    // the tile holds zeros, which every rule keeps 0; the mask 1 without dropout. 16-byte loads
+    // where a quad is whole and aligned. Plain loads into registers: nothing waits for them
+    // until the slice's turn, AHEAD slices later.
     static __device__ __forceinline__ void load_rule_operands(const GemmArgs& args,
-                                                              const OperandCopies& a, int k0,
-                                                              int k_end,
+                                                              const OperandCopies& a, int back,
+                                                              int k0, int k_end,
                                                               LhsRuleOperands<QUADS>& into) {
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
-            const float* saved = args.lhs_saved + a.offset(i);
-            const float* mask = args.lhs_mask ? args.lhs_mask + a.offset(i) : nullptr;
+            const u64 offset = a.offset(i) - (u64)back * a.step;
+            const float* saved = args.lhs_saved + offset;
+            const float* mask = args.lhs_mask ? args.lhs_mask + offset : nullptr;
             // Element 3 inside means all four are (they lie along k, or along x, from 0).
             if (a.element_inside(i, 3, k0, k_end) && aligned_16(saved) &&
                 (!mask || aligned_16(mask))) {
@@ -672,13 +683,13 @@ struct Pipeline {
             }
             copy_async_commit();
         };
-        // The rule's operands of slices s .. s + STAGES - 2, slice s's in rule_ring[0]
+        // The rule's operands of slices s .. s + AHEAD - 1, slice s's in rule_ring[0]
         // (constant indices only, so the ring stays in registers; shift_rows_up moves it on).
-        LhsRuleOperands<QUADS> rule_ring[STAGES - 1];
+        LhsRuleOperands<QUADS> rule_ring[AHEAD];
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {  // fill the pipeline
-            if (rule && s < count) {  // before stage(s) moves `a_copies` on to slice s + 1
-                load_rule_operands(args, a_copies, k_begin + s * DEPTH, k_end, rule_ring[s]);
+            if (rule && s < AHEAD && s < count) {  // before stage(s) moves `a_copies` on
+                load_rule_operands(args, a_copies, 0, k_begin + s * DEPTH, k_end, rule_ring[s]);
             }
             stage(s, s);
         }
@@ -698,9 +709,11 @@ struct Pipeline {
             // slice s - 1, whose stage the refill below overwrites.
             __syncthreads();
             const int refill_slice = s + STAGES - 1;
-            if (rule && refill_slice < count) {
-                load_rule_operands(args, a_copies, k_begin + refill_slice * DEPTH, k_end,
-                                   rule_ring[STAGES - 2]);
+            if (rule && s + AHEAD < count) {
+                // `a_copies` is at the slice it copies next: refill_slice, or past the last.
+                const int back = min(refill_slice, count) - (s + AHEAD);
+                load_rule_operands(args, a_copies, back, k_begin + (s + AHEAD) * DEPTH, k_end,
+                                   rule_ring[AHEAD - 1]);
             }
             stage(refill_slice, refill);
             multiply(read);

@@ -14,7 +14,8 @@
 #     programmatic dependent launch (--pdl), 32 × 32 GEMM tiles
 #     (--small-tiles),
 #     split-K's target (half a block and 2 blocks per SM instead of 1), and
-#     the GEMMs' compile-time depths (their cp.async pipelines, gemm_large's k-slices);
+#     the GEMMs' compile-time parameters (kernels/sweep.txt: their cp.async pipelines, the
+#     backward rules' look-ahead, gemm_large's k-slices);
 #   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
 #     the engine of the first H200 run, before the cp.async GEMM pipeline), and the iteration
 #     with the engine at $PREVIOUS (default 3b46364: before the activations' backward rules went
@@ -37,6 +38,7 @@ cargo build --release --example gan_bench --example mnist_gan
 cp target/release/examples/{gan_bench,mnist_gan} "$out/"
 strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
 cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py benches/fit_split_k.py "$out/"
+cp kernels/sweep.txt "$out/"
 # The baselines: gan_bench built from earlier commits, each in a worktree of its own.
 build_gan_bench_at() { # rev name
     local worktree
@@ -96,11 +98,11 @@ step 45 ./gan_bench --device cuda --pdl --repeats 3
 step 45 ./gan_bench --device cuda --small-tiles --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 64 --repeats 3
 step 45 ./gan_bench --device cuda --split-k-blocks 264 --repeats 3
-# The GEMMs' compile-time parameters, compiled in by NVRTC (kernels/README.md): gemm's pipeline
-# depth (default 4; the batch-64 products) and gemm_large's slice and pipeline depths (default
-# 8 and 3; the 4096³ product), two independent kernels swept in the same runs.
-for defines in "-DGEMM_STAGES=2 -DLARGE_STAGES=2" "-DGEMM_STAGES=3 -DLARGE_STAGES=4" \
-    "-DGEMM_STAGES=5 -DLARGE_BK=16 -DLARGE_STAGES=3" "-DLARGE_STAGES=5"; do
+# The GEMMs' compile-time parameters, compiled in by NVRTC: each variant of kernels/sweep.txt
+# (the batch-64 kernels' pipeline depth and rule look-ahead, gemm_large's slice and pipeline
+# depths; each checked on the emulator to give the defaults' bits, tests/kernel_variants.rs).
+mapfile -t variants < <(grep -v '^#' sweep.txt | grep -v '^ *$')
+for defines in "${variants[@]}"; do
     echo "== FERROGRAD_KERNEL_DEFINES=\"$defines\"" | tee -a "$log"
     FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3
 done

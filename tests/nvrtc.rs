@@ -6,7 +6,7 @@
 //! `FERROGRAD_REQUIRE_NVRTC=1`, as CI sets, makes its absence a failure.
 
 use ferrograd::backend::cuda::kernel_cache::{self, Source};
-use ferrograd::backend::cuda::kernels::{KernelModule, MODULES};
+use ferrograd::backend::cuda::kernels::{KernelModule, MODULES, SWEEP_VARIANTS};
 use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
 
 fn nvrtc_present() -> bool {
@@ -190,6 +190,34 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
     let too_much = ["-DLARGE_BK=16".to_string(), "-DLARGE_STAGES=4".to_string()];
     let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_much).unwrap_err();
     assert!(err.contains("LARGE_BK is 8 or 16"), "{err}");
+}
+
+/// Every variant the GPU benchmark sweeps (`kernels/sweep.txt`) compiles for sm_90 with no
+/// kernel of gemm.cu spilling or keeping a stack: a sweep must time the kernels as they would
+/// run as defaults, not ones slowed by local memory. (tests/kernel_variants.rs checks their
+/// bits on the emulator.)
+#[test]
+fn every_swept_variant_compiles_without_spills() {
+    if !nvrtc_present() {
+        return;
+    }
+    let gemm = MODULES.iter().find(|m| m.file == "gemm.cu").unwrap();
+    for variant in SWEEP_VARIANTS {
+        let defines = nvrtc::parse_kernel_defines(variant).unwrap();
+        let cubin =
+            nvrtc::compile_with_defines(gemm, 9, 0, Output::Cubin { report: true }, &defines)
+                .unwrap();
+        let report = parse_ptxas_report(&cubin.log);
+        assert_eq!(report.len(), gemm.kernels.len(), "{variant}: {report:?}");
+        for kernel in &report {
+            assert_eq!(
+                (kernel.spill_stores, kernel.spill_loads, kernel.stack_bytes),
+                (0, 0, 0),
+                "{variant}: {}",
+                kernel.kernel
+            );
+        }
+    }
 }
 
 /// Compiled kernels kept on disk (`kernel_cache`): the first use compiles and stores, the next

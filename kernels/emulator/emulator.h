@@ -20,7 +20,9 @@
 //   because blocks run one after another;
 // - a kernel (FG_KERNEL) registers a launcher under its name at start-up, and
 //   ferrograd_emu_launch() runs it, taking its argument as cuLaunchKernel does: an array
-//   holding a pointer to the argument struct.
+//   holding a pointer to the argument struct; the sweep variants of gemm.cu (build.rs,
+//   kernels/sweep.txt) register theirs under their macro definitions too, and
+//   ferrograd_emu_set_kernel_defines() makes later launches run one of them.
 #pragma once
 
 #define FERROGRAD_EMULATOR 1
@@ -53,8 +55,10 @@ void copy_async_commit();
 void copy_async_wait(unsigned pending);
 
 using Launcher = void (*)(void** args);
+// Registers a kernel under its name, and for a sweep variant of gemm.cu (build.rs) under its
+// macro definitions as well (`variant`, "" for the defaults).
 struct Registrar {
-    Registrar(const char* name, Launcher launcher);
+    Registrar(const char* name, const char* variant, Launcher launcher);
 };
 }  // namespace ferrograd_emu
 
@@ -160,8 +164,15 @@ T __ldcg(const T* address) {
     return *address;
 }
 
-#define FG_KERNEL(name, Args, ...)                                                    \
-    static void name##_body(const Args args);                                         \
-    static ::ferrograd_emu::Registrar name##_registrar(                               \
-        #name, [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); }); \
+// The compile-time variant this translation unit's kernels are (build.rs defines it for each
+// line of kernels/sweep.txt).
+#ifndef FG_EMULATOR_VARIANT
+#define FG_EMULATOR_VARIANT ""
+#endif
+
+#define FG_KERNEL(name, Args, ...)                                                  \
+    static void name##_body(const Args args);                                       \
+    static ::ferrograd_emu::Registrar name##_registrar(                             \
+        #name, FG_EMULATOR_VARIANT,                                                 \
+        [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); });      \
     static void name##_body(const Args args)

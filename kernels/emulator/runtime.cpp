@@ -1,9 +1,10 @@
 // The emulator's launch loop (see emulator.h). build.rs compiles it in one translation unit
-// with every kernel file, so the kernels' registrars are linked in with it.
+// with every kernel file, and each sweep variant of gemm.cu in a unit of its own.
 
 #include <math.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -19,12 +20,43 @@ dim3 block_dim;
 dim3 grid_dim;
 double shuffle_slots[1024];
 
+// Every kernel under its name; a sweep variant's under "name|definitions".
 static std::map<std::string, Launcher>& registry() {
     static std::map<std::string, Launcher> kernels;
     return kernels;
 }
 
-Registrar::Registrar(const char* name, Launcher launcher) { registry()[name] = launcher; }
+// The sweep variants' definitions, in the order they registered (all at start-up).
+static std::vector<std::string>& variants() {
+    static std::vector<std::string> known;
+    return known;
+}
+
+// The variant launches run (an index into variants()), or -1: the defaults.
+static std::atomic<int> current_variant{-1};
+
+Registrar::Registrar(const char* name, const char* variant, Launcher launcher) {
+    std::string key = name;
+    if (*variant != '\0') {
+        key = key + "|" + variant;
+        if (std::find(variants().begin(), variants().end(), variant) == variants().end()) {
+            variants().push_back(variant);
+        }
+    }
+    registry()[key] = launcher;
+}
+
+// The kernel a launch of `name` runs: the current variant's, if it has one by that name.
+static std::map<std::string, Launcher>::iterator find_kernel(const char* name) {
+    const int variant = current_variant.load();
+    if (variant >= 0) {
+        auto kernel = registry().find(std::string(name) + "|" + variants()[variant]);
+        if (kernel != registry().end()) {
+            return kernel;
+        }
+    }
+    return registry().find(name);
+}
 
 // Bytes of stack per CUDA thread: our kernels keep a few dozen floats in "registers".
 static const size_t FIBER_STACK = 128 * 1024;
@@ -214,7 +246,7 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     using namespace ferrograd_emu;
     static std::mutex one_launch_at_a_time;
     std::lock_guard<std::mutex> guard(one_launch_at_a_time);
-    auto kernel = registry().find(name);
+    auto kernel = find_kernel(name);
     if (kernel == registry().end()) {
         return 1;
     }
@@ -239,4 +271,21 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
         }
     }
     return misaligned ? 3 : 0;
+}
+
+// Later launches run the kernels compiled with `defines` (a line of kernels/sweep.txt, as
+// build.rs normalised it: definitions one space apart), or the defaults for "". Returns 0; 1
+// if no variant was compiled with those definitions (nothing changes then).
+extern "C" int ferrograd_emu_set_kernel_defines(const char* defines) {
+    using namespace ferrograd_emu;
+    if (*defines == '\0') {
+        current_variant.store(-1);
+        return 0;
+    }
+    auto found = std::find(variants().begin(), variants().end(), defines);
+    if (found == variants().end()) {
+        return 1;
+    }
+    current_variant.store((int)(found - variants().begin()));
+    return 0;
 }

@@ -25,6 +25,7 @@ extern "C" {
     ) -> c_int;
     fn ferrograd_emu_args_size(name: *const c_char) -> usize;
     fn ferrograd_emu_set_block_order(seed: u32);
+    fn ferrograd_emu_set_kernel_defines(defines: *const c_char) -> c_int;
 }
 
 /// The order the emulator runs a launch's blocks in. A GPU promises none, so no kernel's
@@ -46,6 +47,29 @@ pub fn set_block_order(order: BlockOrder) {
     };
     // SAFETY: stores a number the launch loop reads.
     unsafe { ferrograd_emu_set_block_order(seed) }
+}
+
+/// Makes every later launch, process-wide, run `gemm.cu` as compiled with `defines`: one of
+/// the sweep's variants ([`SWEEP_VARIANTS`](super::kernels::SWEEP_VARIANTS), from
+/// `kernels/sweep.txt`, which build.rs compiles for the emulator too), or the defaults for "".
+/// What `FERROGRAD_KERNEL_DEFINES` does on a GPU, for the variants the GPU benchmark sweeps.
+///
+/// # Errors
+/// If no variant was compiled with these definitions (nothing changes then).
+pub fn set_kernel_defines(defines: &str) -> Result<(), String> {
+    let normalised = defines.split_whitespace().collect::<Vec<_>>().join(" ");
+    let c_defines = CString::new(normalised.as_str())
+        .map_err(|_| format!("kernel definitions {defines:?} hold a NUL"))?;
+    // SAFETY: `c_defines` is a NUL-terminated string alive during the call; the emulator
+    // compares it and stores an index.
+    match unsafe { ferrograd_emu_set_kernel_defines(c_defines.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(format!(
+            "the emulator has no kernels compiled with {normalised:?}; it has the defaults and \
+             kernels/sweep.txt's variants: {:?}",
+            super::kernels::SWEEP_VARIANTS
+        )),
+    }
 }
 
 /// "Device" memory in host RAM, kernels run by the emulator.
