@@ -15,6 +15,14 @@ use ferrograd::backend::cuda::{set_allow_tf32, set_small_tiles, set_split_k_over
 use ferrograd::nn::functional::{binary_cross_entropy, linear};
 use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
 use ferrograd::{manual_seed, no_grad, Device, Tensor};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The variant, the split override, the small tiles and TF32 are process-wide switches: the
+/// tests of this file take turns.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
@@ -84,6 +92,7 @@ fn everything(device: &Device) -> Vec<(&'static str, Vec<u32>)> {
 
 #[test]
 fn every_swept_kernel_variant_gives_the_defaults_bits() {
+    let _turn = one_at_a_time();
     assert!(
         !SWEEP_VARIANTS.is_empty(),
         "kernels/sweep.txt lists variants"
@@ -107,6 +116,7 @@ fn every_swept_kernel_variant_gives_the_defaults_bits() {
 /// change nothing.
 #[test]
 fn unknown_kernel_definitions_are_refused() {
+    let _turn = one_at_a_time();
     let err = set_kernel_defines("-DGEMM_STAGES=7").unwrap_err();
     assert!(
         err.contains("-DGEMM_STAGES=7") && err.contains(SWEEP_VARIANTS[0]),
