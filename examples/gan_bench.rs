@@ -107,11 +107,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (20, args.repeats)
     };
     let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
+    if args.device == DeviceChoice::CudaEmulator && !defines.is_empty() {
+        // The emulator has kernels/sweep.txt's variants compiled in: a dry run of the GPU
+        // benchmark's sweep runs the variant each of its lines names (others are refused).
+        ferrograd::backend::cuda::emulator::set_kernel_defines(&defines.join(" "))?;
+    }
     println!(
         "ferrograd {} on {}{}{}{}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
-        if defines.is_empty() || args.device != DeviceChoice::Cuda {
+        if defines.is_empty() || args.device == DeviceChoice::Cpu {
             String::new()
         } else {
             format!(", kernels compiled with {}", defines.join(" "))
