@@ -44,17 +44,21 @@ fn sweep_variants(path: &Path) -> Vec<String> {
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    for variant in &variants {
-        for definition in variant.split(' ') {
-            let name = definition.strip_prefix("-D").unwrap_or("");
-            let name = name.split('=').next().unwrap_or("");
-            assert!(
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "kernels/sweep.txt: {definition:?} is not -DNAME or -DNAME=VALUE"
-            );
-        }
+    for definition in variants.iter().flat_map(|variant| variant.split(' ')) {
+        macro_definition(definition); // asserts it is one
     }
     variants
+}
+
+/// `-DNAME=VALUE` as (NAME, VALUE), `-DNAME` as (NAME, "").
+fn macro_definition(definition: &str) -> (&str, &str) {
+    let body = definition.strip_prefix("-D").unwrap_or("");
+    let (name, value) = body.split_once('=').unwrap_or((body, ""));
+    assert!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "kernels/sweep.txt: {definition:?} is not -DNAME or -DNAME=VALUE"
+    );
+    (name, value)
 }
 
 /// The names declared by `FG_KERNEL(name, Args)` at the start of a line.
@@ -136,10 +140,7 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: 
         for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
             writeln!(unit, "#include {:?}", header.display()).unwrap();
         }
-        for definition in variant.split(' ') {
-            let (name, value) = definition[2..]
-                .split_once('=')
-                .unwrap_or((&definition[2..], ""));
+        for (name, value) in variant.split(' ').map(macro_definition) {
             writeln!(unit, "#define {name} {value}").unwrap();
         }
         writeln!(unit, "#define FG_EMULATOR_VARIANT {variant:?}").unwrap();

@@ -529,9 +529,13 @@ struct Pipeline {
             interior = interior && (along_k || wide);
         }
 
+        // From one element of a quad to the next in a stage: a row of the tile along k, the
+        // next column along x.
+        __device__ __forceinline__ int element_step() const { return along_k ? STRIDE : 1; }
+
         // Where element q of quad i lands in a stage (floats from its start).
         __device__ __forceinline__ int tile_index(int i, int q) const {
-            return at[i] + q * (along_k ? STRIDE : 1);
+            return at[i] + q * element_step();
         }
 
         // Whether element q of quad i of the slice at k0 is inside the matrix.
@@ -573,7 +577,7 @@ struct Pipeline {
 #pragma unroll
                     for (int q = 0; q < 4; ++q) {
                         const bool valid = element_inside(i, q, k0, k_end);
-                        copy_async<1>(shared_place_plus(place, q * (along_k ? STRIDE : 1)),
+                        copy_async<1>(shared_place_plus(place, q * element_step()),
                                       valid ? from[i] + q : src, valid);
                     }
                 }
