@@ -8,17 +8,24 @@
 //! with ragged edges and a ragged last k-slice — against the defaults, bit for bit. A variant
 //! that times well on the GPU is then known to compute the same products before it becomes a
 //! default.
+//!
+//! The same products, with the kernels outside `gemm.cu` the step runs (random fills, the
+//! loss's reductions, Adam), must also give the same bits whatever order each block's threads
+//! run in between barriers: a GPU promises none,
+//! and a missing `__syncthreads()` shows only as a dependence on it (see
+//! [`ThreadOrder`](ferrograd::backend::cuda::emulator::ThreadOrder)).
 
-use ferrograd::backend::cuda::emulator::set_kernel_defines;
+use ferrograd::backend::cuda::emulator::{set_kernel_defines, set_thread_order, ThreadOrder};
 use ferrograd::backend::cuda::kernels::SWEEP_VARIANTS;
 use ferrograd::backend::cuda::{set_allow_tf32, set_small_tiles, set_split_k_override};
 use ferrograd::nn::functional::{binary_cross_entropy, linear};
 use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
+use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::{manual_seed, no_grad, Device, Tensor};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// The variant, the split override, the small tiles and TF32 are process-wide switches: the
-/// tests of this file take turns.
+/// The variant, the thread order, the split override, the small tiles and TF32 are
+/// process-wide switches: the tests of this file take turns.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
@@ -31,7 +38,7 @@ fn bits(values: &[f32]) -> Vec<u32> {
 /// A training step of a small MLP in the discriminator's image — every activation's fused
 /// forward and backward rule, dropout, the weight gradients' row sums, a one-column product —
 /// at batch 100, so that every product's k (100, 72, 40, 36) spans several slices, the last
-/// ragged: the loss and every gradient.
+/// ragged: the loss, every gradient, and the parameters after an Adam step.
 fn mlp_step(device: &Device) -> Vec<u32> {
     manual_seed(41);
     let net = Sequential::new()
@@ -51,6 +58,10 @@ fn mlp_step(device: &Device) -> Vec<u32> {
     let mut out = loss.to_vec();
     for p in net.parameters() {
         out.extend(p.grad().expect("every parameter has a gradient").to_vec());
+    }
+    Adam::new(net.parameters(), AdamConfig::default()).step();
+    for p in net.parameters() {
+        out.extend(p.to_vec());
     }
     bits(&out)
 }
@@ -108,6 +119,21 @@ fn every_swept_kernel_variant_gives_the_defaults_bits() {
                 got == expected,
                 "{what} with {variant}: not the defaults' bits"
             );
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_order_a_blocks_threads_run_in() {
+    let _turn = one_at_a_time();
+    let device = Device::cuda_emulator();
+    let in_index_order = everything(&device);
+    for order in [ThreadOrder::Reversed, ThreadOrder::Shuffled(3)] {
+        set_thread_order(order);
+        let results = everything(&device);
+        set_thread_order(ThreadOrder::Index);
+        for ((what, got), (_, expected)) in results.iter().zip(&in_index_order) {
+            assert!(got == expected, "{what}, threads run {order:?}");
         }
     }
 }

@@ -3,9 +3,10 @@
 //   the fibers run in turn, each until it waits at a barrier: __syncthreads() (all threads of
 //   the block) or a warp shuffle (the 32 lanes of its warp). A barrier releases its waiters
 //   once every live thread it concerns has arrived; a barrier that can never be released is
-//   reported, not hung on. Between barriers the threads run one after another in index order,
-//   so a missing __syncthreads() makes a thread read shared memory its neighbours have not
-//   written yet: wrong results that the parity tests catch;
+//   reported, not hung on. Between barriers the threads run one after another: in index
+//   order, or for tests reversed or shuffled (ferrograd_emu_set_thread_order), so a missing
+//   __syncthreads() makes a thread read shared memory its neighbours have not written yet, or
+//   have already overwritten, in one order or the other: results that differ between orders;
 // - warp shuffles (__shfl_sync, __shfl_down_sync, __shfl_xor_sync) exchange values through
 //   per-lane slots between two warp barriers; every lane of the warp must take part (the
 //   mask is not consulted), as in our kernels;
@@ -17,7 +18,7 @@
 //   the grid's order or, for tests, a shuffled one (ferrograd_emu_set_block_order): a GPU
 //   promises no order;
 // - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
-//   because blocks run one after another;
+//   because blocks run one after another; it is poisoned (NaN) as each block starts;
 // - a kernel (FG_KERNEL) registers a launcher under its name at start-up, and
 //   ferrograd_emu_launch() runs it, taking its argument as cuLaunchKernel does: an array
 //   holding a pointer to the argument struct; the sweep variants of gemm.cu (build.rs,
@@ -69,7 +70,11 @@ struct Registrar {
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __shared__ static
+// __shared__ storage lives in a section of its own, which the runtime fills with 0xff bytes
+// (NaN as a float or double, -1 as an int) before each block runs: on a GPU a block's shared
+// memory starts as whatever was there, so a thread that reads a word nobody in its block wrote
+// yet must not meet the last block's value, which would often be the right one.
+#define __shared__ static __attribute__((section("ferrograd_shared")))
 #define __align__(n) __attribute__((aligned(n)))
 
 struct alignas(16) float4 {
@@ -170,9 +175,11 @@ T __ldcg(const T* address) {
 #define FG_EMULATOR_VARIANT ""
 #endif
 
+// The body is `inline` (vague linkage), as every function holding a __shared__ variable must
+// be: GCC will not put variables of internal and of vague linkage in one named section.
 #define FG_KERNEL(name, Args, ...)                                                  \
-    static void name##_body(const Args args);                                       \
+    inline void name##_body(const Args args);                                       \
     static ::ferrograd_emu::Registrar name##_registrar(                             \
         #name, FG_EMULATOR_VARIANT,                                                 \
         [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); });      \
-    static void name##_body(const Args args)
+    inline void name##_body(const Args args)

@@ -175,10 +175,41 @@ static bool release_barriers() {
     return false;
 }
 
-// Runs one block: the ready fibers in index order, each up to its next barrier, then the
+// The order threads run in between barriers: 0 for index order, 1 for reversed, else a seed
+// for a fresh shuffle of each stretch between barriers. A GPU interleaves its warps as it
+// pleases, so no result may depend on it: two threads that touch one shared word between the
+// same two barriers, one of them writing, see it in different states in index and reversed
+// order (every pair swaps), and the results differ — a missing barrier shows, whichever of
+// the two threads comes first in index order. Set under the launch lock (below).
+static unsigned thread_order_seed = 0;
+static unsigned thread_shuffle_state = 0;  // xorshift32, restarted from the seed when it is set
+
+static unsigned next_random(unsigned& state) {  // xorshift32
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    return state;
+}
+
+// Fills `order` with the block's thread ranks in the order the next stretch runs them.
+static void thread_order(std::vector<unsigned>& order) {
+    const unsigned n = (unsigned)order.size();
+    for (unsigned t = 0; t < n; ++t) {
+        order[t] = thread_order_seed == 1 ? n - 1 - t : t;
+    }
+    for (unsigned i = n; thread_order_seed > 1 && i > 1; --i) {
+        std::swap(order[i - 1], order[next_random(thread_shuffle_state) % i]);
+    }
+}
+
+// Runs one block: the ready fibers in the thread order, each up to its next barrier, then the
 // barriers that can be released, until every fiber has returned. Returns false on a barrier
 // that can never be released (threads waiting at different barriers).
+// The linker's bounds of the section every __shared__ variable is in (emulator.h).
+extern "C" char __start_ferrograd_shared[], __stop_ferrograd_shared[];
+
 static bool run_block() {
+    std::fill(__start_ferrograd_shared, __stop_ferrograd_shared, (char)0xff);
     // Copies a block never waited for die with it (their data was never to be read).
     async_copies.assign(block.threads, AsyncCopies{});
     for (unsigned t = 0; t < block.threads; ++t) {
@@ -190,9 +221,11 @@ static bool run_block() {
         makecontext(&fiber, run_fiber, 0);
         block.state[t] = State::Ready;
     }
+    std::vector<unsigned> order(block.threads);
     for (;;) {
         bool ran = false;
-        for (unsigned t = 0; t < block.threads; ++t) {
+        thread_order(order);
+        for (unsigned t : order) {
             if (block.state[t] != State::Ready) {
                 continue;
             }
@@ -231,20 +264,26 @@ static std::vector<dim3> block_order(dim3 grid) {
     }
     unsigned state = block_order_seed;
     for (size_t i = blocks.size(); state != 0 && i > 1; --i) {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        std::swap(blocks[i - 1], blocks[state % i]);
+        std::swap(blocks[i - 1], blocks[ferrograd_emu::next_random(state) % i]);
     }
     return blocks;
 }
 
+// Launches are serialised: the launch state and __shared__ storage are process-wide.
+static std::mutex one_launch_at_a_time;
+
+// The order threads run in between barriers (see thread_order): 0 index order, 1 reversed,
+// else a seed for shuffles. Waits for a launch in progress.
+extern "C" void ferrograd_emu_set_thread_order(unsigned seed) {
+    std::lock_guard<std::mutex> guard(one_launch_at_a_time);
+    ferrograd_emu::thread_order_seed = seed;
+    ferrograd_emu::thread_shuffle_state = seed;
+}
+
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
-// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy. Launches are serialised: the launch state and
-// __shared__ storage are process-wide.
+// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy.
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
-    static std::mutex one_launch_at_a_time;
     std::lock_guard<std::mutex> guard(one_launch_at_a_time);
     auto kernel = find_kernel(name);
     if (kernel == registry().end()) {

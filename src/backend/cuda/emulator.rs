@@ -25,6 +25,7 @@ extern "C" {
     ) -> c_int;
     fn ferrograd_emu_args_size(name: *const c_char) -> usize;
     fn ferrograd_emu_set_block_order(seed: u32);
+    fn ferrograd_emu_set_thread_order(seed: u32);
     fn ferrograd_emu_set_kernel_defines(defines: *const c_char) -> c_int;
 }
 
@@ -47,6 +48,35 @@ pub fn set_block_order(order: BlockOrder) {
     };
     // SAFETY: stores a number the launch loop reads.
     unsafe { ferrograd_emu_set_block_order(seed) }
+}
+
+/// The order the emulator runs a block's threads in, each from one barrier to its next. A GPU
+/// interleaves its warps in no promised order, so no kernel's results may depend on this one:
+/// two threads that touch one `__shared__` word between the same two barriers, one writing,
+/// meet it in different states under [`ThreadOrder::Index`] and [`ThreadOrder::Reversed`]
+/// (which swaps every pair), so a missing `__syncthreads()` changes the results in one of
+/// them, whichever thread it leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadOrder {
+    /// Thread index order (the default).
+    Index,
+    /// Highest index first.
+    Reversed,
+    /// A fresh shuffle for every stretch between barriers, drawn from the seed (restarted
+    /// when set).
+    Shuffled(u32),
+}
+
+/// Sets the order every later launch runs its threads in, process-wide (after the launch in
+/// progress, if any).
+pub fn set_thread_order(order: ThreadOrder) {
+    let seed = match order {
+        ThreadOrder::Index => 0,
+        ThreadOrder::Reversed => 1,
+        ThreadOrder::Shuffled(seed) => seed.max(2),
+    };
+    // SAFETY: stores two numbers under the emulator's launch lock.
+    unsafe { ferrograd_emu_set_thread_order(seed) }
 }
 
 /// Makes every later launch, process-wide, run `gemm.cu` as compiled with `defines`: one of
