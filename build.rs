@@ -124,7 +124,7 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: 
     for path in files {
         writeln!(unit, "#include {:?}", path.display()).unwrap();
     }
-    for part in ["layout.cpp", "runtime.cpp"] {
+    for part in ["layout.cpp", "checks.cpp", "runtime.cpp"] {
         writeln!(unit, "#include {:?}", emulator.join(part).display()).unwrap();
     }
     println!("cargo:rerun-if-changed={}", emulator.display());

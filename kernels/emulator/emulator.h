@@ -2,7 +2,8 @@
 // - each CUDA thread of a block is a fiber (its own stack, ucontext) on the calling OS thread;
 //   the fibers run in turn, each until it waits at a barrier: __syncthreads() (all threads of
 //   the block) or a warp shuffle (the 32 lanes of its warp). A barrier releases its waiters
-//   once every live thread it concerns has arrived; a barrier that can never be released is
+//   once every thread it concerns has arrived; one that can never be released, or that some
+//   of its threads returned before reaching (a hang or undefined behaviour on a GPU), is
 //   reported, not hung on. Between barriers the threads run one after another: in index
 //   order, or for tests reversed or shuffled (ferrograd_emu_set_thread_order), so a missing
 //   __syncthreads() makes a thread read shared memory its neighbours have not written yet, or

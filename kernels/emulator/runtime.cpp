@@ -140,39 +140,58 @@ static void run_fiber() {
     block.state[block.current] = State::Done;  // returning resumes the scheduler (uc_link)
 }
 
-// Releases what can be released: a warp whose live lanes all wait at a warp barrier, else the
-// block if all its live threads wait at __syncthreads(). False if nothing could be.
-static bool release_barriers() {
+// What release_barriers did.
+enum class Release {
+    Some,    // released a warp or the block
+    None,    // nothing: every live thread is done, or they wait at different barriers
+    Exited,  // a barrier whose other threads are all there, but some have returned
+};
+
+// Whether every live thread of `first`..`end` waits at `barrier`, and whether any has returned:
+// threads that return before a barrier the others then wait at is a hang or undefined
+// behaviour on a GPU (__syncthreads() only in code the whole block reaches; a shuffle's mask
+// names its lanes), so the emulator refuses it rather than count them as arrived.
+struct Arrivals {
+    bool waiting = false, all_arrived = true, some_returned = false;
+};
+static Arrivals arrivals(unsigned first, unsigned end, State barrier) {
+    Arrivals at;
+    for (unsigned t = first; t < end; ++t) {
+        at.waiting = at.waiting || block.state[t] == barrier;
+        at.some_returned = at.some_returned || block.state[t] == State::Done;
+        at.all_arrived = at.all_arrived && (block.state[t] == barrier || block.state[t] == State::Done);
+    }
+    return at;
+}
+
+// Releases what can be released: a warp whose lanes all wait at a warp barrier, else the block
+// if all its threads wait at __syncthreads().
+static Release release_barriers() {
     bool released = false;
+    auto release = [](unsigned first, unsigned end, State barrier) {
+        for (unsigned t = first; t < end; ++t) {
+            if (block.state[t] == barrier) block.state[t] = State::Ready;
+        }
+    };
     for (unsigned base = 0; base < block.threads; base += 32) {
         unsigned end = base + 32 < block.threads ? base + 32 : block.threads;
-        bool waiting = false, all_arrived = true;
-        for (unsigned t = base; t < end; ++t) {
-            waiting = waiting || block.state[t] == State::AtWarpBarrier;
-            all_arrived = all_arrived && (block.state[t] == State::AtWarpBarrier || block.state[t] == State::Done);
-        }
-        if (waiting && all_arrived) {
-            for (unsigned t = base; t < end; ++t) {
-                if (block.state[t] == State::AtWarpBarrier) block.state[t] = State::Ready;
-            }
+        Arrivals warp = arrivals(base, end, State::AtWarpBarrier);
+        if (warp.waiting && warp.all_arrived) {
+            if (warp.some_returned) return Release::Exited;
+            release(base, end, State::AtWarpBarrier);
             released = true;
         }
     }
     if (released) {
-        return true;
+        return Release::Some;
     }
-    bool waiting = false, all_arrived = true;
-    for (unsigned t = 0; t < block.threads; ++t) {
-        waiting = waiting || block.state[t] == State::AtBlockBarrier;
-        all_arrived = all_arrived && (block.state[t] == State::AtBlockBarrier || block.state[t] == State::Done);
+    Arrivals all = arrivals(0, block.threads, State::AtBlockBarrier);
+    if (all.waiting && all.all_arrived) {
+        if (all.some_returned) return Release::Exited;
+        release(0, block.threads, State::AtBlockBarrier);
+        return Release::Some;
     }
-    if (waiting && all_arrived) {
-        for (unsigned t = 0; t < block.threads; ++t) {
-            if (block.state[t] == State::AtBlockBarrier) block.state[t] = State::Ready;
-        }
-        return true;
-    }
-    return false;
+    return Release::None;
 }
 
 // The order threads run in between barriers: 0 for index order, 1 for reversed, else a seed
@@ -202,13 +221,14 @@ static void thread_order(std::vector<unsigned>& order) {
     }
 }
 
-// Runs one block: the ready fibers in the thread order, each up to its next barrier, then the
-// barriers that can be released, until every fiber has returned. Returns false on a barrier
-// that can never be released (threads waiting at different barriers).
 // The linker's bounds of the section every __shared__ variable is in (emulator.h).
 extern "C" char __start_ferrograd_shared[], __stop_ferrograd_shared[];
 
-static bool run_block() {
+// Runs one block: the ready fibers in the thread order, each up to its next barrier, then the
+// barriers that can be released, until every fiber has returned. Returns 0, or the launch's
+// error (ferrograd_emu_launch): 2 for a barrier that can never be released (threads waiting
+// at different barriers), 4 for one some threads had returned before.
+static int run_block() {
     std::fill(__start_ferrograd_shared, __stop_ferrograd_shared, (char)0xff);
     // Copies a block never waited for die with it (their data was never to be read).
     async_copies.assign(block.threads, AsyncCopies{});
@@ -234,11 +254,17 @@ static bool run_block() {
             thread_idx = dim3{t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
             swapcontext(&block.scheduler, &block.fibers[t]);
         }
-        if (!ran && !release_barriers()) {
-            for (unsigned t = 0; t < block.threads; ++t) {
-                if (block.state[t] != State::Done) return false;
-            }
-            return true;
+        if (ran) {
+            continue;
+        }
+        switch (release_barriers()) {
+            case Release::Some: break;
+            case Release::Exited: return 4;
+            case Release::None:
+                for (unsigned t = 0; t < block.threads; ++t) {
+                    if (block.state[t] != State::Done) return 2;
+                }
+                return 0;
         }
     }
 }
@@ -281,7 +307,8 @@ extern "C" void ferrograd_emu_set_thread_order(unsigned seed) {
 }
 
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
-// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy.
+// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy; 4 if threads
+// waited at a barrier that some of the threads it concerns had returned before reaching.
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
     std::lock_guard<std::mutex> guard(one_launch_at_a_time);
@@ -305,8 +332,8 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     misaligned = false;
     for (dim3 index : block_order(grid)) {
         block_idx = index;
-        if (!run_block()) {
-            return 2;
+        if (int error = run_block()) {
+            return error;
         }
     }
     return misaligned ? 3 : 0;

@@ -299,9 +299,14 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
         2 => Err(format!(
             "{name}: threads deadlocked at barriers (some at __syncthreads, some elsewhere)"
         )),
-        _ => Err(format!(
+        3 => Err(format!(
             "{name}: misaligned address: a 16-byte copy (cp.async) from or to an address that \
              is not a multiple of 16, which stops the kernel on a GPU"
+        )),
+        _ => Err(format!(
+            "{name}: threads waited at a barrier (__syncthreads or a warp shuffle) that some \
+             of the threads it concerns had returned before reaching: a hang or undefined \
+             behaviour on a GPU"
         )),
     }
 }

@@ -1,0 +1,46 @@
+// Kernels that break CUDA's rules on purpose, compiled for the emulator only (never by NVRTC),
+// so that tests/emulator.rs can check that the emulator catches each mistake our kernels could
+// make, rather than pass it by luck. Part of the emulator's translation unit.
+
+// y[t] = x[(t + 1) % threads], through shared memory: each thread stores its own value and
+// reads its neighbour's, after a barrier when p != 0. Without it the read races with the
+// neighbour's store — which the emulator shows as results that depend on the thread order.
+FG_KERNEL(emulator_check_neighbour_read, UnaryArgs) {
+    __shared__ float values[1024];
+    const u32 t = threadIdx.x;
+    values[t] = args.x[t];
+    if (args.p != 0.0f) {
+        __syncthreads();
+    }
+    args.y[t] = values[(t + 1) % blockDim.x];
+}
+
+// Each block's y = the shared value block 0's thread 0 stores (x[0]): later blocks read
+// shared memory nothing in their block wrote, which on a GPU holds whatever was there.
+FG_KERNEL(emulator_check_unwritten_shared, UnaryArgs) {
+    __shared__ float value;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        value = args.x[0];
+    }
+    __syncthreads();
+    args.y[blockIdx.x * blockDim.x + threadIdx.x] = value;
+}
+
+// Barriers some threads never reach, by mode p: 0 none (every thread at __syncthreads, then
+// y = x), 1 threads from n on return before __syncthreads, 2 lanes from n on return before a
+// warp shuffle, 3 lanes from n wait at __syncthreads while the others shuffle.
+FG_KERNEL(emulator_check_barriers, UnaryArgs) {
+    const u32 t = threadIdx.x;
+    const int mode = (int)args.p;
+    float value = args.x[t];
+    if (mode == 1 && t >= args.n) return;
+    if (mode == 2 && t >= args.n) return;
+    if (mode == 3 && t >= args.n) {
+        __syncthreads();
+    } else if (mode >= 2) {
+        value = __shfl_xor_sync(0xffffffffu, value, 1);
+    } else {
+        __syncthreads();
+    }
+    args.y[t] = value;
+}

@@ -1,0 +1,119 @@
+//! The CPU emulator is only as good a stand-in for a GPU as it is strict: a kernel that breaks
+//! one of CUDA's rules must fail here, not pass by the luck of the emulator's schedule. Each
+//! test runs one of `kernels/emulator/checks.cpp`'s kernels, which break a rule on purpose,
+//! and checks that the emulator shows it (and that the same kernel keeping the rule passes).
+
+use ferrograd::backend::cuda::args::UnaryArgs;
+use ferrograd::backend::cuda::emulator::{self, set_thread_order, ThreadOrder};
+use ferrograd::backend::cuda::launch::{Dim3, LaunchConfig};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The thread order is process-wide: the tests of this file take turns.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `kernel` on `blocks` blocks of `threads` threads with y = NaN, returning y.
+fn run(
+    kernel: &str,
+    blocks: u32,
+    threads: u32,
+    x: &[f32],
+    n: u64,
+    p: f32,
+) -> Result<Vec<f32>, String> {
+    let mut y = vec![f32::NAN; (blocks * threads) as usize];
+    let config = LaunchConfig {
+        grid: Dim3 {
+            x: blocks,
+            y: 1,
+            z: 1,
+        },
+        block: Dim3 {
+            x: threads,
+            y: 1,
+            z: 1,
+        },
+    };
+    let args = UnaryArgs {
+        x: x.as_ptr() as u64,
+        y: y.as_mut_ptr() as u64,
+        n,
+        p,
+    };
+    // SAFETY: the kernels read x[..threads] and write y[..blocks · threads], both that long.
+    unsafe { emulator::launch(kernel, config, &args) }?;
+    Ok(y)
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Threads store to shared memory and read a neighbour's store: with the barrier between,
+/// every order gives the neighbours' values; without it, index order and reversed order give
+/// different results (the reader comes before the writer in one of them), each with a NaN
+/// where a thread read a word not yet written — the missing barrier is seen, whichever thread
+/// it leaves behind.
+#[test]
+fn a_missing_barrier_shows_as_results_that_depend_on_the_thread_order() {
+    let _turn = one_at_a_time();
+    let x: Vec<f32> = (0..64).map(|i| i as f32).collect();
+    let shifted: Vec<f32> = (0..64).map(|i| ((i + 1) % 64) as f32).collect();
+    let mut without_barrier = Vec::new();
+    for order in [
+        ThreadOrder::Index,
+        ThreadOrder::Reversed,
+        ThreadOrder::Shuffled(9),
+    ] {
+        set_thread_order(order);
+        let with = run("emulator_check_neighbour_read", 1, 64, &x, 64, 1.0);
+        let without = run("emulator_check_neighbour_read", 1, 64, &x, 64, 0.0);
+        set_thread_order(ThreadOrder::Index);
+        assert_eq!(with.unwrap(), shifted, "with the barrier, {order:?}");
+        let without = without.unwrap();
+        assert!(
+            without.iter().any(|v| v.is_nan()),
+            "without the barrier, {order:?}: {without:?}"
+        );
+        without_barrier.push(bits(&without));
+    }
+    assert_ne!(
+        without_barrier[0], without_barrier[1],
+        "index and reversed order agree without the barrier"
+    );
+}
+
+/// A block's shared memory starts as NaN, not as what the block before left there (on a GPU,
+/// whatever was there): block 0 reads the value its thread 0 stored, block 1 a NaN.
+#[test]
+fn every_block_starts_with_its_shared_memory_unwritten() {
+    let _turn = one_at_a_time();
+    let y = run("emulator_check_unwritten_shared", 2, 32, &[7.0], 1, 0.0).unwrap();
+    assert!(y[..32].iter().all(|&v| v == 7.0), "{y:?}");
+    assert!(y[32..].iter().all(|v| v.is_nan()), "{y:?}");
+}
+
+/// A barrier that some of its threads returned before reaching is an error (a hang or
+/// undefined behaviour on a GPU), for __syncthreads() and for a warp shuffle alike; so are
+/// threads of one warp waiting at different barriers. The same barriers reached by every
+/// thread pass.
+#[test]
+fn barriers_that_threads_do_not_all_reach_are_errors() {
+    let _turn = one_at_a_time();
+    let x: Vec<f32> = (0..64).map(|i| i as f32).collect();
+    let check = |mode: f32, n: u64| run("emulator_check_barriers", 1, 64, &x, n, mode);
+    assert_eq!(check(0.0, 64).unwrap(), x, "every thread at __syncthreads");
+    let swapped: Vec<f32> = (0..64).map(|i| (i ^ 1) as f32).collect();
+    assert_eq!(check(2.0, 64).unwrap(), swapped, "every lane shuffles");
+    for (mode, what) in [
+        (1.0, "threads from 40 on return before __syncthreads"),
+        (2.0, "lanes from 40 on return before a shuffle"),
+    ] {
+        let err = check(mode, 40).expect_err(what);
+        assert!(err.contains("returned before reaching"), "{what}: {err}");
+    }
+    let err = check(3.0, 40).expect_err("lanes split between two barriers");
+    assert!(err.contains("deadlocked"), "{err}");
+}
