@@ -43,7 +43,7 @@ typedef unsigned int u32;
 // One atomic per block, where __threadfence() in every thread would be a sequentially
 // consistent fence (MEMBAR.SC.GPU, which also invalidates L1) per warp.
 #ifdef FERROGRAD_EMULATOR
-inline u32 arrive_acq_rel(u32* counter) { return (*counter)++; }  // blocks run one at a time
+inline u32 arrive_acq_rel(u32* counter) { return ferrograd_emu::arrive(counter); }
 #else
 __device__ __forceinline__ u32 arrive_acq_rel(u32* counter) {
     u32 before;

@@ -4,26 +4,25 @@
 //! and checks that the emulator shows it (and that the same kernel keeping the rule passes).
 
 use ferrograd::backend::cuda::args::UnaryArgs;
-use ferrograd::backend::cuda::emulator::{self, set_thread_order, ThreadOrder};
+use ferrograd::backend::cuda::emulator::{self, set_thread_order, BlockOrder, ThreadOrder};
 use ferrograd::backend::cuda::launch::{Dim3, LaunchConfig};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// The thread order is process-wide: the tests of this file take turns.
+/// The thread and block orders are process-wide: the tests of this file take turns.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs `kernel` on `blocks` blocks of `threads` threads with y = NaN, returning y.
-fn run(
+/// Runs `kernel` on `blocks` blocks of `threads` threads, with x and y as given.
+fn launch_on(
     kernel: &str,
-    blocks: u32,
-    threads: u32,
+    (blocks, threads): (u32, u32),
     x: &[f32],
+    y: &mut [f32],
     n: u64,
     p: f32,
-) -> Result<Vec<f32>, String> {
-    let mut y = vec![f32::NAN; (blocks * threads) as usize];
+) -> Result<(), String> {
     let config = LaunchConfig {
         grid: Dim3 {
             x: blocks,
@@ -42,8 +41,22 @@ fn run(
         n,
         p,
     };
-    // SAFETY: the kernels read x[..threads] and write y[..blocks · threads], both that long.
-    unsafe { emulator::launch(kernel, config, &args) }?;
+    // SAFETY: the kernels read x[..blocks · threads] at most and write y[..blocks · threads]
+    // (the rendezvous two more), the lengths every caller gives.
+    unsafe { emulator::launch(kernel, config, &args) }
+}
+
+/// Runs `kernel` on `blocks` blocks of `threads` threads with y = NaN, returning y.
+fn run(
+    kernel: &str,
+    blocks: u32,
+    threads: u32,
+    x: &[f32],
+    n: u64,
+    p: f32,
+) -> Result<Vec<f32>, String> {
+    let mut y = vec![f32::NAN; (blocks * threads) as usize];
+    launch_on(kernel, (blocks, threads), x, &mut y, n, p)?;
     Ok(y)
 }
 
@@ -116,4 +129,47 @@ fn barriers_that_threads_do_not_all_reach_are_errors() {
     }
     let err = check(3.0, 40).expect_err("lanes split between two barriers");
     assert!(err.contains("deadlocked"), "{err}");
+}
+
+/// Blocks meet at a rendezvous, the last to count itself in summing every block's stores. With
+/// a barrier between a block's stores and its count, every order gives the sum. Without it,
+/// blocks run one after another still give it (a block's threads all store before the next
+/// block starts), but interleaved blocks do not: a block counts in, another finishes the sum
+/// before the first one's other threads have stored.
+#[test]
+fn a_block_that_arrives_before_its_stores_shows_when_blocks_interleave() {
+    let _turn = one_at_a_time();
+    let (blocks, threads) = (4, 32);
+    let x: Vec<f32> = (0..blocks * threads).map(|i| (i % 7) as f32).collect();
+    let sum: f32 = x.iter().sum();
+    let total = |order: BlockOrder, barrier: bool| {
+        emulator::set_block_order(order);
+        // y[0]: the counter (0 bits); y[1..]: the stores, then the total.
+        let mut y = vec![f32::NAN; 2 + x.len()];
+        y[0] = 0.0;
+        let result = launch_on(
+            "emulator_check_early_arrival",
+            (blocks, threads),
+            &x,
+            &mut y,
+            0,
+            if barrier { 1.0 } else { 0.0 },
+        );
+        emulator::set_block_order(BlockOrder::Grid);
+        result.unwrap();
+        y[1 + x.len()]
+    };
+    let seeds = 1..=8;
+    for seed in seeds.clone() {
+        for order in [BlockOrder::Shuffled(seed), BlockOrder::Interleaved(seed)] {
+            assert_eq!(total(order, true), sum, "with the barrier, {order:?}");
+        }
+        assert_eq!(total(BlockOrder::Shuffled(seed), false), sum);
+    }
+    assert!(
+        seeds
+            .map(|seed| total(BlockOrder::Interleaved(seed), false))
+            .any(|t| t.is_nan()),
+        "no interleaving of 8 showed the early arrival"
+    );
 }

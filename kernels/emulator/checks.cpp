@@ -44,3 +44,30 @@ FG_KERNEL(emulator_check_barriers, UnaryArgs) {
     }
     args.y[t] = value;
 }
+
+// A rendezvous of the launch's blocks, as split-K's: each thread stores its x to y[1 + i], then
+// thread 0 counts its block in at the counter y[0] (0 bits to start), after a barrier when
+// p != 0; the block that counts in last sums every block's stores into y[1 + all threads].
+// Without the barrier, a block can count in before its other threads have stored, and the
+// last block sum what is not there yet — which interleaved blocks show.
+FG_KERNEL(emulator_check_early_arrival, UnaryArgs) {
+    __shared__ int last;
+    u32* counter = (u32*)args.y;
+    float* stored = args.y + 1;
+    const u32 all = gridDim.x * blockDim.x, i = blockIdx.x * blockDim.x + threadIdx.x;
+    stored[i] = args.x[i];
+    if (args.p != 0.0f) {
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        last = arrive_acq_rel(counter) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last && threadIdx.x == 0) {
+        float total = 0.0f;
+        for (u32 j = 0; j < all; ++j) {
+            total += stored[j];
+        }
+        stored[all] = total;
+    }
+}

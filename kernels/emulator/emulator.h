@@ -11,15 +11,16 @@
 // - warp shuffles (__shfl_sync, __shfl_down_sync, __shfl_xor_sync) exchange values through
 //   per-lane slots between two warp barriers; every lane of the warp must take part (the
 //   mask is not consulted), as in our kernels;
-// - atomics (arrive_acq_rel in common.cuh) are plain read-modify-writes: fibers are never
-//   preempted;
+// - atomics (arrive_acq_rel in common.cuh, through arrive below) are plain read-modify-writes:
+//   fibers are never preempted; where blocks run interleaved, an arrival is where the runtime
+//   may switch to another block;
 // - asynchronous copies to shared memory (cp.async) land only when their thread waits for
 //   them, their destinations NaN until then (see copy_async below);
 // - threadIdx / blockIdx / blockDim / gridDim are variables the scheduler sets; blocks run in
-//   the grid's order or, for tests, a shuffled one (ferrograd_emu_set_block_order): a GPU
-//   promises no order;
-// - __shared__ becomes `static`: storage shared by the threads of a block, which is sound
-//   because blocks run one after another; it is poisoned (NaN) as each block starts;
+//   the grid's order or, for tests, a shuffled one, one after another or two at a time,
+//   interleaved (ferrograd_emu_set_block_order): a GPU promises no order;
+// - __shared__ becomes `static`, in a section the runtime swaps per block (below), poisoned
+//   (NaN) as each block starts;
 // - a kernel (FG_KERNEL) registers a launcher under its name at start-up, and
 //   ferrograd_emu_launch() runs it, taking its argument as cuLaunchKernel does: an array
 //   holding a pointer to the argument struct; the sweep variants of gemm.cu (build.rs,
@@ -37,6 +38,16 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// __shared__ storage lives in a section of its own, which the runtime fills with 0xff bytes
+// (NaN as a float or double, -1 as an int) before each block runs: on a GPU a block's shared
+// memory starts as whatever was there, so a thread that reads a word nobody in its block wrote
+// yet must not meet the last block's value, which would often be the right one. When blocks
+// run interleaved (runtime.cpp), the section is saved and restored as the runtime switches
+// between them, so each has its own. Only function-local statics of vague linkage (in inline
+// functions and templates) may be in it: GCC will not mix them with other variables in one
+// named section.
+#define FG_SHARED_SECTION __attribute__((section("ferrograd_shared")))
+
 namespace ferrograd_emu {
 extern dim3 thread_idx;
 extern dim3 block_idx;
@@ -45,8 +56,11 @@ extern dim3 grid_dim;
 void sync_threads();
 void sync_warp();
 unsigned thread_rank();
-// A scratch slot per thread for warp shuffles.
-extern double shuffle_slots[1024];
+// The running block's exchange slots, one per thread, for warp shuffles and for the TF32
+// MMA's fragments (each live block has its own: runtime.cpp).
+extern double* shuffle_slots;
+extern unsigned (*mma_a_slots)[4];
+extern unsigned (*mma_b_slots)[2];
 
 // cp.async, as the GPU may run it (runtime.cpp): a copy issued now is in flight until this
 // thread waits for its group, so its destination holds NaN until then — a kernel that reads a
@@ -55,6 +69,12 @@ extern double shuffle_slots[1024];
 void copy_async(float* shared, const float* global, unsigned floats, bool valid);
 void copy_async_commit();
 void copy_async_wait(unsigned pending);
+
+// An atomic *counter += 1, returning the count before: a block's arrival at a rendezvous of
+// the launch's blocks (arrive_acq_rel). Where blocks run interleaved, the runtime may run
+// other blocks before this thread goes on — as a GPU may, which shows a block that arrives
+// before all it must publish is written.
+unsigned arrive(unsigned* counter);
 
 using Launcher = void (*)(void** args);
 // Registers a kernel under its name, and for a sweep variant of gemm.cu (build.rs) under its
@@ -71,11 +91,7 @@ struct Registrar {
 #define __global__
 #define __device__
 #define __forceinline__ inline
-// __shared__ storage lives in a section of its own, which the runtime fills with 0xff bytes
-// (NaN as a float or double, -1 as an int) before each block runs: on a GPU a block's shared
-// memory starts as whatever was there, so a thread that reads a word nobody in its block wrote
-// yet must not meet the last block's value, which would often be the right one.
-#define __shared__ static __attribute__((section("ferrograd_shared")))
+#define __shared__ static FG_SHARED_SECTION
 #define __align__(n) __attribute__((aligned(n)))
 
 struct alignas(16) float4 {
@@ -135,7 +151,8 @@ inline unsigned ferrograd_to_tf32(float x) {
 // fragments (layouts in kernels/gemm.cu). The lanes publish their fragments, meet at a warp
 // barrier, and each computes its four results from everyone's.
 inline void ferrograd_mma_m16n8k8_tf32(float c[4], const unsigned a[4], const unsigned b[2]) {
-    static unsigned a_slots[1024][4], b_slots[1024][2];
+    unsigned(*a_slots)[4] = ferrograd_emu::mma_a_slots;
+    unsigned(*b_slots)[2] = ferrograd_emu::mma_b_slots;
     unsigned rank = ferrograd_emu::thread_rank();
     unsigned lane = rank % 32, warp_base = rank - lane;
     for (int i = 0; i < 4; ++i) a_slots[rank][i] = a[i];

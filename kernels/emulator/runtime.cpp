@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -18,7 +20,9 @@ dim3 thread_idx;
 dim3 block_idx;
 dim3 block_dim;
 dim3 grid_dim;
-double shuffle_slots[1024];
+double* shuffle_slots;
+unsigned (*mma_a_slots)[4];
+unsigned (*mma_b_slots)[2];
 
 // Every kernel under its name; a sweep variant's under "name|definitions".
 static std::map<std::string, Launcher>& registry() {
@@ -64,22 +68,6 @@ static const size_t FIBER_STACK = 128 * 1024;
 // Where a thread of the block stands.
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
-// The block in progress: the scheduler's context and one fiber per thread.
-struct Block {
-    ucontext_t scheduler;
-    std::vector<ucontext_t> fibers;
-    std::vector<std::vector<char>> stacks;
-    std::vector<State> state;
-    unsigned current = 0;
-    unsigned threads = 0;
-    Launcher launch = nullptr;
-    void** args = nullptr;
-};
-
-static Block block;
-
-unsigned thread_rank() { return block.current; }
-
 // One thread's cp.async copies in flight: the groups it has committed, oldest first, and the
 // copies issued since its last commit.
 struct AsyncCopy {
@@ -92,7 +80,61 @@ struct AsyncCopies {
     std::vector<std::vector<AsyncCopy>> committed;
     std::vector<AsyncCopy> open;
 };
-static std::vector<AsyncCopies> async_copies;  // per thread of the block in progress
+
+// A block's slots for what its threads exchange through the emulator (emulator.h).
+struct ExchangeSlots {
+    double shuffle[1024];
+    unsigned mma_a[1024][4];
+    unsigned mma_b[1024][2];
+};
+
+// A block the launch has started: one fiber per thread, where each stands, its copies in
+// flight, and its __shared__ section while another block runs.
+struct Block {
+    dim3 index;
+    std::vector<ucontext_t> fibers;
+    std::vector<std::vector<char>> stacks;
+    std::vector<State> state;
+    std::vector<AsyncCopies> async_copies;
+    std::vector<unsigned> order;  // the order its threads run in this stretch
+    std::vector<char> shared;     // its __shared__ section, while switched out
+    std::unique_ptr<ExchangeSlots> exchange = std::make_unique<ExchangeSlots>();
+    unsigned current = 0;         // the thread running, or the last to run
+    bool fresh = false;           // started, its shared memory not yet poisoned
+    bool paused = false;          // a thread arrived at an atomic and let other blocks run
+};
+
+static ucontext_t scheduler;     // where a fiber returns to at a barrier, a pause or its end
+static unsigned block_threads;   // threads per block of the launch in progress
+static Launcher launch_kernel;   // and its kernel and argument
+static void** launch_args;
+static Block* block = nullptr;   // the block running
+static Block* shared_owner = nullptr;  // the block whose shared memory the section holds
+
+// The linker's bounds of the section every __shared__ variable is in (emulator.h).
+extern "C" char __start_ferrograd_shared[], __stop_ferrograd_shared[];
+
+unsigned thread_rank() { return block->current; }
+
+// Makes `b` the running block: its shared memory into the section (the other's saved), or
+// the section poisoned if `b` has just started.
+static void switch_to(Block& b) {
+    char *first = __start_ferrograd_shared, *end = __stop_ferrograd_shared;
+    if (shared_owner != &b) {
+        if (shared_owner != nullptr) shared_owner->shared.assign(first, end);
+        if (!b.fresh) std::copy(b.shared.begin(), b.shared.end(), first);
+        shared_owner = &b;
+    }
+    if (b.fresh) {
+        std::fill(first, end, (char)0xff);
+        b.fresh = false;
+    }
+    block = &b;
+    block_idx = b.index;
+    shuffle_slots = b.exchange->shuffle;
+    mma_a_slots = b.exchange->mma_a;
+    mma_b_slots = b.exchange->mma_b;
+}
 
 // Whether the launch in progress made a 16-byte copy of an address that is not a multiple of
 // 16, which stops a kernel on a GPU ("misaligned address").
@@ -105,17 +147,17 @@ void copy_async(float* shared, const float* global, unsigned floats, bool valid)
     for (unsigned i = 0; i < floats; ++i) {
         shared[i] = NAN;  // not there yet
     }
-    async_copies[block.current].open.push_back(AsyncCopy{shared, global, floats, valid});
+    block->async_copies[block->current].open.push_back(AsyncCopy{shared, global, floats, valid});
 }
 
 void copy_async_commit() {
-    AsyncCopies& copies = async_copies[block.current];
+    AsyncCopies& copies = block->async_copies[block->current];
     copies.committed.push_back(std::move(copies.open));
     copies.open.clear();
 }
 
 void copy_async_wait(unsigned pending) {
-    AsyncCopies& copies = async_copies[block.current];
+    AsyncCopies& copies = block->async_copies[block->current];
     while (copies.committed.size() > pending) {
         for (const AsyncCopy& copy : copies.committed.front()) {
             for (unsigned i = 0; i < copy.floats; ++i) {
@@ -127,17 +169,29 @@ void copy_async_wait(unsigned pending) {
 }
 
 static void wait_at(State barrier) {
-    block.state[block.current] = barrier;
-    swapcontext(&block.fibers[block.current], &block.scheduler);
+    block->state[block->current] = barrier;
+    swapcontext(&block->fibers[block->current], &scheduler);
 }
 
 void sync_threads() { wait_at(State::AtBlockBarrier); }
 
 void sync_warp() { wait_at(State::AtWarpBarrier); }
 
+// Whether blocks run two at a time, interleaved (set with the block order, below).
+static bool interleaved = false;
+
+unsigned arrive(unsigned* counter) {
+    unsigned before = (*counter)++;
+    if (interleaved) {  // the thread stays ready; the scheduler may run another block first
+        block->paused = true;
+        swapcontext(&block->fibers[block->current], &scheduler);
+    }
+    return before;
+}
+
 static void run_fiber() {
-    block.launch(block.args);
-    block.state[block.current] = State::Done;  // returning resumes the scheduler (uc_link)
+    launch_kernel(launch_args);
+    block->state[block->current] = State::Done;  // returning resumes the scheduler (uc_link)
 }
 
 // What release_barriers did.
@@ -157,9 +211,9 @@ struct Arrivals {
 static Arrivals arrivals(unsigned first, unsigned end, State barrier) {
     Arrivals at;
     for (unsigned t = first; t < end; ++t) {
-        at.waiting = at.waiting || block.state[t] == barrier;
-        at.some_returned = at.some_returned || block.state[t] == State::Done;
-        at.all_arrived = at.all_arrived && (block.state[t] == barrier || block.state[t] == State::Done);
+        at.waiting = at.waiting || block->state[t] == barrier;
+        at.some_returned = at.some_returned || block->state[t] == State::Done;
+        at.all_arrived = at.all_arrived && (block->state[t] == barrier || block->state[t] == State::Done);
     }
     return at;
 }
@@ -170,11 +224,11 @@ static Release release_barriers() {
     bool released = false;
     auto release = [](unsigned first, unsigned end, State barrier) {
         for (unsigned t = first; t < end; ++t) {
-            if (block.state[t] == barrier) block.state[t] = State::Ready;
+            if (block->state[t] == barrier) block->state[t] = State::Ready;
         }
     };
-    for (unsigned base = 0; base < block.threads; base += 32) {
-        unsigned end = base + 32 < block.threads ? base + 32 : block.threads;
+    for (unsigned base = 0; base < block_threads; base += 32) {
+        unsigned end = base + 32 < block_threads ? base + 32 : block_threads;
         Arrivals warp = arrivals(base, end, State::AtWarpBarrier);
         if (warp.waiting && warp.all_arrived) {
             if (warp.some_returned) return Release::Exited;
@@ -185,10 +239,10 @@ static Release release_barriers() {
     if (released) {
         return Release::Some;
     }
-    Arrivals all = arrivals(0, block.threads, State::AtBlockBarrier);
+    Arrivals all = arrivals(0, block_threads, State::AtBlockBarrier);
     if (all.waiting && all.all_arrived) {
         if (all.some_returned) return Release::Exited;
-        release(0, block.threads, State::AtBlockBarrier);
+        release(0, block_threads, State::AtBlockBarrier);
         return Release::Some;
     }
     return Release::None;
@@ -221,38 +275,56 @@ static void thread_order(std::vector<unsigned>& order) {
     }
 }
 
-// The linker's bounds of the section every __shared__ variable is in (emulator.h).
-extern "C" char __start_ferrograd_shared[], __stop_ferrograd_shared[];
-
-// Runs one block: the ready fibers in the thread order, each up to its next barrier, then the
-// barriers that can be released, until every fiber has returned. Returns 0, or the launch's
-// error (ferrograd_emu_launch): 2 for a barrier that can never be released (threads waiting
-// at different barriers), 4 for one some threads had returned before.
-static int run_block() {
-    std::fill(__start_ferrograd_shared, __stop_ferrograd_shared, (char)0xff);
-    // Copies a block never waited for die with it (their data was never to be read).
-    async_copies.assign(block.threads, AsyncCopies{});
-    for (unsigned t = 0; t < block.threads; ++t) {
-        ucontext_t& fiber = block.fibers[t];
-        getcontext(&fiber);
-        fiber.uc_stack.ss_sp = block.stacks[t].data();
-        fiber.uc_stack.ss_size = FIBER_STACK;
-        fiber.uc_link = &block.scheduler;
-        makecontext(&fiber, run_fiber, 0);
-        block.state[t] = State::Ready;
+// Starts block `index` in `b`: a fiber per thread at the kernel's start.
+static void start_block(Block& b, dim3 index) {
+    if (b.stacks.size() < block_threads) {
+        b.fibers.resize(block_threads);
+        b.state.resize(block_threads);
+        while (b.stacks.size() < block_threads) {
+            b.stacks.emplace_back(FIBER_STACK);
+        }
     }
-    std::vector<unsigned> order(block.threads);
+    b.index = index;
+    b.order.resize(block_threads);
+    // Copies a block never waited for die with it (their data was never to be read).
+    b.async_copies.assign(block_threads, AsyncCopies{});
+    for (unsigned t = 0; t < block_threads; ++t) {
+        ucontext_t& fiber = b.fibers[t];
+        getcontext(&fiber);
+        fiber.uc_stack.ss_sp = b.stacks[t].data();
+        fiber.uc_stack.ss_size = FIBER_STACK;
+        fiber.uc_link = &scheduler;
+        makecontext(&fiber, run_fiber, 0);
+        b.state[t] = State::Ready;
+    }
+    b.fresh = true;
+    b.paused = false;
+}
+
+// What run_block returns besides a launch error (ferrograd_emu_launch).
+static const int BLOCK_DONE = 0, BLOCK_PAUSED = -1;
+
+// Runs the running block: its ready fibers in the thread order, each up to its next barrier,
+// then the barriers that can be released, until every fiber has returned (BLOCK_DONE) or one
+// pauses at an atomic (BLOCK_PAUSED). Returns the launch's error 2 for a barrier that can
+// never be released (threads waiting at different barriers), 4 for one some threads had
+// returned before.
+static int run_block() {
     for (;;) {
         bool ran = false;
-        thread_order(order);
-        for (unsigned t : order) {
-            if (block.state[t] != State::Ready) {
+        thread_order(block->order);
+        for (unsigned t : block->order) {
+            if (block->state[t] != State::Ready) {
                 continue;
             }
             ran = true;
-            block.current = t;
+            block->current = t;
             thread_idx = dim3{t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
-            swapcontext(&block.scheduler, &block.fibers[t]);
+            swapcontext(&scheduler, &block->fibers[t]);
+            if (block->paused) {
+                block->paused = false;
+                return BLOCK_PAUSED;
+            }
         }
         if (ran) {
             continue;
@@ -261,23 +333,24 @@ static int run_block() {
             case Release::Some: break;
             case Release::Exited: return 4;
             case Release::None:
-                for (unsigned t = 0; t < block.threads; ++t) {
-                    if (block.state[t] != State::Done) return 2;
+                for (unsigned t = 0; t < block_threads; ++t) {
+                    if (block->state[t] != State::Done) return 2;
                 }
-                return 0;
+                return BLOCK_DONE;
         }
     }
 }
 
 }  // namespace ferrograd_emu
 
-// The order blocks run in: 0 for the grid's order (x fastest), else a seed that shuffles it.
-// A GPU promises no order, so no result may depend on it; tests shuffle to check.
-static std::atomic<unsigned> block_order_seed{0};
+// The order blocks run in: 0 for the grid's order (x fastest), else a seed that shuffles it;
+// interleaved, two blocks are live at a time and at each atomic arrival the seed's sequence
+// picks which runs on (see ferrograd_emu::arrive). A GPU promises no order, and runs blocks
+// at once, so no result may depend on it; tests shuffle and interleave to check.
+static unsigned block_order_seed = 0;
+static unsigned interleave_state = 0;  // xorshift32, restarted from the seed when it is set
 
-extern "C" void ferrograd_emu_set_block_order(unsigned seed) { block_order_seed = seed; }
-
-// The grid's blocks in the order they run: grid order, or shuffled (Fisher–Yates, xorshift32
+// The grid's blocks in the order they start: grid order, or shuffled (Fisher–Yates, xorshift32
 // from the seed) when a seed is set.
 static std::vector<dim3> block_order(dim3 grid) {
     std::vector<dim3> blocks;
@@ -298,6 +371,15 @@ static std::vector<dim3> block_order(dim3 grid) {
 // Launches are serialised: the launch state and __shared__ storage are process-wide.
 static std::mutex one_launch_at_a_time;
 
+// Sets the block order (above): a seed (0: the grid's order) and whether blocks interleave.
+// Waits for a launch in progress.
+extern "C" void ferrograd_emu_set_block_order(unsigned seed, int interleave) {
+    std::lock_guard<std::mutex> guard(one_launch_at_a_time);
+    block_order_seed = seed;
+    interleave_state = seed;
+    ferrograd_emu::interleaved = interleave != 0;
+}
+
 // The order threads run in between barriers (see thread_order): 0 index order, 1 reversed,
 // else a seed for shuffles. Waits for a launch in progress.
 extern "C" void ferrograd_emu_set_thread_order(unsigned seed) {
@@ -316,25 +398,37 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     if (kernel == registry().end()) {
         return 1;
     }
-    unsigned threads = block_shape.x * block_shape.y * block_shape.z;
-    if (block.stacks.size() < threads) {
-        block.fibers.resize(threads);
-        block.state.resize(threads);
-        while (block.stacks.size() < threads) {
-            block.stacks.emplace_back(FIBER_STACK);
-        }
-    }
-    block.threads = threads;
-    block.launch = kernel->second;
-    block.args = args;
+    // The blocks that can be live at once (a deque: their addresses stay put).
+    static std::deque<Block> slots(2);
+    block_threads = block_shape.x * block_shape.y * block_shape.z;
+    launch_kernel = kernel->second;
+    launch_args = args;
     grid_dim = grid;
     block_dim = block_shape;
     misaligned = false;
-    for (dim3 index : block_order(grid)) {
-        block_idx = index;
-        if (int error = run_block()) {
-            return error;
+    const std::vector<dim3> order = block_order(grid);
+    size_t started = 0;
+    std::vector<Block*> live;
+    for (size_t s = 0; s < (interleaved ? slots.size() : 1) && started < order.size(); ++s) {
+        start_block(slots[s], order[started++]);
+        live.push_back(&slots[s]);
+    }
+    size_t next = 0;  // the live block to run next
+    while (!live.empty()) {
+        Block& b = *live[next];
+        switch_to(b);
+        const int outcome = run_block();
+        if (outcome > 0) {
+            return outcome;
         }
+        if (outcome == BLOCK_DONE) {
+            if (started < order.size()) {
+                start_block(b, order[started++]);
+            } else {
+                live.erase(live.begin() + (long)next);
+            }
+        }
+        next = interleaved && !live.empty() ? next_random(interleave_state) % live.size() : 0;
     }
     return misaligned ? 3 : 0;
 }

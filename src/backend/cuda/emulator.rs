@@ -24,30 +24,38 @@ extern "C" {
         args: *mut *mut c_void,
     ) -> c_int;
     fn ferrograd_emu_args_size(name: *const c_char) -> usize;
-    fn ferrograd_emu_set_block_order(seed: u32);
+    fn ferrograd_emu_set_block_order(seed: u32, interleave: c_int);
     fn ferrograd_emu_set_thread_order(seed: u32);
     fn ferrograd_emu_set_kernel_defines(defines: *const c_char) -> c_int;
 }
 
-/// The order the emulator runs a launch's blocks in. A GPU promises none, so no kernel's
-/// results may depend on it — split-K's and Adam's "last block to arrive" included; tests
-/// shuffle the order to check.
+/// The order the emulator runs a launch's blocks in. A GPU promises none, and runs many
+/// blocks at once, so no kernel's results may depend on it — split-K's and Adam's "last block
+/// to arrive" included; tests shuffle and interleave the blocks to check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockOrder {
-    /// The grid's order, x fastest (the default).
+    /// The grid's order, x fastest, one block after another (the default).
     Grid,
-    /// A shuffle of the grid's order drawn from the seed (not 0).
+    /// A shuffle of the grid's order drawn from the seed (not 0), one block after another.
     Shuffled(u32),
+    /// Blocks started in a shuffled order two at a time, each with its own shared memory,
+    /// and at every atomic arrival at a rendezvous (`arrive_acq_rel`) the seed's sequence
+    /// picks which of the two runs on: a block can then count itself in and another finish
+    /// the tile before its other threads go on, as on a GPU — which shows a block that
+    /// arrives before all it must publish is written.
+    Interleaved(u32),
 }
 
-/// Sets the order every later launch runs its blocks in, process-wide.
+/// Sets the order every later launch runs its blocks in, process-wide (after the launch in
+/// progress, if any).
 pub fn set_block_order(order: BlockOrder) {
-    let seed = match order {
-        BlockOrder::Grid => 0,
-        BlockOrder::Shuffled(seed) => seed.max(1),
+    let (seed, interleave) = match order {
+        BlockOrder::Grid => (0, 0),
+        BlockOrder::Shuffled(seed) => (seed.max(1), 0),
+        BlockOrder::Interleaved(seed) => (seed.max(1), 1),
     };
-    // SAFETY: stores a number the launch loop reads.
-    unsafe { ferrograd_emu_set_block_order(seed) }
+    // SAFETY: stores numbers the launch loop reads, under its lock.
+    unsafe { ferrograd_emu_set_block_order(seed, interleave) }
 }
 
 /// The order the emulator runs a block's threads in, each from one barrier to its next. A GPU
