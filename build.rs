@@ -151,6 +151,16 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: 
         fs::write(&path, unit).unwrap();
         build.file(path);
     }
+    // FERROGRAD_EMULATOR_ASAN set (scripts/emulator-asan.sh): the kernels compiled with
+    // AddressSanitizer, so that a read or write past a buffer — on a GPU an illegal address,
+    // which ends the process's CUDA context — stops the emulated launch with a report.
+    println!("cargo:rerun-if-env-changed=FERROGRAD_EMULATOR_ASAN");
+    if std::env::var_os("FERROGRAD_EMULATOR_ASAN").is_some() {
+        build
+            .flag("-fsanitize=address")
+            .flag("-fno-omit-frame-pointer");
+        println!("cargo:rustc-link-lib=dylib=asan");
+    }
     build
         // The variants' objects hold only start-up registrars, which nothing names: linked
         // whole, or the linker would leave them out.

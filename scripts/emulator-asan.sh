@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the CUDA kernels' emulator tests with the kernels compiled under AddressSanitizer: any
+# kernel that reads or writes past a buffer it was given — on a GPU an illegal address, which
+# ends the CUDA context and with it a GPU run — fails here with a report naming the line.
+# Device buffers come from the same size classes as on a GPU (src/backend/cuda/device.rs), so
+# what a report flags is past an allocation there too. Part of CI (.ci/run); also worth a run
+# before a GPU session. The build goes to target/asan (or $ASAN_TARGET_DIR: CI uses target/,
+# its dependencies built already), leaving the usual one alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+asan=$(gcc -print-file-name=libasan.so)
+[ -e "$asan" ] || { echo "no libasan.so (gcc's AddressSanitizer runtime: Debian's libgcc-12-dev)" >&2; exit 1; }
+tests=(cuda_kernels kernel_variants gemm_rules devices emulator)
+build=(cargo test --release --no-run --message-format=json)
+for test in "${tests[@]}"; do build+=(--test "$test"); done
+binaries=$(FERROGRAD_EMULATOR_ASAN=1 CARGO_TARGET_DIR=${ASAN_TARGET_DIR:-target/asan} "${build[@]}" --locked |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])')
+# The runtime must come first (LD_PRELOAD); fibers switch stacks (ucontext), which ASan's
+# stack-use-after-return and leak checks do not follow.
+export ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:halt_on_error=1
+for binary in $binaries; do
+    echo "== $(basename "$binary") under AddressSanitizer"
+    LD_PRELOAD="$asan" "$binary" --quiet 2>&1 | grep -v "ASan doesn't fully support makecontext/swapcontext"
+done
