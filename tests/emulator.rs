@@ -14,26 +14,19 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs `kernel` on `blocks` blocks of `threads` threads, with x and y as given.
+/// Runs `kernel` over `grid` × `threads` (along x), with x and y as given.
 fn launch_on(
     kernel: &str,
-    (blocks, threads): (u32, u32),
+    (grid, threads): (Dim3, u32),
     x: &[f32],
     y: &mut [f32],
     n: u64,
     p: f32,
 ) -> Result<(), String> {
-    let config = LaunchConfig {
-        grid: Dim3 {
-            x: blocks,
-            y: 1,
-            z: 1,
-        },
-        block: Dim3 {
-            x: threads,
-            y: 1,
-            z: 1,
-        },
+    let block = Dim3 {
+        x: threads,
+        y: 1,
+        z: 1,
     };
     let args = UnaryArgs {
         x: x.as_ptr() as u64,
@@ -42,8 +35,13 @@ fn launch_on(
         p,
     };
     // SAFETY: the kernels read x[..blocks · threads] at most and write y[..blocks · threads]
-    // (the rendezvous two more), the lengths every caller gives.
-    unsafe { emulator::launch(kernel, config, &args) }
+    // (the rendezvous two more), the lengths every caller gives; a refused launch runs nothing.
+    unsafe { emulator::launch(kernel, LaunchConfig { grid, block }, &args) }
+}
+
+/// A grid of `x` × `y` blocks.
+fn grid_of(x: u32, y: u32) -> Dim3 {
+    Dim3 { x, y, z: 1 }
 }
 
 /// Runs `kernel` on `blocks` blocks of `threads` threads with y = NaN, returning y.
@@ -56,7 +54,7 @@ fn run(
     p: f32,
 ) -> Result<Vec<f32>, String> {
     let mut y = vec![f32::NAN; (blocks * threads) as usize];
-    launch_on(kernel, (blocks, threads), x, &mut y, n, p)?;
+    launch_on(kernel, (grid_of(blocks, 1), threads), x, &mut y, n, p)?;
     Ok(y)
 }
 
@@ -149,7 +147,7 @@ fn a_block_that_arrives_before_its_stores_shows_when_blocks_interleave() {
         y[0] = 0.0;
         let result = launch_on(
             "emulator_check_early_arrival",
-            (blocks, threads),
+            (grid_of(blocks, 1), threads),
             &x,
             &mut y,
             0,
@@ -171,5 +169,33 @@ fn a_block_that_arrives_before_its_stores_shows_when_blocks_interleave() {
             .map(|seed| total(BlockOrder::Interleaved(seed), false))
             .any(|t| t.is_nan()),
         "no interleaving of 8 showed the early arrival"
+    );
+}
+
+/// Geometry a GPU refuses is refused before anything runs, naming the launch: more threads a
+/// block than the kernel's `__launch_bounds__` (128 here) or 1,024, an empty grid, more than
+/// 65,535 blocks along y.
+#[test]
+fn launches_a_gpu_would_refuse_are_errors() {
+    let _turn = one_at_a_time();
+    let x = [7.0f32];
+    let mut y = vec![f32::NAN; 1024];
+    let mut launch = |grid: Dim3, threads: u32| {
+        let kernel = "emulator_check_unwritten_shared";
+        launch_on(kernel, (grid, threads), &x, &mut y, 1, 0.0)
+    };
+    launch(grid_of(8, 1), 128).expect("128 threads, the kernel's launch bounds");
+    for (grid, threads) in [
+        (grid_of(1, 1), 256),
+        (grid_of(1, 1), 0),
+        (grid_of(0, 1), 32),
+        (grid_of(1, 65_536), 1),
+    ] {
+        let err = launch(grid, threads).expect_err("refused");
+        assert!(err.contains("a GPU refuses"), "{grid:?} x {threads}: {err}");
+    }
+    assert!(
+        y[..128].iter().all(|&v| v == 7.0),
+        "the accepted launch ran"
     );
 }

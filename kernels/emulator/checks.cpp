@@ -16,8 +16,9 @@ FG_KERNEL(emulator_check_neighbour_read, UnaryArgs) {
 }
 
 // Each block's y = the shared value block 0's thread 0 stores (x[0]): later blocks read
-// shared memory nothing in their block wrote, which on a GPU holds whatever was there.
-FG_KERNEL(emulator_check_unwritten_shared, UnaryArgs) {
+// shared memory nothing in their block wrote, which on a GPU holds whatever was there. Its
+// launch bounds (128 threads) are for checking that a launch past them is refused.
+FG_KERNEL(emulator_check_unwritten_shared, UnaryArgs, __launch_bounds__(128, 1)) {
     __shared__ float value;
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         value = args.x[0];

@@ -21,9 +21,10 @@
 //   interleaved (ferrograd_emu_set_block_order): a GPU promises no order;
 // - __shared__ becomes `static`, in a section the runtime swaps per block (below), poisoned
 //   (NaN) as each block starts;
-// - a kernel (FG_KERNEL) registers a launcher under its name at start-up, and
-//   ferrograd_emu_launch() runs it, taking its argument as cuLaunchKernel does: an array
-//   holding a pointer to the argument struct; the sweep variants of gemm.cu (build.rs,
+// - a kernel (FG_KERNEL) registers a launcher under its name at start-up, with its
+//   __launch_bounds__, and ferrograd_emu_launch() runs it, taking its argument as
+//   cuLaunchKernel does (an array holding a pointer to the argument struct) and refusing the
+//   geometries cuLaunchKernel refuses; the sweep variants of gemm.cu (build.rs,
 //   kernels/sweep.txt) register theirs under their macro definitions too, and
 //   ferrograd_emu_set_kernel_defines() makes later launches run one of them.
 #pragma once
@@ -78,9 +79,10 @@ unsigned arrive(unsigned* counter);
 
 using Launcher = void (*)(void** args);
 // Registers a kernel under its name, and for a sweep variant of gemm.cu (build.rs) under its
-// macro definitions as well (`variant`, "" for the defaults).
+// macro definitions as well (`variant`, "" for the defaults), with the most threads a block of
+// it may have (`max_threads`: its __launch_bounds__, 0 if it declares none).
 struct Registrar {
-    Registrar(const char* name, const char* variant, Launcher launcher);
+    Registrar(const char* name, const char* variant, Launcher launcher, unsigned max_threads);
 };
 }  // namespace ferrograd_emu
 
@@ -194,10 +196,14 @@ T __ldcg(const T* address) {
 #endif
 
 // The body is `inline` (vague linkage), as every function holding a __shared__ variable must
-// be: GCC will not put variables of internal and of vague linkage in one named section.
+// be: GCC will not put variables of internal and of vague linkage in one named section. What
+// follows Args, if anything, is __launch_bounds__(threads, blocks per SM), which becomes
+// "+threads": the registrar's max_threads is then 0 + threads, or 0 without it.
+#define __launch_bounds__(threads, blocks_per_sm) +(threads)
 #define FG_KERNEL(name, Args, ...)                                                  \
     inline void name##_body(const Args args);                                       \
     static ::ferrograd_emu::Registrar name##_registrar(                             \
         #name, FG_EMULATOR_VARIANT,                                                 \
-        [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); });      \
+        [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); },       \
+        0u __VA_ARGS__);                                                            \
     inline void name##_body(const Args args)

@@ -24,9 +24,15 @@ double* shuffle_slots;
 unsigned (*mma_a_slots)[4];
 unsigned (*mma_b_slots)[2];
 
+// A registered kernel: how to run it, and the most threads a block of it may have.
+struct Kernel {
+    Launcher launch;
+    unsigned max_threads;
+};
+
 // Every kernel under its name; a sweep variant's under "name|definitions".
-static std::map<std::string, Launcher>& registry() {
-    static std::map<std::string, Launcher> kernels;
+static std::map<std::string, Kernel>& registry() {
+    static std::map<std::string, Kernel> kernels;
     return kernels;
 }
 
@@ -39,7 +45,8 @@ static std::vector<std::string>& variants() {
 // The variant launches run (an index into variants()), or -1: the defaults.
 static std::atomic<int> current_variant{-1};
 
-Registrar::Registrar(const char* name, const char* variant, Launcher launcher) {
+Registrar::Registrar(const char* name, const char* variant, Launcher launcher,
+                     unsigned max_threads) {
     std::string key = name;
     if (*variant != '\0') {
         key = key + "|" + variant;
@@ -47,11 +54,11 @@ Registrar::Registrar(const char* name, const char* variant, Launcher launcher) {
             variants().push_back(variant);
         }
     }
-    registry()[key] = launcher;
+    registry()[key] = Kernel{launcher, max_threads != 0 ? max_threads : 1024};
 }
 
 // The kernel a launch of `name` runs: the current variant's, if it has one by that name.
-static std::map<std::string, Launcher>::iterator find_kernel(const char* name) {
+static std::map<std::string, Kernel>::iterator find_kernel(const char* name) {
     const int variant = current_variant.load();
     if (variant >= 0) {
         auto kernel = registry().find(std::string(name) + "|" + variants()[variant]);
@@ -388,9 +395,20 @@ extern "C" void ferrograd_emu_set_thread_order(unsigned seed) {
     ferrograd_emu::thread_shuffle_state = seed;
 }
 
+// Whether a GPU would launch `kernel` over `grid` × `block`: no dimension 0, at most
+// 2^31 - 1 blocks along x and 65,535 along y and z, at most 1,024 threads along x and y and 64
+// along z, and at most the kernel's __launch_bounds__ (or 1,024) threads a block.
+static bool launchable(const ferrograd_emu::Kernel& kernel, dim3 grid, dim3 block) {
+    const unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
+    return grid.x >= 1 && grid.y >= 1 && grid.z >= 1 && grid.x <= 0x7fffffffu &&
+           grid.y <= 65535 && grid.z <= 65535 && block.x >= 1 && block.y >= 1 && block.z >= 1 &&
+           block.x <= 1024 && block.y <= 1024 && block.z <= 64 && threads <= kernel.max_threads;
+}
+
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
 // its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy; 4 if threads
-// waited at a barrier that some of the threads it concerns had returned before reaching.
+// waited at a barrier that some of the threads it concerns had returned before reaching; 5 if
+// a GPU would refuse the launch's geometry (launchable), without running anything.
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
     std::lock_guard<std::mutex> guard(one_launch_at_a_time);
@@ -398,10 +416,13 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     if (kernel == registry().end()) {
         return 1;
     }
+    if (!launchable(kernel->second, grid, block_shape)) {
+        return 5;
+    }
     // The blocks that can be live at once (a deque: their addresses stay put).
     static std::deque<Block> slots(2);
     block_threads = block_shape.x * block_shape.y * block_shape.z;
-    launch_kernel = kernel->second;
+    launch_kernel = kernel->second.launch;
     launch_args = args;
     grid_dim = grid;
     block_dim = block_shape;

@@ -311,10 +311,16 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
             "{name}: misaligned address: a 16-byte copy (cp.async) from or to an address that \
              is not a multiple of 16, which stops the kernel on a GPU"
         )),
-        _ => Err(format!(
+        4 => Err(format!(
             "{name}: threads waited at a barrier (__syncthreads or a warp shuffle) that some \
              of the threads it concerns had returned before reaching: a hang or undefined \
              behaviour on a GPU"
+        )),
+        _ => Err(format!(
+            "{name}: a GPU refuses a launch of {:?} blocks of {:?} threads (at most 2^31 - 1 \
+             blocks along x, 65,535 along y and z, none 0; at most 1,024 threads a block, 64 \
+             along z, and no more than the kernel's __launch_bounds__)",
+            config.grid, config.block
         )),
     }
 }
