@@ -152,14 +152,18 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: 
         build.file(path);
     }
     // FERROGRAD_EMULATOR_ASAN set (scripts/emulator-asan.sh): the kernels compiled with
-    // AddressSanitizer, so that a read or write past a buffer — on a GPU an illegal address,
-    // which ends the process's CUDA context — stops the emulated launch with a report.
+    // AddressSanitizer and UndefinedBehaviorSanitizer, so that a read or write past a buffer
+    // (on a GPU an illegal address, which ends the process's CUDA context), a float4 access to
+    // an address not a multiple of 16 (a GPU's misaligned address, as fatal) or an int
+    // overflow in an index stops the emulated launch with a report.
     println!("cargo:rerun-if-env-changed=FERROGRAD_EMULATOR_ASAN");
     if std::env::var_os("FERROGRAD_EMULATOR_ASAN").is_some() {
         build
-            .flag("-fsanitize=address")
+            .flag("-fsanitize=address,undefined")
+            .flag("-fno-sanitize-recover=undefined")
             .flag("-fno-omit-frame-pointer");
         println!("cargo:rustc-link-lib=dylib=asan");
+        println!("cargo:rustc-link-lib=dylib=ubsan");
     }
     build
         // The variants' objects hold only start-up registrars, which nothing names: linked

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the CUDA kernels' emulator tests with the kernels compiled under AddressSanitizer: any
-# kernel that reads or writes past a buffer it was given — on a GPU an illegal address, which
-# ends the CUDA context and with it a GPU run — fails here with a report naming the line.
+# Runs the CUDA kernels' emulator tests with the kernels compiled under AddressSanitizer and
+# UndefinedBehaviorSanitizer: a kernel that reads or writes past a buffer it was given (on a
+# GPU an illegal address, which ends the CUDA context and with it a GPU run), makes a float4
+# access to an address not a multiple of 16 (a GPU's misaligned address, as fatal) or
+# overflows an int fails here with a report naming the line.
 # Device buffers come from the same size classes as on a GPU (src/backend/cuda/device.rs), so
 # what a report flags is past an allocation there too. Part of CI (.ci/run); also worth a run
 # before a GPU session. The build goes to target/asan (or $ASAN_TARGET_DIR: CI uses target/,
@@ -23,6 +25,6 @@ for line in sys.stdin:
 # stack-use-after-return and leak checks do not follow.
 export ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:halt_on_error=1
 for binary in $binaries; do
-    echo "== $(basename "$binary") under AddressSanitizer"
+    echo "== $(basename "$binary") under AddressSanitizer and UndefinedBehaviorSanitizer"
     LD_PRELOAD="$asan" "$binary" --quiet 2>&1 | grep -v "ASan doesn't fully support makecontext/swapcontext"
 done
