@@ -1041,8 +1041,10 @@ fn one_column_products_match_the_cpu() {
 
 /// A GPU runs a launch's blocks in no promised order, so which block of a split tile arrives
 /// last (and adds the partial sums) or which block of Adam's step advances its count varies
-/// from run to run. The results must not: the same bits under the grid's order and shuffled
-/// ones, for split-K in both GEMM kernels (with dropout) and for a GAN step's Adam updates.
+/// from run to run. The results must not: the same bits under the grid's order, shuffled
+/// ones, and blocks interleaved at their rendezvous (a block counting itself in while another
+/// finishes the tile), for split-K in both GEMM kernels (with dropout) and for a GAN step's
+/// Adam updates.
 #[test]
 fn results_do_not_depend_on_the_order_blocks_run_in() {
     let (m, k, n) = (70, 200, 68);
