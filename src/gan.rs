@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::backend::cpu::hot_pool;
-use crate::backend::cuda::tuning::{record_products, TuneOptions, TunedProduct, Tuning};
+use crate::backend::cuda::{record_products, TuneOptions, TunedProduct, Tuning};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::Device;
 use crate::error::{Error, Result};

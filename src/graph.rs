@@ -38,7 +38,7 @@ pub fn capture<R>(device: &Device, record: impl FnOnce() -> R) -> Result<(Graph,
         ));
     };
     let generator_before = with_default_generator(|generator| *generator);
-    let captured = cuda.capture(record);
+    let captured = CudaGraph::capture(cuda, record);
     with_default_generator(|generator| *generator = generator_before);
     let (inner, recorded) = captured.map_err(Error::Device)?;
     Ok((Graph { inner }, recorded))

@@ -24,10 +24,9 @@ use std::thread::{self, ThreadId};
 use super::args::{KernelArgs, PhiloxAdvanceArgs, PhiloxDraw};
 use super::driver::DriverRuntime;
 use super::emulator::EmulatorRuntime;
-use super::graph::{CudaGraph, GraphRng};
 use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
-use super::runtime::{KernelTime, PendingHostCopy, Runtime, Target};
+use super::runtime::{GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
 use crate::rng::PhiloxStream;
 
 /// A handle on a CUDA device (cheap to clone; clones are the same device).
@@ -105,6 +104,16 @@ struct Capture {
     /// [`CudaDevice::philox_draw`]).
     rng_state: DeviceBuffer,
     rng: Option<CapturedDraws>,
+}
+
+/// What a capture recorded, for `graph.rs` to replay.
+pub(crate) struct CapturedLaunches {
+    pub exec: Box<dyn GraphExec>,
+    /// The buffers allocated during the capture: the graph's for as long as it lives.
+    pub pool: Arc<Pool>,
+    /// The counter blocks of random numbers a replay draws, and the buffer holding the
+    /// generator state `{offset, key}` they are rebased on; `None` if the launches draw none.
+    pub draws: Option<(u64, DeviceBuffer)>,
 }
 
 /// The random draws of a capture: all from one stream (`key`), counter blocks `base..end`.
@@ -338,15 +347,20 @@ impl CudaDevice {
         }
     }
 
-    /// Records the launches `record` makes, instead of running them, into a graph that
-    /// [`CudaGraph::replay`] runs again, and returns it with what `record` returned. Tensors
+    /// Records the launches `record` makes, instead of running them, and returns them with
+    /// what `record` returned (`graph.rs` makes a replayable [`CudaGraph`] of them). Tensors
     /// made by `record` keep the graph's buffers: after a replay they hold its results.
+    ///
+    /// [`CudaGraph`]: super::graph::CudaGraph
     ///
     /// What a step needs to be capturable: its inputs in device buffers filled before the
     /// replay (no copies from the host inside), its random draws from one generator, and
     /// per-step scalars (Adam's step count) in device memory. The device runs only one capture
     /// at a time; other threads' work is not recorded.
-    pub(crate) fn capture<R>(&self, record: impl FnOnce() -> R) -> Result<(CudaGraph, R), String> {
+    pub(crate) fn capture<R>(
+        &self,
+        record: impl FnOnce() -> R,
+    ) -> Result<(CapturedLaunches, R), String> {
         let rng_state = self.buffer(4); // two u64, allocated before the capture begins
         {
             let mut capture = self
@@ -398,15 +412,12 @@ impl CudaDevice {
             }
         };
         let exec = exec.inspect_err(|_| capture.pool.retire_into(&self.inner.general))?;
-        let rng = draws.map(|draws| GraphRng {
-            blocks: draws.end - draws.base,
-            state: capture.rng_state,
-            state_value: Mutex::new(None),
-        });
-        Ok((
-            CudaGraph::new(self.clone(), exec, capture.pool, rng),
-            recorded,
-        ))
+        let captured = CapturedLaunches {
+            exec,
+            pool: capture.pool,
+            draws: draws.map(|draws| (draws.end - draws.base, capture.rng_state)),
+        };
+        Ok((captured, recorded))
     }
 
     /// The general pool, which a graph's pool retires into.

@@ -17,27 +17,35 @@ pub struct CudaGraph {
 
 /// The random draws of a graph: `blocks` counter blocks of the generator whose `{offset, key}`
 /// the device-side `state` holds; the graph's last launch advances the offset by `blocks`.
-pub(crate) struct GraphRng {
-    pub blocks: u64,
-    pub state: DeviceBuffer,
+struct GraphRng {
+    blocks: u64,
+    state: DeviceBuffer,
     /// What `state` holds after the launches so far (`None`: not yet set), so that a replay
     /// following a replay needs no copy from the host.
-    pub state_value: Mutex<Option<[u64; 2]>>,
+    state_value: Mutex<Option<[u64; 2]>>,
 }
 
 impl CudaGraph {
-    pub(crate) fn new(
-        device: CudaDevice,
-        exec: Box<dyn GraphExec>,
-        pool: Arc<Pool>,
-        rng: Option<GraphRng>,
-    ) -> CudaGraph {
-        CudaGraph {
-            device,
-            exec,
-            pool,
+    /// Records the launches `record` makes on `device`, instead of running them, into a graph
+    /// that [`CudaGraph::replay`] runs again, and returns it with what `record` returned (see
+    /// [`CudaDevice::capture`] for what a step needs to be capturable).
+    pub(crate) fn capture<R>(
+        device: &CudaDevice,
+        record: impl FnOnce() -> R,
+    ) -> Result<(CudaGraph, R), String> {
+        let (captured, recorded) = device.capture(record)?;
+        let rng = captured.draws.map(|(blocks, state)| GraphRng {
+            blocks,
+            state,
+            state_value: Mutex::new(None),
+        });
+        let graph = CudaGraph {
+            device: device.clone(),
+            exec: captured.exec,
+            pool: captured.pool,
             rng,
-        }
+        };
+        Ok((graph, recorded))
     }
 
     /// Runs the recorded launches again (asynchronously on a GPU: reading a result waits for

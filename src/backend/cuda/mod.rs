@@ -8,7 +8,8 @@
 //!   `pinned.rs`: the driver's page-locked buffers for copies that do not wait;
 //! - `device.rs`: a device with its caching allocator and graph capture; `graph.rs`: a captured
 //!   graph and its replay; `storage.rs`: the ops as launches;
-//! - `tuning.rs`: each product of a step timed in its configurations, and given the fastest;
+//! - `recorded_products.rs`: the products a step plans, noted as it plans them; `tuning.rs`:
+//!   each of them timed in its configurations, and given the fastest;
 //! - `nvrtc.rs`: compilation, and ptxas's resource report.
 
 pub mod args;
@@ -21,6 +22,7 @@ pub mod kernels;
 pub mod launch;
 pub mod nvrtc;
 mod pinned;
+mod recorded_products;
 mod runtime;
 mod storage;
 pub mod tuning;
@@ -31,8 +33,9 @@ pub use launch::{
     clear_product_settings, set_small_tiles_for, set_split_k_blocks, set_split_k_for,
     set_split_k_min_k, set_split_k_override, split_k_blocks,
 };
+pub use recorded_products::{record_products, RecordedProduct};
 pub use runtime::KernelTime;
 pub use storage::{
     set_allow_tf32, set_small_tiles, small_tiles_default, tf32_allowed, CudaStorage,
 };
-pub use tuning::{record_products, TuneOptions, TunedProduct, Tuning};
+pub use tuning::{TuneOptions, TunedProduct, Tuning};

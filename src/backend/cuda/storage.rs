@@ -9,7 +9,7 @@ use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{
     small_tiles_fit, small_tiles_for, Dim3, GemmPlan, LaunchConfig, SPLIT_K_MAX_TILES, SUM_CHUNK,
 };
-use super::tuning;
+use super::recorded_products;
 use crate::backend::{
     BackendStorage, BinaryKernel, Broadcast, Distribution, GemmDims, Identity, LhsRule,
     OptimizerKernel, TernaryKernel, UnaryKernel,
@@ -256,7 +256,7 @@ impl CudaStorage {
             ..self.gemm_args_through(rhs, &out, dims, rule)
         };
         let product = PlannedGemm::new(device, args, dims);
-        tuning::note_row_sums(dims);
+        recorded_products::note_row_sums(dims);
         (product, out, sums)
     }
 }
@@ -330,7 +330,7 @@ impl PlannedGemm {
             }
         };
         if kernel == "gemm" {
-            tuning::note_product(dims);
+            recorded_products::note_product(dims);
         }
         PlannedGemm {
             kernel,

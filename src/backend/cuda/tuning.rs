@@ -12,21 +12,20 @@
 //!   order, so results differ from an untuned run's in the last bits, and two runs whose
 //!   timings chose differently differ likewise (as with PyTorch's benchmark mode).
 //!
-//! How: [`record_products`] notes the products a closure plans in `gemm`'s tiles (a graph
-//! capture plans every product of a step without running it); [`CudaDevice::tune_products`]
-//! times each product alone and plain in each candidate configuration, with the kernel timing
-//! of [`CudaDevice::set_kernel_timing`] (events around each launch on a GPU), the candidates in
-//! turns so that a slow moment of the machine hits them all, and sets the winner with
-//! [`set_split_k_for`] and [`set_small_tiles_for`]: every later plan of that product — the
-//! next capture's — uses it. What timing a product alone does not see: in the step it may also
+//! How: [`record_products`](super::record_products) notes the products a closure plans in
+//! `gemm`'s tiles (a graph capture plans every product of a step without running it);
+//! [`CudaDevice::tune_products`] times each product alone and plain in each candidate
+//! configuration, with the kernel timing of [`CudaDevice::set_kernel_timing`] (events around
+//! each launch on a GPU), the candidates in turns so that a slow moment of the machine hits
+//! them all, and sets the winner with [`set_split_k_for`] and [`set_small_tiles_for`]: every
+//! later plan of that product — the next capture's — uses it. What timing a product alone does not see: in the step it may also
 //! read its left operand through an activation's rule, or share a launch with its pair, and a
 //! weight gradient split along k leaves its rule to a launch of its own; `gan_bench --autotune`
 //! times the whole step.
 
-use std::cell::RefCell;
-
 use super::device::CudaDevice;
 use super::launch::{set_small_tiles_for, set_split_k_for, small_tiles_fit, GemmPlan};
+use super::recorded_products::RecordedProduct;
 use super::storage::{small_tiles_default, CudaStorage};
 use crate::backend::{BackendStorage, GemmDims, Identity};
 
@@ -59,16 +58,6 @@ impl Default for TuneOptions {
     }
 }
 
-/// A product that `gemm`'s tiles computed while [`record_products`] was listening.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordedProduct {
-    pub dims: GemmDims,
-    /// Asked for with the row sums of its left operand (a weight gradient and its bias
-    /// gradient): summed in the GEMM without split-K, by a launch of their own with it, so the
-    /// tuner times both.
-    pub row_sums: bool,
-}
-
 /// How a tiled product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmChoice {
@@ -91,47 +80,6 @@ pub struct TunedProduct {
     pub product: RecordedProduct,
     pub planned: Timed,
     pub chosen: Timed,
-}
-
-thread_local! {
-    /// The products noted since [`record_products`] began listening on this thread (`None`:
-    /// nobody listens).
-    static RECORDING: RefCell<Option<Vec<RecordedProduct>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` and returns, beside its result, the distinct products it planned in `gemm`'s
-/// tiles (not `gemm_large`, `gemv` or the TF32 kernel), in the order first planned. Capturing
-/// a step records them without running anything.
-pub fn record_products<R>(f: impl FnOnce() -> R) -> (R, Vec<RecordedProduct>) {
-    let outer = RECORDING.with(|recording| recording.replace(Some(Vec::new())));
-    let result = f();
-    let products = RECORDING.with(|recording| recording.replace(outer));
-    (result, products.unwrap_or_default())
-}
-
-/// Notes a product planned in `gemm`'s tiles, for [`record_products`].
-pub(crate) fn note_product(dims: GemmDims) {
-    RECORDING.with(|recording| {
-        if let Some(products) = recording.borrow_mut().as_mut() {
-            if products.iter().all(|product| product.dims != dims) {
-                products.push(RecordedProduct {
-                    dims,
-                    row_sums: false,
-                });
-            }
-        }
-    });
-}
-
-/// Notes that the product `dims`, if noted, was asked for with its row sums.
-pub(crate) fn note_row_sums(dims: GemmDims) {
-    RECORDING.with(|recording| {
-        if let Some(products) = recording.borrow_mut().as_mut() {
-            for product in products.iter_mut().filter(|product| product.dims == dims) {
-                product.row_sums = true;
-            }
-        }
-    });
 }
 
 /// The splits the tuner tries, as asked for: `GemmPlan::with_splits` makes each a whole number
@@ -220,7 +168,7 @@ fn set_choice(dims: GemmDims, choice: GemmChoice) {
 }
 
 impl CudaDevice {
-    /// Times each of `products` (from [`record_products`]) alone on this device in every
+    /// Times each of `products` (from [`record_products`](super::record_products)) alone on this device in every
     /// configuration `tuning` allows, and makes each run in the fastest from now on (process-
     /// wide, as `set_small_tiles`; a graph captured before keeps its plans: capture again).
     /// Uses the kernel timing, and leaves it off. Operands are scratch buffers of this device.
