@@ -5,6 +5,10 @@
 //! batch after every epoch (`samples_epoch_NNN.png`, and `samples_latest.png`), the losses of
 //! every iteration (`losses.csv`) and their curve (`losses.svg`), and a checkpoint
 //! (`checkpoint.safetensors`) that `--resume` continues from. `--help` lists the options.
+//!
+//! Ctrl-C (or SIGTERM, or SIGHUP) while training stops the run after the step in flight,
+//! writes its checkpoint and exits with status 130; a second one exits at once (the last
+//! checkpoint written stays intact: every write is atomic).
 
 mod gan_output;
 
@@ -12,6 +16,7 @@ use std::error::Error;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -27,6 +32,11 @@ use gan_output::{
     loss_plot_svg, read_loss_rows, start_loss_csv, write_grid_png, write_samples_idx, LossRow,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The exit status of a run stopped by a signal (128 + SIGINT, as shells report it).
+const STOPPED_STATUS: u8 = 130;
 
 /// Seeds the fixed noise batch of the sample grids, apart from the training stream.
 const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
@@ -118,7 +128,28 @@ fn positive_f32(text: &str) -> Result<f32, String> {
 }
 
 fn main() -> ExitCode {
-    gan_output::exit_code(run(Args::parse()))
+    let result = run(Args::parse());
+    if result.is_ok() && stop_requested() {
+        return ExitCode::from(STOPPED_STATUS);
+    }
+    gan_output::exit_code(result)
+}
+
+fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::Relaxed)
+}
+
+/// From now on, the first Ctrl-C (SIGINT), SIGTERM or SIGHUP asks training to stop after the
+/// step in flight and write its checkpoint, as a job scheduler's notice or an impatient user
+/// would want; a second one ends the process at once.
+fn stop_on_signals() -> Result<(), ctrlc::Error> {
+    ctrlc::set_handler(|| {
+        if STOP_REQUESTED.swap(true, Ordering::Relaxed) {
+            eprintln!("\nstopped at once (a checkpoint written before stays intact)");
+            std::process::exit(i32::from(STOPPED_STATUS));
+        }
+        eprintln!("\nstopping after this step to write a checkpoint (again to stop at once)");
+    })
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
@@ -203,9 +234,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let csv_path = args.out.join("losses.csv");
     let mut history = read_loss_rows(&csv_path, progress.step)?;
     let mut csv = start_loss_csv(&csv_path, &history)?;
-    let last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
+    let mut last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = args.out.join("checkpoint.safetensors");
     let mut files = FileWriter::default();
+    stop_on_signals()?;
     println!(
         "training on {} images, {} batches of {} per epoch, on {}",
         loader.len(),
@@ -214,7 +246,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         device.description()
     );
 
-    while progress.step < last_step {
+    while progress.step < last_step && !stop_requested() {
         let epoch = progress.step / batches;
         let first_batch = progress.step % batches;
         let order = loader.order(epoch);
@@ -242,6 +274,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         // the host uploads a batch, logs a row or draws the bar.
         let mut in_flight: Option<(u64, PendingStats)> = None;
         for index in first_batch..batches {
+            if stop_requested() {
+                last_step = progress.step; // the epoch's end below writes the checkpoint
+            }
             if progress.step == last_step {
                 break;
             }
@@ -305,6 +340,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     files.finish()?;
     println!("checkpoint: {}", checkpoint_path.display());
+    if stop_requested() {
+        println!(
+            "stopped at iteration {}; continue with --resume {}",
+            progress.step,
+            checkpoint_path.display()
+        );
+        return Ok(()); // no --samples-out from an interrupted run
+    }
 
     if let Some(path) = &args.samples_out {
         let mut rng = Generator::new(progress.seed ^ SAMPLES_NOISE_SALT);

@@ -1,11 +1,13 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
-//! resume, kills during checkpointing, and clear errors for what users get wrong.
+//! resume, kills during checkpointing, stopping on Ctrl-C or SIGTERM, and clear errors for what
+//! users get wrong.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -186,6 +188,79 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
         last_step = step;
     }
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Ctrl-C (SIGINT) while training, then SIGTERM in the resumed run: each stops after its step
+/// in flight with status 130, leaving a checkpoint at the step its loss log reaches and saying
+/// how to resume; resumed, the twice-stopped run has the losses of one never stopped.
+#[test]
+fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("signals");
+    let checkpoint = out.join("checkpoint.safetensors");
+    let mut last_step = 0;
+    for (round, signal) in ["-INT", "-TERM"].into_iter().enumerate() {
+        let mut args = vec!["--max-iters", "100000"];
+        if round > 0 {
+            args.extend(["--resume", checkpoint.to_str().unwrap()]);
+        }
+        let mut child = mnist_gan(&data, &out, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("training on") {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "round {round}: the run ended before training"
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal} failed");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "round {round} ({signal}):\n{rest}"
+        );
+
+        let step = step_of(&checkpoint);
+        assert!(
+            step > last_step,
+            "round {round}: checkpoint at {step}, before {last_step}"
+        );
+        assert_eq!(
+            losses(&out).len() as u64,
+            step,
+            "the log reaches the checkpoint"
+        );
+        assert!(
+            rest.contains(&format!(
+                "stopped at iteration {step}; continue with --resume"
+            )),
+            "{rest}"
+        );
+        last_step = step;
+    }
+
+    let uninterrupted = scratch("signals-uninterrupted");
+    run_ok(mnist_gan(
+        &data,
+        &uninterrupted,
+        &["--max-iters", &last_step.to_string()],
+    ));
+    assert_eq!(losses(&out), losses(&uninterrupted));
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&uninterrupted).unwrap();
 }
 
 /// The step stored in a checkpoint; 0 if there is none yet. Panics if it exists but does not
