@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,26 @@ fn mnist_gan(data: &Path, out: &Path, extra: &[&str]) -> Command {
         .args(["--seed", "1", "--threads", "2"])
         .args(extra);
     command
+}
+
+/// A run that would train for hours (from `resume`, if given), its stderr discarded.
+fn spawn_long_run(
+    data: &Path,
+    out: &Path,
+    resume: Option<&Path>,
+    extra: &[&str],
+    stdout: Stdio,
+) -> Child {
+    let mut args = vec!["--max-iters", "100000"];
+    if let Some(checkpoint) = resume {
+        args.extend(["--resume", checkpoint.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    mnist_gan(data, out, &args)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn run_ok(mut command: Command) -> Output {
@@ -163,15 +183,14 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
     let checkpoint = out.join("checkpoint.safetensors");
     let mut last_step = 0;
     for (round, delay_ms) in [350u64, 800, 1250].into_iter().enumerate() {
-        let mut args = vec!["--checkpoint-every", "1", "--max-iters", "100000"];
-        if round > 0 {
-            args.extend(["--resume", checkpoint.to_str().unwrap()]);
-        }
-        let mut child = mnist_gan(&data, &out, &args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let resume = (round > 0).then_some(checkpoint.as_path());
+        let mut child = spawn_long_run(
+            &data,
+            &out,
+            resume,
+            &["--checkpoint-every", "1"],
+            Stdio::null(),
+        );
         let started = Instant::now();
         // Wait for this run's first new checkpoint, then kill at an arbitrary point after it.
         while step_of(&checkpoint) <= last_step && started.elapsed() < Duration::from_secs(120) {
@@ -200,15 +219,8 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
     let checkpoint = out.join("checkpoint.safetensors");
     let mut last_step = 0;
     for (round, signal) in ["-INT", "-TERM"].into_iter().enumerate() {
-        let mut args = vec!["--max-iters", "100000"];
-        if round > 0 {
-            args.extend(["--resume", checkpoint.to_str().unwrap()]);
-        }
-        let mut child = mnist_gan(&data, &out, &args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let resume = (round > 0).then_some(checkpoint.as_path());
+        let mut child = spawn_long_run(&data, &out, resume, &[], Stdio::piped());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         while !line.starts_with("training on") {
