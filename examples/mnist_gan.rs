@@ -43,12 +43,27 @@ const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
 /// Seeds the noise of `--samples-out`.
 const SAMPLES_NOISE_SALT: u64 = 0x5341_4d50; // "SAMP"
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// Where to train (`--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DeviceChoice {
-    /// The GPU if there is one, else the CPU.
+    /// The first GPU if there is one, else the CPU.
     Auto,
     Cpu,
-    Cuda,
+    /// GPU N, numbered as PyTorch and `nvidia-smi` number them (`cuda` is `cuda:0`).
+    Cuda(usize),
+}
+
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    match text {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        _ => text
+            .strip_prefix("cuda:")
+            .and_then(|ordinal| ordinal.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| format!("{text:?} is not auto, cpu, cuda or cuda:N")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,8 +89,9 @@ struct Args {
     /// Seed of the weights, the data order, the noise and dropout.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where to train: auto (the first GPU if there is one, else the CPU), cpu, cuda (the
+    /// first GPU) or cuda:N (GPU N).
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceChoice,
     /// On a GPU, launch every kernel of every step instead of replaying the step captured
     /// once as a CUDA graph (same results, slower).
@@ -366,7 +382,13 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 fn select_device(choice: DeviceChoice) -> Result<Device, String> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => Device::cuda(0).map_err(|err| format!("--device cuda: {err}")),
+        DeviceChoice::Cuda(ordinal) => Device::cuda(ordinal).map_err(|err| {
+            let err = err.to_string();
+            let reason = err
+                .strip_prefix(&format!("cuda:{ordinal}: "))
+                .unwrap_or(&err);
+            format!("--device cuda:{ordinal}: {reason}")
+        }),
         DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
             println!("device auto: no usable GPU ({err}); training on the CPU");
             Device::Cpu

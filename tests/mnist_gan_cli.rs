@@ -302,9 +302,19 @@ fn user_errors_are_reported_without_panicking() {
     let Some(data) = shared_mnist() else { return };
     if ferrograd::Device::cuda(0).is_err() {
         let stderr = run_failing(mnist_gan(&data, &out, &["--device", "cuda"]));
-        assert!(stderr.contains("--device cuda: "), "{stderr}");
+        assert!(
+            stderr.contains("--device cuda:0: no CUDA driver"),
+            "{stderr}"
+        );
+        let stderr = run_failing(mnist_gan(&data, &out, &["--device", "cuda:1"]));
+        assert!(stderr.contains("--device cuda:1: "), "{stderr}");
     }
 
+    let stderr = run_failing(mnist_gan(&data, &out, &["--device", "gpu"]));
+    assert!(
+        stderr.contains("\"gpu\" is not auto, cpu, cuda or cuda:N"),
+        "{stderr}"
+    );
     let stderr = run_failing(mnist_gan(&data, &out, &["--batch-size", "0"]));
     assert!(stderr.contains("--batch-size"), "{stderr}");
     let stderr = run_failing(mnist_gan(&data, &out, &["--autotune", "always"]));
