@@ -285,42 +285,45 @@ fn step_of(path: &Path) -> u64 {
     checkpoint.parse("step").unwrap()
 }
 
-fn run_failing(mut command: Command) -> String {
+/// Runs `command`, which must fail with an error (not a panic) containing each of `expected`.
+fn fails_with(mut command: Command, expected: &[&str]) {
     let output = command.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{command:?} should fail");
     assert!(
         !stderr.contains("panicked"),
         "a panic instead of an error:\n{stderr}"
     );
-    stderr
+    for text in expected {
+        assert!(
+            stderr.contains(text),
+            "{command:?}: no {text:?} in\n{stderr}"
+        );
+    }
 }
 
 #[test]
 fn user_errors_are_reported_without_panicking() {
     let out = scratch("errors");
     let Some(data) = shared_mnist() else { return };
-    if ferrograd::Device::cuda(0).is_err() {
-        let stderr = run_failing(mnist_gan(&data, &out, &["--device", "cuda"]));
-        assert!(
-            stderr.contains("--device cuda:0: no CUDA driver"),
-            "{stderr}"
+    let run = |args: &[&str]| mnist_gan(&data, &out, args);
+    if let Err(err) = ferrograd::Device::cuda(0) {
+        let err = err.to_string();
+        let reason = err.strip_prefix("cuda:0: ").unwrap_or(&err);
+        fails_with(
+            run(&["--device", "cuda"]),
+            &[&format!("--device cuda:0: {reason}")],
         );
-        let stderr = run_failing(mnist_gan(&data, &out, &["--device", "cuda:1"]));
-        assert!(stderr.contains("--device cuda:1: "), "{stderr}");
+        fails_with(run(&["--device", "cuda:1"]), &["--device cuda:1: "]);
     }
-
-    let stderr = run_failing(mnist_gan(&data, &out, &["--device", "gpu"]));
-    assert!(
-        stderr.contains("\"gpu\" is not auto, cpu, cuda or cuda:N"),
-        "{stderr}"
+    fails_with(
+        run(&["--device", "gpu"]),
+        &["\"gpu\" is not auto, cpu, cuda or cuda:N"],
     );
-    let stderr = run_failing(mnist_gan(&data, &out, &["--batch-size", "0"]));
-    assert!(stderr.contains("--batch-size"), "{stderr}");
-    let stderr = run_failing(mnist_gan(&data, &out, &["--autotune", "always"]));
-    assert!(
-        stderr.contains("--autotune") && stderr.contains("tiles, splits"),
-        "{stderr}"
+    fails_with(run(&["--batch-size", "0"]), &["--batch-size"]);
+    fails_with(
+        run(&["--autotune", "always"]),
+        &["--autotune", "tiles, splits"],
     );
 
     // A truncated training file: the error names it, and nothing is downloaded over it.
@@ -339,32 +342,27 @@ fn user_errors_are_reported_without_panicking() {
         &images[..images.len() / 3],
     )
     .unwrap();
-    let stderr = run_failing(mnist_gan(&broken, &out, &["--max-iters", "1"]));
-    assert!(
-        stderr.contains("train-images-idx3-ubyte.gz") && stderr.contains("truncated"),
-        "{stderr}"
+    fails_with(
+        mnist_gan(&broken, &out, &["--max-iters", "1"]),
+        &["train-images-idx3-ubyte.gz", "truncated"],
     );
-
-    let stderr = run_failing(mnist_gan(
-        &data,
-        &out,
-        &["--resume", "/nonexistent/checkpoint.safetensors"],
-    ));
-    assert!(
-        stderr.contains("/nonexistent/checkpoint.safetensors"),
-        "{stderr}"
+    fails_with(
+        run(&["--resume", "/nonexistent/checkpoint.safetensors"]),
+        &["/nonexistent/checkpoint.safetensors"],
     );
 
     // A checkpoint that cannot be written (a directory in its place): written in the
     // background, its failure still ends the run with an error that names it.
     let blocked = scratch("blocked-checkpoint");
     std::fs::create_dir_all(blocked.join("checkpoint.safetensors/occupied")).unwrap();
-    let stderr = run_failing(mnist_gan(
-        &data,
-        &blocked,
-        &["--max-iters", "3", "--checkpoint-every", "1"],
-    ));
-    assert!(stderr.contains("checkpoint.safetensors"), "{stderr}");
+    fails_with(
+        mnist_gan(
+            &data,
+            &blocked,
+            &["--max-iters", "3", "--checkpoint-every", "1"],
+        ),
+        &["checkpoint.safetensors"],
+    );
     std::fs::remove_dir_all(&blocked).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::remove_dir_all(&broken).unwrap();
