@@ -2,7 +2,9 @@
 //! there is a GPU: our SGEMM at the GAN's shapes (each layer's forward at batch 64, the backward
 //! layouts of the largest) and at 1024³ and 4096³; tanh over 16 M floats (bytes read and
 //! written per second: compare with a device copy, `benches/cuda_reference.py`); one Adam step
-//! over the discriminator; and the GAN's training iteration, captured as a CUDA graph and eager.
+//! over the discriminator; the GAN's training iteration, captured as a CUDA graph and eager;
+//! and the three teaching GEMM kernels of `kernels/gemm_steps.cu` beside the engine's own
+//! product at 2048³ (`cargo bench --bench cuda -- gemm_steps`: what each idea buys).
 //!
 //! A kernel's figure is the time per call of many calls captured in one CUDA graph and replayed
 //! (so the host's launch cost stays out of it, as in `gan_bench`); criterion samples replays.
@@ -18,18 +20,24 @@ use std::time::{Duration, Instant};
 
 use common::gemm_cases;
 use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
+use ferrograd::backend::cuda::gemm_steps::{gemm_step, GemmStep};
 use ferrograd::backend::cuda::CudaStorage;
-use ferrograd::backend::{BackendStorage, Identity};
+use ferrograd::backend::{BackendStorage, GemmDims, Identity};
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::graph;
 use ferrograd::nn::Module;
 use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
 
+/// Whether `FERROGRAD_BENCH_CUDA=emulator` asks for the emulator instead of a GPU.
+fn on_emulator() -> bool {
+    std::env::var("FERROGRAD_BENCH_CUDA").as_deref() == Ok("emulator")
+}
+
 /// The GPU, or the emulator when `FERROGRAD_BENCH_CUDA=emulator`; `None` (and why, on stderr)
 /// when there is neither.
 fn cuda_device() -> Option<Device> {
-    if std::env::var("FERROGRAD_BENCH_CUDA").as_deref() == Ok("emulator") {
+    if on_emulator() {
         return Some(Device::cuda_emulator());
     }
     Device::cuda(0)
@@ -85,6 +93,43 @@ fn bench_gemm(c: &mut Criterion, device: &Device) {
             })
         });
     }
+    group.finish();
+}
+
+/// The steps of `kernels/gemm_steps.cu` (one thread per element of C; tiles in shared memory;
+/// a 4 × 4 patch per thread in registers) and the engine's own product (`gemm.cu`'s
+/// `gemm_large` at this size) on one 2048³ product (128³ on the emulator).
+fn bench_gemm_steps(c: &mut Criterion, device: &Device) {
+    let Device::Cuda(cuda) = device else {
+        unreachable!("a CUDA device")
+    };
+    let size = if on_emulator() { 128 } else { 2048 };
+    let a = CudaStorage::from_vec(vec![0.5; size * size], cuda);
+    let b = CudaStorage::from_vec(vec![0.25; size * size], cuda);
+    let mut group = c.benchmark_group("cuda_gemm_steps");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(2 * (size as u64).pow(3))); // flops
+    let shape = format!("{size}x{size}x{size}");
+    for step in GemmStep::ALL {
+        let id = BenchmarkId::new(format!("{step:?}"), &shape);
+        group.bench_function(id, |bencher| {
+            bench_captured(bencher, device, 1, || {
+                gemm_step(step, &a, &b, size, size, size);
+            })
+        });
+    }
+    let dims = GemmDims {
+        m: size,
+        k: size,
+        n: size,
+        lhs_transposed: false,
+        rhs_transposed: false,
+    };
+    group.bench_function(BenchmarkId::new("Engine", &shape), |bencher| {
+        bench_captured(bencher, device, 1, || {
+            a.gemm(&b, None, dims, &Identity);
+        })
+    });
     group.finish();
 }
 
@@ -161,6 +206,7 @@ fn cuda_benches(c: &mut Criterion) {
     bench_elementwise(c, &device);
     bench_adam(c, &device);
     bench_gan_iteration(c, &device);
+    bench_gemm_steps(c, &device);
 }
 
 criterion_group! {

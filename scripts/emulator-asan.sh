@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 asan=$(gcc -print-file-name=libasan.so)
 [ -e "$asan" ] || { echo "no libasan.so (gcc's AddressSanitizer runtime: Debian's libgcc-12-dev)" >&2; exit 1; }
-tests=(cuda_kernels kernel_variants gemm_rules devices emulator)
+tests=(cuda_kernels kernel_variants gemm_rules gemm_steps devices emulator)
 build=(cargo test --release --no-run --message-format=json)
 for test in "${tests[@]}"; do build+=(--test "$test"); done
 binaries=$(FERROGRAD_EMULATOR_ASAN=1 CARGO_TARGET_DIR=${ASAN_TARGET_DIR:-target/asan} "${build[@]}" --locked |

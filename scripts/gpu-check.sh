@@ -8,7 +8,8 @@
 #     tensor-core GEMM within TF32's precision of the CPU; gemm_rules: products reading ∂L/∂y
 #     through an activation's rule give the bits of the rule written out first; small_tiles:
 #     32 × 32 tiles give the bits of 64 × 64 ones; tuning: the GEMM autotuner's choices are
-#     applied, tuned tiles give the untuned bits);
+#     applied, tuned tiles give the untuned bits; gemm_steps: the teaching GEMM kernels compute
+#     the product);
 #   - 300 iterations of mnist_gan --device cuda --eager;
 #   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
 #     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run;
@@ -29,7 +30,7 @@ cargo build --release --examples
 tests=$(cargo test --release --no-run 2>&1 | grep -o 'target/release/deps/[a-z0-9_]*-[0-9a-f]*' | sort -u)
 for binary in $tests; do
     name=$(basename "$binary"); name=${name%-*}
-    case "$name" in devices | nvrtc | allocator | graph | tf32 | gemm_rules | small_tiles | tuning) cp "$binary" "$out/$name" ;; esac
+    case "$name" in devices | nvrtc | allocator | graph | tf32 | gemm_rules | small_tiles | tuning | gemm_steps) cp "$binary" "$out/$name" ;; esac
 done
 cp target/release/examples/nvrtc_report "$out/"
 bench=$(cargo bench --bench cuda --no-run 2>&1 | grep -o 'target/release/deps/cuda-[0-9a-f]*' | head -1)
@@ -57,6 +58,7 @@ step 30 ./tf32
 step 60 ./gemm_rules
 step 60 ./small_tiles
 step 60 ./tuning
+step 30 ./gemm_steps every_step # the teaching GEMM kernels (the thread-order test is the emulator's)
 step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
 echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"
 bash bench/run.sh || status=1

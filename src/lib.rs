@@ -97,6 +97,14 @@
 //! come from a counter-based generator ([`rng`], Philox4x32-10) that computes value `i` from
 //! `(seed, i)` alone.
 //!
+//! A matrix product is where a GPU kernel's craft shows. `kernels/gemm_steps.cu` builds one
+//! in three steps, each adding one idea to the one before: a thread per element of C, reading
+//! global memory with neighbouring threads at neighbouring addresses; tiles of A and B staged
+//! in shared memory, so each element fetched serves a whole tile; a 4 × 4 patch of C per
+//! thread in registers, so each value read from shared memory serves four multiply-adds
+//! ([`backend::cuda::gemm_steps`] runs them; `cargo bench --bench cuda -- gemm_steps` times
+//! them on a GPU). `kernels/gemm.cu`, which the engine runs, starts from the third.
+//!
 //! ## 6. Fewer launches: graphs
 //!
 //! On a GPU a small step is dominated by launching its kernels, not by running them. A

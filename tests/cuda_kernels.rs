@@ -115,6 +115,7 @@ fn argument_structs_have_the_c_layout() {
     assert_c_layout::<SumRowsArgs>();
     assert_c_layout::<GemmArgs>();
     assert_c_layout::<GemmPairArgs>();
+    assert_c_layout::<GemmStepArgs>();
     assert_c_layout::<ConcatArgs>();
     assert_c_layout::<PhiloxDraw>();
     assert_c_layout::<RandomArgs>();
@@ -131,12 +132,13 @@ fn the_kernel_table_lists_every_file_and_kernel() {
             "adam.cu",
             "elementwise.cu",
             "gemm.cu",
+            "gemm_steps.cu",
             "random.cu",
             "reduce.cu"
         ]
     );
     let count: usize = MODULES.iter().map(|m| m.kernels.len()).sum();
-    assert_eq!(count, 33);
+    assert_eq!(count, 36);
 }
 
 /// Each activation's forward kernel against the CPU op, and its backward kernel

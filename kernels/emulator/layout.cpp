@@ -13,6 +13,7 @@ extern "C" size_t ferrograd_emu_args_size(const char* name) {
     FERROGRAD_ARGS(SumRowsArgs)
     FERROGRAD_ARGS(GemmArgs)
     FERROGRAD_ARGS(GemmPairArgs)
+    FERROGRAD_ARGS(GemmStepArgs)
     FERROGRAD_ARGS(PhiloxDraw)
     FERROGRAD_ARGS(RandomArgs)
     FERROGRAD_ARGS(PhiloxAdvanceArgs)

@@ -95,6 +95,10 @@ kernel_args!(
     GemmPairArgs { product: [GemmArgs; 2], tiles_x: [i32; 2], tiles_y: [i32; 2], splits: [i32; 2] }
 );
 kernel_args!(
+    /// `C = A · B`, row-major, for the teaching kernels of `gemm_steps.cu`.
+    GemmStepArgs { a: u64, b: u64, c: u64, m: i32, k: i32, n: i32 }
+);
+kernel_args!(
     /// A Philox fill (`random.cu`).
     RandomArgs { out: u64, n: u64, draw: PhiloxDraw, distribution: i32, a: f32, b: f32 }
 );

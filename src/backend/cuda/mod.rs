@@ -10,12 +10,14 @@
 //!   graph and its replay; `storage.rs`: the ops as launches;
 //! - `recorded_products.rs`: the products a step plans, noted as it plans them; `tuning.rs`:
 //!   each of them timed in its configurations, and given the fastest;
-//! - `nvrtc.rs`: compilation, and ptxas's resource report.
+//! - `nvrtc.rs`: compilation, and ptxas's resource report;
+//! - `gemm_steps.rs`: the matrix product in three steps toward `gemm.cu`'s, to read and to time.
 
 pub mod args;
 mod device;
 mod driver;
 pub mod emulator;
+pub mod gemm_steps;
 mod graph;
 pub mod kernel_cache;
 pub mod kernels;

@@ -120,17 +120,17 @@ impl CudaStorage {
         storages[0].device().copy_to_host_later(&buffers)
     }
 
-    fn uninit(len: usize, device: &CudaDevice) -> Self {
+    pub(super) fn uninit(len: usize, device: &CudaDevice) -> Self {
         CudaStorage {
             buffer: device.buffer(len),
         }
     }
 
-    fn pointer(&self) -> u64 {
+    pub(super) fn pointer(&self) -> u64 {
         self.buffer.pointer
     }
 
-    fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.buffer.len as u64
     }
 
