@@ -36,7 +36,7 @@ esac
 rm -rf "$out" && mkdir -p "$out/mnist"
 cargo build --release --example gan_bench --example mnist_gan
 cp target/release/examples/{gan_bench,mnist_gan} "$out/"
-strip --strip-debug "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most
+strip "$out/gan_bench" "$out/mnist_gan" # the device tool carries 64 MiB at most (gpu-check.sh)
 cp benches/gan_pytorch.py benches/cuda_reference.py benches/gpu_table.py benches/fit_split_k.py "$out/"
 cp kernels/sweep.txt "$out/"
 # The baselines: gan_bench built from earlier commits, each in a worktree of its own.
@@ -47,7 +47,7 @@ build_gan_bench_at() { # rev name
     (cd "$worktree" && CARGO_TARGET_DIR="$OLDPWD/target/$2" cargo build --quiet --release --example gan_bench)
     cp "target/$2/release/examples/gan_bench" "$out/$2_gan_bench"
     git worktree remove --force "$worktree"
-    strip --strip-debug "$out/$2_gan_bench"
+    strip "$out/$2_gan_bench"
     echo "$1 $(git log -1 --format='%h %cs' "$1")" > "$out/$2.txt"
 }
 build_gan_bench_at "${BASELINE:-daabdd1}" baseline
