@@ -35,6 +35,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Whether the training loop is still running (what the first signal's message says).
+static TRAINING: AtomicBool = AtomicBool::new(false);
 /// The exit status of a run stopped by a signal (128 + SIGINT, as shells report it).
 const STOPPED_STATUS: u8 = 130;
 
@@ -164,7 +166,11 @@ fn stop_on_signals() -> Result<(), ctrlc::Error> {
             eprintln!("\nstopped at once (a checkpoint written before stays intact)");
             std::process::exit(i32::from(STOPPED_STATUS));
         }
-        eprintln!("\nstopping after this step to write a checkpoint (again to stop at once)");
+        if TRAINING.load(Ordering::Relaxed) {
+            eprintln!("\nstopping after this step to write a checkpoint (again to stop at once)");
+        } else {
+            eprintln!("\nstopping once the files are written (again to stop at once)");
+        }
     })
 }
 
@@ -254,6 +260,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let checkpoint_path = args.out.join("checkpoint.safetensors");
     let mut files = FileWriter::default();
     stop_on_signals()?;
+    TRAINING.store(true, Ordering::Relaxed);
     println!(
         "training on {} images, {} batches of {} per epoch, on {}",
         loader.len(),
@@ -354,6 +361,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             Ok(snapshot.write(&path)?)
         })?;
     }
+    TRAINING.store(false, Ordering::Relaxed);
     files.finish()?;
     println!("checkpoint: {}", checkpoint_path.display());
     if stop_requested() {
