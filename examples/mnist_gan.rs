@@ -370,7 +370,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             progress.step,
             checkpoint_path.display()
         );
-        return Ok(()); // no --samples-out from an interrupted run
+        if args.samples_out.is_some() {
+            println!("no --samples-out from a stopped run");
+        }
+        return Ok(());
     }
 
     if let Some(path) = &args.samples_out {

@@ -351,12 +351,12 @@ impl CudaDevice {
     /// what `record` returned (`graph.rs` makes a replayable [`CudaGraph`] of them). Tensors
     /// made by `record` keep the graph's buffers: after a replay they hold its results.
     ///
-    /// [`CudaGraph`]: super::graph::CudaGraph
-    ///
     /// What a step needs to be capturable: its inputs in device buffers filled before the
     /// replay (no copies from the host inside), its random draws from one generator, and
     /// per-step scalars (Adam's step count) in device memory. The device runs only one capture
     /// at a time; other threads' work is not recorded.
+    ///
+    /// [`CudaGraph`]: super::graph::CudaGraph
     pub(crate) fn capture<R>(
         &self,
         record: impl FnOnce() -> R,
