@@ -113,7 +113,7 @@ fn dependencies(
         let mut base: Module = if after == "crate::" {
             Vec::new()
         } else {
-            module[..module.len() - 1].to_vec() // a file's `super` is its parent module
+            module[..module.len().saturating_sub(1)].to_vec() // a file's `super`: its parent
         };
         let mut rest = &code[keyword + after.len()..];
         if after == "super::" {
