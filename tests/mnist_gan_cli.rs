@@ -211,7 +211,8 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
 
 /// Ctrl-C (SIGINT) while training, then SIGTERM in the resumed run: each stops after its step
 /// in flight with status 130, leaving a checkpoint at the step its loss log reaches and saying
-/// how to resume; resumed, the twice-stopped run has the losses of one never stopped.
+/// how to resume; resumed, the twice-stopped run has the losses of one never stopped. (Each run
+/// also checkpoints every 20 steps, so the test can wait for it to have trained.)
 #[test]
 fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
     let Some(data) = shared_mnist() else { return };
@@ -220,7 +221,13 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
     let mut last_step = 0;
     for (round, signal) in ["-INT", "-TERM"].into_iter().enumerate() {
         let resume = (round > 0).then_some(checkpoint.as_path());
-        let mut child = spawn_long_run(&data, &out, resume, &[], Stdio::piped());
+        let mut child = spawn_long_run(
+            &data,
+            &out,
+            resume,
+            &["--checkpoint-every", "20"],
+            Stdio::piped(),
+        );
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         while !line.starts_with("training on") {
@@ -230,7 +237,12 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
                 "round {round}: the run ended before training"
             );
         }
-        thread::sleep(Duration::from_millis(500));
+        // Signal once this run has trained (its first checkpoint), however slow the machine.
+        let started = Instant::now();
+        while step_of(&checkpoint) <= last_step && started.elapsed() < Duration::from_secs(120) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(150)); // and a few steps past it
         let sent = Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
