@@ -1,8 +1,9 @@
-"""Reads the log of one GPU benchmark run (scripts/bench-gpu.sh: gan_bench, gan_pytorch.py,
-cuda_reference.py, the 100-epoch run) and prints the comparison table for benches/RESULTS.md:
-ferrograd beside PyTorch on the same GPU, the ratio, and the GPU issue's target for it.
+"""Reads the logs of one GPU benchmark run (scripts/bench-gpu.sh: gan_bench, gan_pytorch.py,
+cuda_reference.py, the 100-epoch run; its first part's bench.log, then the sweeps' sweeps.log)
+and prints the comparison table for benches/RESULTS.md: ferrograd beside PyTorch on the same
+GPU, the ratio, and the GPU issue's target for it.
 
-    python3 benches/gpu_table.py gpu-bench/bench.log
+    python3 benches/gpu_table.py bench.log sweeps.log
 
 Lines it does not recognise are ignored; a figure missing from the log shows as "—".
 """
@@ -95,9 +96,11 @@ def ratio(ours, reference, higher_is_better=True):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "bench.log"
-    with open(path, encoding="utf-8") as log:
-        f = parse(log)
+    lines = []
+    for path in sys.argv[1:] or ["bench.log"]:
+        with open(path, encoding="utf-8") as log:
+            lines.extend(log)
+    f = parse(lines)
     get = f.get
     print(f"GPU: {get('gpu', get('device', '?'))}\n")
     print("| measure | ferrograd | PyTorch / cuBLAS | ratio | target |")

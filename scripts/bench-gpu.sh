@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
 # Prepares the GPU speed measurement (the GPU machines have no Rust toolchain and no internet):
 # builds gan_bench and mnist_gan here into DIR (default gpu-bench/, kept out of git through
-# .git/info/exclude) with MNIST and the PyTorch references, and writes DIR/run.sh, which on the
-# GPU, in one run, writes bench.log (to $OUT when set) and prints:
-#   - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
-#     graph, each with its statistics read every step, queued, and pipelined as mnist_gan
-#     runs it; each kernel's share of the eager iteration (--kernel-times); the GEMM at the
-#     GAN's shapes and 4096³ (FP32, then again with TF32 tensor cores); tanh's bandwidth;
-#   - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
-#     (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth (benches/cuda_reference.py);
-#   - the GEMM autotuner (--autotune tiles: mnist_gan's default; --autotune splits);
-#   - sweeps for tuning: each product of the iteration at every split of k (--gemm-sweep),
-#     programmatic dependent launch (--pdl), 32 × 32 GEMM tiles
-#     (--small-tiles),
-#     split-K's target (half a block and 2 blocks per SM instead of 1), and
-#     the GEMMs' compile-time parameters (kernels/sweep.txt: their cp.async pipelines, the
-#     backward rules' look-ahead, gemm_large's k-slices);
-#   - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
-#     the engine of the first H200 run, before the cp.async GEMM pipeline), and the iteration
-#     with the engine at $PREVIOUS (default 3b46364: before the activations' backward rules went
-#     into the GEMMs, 51 launches a step), for before/after ratios measured in the same run;
-#   - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py),
-#     and split-K's plan refitted to the sweep (benches/fit_split_k.py);
-#   - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s);
-# and DIR/profile.sh, for a second device call: Nsight Compute's stall reasons for the GEMMs.
-# With the device tool: run `bash gpu-bench/run.sh` with carry ["gpu-bench"]; record the
-# figures, device and date in benches/RESULTS.md. scripts/gpu-check.sh includes all of this.
+# .git/info/exclude) with MNIST and the PyTorch references, and writes three scripts for the
+# GPU, each a device call of its own, logging to $OUT when set:
+# 1. DIR/run.sh (bench.log), the figures the targets are judged on, most telling first:
+#    - ferrograd: the GAN training iteration (µs/iter, images/s) eager and captured as a CUDA
+#      graph, each with its statistics read every step, queued, and pipelined as mnist_gan
+#      runs it; each kernel's share of the eager iteration (--kernel-times); the GEMM at the
+#      GAN's shapes and 4096³; tanh's bandwidth;
+#    - the same iteration and GEMMs with the engine as it was at $BASELINE (default daabdd1:
+#      the engine of the first H200 run, before the cp.async GEMM pipeline), and the iteration
+#      with the engine at $PREVIOUS (default 3b46364: before the activations' backward rules
+#      went into the GEMMs, 51 launches a step), for before/after ratios from the same run;
+#    - PyTorch on the same GPU: the same iteration eager and torch.compile(reduce-overhead)
+#      (benches/gan_pytorch.py), cuBLAS FP32 GEMM and the copy bandwidth
+#      (benches/cuda_reference.py);
+#    - the classic run's wall time: mnist_gan, 100 epochs, CUDA graph (cut off after 120 s);
+#    - the iteration as mnist_gan runs it by default, its products autotuned (--autotune tiles);
+#    - the table for benches/RESULTS.md, with the ratios and the targets (benches/gpu_table.py).
+# 2. DIR/sweeps.sh (sweeps.log), the data that settles the defaults: the autotuner with splits;
+#    each product of the iteration at every split of k (--gemm-sweep) and split-K's plan refitted
+#    to it (benches/fit_split_k.py); programmatic dependent launch (--pdl); 32 × 32 GEMM tiles
+#    (--small-tiles); split-K's target (half a block and 2 blocks per SM instead of 1); the
+#    GEMMs' compile-time parameters (kernels/sweep.txt); TF32 tensor cores. The whole table
+#    comes from both logs: python3 benches/gpu_table.py bench.log sweeps.log.
+# 3. DIR/profile.sh (ncu.log), if device time is left: Nsight Compute's stall reasons for the
+#    GEMMs.
+# Two calls rather than one: the first is what the targets need, and a first run gone wrong
+# (a GPU-only failure) then leaves device time to mend it and run it again.
+# With the device tool: run `bash gpu-bench/run.sh`, then `bash gpu-bench/sweeps.sh`, each with
+# carry ["gpu-bench"]; record the figures, device and date in benches/RESULTS.md.
+# scripts/gpu-check.sh includes all of this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-bench}
@@ -53,20 +58,25 @@ build_gan_bench_at() { # rev name
 build_gan_bench_at "${BASELINE:-daabdd1}" baseline
 build_gan_bench_at "${PREVIOUS:-3b46364}" previous
 cp ../shared/data/mnist/*.gz "$out/mnist/"
-cat > "$out/run.sh" <<'RUN'
-#!/usr/bin/env bash
-# The GPU benchmark (see scripts/bench-gpu.sh). Every step has a time limit: a hung or slow
-# step costs its limit, not the run.
-set -uo pipefail
-cd "$(dirname "$0")"
-log="${OUT:-.}/bench.log"
+# What both parts of the benchmark share: the CUDA paths, and `step`, which runs a command under
+# a time limit (a hung or slow step costs its limit, not the run) and logs it to $log.
+cat > "$out/step.sh" <<'RUN'
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include
 status=0
 step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+RUN
+cat > "$out/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# The GPU benchmark's first part (see scripts/bench-gpu.sh): the figures the targets are judged
+# on, most telling first, and the table. The sweeps are a second device call (sweeps.sh), so
+# that a first run gone wrong leaves device time to mend it and run it again.
+set -uo pipefail
+cd "$(dirname "$0")"
+log="${OUT:-.}/bench.log"
+source ./step.sh
 step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
-# The most telling figures first, in case the device's time runs out.
 step 60 ./gan_bench --device cuda --kernel-times
 echo "== baseline: $(cat baseline.txt)" | tee -a "$log"
 timeout 60 ./baseline_gan_bench --device cuda 2>&1 | sed 's/^/baseline: /' | tee -a "$log"
@@ -85,9 +95,23 @@ else
 fi
 status=$((earlier | status))
 cp runs/mnist_gan_100/{samples_latest.png,losses.svg} "${OUT:-.}/" 2>/dev/null
-# The GEMM autotuner (Gan::tune_products): each product of the step timed in 64 × 64 and
-# 32 × 32 tiles (mnist_gan's default: the same bits), then in every split of k as well.
+# The step as mnist_gan runs it by default: each product tuned in 64 × 64 or 32 × 32 tiles
+# (Gan::tune_products; the same bits).
 step 45 ./gan_bench --device cuda --autotune tiles --repeats 3
+python3 gpu_table.py "$log" | tee -a "$log"
+exit $status
+RUN
+cat > "$out/sweeps.sh" <<'RUN'
+#!/usr/bin/env bash
+# The GPU benchmark's second part (see scripts/bench-gpu.sh), a device call after run.sh: the
+# sweeps that settle the defaults, logged to sweeps.log. The whole table comes from both logs:
+# python3 benches/gpu_table.py bench.log sweeps.log.
+set -uo pipefail
+cd "$(dirname "$0")"
+log="${OUT:-.}/sweeps.log"
+source ./step.sh
+step 10 date -u
+# The GEMM autotuner with splits as well (last-bit differences from untuned).
 step 60 ./gan_bench --device cuda --autotune splits --repeats 3
 # Every product of the iteration at each split of k, then the iteration with each product at
 # its best split beside the iteration as planned: the data for split-K's plan.
@@ -106,14 +130,13 @@ for defines in "${variants[@]}"; do
     echo "== FERROGRAD_KERNEL_DEFINES=\"$defines\"" | tee -a "$log"
     FERROGRAD_KERNEL_DEFINES="$defines" step 45 ./gan_bench --device cuda --repeats 3
 done
-# TF32 tensor cores (opt-in, off by default as in PyTorch): last of the measurements, as no
-# default depends on it.
+# TF32 tensor cores (opt-in, off by default as in PyTorch): last, as no default depends on it.
 step 60 ./gan_bench --device cuda --tf32
 python3 gpu_table.py "$log" | tee -a "$log"
 python3 fit_split_k.py "$log" | tee -a "$log"
 exit $status
 RUN
-chmod +x "$out/run.sh"
+chmod +x "$out/run.sh" "$out/sweeps.sh"
 cat > "$out/profile.sh" <<'RUN'
 #!/usr/bin/env bash
 # Nsight Compute on the GEMMs (see scripts/bench-gpu.sh), a second device call after run.sh:
@@ -138,4 +161,4 @@ exit $status
 RUN
 chmod +x "$out/profile.sh"
 du -sh "$out"
-echo "ready: on the GPU machine run  bash $out/run.sh  (device tool: carry [\"$out\"])"
+echo "ready: on the GPU machine run  bash $out/run.sh, then  bash $out/sweeps.sh  (device tool: carry [\"$out\"])"
