@@ -7,7 +7,7 @@ the sum of the swept kernel times at those splits, weighted by how often an iter
 product. Prints the best settings beside the default (128, 128) and beside each product at its
 own best split (the bound no single rule beats).
 
-    python3 benches/fit_split_k.py gpu-bench/bench.log
+    python3 benches/fit_split_k.py gpu-bench/sweeps.log
 
 A split the sweep did not time counts at the nearest one it did.
 """
@@ -71,7 +71,7 @@ def total(products, target_blocks, min_k):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "bench.log"
+    path = sys.argv[1] if len(sys.argv) > 1 else "sweeps.log"
     with open(path, encoding="utf-8") as log:
         products = parse(log)
     if not products:
