@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the GPU check: builds here (the GPU machines have no Rust toolchain and no internet)
 # the release binaries it runs, copies them with MNIST into gpu-check/ (kept out of git through
-# .git/info/exclude), and writes gpu-check/run.sh, the one command to run on the GPU machine:
+# .git/info/exclude), and writes the two scripts to run on the GPU machine. gpu-check/run.sh:
 #   - NVRTC's report for the GPU's own architecture, the CUDA tests (devices with the GPU
 #     required: CPU↔GPU parity of every op, random numbers, training; graph: the captured
 #     GAN step replayed on the GPU equals the eager steps, bit for bit; allocator; tf32: the
@@ -11,10 +11,10 @@
 #     applied, tuned tiles give the untuned bits; gemm_steps: the teaching GEMM kernels compute
 #     the product);
 #   - 300 iterations of mnist_gan --device cuda --eager;
-#   - then the whole GPU benchmark, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd and
-#     PyTorch side by side, the table for benches/RESULTS.md, the 100-epoch run;
-#   - last, the NVRTC test and `cargo bench --bench cuda` in criterion's quick mode
-#     (benches/cuda.rs).
+#   - then the GPU benchmark's first part, scripts/bench-gpu.sh (in gpu-check/bench): ferrograd
+#     and PyTorch side by side, the 100-epoch run, the table for benches/RESULTS.md.
+# gpu-check/sweeps.sh: the benchmark's sweeps, then the NVRTC test and `cargo bench --bench
+# cuda` in criterion's quick mode (benches/cuda.rs).
 # Two device calls, each with carry ["gpu-check"] and every step under a time limit:
 # 1. `bash gpu-check/run.sh` (about 5–7 minutes): the CUDA tests, then the benchmark's first
 #    part, the figures the targets are judged on and their table (gpu-check.log and bench.log
