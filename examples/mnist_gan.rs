@@ -334,10 +334,16 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             )
         };
         let seconds = started.elapsed().as_secs_f64();
+        let rate = means.count as f64 / seconds;
+        let steps_left = if stop_requested() {
+            0
+        } else {
+            last_step - progress.step
+        };
         println!(
-            "{label}  {}  ({seconds:.1} s, {:.1} it/s)",
+            "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
             means.summary(),
-            means.count as f64 / seconds
+            time_left(steps_left as f64 / rate)
         );
         csv.flush()?;
         // What the files need is read from the GPU now; the files are written while the next
@@ -515,6 +521,19 @@ fn epoch_bar(epoch: u64, epochs: u64, batches: u64, position: u64) -> ProgressBa
     bar.set_position(position);
     bar.reset_eta();
     bar
+}
+
+/// `, about 12 min left` for the rest of the run at this epoch's pace; nothing once it is done.
+fn time_left(seconds: f64) -> String {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return String::new();
+    }
+    let minutes = (seconds / 60.0).round() as u64;
+    match minutes {
+        0 => format!(", about {seconds:.0} s left"),
+        1..=59 => format!(", about {minutes} min left"),
+        _ => format!(", about {} h {:02} min left", minutes / 60, minutes % 60),
+    }
 }
 
 /// Means of the epoch's statistics so far.
