@@ -58,7 +58,7 @@ build_gan_bench_at() { # rev name
 build_gan_bench_at "${BASELINE:-daabdd1}" baseline
 build_gan_bench_at "${PREVIOUS:-3b46364}" previous
 cp ../shared/data/mnist/*.gz "$out/mnist/"
-# What both parts of the benchmark share: the CUDA paths, and `step`, which runs a command under
+# What the benchmark's scripts (and gpu-check's) share: the CUDA paths, and `step`, which runs a command under
 # a time limit (a hung or slow step costs its limit, not the run) and logs it to $log.
 cat > "$out/step.sh" <<'RUN'
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -145,10 +145,8 @@ cat > "$out/profile.sh" <<'RUN'
 set -uo pipefail
 cd "$(dirname "$0")"
 log="${OUT:-.}/ncu.log"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include PATH="$PATH:/usr/local/cuda/bin"
-status=0
-step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+source ./step.sh
+export PATH="$PATH:/usr/local/cuda/bin"
 stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy \
     --section SchedulerStats --section WarpStateStats --section InstructionStats"

@@ -51,10 +51,8 @@ cat > "$out/run.sh" <<'RUN'
 set -uo pipefail
 cd "$(dirname "$0")"
 log="${OUT:-.}/gpu-check.log"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include FERROGRAD_REQUIRE_NVRTC=1 FERROGRAD_REQUIRE_GPU=1
-status=0
-step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+source bench/step.sh # the CUDA paths, and `step` (bench-gpu.sh)
+export FERROGRAD_REQUIRE_NVRTC=1 FERROGRAD_REQUIRE_GPU=1
 step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step 60 ./nvrtc_report
@@ -78,10 +76,8 @@ cat > "$out/sweeps.sh" <<'RUN'
 set -uo pipefail
 cd "$(dirname "$0")"
 log="${OUT:-.}/sweeps-check.log"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export FERROGRAD_CUDA_INCLUDE=/usr/local/cuda/include FERROGRAD_REQUIRE_NVRTC=1
-status=0
-step() { local limit=$1; shift; echo "== $*" | tee -a "$log"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+source bench/step.sh
+export FERROGRAD_REQUIRE_NVRTC=1
 bash bench/sweeps.sh || status=1
 # The NVRTC test (it compiles every module and the sweeps' variants, one at a time, up to 90 s:
 # CI runs it on the same NVRTC without a GPU, so here it only checks the machine's own library),

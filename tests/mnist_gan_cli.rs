@@ -191,11 +191,8 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
             &["--checkpoint-every", "1"],
             Stdio::null(),
         );
-        let started = Instant::now();
-        // Wait for this run's first new checkpoint, then kill at an arbitrary point after it.
-        while step_of(&checkpoint) <= last_step && started.elapsed() < Duration::from_secs(120) {
-            thread::sleep(Duration::from_millis(20));
-        }
+        // This run's first new checkpoint, then a kill at an arbitrary point after it.
+        wait_for_checkpoint_past(&checkpoint, last_step);
         thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -238,10 +235,7 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
             );
         }
         // Signal once this run has trained (its first checkpoint), however slow the machine.
-        let started = Instant::now();
-        while step_of(&checkpoint) <= last_step && started.elapsed() < Duration::from_secs(120) {
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_checkpoint_past(&checkpoint, last_step);
         thread::sleep(Duration::from_millis(150)); // and a few steps past it
         let sent = Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -285,6 +279,14 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
     assert_eq!(losses(&out), losses(&uninterrupted));
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&uninterrupted).unwrap();
+}
+
+/// Waits (up to 2 minutes) until the checkpoint at `path` is past `step`: a run has trained.
+fn wait_for_checkpoint_past(path: &Path, step: u64) {
+    let started = Instant::now();
+    while step_of(path) <= step && started.elapsed() < Duration::from_secs(120) {
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The step stored in a checkpoint; 0 if there is none yet. Panics if it exists but does not
