@@ -4,6 +4,8 @@
 //   t ← t + 1;  step_size = lr / (1 − β₁ᵗ);  c₂ = √(1 − β₂ᵗ)
 //   g ← g + λθ;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
 //   θ ← θ − step_size · m / (√v / c₂ + ε)
+// m and v are stored with subnormal values flushed to 0, as the CPU's Adam does (see
+// src/optim/adam.rs: on x86 they are slow, and they change no parameter).
 
 // scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂ (as of the latest step), and
 // scalars[3], whose bits count the blocks of a step that are done (0 between steps).
@@ -29,13 +31,18 @@ struct AdamStepArgs {
     float weight_decay;
 };
 
+// x, or 0 if x is subnormal (nonzero and below FLT_MIN): flush-to-zero for one value.
+__device__ __forceinline__ float flush_subnormal(float x) {
+    return fabsf(x) < 1.17549435e-38f ? 0.0f : x;
+}
+
 // One element's update (the formulas above), in place.
 __device__ __forceinline__ void adam_update(const AdamStepArgs& args, float step_size,
                                             float bias_correction2_sqrt, float& param,
                                             float grad, float& exp_avg, float& exp_avg_sq) {
     float g = grad + args.weight_decay * param;
-    float m = args.beta1 * exp_avg + (1.0f - args.beta1) * g;
-    float v = args.beta2 * exp_avg_sq + (1.0f - args.beta2) * g * g;
+    float m = flush_subnormal(args.beta1 * exp_avg + (1.0f - args.beta1) * g);
+    float v = flush_subnormal(args.beta2 * exp_avg_sq + (1.0f - args.beta2) * g * g);
     exp_avg = m;
     exp_avg_sq = v;
     param -= step_size * m / (sqrtf(v) / bias_correction2_sqrt + args.eps);

@@ -339,6 +339,78 @@ fn check_adam_over_many_parameters(device: &Device) {
         .any(|(v, c)| v != &0.0 && c != &0.0));
 }
 
+/// One Adam step, PyTorch's formula in f32 with nothing flushed: `(θ, m, v)` after it.
+fn adam_reference(config: &AdamConfig, theta: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    let (beta1, beta2) = config.betas;
+    let step_size = (f64::from(config.lr) / (1.0 - f64::from(beta1))) as f32; // t = 1
+    let c2 = (1.0 - f64::from(beta2)).sqrt() as f32;
+    let m = beta1 * m + (1.0 - beta1) * g;
+    let v = beta2 * v + (1.0 - beta2) * g * g;
+    (theta - step_size * m / (v.sqrt() / c2 + config.eps), m, v)
+}
+
+/// Adam stores no subnormal moment (they are ~100× slower on x86; see `optim::adam`): a step
+/// that would leave `m` or `v` below 1.2e-38 leaves 0 instead, and the parameters come out as
+/// PyTorch's unflushed formula has them, bit for bit.
+fn check_adam_flushes_subnormal_moments(device: &Device) {
+    const MIN: f32 = f32::MIN_POSITIVE;
+    // (θ, g, m, v): a decay into the subnormals (g = 0); moments already subnormal (as from
+    // an older checkpoint); g² subnormal; tiny normal moments, which stay; an ordinary case.
+    let cases: [(f32, f32, f32, f32); 5] = [
+        (0.5, 0.0, 1.05 * MIN, 1.0005 * MIN),
+        (-0.25, 0.0, MIN / 2.0, MIN / 4.0),
+        (2.0, 1e-20, 0.0, 0.0),
+        (1.0, 0.0, 1e-30, 1e-30),
+        (-1.0, 0.5, 0.01, 1e-4),
+    ];
+    let config = AdamConfig::default();
+    let theta = leaf(&cases.map(|c| c.0), &[5], device);
+    let gradient_scale = Tensor::from_vec(cases.map(|c| c.1).to_vec(), &[5], device);
+    let mut adam = Adam::new(vec![theta.clone()], config);
+    adam.states()[0].exp_avg.assign(&cases.map(|c| c.2));
+    adam.states()[0].exp_avg_sq.assign(&cases.map(|c| c.3));
+    (&theta * &gradient_scale).sum().backward(); // ∂L/∂θ = g
+    adam.step();
+    let (thetas, ms, vs) = (
+        theta.to_vec(),
+        adam.states()[0].exp_avg.to_vec(),
+        adam.states()[0].exp_avg_sq.to_vec(),
+    );
+    let subnormal = |x: f32| x != 0.0 && x.abs() < MIN;
+    for (i, &(theta0, g, m0, v0)) in cases.iter().enumerate() {
+        let (theta1, m1, v1) = adam_reference(&config, theta0, g, m0, v0);
+        let flush = |x: f32| if subnormal(x) { 0.0 } else { x };
+        if i < 4 {
+            // g = 0 or tiny: no rounding differs between devices (no FMA changes these).
+            assert_eq!(
+                thetas[i].to_bits(),
+                theta1.to_bits(),
+                "θ[{i}]: {}",
+                thetas[i]
+            );
+            assert_eq!(ms[i].to_bits(), flush(m1).to_bits(), "m[{i}]: {}", ms[i]);
+            assert_eq!(vs[i].to_bits(), flush(v1).to_bits(), "v[{i}]: {}", vs[i]);
+        } else {
+            for (what, got, want) in [("θ", thetas[i], theta1), ("m", ms[i], m1), ("v", vs[i], v1)]
+            {
+                assert!(
+                    (got - want).abs() <= 1e-6 * want.abs(),
+                    "{what}[{i}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+    // The cases test what they say: the unflushed formula leaves subnormals in the first three.
+    let reference: Vec<_> = cases
+        .iter()
+        .map(|c| adam_reference(&config, c.0, c.1, c.2, c.3))
+        .collect();
+    assert!(reference[..2]
+        .iter()
+        .all(|r| subnormal(r.1) && subnormal(r.2)));
+    assert!(subnormal(reference[2].2) && !subnormal(reference[3].1) && reference[3].2 > 0.0);
+}
+
 fn gpu() -> Option<Device> {
     match Device::cuda(0) {
         Ok(device) => Some(device),
@@ -382,6 +454,10 @@ macro_rules! test_devices {
             #[test]
             fn adam_over_many_parameters() {
                 if let Some(d) = device() { check_adam_over_many_parameters(&d) }
+            }
+            #[test]
+            fn adam_flushes_subnormal_moments() {
+                if let Some(d) = device() { check_adam_flushes_subnormal_moments(&d) }
             }
             #[test]
             fn fused_linear_dropout() {
