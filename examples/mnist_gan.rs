@@ -262,10 +262,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     stop_on_signals()?;
     TRAINING.store(true, Ordering::Relaxed);
     println!(
-        "training on {} images, {} batches of {} per epoch, on {}",
+        "training on {} images, {} per epoch, on {}",
         loader.len(),
-        batches,
-        progress.batch_size,
+        describe_batches(loader.len(), progress.batch_size),
         device.description()
     );
 
@@ -507,6 +506,21 @@ impl Drop for FileWriter {
     /// is secondary to the one being reported).
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+/// `938 batches of 64 (the last of 32)`: how an epoch of `images` cuts into batches, the last
+/// one short as with PyTorch's `drop_last=False`.
+fn describe_batches(images: usize, batch_size: usize) -> String {
+    if images <= batch_size {
+        return format!("1 batch of {images}");
+    }
+    let batches = images.div_ceil(batch_size);
+    let last = images - (batches - 1) * batch_size;
+    if last == batch_size {
+        format!("{batches} batches of {batch_size}")
+    } else {
+        format!("{batches} batches of {batch_size} (the last of {last})")
     }
 }
 
