@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use ferrograd::atomic_file::write_atomically;
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
@@ -28,9 +29,7 @@ use ferrograd::data::{DataLoader, Mnist, Split};
 use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
-use gan_output::{
-    loss_plot_svg, read_loss_rows, start_loss_csv, write_grid_png, write_samples_idx, LossRow,
-};
+use gan_output::{loss_plot_svg, write_grid_png, write_samples_idx, LossLog, LossRow};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
@@ -253,9 +252,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         &device,
         &mut Generator::new(progress.seed ^ GRID_NOISE_SALT),
     );
-    let csv_path = args.out.join("losses.csv");
-    let mut history = read_loss_rows(&csv_path, progress.step)?;
-    let mut csv = start_loss_csv(&csv_path, &history)?;
+    let mut log = LossLog::open(&args.out.join("losses.csv"), progress.step)?;
     let mut last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = args.out.join("checkpoint.safetensors");
     let mut files = FileWriter::default();
@@ -275,7 +272,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         let bar = epoch_bar(epoch, args.epochs, batches, first_batch);
         let started = Instant::now();
         let mut means = RunningMeans::default();
-        let mut record = |step: u64, stats: StepStats| -> std::io::Result<()> {
+        let mut record = |log: &mut LossLog, step: u64, stats: StepStats| -> std::io::Result<()> {
             means.add(&stats);
             let row = LossRow {
                 epoch: epoch + 1,
@@ -285,8 +282,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 d_real: stats.d_real,
                 d_fake: stats.d_fake,
             };
-            writeln!(csv, "{}", row.to_csv())?;
-            history.push(row);
+            log.push(row)?;
             bar.inc(1);
             bar.set_message(means.summary());
             Ok(())
@@ -307,19 +303,23 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             progress.step += 1;
             let queued = gan.last_stats_later().expect("a step has just run");
             if let Some((step, stats)) = in_flight.replace((progress.step, queued)) {
-                record(step, stats.wait())?;
+                record(&mut log, step, stats.wait())?;
             }
             if args.checkpoint_every > 0 && progress.step.is_multiple_of(args.checkpoint_every) {
                 if let Some((step, stats)) = in_flight.take() {
-                    record(step, stats.wait())?; // the log reaches the checkpoint's step
+                    record(&mut log, step, stats.wait())?; // the log reaches the checkpoint's step
                 }
+                let log_file = log.flush()?;
                 let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
                 let path = checkpoint_path.clone();
-                files.write(move || Ok(snapshot.write(&path)?))?;
+                files.write(move || {
+                    log_file.sync_data()?; // on disk before the checkpoint that follows it
+                    Ok(snapshot.write(&path)?)
+                })?;
             }
         }
         if let Some((step, stats)) = in_flight.take() {
-            record(step, stats.wait())?;
+            record(&mut log, step, stats.wait())?;
         }
         bar.finish_and_clear();
         let finished_epoch = progress.step.is_multiple_of(batches);
@@ -344,7 +344,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             means.summary(),
             time_left(steps_left as f64 / rate)
         );
-        csv.flush()?;
+        let log_file = log.flush()?;
         // What the files need is read from the GPU now; the files are written while the next
         // epoch trains.
         let samples = gan_output::generate(&gan.generator, &grid_noise).to_device(&Device::Cpu);
@@ -352,7 +352,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             finished_epoch.then(|| args.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
         let latest_png = args.out.join("samples_latest.png");
         let (svg, svg_path) = (
-            loss_plot_svg(&history, batches as usize),
+            loss_plot_svg(log.rows(), batches as usize),
             args.out.join("losses.svg"),
         );
         let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
@@ -362,7 +362,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 write_grid_png(&epoch_png, &samples, 8)?;
             }
             write_grid_png(&latest_png, &samples, 8)?;
-            std::fs::write(svg_path, svg)?;
+            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))?;
+            log_file.sync_data()?; // on disk before the checkpoint that follows it
             Ok(snapshot.write(&path)?)
         })?;
     }

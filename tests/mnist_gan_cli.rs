@@ -175,7 +175,8 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
 }
 
 /// Killed (SIGKILL) at arbitrary moments while it checkpoints after every iteration, the run
-/// always leaves a checkpoint that loads, and resumes from it.
+/// always leaves a checkpoint that loads, and resumes from it, with a loss log that has every
+/// row up to the checkpoint's step.
 #[test]
 fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
     let Some(data) = shared_mnist() else { return };
@@ -200,6 +201,18 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
         assert!(
             step > last_step,
             "round {round}: checkpoint at {step}, before {last_step}"
+        );
+        let logged: Vec<u64> = losses(&out).iter().map(|row| row[0] as u64).collect();
+        let contiguous = logged
+            .iter()
+            .zip(1..)
+            .all(|(&iter, expected)| iter == expected);
+        assert!(
+            contiguous && logged.len() as u64 >= step,
+            "round {round}: checkpoint at {step}, but losses.csv has {} rows, iterations {:?}..{:?}",
+            logged.len(),
+            logged.first(),
+            logged.last()
         );
         last_step = step;
     }

@@ -4,7 +4,7 @@
 
 use std::error::Error;
 use std::fmt::Write as _;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -130,30 +130,58 @@ impl LossRow {
     }
 }
 
-/// Rows of an existing `losses.csv` up to iteration `last_iter` (a resumed run drops the rows
-/// its predecessor wrote after the checkpoint it resumes from).
-pub fn read_loss_rows(path: &Path, last_iter: u64) -> io::Result<Vec<LossRow>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(LossRow::from_csv)
-        .filter(|row| row.iter <= last_iter)
-        .collect())
+/// `losses.csv`, a row per iteration, kept so that a kill at any moment loses no row a
+/// checkpoint has passed: a resumed run finds every row up to the step it resumes from.
+pub struct LossLog {
+    rows: Vec<LossRow>,
+    csv: BufWriter<File>,
 }
 
-/// Opens `losses.csv` afresh with `rows` already in it, ready to append.
-pub fn start_loss_csv(path: &Path, rows: &[LossRow]) -> io::Result<BufWriter<File>> {
-    let mut csv = BufWriter::new(File::create(path)?);
-    writeln!(csv, "{CSV_HEADER}")?;
-    for row in rows {
-        writeln!(csv, "{}", row.to_csv())?;
+impl LossLog {
+    /// Opens `path` for a run at iteration `step`. The rows an earlier run wrote up to `step`
+    /// are kept (those it wrote after its checkpoint are dropped: the resumed run writes them
+    /// again) and rewritten atomically, so that no kill can lose them; new rows are appended.
+    pub fn open(path: &Path, step: u64) -> io::Result<LossLog> {
+        let rows: Vec<LossRow> = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .skip(1)
+                .filter_map(LossRow::from_csv)
+                .filter(|row| row.iter <= step)
+                .collect(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        write_atomically(path, |file| {
+            let mut csv = BufWriter::new(file);
+            writeln!(csv, "{CSV_HEADER}")?;
+            for row in &rows {
+                writeln!(csv, "{}", row.to_csv())?;
+            }
+            csv.flush()
+        })?;
+        let csv = BufWriter::new(OpenOptions::new().append(true).open(path)?);
+        Ok(LossLog { rows, csv })
     }
-    Ok(csv)
+
+    pub fn push(&mut self, row: LossRow) -> io::Result<()> {
+        writeln!(self.csv, "{}", row.to_csv())?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    pub fn rows(&self) -> &[LossRow] {
+        &self.rows
+    }
+
+    /// Hands the buffered rows to the operating system (which a kill of the process does not
+    /// lose) and returns the file, for its rows to be synced to disk (`File::sync_data`)
+    /// before a checkpoint of this step is: then no checkpoint is ahead of the log, even
+    /// after a power cut.
+    pub fn flush(&mut self) -> io::Result<File> {
+        self.csv.flush()?;
+        self.csv.get_ref().try_clone()
+    }
 }
 
 /// The loss curves as an SVG line chart: D and G loss per iteration, averaged over windows so
