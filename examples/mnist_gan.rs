@@ -129,6 +129,10 @@ struct Args {
     /// Continue the run saved in this checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start a new run in --out even though another run's checkpoint is there (that run's
+    /// files are replaced).
+    #[arg(long)]
+    overwrite: bool,
     /// After training, write generated samples to this file as IDX3 (28 × 28 unsigned bytes).
     #[arg(long)]
     samples_out: Option<PathBuf>,
@@ -179,6 +183,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .num_threads(threads as usize)
             .build_global()?;
     }
+    refuse_to_replace_another_run(&args)?;
     let device = select_device(args.device)?;
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     let mnist = load_mnist(&args)?;
@@ -394,6 +399,28 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         println!("wrote {} samples to {}", args.num_samples, path.display());
     }
     Ok(())
+}
+
+/// An error if `--out` holds the checkpoint of a run this one does not continue (unless
+/// `--overwrite`): a forgotten `--resume` would otherwise replace hours of training with the
+/// first epoch of a new run.
+fn refuse_to_replace_another_run(args: &Args) -> Result<(), String> {
+    let existing = args.out.join("checkpoint.safetensors");
+    if args.overwrite || !existing.exists() {
+        return Ok(());
+    }
+    let canonical = |path: &std::path::Path| std::fs::canonicalize(path).ok();
+    if let Some(resume) = &args.resume {
+        if canonical(resume) == canonical(&existing) {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{} holds another run's checkpoint: continue that run with --resume {}, or start \
+         this one elsewhere with --out DIR, or replace it with --overwrite",
+        args.out.display(),
+        existing.display()
+    ))
 }
 
 fn select_device(choice: DeviceChoice) -> Result<Device, String> {

@@ -86,7 +86,7 @@ step 60 python3 gan_pytorch.py --device cuda --mode eager
 step 90 python3 cuda_reference.py
 step 150 python3 gan_pytorch.py --device cuda --mode compile
 earlier=$status status=0 start=$(date +%s%N)
-step 120 ./mnist_gan --device cuda --data mnist --out runs/mnist_gan_100 --epochs 100
+step 120 ./mnist_gan --device cuda --data mnist --out runs/mnist_gan_100 --epochs 100 --overwrite
 ms=$((($(date +%s%N) - start) / 1000000))
 if [ "$status" -eq 0 ]; then
     printf 'mnist_gan 100 epochs: %d.%03d s wall\n' $((ms / 1000)) $((ms % 1000)) | tee -a "$log"

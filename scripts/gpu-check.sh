@@ -64,7 +64,7 @@ step 60 ./gemm_rules
 step 60 ./small_tiles
 step 60 ./tuning
 step 30 ./gemm_steps every_step # the teaching GEMM kernels (the thread-order test is the emulator's)
-step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300
+step 60 bench/mnist_gan --device cuda --eager --data bench/mnist --out runs/eager --max-iters 300 --overwrite
 echo "== gpu check finished with status $status; the benchmark follows" | tee -a "$log"
 bash bench/run.sh || status=1
 exit $status

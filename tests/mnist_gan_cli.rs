@@ -378,6 +378,28 @@ fn user_errors_are_reported_without_panicking() {
         &["/nonexistent/checkpoint.safetensors"],
     );
 
+    // A new run where another run's checkpoint is: refused, the checkpoint left as it was,
+    // unless told to replace it.
+    let earlier = scratch("earlier-run");
+    run_ok(mnist_gan(&data, &earlier, &["--max-iters", "2"]));
+    let checkpoint = earlier.join("checkpoint.safetensors");
+    let saved = std::fs::read(&checkpoint).unwrap();
+    fails_with(
+        mnist_gan(&data, &earlier, &["--max-iters", "1"]),
+        &["holds another run's checkpoint", "--resume", "--overwrite"],
+    );
+    assert!(
+        std::fs::read(&checkpoint).unwrap() == saved,
+        "the checkpoint is untouched"
+    );
+    run_ok(mnist_gan(
+        &data,
+        &earlier,
+        &["--max-iters", "1", "--overwrite"],
+    ));
+    assert_eq!(step_of(&checkpoint), 1);
+    std::fs::remove_dir_all(&earlier).unwrap();
+
     // A checkpoint that cannot be written (a directory in its place): written in the
     // background, its failure still ends the run with an error that names it.
     let blocked = scratch("blocked-checkpoint");
