@@ -17,7 +17,8 @@
 //! microcode assist: an Adam step over such parameters costs 8× a normal one
 //! (`benches/RESULTS.md`). The flush leaves the updates as they were: a subnormal `v` gives a
 //! `√v̂` below 1e-17, which added to ε = 1e-8 rounds back to ε exactly as `v` = 0 does, and a
-//! subnormal `m` moves θ by less than 1e-30, below the last bit of any θ above 1e-22.
+//! subnormal `m` moves θ by less than 1e-29 (for lr ≤ 0.1), below the last bit of any θ above
+//! 1e-21.
 //!
 //! A step is one pass over all parameters together, in two phases: `prepare` advances the step
 //! count `t`, kept on the parameters' device, and folds the bias corrections into two scalars
