@@ -5,7 +5,7 @@
 //   g ← g + λθ;  m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²
 //   θ ← θ − step_size · m / (√v / c₂ + ε)
 // m and v are stored with subnormal values flushed to 0, as the CPU's Adam does (see
-// src/optim/adam.rs: on x86 they are slow, and they change no parameter).
+// src/optim/adam.rs: on x86 they are slow, and flushing them leaves the updates as they were).
 
 // scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂ (as of the latest step), and
 // scalars[3], whose bits count the blocks of a step that are done (0 between steps).

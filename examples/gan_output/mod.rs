@@ -176,8 +176,8 @@ impl LossLog {
 
     /// Hands the buffered rows to the operating system (which a kill of the process does not
     /// lose) and returns the file, for its rows to be synced to disk (`File::sync_data`)
-    /// before a checkpoint of this step is: then no checkpoint is ahead of the log, even
-    /// after a power cut.
+    /// before the checkpoint of this step is written: then no checkpoint is ahead of the log,
+    /// even after a power cut.
     pub fn flush(&mut self) -> io::Result<File> {
         self.csv.flush()?;
         self.csv.get_ref().try_clone()
