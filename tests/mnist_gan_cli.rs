@@ -378,20 +378,24 @@ fn user_errors_are_reported_without_panicking() {
         &["/nonexistent/checkpoint.safetensors"],
     );
 
-    // A new run where another run's checkpoint is: refused, the checkpoint left as it was,
-    // unless told to replace it.
+    // A new run where another run's checkpoint is: refused, that run's checkpoint and loss
+    // log left as they were, unless told to replace them.
     let earlier = scratch("earlier-run");
     run_ok(mnist_gan(&data, &earlier, &["--max-iters", "2"]));
     let checkpoint = earlier.join("checkpoint.safetensors");
-    let saved = std::fs::read(&checkpoint).unwrap();
+    let files = [checkpoint.clone(), earlier.join("losses.csv")];
+    let saved = files.clone().map(|file| std::fs::read(file).unwrap());
     fails_with(
         mnist_gan(&data, &earlier, &["--max-iters", "1"]),
         &["holds another run's checkpoint", "--resume", "--overwrite"],
     );
-    assert!(
-        std::fs::read(&checkpoint).unwrap() == saved,
-        "the checkpoint is untouched"
-    );
+    for (file, saved) in files.iter().zip(&saved) {
+        assert!(
+            &std::fs::read(file).unwrap() == saved,
+            "{} is untouched",
+            file.display()
+        );
+    }
     run_ok(mnist_gan(
         &data,
         &earlier,
