@@ -1,9 +1,11 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
-//! layer uses (ours with each microkernel, beside the `matrixmultiply` crate in the same run,
-//! built with its `threading` feature: it uses as many threads as the machine has CPUs, or
-//! `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that differs),
-//! each op's forward and backward, Adam over the GAN's parameters, and one full GAN training
-//! iteration. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
+//! layer uses (ours with each microkernel called from the main thread, and with the selected
+//! one as a training step calls it, from a worker of the pool; beside the `matrixmultiply`
+//! crate in the same run, built with its `threading` feature: it uses as many threads as the
+//! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
+//! differs), each op's forward and backward, Adam over the GAN's parameters, one full GAN
+//! training iteration, and a training step written with the public API, with and without
+//! `Device::run`. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
 mod common;
 
@@ -17,6 +19,7 @@ use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
 use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
+use std::time::Instant;
 
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
@@ -42,6 +45,7 @@ fn bench_gemm(c: &mut Criterion) {
         let shape = format!("{product:?}/{m}x{k}x{n}");
         // Both write into a buffer made once, so neither pays for fresh pages per call.
         let mut ours = vec![0.0f32; m * n];
+        let selected = Microkernel::selected();
         for kernel in Microkernel::supported() {
             let id = BenchmarkId::new(format!("ferrograd-{kernel:?}"), &shape);
             group.bench_function(id, |bench| {
@@ -51,6 +55,28 @@ fn bench_gemm(c: &mut Criterion) {
                 })
             });
         }
+        // The selected kernel as a training step runs it: called on a worker of the pool, the
+        // other workers awake (`Device::run`), so no call pays for handing itself to the pool.
+        let id = BenchmarkId::new("ferrograd-in-step", &shape);
+        group.bench_function(id, |bench| {
+            bench.iter_custom(|iters| {
+                Device::Cpu.run(|| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        gemm_into(
+                            selected,
+                            black_box(&a),
+                            black_box(&b),
+                            None,
+                            dims,
+                            &mut ours,
+                        );
+                        black_box(&ours);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             let mut out = vec![0.0f32; m * n];
             bench.iter(|| {
@@ -183,11 +209,38 @@ fn bench_gan_iteration(c: &mut Criterion) {
     group.finish();
 }
 
+/// A training step written as a user writes one (the README's API, the discriminator on a
+/// batch of 64), its ops called one by one from the main thread, beside the same step inside
+/// [`Device::run`]: what the hand-offs of each op to the rayon pool cost.
+fn bench_user_step(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    manual_seed(1);
+    let net = discriminator(&dev);
+    let mut adam = Adam::new(net.parameters(), ferrograd::gan::adam_config(2e-4));
+    let x = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &dev);
+    let targets = Tensor::ones(&[64, 1], &dev);
+    let mut step = || {
+        adam.zero_grad();
+        let loss = binary_cross_entropy(&net.forward(&x), &targets);
+        loss.backward();
+        adam.step();
+        loss.item()
+    };
+    let mut group = c.benchmark_group("user_step");
+    group.throughput(Throughput::Elements(64)); // images
+    group.bench_function("discriminator_ops_called_directly", |b| b.iter(&mut step));
+    group.bench_function("discriminator_in_device_run", |b| {
+        b.iter(|| dev.run(&mut step))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_gemm,
     bench_ops,
     bench_adam,
-    bench_gan_iteration
+    bench_gan_iteration,
+    bench_user_step
 );
 criterion_main!(benches);

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::backend::cpu::hot_pool;
 use crate::backend::cuda::{record_products, TuneOptions, TunedProduct, Tuning};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::Device;
@@ -265,12 +264,9 @@ impl Gan {
         // On the CPU the whole step runs as one task of the rayon pool: its parallel ops then
         // split work from inside the pool instead of handing every op to it from outside and
         // sleeping until it is done (two thread wake-ups per op, hundreds of ops per step),
-        // and the pool's other workers stay awake between ops (see `hot_pool`).
-        let results = if self.device.is_cuda() {
-            self.step_results(real)
-        } else {
-            hot_pool::run(|| self.step_results(real))
-        };
+        // and the pool's other workers stay awake between ops (see `Device::run`).
+        let device = self.device.clone();
+        let results = device.run(|| self.step_results(real));
         self.last = Some(results);
     }
 

@@ -213,6 +213,50 @@ fn check_training(device: &Device) {
     assert!(losses[19] < losses[0], "{losses:?}");
 }
 
+/// A training step inside [`Device::run`] (and a `run` inside it) computes what the same step
+/// computes with its ops called one by one: the same losses and parameters, bit for bit. The
+/// layer is wide enough that the CPU's ops split their work over the pool.
+fn check_steps_inside_run(device: &Device) {
+    let train = |inside_run: bool| {
+        let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        manual_seed(21);
+        let net = Sequential::new()
+            .add(Linear::new(256, 512, device))
+            .add(LeakyReLU::new(0.2))
+            .add(Dropout::new(0.3))
+            .add(Linear::new(512, 1, device))
+            .add(Sigmoid);
+        let mut adam = Adam::new(net.parameters(), AdamConfig::default());
+        let x = Tensor::uniform(&[64, 256], -1.0, 1.0, device);
+        let t = Tensor::uniform(&[64, 1], 0.0, 1.0, device);
+        let mut step = || {
+            adam.zero_grad();
+            let loss = binary_cross_entropy(&net.forward(&x), &t);
+            if inside_run {
+                device.run(|| loss.backward()); // nested: runs where it is
+            } else {
+                loss.backward();
+            }
+            adam.step();
+            loss.item()
+        };
+        let losses: Vec<f32> = (0..3)
+            .map(|_| {
+                if inside_run {
+                    device.run(&mut step)
+                } else {
+                    step()
+                }
+            })
+            .collect();
+        let params: Vec<Vec<f32>> = net.parameters().iter().map(Tensor::to_vec).collect();
+        (losses, params)
+    };
+    let (direct, inside) = (train(false), train(true));
+    assert_eq!(direct, inside);
+    assert!(direct.0[2] < direct.0[0], "{:?}", direct.0);
+}
+
 /// Checks that draw from the process-wide generator take turns.
 static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -462,6 +506,10 @@ macro_rules! test_devices {
             #[test]
             fn fused_linear_dropout() {
                 if let Some(d) = device() { check_fused_linear_dropout(&d) }
+            }
+            #[test]
+            fn steps_inside_run() {
+                if let Some(d) = device() { check_steps_inside_run(&d) }
             }
             #[test]
             fn gan_steps() {
