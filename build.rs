@@ -5,7 +5,10 @@
 //!    against `kernels/emulator/emulator.h`, the CPU emulation of the CUDA path, and `gemm.cu`
 //!    again for each variant of its compile-time parameters that `kernels/sweep.txt` lists
 //!    (the GPU benchmark's sweep), each registered under its definitions
-//!    (`emulator::set_kernel_defines`).
+//!    (`emulator::set_kernel_defines`). Built where it can be (see [`emulator_unsupported`]);
+//!    elsewhere, or without a C++17 compiler, the crate builds without it: a warning, and
+//!    `Device::cuda_emulator()` says why it is missing. `FERROGRAD_REQUIRE_EMULATOR=1` (CI)
+//!    makes a missing emulator a build error.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -30,7 +33,44 @@ fn main() {
 
     let sweep = sweep_variants(&kernels.join("sweep.txt"));
     write_kernel_table(&kernels, &files, &sweep, &out_dir);
-    build_emulator(&kernels, &files, &sweep, &out_dir);
+    println!("cargo::rustc-check-cfg=cfg(ferrograd_emulator)");
+    println!("cargo:rerun-if-env-changed=FERROGRAD_REQUIRE_EMULATOR");
+    let built = match emulator_unsupported() {
+        Some(reason) => Err(reason),
+        None => build_emulator(&kernels, &files, &sweep, &out_dir),
+    };
+    match built {
+        Ok(()) => println!("cargo:rustc-cfg=ferrograd_emulator"),
+        Err(reason) => {
+            // One line (a compiler's message may have many), as cargo's directives need.
+            let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+            let required = std::env::var("FERROGRAD_REQUIRE_EMULATOR").is_ok_and(|v| v == "1");
+            assert!(!required, "FERROGRAD_REQUIRE_EMULATOR=1, but {reason}");
+            println!("cargo:warning=ferrograd is built without its CUDA emulator: {reason}");
+            // What `Device::cuda_emulator()` tells whoever asks for it.
+            println!("cargo:rustc-env=FERROGRAD_EMULATOR_MISSING={reason}");
+        }
+    }
+}
+
+/// Why the emulator cannot be built for the target, if it cannot (or is not to be): it keeps
+/// the `__shared__` variables of the block it runs in a named ELF section, found through the
+/// linker's `__start_`/`__stop_` symbols, and runs a block's threads as `ucontext` fibers —
+/// glibc on Linux. (Mach-O names sections differently, Windows has no `ucontext`, musl no
+/// `swapcontext`.)
+fn emulator_unsupported() -> Option<String> {
+    // To build and test here what a machine without the emulator gets (CI checks it compiles).
+    println!("cargo:rerun-if-env-changed=FERROGRAD_SKIP_EMULATOR");
+    if std::env::var("FERROGRAD_SKIP_EMULATOR").is_ok_and(|v| v == "1") {
+        return Some("FERROGRAD_SKIP_EMULATOR=1 leaves it out".into());
+    }
+    let target = |key| std::env::var(key).unwrap_or_default();
+    let (os, env) = (
+        target("CARGO_CFG_TARGET_OS"),
+        target("CARGO_CFG_TARGET_ENV"),
+    );
+    (os != "linux" || env != "gnu")
+        .then(|| format!("it runs on Linux with glibc only (this target: os {os:?}, env {env:?})"))
 }
 
 /// The variants of `kernels/sweep.txt`: each line that is not blank or a comment, its
@@ -114,7 +154,13 @@ fn write_kernel_table(kernels: &Path, files: &[PathBuf], sweep: &[String], out_d
     fs::write(out_dir.join("kernel_table.rs"), table).unwrap();
 }
 
-fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: &Path) {
+/// Compiles the emulator, or says why it could not (no C++17 compiler, most likely).
+fn build_emulator(
+    kernels: &Path,
+    files: &[PathBuf],
+    sweep: &[String],
+    out_dir: &Path,
+) -> Result<(), String> {
     // One translation unit: the kernels' start-up registrars must be linked with the launcher.
     let mut unit = String::new();
     let emulator = kernels.join("emulator");
@@ -172,6 +218,11 @@ fn build_emulator(kernels: &Path, files: &[PathBuf], sweep: &[String], out_dir: 
         .cpp(true)
         .std("c++17")
         .opt_level(2)
+        // `__fmul_rn(a, b)` is `a * b` here (emulator.h), and CUDA promises it is never fused
+        // into an FMA; GCC fuses `a * b + c` wherever the target has FMAs (aarch64 always), so
+        // it must not fuse at all, as on x86-64's baseline, which has none.
+        .flag_if_supported("-ffp-contract=off")
         .warnings(false) // CUDA idioms (unused lambda parameters) are not host-compiler warnings
-        .compile("ferrograd_emulator");
+        .try_compile("ferrograd_emulator")
+        .map_err(|err| format!("the C++17 compiler failed or is missing: {err}"))
 }

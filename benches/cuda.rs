@@ -37,10 +37,12 @@ fn on_emulator() -> bool {
 /// The GPU, or the emulator when `FERROGRAD_BENCH_CUDA=emulator`; `None` (and why, on stderr)
 /// when there is neither.
 fn cuda_device() -> Option<Device> {
-    if on_emulator() {
-        return Some(Device::cuda_emulator());
-    }
-    Device::cuda(0)
+    let device = if on_emulator() {
+        Device::cuda_emulator()
+    } else {
+        Device::cuda(0)
+    };
+    device
         .map_err(|err| eprintln!("CUDA benches skipped: {err}"))
         .ok()
 }

@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = match args.device {
         DeviceChoice::Cpu => Device::Cpu,
         DeviceChoice::Cuda => Device::cuda(0)?,
-        DeviceChoice::CudaEmulator => Device::cuda_emulator(),
+        DeviceChoice::CudaEmulator => Device::cuda_emulator()?,
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     ferrograd::backend::cuda::set_small_tiles(args.small_tiles);

@@ -25,9 +25,13 @@ impl Device {
     }
 
     /// The CUDA path with its kernels run by the CPU emulator: slow, but it runs the very
-    /// launches a GPU would, anywhere.
-    pub fn cuda_emulator() -> Device {
-        Device::Cuda(CudaDevice::emulator())
+    /// launches a GPU would, on any Linux machine. The emulator is built with the crate where
+    /// it can be, on Linux with glibc and a C++17 compiler; elsewhere this is an error that
+    /// says why it is missing.
+    pub fn cuda_emulator() -> Result<Device> {
+        CudaDevice::emulator()
+            .map(Device::Cuda)
+            .map_err(Error::Device)
     }
 
     pub fn is_cuda(&self) -> bool {

@@ -3,6 +3,8 @@
 //! GEMM in all transpose combinations, the Philox fills and Adam. Also the argument structs'
 //! layout against the C compiler's.
 
+#![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
+
 mod common;
 
 use common::{away_from_zero, uniform, CPU};
@@ -936,7 +938,7 @@ fn fused_adam_matches_the_cpu_optimizer() {
 /// of the two splits k (then the bias gradient is summed apart), under shuffled block orders.
 #[test]
 fn a_gemm_pair_gives_each_products_own_bits() {
-    let Device::Cuda(cuda) = Device::cuda_emulator() else {
+    let Device::Cuda(cuda) = Device::cuda_emulator().expect("the emulator is built") else {
         unreachable!("the emulator is a CUDA device")
     };
     // (batch, out, in): ∂L/∂x = g · W, [batch, out] · [out, in]; ∂L/∂W = gᵀ · x, k = batch.
@@ -1001,7 +1003,7 @@ fn a_gemm_pair_gives_each_products_own_bits() {
 /// `gemm` and must agree too.
 #[test]
 fn one_column_products_match_the_cpu() {
-    let Device::Cuda(cuda) = Device::cuda_emulator() else {
+    let Device::Cuda(cuda) = Device::cuda_emulator().expect("the emulator is built") else {
         unreachable!("the emulator is a CUDA device")
     };
     for (m, k) in [(130, 256), (7, 1000), (1, 1), (9, 31), (3, 0)] {
@@ -1096,7 +1098,7 @@ fn results_do_not_depend_on_the_order_blocks_run_in() {
 /// split-K included, and its two Adam launches). No other test here draws from the
 /// process-wide generator; every other test must pass under any block order anyway.
 fn gan_step_weights() -> Vec<f32> {
-    let device = ferrograd::Device::cuda_emulator();
+    let device = ferrograd::Device::cuda_emulator().expect("the emulator is built");
     manual_seed(5);
     let mut gan = Gan::new(&device, 2e-4);
     gan.train_step(&Tensor::uniform(&[8, IMAGE_DIM], -1.0, 1.0, &device));

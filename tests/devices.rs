@@ -521,7 +521,7 @@ macro_rules! test_devices {
 
 test_devices!(
     cpu => Some(Device::Cpu),
-    cuda_emulator => Some(Device::cuda_emulator()),
+    cuda_emulator => common::emulator(),
     cuda_gpu => gpu(),
 );
 
@@ -541,4 +541,22 @@ fn without_a_gpu_cuda_is_a_clear_error() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(!err.is_empty(), "there is no GPU 99");
+}
+
+/// `Device::cuda_emulator()` is the emulator in a build that has it, and otherwise an error
+/// that says why it is missing (CI runs this in a build without it too).
+#[test]
+fn the_emulator_is_there_or_says_why_not() {
+    let missing = ferrograd::backend::cuda::emulator::missing();
+    match (Device::cuda_emulator(), missing) {
+        (Ok(device), None) => assert_eq!(device.to_string(), "cuda-emulator"),
+        (Err(err), Some(reason)) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("no CUDA emulator") && message.contains(reason),
+                "{message}"
+            );
+        }
+        (result, reason) => panic!("cuda_emulator() gave {result:?}, but missing() {reason:?}"),
+    }
 }

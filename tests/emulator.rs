@@ -2,6 +2,7 @@
 //! one of CUDA's rules must fail here, not pass by the luck of the emulator's schedule. Each
 //! test runs one of `kernels/emulator/checks.cpp`'s kernels, which break a rule on purpose,
 //! and checks that the emulator shows it (and that the same kernel keeping the rule passes).
+#![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
 
 use ferrograd::backend::cuda::args::UnaryArgs;
 use ferrograd::backend::cuda::emulator::{self, set_thread_order, BlockOrder, ThreadOrder};

@@ -190,7 +190,7 @@ fn linear_fused_with_each_activation() {
         // On the CPU, and on the CUDA kernels (emulated), where the fused layer's products read
         // ∂L/∂y through the activation's rule inside the GEMM, or write it out first where
         // they cannot (∂L/∂b alone).
-        for device in [CPU, Device::cuda_emulator()] {
+        for device in [Some(CPU), common::emulator()].into_iter().flatten() {
             for needs_grad in patterns {
                 assert_eq!(
                     run(true, needs_grad, &device),

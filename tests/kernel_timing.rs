@@ -2,6 +2,8 @@
 //! kernel run while timing is on, in launch order, none before or after. (Its own test binary:
 //! the emulator is one device for the whole process, and other tests' kernels would mix in.)
 
+#![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
+
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferrograd::backend::cuda::{CudaDevice, KernelTime};
@@ -16,7 +18,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 
 /// The emulator, as a device and as the CUDA device it is.
 fn emulator() -> (Device, CudaDevice) {
-    let device = Device::cuda_emulator();
+    let device = Device::cuda_emulator().expect("the emulator is built");
     let Device::Cuda(cuda) = &device else {
         unreachable!("the emulator is a CUDA device")
     };

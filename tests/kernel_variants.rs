@@ -15,6 +15,8 @@
 //! and a missing `__syncthreads()` shows only as a dependence on it (see
 //! [`ThreadOrder`](ferrograd::backend::cuda::emulator::ThreadOrder)).
 
+#![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
+
 use ferrograd::backend::cuda::emulator::{set_kernel_defines, set_thread_order, ThreadOrder};
 use ferrograd::backend::cuda::kernels::SWEEP_VARIANTS;
 use ferrograd::backend::cuda::{set_allow_tf32, set_small_tiles, set_split_k_override};
@@ -108,7 +110,7 @@ fn every_swept_kernel_variant_gives_the_defaults_bits() {
         !SWEEP_VARIANTS.is_empty(),
         "kernels/sweep.txt lists variants"
     );
-    let device = Device::cuda_emulator();
+    let device = Device::cuda_emulator().expect("the emulator is built");
     let defaults = everything(&device);
     for &variant in SWEEP_VARIANTS {
         set_kernel_defines(variant).unwrap();
@@ -126,7 +128,7 @@ fn every_swept_kernel_variant_gives_the_defaults_bits() {
 #[test]
 fn results_do_not_depend_on_the_order_a_blocks_threads_run_in() {
     let _turn = one_at_a_time();
-    let device = Device::cuda_emulator();
+    let device = Device::cuda_emulator().expect("the emulator is built");
     let in_index_order = everything(&device);
     for order in [ThreadOrder::Reversed, ThreadOrder::Shuffled(3)] {
         set_thread_order(order);

@@ -12,7 +12,7 @@ use ferrograd::nn::functional::linear;
 use ferrograd::{manual_seed, Device, Tensor};
 
 fn devices() -> Vec<Device> {
-    let mut devices = vec![Device::cuda_emulator()];
+    let mut devices: Vec<Device> = common::emulator().into_iter().collect();
     devices.extend(Device::cuda(0).ok());
     devices
 }

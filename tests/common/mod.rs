@@ -15,13 +15,21 @@ pub fn cuda_devices() -> Vec<Device> {
     let mut devices = if required {
         Vec::new()
     } else {
-        vec![Device::cuda_emulator()]
+        emulator().into_iter().collect()
     };
     match Device::cuda(0) {
         Ok(gpu) => devices.push(gpu),
         Err(err) => assert!(!required, "FERROGRAD_REQUIRE_GPU=1 but: {err}"),
     }
     devices
+}
+
+/// The CUDA emulator, or `None` (and why, on stderr) in a build without it (build.rs; CI's
+/// build must have it: `FERROGRAD_REQUIRE_EMULATOR=1`).
+pub fn emulator() -> Option<Device> {
+    Device::cuda_emulator()
+        .map_err(|err| eprintln!("skipped: {err}"))
+        .ok()
 }
 
 /// `len` values uniform in `[low, high)` from a seeded generator.

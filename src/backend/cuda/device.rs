@@ -149,10 +149,16 @@ impl CudaDevice {
         })
     }
 
-    /// The process's CPU emulator of the CUDA path.
-    pub fn emulator() -> CudaDevice {
+    /// The process's CPU emulator of the CUDA path; an error that says why in a build without
+    /// it (see build.rs).
+    pub fn emulator() -> Result<CudaDevice, String> {
+        if let Some(reason) = super::emulator::missing() {
+            return Err(format!(
+                "this build of ferrograd has no CUDA emulator: {reason}"
+            ));
+        }
         static EMULATOR: OnceLock<CudaDevice> = OnceLock::new();
-        EMULATOR
+        Ok(EMULATOR
             .get_or_init(|| {
                 let description = "our CUDA kernels run by the CPU emulator".to_string();
                 CudaDevice::new(
@@ -162,7 +168,7 @@ impl CudaDevice {
                 )
                 .expect("the emulator's memory is host memory")
             })
-            .clone()
+            .clone())
     }
 
     /// GPU `ordinal`, opened once per process. Fails with a clear message, never a panic,

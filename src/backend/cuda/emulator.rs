@@ -16,6 +16,7 @@ use super::args::KernelArgs;
 use super::launch::{Dim3, LaunchConfig};
 use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
 
+#[cfg(ferrograd_emulator)]
 extern "C" {
     fn ferrograd_emu_launch(
         name: *const c_char,
@@ -28,6 +29,46 @@ extern "C" {
     fn ferrograd_emu_set_thread_order(seed: u32);
     fn ferrograd_emu_set_kernel_defines(defines: *const c_char) -> c_int;
 }
+
+/// Why this build has no emulator, if it has none: build.rs could not compile it for the
+/// target (it needs Linux with glibc, and a C++17 compiler).
+pub fn missing() -> Option<&'static str> {
+    option_env!("FERROGRAD_EMULATOR_MISSING")
+}
+
+/// The emulator's entry points in a build without it: every launch is refused with
+/// [`missing`]'s reason, the settings change nothing (there is nothing to launch on:
+/// `Device::cuda_emulator()` is an error).
+#[cfg(not(ferrograd_emulator))]
+mod not_built {
+    use super::{c_char, c_int, c_void, Dim3};
+
+    /// The launch status that reads "this build has no emulator".
+    pub const NOT_BUILT: c_int = 6;
+
+    pub unsafe fn ferrograd_emu_launch(
+        _name: *const c_char,
+        _grid: Dim3,
+        _block: Dim3,
+        _args: *mut *mut c_void,
+    ) -> c_int {
+        NOT_BUILT
+    }
+
+    pub unsafe fn ferrograd_emu_args_size(_name: *const c_char) -> usize {
+        0
+    }
+
+    pub unsafe fn ferrograd_emu_set_block_order(_seed: u32, _interleave: c_int) {}
+
+    pub unsafe fn ferrograd_emu_set_thread_order(_seed: u32) {}
+
+    pub unsafe fn ferrograd_emu_set_kernel_defines(_defines: *const c_char) -> c_int {
+        1
+    }
+}
+#[cfg(not(ferrograd_emulator))]
+use not_built::*;
 
 /// The order the emulator runs a launch's blocks in. A GPU promises none, and runs many
 /// blocks at once, so no kernel's results may depend on it — split-K's and Adam's "last block
@@ -315,6 +356,10 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
             "{name}: threads waited at a barrier (__syncthreads or a warp shuffle) that some \
              of the threads it concerns had returned before reaching: a hang or undefined \
              behaviour on a GPU"
+        )),
+        6 => Err(format!(
+            "{name}: this build of ferrograd has no CUDA emulator: {}",
+            missing().unwrap_or("it was not built")
         )),
         _ => Err(format!(
             "{name}: a GPU refuses a launch of {:?} blocks of {:?} threads (at most 2^31 - 1 \

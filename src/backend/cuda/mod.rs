@@ -4,7 +4,8 @@
 //! - `args.rs`, `launch.rs`: argument structs and launch geometry, shared by both runtimes;
 //! - `runtime.rs`: what a runtime provides (memory, copies, launches); `driver.rs` is the GPU
 //!   through cudarc, `emulator.rs` runs the same kernels on the CPU (compiled by the host C++
-//!   compiler against `kernels/emulator/emulator.h`), so CI tests the CUDA path without a GPU;
+//!   compiler against `kernels/emulator/emulator.h`; Linux with glibc only, see build.rs), so
+//!   CI tests the CUDA path without a GPU;
 //!   `pinned.rs`: the driver's page-locked buffers for copies that do not wait;
 //! - `device.rs`: a device with its caching allocator and graph capture; `graph.rs`: a captured
 //!   graph and its replay; `storage.rs`: the ops as launches;

@@ -150,7 +150,7 @@ pub fn compile_with_defines(
                 Output::Ptx => result::get_ptx(program)
                     .map(|ptx| {
                         ptx.into_iter()
-                            .map(|c| c as u8)
+                            .map(|c| c.to_ne_bytes()[0]) // c_char: i8 or u8, by target
                             .take_while(|&b| b != 0)
                             .collect()
                     })
