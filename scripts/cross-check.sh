@@ -35,6 +35,6 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-    tests=(autograd gradcheck gemm golden devices cuda_kernels emulator graph)
+    tests=(autograd gradcheck gemm determinism golden devices cuda_kernels emulator graph)
 fi
 cargo test --locked --release --target aarch64-unknown-linux-gnu "${tests[@]/#/--test=}"

@@ -82,8 +82,10 @@ fn tiny_and_odd_shapes() {
 
 #[test]
 fn one_past_every_block_size() {
-    // Blocks: MR = 4 / 6 / 8, NR = 8 / 16 / 32, MC = 96, KC = 256, tiles at most 512 wide.
+    // Blocks: MR = 4 / 6 / 8, NR = 8 / 12 / 16 / 32, MC = 96, KC = 256, tiles at most 512
+    // wide.
     check(9, 33, 33);
+    check(9, 13, 13);
     check(7, 17, 17);
     check(97, 257, 513);
     check(96, 256, 512);
@@ -98,6 +100,13 @@ fn this_processor_has_the_expected_kernels() {
         assert_eq!(supported[0], Microkernel::Avx512);
         if std::env::var_os(ferrograd::backend::cpu::KERNEL_ENV).is_none() {
             assert_eq!(Microkernel::selected(), Microkernel::Avx512);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert_eq!(supported[0], Microkernel::Neon);
+        if std::env::var_os(ferrograd::backend::cpu::KERNEL_ENV).is_none() {
+            assert_eq!(Microkernel::selected(), Microkernel::Neon);
         }
     }
 }

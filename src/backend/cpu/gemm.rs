@@ -330,14 +330,14 @@ impl OutputMatrix {
 }
 
 /// Columns per tile: enough tiles for two per thread when the rows alone do not provide them,
-/// a multiple of the kernel's `NR`, at most [`MAX_NC`].
+/// a multiple of the kernel's `NR` (tiles start on a `B` micro-panel), at most [`MAX_NC`].
 fn tile_width(kernel: Microkernel, m: usize, n: usize) -> usize {
     let nr = kernel.nr();
     let row_tiles = m.div_ceil(MC);
     let wanted_col_tiles = (2 * rayon::current_num_threads()).div_ceil(row_tiles);
     n.div_ceil(wanted_col_tiles)
         .next_multiple_of(nr)
-        .clamp(nr, MAX_NC)
+        .clamp(nr, MAX_NC - MAX_NC % nr)
 }
 
 /// One `MC × nc` block of the output (smaller at the edges).

@@ -5,9 +5,13 @@
 //! | --- | --- | --- | --- |
 //! | AVX-512 | 8 × 32 | 16 zmm | 2 loads of `B`, 8 broadcasts of `A`, 16 FMAs |
 //! | AVX2 + FMA | 6 × 16 | 12 ymm | 2 loads of `B`, 6 broadcasts of `A`, 12 FMAs |
+//! | NEON (aarch64) | 8 × 12 | 24 q | 3 loads of `B`, 8 loads of `A`, 24 FMAs (by lane 0) |
 //! | portable | 4 × 8 | what the compiler makes of it | |
 //!
-//! `FERROGRAD_GEMM_KERNEL=avx512|avx2|portable` forces one (tests call each directly).
+//! `FERROGRAD_GEMM_KERNEL=avx512|avx2|neon|portable` forces one (tests call each directly).
+//! (The portable kernel on aarch64 compiles to NEON multiplies and adds, unfused: Rust never
+//! fuses them itself, so `neon` does it explicitly. It is tested under qemu; its speed has not
+//! been measured on an ARM machine.)
 
 use std::sync::OnceLock;
 
@@ -21,6 +25,7 @@ pub enum Microkernel {
     Portable,
     Avx2,
     Avx512,
+    Neon,
 }
 
 impl Microkernel {
@@ -29,7 +34,7 @@ impl Microkernel {
         match self {
             Microkernel::Portable => 4,
             Microkernel::Avx2 => 6,
-            Microkernel::Avx512 => 8,
+            Microkernel::Avx512 | Microkernel::Neon => 8,
         }
     }
 
@@ -37,6 +42,7 @@ impl Microkernel {
     pub fn nr(self) -> usize {
         match self {
             Microkernel::Portable => 8,
+            Microkernel::Neon => 12,
             Microkernel::Avx2 => 16,
             Microkernel::Avx512 => 32,
         }
@@ -52,8 +58,9 @@ impl Microkernel {
             }
             #[cfg(target_arch = "x86_64")]
             Microkernel::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+            #[cfg(target_arch = "aarch64")]
+            Microkernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            _ => false, // another architecture's kernel
         }
     }
 
@@ -62,6 +69,7 @@ impl Microkernel {
         [
             Microkernel::Avx512,
             Microkernel::Avx2,
+            Microkernel::Neon,
             Microkernel::Portable,
         ]
         .into_iter()
@@ -81,6 +89,7 @@ impl Microkernel {
             let kernel = match requested.as_str() {
                 "avx512" => Some(Microkernel::Avx512),
                 "avx2" => Some(Microkernel::Avx2),
+                "neon" => Some(Microkernel::Neon),
                 "portable" => Some(Microkernel::Portable),
                 _ => None,
             };
@@ -137,8 +146,9 @@ impl Microkernel {
             Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, out) },
             #[cfg(target_arch = "x86_64")]
             Microkernel::Avx512 => unsafe { x86::avx512_8x32(kc, a, b, out) },
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("only the portable kernel is supported off x86-64"),
+            #[cfg(target_arch = "aarch64")]
+            Microkernel::Neon => unsafe { arm::neon_8x12(kc, a, b, out) },
+            _ => unreachable!("{self:?} is not supported here (run asserted it is)"),
         }
     }
 }
@@ -301,6 +311,52 @@ mod x86 {
                     *v
                 };
                 _mm512_storeu_ps(out, v);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::{AFetch, BlockOut};
+
+    /// # Safety
+    /// The CPU must support NEON; `a` must reach 8 rows of `kc` steps, `b` must hold `12·kc`
+    /// floats; the 8 × 12 block at `c` (row stride `ldc`) must be valid and ours.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn neon_8x12<A: AFetch>(kc: usize, a: A, b: *const f32, out: BlockOut) {
+        let BlockOut { c, ldc, accumulate } = out;
+        // acc[3·i + j]: row i, columns 4j..4j + 4.
+        let mut acc = [vdupq_n_f32(0.0); 24];
+        for p in 0..kc {
+            // SAFETY: step `p` reads b[12p..12p + 12] and A(0..8, p), inside the operands.
+            unsafe {
+                let b_row = [
+                    vld1q_f32(b.add(12 * p)),
+                    vld1q_f32(b.add(12 * p + 4)),
+                    vld1q_f32(b.add(12 * p + 8)),
+                ];
+                for i in 0..8 {
+                    let a_i = a.get(i, p);
+                    for (j, &b_j) in b_row.iter().enumerate() {
+                        // One fused multiply-add: acc += b_j · a_i, rounded once.
+                        acc[3 * i + j] = vfmaq_n_f32(acc[3 * i + j], b_j, a_i);
+                    }
+                }
+            }
+        }
+        for (quad, v) in acc.iter().enumerate() {
+            // SAFETY: row quad / 3, columns 4 · (quad % 3) + 0..4: inside the block.
+            unsafe {
+                let out = c.add((quad / 3) * ldc + 4 * (quad % 3));
+                let v = if accumulate {
+                    vaddq_f32(vld1q_f32(out), *v)
+                } else {
+                    *v
+                };
+                vst1q_f32(out, v);
             }
         }
     }
