@@ -252,9 +252,14 @@ fn check_steps_inside_run(device: &Device) {
         let params: Vec<Vec<f32>> = net.parameters().iter().map(Tensor::to_vec).collect();
         (losses, params)
     };
-    let (direct, inside) = (train(false), train(true));
-    assert_eq!(direct, inside);
-    assert!(direct.0[2] < direct.0[0], "{:?}", direct.0);
+    let ((direct_losses, direct_params), (inside_losses, inside_params)) =
+        (train(false), train(true));
+    let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&direct_losses), bits(&inside_losses), "losses");
+    for (direct, inside) in direct_params.iter().zip(&inside_params) {
+        assert_eq!(bits(direct), bits(inside), "parameters");
+    }
+    assert!(direct_losses[2] < direct_losses[0], "{direct_losses:?}");
 }
 
 /// Checks that draw from the process-wide generator take turns.

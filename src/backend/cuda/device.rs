@@ -152,10 +152,8 @@ impl CudaDevice {
     /// The process's CPU emulator of the CUDA path; an error that says why in a build without
     /// it (see build.rs).
     pub fn emulator() -> Result<CudaDevice, String> {
-        if let Some(reason) = super::emulator::missing() {
-            return Err(format!(
-                "this build of ferrograd has no CUDA emulator: {reason}"
-            ));
+        if let Some(err) = super::emulator::not_built_error() {
+            return Err(err);
         }
         static EMULATOR: OnceLock<CudaDevice> = OnceLock::new();
         Ok(EMULATOR

@@ -36,6 +36,11 @@ pub fn missing() -> Option<&'static str> {
     option_env!("FERROGRAD_EMULATOR_MISSING")
 }
 
+/// The error for whatever needs the emulator, in a build without it.
+pub(crate) fn not_built_error() -> Option<String> {
+    missing().map(|reason| format!("this build of ferrograd has no CUDA emulator: {reason}"))
+}
+
 /// The emulator's entry points in a build without it: every launch is refused with
 /// [`missing`]'s reason, the settings change nothing (there is nothing to launch on:
 /// `Device::cuda_emulator()` is an error).
@@ -134,9 +139,13 @@ pub fn set_thread_order(order: ThreadOrder) {
 /// What `FERROGRAD_KERNEL_DEFINES` does on a GPU, for the variants the GPU benchmark sweeps.
 ///
 /// # Errors
-/// If no variant was compiled with these definitions (nothing changes then).
+/// If no variant was compiled with these definitions (nothing changes then), or the build
+/// has no emulator.
 pub fn set_kernel_defines(defines: &str) -> Result<(), String> {
     let normalised = defines.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(err) = not_built_error() {
+        return Err(err);
+    }
     let c_defines = CString::new(normalised.as_str())
         .map_err(|_| format!("kernel definitions {defines:?} hold a NUL"))?;
     // SAFETY: `c_defines` is a NUL-terminated string alive during the call; the emulator
@@ -358,8 +367,8 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
              behaviour on a GPU"
         )),
         6 => Err(format!(
-            "{name}: this build of ferrograd has no CUDA emulator: {}",
-            missing().unwrap_or("it was not built")
+            "{name}: {}",
+            not_built_error().unwrap_or_else(|| "the emulator was not built".into())
         )),
         _ => Err(format!(
             "{name}: a GPU refuses a launch of {:?} blocks of {:?} threads (at most 2^31 - 1 \
