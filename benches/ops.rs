@@ -1,6 +1,7 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
 //! layer uses (ours with each microkernel called from the main thread, and with the selected
-//! one as a training step calls it, from a worker of the pool; beside the `matrixmultiply`
+//! one as a training step calls it, from a worker of the pool, and so in BF16 on AMX where the
+//! processor has it; beside the `matrixmultiply`
 //! crate in the same run, built with its `threading` feature: it uses as many threads as the
 //! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
 //! differs), each op's forward and backward, Adam over the GAN's parameters, one full GAN
@@ -13,7 +14,7 @@ use common::gemm_cases;
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
-use ferrograd::backend::cpu::{gemm_into, Microkernel};
+use ferrograd::backend::cpu::{amx_support, gemm_into, set_allow_bf16, Microkernel};
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
@@ -57,26 +58,38 @@ fn bench_gemm(c: &mut Criterion) {
         }
         // The selected kernel as a training step runs it: called on a worker of the pool, the
         // other workers awake (`Device::run`), so no call pays for handing itself to the pool.
-        let id = BenchmarkId::new("ferrograd-in-step", &shape);
-        group.bench_function(id, |bench| {
-            bench.iter_custom(|iters| {
-                Device::Cpu.run(|| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        gemm_into(
-                            selected,
-                            black_box(&a),
-                            black_box(&b),
-                            None,
-                            dims,
-                            &mut ours,
-                        );
-                        black_box(&ours);
-                    }
-                    start.elapsed()
+        // Then, on a processor with AMX, the same with BF16 products (`set_allow_bf16`).
+        let amx = amx_support().is_ok();
+        for (series, bf16) in [
+            ("ferrograd-in-step", false),
+            ("ferrograd-bf16-amx-in-step", true),
+        ] {
+            if bf16 && !amx {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(series, &shape), |bench| {
+                bench.iter_custom(|iters| {
+                    set_allow_bf16(bf16);
+                    let elapsed = Device::Cpu.run(|| {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            gemm_into(
+                                selected,
+                                black_box(&a),
+                                black_box(&b),
+                                None,
+                                dims,
+                                &mut ours,
+                            );
+                            black_box(&ours);
+                        }
+                        start.elapsed()
+                    });
+                    set_allow_bf16(false);
+                    elapsed
                 })
-            })
-        });
+            });
+        }
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             let mut out = vec![0.0f32; m * n];
             bench.iter(|| {

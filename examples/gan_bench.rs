@@ -56,6 +56,9 @@ struct Args {
     /// Let CUDA matrix products use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
+    /// CPU: matrix products in BF16 on Intel AMX tiles, FP32 sums (`set_allow_bf16`).
+    #[arg(long)]
+    bf16: bool,
     /// CUDA (sm_90 and later): launch kernels with programmatic dependent launch, each one
     /// scheduled while the one before it still runs.
     #[arg(long)]
@@ -91,6 +94,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::CudaEmulator => Device::cuda_emulator()?,
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    if args.bf16 {
+        ferrograd::backend::cpu::amx_support().map_err(|why| format!("--bf16: {why}"))?;
+        ferrograd::backend::cpu::set_allow_bf16(true);
+    }
     ferrograd::backend::cuda::set_small_tiles(args.small_tiles);
     if let (true, Device::Cuda(cuda)) = (args.pdl, &device) {
         cuda.set_programmatic_launch(true)?;
@@ -113,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ferrograd::backend::cuda::emulator::set_kernel_defines(&defines.join(" "))?;
     }
     println!(
-        "ferrograd {} on {}{}{}{}{}{}{}",
+        "ferrograd {} on {}{}{}{}{}{}{}{}",
         env!("CARGO_PKG_VERSION"),
         device.description(),
         if defines.is_empty() || args.device == DeviceChoice::Cpu {
@@ -123,6 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         if args.tf32 {
             ", TF32 matrix products"
+        } else {
+            ""
+        },
+        if args.bf16 {
+            ", BF16 matrix products (AMX)"
         } else {
             ""
         },

@@ -107,6 +107,10 @@ struct Args {
     /// FP32 sums; as PyTorch's allow_tf32).
     #[arg(long)]
     tf32: bool,
+    /// On the CPU, round the matrix products' operands to BF16 and multiply them on Intel AMX
+    /// tiles (Xeon 4th generation or later; FP32 sums; as PyTorch's autocast to bfloat16).
+    #[arg(long)]
+    bf16: bool,
     /// The MNIST directory; missing files are downloaded into it.
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data: PathBuf,
@@ -186,6 +190,16 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     refuse_to_replace_another_run(&args)?;
     let device = select_device(args.device)?;
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    if args.bf16 {
+        if device != Device::Cpu {
+            return Err(
+                "--bf16 is for the CPU's products (AMX): add --device cpu, or use --tf32 on a GPU"
+                    .into(),
+            );
+        }
+        ferrograd::backend::cpu::amx_support().map_err(|why| format!("--bf16: {why}"))?;
+        ferrograd::backend::cpu::set_allow_bf16(true);
+    }
     let mnist = load_mnist(&args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|err| format!("cannot create {}: {err}", args.out.display()))?;
@@ -264,10 +278,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     stop_on_signals()?;
     TRAINING.store(true, Ordering::Relaxed);
     println!(
-        "training on {} images, {} per epoch, on {}",
+        "training on {} images, {} per epoch, on {}{}",
         loader.len(),
         describe_batches(loader.len(), progress.batch_size),
-        device.description()
+        device.description(),
+        if args.bf16 {
+            ", BF16 matrix products (AMX)"
+        } else {
+            ""
+        }
     );
 
     while progress.step < last_step && !stop_requested() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{uniform, CPU};
+use common::{assert_within_scale, uniform, CPU};
 use ferrograd::backend::cuda::set_allow_tf32;
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::functional::linear;
@@ -15,18 +15,6 @@ fn devices() -> Vec<Device> {
     let mut devices: Vec<Device> = common::emulator().into_iter().collect();
     devices.extend(Device::cuda(0).ok());
     devices
-}
-
-/// `|got − want| ≤ tol · max|want|` everywhere: TF32's error scales with the magnitude of the
-/// terms summed, not with the (possibly cancelled) result.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * scale,
-            "{what}[{i}]: {g} vs {w} (scale {scale})"
-        );
-    }
 }
 
 #[test]
@@ -56,7 +44,7 @@ fn tf32_linear_layers_and_gan_steps_stay_close_to_fp32() {
             .iter()
             .zip(tf32.iter().zip(&fp32))
         {
-            assert_close(what, got, want, 4e-3);
+            assert_within_scale(what, got, want, 4e-3);
             assert_ne!(got, want, "{what}: TF32 rounding should show");
         }
 
@@ -68,6 +56,6 @@ fn tf32_linear_layers_and_gan_steps_stay_close_to_fp32() {
             let s = gan.train_step(&real);
             [s.d_loss, s.g_loss, s.d_real, s.d_fake]
         };
-        assert_close("GAN statistics", &train(&device), &train(&CPU), 1e-2);
+        assert_within_scale("GAN statistics", &train(&device), &train(&CPU), 1e-2);
     }
 }

@@ -45,6 +45,20 @@ pub fn away_from_zero(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Asserts `|got − want| ≤ tol · max|want|` everywhere: for reduced-precision products
+/// (TF32, BF16), whose error scales with the magnitude of the terms summed, not with the
+/// (possibly cancelled) result.
+pub fn assert_within_scale(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{what}[{i}]: {g} vs {w} (scale {scale})"
+        );
+    }
+}
+
 /// Asserts `|actual − expected| ≤ atol + rtol·|expected|` elementwise, naming the first failure.
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], rtol: f64, atol: f64) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");

@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
-use super::simd;
+use super::product::{finish_tile, Layout, OutputMatrix, Tile};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
@@ -188,6 +188,11 @@ fn gemm_impl<E: UnaryKernel>(
         if m == 0 || n == 0 {
             return;
         }
+        // BF16 on AMX when asked for (`amx`); a product over k = 0 stays here.
+        if k > 0 && super::amx::in_use() {
+            super::amx::multiply(a, b, bias, dims, epilogue, c, parallel);
+            return;
+        }
         let (mr, nr) = (kernel.mr(), kernel.nr());
         if dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k >= MIN_DIRECT_K {
             direct::multiply(kernel, a, b, bias, dims, epilogue, c, parallel);
@@ -196,17 +201,9 @@ fn gemm_impl<E: UnaryKernel>(
         // All of op(A) and all of op(B), each packed once and shared by every tile:
         // packed_a[(panel · k + p) · MR + i] = op(A)[panel · MR + i, p],
         // packed_b[(panel · k + p) · NR + j] = op(B)[p, panel · NR + j], zero-padded.
-        let a_layout = if dims.lhs_transposed {
-            Layout::AcrossK { stride: m }
-        } else {
-            Layout::AlongK { stride: k }
-        };
+        let a_layout = Layout::of_lhs(dims);
         // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
-        let b_layout = if dims.rhs_transposed {
-            Layout::AlongK { stride: k }
-        } else {
-            Layout::AcrossK { stride: n }
-        };
+        let b_layout = Layout::of_rhs(dims);
         let packed_a = pack_all(a, a_layout, m, k, mr, parallel);
         let nc = tile_width(kernel, m, n);
         let col_tiles = n.div_ceil(nc);
@@ -221,17 +218,14 @@ fn gemm_impl<E: UnaryKernel>(
                 layout: b_layout,
             },
         };
-        let out = OutputMatrix {
-            c: c.as_mut_ptr(),
-            ldc: n,
-        };
+        let out = OutputMatrix::new(c, n);
         let operands = Operands {
             a: &packed_a,
             b: b_panels,
             k,
         };
         run_tasks(m.div_ceil(MC) * col_tiles, parallel, |t| {
-            let tile = Tile::new(t / col_tiles, t % col_tiles, nc, m, n);
+            let tile = tile(t / col_tiles, t % col_tiles, nc, m, n);
             // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
             unsafe {
                 multiply_tile(kernel, operands, tile, out);
@@ -303,32 +297,6 @@ thread_local! {
     static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// C as the tiles see it: a raw pointer, since tiles of one row of C (disjoint column ranges)
-/// are written by different threads at once.
-#[derive(Clone, Copy)]
-struct OutputMatrix {
-    c: *mut f32,
-    ldc: usize,
-}
-
-// SAFETY: the pointer is only used for the disjoint tiles of one product, while the `Vec` it
-// points into is alive and borrowed by nothing else (gemm_impl).
-unsafe impl Send for OutputMatrix {}
-// SAFETY: as above.
-unsafe impl Sync for OutputMatrix {}
-
-impl OutputMatrix {
-    /// The `cols` elements of row `row` from column `col`.
-    ///
-    /// # Safety
-    /// They must be inside C and touched by no other thread while the slice lives.
-    #[allow(clippy::mut_from_ref)] // a window on C, disjoint per caller (the contract)
-    unsafe fn row(&self, row: usize, col: usize, cols: usize) -> &mut [f32] {
-        // SAFETY: the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.c.add(row * self.ldc + col), cols) }
-    }
-}
-
 /// Columns per tile: enough tiles for two per thread when the rows alone do not provide them,
 /// a multiple of the kernel's `NR` (tiles start on a `B` micro-panel), at most [`MAX_NC`].
 fn tile_width(kernel: Microkernel, m: usize, n: usize) -> usize {
@@ -340,50 +308,10 @@ fn tile_width(kernel: Microkernel, m: usize, n: usize) -> usize {
         .clamp(nr, MAX_NC - MAX_NC % nr)
 }
 
-/// One `MC × nc` block of the output (smaller at the edges).
-#[derive(Clone, Copy)]
-struct Tile {
-    row0: usize,
-    rows: usize,
-    col0: usize,
-    cols: usize,
-}
-
-impl Tile {
-    fn new(tile_row: usize, tile_col: usize, nc: usize, m: usize, n: usize) -> Self {
-        let (row0, col0) = (tile_row * MC, tile_col * nc);
-        Tile {
-            row0,
-            rows: MC.min(m - row0),
-            col0,
-            cols: nc.min(n - col0),
-        }
-    }
-}
-
-/// Adds the bias and applies the epilogue over `tile` of C, while it is still in cache.
-///
-/// # Safety
-/// `tile` must be inside C and touched by no other thread during the call.
-unsafe fn finish_tile<E: UnaryKernel>(
-    out: OutputMatrix,
-    tile: Tile,
-    bias: Option<&[f32]>,
-    epilogue: &E,
-) {
-    if bias.is_none() && E::NAME == Identity::NAME {
-        return;
-    }
-    for row in tile.row0..tile.row0 + tile.rows {
-        // SAFETY: a row of the tile (the caller's contract).
-        let values = unsafe { out.row(row, tile.col0, tile.cols) };
-        if let Some(bias) = bias {
-            let bias = &bias[tile.col0..tile.col0 + tile.cols];
-            simd::zip_map_in_place(values, bias, |c, b| epilogue.apply(c + b));
-        } else {
-            simd::map_in_place(values, |c| epilogue.apply(c));
-        }
-    }
+/// One `MC × nc` tile of the output (smaller at the edges).
+fn tile(tile_row: usize, tile_col: usize, nc: usize, m: usize, n: usize) -> Tile {
+    let (row0, col0) = (tile_row * MC, tile_col * nc);
+    Tile::at(row0, MC.min(m - row0), col0, nc.min(n - col0))
 }
 
 /// `C = op(A) · op(B)` over one tile, `KC` steps of `k` at a time: the first block overwrites
@@ -454,10 +382,10 @@ unsafe fn multiply_block<'b>(
             let rows = mr.min(tile.row0 + tile.rows - row);
             if rows == mr && cols == nr {
                 // SAFETY: a whole block inside the tile (the caller's contract).
-                let c = unsafe { out.c.add(row * out.ldc + col) };
+                let c = unsafe { out.element(row, col) };
                 let block = BlockOut {
                     c,
-                    ldc: out.ldc,
+                    ldc: out.ldc(),
                     accumulate,
                 };
                 // SAFETY: as above.
@@ -481,16 +409,6 @@ unsafe fn multiply_block<'b>(
             }
         }
     }
-}
-
-/// How an operand's element `(x, p)` — `x` a row of `A` or a column of `B`, `p` along `k` —
-/// sits in memory.
-#[derive(Clone, Copy)]
-enum Layout {
-    /// At `x · stride + p`: each `x` is a contiguous run along `k`.
-    AlongK { stride: usize },
-    /// At `p · stride + x`: each step of `k` is a contiguous run of `x`.
-    AcrossK { stride: usize },
 }
 
 /// Packs `x` in `x0..x0 + count` × `p` in `k0..k0 + kc` into `width`-wide micro-panels,
@@ -654,17 +572,10 @@ mod direct {
         let (mr, nr) = (kernel.mr(), kernel.nr());
         // The right operand Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p],
         // zero-padded.
-        let x_layout = if dims.lhs_transposed {
-            Layout::AcrossK { stride: m }
-        } else {
-            Layout::AlongK { stride: k }
-        };
+        let x_layout = Layout::of_lhs(dims);
         let mut packed_x = super::super::pool::take(m.div_ceil(nr) * nr * k);
         pack(x, x_layout, (0, m), (0, k), nr, &mut packed_x);
-        let out = OutputMatrix {
-            c: c.as_mut_ptr(),
-            ldc: n,
-        };
+        let out = OutputMatrix::new(c, n);
         let task_rows = rows_per_task(kernel, n);
         run_tasks(n.div_ceil(task_rows), parallel, |task| {
             let mut block = [0.0f32; MAX_BLOCK];

@@ -4,12 +4,15 @@
 //! element alone, and reductions split their input at fixed boundaries and combine the partial
 //! sums in a fixed order. The same seed therefore gives bit-identical losses run to run.
 
+mod amx;
 mod gemm;
 pub mod hot_pool;
 mod microkernel;
 mod pool;
+mod product;
 mod simd;
 
+pub use amx::{amx_support, bf16_allowed, set_allow_bf16};
 pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
 pub use pool::fresh_buffers;

@@ -1,0 +1,303 @@
+//! Matrix products in BF16 on Intel AMX, when asked for ([`set_allow_bf16`]).
+//!
+//! AMX (Advanced Matrix Extensions: Xeon "Sapphire Rapids" and later) gives each core eight
+//! tile registers of 16 rows × 64 bytes and one instruction, `TDPBF16PS`, that adds the
+//! product of a 16 × 32 BF16 tile and a 32 × 16 one to a 16 × 16 FP32 tile: 8,192
+//! multiply-adds in one instruction. On the development VM one core runs them at up to 470
+//! G multiply-adds/s with its operands in L1, 4.4 times the FP32 microkernel's peak
+//! (`benches/RESULTS.md`). The price is the operands' precision: BF16 keeps 8 of FP32's 24
+//! significant bits, so each product is accurate to about 4e-3 relative; the sums stay FP32.
+//! That is what PyTorch does on the CPU under `torch.autocast("cpu", dtype=torch.bfloat16)`
+//! or `torch.set_float32_matmul_precision("medium")`. Off by default, as there.
+//!
+//! The product, `C = op(A) · op(B)`, in blocks of 32 × 32:
+//! 1. The tiles want `k` contiguous in both operands ([`pack`]): the left operand row-major,
+//!    the right one as pairs of steps of `k` side by side. Rounding an operand stored that way
+//!    is a streaming conversion; any other layout is a transpose. So the product is computed
+//!    as `C` or as `Cᵀ = op(B)ᵀ · op(A)ᵀ`, whichever transposes less: a linear layer's
+//!    forward `X·Wᵀ` as `Cᵀ = W·Xᵀ`, which converts `W` as it lies.
+//! 2. The smaller operand is packed once for all tasks; the larger one a block (32 rows or
+//!    columns) at a time, by the task that then multiplies it by every block of the other,
+//!    while it is in that core's cache.
+//! 3. A block's four accumulator tiles (2 × 2 of 16 × 16) stay in registers across all of
+//!    `k`, fed by two tiles of each operand per 32 steps ([`tiles`]); then they are stored
+//!    into `C` (or transposed into it), and the bias and activation applied.
+//!
+//! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
+//! tile is whole. Each block sums over `k` in one fixed order, whichever thread runs it: the
+//! results do not depend on the number of threads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::backend::{GemmDims, UnaryKernel};
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod pack;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod tiles;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+use pack::{Operand, Packed};
+
+static ALLOW_BF16: AtomicBool = AtomicBool::new(false);
+
+/// Lets CPU matrix products round their operands to BF16 and multiply them on Intel AMX tiles
+/// (sums stay FP32), where the processor has AMX ([`amx_support`]); elsewhere products stay
+/// FP32. Off by default: products are then accurate to about 4e-3 of the terms' magnitude
+/// instead of 1e-7, which trains this GAN as well but is not FP32. Process-wide, like
+/// [`set_allow_tf32`](crate::backend::cuda::set_allow_tf32) on a GPU.
+pub fn set_allow_bf16(allow: bool) {
+    ALLOW_BF16.store(allow, Ordering::Relaxed);
+}
+
+/// Whether [`set_allow_bf16`] is on.
+pub fn bf16_allowed() -> bool {
+    ALLOW_BF16.load(Ordering::Relaxed)
+}
+
+/// Whether products run on AMX now: allowed, and supported here.
+pub(super) fn in_use() -> bool {
+    bf16_allowed() && amx_support().is_ok()
+}
+
+/// `Ok` if this processor and system run AMX-BF16, else why not. Checked once: the processor
+/// must report AMX-TILE and AMX-BF16, and Linux (5.16 or later) must grant the process the
+/// tile registers' state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+pub fn amx_support() -> Result<(), &'static str> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static SUPPORT: std::sync::OnceLock<Result<(), &'static str>> = std::sync::OnceLock::new();
+        *SUPPORT.get_or_init(tiles::request)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        Err("AMX is used on x86-64 Linux only")
+    }
+}
+
+/// Rows of a tile, and `k` steps per tile (32 BF16 fill a tile row's 64 bytes).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const TILE_ROWS: usize = 16;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const TILE_K: usize = 32;
+/// Rows and columns of the product per block: 2 × 2 accumulator tiles.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const BLOCK: usize = 2 * TILE_ROWS;
+
+/// `C = epilogue(op(A) · op(B) (+ bias))` with BF16 operands and FP32 sums, every element of
+/// `c` written (see the module's documentation). Only when [`in_use`].
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(super) fn multiply<E: UnaryKernel>(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+    epilogue: &E,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    use super::product::{Layout, OutputMatrix};
+    use rayon::prelude::*;
+
+    let GemmDims { m, k, n, .. } = dims;
+    // op(A)'s rows and op(B)'s columns, each a run of k (as the FP32 GEMM's packing sees them).
+    let rows_of_a = Operand {
+        src: a,
+        layout: Layout::of_lhs(dims),
+        count: m,
+    };
+    let columns_of_b = Operand {
+        src: b,
+        layout: Layout::of_rhs(dims),
+        count: n,
+    };
+    // Cᵀ = op(B)ᵀ · op(A)ᵀ takes the same operands the other way round. Packing the left
+    // operand is a conversion when its rows run along k, the right one's when its steps of k
+    // do; the other layouts are transposes. A linear layer's forward, X·Wᵀ, would transpose
+    // all of W: Cᵀ = W·Xᵀ transposes only X and C instead.
+    let transposes = |left: Operand, right: Operand| {
+        let left_cost = matches!(left.layout, Layout::AcrossK { .. }) as usize * left.count;
+        let right_cost = matches!(right.layout, Layout::AlongK { .. }) as usize * right.count;
+        (left_cost + right_cost) * k
+    };
+    let transposed =
+        transposes(columns_of_b, rows_of_a) + m * n < transposes(rows_of_a, columns_of_b);
+    let (left, right) = if transposed {
+        (columns_of_b, rows_of_a)
+    } else {
+        (rows_of_a, columns_of_b)
+    };
+    let product = Product {
+        left,
+        right,
+        k,
+        transposed,
+        out: OutputMatrix::new(c, n),
+        bias,
+        epilogue,
+    };
+    // The smaller operand is packed once, for every task; the larger one a block (32 rows or
+    // columns) at a time, by the task that multiplies it, just before: still in that core's
+    // cache when its tiles are loaded.
+    let streamed_side = if left.count >= right.count {
+        Side::Left
+    } else {
+        Side::Right
+    };
+    let shared = match streamed_side {
+        Side::Left => product.pack(Side::Right, right, parallel),
+        Side::Right => product.pack(Side::Left, left, parallel),
+    };
+    let streamed_blocks = product.operand(streamed_side).count.div_ceil(BLOCK);
+    if parallel {
+        // A few tasks per thread, each configuring the tiles once for its run of blocks.
+        let per_task = streamed_blocks.div_ceil(2 * rayon::current_num_threads());
+        (0..streamed_blocks.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let blocks = task * per_task..((task + 1) * per_task).min(streamed_blocks);
+                product.run(streamed_side, blocks, &shared);
+            });
+    } else {
+        product.run(streamed_side, 0..streamed_blocks, &shared);
+    }
+}
+
+/// The product's two operands, as the tiles see them.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[derive(Clone, Copy)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// A product as its tasks run it: `left · right`, which is `C`, or `Cᵀ` if `transposed`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+struct Product<'a, E> {
+    left: Operand<'a>,
+    right: Operand<'a>,
+    k: usize,
+    transposed: bool,
+    out: super::product::OutputMatrix,
+    bias: Option<&'a [f32]>,
+    epilogue: &'a E,
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+impl<E: UnaryKernel> Product<'_, E> {
+    fn operand(&self, side: Side) -> Operand<'_> {
+        match side {
+            Side::Left => self.left,
+            Side::Right => self.right,
+        }
+    }
+
+    fn pack(&self, side: Side, operand: Operand<'_>, parallel: bool) -> Packed {
+        match side {
+            Side::Left => Packed::left(operand, self.k, parallel),
+            Side::Right => Packed::right(operand, self.k, parallel),
+        }
+    }
+
+    /// One task: blocks `streamed_blocks` of the `streamed` side, each packed here, times
+    /// every block of the other side (`shared`, packed by the caller).
+    fn run(&self, streamed: Side, streamed_blocks: std::ops::Range<usize>, shared: &Packed) {
+        let shared_blocks = match streamed {
+            Side::Left => self.right.count.div_ceil(BLOCK),
+            Side::Right => self.left.count.div_ceil(BLOCK),
+        };
+        // SAFETY: AMX is supported and granted (`in_use`, `multiply`'s condition).
+        let mut tiles = unsafe { tiles::Tiles::configure() };
+        let mut sums = tiles::Block::default();
+        // One block of the streamed side at a time, packed over the last.
+        let mut packed: Option<Packed> = None;
+        for streamed_block in streamed_blocks {
+            let operand = self.operand(streamed).block(streamed_block);
+            let packed = match (packed.as_mut(), streamed) {
+                (None, _) => packed.insert(self.pack(streamed, operand, false)),
+                (Some(last), Side::Left) => {
+                    last.repack_left(operand, self.k, false);
+                    last
+                }
+                (Some(last), Side::Right) => {
+                    last.repack_right(operand, self.k, false);
+                    last
+                }
+            };
+            for shared_block in 0..shared_blocks {
+                let (s0, t0) = (streamed_block * BLOCK, shared_block * BLOCK);
+                // Each side's packed operand and where the block starts in it; where the block
+                // starts in the product.
+                let (left, right, x0, y0) = match streamed {
+                    Side::Left => ((&*packed, 0), (shared, t0), s0, t0),
+                    Side::Right => ((shared, t0), (&*packed, 0), t0, s0),
+                };
+                self.block(&mut tiles, &mut sums, left, right, (x0, y0));
+            }
+        }
+    }
+
+    /// Block `(x0, y0)` of `left · right` on the tiles, then into `C` (transposed if the
+    /// product is `Cᵀ`), with the bias and activation applied.
+    fn block(
+        &self,
+        tiles: &mut tiles::Tiles,
+        sums: &mut tiles::Block,
+        left: (&Packed, usize),
+        right: (&Packed, usize),
+        (x0, y0): (usize, usize),
+    ) {
+        use super::product::{finish_tile, Tile};
+        let (xs, ys) = (
+            BLOCK.min(self.left.count - x0),
+            BLOCK.min(self.right.count - y0),
+        );
+        let (out, bias, epilogue) = (self.out, self.bias, self.epilogue);
+        if !self.transposed && xs == BLOCK && ys == BLOCK {
+            // A whole block of C: the tiles are stored straight into it.
+            // SAFETY: rows x0.. and columns y0.. of C, 32 of each, inside C and written by
+            // this task only.
+            unsafe {
+                let first = out.element(x0, y0);
+                tiles.multiply_block(left, right, first, out.ldc());
+                finish_tile(out, Tile::at(x0, xs, y0, ys), bias, epilogue);
+            }
+            return;
+        }
+        // SAFETY: `sums` holds 32 rows of 32.
+        unsafe { tiles.multiply_block(left, right, sums.0.as_mut_ptr().cast(), BLOCK) };
+        let tile = if self.transposed {
+            // sums[x][y] is C[y0 + y, x0 + x].
+            for y in 0..ys {
+                // SAFETY: a row of this block of C, written by this task only.
+                let row = unsafe { out.row(y0 + y, x0, xs) };
+                for (x, value) in row.iter_mut().enumerate() {
+                    *value = sums.0[x][y];
+                }
+            }
+            Tile::at(y0, ys, x0, xs)
+        } else {
+            for (x, sums) in sums.0.iter().take(xs).enumerate() {
+                // SAFETY: as above.
+                let row = unsafe { out.row(x0 + x, y0, ys) };
+                row.copy_from_slice(&sums[..ys]);
+            }
+            Tile::at(x0, xs, y0, ys)
+        };
+        // SAFETY: as above, the block's part of C.
+        unsafe { finish_tile(out, tile, bias, epilogue) };
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub(super) fn multiply<E: UnaryKernel>(
+    _: &[f32],
+    _: &[f32],
+    _: Option<&[f32]>,
+    _: GemmDims,
+    _: &E,
+    _: &mut [f32],
+    _: bool,
+) {
+    unreachable!("AMX products run only where amx_support() is Ok");
+}

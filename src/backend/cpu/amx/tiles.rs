@@ -1,0 +1,174 @@
+//! The tile registers: the permission to use them, their configuration, one block's product.
+//!
+//! Rust has no stable AMX intrinsics, so the instructions are written in inline assembly. The
+//! compiler never uses the tile registers itself, so a value left in one by an `asm!` block is
+//! still there for the next.
+use super::pack::Packed;
+use super::{BLOCK, TILE_K, TILE_ROWS};
+use std::arch::asm;
+
+/// A 32 × 32 block of FP32 results, as the four accumulator tiles store it.
+#[repr(C, align(64))]
+pub struct Block(pub [[f32; BLOCK]; BLOCK]);
+
+impl Default for Block {
+    fn default() -> Self {
+        Block([[0.0; BLOCK]; BLOCK])
+    }
+}
+
+/// `LDTILECFG`'s 64-byte operand: palette 1, then each tile's bytes per row and rows.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Every one of the eight tiles 16 rows of 64 bytes: tiles 0–3 hold the 2 × 2 FP32
+/// accumulators, 4–5 the two `A` tiles, 6–7 the two `B` tiles.
+const CONFIG: TileConfig = {
+    let mut config = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        bytes_per_row: [0; 16],
+        rows: [0; 16],
+    };
+    let mut tile = 0;
+    while tile < 8 {
+        config.bytes_per_row[tile] = (TILE_K * 2) as u16;
+        config.rows[tile] = TILE_ROWS as u8;
+        tile += 1;
+    }
+    config
+};
+
+/// Checks the processor for AMX-TILE and AMX-BF16 and asks Linux for the tiles' state.
+pub fn request() -> Result<(), &'static str> {
+    // CPUID leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    let max_leaf = std::arch::x86_64::__cpuid(0).eax; // the highest leaf supported
+    if max_leaf < 7 || leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+        return Err("this processor has no AMX-BF16 (Intel Xeon 4th generation or later has)");
+    }
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let status: i64;
+    // SAFETY: the arch_prctl system call with two integer arguments; it reads and writes
+    // no memory of ours and clobbers only rcx and r11 (the syscall ABI).
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => status,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if status != 0 {
+        return Err("Linux did not grant the AMX tile state (it needs kernel 5.16 or later)");
+    }
+    Ok(())
+}
+
+/// The tile registers, configured for this thread's use ([`CONFIG`]) while it lives;
+/// released (back to their initial state, which a thread switch need not save) when
+/// dropped.
+pub struct Tiles(());
+
+impl Tiles {
+    /// # Safety
+    /// AMX must be supported and granted ([`request`] returned `Ok`).
+    pub unsafe fn configure() -> Tiles {
+        // SAFETY: AMX is granted (the caller's contract); the configuration is a valid
+        // 64-byte palette-1 operand.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        Tiles(())
+    }
+
+    /// `sums` = rows `row..row + 32` of the packed left operand times columns
+    /// `column..column + 32` of the packed right one (`left = (packed, row)`, `right =
+    /// (packed, column)`), over all of `k`, 32 steps (one tile of each) at a time.
+    ///
+    /// # Safety
+    /// `sums` must point to 32 rows of 32 writable floats, `row_stride` floats apart.
+    pub unsafe fn multiply_block(
+        &mut self,
+        (left, row): (&Packed, usize),
+        (right, column): (&Packed, usize),
+        sums: *mut f32,
+        row_stride: usize,
+    ) {
+        let (k_padded, columns) = (left.k_padded, right.columns);
+        assert_eq!(k_padded, right.k_padded);
+        let chunks = k_padded / TILE_K;
+        // The last element each load reads is inside its operand.
+        assert!((row + BLOCK) * k_padded <= left.rows().len() && column + BLOCK <= columns);
+        let left_stride = k_padded * 2; // bytes from one tile row to the next
+        let right_stride = columns * 4;
+        let top = left.rows()[row * k_padded..].as_ptr();
+        let first = right.pairs()[column..].as_ptr();
+        // SAFETY: the tiles are configured (`self`). Tile `chunk` of the left rows reads
+        // 16 rows of 64 bytes from `top` + 32 · chunk, `left_stride` apart: inside `left`
+        // (asserted above, and rows of k_padded); tile `chunk` of the right columns reads
+        // 16 rows of 64 bytes from `first` + 16 · columns · chunk, `right_stride` apart:
+        // pair rows up to k_padded / 2, inside `right`. The stores write the four 16 × 16
+        // quarters of `sums` (the caller's contract).
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for chunk in 0..chunks {
+                let top = top.add(chunk * TILE_K);
+                let first = first.add(chunk * TILE_ROWS * columns);
+                asm!(
+                    "tileloadd tmm4, [{top} + {left_stride}]",
+                    "tileloadd tmm5, [{bottom} + {left_stride}]",
+                    "tileloadd tmm6, [{first} + {right_stride}]",
+                    "tileloadd tmm7, [{second} + {right_stride}]",
+                    // tmm(2·row + column) += left(row) · right(column)
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    top = in(reg) top,
+                    bottom = in(reg) top.add(TILE_ROWS * k_padded),
+                    first = in(reg) first,
+                    second = in(reg) first.add(TILE_ROWS),
+                    left_stride = in(reg) left_stride,
+                    right_stride = in(reg) right_stride,
+                    options(nostack, readonly),
+                );
+            }
+            asm!(
+                "tilestored [{q0} + {stride}], tmm0",
+                "tilestored [{q1} + {stride}], tmm1",
+                "tilestored [{q2} + {stride}], tmm2",
+                "tilestored [{q3} + {stride}], tmm3",
+                q0 = in(reg) sums,
+                q1 = in(reg) sums.add(TILE_ROWS),
+                q2 = in(reg) sums.add(TILE_ROWS * row_stride),
+                q3 = in(reg) sums.add(TILE_ROWS * row_stride + TILE_ROWS),
+                stride = in(reg) row_stride * 4,
+                options(nostack),
+            );
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: the tiles were configured (`configure`); releasing them has no operand.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
