@@ -8,6 +8,7 @@ what is timed.
     python3 benches/gan_pytorch.py --device cuda --mode eager
     python3 benches/gan_pytorch.py --device cuda --mode compile   # torch.compile(reduce-overhead)
     python3 benches/gan_pytorch.py --device cpu --threads 2
+    python3 benches/gan_pytorch.py --device cpu --threads 2 --autocast-bf16   # beside --bf16
 
 Prints one line: device, mode, median µs per iteration over --repeats timed runs of --iters
 iterations each (after warm-up), and images per second. On CUDA each run is timed with CUDA
@@ -38,8 +39,17 @@ def models(device):
     return g, d
 
 
-def make_step(g, d, device, batch):
+def make_step(g, d, device, batch, autocast_bf16=False):
     bce = nn.BCELoss()
+    if autocast_bf16:
+        # The networks run under autocast (their linear layers in BF16, as AMX runs them on a
+        # CPU that has it); the losses in FP32, as autocast requires of BCELoss.
+        def forward(net, x):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return net(x).float()
+    else:
+        def forward(net, x):
+            return net(x)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     ones = torch.ones(batch, 1, device=device)
@@ -47,12 +57,12 @@ def make_step(g, d, device, batch):
 
     def step(real):
         opt_d.zero_grad()
-        fake = g(torch.randn(batch, 100, device=device)).detach()
-        d_loss = bce(d(real), ones) + bce(d(fake), zeros)
+        fake = forward(g, torch.randn(batch, 100, device=device)).detach()
+        d_loss = bce(forward(d, real), ones) + bce(forward(d, fake), zeros)
         d_loss.backward()
         opt_d.step()
         opt_g.zero_grad()
-        g_loss = bce(d(g(torch.randn(batch, 100, device=device))), ones)
+        g_loss = bce(forward(d, forward(g, torch.randn(batch, 100, device=device))), ones)
         g_loss.backward()
         opt_g.step()
         return d_loss, g_loss
@@ -69,13 +79,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=11, help="timed runs (the median is reported)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--autocast-bf16", action="store_true",
+                        help="run the networks under torch.autocast(dtype=torch.bfloat16)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     device = torch.device(args.device)
     g, d = models(device)
-    step = make_step(g, d, device, args.batch)
+    step = make_step(g, d, device, args.batch, args.autocast_bf16)
     if args.mode == "compile":
         step = torch.compile(step, mode="reduce-overhead")
     real = torch.rand(args.batch, 784, device=device) * 2 - 1
@@ -101,7 +113,8 @@ def main():
             times.append((time.perf_counter() - t0) * 1e6 / args.iters)
     us = statistics.median(times)
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"pytorch {torch.__version__} | {name} | {args.mode} | {us:.1f} us/iter | "
+    mode = args.mode + (", autocast bf16" if args.autocast_bf16 else "")
+    print(f"pytorch {torch.__version__} | {name} | {mode} | {us:.1f} us/iter | "
           f"{args.batch * 1e6 / us:.0f} images/s")
 
 

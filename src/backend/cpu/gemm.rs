@@ -18,7 +18,8 @@
 //! 3. The microkernel ([`Microkernel`]) keeps an `MR × NR` block of `C` in registers across the
 //!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them.
 //!
-//! Small batches of the forward `X·Wᵀ` take another route (see `direct`).
+//! Small batches of the forward `X·Wᵀ` take another route (see `direct`); with BF16 allowed
+//! on a processor with AMX, every product goes to the tile units instead (`amx`).
 
 use rayon::prelude::*;
 

@@ -44,7 +44,7 @@ pub(super) struct OutputMatrix {
 }
 
 // SAFETY: the pointer is only used for the disjoint tiles of one product, while the `Vec` it
-// points into is alive and borrowed by nothing else (gemm_impl).
+// points into is alive and borrowed by nothing else (gemm_impl, amx::multiply).
 unsafe impl Send for OutputMatrix {}
 // SAFETY: as above.
 unsafe impl Sync for OutputMatrix {}

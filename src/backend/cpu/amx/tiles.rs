@@ -3,6 +3,7 @@
 //! Rust has no stable AMX intrinsics, so the instructions are written in inline assembly. The
 //! compiler never uses the tile registers itself, so a value left in one by an `asm!` block is
 //! still there for the next.
+
 use super::pack::Packed;
 use super::{BLOCK, TILE_K, TILE_ROWS};
 use std::arch::asm;
@@ -27,8 +28,8 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// Every one of the eight tiles 16 rows of 64 bytes: tiles 0–3 hold the 2 × 2 FP32
-/// accumulators, 4–5 the two `A` tiles, 6–7 the two `B` tiles.
+/// All eight tiles are 16 rows of 64 bytes: tiles 0–3 hold the 2 × 2 FP32 accumulators, 4–5
+/// the two tiles of the left operand, 6–7 the two of the right one.
 const CONFIG: TileConfig = {
     let mut config = TileConfig {
         palette: 1,
@@ -48,10 +49,15 @@ const CONFIG: TileConfig = {
 
 /// Checks the processor for AMX-TILE and AMX-BF16 and asks Linux for the tiles' state.
 pub fn request() -> Result<(), &'static str> {
-    // CPUID leaf 7, sub-leaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    let max_leaf = std::arch::x86_64::__cpuid(0).eax; // the highest leaf supported
-    if max_leaf < 7 || leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+    // CPUID leaf 7, sub-leaf 0 (if the processor has that leaf): EDX bit 22 is AMX-BF16,
+    // bit 24 AMX-TILE.
+    let has_leaf7 = std::arch::x86_64::__cpuid(0).eax >= 7;
+    let edx = if has_leaf7 {
+        std::arch::x86_64::__cpuid_count(7, 0).edx
+    } else {
+        0
+    };
+    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
         return Err("this processor has no AMX-BF16 (Intel Xeon 4th generation or later has)");
     }
     const SYS_ARCH_PRCTL: i64 = 158;
