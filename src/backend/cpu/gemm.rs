@@ -21,10 +21,8 @@
 //! Small batches of the forward `X·Wᵀ` take another route (see `direct`); with BF16 allowed
 //! on a processor with AMX, every product goes to the tile units instead (`amx`).
 
-use rayon::prelude::*;
-
 use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
-use super::product::{finish_tile, Layout, OutputMatrix, Tile};
+use super::product::{finish_tile, run_chunk_tasks, run_tasks, Layout, OutputMatrix, Tile};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
@@ -37,17 +35,6 @@ const MAX_NC: usize = 512;
 /// more than it saves (a 64 × 100 × 256 layer is 1.6 M).
 const MIN_PARALLEL_MACS: usize = 1 << 22;
 
-/// Runs `task(i)` for every `i < count`: split over the rayon pool if `parallel`, else in
-/// order on the calling thread, which a small product must not leave (from outside the pool,
-/// even a one-task parallel loop is handed to a pool thread and waited for).
-fn run_tasks(count: usize, parallel: bool, task: impl Fn(usize) + Send + Sync) {
-    if parallel {
-        (0..count).into_par_iter().for_each(task);
-    } else {
-        (0..count).for_each(task);
-    }
-}
-
 /// Runs `f` on the rayon pool if `parallel`: called from outside the pool, a product then
 /// moves into it once, rather than handing each of its parallel loops over and sleeping until
 /// each is done (in a VM, a thread wake-up costs tens of microseconds).
@@ -56,26 +43,6 @@ fn on_pool_if(parallel: bool, f: impl FnOnce() + Send) {
         rayon::scope(|_| f());
     } else {
         f();
-    }
-}
-
-/// [`run_tasks`] over the `len`-long chunks of `buffer`: `task(i, chunk i)`.
-fn run_chunk_tasks(
-    buffer: &mut [f32],
-    len: usize,
-    parallel: bool,
-    task: impl Fn(usize, &mut [f32]) + Send + Sync,
-) {
-    if parallel {
-        buffer
-            .par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(i, chunk)| task(i, chunk));
-    } else {
-        buffer
-            .chunks_mut(len)
-            .enumerate()
-            .for_each(|(i, chunk)| task(i, chunk));
     }
 }
 

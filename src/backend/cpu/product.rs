@@ -1,9 +1,44 @@
-//! What the FP32 GEMM (`gemm.rs`) and the BF16 products on AMX (`amx/`) share: how an
-//! operand's elements lie in memory, and the output as a product's tasks write it — C by raw
-//! rows, a block of it, and the bias and activation applied to a block while it is in cache.
+//! What the FP32 GEMM (`gemm.rs`) and the BF16 products on AMX (`amx/`) share: how a
+//! product's work is split into tasks, how an operand's elements lie in memory, and the output
+//! as the tasks write it — C by raw rows, a block of it, and the bias and activation applied to
+//! a block while it is in cache.
+
+use rayon::prelude::*;
 
 use super::simd;
 use crate::backend::{GemmDims, Identity, UnaryKernel};
+
+/// Runs `task(i)` for every `i < count`: split over the rayon pool if `parallel`, else in
+/// order on the calling thread, which a small product must not leave
+///  (from outside the pool,
+/// even a one-task parallel loop is handed to a pool thread and waited for).
+pub(super) fn run_tasks(count: usize, parallel: bool, task: impl Fn(usize) + Send + Sync) {
+    if parallel {
+        (0..count).into_par_iter().for_each(task);
+    } else {
+        (0..count).for_each(task);
+    }
+}
+
+/// [`run_tasks`] over the `len`-long chunks of `buffer`: `task(i, chunk i)`.
+pub(super) fn run_chunk_tasks<T: Send>(
+    buffer: &mut [T],
+    len: usize,
+    parallel: bool,
+    task: impl Fn(usize, &mut [T]) + Send + Sync,
+) {
+    if parallel {
+        buffer
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk));
+    } else {
+        buffer
+            .chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk));
+    }
+}
 
 /// How an operand's element `(x, p)` — `x` a row of `A` or a column of `B`, `p` along `k` —
 /// sits in memory.

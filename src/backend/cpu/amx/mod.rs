@@ -37,7 +37,7 @@ mod pack;
 mod tiles;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-use pack::{Operand, Packed};
+use pack::{Operand, Packed, Side};
 
 static ALLOW_BF16: AtomicBool = AtomicBool::new(false);
 
@@ -96,8 +96,7 @@ pub(super) fn multiply<E: UnaryKernel>(
     c: &mut [f32],
     parallel: bool,
 ) {
-    use super::product::{Layout, OutputMatrix};
-    use rayon::prelude::*;
+    use super::product::{run_tasks, Layout, OutputMatrix};
 
     let GemmDims { m, k, n, .. } = dims;
     // op(A)'s rows and op(B)'s columns, each a run of k (as the FP32 GEMM's packing sees them).
@@ -145,30 +144,16 @@ pub(super) fn multiply<E: UnaryKernel>(
         Side::Right
     };
     let shared = match streamed_side {
-        Side::Left => product.pack(Side::Right, right, parallel),
-        Side::Right => product.pack(Side::Left, left, parallel),
+        Side::Left => Packed::new(Side::Right, right, k, parallel),
+        Side::Right => Packed::new(Side::Left, left, k, parallel),
     };
     let streamed_blocks = product.operand(streamed_side).count.div_ceil(BLOCK);
-    if parallel {
-        // A few tasks per thread, each configuring the tiles once for its run of blocks.
-        let per_task = streamed_blocks.div_ceil(2 * rayon::current_num_threads());
-        (0..streamed_blocks.div_ceil(per_task))
-            .into_par_iter()
-            .for_each(|task| {
-                let blocks = task * per_task..((task + 1) * per_task).min(streamed_blocks);
-                product.run(streamed_side, blocks, &shared);
-            });
-    } else {
-        product.run(streamed_side, 0..streamed_blocks, &shared);
-    }
-}
-
-/// The product's two operands, as the tiles see them.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-#[derive(Clone, Copy)]
-enum Side {
-    Left,
-    Right,
+    // A few tasks per thread, each configuring the tiles once for its run of blocks.
+    let per_task = streamed_blocks.div_ceil(2 * rayon::current_num_threads());
+    run_tasks(streamed_blocks.div_ceil(per_task), parallel, |task| {
+        let blocks = task * per_task..((task + 1) * per_task).min(streamed_blocks);
+        product.run(streamed_side, blocks, &shared);
+    });
 }
 
 /// A product as its tasks run it: `left · right`, which is `C`, or `Cᵀ` if `transposed`.
@@ -192,20 +177,10 @@ impl<E: UnaryKernel> Product<'_, E> {
         }
     }
 
-    fn pack(&self, side: Side, operand: Operand<'_>, parallel: bool) -> Packed {
-        match side {
-            Side::Left => Packed::left(operand, self.k, parallel),
-            Side::Right => Packed::right(operand, self.k, parallel),
-        }
-    }
-
     /// One task: blocks `streamed_blocks` of the `streamed` side, each packed here, times
     /// every block of the other side (`shared`, packed by the caller).
     fn run(&self, streamed: Side, streamed_blocks: std::ops::Range<usize>, shared: &Packed) {
-        let shared_blocks = match streamed {
-            Side::Left => self.right.count.div_ceil(BLOCK),
-            Side::Right => self.left.count.div_ceil(BLOCK),
-        };
+        let shared_blocks = shared.count / BLOCK;
         // SAFETY: AMX is supported and granted (`in_use`, `multiply`'s condition).
         let mut tiles = unsafe { tiles::Tiles::configure() };
         let mut sums = tiles::Block::default();
@@ -213,14 +188,10 @@ impl<E: UnaryKernel> Product<'_, E> {
         let mut packed: Option<Packed> = None;
         for streamed_block in streamed_blocks {
             let operand = self.operand(streamed).block(streamed_block);
-            let packed = match (packed.as_mut(), streamed) {
-                (None, _) => packed.insert(self.pack(streamed, operand, false)),
-                (Some(last), Side::Left) => {
-                    last.repack_left(operand, self.k, false);
-                    last
-                }
-                (Some(last), Side::Right) => {
-                    last.repack_right(operand, self.k, false);
+            let packed = match packed.as_mut() {
+                None => packed.insert(Packed::new(streamed, operand, self.k, false)),
+                Some(last) => {
+                    last.repack(operand, false);
                     last
                 }
             };

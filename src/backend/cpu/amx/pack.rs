@@ -1,7 +1,7 @@
 //! The operands in BF16, laid out as the tiles load them.
 
 use super::{BLOCK, TILE_K, TILE_ROWS};
-use crate::backend::cpu::product::Layout;
+use crate::backend::cpu::product::{run_chunk_tasks, Layout};
 use crate::backend::cpu::{pool, simd};
 use crate::math::to_bf16;
 
@@ -30,6 +30,13 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// The product's two operands, as the tiles see them.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Left,
+    Right,
+}
+
 /// An operand in BF16, as the tiles load it, in a buffer of the pool (two BF16 a float; back
 /// to the pool when dropped), zero past the operand: `k` padded to whole tiles, rows or
 /// columns to whole blocks. A tile is then 16 rows of one and the same stride.
@@ -39,74 +46,48 @@ impl<'a> Operand<'a> {
 ///   (Intel's "VNNI").
 pub struct Packed {
     buffer: Vec<f32>,
+    side: Side,
+    k: usize,
     pub k_padded: usize,
-    /// Pairs per row of a right operand (its columns, padded).
-    pub columns: usize,
+    /// Rows of a left operand or columns of a right one, padded to whole blocks.
+    pub count: usize,
 }
 
 impl Packed {
-    /// `op` packed as a left operand.
-    pub fn left(op: Operand<'_>, k: usize, parallel: bool) -> Self {
+    /// `op` (each of its rows or columns `k` long) packed as the `side` operand.
+    pub fn new(side: Side, op: Operand<'_>, k: usize, parallel: bool) -> Self {
         let k_padded = k.next_multiple_of(TILE_K);
-        let rows = op.count.next_multiple_of(BLOCK);
+        let count = op.count.next_multiple_of(BLOCK);
         let mut packed = Packed {
-            buffer: pool::take(rows * k_padded / 2),
+            buffer: pool::take(count * k_padded / 2),
+            side,
+            k,
             k_padded,
-            columns: 0,
+            count,
         };
-        packed.repack_left(op, k, parallel);
+        packed.repack(op, parallel);
         packed
     }
 
-    /// `op` packed as a right operand.
-    pub fn right(op: Operand<'_>, k: usize, parallel: bool) -> Self {
-        let k_padded = k.next_multiple_of(TILE_K);
-        let columns = op.count.next_multiple_of(BLOCK);
-        let mut packed = Packed {
-            buffer: pool::take(k_padded / 2 * columns),
-            k_padded,
-            columns,
-        };
-        packed.repack_right(op, k, parallel);
-        packed
-    }
-
-    /// Packs `op` over this left operand, which must have been made for as many padded rows.
-    pub fn repack_left(&mut self, op: Operand<'_>, k: usize, parallel: bool) {
-        let k_padded = self.k_padded;
-        let data: &mut [u16] = bytemuck::cast_slice_mut(&mut self.buffer);
-        assert_eq!(data.len(), op.count.next_multiple_of(BLOCK) * k_padded);
-        // Tasks of 16 rows.
-        let task = |(t, rows): (usize, &mut [u16])| pack_left(op, k, t * TILE_ROWS, rows);
-        if parallel {
-            use rayon::prelude::*;
-            data.par_chunks_mut(TILE_ROWS * k_padded)
-                .enumerate()
-                .for_each(task);
-        } else {
-            data.chunks_mut(TILE_ROWS * k_padded)
-                .enumerate()
-                .for_each(task);
-        }
-    }
-
-    /// Packs `op` over this right operand, which must have been made for as many padded
-    /// columns.
-    pub fn repack_right(&mut self, op: Operand<'_>, k: usize, parallel: bool) {
-        let columns = self.columns;
-        assert_eq!(columns, op.count.next_multiple_of(BLOCK));
-        let data: &mut [u32] = bytemuck::cast_slice_mut(&mut self.buffer);
-        // Tasks of 16 pair rows: 32 steps of k.
-        let task = |(t, pairs): (usize, &mut [u32])| pack_right(op, k, t * TILE_ROWS, pairs);
-        if parallel {
-            use rayon::prelude::*;
-            data.par_chunks_mut(TILE_ROWS * columns)
-                .enumerate()
-                .for_each(task);
-        } else {
-            data.chunks_mut(TILE_ROWS * columns)
-                .enumerate()
-                .for_each(task);
+    /// Packs `op` over this operand, which must have been made for as many padded rows or
+    /// columns, and the same `k`.
+    pub fn repack(&mut self, op: Operand<'_>, parallel: bool) {
+        assert_eq!(self.count, op.count.next_multiple_of(BLOCK));
+        let k = self.k;
+        // Tasks of 16 rows on the left; of 16 pair rows (32 steps of k) on the right.
+        match self.side {
+            Side::Left => {
+                let rows: &mut [u16] = bytemuck::cast_slice_mut(&mut self.buffer);
+                run_chunk_tasks(rows, TILE_ROWS * self.k_padded, parallel, |t, rows| {
+                    pack_left(op, k, t * TILE_ROWS, rows)
+                });
+            }
+            Side::Right => {
+                let pairs: &mut [u32] = bytemuck::cast_slice_mut(&mut self.buffer);
+                run_chunk_tasks(pairs, TILE_ROWS * self.count, parallel, |t, pairs| {
+                    pack_right(op, k, t * TILE_ROWS, pairs)
+                });
+            }
         }
     }
 

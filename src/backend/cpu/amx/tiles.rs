@@ -111,7 +111,7 @@ impl Tiles {
         sums: *mut f32,
         row_stride: usize,
     ) {
-        let (k_padded, columns) = (left.k_padded, right.columns);
+        let (k_padded, columns) = (left.k_padded, right.count);
         assert_eq!(k_padded, right.k_padded);
         let chunks = k_padded / TILE_K;
         // The last element each load reads is inside its operand.
