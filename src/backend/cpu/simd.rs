@@ -4,8 +4,6 @@
 //! comparisons (see `crate::math`), so both builds compute the same bits.
 
 use crate::backend::Distribution;
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-use crate::math::to_bf16;
 use crate::rng::PhiloxStream;
 
 /// Runs `body` compiled for AVX-512 when the processor has it, else for the baseline.
@@ -102,21 +100,3 @@ dispatch!(
         }
     }
 );
-
-// The packing of BF16 products on AMX (`amx`).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-dispatch!(round_to_bf16, (x: &[f32], y: &mut [u16]), {
-    // y[i] = bf16(x[i])
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = to_bf16(x);
-    }
-});
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-dispatch!(pairs_to_bf16, (even: &[f32], odd: &[f32], y: &mut [u32]), {
-    // y[i] = bf16(even[i]) in the low half, bf16(odd[i]) in the high half: in memory, the
-    // pair (even[i], odd[i]) in BF16
-    for ((y, &even), &odd) in y.iter_mut().zip(even).zip(odd) {
-        *y = u32::from(to_bf16(even)) | (u32::from(to_bf16(odd)) << 16);
-    }
-});

@@ -11,11 +11,13 @@
 //! or `torch.set_float32_matmul_precision("medium")`. Off by default, as there.
 //!
 //! The product, `C = op(A) · op(B)`, in blocks of 32 × 32:
-//! 1. The tiles want `k` contiguous in both operands ([`pack`]): the left operand row-major,
-//!    the right one as pairs of steps of `k` side by side. Rounding an operand stored that way
-//!    is a streaming conversion; any other layout is a transpose. So the product is computed
-//!    as `C` or as `Cᵀ = op(B)ᵀ · op(A)ᵀ`, whichever transposes less: a linear layer's
-//!    forward `X·Wᵀ` as `Cᵀ = W·Xᵀ`, which converts `W` as it lies.
+//! 1. The tiles want `k` contiguous in both operands ([`pack`]): a tile of the left operand
+//!    holds 16 rows of 32 steps, one of the right operand 16 columns of 32 steps, as pairs
+//!    of steps side by side. Each tile is packed whole, 1 KiB in a row. Rounding an operand
+//!    whose runs go along `k` that way is a streaming conversion ([`convert`]: 32 values an
+//!    instruction); any other layout is a transpose. So the product is computed as `C` or as
+//!    `Cᵀ = op(B)ᵀ · op(A)ᵀ`, whichever transposes less: a linear layer's forward `X·Wᵀ` as
+//!    `Cᵀ = W·Xᵀ`, which converts `W` as it lies.
 //! 2. The smaller operand is packed once for all tasks; the larger one a block (32 rows or
 //!    columns) at a time, by the task that then multiplies it by every block of the other,
 //!    while it is in that core's cache.
@@ -31,6 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::{GemmDims, UnaryKernel};
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod convert;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod pack;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -61,13 +65,19 @@ pub(super) fn in_use() -> bool {
 }
 
 /// `Ok` if this processor and system run AMX-BF16, else why not. Checked once: the processor
-/// must report AMX-TILE and AMX-BF16, and Linux (5.16 or later) must grant the process the
+/// must report AMX-TILE, AMX-BF16 and AVX512-BF16, and Linux (5.16 or later) must grant the process the
 /// tile registers' state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
 pub fn amx_support() -> Result<(), &'static str> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         static SUPPORT: std::sync::OnceLock<Result<(), &'static str>> = std::sync::OnceLock::new();
-        *SUPPORT.get_or_init(tiles::request)
+        *SUPPORT.get_or_init(|| {
+            if convert::Converter::detect().is_none() {
+                // Not seen in practice: every processor with AMX-BF16 has AVX512-BF16.
+                return Err("this processor has no AVX512-BF16, which the BF16 packing uses");
+            }
+            tiles::request()
+        })
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     {

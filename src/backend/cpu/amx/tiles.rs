@@ -18,6 +18,9 @@ impl Default for Block {
     }
 }
 
+/// Bytes in a tile's row: 32 BF16, or 16 pairs of them.
+const TILE_ROW_BYTES: usize = TILE_K * 2;
+
 /// `LDTILECFG`'s 64-byte operand: palette 1, then each tile's bytes per row and rows.
 #[repr(C, align(64))]
 struct TileConfig {
@@ -40,7 +43,7 @@ const CONFIG: TileConfig = {
     };
     let mut tile = 0;
     while tile < 8 {
-        config.bytes_per_row[tile] = (TILE_K * 2) as u16;
+        config.bytes_per_row[tile] = TILE_ROW_BYTES as u16;
         config.rows[tile] = TILE_ROWS as u8;
         tile += 1;
     }
@@ -100,7 +103,8 @@ impl Tiles {
 
     /// `sums` = rows `row..row + 32` of the packed left operand times columns
     /// `column..column + 32` of the packed right one (`left = (packed, row)`, `right =
-    /// (packed, column)`), over all of `k`, 32 steps (one tile of each) at a time.
+    /// (packed, column)`), over all of `k`, one chunk (a tile of each of the two groups of
+    /// each side) at a time.
     ///
     /// # Safety
     /// `sums` must point to 32 rows of 32 writable floats, `row_stride` floats apart.
@@ -111,21 +115,19 @@ impl Tiles {
         sums: *mut f32,
         row_stride: usize,
     ) {
-        let (k_padded, columns) = (left.k_padded, right.count);
-        assert_eq!(k_padded, right.k_padded);
-        let chunks = k_padded / TILE_K;
-        // The last element each load reads is inside its operand.
-        assert!((row + BLOCK) * k_padded <= left.rows().len() && column + BLOCK <= columns);
-        let left_stride = k_padded * 2; // bytes from one tile row to the next
-        let right_stride = columns * 4;
-        let top = left.rows()[row * k_padded..].as_ptr();
-        let first = right.pairs()[column..].as_ptr();
-        // SAFETY: the tiles are configured (`self`). Tile `chunk` of the left rows reads
-        // 16 rows of 64 bytes from `top` + 32 · chunk, `left_stride` apart: inside `left`
-        // (asserted above, and rows of k_padded); tile `chunk` of the right columns reads
-        // 16 rows of 64 bytes from `first` + 16 · columns · chunk, `right_stride` apart:
-        // pair rows up to k_padded / 2, inside `right`. The stores write the four 16 × 16
-        // quarters of `sums` (the caller's contract).
+        let chunks = left.chunks();
+        assert_eq!(chunks, right.chunks());
+        // Each group's first tile and the distance to its next (`tiles_of` asserts that
+        // both groups of each side are inside the operand).
+        let (top, left_step) = left.tiles_of(row / TILE_ROWS);
+        let (bottom, _) = left.tiles_of(row / TILE_ROWS + 1);
+        let (first, right_step) = right.tiles_of(column / TILE_ROWS);
+        let (second, _) = right.tiles_of(column / TILE_ROWS + 1);
+        let (left_values, right_values) = (left.values().as_ptr(), right.values().as_ptr());
+        // SAFETY: the tiles are configured (`self`). Each load reads one whole tile, 16 rows
+        // of 64 bytes in a row (`TILE_ROW_BYTES` apart): tile `chunk` of a group, inside its
+        // operand since `chunk < chunks` (`Packed::tiles_of`). The stores write the four
+        // 16 × 16 quarters of `sums` (the caller's contract).
         unsafe {
             asm!(
                 "tilezero tmm0",
@@ -135,24 +137,22 @@ impl Tiles {
                 options(nostack, nomem)
             );
             for chunk in 0..chunks {
-                let top = top.add(chunk * TILE_K);
-                let first = first.add(chunk * TILE_ROWS * columns);
+                let (l, r) = (chunk * left_step, chunk * right_step);
                 asm!(
-                    "tileloadd tmm4, [{top} + {left_stride}]",
-                    "tileloadd tmm5, [{bottom} + {left_stride}]",
-                    "tileloadd tmm6, [{first} + {right_stride}]",
-                    "tileloadd tmm7, [{second} + {right_stride}]",
+                    "tileloadd tmm4, [{top} + {stride}]",
+                    "tileloadd tmm5, [{bottom} + {stride}]",
+                    "tileloadd tmm6, [{first} + {stride}]",
+                    "tileloadd tmm7, [{second} + {stride}]",
                     // tmm(2·row + column) += left(row) · right(column)
                     "tdpbf16ps tmm0, tmm4, tmm6",
                     "tdpbf16ps tmm1, tmm4, tmm7",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
-                    top = in(reg) top,
-                    bottom = in(reg) top.add(TILE_ROWS * k_padded),
-                    first = in(reg) first,
-                    second = in(reg) first.add(TILE_ROWS),
-                    left_stride = in(reg) left_stride,
-                    right_stride = in(reg) right_stride,
+                    top = in(reg) left_values.add(top + l),
+                    bottom = in(reg) left_values.add(bottom + l),
+                    first = in(reg) right_values.add(first + r),
+                    second = in(reg) right_values.add(second + r),
+                    stride = in(reg) TILE_ROW_BYTES,
                     options(nostack, readonly),
                 );
             }
