@@ -159,6 +159,37 @@ fn amx_products_sum_the_bf16_terms() {
     }
 }
 
+/// Subnormal values (below 2⁻¹²⁶) count as zero, in the operands (whichever way they were
+/// rounded: the odd step of an odd `k` goes through `math::to_bf16`, the rest through
+/// `VCVTNE2PS2BF16`) and in the results, as `TDPBF16PS` treats them.
+#[test]
+fn amx_products_read_and_write_subnormals_as_zero() {
+    let Some(_on) = bf16_on() else { return };
+    let tiny = 1.0e-39; // subnormal in FP32 and BF16
+    for (lhs_transposed, rhs_transposed) in
+        [(false, false), (false, true), (true, false), (true, true)]
+    {
+        for k in [1, 2, 33] {
+            let d = dims(2, k, 2, lhs_transposed, rhs_transposed);
+            let ones = vec![1.0; 2 * k];
+            let tinies = vec![tiny; 2 * k];
+            assert_eq!(gemm(&ones, &tinies, None, d), [0.0; 4], "{d:?}: 1 · 1e-39");
+            assert_eq!(gemm(&tinies, &ones, None, d), [0.0; 4], "{d:?}: 1e-39 · 1");
+            // Normal operands, a subnormal product: 1e-20 · 1e-20 = 1e-40 per term.
+            let small = vec![1.0e-20; 2 * k];
+            assert_eq!(
+                gemm(&small, &small, None, d),
+                [0.0; 4],
+                "{d:?}: 1e-20 · 1e-20"
+            );
+            // and normal values in the same places are not lost.
+            let twos = vec![2.0; 2 * k];
+            let want = 2.0 * k as f32;
+            assert_eq!(gemm(&ones, &twos, None, d), [want; 4], "{d:?}: 1 · 2");
+        }
+    }
+}
+
 #[test]
 fn amx_products_do_not_depend_on_the_thread_count() {
     let Some(_on) = bf16_on() else { return };

@@ -2,8 +2,9 @@
 //! 32 values to nearest even in one instruction, where portable code takes about ten per 16
 //! values (`math::to_bf16`'s bit arithmetic, NaN kept quiet). Every processor with AMX-BF16
 //! has AVX512-BF16, and [`amx_support`](super::amx_support) requires it. The instruction
-//! reads a subnormal value (below 2⁻¹²⁶) as zero, as `TDPBF16PS` would read its BF16 anyway;
-//! every other value gets `math::to_bf16`'s bits.
+//! reads a subnormal value (below 2⁻¹²⁶) as zero, as `TDPBF16PS` would read its BF16 anyway
+//! (on the development VM a product `1 · 1e-39` in BF16, its right operand rounded by
+//! `math::to_bf16`, gives 0); every other value gets `math::to_bf16`'s bits.
 
 use std::arch::x86_64::*;
 

@@ -26,7 +26,8 @@
 //!    into `C` (or transposed into it), and the bias and activation applied.
 //!
 //! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
-//! tile is whole. Each block sums over `k` in one fixed order, whichever thread runs it: the
+//! tile is whole. Subnormal values (below 2⁻¹²⁶) count as zero, in the operands and in the
+//! results, as `TDPBF16PS` treats them. Each block sums over `k` in one fixed order, whichever thread runs it: the
 //! results do not depend on the number of threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
