@@ -71,10 +71,12 @@ unsafe fn pairs_to_tiles(even: &[f32], odd: &[f32], y: &mut [u32], stride: usize
     }
 }
 
-/// Masks of the first `n` lanes.
+/// The mask of the first `n` of 16 lanes (all 16 for `n ≥ 16`).
 fn first_16(n: usize) -> __mmask16 {
     (1u32 << n.min(16)).wrapping_sub(1) as __mmask16
 }
+
+/// The mask of the first `n` of 32 lanes (all 32 for `n ≥ 32`).
 fn first_32(n: usize) -> __mmask32 {
     (1u64 << n.min(32)).wrapping_sub(1) as __mmask32
 }

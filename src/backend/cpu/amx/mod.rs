@@ -11,13 +11,13 @@
 //! or `torch.set_float32_matmul_precision("medium")`. Off by default, as there.
 //!
 //! The product, `C = op(A) · op(B)`, in blocks of 32 × 32:
-//! 1. The tiles want `k` contiguous in both operands ([`pack`]): a tile of the left operand
-//!    holds 16 rows of 32 steps, one of the right operand 16 columns of 32 steps, as pairs
-//!    of steps side by side. Each tile is packed whole, 1 KiB in a row. Rounding an operand
-//!    whose runs go along `k` that way is a streaming conversion ([`convert`]: 32 values an
-//!    instruction); any other layout is a transpose. So the product is computed as `C` or as
-//!    `Cᵀ = op(B)ᵀ · op(A)ᵀ`, whichever transposes less: a linear layer's forward `X·Wᵀ` as
-//!    `Cᵀ = W·Xᵀ`, which converts `W` as it lies.
+//! 1. The tiles want `k` contiguous in both operands ([`pack`]): a tile of the left
+//!    operand holds 16 rows of 32 steps, one of the right operand 16 columns of 32 steps,
+//!    as pairs of steps side by side. Each tile is packed whole, 1 KiB in a row. Rounding
+//!    an operand whose runs go along `k` that way is a streaming conversion ([`convert`]:
+//!    32 values an instruction); any other layout is a transpose. So the product is
+//!    computed as `C` or as `Cᵀ = op(B)ᵀ · op(A)ᵀ`, whichever transposes less: a linear
+//!    layer's forward `X·Wᵀ` as `Cᵀ = W·Xᵀ`, which converts `W` as it lies.
 //! 2. The smaller operand is packed once for all tasks; the larger one a block (32 rows or
 //!    columns) at a time, by the task that then multiplies it by every block of the other,
 //!    while it is in that core's cache.
@@ -27,8 +27,8 @@
 //!
 //! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
 //! tile is whole. Subnormal values (below 2⁻¹²⁶) count as zero, in the operands and in the
-//! results, as `TDPBF16PS` treats them. Each block sums over `k` in one fixed order, whichever thread runs it: the
-//! results do not depend on the number of threads.
+//! results, as `TDPBF16PS` treats them. Each block sums over `k` in one fixed order,
+//! whichever thread runs it: the results do not depend on the number of threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -66,8 +66,8 @@ pub(super) fn in_use() -> bool {
 }
 
 /// `Ok` if this processor and system run AMX-BF16, else why not. Checked once: the processor
-/// must report AMX-TILE, AMX-BF16 and AVX512-BF16, and Linux (5.16 or later) must grant the process the
-/// tile registers' state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+/// must report AMX-TILE, AMX-BF16 and AVX512-BF16, and Linux (5.16 or later) must grant the
+/// process the tile registers' state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
 pub fn amx_support() -> Result<(), &'static str> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
