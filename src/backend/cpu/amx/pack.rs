@@ -61,7 +61,6 @@ pub struct Packed {
     convert: Converter,
     side: Side,
     k: usize,
-    k_padded: usize,
     /// Rows of a left operand or columns of a right one, padded to whole blocks.
     pub count: usize,
 }
@@ -72,14 +71,12 @@ const TILE_VALUES: usize = TILE_ROWS * TILE_K;
 impl Packed {
     /// `op` (each of its rows or columns `k` long) packed as the `side` operand.
     pub fn new(side: Side, op: Operand<'_>, k: usize, parallel: bool) -> Self {
-        let k_padded = k.next_multiple_of(TILE_K);
         let count = op.count.next_multiple_of(BLOCK);
         let mut packed = Packed {
-            buffer: pool::take(count * k_padded / 2),
+            buffer: pool::take(count * k.next_multiple_of(TILE_K) / 2),
             convert: Converter::detect().expect("AMX products where amx_support() is Ok"),
             side,
             k,
-            k_padded,
             count,
         };
         packed.repack(op, parallel);
@@ -91,16 +88,14 @@ impl Packed {
     pub fn repack(&mut self, op: Operand<'_>, parallel: bool) {
         assert_eq!(self.count, op.count.next_multiple_of(BLOCK));
         let (k, convert) = (self.k, self.convert);
-        // A task per group of 16 rows on the left; per chunk of 32 steps on the right.
+        let group_values = self.chunks() * TILE_VALUES; // a left group's tiles
+                                                        // A task per group of 16 rows on the left; per chunk of 32 steps on the right.
         match self.side {
             Side::Left => {
                 let tiles: &mut [u16] = bytemuck::cast_slice_mut(&mut self.buffer);
-                run_chunk_tasks(
-                    tiles,
-                    TILE_ROWS * self.k_padded,
-                    parallel,
-                    |group, tiles| pack_left(convert, op, k, group * TILE_ROWS, tiles),
-                );
+                run_chunk_tasks(tiles, group_values, parallel, |group, tiles| {
+                    pack_left(convert, op, k, group * TILE_ROWS, tiles)
+                });
             }
             Side::Right => {
                 let tiles: &mut [u32] = bytemuck::cast_slice_mut(&mut self.buffer);
@@ -111,9 +106,9 @@ impl Packed {
         }
     }
 
-    /// Chunks of 32 steps of `k`: the tiles one group spans.
+    /// Chunks of 32 steps of `k` (the last padded with zeros): the tiles one group spans.
     pub fn chunks(&self) -> usize {
-        self.k_padded / TILE_K
+        self.k.div_ceil(TILE_K)
     }
 
     /// Where tile (`group`, chunk 0) starts in [`Packed::values`], and how far apart a
