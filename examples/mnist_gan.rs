@@ -14,7 +14,7 @@ mod gan_output;
 
 use std::error::Error;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -117,9 +117,10 @@ struct Args {
     /// Base URL to download MNIST from, instead of the public mirrors.
     #[arg(long, env = MIRROR_ENV)]
     mirror: Option<String>,
-    /// Where samples, losses and checkpoints go.
-    #[arg(long, default_value = "runs/mnist_gan")]
-    out: PathBuf,
+    /// Where samples, losses and checkpoints go [default: runs/mnist_gan, or with --resume the
+    /// checkpoint's directory, so that the run goes on where it was].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
@@ -130,7 +131,8 @@ struct Args {
     /// when training stops).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
-    /// Continue the run saved in this checkpoint.
+    /// Continue the run saved in this checkpoint, in its directory unless --out says otherwise
+    /// (a new --out starts with the run's losses so far).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Start a new run in --out even though another run's checkpoint is there (that run's
@@ -181,13 +183,33 @@ fn stop_on_signals() -> Result<(), ctrlc::Error> {
     })
 }
 
+impl Args {
+    /// `--out`, or its default: where a resumed run's checkpoint is, else `runs/mnist_gan`.
+    fn out_dir(&self) -> PathBuf {
+        match (&self.out, &self.resume) {
+            (Some(out), _) => out.clone(),
+            (None, Some(checkpoint)) => directory_of(checkpoint),
+            (None, None) => PathBuf::from("runs/mnist_gan"),
+        }
+    }
+}
+
+/// The directory `file` is in (`.` for a bare file name).
+fn directory_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let out = args.out_dir();
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads as usize)
             .build_global()?;
     }
-    refuse_to_replace_another_run(&args)?;
+    refuse_to_replace_another_run(&args, &out)?;
     let device = select_device(args.device)?;
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     if args.bf16 {
@@ -201,8 +223,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         ferrograd::backend::cpu::set_allow_bf16(true);
     }
     let mnist = load_mnist(&args)?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|err| format!("cannot create {}: {err}", args.out.display()))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|err| format!("cannot create {}: {err}", out.display()))?;
 
     manual_seed(args.seed);
     let mut gan = Gan::new(&device, args.lr);
@@ -271,9 +293,18 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         &device,
         &mut Generator::new(progress.seed ^ GRID_NOISE_SALT),
     );
-    let mut log = LossLog::open(&args.out.join("losses.csv"), progress.step)?;
+    // The loss log goes on from the run's own: the resumed checkpoint's, wherever this run's
+    // files go.
+    let log_path = out.join("losses.csv");
+    let earlier_log = args
+        .resume
+        .as_deref()
+        .map_or(log_path.clone(), |checkpoint| {
+            directory_of(checkpoint).join("losses.csv")
+        });
+    let mut log = LossLog::open(&log_path, &earlier_log, progress.step)?;
     let mut last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
-    let checkpoint_path = args.out.join("checkpoint.safetensors");
+    let checkpoint_path = out.join("checkpoint.safetensors");
     let mut files = FileWriter::default();
     stop_on_signals()?;
     TRAINING.store(true, Ordering::Relaxed);
@@ -373,11 +404,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         // epoch trains.
         let samples = gan_output::generate(&gan.generator, &grid_noise).to_device(&Device::Cpu);
         let epoch_png =
-            finished_epoch.then(|| args.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
-        let latest_png = args.out.join("samples_latest.png");
+            finished_epoch.then(|| out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
+        let latest_png = out.join("samples_latest.png");
         let (svg, svg_path) = (
             loss_plot_svg(log.rows(), batches as usize),
-            args.out.join("losses.svg"),
+            out.join("losses.svg"),
         );
         let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
         let path = checkpoint_path.clone();
@@ -423,8 +454,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 /// An error if `--out` holds the checkpoint of a run this one does not continue (unless
 /// `--overwrite`): a forgotten `--resume` would otherwise replace hours of training with the
 /// first epoch of a new run.
-fn refuse_to_replace_another_run(args: &Args) -> Result<(), String> {
-    let existing = args.out.join("checkpoint.safetensors");
+fn refuse_to_replace_another_run(args: &Args, out: &Path) -> Result<(), String> {
+    let existing = out.join("checkpoint.safetensors");
     if args.overwrite || !existing.exists() {
         return Ok(());
     }
@@ -437,7 +468,7 @@ fn refuse_to_replace_another_run(args: &Args) -> Result<(), String> {
     Err(format!(
         "{} holds another run's checkpoint: continue that run with --resume {}, or start \
          this one elsewhere with --out DIR, or replace it with --overwrite",
-        args.out.display(),
+        out.display(),
         existing.display()
     ))
 }

@@ -36,14 +36,17 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn mnist_gan(data: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = mnist_gan_default_out(data, &["--out", out.to_str().unwrap()]);
+    command.args(extra);
+    command
+}
+
+/// `mnist_gan` on `data` (an absolute path) with the seed and threads the tests use, and the
+/// default `--out`.
+fn mnist_gan_default_out(data: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(example("mnist_gan"));
     command
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(["--data", data.to_str().unwrap()])
         .args(["--seed", "1", "--threads", "2"])
         .args(extra);
     command
@@ -102,7 +105,9 @@ fn mean(rows: &[[f32; 5]], column: usize) -> f32 {
 
 /// 300 seeded iterations: finite losses, D telling real from fake, a decodable 8 × 8 grid, a
 /// parsable samples file; then 150 + 150 iterations with a resume in between reproduce the
-/// uninterrupted run's losses exactly.
+/// uninterrupted run's losses exactly, whether the resumed run goes on in the checkpoint's
+/// directory (the default) or in another one given by `--out`, which starts with the losses
+/// so far.
 #[test]
 fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     let Some(data) = shared_mnist() else { return };
@@ -154,24 +159,46 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     run_ok(mnist_gan(&data, &resumed, &["--max-iters", "150"]));
     assert_eq!(losses(&resumed).len(), 150);
     let checkpoint = resumed.join("checkpoint.safetensors");
-    run_ok(mnist_gan(
-        &data,
-        &resumed,
-        &[
-            "--max-iters",
-            "300",
-            "--resume",
-            checkpoint.to_str().unwrap(),
-        ],
-    ));
+    let resume_to_300 = [
+        "--max-iters",
+        "300",
+        "--resume",
+        checkpoint.to_str().unwrap(),
+    ];
+
+    let forked = scratch("forked");
+    run_ok(mnist_gan(&data, &forked, &resume_to_300));
+    assert_eq!(losses(&forked).len(), 300, "the log starts at iteration 1");
+    assert_eq!(
+        losses(&forked),
+        rows,
+        "resumed into another directory, the run reproduces the uninterrupted one's log"
+    );
+
+    // Without --out, from another working directory: the run goes on beside its checkpoint
+    // (not in ./runs/mnist_gan).
+    let elsewhere = scratch("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let data = data.canonicalize().unwrap();
+    let mut in_place = mnist_gan_default_out(&data, &resume_to_300);
+    in_place.current_dir(&elsewhere);
+    run_ok(in_place);
+    assert!(!elsewhere.join("runs").exists());
+    assert_eq!(
+        losses(&resumed).len(),
+        300,
+        "the run went on beside its checkpoint"
+    );
     assert_eq!(
         losses(&resumed),
         rows,
         "the resumed run reproduces the uninterrupted one"
     );
+    assert_eq!(step_of(&checkpoint), 300);
 
-    std::fs::remove_dir_all(&out).unwrap();
-    std::fs::remove_dir_all(&resumed).unwrap();
+    for dir in [out, resumed, forked, elsewhere] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 /// Killed (SIGKILL) at arbitrary moments while it checkpoints after every iteration, the run

@@ -138,11 +138,13 @@ pub struct LossLog {
 }
 
 impl LossLog {
-    /// Opens `path` for a run at iteration `step`. The rows an earlier run wrote up to `step`
-    /// are kept (those it wrote after its checkpoint are dropped: the resumed run writes them
-    /// again) and rewritten atomically, so that no kill can lose them; new rows are appended.
-    pub fn open(path: &Path, step: u64) -> io::Result<LossLog> {
-        let rows: Vec<LossRow> = match std::fs::read_to_string(path) {
+    /// Opens `path` for a run at iteration `step`, which continues the log at `earlier` (the
+    /// same file, or that of the run resumed from elsewhere; it need not exist). Its rows up
+    /// to `step` are kept (those written after the checkpoint are dropped: the resumed run
+    /// writes them again) and written to `path` atomically, so that no kill can lose them;
+    /// new rows are appended.
+    pub fn open(path: &Path, earlier: &Path, step: u64) -> io::Result<LossLog> {
+        let rows: Vec<LossRow> = match std::fs::read_to_string(earlier) {
             Ok(text) => text
                 .lines()
                 .skip(1)
