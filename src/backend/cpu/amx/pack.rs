@@ -88,10 +88,10 @@ impl Packed {
     pub fn repack(&mut self, op: Operand<'_>, parallel: bool) {
         assert_eq!(self.count, op.count.next_multiple_of(BLOCK));
         let (k, convert) = (self.k, self.convert);
-        let group_values = self.chunks() * TILE_VALUES; // a left group's tiles
-                                                        // A task per group of 16 rows on the left; per chunk of 32 steps on the right.
+        // A task per group of 16 rows on the left; per chunk of 32 steps on the right.
         match self.side {
             Side::Left => {
+                let group_values = self.chunks() * TILE_VALUES; // a group's tiles
                 let tiles: &mut [u16] = bytemuck::cast_slice_mut(&mut self.buffer);
                 run_chunk_tasks(tiles, group_values, parallel, |group, tiles| {
                     pack_left(convert, op, k, group * TILE_ROWS, tiles)
