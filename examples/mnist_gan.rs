@@ -29,7 +29,7 @@ use ferrograd::data::{DataLoader, Mnist, Split};
 use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
-use gan_output::{loss_plot_svg, write_grid_png, write_samples_idx, LossLog, LossRow};
+use gan_output::{loss_plot_svg, naming, write_grid_png, write_samples_idx, LossLog, LossRow};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
@@ -223,8 +223,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         ferrograd::backend::cpu::set_allow_bf16(true);
     }
     let mnist = load_mnist(&args)?;
-    std::fs::create_dir_all(&out)
-        .map_err(|err| format!("cannot create {}: {err}", out.display()))?;
+    // The directories written into, made now: a wrong path fails here, not after training.
+    let samples_dir = args.samples_out.as_deref().map(directory_of);
+    for dir in std::iter::once(&out).chain(&samples_dir) {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    }
 
     manual_seed(args.seed);
     let mut gan = Gan::new(&device, args.lr);
@@ -320,6 +324,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
     );
 
+    if progress.step >= last_step {
+        let limit = match args.max_iters {
+            Some(iters) if iters < args.epochs * batches => format!("--max-iters {iters}"),
+            _ => format!("--epochs {}", args.epochs),
+        };
+        println!(
+            "nothing to train: the run is at iteration {} already, and {limit} stops it at \
+             iteration {last_step}",
+            progress.step
+        );
+    }
     while progress.step < last_step && !stop_requested() {
         let epoch = progress.step / batches;
         let first_batch = progress.step % batches;
@@ -417,7 +432,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 write_grid_png(&epoch_png, &samples, 8)?;
             }
             write_grid_png(&latest_png, &samples, 8)?;
-            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))?;
+            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
+                .map_err(naming(&svg_path))?;
             log_file.sync_data()?; // on disk before the checkpoint that follows it
             Ok(snapshot.write(&path)?)
         })?;

@@ -80,7 +80,10 @@ impl Device {
     /// What the device is, for logs: `cpu (2 threads)`, `cuda:0 (NVIDIA H100 … (sm_90))`.
     pub fn description(&self) -> String {
         match self {
-            Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            Device::Cpu => match rayon::current_num_threads() {
+                1 => "cpu (1 thread)".to_string(),
+                threads => format!("cpu ({threads} threads)"),
+            },
             Device::Cuda(device) => format!("{} ({})", device.label(), device.description()),
         }
     }

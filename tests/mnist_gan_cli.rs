@@ -196,6 +196,16 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     );
     assert_eq!(step_of(&checkpoint), 300);
 
+    // Resumed at its end: nothing trains, and the run says so.
+    let again = run_ok(mnist_gan(&data, &resumed, &resume_to_300));
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout
+            .contains("nothing to train: the run is at iteration 300 already, and --max-iters 300"),
+        "{stdout}"
+    );
+    assert_eq!(losses(&resumed), rows);
+
     for dir in [out, resumed, forked, elsewhere] {
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -430,6 +440,38 @@ fn user_errors_are_reported_without_panicking() {
     ));
     assert_eq!(step_of(&checkpoint), 1);
     std::fs::remove_dir_all(&earlier).unwrap();
+
+    // A --samples-out directory that cannot be made (a file in its place): refused before
+    // training, naming it.
+    let misplaced = scratch("misplaced-samples");
+    std::fs::create_dir_all(&misplaced).unwrap();
+    let file = misplaced.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let samples = file.join("samples.idx");
+    fails_with(
+        mnist_gan(
+            &data,
+            &misplaced,
+            &[
+                "--max-iters",
+                "1",
+                "--samples-out",
+                samples.to_str().unwrap(),
+            ],
+        ),
+        &[&format!("cannot create {}", file.display())],
+    );
+    assert!(!misplaced.join("checkpoint.safetensors").exists());
+    std::fs::remove_dir_all(&misplaced).unwrap();
+
+    // The pictures and the loss curve cannot be written (directories in their place): the
+    // error names the file.
+    for name in ["samples_latest.png", "losses.svg"] {
+        let blocked = scratch("blocked-picture");
+        std::fs::create_dir_all(blocked.join(name).join("occupied")).unwrap();
+        fails_with(mnist_gan(&data, &blocked, &["--max-iters", "1"]), &[name]);
+        std::fs::remove_dir_all(&blocked).unwrap();
+    }
 
     // A checkpoint that cannot be written (a directory in its place): written in the
     // background, its failure still ends the run with an error that names it.

@@ -63,6 +63,13 @@ pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> io::Result<(
         writer.write_image_data(&canvas).map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)
     })
+    .map_err(naming(path))
+}
+
+/// Puts `path` in front of an I/O error's message, for errors that reach the user: "No such
+/// file or directory" alone does not say which.
+pub fn naming(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |err| io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
 /// The generator's images for `noise`, without recording a graph.
@@ -92,7 +99,7 @@ pub fn write_samples_idx(
         );
     }
     let encoded = idx::encode(&[count, IMAGE_SIDE, IMAGE_SIDE], &pixels);
-    write_atomically(path, |file| file.write_all(&encoded))
+    write_atomically(path, |file| file.write_all(&encoded)).map_err(naming(path))
 }
 
 /// One row of `losses.csv`.
@@ -152,7 +159,7 @@ impl LossLog {
                 .filter(|row| row.iter <= step)
                 .collect(),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(err) => return Err(err),
+            Err(err) => return Err(naming(earlier)(err)),
         };
         write_atomically(path, |file| {
             let mut csv = BufWriter::new(file);
@@ -161,8 +168,10 @@ impl LossLog {
                 writeln!(csv, "{}", row.to_csv())?;
             }
             csv.flush()
-        })?;
-        let csv = BufWriter::new(OpenOptions::new().append(true).open(path)?);
+        })
+        .map_err(naming(path))?;
+        let file = OpenOptions::new().append(true).open(path);
+        let csv = BufWriter::new(file.map_err(naming(path))?);
         Ok(LossLog { rows, csv })
     }
 
