@@ -539,7 +539,13 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
             if let Some(bar) = bar.take() {
                 bar.abandon();
             }
-            eprintln!("  {url} failed: {reason}; trying the next mirror");
+            let last_mirror = mirrors.last().is_some_and(|last| url.starts_with(last));
+            let next = if last_mirror {
+                ""
+            } else {
+                "; trying the next mirror"
+            };
+            eprintln!("  {url} failed: {reason}{next}");
         }
         DownloadEvent::Finished { file } => {
             if let Some(bar) = bar.take() {
@@ -547,6 +553,15 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
             }
             println!("downloaded {file} (MD5 verified)");
         }
+    });
+    let fetched = fetched.map_err(|err| match err {
+        ferrograd::Error::Download { file, .. } => format!(
+            "could not download {file} from any mirror (each attempt above). Put the MNIST files \
+             in {} or point --data (or MNIST_DIR) at a copy, or name another mirror with \
+             --mirror (or MNIST_MIRROR)",
+            args.data.display()
+        ),
+        err => err.to_string(),
     })?;
     if !fetched.is_empty() {
         println!("MNIST is in {}", args.data.display());

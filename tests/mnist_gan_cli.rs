@@ -410,6 +410,18 @@ fn user_errors_are_reported_without_panicking() {
         mnist_gan(&broken, &out, &["--max-iters", "1"]),
         &["train-images-idx3-ubyte.gz", "truncated"],
     );
+    // No MNIST and no mirror answering (a closed port): the error says what to do.
+    let empty = scratch("no-data");
+    fails_with(
+        mnist_gan(&empty, &out, &["--mirror", "http://127.0.0.1:9"]),
+        &[
+            "127.0.0.1:9/train-images-idx3-ubyte.gz failed",
+            "could not download train-images-idx3-ubyte.gz from any mirror",
+            &format!("Put the MNIST files in {}", empty.display()),
+            "--mirror",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&empty);
     fails_with(
         run(&["--resume", "/nonexistent/checkpoint.safetensors"]),
         &["/nonexistent/checkpoint.safetensors"],
