@@ -18,7 +18,7 @@ use gan_output::{generate, write_grid_png, write_samples_idx};
 
 /// Sample digits from a trained mnist_gan generator.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// A checkpoint written by mnist_gan.
     #[arg(long, default_value = "runs/mnist_gan/checkpoint.safetensors")]
@@ -42,6 +42,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    if !args.checkpoint.exists() {
+        return Err(format!(
+            "no checkpoint at {}: train one with `cargo run --release --example mnist_gan`, or \
+             name one with --checkpoint",
+            args.checkpoint.display()
+        )
+        .into());
+    }
     let device = Device::Cpu;
     let generator = load_generator(&args.checkpoint, &device)?;
     let mut rng = Generator::new(args.seed);

@@ -76,7 +76,7 @@ enum Autotune {
 
 /// Train the classic MLP GAN (G 100-256-512-1024-784, D 784-1024-512-256-1) on MNIST.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Epochs to train (the classic script's 100).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]

@@ -155,6 +155,27 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     let checkpoint = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
     assert_eq!(checkpoint.metadata("step").unwrap(), "300");
 
+    // gan_sample reads the generator back: a grid, and samples as IDX3.
+    let (grid, sampled) = (out.join("grid.png"), out.join("sampled.idx"));
+    let mut sample = Command::new(example("gan_sample"));
+    sample.args([
+        "--checkpoint",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+    ]);
+    sample.args(["--grid", grid.to_str().unwrap()]);
+    sample.args([
+        "--samples-out",
+        sampled.to_str().unwrap(),
+        "--num-samples",
+        "30",
+    ]);
+    run_ok(sample);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&grid).unwrap()));
+    assert_eq!(decoder.read_info().unwrap().info().width, 242);
+    let parsed = idx::decode(&std::fs::read(&sampled).unwrap()).unwrap();
+    assert_eq!(parsed.dims, [30, 28, 28]);
+    assert!(parsed.data.iter().any(|&p| p > 128) && parsed.data.iter().any(|&p| p < 128));
+
     let resumed = scratch("resumed");
     run_ok(mnist_gan(&data, &resumed, &["--max-iters", "150"]));
     assert_eq!(losses(&resumed).len(), 150);
@@ -422,6 +443,15 @@ fn user_errors_are_reported_without_panicking() {
         ],
     );
     let _ = std::fs::remove_dir_all(&empty);
+    let mut sample = Command::new(example("gan_sample"));
+    sample.args(["--checkpoint", "/nonexistent/checkpoint.safetensors"]);
+    fails_with(
+        sample,
+        &[
+            "no checkpoint at /nonexistent/checkpoint.safetensors",
+            "--example mnist_gan",
+        ],
+    );
     fails_with(
         run(&["--resume", "/nonexistent/checkpoint.safetensors"]),
         &["/nonexistent/checkpoint.safetensors"],
