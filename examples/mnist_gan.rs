@@ -30,7 +30,7 @@ use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM}
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
 use gan_output::{loss_plot_svg, naming, write_grid_png, write_samples_idx, LossLog, LossRow};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -636,8 +636,14 @@ fn describe_batches(images: usize, batch_size: usize) -> String {
 fn epoch_bar(epoch: u64, epochs: u64, batches: u64, position: u64) -> ProgressBar {
     let bar = ProgressBar::new(batches);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}  {msg}")
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta}  {msg}")
             .expect("valid template")
+            .with_key(
+                "rate",
+                |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{:.1} it/s", state.per_sec()); // as tqdm shows it
+                },
+            )
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
