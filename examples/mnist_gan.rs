@@ -26,7 +26,7 @@ use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
 use ferrograd::data::mnist::IMAGE_PIXELS;
 use ferrograd::data::{DataLoader, Mnist, Split};
-use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM};
+use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, CLASSIC_LR, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
 use gan_output::{loss_plot_svg, naming, write_grid_png, write_samples_idx, LossLog, LossRow};
@@ -84,9 +84,9 @@ struct Args {
     /// Images per batch.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
-    /// Adam's learning rate, for both networks.
-    #[arg(long, default_value_t = 2e-4, value_parser = positive_f32)]
-    lr: f32,
+    /// Adam's learning rate, for both networks [default: 2e-4, or a resumed run's own].
+    #[arg(long, value_parser = positive_f32)]
+    lr: Option<f32>,
     /// Seed of the weights, the data order, the noise and dropout.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -231,7 +231,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
 
     manual_seed(args.seed);
-    let mut gan = Gan::new(&device, args.lr);
+    let mut gan = Gan::new(&device, args.lr.unwrap_or(CLASSIC_LR));
     let mut progress = TrainingProgress {
         epoch: 0,
         step: 0,
@@ -247,6 +247,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 "note: continuing with the checkpoint's seed {} and batch size {}",
                 progress.seed, progress.batch_size
             );
+        }
+        if let Some(lr) = args.lr.filter(|&lr| lr != gan.lr()) {
+            println!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
+            gan.set_lr(lr);
         }
         println!("resumed {} at iteration {}", path.display(), progress.step);
     }

@@ -71,7 +71,11 @@ pub fn discriminator(device: &Device) -> Sequential {
         .add(Sigmoid)
 }
 
-/// The optimiser settings of the classic GAN: Adam, lr 2e-4, betas (0.5, 0.999).
+/// The classic GAN's learning rate.
+pub const CLASSIC_LR: f32 = 2e-4;
+
+/// The optimiser settings of the classic GAN: Adam, betas (0.5, 0.999), learning rate `lr`
+/// ([`CLASSIC_LR`] in the classic script).
 pub fn adam_config(lr: f32) -> AdamConfig {
     AdamConfig {
         lr,
@@ -413,10 +417,7 @@ impl Gan {
             ("batch_size".to_string(), progress.batch_size.to_string()),
             ("rng_seed".to_string(), progress.rng.seed().to_string()),
             ("rng_offset".to_string(), progress.rng.offset().to_string()),
-            (
-                "lr".to_string(),
-                self.generator_optimizer.config().lr.to_string(),
-            ),
+            ("lr".to_string(), self.lr().to_string()),
         ]);
         for (net, model, optimizer) in self.parts() {
             let opt = format!("{net}_optimizer");
@@ -432,8 +433,25 @@ impl Gan {
         Snapshot::of(&tensors, metadata)
     }
 
-    /// Restores everything [`Gan::save_checkpoint`] saved, and returns the saved progress.
-    /// The caller restores the process-wide generator from `progress.rng`.
+    /// The optimisers' learning rate (both networks share it).
+    pub fn lr(&self) -> f32 {
+        self.generator_optimizer.config().lr
+    }
+
+    /// Sets both optimisers' learning rate. A captured step keeps the rate it was captured
+    /// with, so a change drops the capture: capture again ([`Gan::capture_train_step`]).
+    pub fn set_lr(&mut self, lr: f32) {
+        if lr != self.lr() {
+            self.captured = None;
+        }
+        self.generator_optimizer.set_lr(lr);
+        self.discriminator_optimizer.set_lr(lr);
+    }
+
+    /// Restores everything [`Gan::save_checkpoint`] saved, the learning rate included (as
+    /// PyTorch's `Optimizer.load_state_dict` does; [`Gan::set_lr`] changes it afterwards), and
+    /// returns the saved progress. The caller restores the process-wide generator from
+    /// `progress.rng`.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<TrainingProgress> {
         let saved = Checkpoint::load(path)?;
         let format = saved.metadata("format")?;
@@ -460,6 +478,7 @@ impl Gan {
                 saved.restore(&format!("{opt}.exp_avg_sq.{name}"), &state.exp_avg_sq)?;
             }
         }
+        self.set_lr(saved.parse("lr")?);
         Ok(TrainingProgress {
             epoch: saved.parse("epoch")?,
             step: saved.parse("step")?,

@@ -39,8 +39,8 @@ fn steps(gan: &mut Gan, n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Train, save, train on; a fresh GAN loaded from the save trains on identically, bit for bit.
-/// (One test, since it drives the process-wide generator.)
+/// Train, save, train on; a fresh GAN loaded from the save trains on identically, bit for bit,
+/// its learning rate restored too. (One test, since it drives the process-wide generator.)
 #[test]
 fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
     let _turn = global_generator_turn();
@@ -48,7 +48,7 @@ fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
     let path = dir.join("gan.safetensors");
     let dev = Device::Cpu;
     manual_seed(3);
-    let mut original = Gan::new(&dev, 2e-4);
+    let mut original = Gan::new(&dev, 1e-4);
     steps(&mut original, 3);
     let progress = TrainingProgress {
         epoch: 0,
@@ -61,9 +61,10 @@ fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
     let expected = steps(&mut original, 2);
 
     manual_seed(99); // different initial weights, all to be overwritten
-    let mut resumed = Gan::new(&dev, 2e-4);
+    let mut resumed = Gan::new(&dev, 2e-4); // the checkpoint's 1e-4 replaces it
     let loaded = resumed.load_checkpoint(&path).unwrap();
     assert_eq!(loaded, progress);
+    assert_eq!(resumed.lr(), 1e-4);
     with_default_generator(|g| *g = loaded.rng);
     assert_eq!(steps(&mut resumed, 2), expected);
 

@@ -226,6 +226,14 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
         "{stdout}"
     );
     assert_eq!(losses(&resumed), rows);
+    // A resumed run keeps its learning rate unless told another.
+    let relearn = [&resume_to_300[..], &["--lr", "0.001"]].concat();
+    let again = run_ok(mnist_gan(&data, &resumed, &relearn));
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains("note: lr 0.001 instead of the checkpoint's 0.0002"),
+        "{stdout}"
+    );
 
     for dir in [out, resumed, forked, elsewhere] {
         std::fs::remove_dir_all(dir).unwrap();
