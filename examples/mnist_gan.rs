@@ -29,7 +29,7 @@ use ferrograd::data::{DataLoader, Mnist, Split};
 use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, CLASSIC_LR, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
-use gan_output::{loss_plot_svg, naming, write_grid_png, write_samples_idx, LossLog, LossRow};
+use gan_output::{at_path, loss_plot_svg, write_grid_png, write_samples_idx, LossLog, LossRow};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
@@ -437,7 +437,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             }
             write_grid_png(&latest_png, &samples, 8)?;
             write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
-                .map_err(naming(&svg_path))?;
+                .map_err(at_path(&svg_path))?;
             log_file.sync_data()?; // on disk before the checkpoint that follows it
             Ok(snapshot.write(&path)?)
         })?;

@@ -35,7 +35,7 @@ pub fn to_pixel(x: f32) -> u8 {
 
 /// Writes `images` (`[n, 784]`, values in `[-1, 1]`) as a grid of `cols` columns, white digits
 /// on black with a 2-pixel gray border, as a grayscale PNG, atomically.
-pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> io::Result<()> {
+pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> ferrograd::Result<()> {
     const BORDER: usize = 2;
     let n = images.shape()[0];
     let rows = n.div_ceil(cols);
@@ -63,13 +63,16 @@ pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> io::Result<(
         writer.write_image_data(&canvas).map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)
     })
-    .map_err(naming(path))
+    .map_err(at_path(path))
 }
 
-/// Puts `path` in front of an I/O error's message, for errors that reach the user: "No such
-/// file or directory" alone does not say which.
-pub fn naming(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
-    move |err| io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+/// An I/O error as the library reports one, naming `path`: "No such file or directory"
+/// alone does not say which.
+pub fn at_path(path: &Path) -> impl FnOnce(io::Error) -> ferrograd::Error + '_ {
+    |source| ferrograd::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The generator's images for `noise`, without recording a graph.
@@ -86,7 +89,7 @@ pub fn write_samples_idx(
     count: usize,
     rng: &mut Generator,
     device: &Device,
-) -> io::Result<()> {
+) -> ferrograd::Result<()> {
     const BATCH: usize = 500;
     let mut pixels = Vec::with_capacity(count * IMAGE_SIDE * IMAGE_SIDE);
     for start in (0..count).step_by(BATCH) {
@@ -99,7 +102,7 @@ pub fn write_samples_idx(
         );
     }
     let encoded = idx::encode(&[count, IMAGE_SIDE, IMAGE_SIDE], &pixels);
-    write_atomically(path, |file| file.write_all(&encoded)).map_err(naming(path))
+    write_atomically(path, |file| file.write_all(&encoded)).map_err(at_path(path))
 }
 
 /// One row of `losses.csv`.
@@ -150,7 +153,7 @@ impl LossLog {
     /// to `step` are kept (those written after the checkpoint are dropped: the resumed run
     /// writes them again) and written to `path` atomically, so that no kill can lose them;
     /// new rows are appended.
-    pub fn open(path: &Path, earlier: &Path, step: u64) -> io::Result<LossLog> {
+    pub fn open(path: &Path, earlier: &Path, step: u64) -> ferrograd::Result<LossLog> {
         let rows: Vec<LossRow> = match std::fs::read_to_string(earlier) {
             Ok(text) => text
                 .lines()
@@ -159,7 +162,7 @@ impl LossLog {
                 .filter(|row| row.iter <= step)
                 .collect(),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(err) => return Err(naming(earlier)(err)),
+            Err(err) => return Err(at_path(earlier)(err)),
         };
         write_atomically(path, |file| {
             let mut csv = BufWriter::new(file);
@@ -169,9 +172,9 @@ impl LossLog {
             }
             csv.flush()
         })
-        .map_err(naming(path))?;
+        .map_err(at_path(path))?;
         let file = OpenOptions::new().append(true).open(path);
-        let csv = BufWriter::new(file.map_err(naming(path))?);
+        let csv = BufWriter::new(file.map_err(at_path(path))?);
         Ok(LossLog { rows, csv })
     }
 
