@@ -1,5 +1,5 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
-//! layer uses (ours with each microkernel called from the main thread, and with the selected
+//! layer uses (and at the discriminator step's 128 rows) (ours with each microkernel called from the main thread, and with the selected
 //! one as a training step calls it, from a worker of the pool, and so in BF16 on AMX where the
 //! processor has it; beside the `matrixmultiply`
 //! crate in the same run, built with its `threading` feature: it uses as many threads as the
@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::gemm_cases;
+use common::{gemm_cases, Product};
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
@@ -22,9 +22,22 @@ use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
 use std::time::Instant;
 
+/// The largest products of the discriminator's step, which runs the real and the fake images
+/// as one batch of 128 rows (`Gan::train_step`).
+fn discriminator_step_cases() -> [(Product, usize, usize, usize); 3] {
+    [
+        (Product::Forward, 128, 784, 1024),
+        (Product::InputGradient, 128, 512, 1024),
+        (Product::WeightGradient, 1024, 128, 784),
+    ]
+}
+
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
-    for (product, m, k, n) in gemm_cases([1024, 2048]) {
+    for (product, m, k, n) in gemm_cases([1024, 2048])
+        .into_iter()
+        .chain(discriminator_step_cases())
+    {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let dims = product.dims(m, k, n);

@@ -82,13 +82,15 @@ fn tiny_and_odd_shapes() {
 
 #[test]
 fn one_past_every_block_size() {
-    // Blocks: MR = 4 / 6 / 8, NR = 8 / 12 / 16 / 32, MC = 96, KC = 256, tiles at most 512
-    // wide.
+    // Blocks: MR = 4 / 6 / 8, NR = 8 / 12 / 16 / 32, KC = 256, tiles at most 512 wide, all
+    // rows in one row of tiles up to 128, else tiles of MC = 96 rows.
     check(9, 33, 33);
     check(9, 13, 13);
     check(7, 17, 17);
     check(97, 257, 513);
     check(96, 256, 512);
+    check(128, 257, 100);
+    check(129, 257, 100);
 }
 
 #[test]
@@ -116,15 +118,17 @@ fn the_gans_shapes() {
     check(64, 100, 256);
     check(64, 1024, 784);
     check(1024, 64, 784);
+    check(128, 512, 1024); // the discriminator's step: real and fake images as one batch
 }
 
 #[test]
 fn result_does_not_depend_on_the_thread_count() {
-    // 130 rows: packed tiles; 100 rows: a small batch's X·Wᵀ, W read in place.
-    for m in [130, 100] {
+    // 130 rows: tiles of MC rows; 120: one row of tiles; 100 rows and k = 800: a small
+    // batch's X·Wᵀ, W read in place (`direct` in gemm.rs).
+    for (m, k) in [(130, 300), (120, 300), (100, 800)] {
         let d = GemmDims {
             m,
-            k: 300,
+            k,
             n: 520,
             lhs_transposed: false,
             rhs_transposed: true,

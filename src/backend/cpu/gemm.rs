@@ -9,8 +9,9 @@
 //! share it, else by each tile just before use (see [`BPanels`]).
 //!
 //! Then the loops, outermost first:
-//! 1. The output is cut into tiles of `MC` rows and `nc` columns, one rayon task each; `nc` is
-//!    chosen so that even the GAN's 64-row products give every thread work. A tile owns its
+//! 1. The output is cut into tiles of `MC` rows (all rows, up to 128) and `nc` columns, one
+//!    rayon task each; `nc` is chosen so that even the GAN's 64-row products give every thread
+//!    work. A tile owns its
 //!    elements and sums each over `k` in a fixed order, so the result does not depend on the
 //!    thread count or the tiling.
 //! 2. `k` is cut into blocks of `KC`; within a block, each `B` micro-panel (`KC × NR`) stays
@@ -25,8 +26,14 @@ use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
 use super::product::{finish_tile, run_chunk_tasks, run_tasks, Layout, OutputMatrix, Tile};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
-/// Rows per tile: a multiple of every kernel's `MR` (4, 6, 8).
+/// Rows per tile of a product taller than [`MAX_SINGLE_TILE_ROWS`]: a multiple of every
+/// kernel's `MR` (4, 6, 8).
 const MC: usize = 96;
+/// The most rows a product keeps in one row of tiles, each tile packing its own slice of `B`.
+/// The discriminator's step multiplies 128 rows (the real and the fake images together): cut
+/// at `MC`, into tiles of 96 and 32 rows sharing a `B` packed once, its products took 1.4–1.6×
+/// as long inside a training step (benches/RESULTS.md, seventeenth session).
+const MAX_SINGLE_TILE_ROWS: usize = 128;
 /// Steps of `k` per packed block: the `A` and `B` panels of one block stay in L1/L2.
 const KC: usize = 256;
 /// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
@@ -173,12 +180,13 @@ fn gemm_impl<E: UnaryKernel>(
         // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
         let b_layout = Layout::of_rhs(dims);
         let packed_a = pack_all(a, a_layout, m, k, mr, parallel);
-        let nc = tile_width(kernel, m, n);
+        let mc = tile_height(kernel, m);
+        let nc = tile_width(kernel, m.div_ceil(mc), n);
         let col_tiles = n.div_ceil(nc);
         // With one row of tiles, each element of op(B) feeds one tile only: the tile packs its
         // slice just before using it, while it is hot in L2. With several, B is packed once and
         // shared (each tile packing its own would repeat the work once per row of tiles).
-        let packed_b = (m > MC).then(|| pack_all(b, b_layout, n, k, nr, parallel));
+        let packed_b = (m > mc).then(|| pack_all(b, b_layout, n, k, nr, parallel));
         let b_panels = match &packed_b {
             Some(packed) => BPanels::Shared(packed),
             None => BPanels::PerTile {
@@ -192,8 +200,8 @@ fn gemm_impl<E: UnaryKernel>(
             b: b_panels,
             k,
         };
-        run_tasks(m.div_ceil(MC) * col_tiles, parallel, |t| {
-            let tile = tile(t / col_tiles, t % col_tiles, nc, m, n);
+        run_tasks(m.div_ceil(mc) * col_tiles, parallel, |t| {
+            let tile = tile(t / col_tiles, t % col_tiles, (mc, nc), m, n);
             // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
             unsafe {
                 multiply_tile(kernel, operands, tile, out);
@@ -265,21 +273,30 @@ thread_local! {
     static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Rows per tile: all of them up to [`MAX_SINGLE_TILE_ROWS`] (rounded up to whole
+/// micro-panels), else [`MC`].
+fn tile_height(kernel: Microkernel, m: usize) -> usize {
+    if m <= MAX_SINGLE_TILE_ROWS {
+        m.next_multiple_of(kernel.mr())
+    } else {
+        MC
+    }
+}
+
 /// Columns per tile: enough tiles for two per thread when the rows alone do not provide them,
 /// a multiple of the kernel's `NR` (tiles start on a `B` micro-panel), at most [`MAX_NC`].
-fn tile_width(kernel: Microkernel, m: usize, n: usize) -> usize {
+fn tile_width(kernel: Microkernel, row_tiles: usize, n: usize) -> usize {
     let nr = kernel.nr();
-    let row_tiles = m.div_ceil(MC);
     let wanted_col_tiles = (2 * rayon::current_num_threads()).div_ceil(row_tiles);
     n.div_ceil(wanted_col_tiles)
         .next_multiple_of(nr)
         .clamp(nr, MAX_NC - MAX_NC % nr)
 }
 
-/// One `MC × nc` tile of the output (smaller at the edges).
-fn tile(tile_row: usize, tile_col: usize, nc: usize, m: usize, n: usize) -> Tile {
-    let (row0, col0) = (tile_row * MC, tile_col * nc);
-    Tile::at(row0, MC.min(m - row0), col0, nc.min(n - col0))
+/// One `mc × nc` tile of the output (smaller at the edges).
+fn tile(tile_row: usize, tile_col: usize, (mc, nc): (usize, usize), m: usize, n: usize) -> Tile {
+    let (row0, col0) = (tile_row * mc, tile_col * nc);
+    Tile::at(row0, mc.min(m - row0), col0, nc.min(n - col0))
 }
 
 /// `C = op(A) · op(B)` over one tile, `KC` steps of `k` at a time: the first block overwrites
@@ -344,7 +361,8 @@ unsafe fn multiply_block<'b>(
     for col in (tile.col0..tile.col0 + tile.cols).step_by(nr) {
         let b_panel = b_panel(col);
         let cols = nr.min(tile.col0 + tile.cols - col);
-        // The tile's rows start on a panel boundary (MC is a multiple of every MR).
+        // The tile's rows start on a panel boundary (row 0, or a multiple of MC, itself a
+        // multiple of every MR).
         for row in (tile.row0..tile.row0 + tile.rows).step_by(mr) {
             let a_panel = APanel::Packed(operands.a_panel(mr, row, steps));
             let rows = mr.min(tile.row0 + tile.rows - row);
