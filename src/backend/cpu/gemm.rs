@@ -17,7 +17,8 @@
 //! 2. `k` is cut into blocks of `KC`; within a block, each `B` micro-panel (`KC × NR`) stays
 //!    in L1 while the tile's `A` micro-panels stream past it from L2.
 //! 3. The microkernel ([`Microkernel`]) keeps an `MR × NR` block of `C` in registers across the
-//!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them.
+//!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them. In the first
+//!    block of `k`, which writes C, the next block's lines of C are prefetched meanwhile.
 //!
 //! Small batches of the forward `X·Wᵀ` take another route (see `direct`); with BF16 allowed
 //! on a processor with AMX, every product goes to the tile units instead (`amx`).
@@ -366,6 +367,14 @@ unsafe fn multiply_block<'b>(
         for row in (tile.row0..tile.row0 + tile.rows).step_by(mr) {
             let a_panel = APanel::Packed(operands.a_panel(mr, row, steps));
             let rows = mr.min(tile.row0 + tile.rows - row);
+            if !accumulate {
+                // C's lines for the next block, on their way in while this one is computed:
+                // the first block of k writes C, which a weight gradient last wrote a step
+                // ago (megabytes, out of the caches), and each store that misses would stall.
+                if let Some(next) = next_block(tile, (row, col), (mr, nr)) {
+                    out.prefetch(next);
+                }
+            }
             if rows == mr && cols == nr {
                 // SAFETY: a whole block inside the tile (the caller's contract).
                 let c = unsafe { out.element(row, col) };
@@ -395,6 +404,24 @@ unsafe fn multiply_block<'b>(
             }
         }
     }
+}
+
+/// The block after the one at `(row, col)` in [`multiply_block`]'s order (down the tile's
+/// rows, then the next column of blocks), if the tile has one.
+fn next_block(tile: Tile, (row, col): (usize, usize), (mr, nr): (usize, usize)) -> Option<Tile> {
+    let (row, col) = if row + mr < tile.row0 + tile.rows {
+        (row + mr, col)
+    } else if col + nr < tile.col0 + tile.cols {
+        (tile.row0, col + nr)
+    } else {
+        return None;
+    };
+    Some(Tile::at(
+        row,
+        mr.min(tile.row0 + tile.rows - row),
+        col,
+        nr.min(tile.col0 + tile.cols - col),
+    ))
 }
 
 /// Packs `x` in `x0..x0 + count` × `p` in `k0..k0 + kc` into `width`-wide micro-panels,

@@ -9,8 +9,7 @@ use super::simd;
 use crate::backend::{GemmDims, Identity, UnaryKernel};
 
 /// Runs `task(i)` for every `i < count`: split over the rayon pool if `parallel`, else in
-/// order on the calling thread, which a small product must not leave
-///  (from outside the pool,
+/// order on the calling thread, which a small product must not leave (from outside the pool,
 /// even a one-task parallel loop is handed to a pool thread and waited for).
 pub(super) fn run_tasks(count: usize, parallel: bool, task: impl Fn(usize) + Send + Sync) {
     if parallel {
@@ -105,6 +104,29 @@ impl OutputMatrix {
     pub(super) unsafe fn element(&self, row: usize, col: usize) -> *mut f32 {
         // SAFETY: the caller's contract.
         unsafe { self.c.add(row * self.ldc + col) }
+    }
+
+    /// Asks for the cache lines of `block` of C ahead of writing them (`prefetcht0` on x86-64,
+    /// nothing elsewhere).
+    pub(super) fn prefetch(&self, block: Tile) {
+        #[cfg(target_arch = "x86_64")]
+        for row in block.row0..block.row0 + block.rows {
+            let start = self
+                .c
+                .wrapping_add(row * self.ldc + block.col0)
+                .cast::<i8>()
+                .cast_const();
+            // Every 64-byte line the row touches, from the one holding its first byte.
+            let skew = start as usize % 64;
+            for offset in (0..skew + 4 * block.cols).step_by(64) {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                // SAFETY: a prefetch is a hint: it changes no register or memory and never
+                // faults, whatever the address (these are inside C anyway).
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).wrapping_sub(skew))
+                };
+            }
+        }
     }
 
     /// The `cols` elements of row `row` from column `col`.
