@@ -127,6 +127,8 @@ impl OutputMatrix {
                 };
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (self, block); // no prefetch here: the hardware's prefetchers alone
     }
 
     /// The `cols` elements of row `row` from column `col`.
