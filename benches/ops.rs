@@ -1,7 +1,7 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
-//! layer uses (and at the discriminator step's 128 rows) (ours with each microkernel called from the main thread, and with the selected
-//! one as a training step calls it, from a worker of the pool, and so in BF16 on AMX where the
-//! processor has it; beside the `matrixmultiply`
+//! layer uses, and at the discriminator step's 128 rows (ours with each microkernel called
+//! from the main thread, and with the selected one as a training step calls it, from a worker
+//! of the pool, and so in BF16 on AMX where the processor has it; beside the `matrixmultiply`
 //! crate in the same run, built with its `threading` feature: it uses as many threads as the
 //! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
 //! differs), each op's forward and backward, Adam over the GAN's parameters, one full GAN

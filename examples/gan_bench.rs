@@ -203,7 +203,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let host_batch = real.to_vec();
         for label in labels {
             // Each figure from the GAN as first made. Trained long on its one batch of noise,
-            // D tells it from G's output with certainty (D(G(z)) ~ 1e-17 after ~1,000 steps),
+            // D tells it from G's output with certainty (D(G(z)) ~ 1e-17 after ~550 steps),
             // its gradients turn subnormal, and the CPU's step slows down (benches/RESULTS.md,
             // seventeenth session): no figure should depend on how many came before it.
             manual_seed(1);

@@ -9,11 +9,10 @@
 //! share it, else by each tile just before use (see [`BPanels`]).
 //!
 //! Then the loops, outermost first:
-//! 1. The output is cut into tiles of `MC` rows (all rows, up to 128) and `nc` columns, one
-//!    rayon task each; `nc` is chosen so that even the GAN's 64-row products give every thread
-//!    work. A tile owns its
-//!    elements and sums each over `k` in a fixed order, so the result does not depend on the
-//!    thread count or the tiling.
+//! 1. The output is cut into tiles of `MC` rows (or all its rows, up to 128) and `nc` columns,
+//!    one rayon task each; `nc` is chosen so that even the GAN's 64-row products give every
+//!    thread work. A tile owns its elements and sums each over `k` in a fixed order, so the
+//!    result does not depend on the thread count or the tiling.
 //! 2. `k` is cut into blocks of `KC`; within a block, each `B` micro-panel (`KC × NR`) stays
 //!    in L1 while the tile's `A` micro-panels stream past it from L2.
 //! 3. The microkernel ([`Microkernel`]) keeps an `MR × NR` block of `C` in registers across the
@@ -369,8 +368,9 @@ unsafe fn multiply_block<'b>(
             let rows = mr.min(tile.row0 + tile.rows - row);
             if !accumulate {
                 // C's lines for the next block, on their way in while this one is computed:
-                // the first block of k writes C, which a weight gradient last wrote a step
-                // ago (megabytes, out of the caches), and each store that misses would stall.
+                // the first block of k writes C, for a weight gradient megabytes of a buffer
+                // last touched a step ago and out of the caches, and a store that misses
+                // stalls the microkernel until its line is in.
                 if let Some(next) = next_block(tile, (row, col), (mr, nr)) {
                     out.prefetch(next);
                 }

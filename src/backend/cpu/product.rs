@@ -121,7 +121,7 @@ impl OutputMatrix {
             for offset in (0..skew + 4 * block.cols).step_by(64) {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 // SAFETY: a prefetch is a hint: it changes no register or memory and never
-                // faults, whatever the address (these are inside C anyway).
+                // faults, whatever the address (these are the lines that hold the block).
                 unsafe {
                     _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).wrapping_sub(skew))
                 };
