@@ -4,6 +4,8 @@
 mod common;
 
 use common::CPU;
+use ferrograd::backend::Distribution;
+use ferrograd::nn::functional::dropout_with;
 use ferrograd::rng::{philox4x32_10, Generator};
 use ferrograd::{manual_seed, Tensor};
 
@@ -51,6 +53,52 @@ fn sixteen_lanes_at_once_give_the_scalar_blocks() {
         // The counter crosses 2³² between lanes: the high word must carry.
         assert_eq!(*words, stream.block(3 + lane as u64), "lane {lane}");
     }
+}
+
+#[test]
+fn every_value_comes_from_its_own_philox_block() {
+    // Value i is value i % 4 of block i / 4, however the CPU splits a fill into tasks (1,024
+    // normal values, 8,192 uniform ones or mask values apiece) and whichever thread runs each.
+    let n = 20_003;
+    let (seed, offset) = (11, 5);
+    let expected = |distribution: Distribution| {
+        let stream = Generator::from_state(seed, offset).draw(n);
+        (0..n)
+            .map(|i| distribution.sample_block(stream.block((i / 4) as u64))[i % 4])
+            .collect::<Vec<f32>>()
+    };
+    let check = |what: &str, got: Vec<f32>, distribution: Distribution| {
+        let first_wrong = got
+            .iter()
+            .zip(expected(distribution))
+            .position(|(&got, want)| got.to_bits() != want.to_bits());
+        assert_eq!(first_wrong, None, "{what}: the first value off its block");
+    };
+    let generator = || Generator::from_state(seed, offset);
+    let standard = Distribution::Normal {
+        mean: 0.0,
+        std: 1.0,
+    };
+    check(
+        "normal",
+        Tensor::randn_with(&[n], &CPU, &mut generator()).to_vec(),
+        standard,
+    );
+    let interval = Distribution::Uniform {
+        low: -2.0,
+        high: 3.0,
+    };
+    check(
+        "uniform",
+        Tensor::uniform_with(&[n], -2.0, 3.0, &CPU, &mut generator()).to_vec(),
+        interval,
+    );
+    let ones = Tensor::ones(&[n], &CPU);
+    check(
+        "mask",
+        dropout_with(&ones, 0.3, true, &mut generator()).to_vec(),
+        Distribution::DropoutMask { p: 0.3 },
+    );
 }
 
 #[test]

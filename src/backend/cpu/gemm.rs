@@ -225,17 +225,23 @@ fn pack_all(
     width: usize,
     parallel: bool,
 ) -> Vec<f32> {
-    const PANELS_PER_TASK: usize = 4;
+    const MAX_PANELS_PER_TASK: usize = 4;
+    let panels = count.div_ceil(width);
+    // Up to four panels a task, fewer where that would leave a thread without work: `direct`
+    // packs 64 rows of X, two panels.
+    let panels_per_task = panels
+        .div_ceil(rayon::current_num_threads())
+        .clamp(1, MAX_PANELS_PER_TASK);
     // Every element is written by `pack`, padding included.
-    let mut packed = super::pool::take(count.div_ceil(width) * width * k);
+    let mut packed = super::pool::take(panels * width * k);
     if k > 0 {
         run_chunk_tasks(
             &mut packed,
-            PANELS_PER_TASK * width * k,
+            panels_per_task * width * k,
             parallel,
             |task, chunk| {
-                let x0 = task * PANELS_PER_TASK * width;
-                let len = (PANELS_PER_TASK * width).min(count - x0);
+                let x0 = task * panels_per_task * width;
+                let len = (panels_per_task * width).min(count - x0);
                 pack(src, layout, (x0, len), (0, k), width, chunk);
             },
         );
@@ -559,7 +565,7 @@ mod gather {
 /// multiplication. Only `Xᵀ`, 64 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
 /// was tried too: the stride between steps of k makes it slower than packing.)
 mod direct {
-    use super::{pack, run_tasks, Layout, OutputMatrix, MAX_BLOCK};
+    use super::{pack_all, run_tasks, Layout, OutputMatrix, MAX_BLOCK};
     use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel};
     use crate::backend::cpu::simd;
     use crate::backend::{GemmDims, UnaryKernel};
@@ -584,10 +590,9 @@ mod direct {
         let GemmDims { m, k, n, .. } = dims;
         let (mr, nr) = (kernel.mr(), kernel.nr());
         // The right operand Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p],
-        // zero-padded.
-        let x_layout = Layout::of_lhs(dims);
-        let mut packed_x = super::super::pool::take(m.div_ceil(nr) * nr * k);
-        pack(x, x_layout, (0, m), (0, k), nr, &mut packed_x);
+        // zero-padded. Split between the threads too: packed by the calling thread alone, it
+        // kept the others waiting for 5–15 % of a product (benches/RESULTS.md, 2026-12-05).
+        let packed_x = pack_all(x, Layout::of_lhs(dims), m, k, nr, parallel);
         let out = OutputMatrix::new(c, n);
         let task_rows = rows_per_task(kernel, n);
         run_tasks(n.div_ceil(task_rows), parallel, |task| {
