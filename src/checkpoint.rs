@@ -4,13 +4,13 @@
 //! Files are written atomically (see [`crate::atomic_file`]): a kill during a save leaves the
 //! previous checkpoint intact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
+use safetensors::{SafeTensorError, SafeTensors};
 
 use crate::atomic_file::write_atomically;
 use crate::device::Device;
@@ -72,12 +72,58 @@ impl Snapshot {
         // An empty metadata map is written as nothing at all: safetensors cannot read `{}` back.
         let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         let encoded = safetensors::serialize(views, metadata)
+            .and_then(|encoded| with_sorted_header(&encoded))
             .map_err(|err| checkpoint_error(err.to_string()))?;
         write_atomically(path, |file| file.write_all(&encoded)).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })
     }
+}
+
+/// `file` (a safetensors file) with its header's entries in sorted order. safetensors writes
+/// the metadata in the order of a `HashMap`, which differs from one process to the next, so
+/// the same checkpoint came out as different bytes; sorted, equal contents give equal files
+/// (two runs of one seed can be compared with `cmp` or a checksum).
+fn with_sorted_header(file: &[u8]) -> std::result::Result<Vec<u8>, SafeTensorError> {
+    let (header_len, header) = SafeTensors::read_metadata(file)?;
+    let data = &file[8 + header_len..];
+    // The header's JSON rebuilt by hand, so that each map's keys are in sorted order whatever
+    // map type serde_json was built with: the metadata by key, then the tensors' entries by
+    // name (their offsets into `data` do not depend on the order).
+    let mut json = String::from("{");
+    let mut push_entry = |key: &str, value: &str| {
+        if json.len() > 1 {
+            json.push(',');
+        }
+        json.push_str(&serde_json::to_string(key).expect("a string encodes"));
+        json.push(':');
+        json.push_str(value);
+    };
+    let metadata: Option<BTreeMap<_, _>> = header.metadata().as_ref().map(|m| m.iter().collect());
+    if let Some(metadata) = metadata {
+        push_entry(
+            "__metadata__",
+            &serde_json::to_string(&metadata).expect("strings encode"),
+        );
+    }
+    let tensors: BTreeMap<_, _> = header.tensors().into_iter().collect();
+    for (name, info) in tensors {
+        push_entry(
+            &name,
+            &serde_json::to_string(info).expect("a tensor's entry encodes"),
+        );
+    }
+    json.push('}');
+    // Padded with spaces to a multiple of 8 bytes, as safetensors pads it, so that the data
+    // that follows stays aligned.
+    let padded_len = json.len().next_multiple_of(8);
+    let mut sorted = Vec::with_capacity(8 + padded_len + data.len());
+    sorted.extend_from_slice(&(padded_len as u64).to_le_bytes());
+    sorted.extend_from_slice(json.as_bytes());
+    sorted.resize(8 + padded_len, b' ');
+    sorted.extend_from_slice(data);
+    Ok(sorted)
 }
 
 /// A checkpoint read back into memory.

@@ -1,6 +1,7 @@
 //! Checkpoints: an exact resume, PyTorch-style names, clear errors for bad files, and atomic
 //! writes that leave the previous file intact when a write fails.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
@@ -151,6 +152,61 @@ fn unusable_checkpoints_are_clear_errors() {
             .contains("metadata entry \"format\" is missing"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same tensors and metadata make the same bytes, whatever order the metadata's map
+/// iterates in (each `HashMap` has its own): two runs of one seed can be compared with a
+/// checksum. The file reads back as written.
+#[test]
+fn equal_checkpoints_are_equal_files() {
+    let dir = scratch("bytes");
+    let dev = Device::Cpu;
+    let tensors = vec![
+        (
+            "b.weight".to_string(),
+            Tensor::from_vec(vec![1.0, -2.0, 3.5], &[3], &dev),
+        ),
+        (
+            "a.bias".to_string(),
+            Tensor::from_vec(vec![0.25, 0.5, 1.0, 2.0, 4.0, 8.0], &[2, 3], &dev),
+        ),
+    ];
+    let entries: Vec<(String, String)> = (0..16)
+        .map(|i| (format!("key{i:02}"), format!("value \"{i}\"")))
+        .collect();
+    let files: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let metadata: HashMap<String, String> = entries.iter().cloned().collect();
+            let path = dir.join(format!("{i}.safetensors"));
+            checkpoint::save(&path, &tensors, metadata).unwrap();
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    assert!(files.iter().all(|file| file == &files[0]));
+
+    // The header lists the metadata, then the tensors, each in sorted order, padded to a
+    // multiple of 8 bytes.
+    let header_len = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+    assert_eq!(header_len % 8, 0);
+    let header = std::str::from_utf8(&files[0][8..8 + header_len]).unwrap();
+    let position = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
+    let keys = entries.iter().map(|(key, _)| key.as_str());
+    let order: Vec<usize> = ["__metadata__"]
+        .into_iter()
+        .chain(keys)
+        .chain(["a.bias", "b.weight"])
+        .map(position)
+        .collect();
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{header}");
+
+    let loaded = Checkpoint::load(&dir.join("0.safetensors")).unwrap();
+    assert_eq!(loaded.metadata("key07").unwrap(), "value \"7\"");
+    for (name, tensor) in &tensors {
+        let read = loaded.tensor(name, &dev).unwrap();
+        assert_eq!(read.shape(), tensor.shape(), "{name}");
+        assert_eq!(read.to_vec(), tensor.to_vec(), "{name}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
