@@ -127,8 +127,8 @@ struct Args {
     /// Stop after this many iterations in all (for smoke runs).
     #[arg(long)]
     max_iters: Option<u64>,
-    /// Also checkpoint every N iterations (a checkpoint is always written after each epoch and
-    /// when training stops).
+    /// Also checkpoint every N iterations; 0, the default, writes only the checkpoints that
+    /// are always written, after each epoch and when training stops.
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
     /// Continue the run saved in this checkpoint, in its directory unless --out says otherwise
