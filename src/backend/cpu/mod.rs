@@ -32,9 +32,9 @@ const SUM_CHUNK: usize = 4096;
 /// Elements per task of an optimiser update.
 const OPTIMIZER_CHUNK: usize = 16384;
 /// Elements per task of a random fill, 10–20 µs of work each: a uniform value or a dropout
-/// mask's costs ~2.5 ns, a normal one ~11 (a logarithm, a sine and a cosine per pair), so even
-/// a GAN step's batch of noise (6,400 values) is split. A multiple of 4, so a task starts on a
-/// Philox block.
+/// mask's element costs ~2.5 ns, a normal value ~11 (a logarithm, a sine and a cosine per
+/// pair), so even a GAN step's batch of noise (6,400 values) is split. A multiple of 4, so a
+/// task starts on a Philox block.
 fn random_chunk(distribution: Distribution) -> usize {
     match distribution {
         Distribution::Normal { .. } => 1024,
