@@ -562,7 +562,7 @@ mod gather {
 /// as `Cᵀ = W·Xᵀ`: W becomes the left operand, whose elements the microkernel broadcasts, and
 /// a broadcast reads W's rows where they lie. The usual way, W is the right operand and must
 /// be packed by transposing it, which at m = 64 costs a quarter as much as the
-/// multiplication. Only `Xᵀ`, 64 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
+/// multiplication. Only `Xᵀ`, at most 128 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
 /// was tried too: the stride between steps of k makes it slower than packing.)
 mod direct {
     use super::{pack_all, run_tasks, Layout, OutputMatrix, MAX_BLOCK};
