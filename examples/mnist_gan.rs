@@ -8,7 +8,8 @@
 //!
 //! Ctrl-C (or SIGTERM, or SIGHUP) while training stops the run after the step in flight,
 //! writes its checkpoint and exits with status 130; a second one exits at once (the last
-//! checkpoint written stays intact: every write is atomic).
+//! checkpoint written stays intact: every write is atomic). Standard output going away (its
+//! reader quit, as in `mnist_gan | head`) stops the run the same way, with status 141.
 
 mod gan_output;
 
@@ -38,6 +39,46 @@ static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 static TRAINING: AtomicBool = AtomicBool::new(false);
 /// The exit status of a run stopped by a signal (128 + SIGINT, as shells report it).
 const STOPPED_STATUS: u8 = 130;
+/// Set when a line could not be written to standard output (`say`).
+static OUTPUT_LOST: AtomicBool = AtomicBool::new(false);
+/// The exit status of a run stopped because its output went away (128 + SIGPIPE: what a shell
+/// reports for a program killed by writing into a pipe nobody reads).
+const OUTPUT_LOST_STATUS: u8 = 141;
+
+/// `println!` that cannot panic; see [`say`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that cannot panic: if standard error is gone too, the line is dropped.
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    };
+}
+
+/// Writes a line to standard output. If it cannot (the reader of a pipe quit, as `head` does,
+/// or the disk holding the output is full), training stops as on SIGTERM: after the step in
+/// flight, with its checkpoint written. `println!` would panic instead, with the training
+/// since the last checkpoint lost.
+fn say(line: std::fmt::Arguments) {
+    if OUTPUT_LOST.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(err) = writeln!(std::io::stdout(), "{line}") {
+        OUTPUT_LOST.store(true, Ordering::Relaxed);
+        STOP_REQUESTED.store(true, Ordering::Relaxed);
+        if TRAINING.load(Ordering::Relaxed) {
+            complain!(
+                "standard output is gone ({err}): stopping after this step to write a checkpoint"
+            );
+        } else {
+            complain!("standard output is gone ({err}): stopping");
+        }
+    }
+}
 
 /// Seeds the fixed noise batch of the sample grids, apart from the training stream.
 const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
@@ -157,6 +198,9 @@ fn positive_f32(text: &str) -> Result<f32, String> {
 fn main() -> ExitCode {
     let result = run(Args::parse());
     if result.is_ok() && stop_requested() {
+        if OUTPUT_LOST.load(Ordering::Relaxed) {
+            return ExitCode::from(OUTPUT_LOST_STATUS);
+        }
         return ExitCode::from(STOPPED_STATUS);
     }
     gan_output::exit_code(result)
@@ -172,13 +216,13 @@ fn stop_requested() -> bool {
 fn stop_on_signals() -> Result<(), ctrlc::Error> {
     ctrlc::set_handler(|| {
         if STOP_REQUESTED.swap(true, Ordering::Relaxed) {
-            eprintln!("\nstopped at once (a checkpoint written before stays intact)");
+            complain!("\nstopped at once (a checkpoint written before stays intact)");
             std::process::exit(i32::from(STOPPED_STATUS));
         }
         if TRAINING.load(Ordering::Relaxed) {
-            eprintln!("\nstopping after this step to write a checkpoint (again to stop at once)");
+            complain!("\nstopping after this step to write a checkpoint (again to stop at once)");
         } else {
-            eprintln!("\nstopping once the files are written (again to stop at once)");
+            complain!("\nstopping once the files are written (again to stop at once)");
         }
     })
 }
@@ -211,6 +255,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     refuse_to_replace_another_run(&args, &out)?;
     let device = select_device(args.device)?;
+    if !device.is_cuda() {
+        note_unused_gpu_options(&args);
+    }
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     if args.bf16 {
         if device != Device::Cpu {
@@ -243,16 +290,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         progress = gan.load_checkpoint(path)?;
         with_default_generator(|g| *g = progress.rng);
         if progress.seed != args.seed || progress.batch_size as u64 != args.batch_size {
-            println!(
+            say!(
                 "note: continuing with the checkpoint's seed {} and batch size {}",
-                progress.seed, progress.batch_size
+                progress.seed,
+                progress.batch_size
             );
         }
         if let Some(lr) = args.lr.filter(|&lr| lr != gan.lr()) {
-            println!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
+            say!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
             gan.set_lr(lr);
         }
-        println!("resumed {} at iteration {}", path.display(), progress.step);
+        say!("resumed {} at iteration {}", path.display(), progress.step);
     }
     let tuning = match args.autotune {
         Autotune::Off => None,
@@ -267,25 +315,25 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     (p + t.planned.micros, c + t.chosen.micros)
                 });
                 let changed = tuned.iter().filter(|t| t.chosen != t.planned).count();
-                println!(
+                say!(
                     "tuned the step's {} matrix products for this GPU in {:.1} s: {changed} run \
                      faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
                     tuned.len(),
                     started.elapsed().as_secs_f64()
                 );
             }
-            Err(err) => println!("note: the matrix products keep the built-in plan: {err}"),
+            Err(err) => say!("note: the matrix products keep the built-in plan: {err}"),
         }
     }
     if device.is_cuda() && !args.eager {
         // One submission per step instead of a launch per kernel; a short last batch runs
         // eagerly. The results are the same either way.
         match gan.capture_train_step(progress.batch_size) {
-            Ok(()) => println!(
+            Ok(()) => say!(
                 "captured the training step as a CUDA graph ({} kernels)",
                 gan.captured_launches().unwrap_or(0)
             ),
-            Err(err) => println!("note: running eagerly, the step could not be captured: {err}"),
+            Err(err) => say!("note: running eagerly, the step could not be captured: {err}"),
         }
     }
 
@@ -314,9 +362,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
     let checkpoint_path = out.join("checkpoint.safetensors");
     let mut files = FileWriter::default();
+    let mut wrote_checkpoint = false;
     stop_on_signals()?;
     TRAINING.store(true, Ordering::Relaxed);
-    println!(
+    say!(
         "training on {} images, {} per epoch, on {}{}",
         loader.len(),
         describe_batches(loader.len(), progress.batch_size),
@@ -333,7 +382,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             Some(iters) if iters < args.epochs * batches => format!("--max-iters {iters}"),
             _ => format!("--epochs {}", args.epochs),
         };
-        println!(
+        say!(
             "nothing to train: the run is at iteration {} already, and {limit} stops it at \
              iteration {last_step}",
             progress.step
@@ -413,7 +462,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         } else {
             last_step - progress.step
         };
-        println!(
+        say!(
             "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
             means.summary(),
             time_left(steps_left as f64 / rate)
@@ -441,18 +490,27 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             log_file.sync_data()?; // on disk before the checkpoint that follows it
             Ok(snapshot.write(&path)?)
         })?;
+        wrote_checkpoint = true;
     }
     TRAINING.store(false, Ordering::Relaxed);
     files.finish()?;
-    println!("checkpoint: {}", checkpoint_path.display());
+    if wrote_checkpoint {
+        say!("checkpoint: {}", checkpoint_path.display());
+    }
     if stop_requested() {
-        println!(
-            "stopped at iteration {}; continue with --resume {}",
-            progress.step,
-            checkpoint_path.display()
-        );
+        match wrote_checkpoint
+            .then_some(&checkpoint_path)
+            .or(args.resume.as_ref())
+        {
+            Some(checkpoint) => say!(
+                "stopped at iteration {}; continue with --resume {}",
+                progress.step,
+                checkpoint.display()
+            ),
+            None => say!("stopped before training: no checkpoint written"),
+        }
         if args.samples_out.is_some() {
-            println!("no --samples-out from a stopped run");
+            say!("no --samples-out from a stopped run");
         }
         return Ok(());
     }
@@ -466,7 +524,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             &mut rng,
             &device,
         )?;
-        println!("wrote {} samples to {}", args.num_samples, path.display());
+        say!("wrote {} samples to {}", args.num_samples, path.display());
     }
     Ok(())
 }
@@ -504,9 +562,30 @@ fn select_device(choice: DeviceChoice) -> Result<Device, String> {
             format!("--device cuda:{ordinal}: {reason}")
         }),
         DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
-            println!("device auto: no usable GPU ({err}); training on the CPU");
+            say!("device auto: no usable GPU ({err}); training on the CPU");
             Device::Cpu
         })),
+    }
+}
+
+/// Says which of the GPU's options a run on the CPU leaves unused, rather than ignoring them
+/// silently: with `--device auto` on a machine without a usable GPU, they are the sign that
+/// a GPU was expected.
+fn note_unused_gpu_options(args: &Args) {
+    let given: Vec<&str> = [
+        (args.tf32, "--tf32"),
+        (args.eager, "--eager"),
+        (args.autotune != Autotune::Tiles, "--autotune"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect();
+    let plural = if given.len() > 1 { "s" } else { "" };
+    if !given.is_empty() {
+        say!(
+            "note: training on the CPU, which ignores the GPU option{plural} {}",
+            given.join(", ")
+        );
     }
 }
 
@@ -549,13 +628,13 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
             } else {
                 "; trying the next mirror"
             };
-            eprintln!("  {url} failed: {reason}{next}");
+            complain!("  {url} failed: {reason}{next}");
         }
         DownloadEvent::Finished { file } => {
             if let Some(bar) = bar.take() {
                 bar.finish_and_clear();
             }
-            println!("downloaded {file} (MD5 verified)");
+            say!("downloaded {file} (MD5 verified)");
         }
     });
     let fetched = fetched.map_err(|err| match err {
@@ -568,7 +647,7 @@ fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
         err => err.to_string(),
     })?;
     if !fetched.is_empty() {
-        println!("MNIST is in {}", args.data.display());
+        say!("MNIST is in {}", args.data.display());
     }
     Ok(Mnist::load(&args.data, Split::Train)?)
 }

@@ -1,6 +1,6 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
-//! resume, kills during checkpointing, stopping on Ctrl-C or SIGTERM, and clear errors for what
-//! users get wrong.
+//! resume, kills during checkpointing, stopping on Ctrl-C, SIGTERM or a closed standard output,
+//! and clear errors for what users get wrong.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -304,15 +304,7 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
             &["--checkpoint-every", "20"],
             Stdio::piped(),
         );
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.starts_with("training on") {
-            line.clear();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "round {round}: the run ended before training"
-            );
-        }
+        let mut stdout = stdout_once_training(&mut child);
         // Signal once this run has trained (its first checkpoint), however slow the machine.
         wait_for_checkpoint_past(&checkpoint, last_step);
         thread::sleep(Duration::from_millis(150)); // and a few steps past it
@@ -358,6 +350,94 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
     assert_eq!(losses(&out), losses(&uninterrupted));
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&uninterrupted).unwrap();
+}
+
+/// A run on the CPU says which of the GPU's options it ignores, rather than ignoring them
+/// silently (with `--device auto` they are the sign that a GPU was expected).
+#[test]
+fn a_cpu_run_names_the_gpu_options_it_ignores() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("gpu-options");
+    let cpu_run = |extra: &[&str]| {
+        let mut args = vec!["--device", "cpu", "--max-iters", "1", "--overwrite"];
+        args.extend(extra);
+        String::from_utf8(run_ok(mnist_gan(&data, &out, &args)).stdout).unwrap()
+    };
+    let stdout = cpu_run(&["--tf32", "--eager", "--autotune", "off"]);
+    assert!(
+        stdout.contains(
+            "note: training on the CPU, which ignores the GPU options --tf32, --eager, --autotune"
+        ),
+        "{stdout}"
+    );
+    let stdout = cpu_run(&["--tf32"]);
+    assert!(
+        stdout.contains("ignores the GPU option --tf32\n"),
+        "{stdout}"
+    );
+    let stdout = cpu_run(&[]);
+    assert!(!stdout.contains("ignores"), "{stdout}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Standard output going away (the reader of a pipe quits, as `mnist_gan | head -n 2` does)
+/// stops training as SIGTERM does, not with a panic: the next line that cannot be printed,
+/// the first epoch's, stops the run with that epoch's checkpoint written, and status 141.
+#[test]
+fn a_closed_output_stops_training_with_a_checkpoint() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("closed-output");
+    let mut child = mnist_gan(&data, &out, &["--max-iters", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(stdout_once_training(&mut child)); // nothing more is printed before the epoch ends
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("standard output is gone") && stderr.contains("write a checkpoint"),
+        "{stderr}"
+    );
+    let checkpoint = out.join("checkpoint.safetensors");
+    assert_eq!(step_of(&checkpoint), 938, "the first epoch's checkpoint");
+    assert_eq!(losses(&out).len(), 938, "the log reaches the checkpoint");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // Gone before the first line: the run stops before training, and writes no checkpoint.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = mnist_gan(&data, &out, &["--max-iters", "100000"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(
+        stderr.contains("standard output is gone") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!checkpoint.exists());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The standard output of a run spawned with it piped, read up to its line "training on …".
+///
+/// # Panics
+/// If the run ends before it prints that line.
+fn stdout_once_training(child: &mut Child) -> BufReader<ChildStdout> {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("training on") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the run ended before training"
+        );
+    }
+    stdout
 }
 
 /// Waits (up to 2 minutes) until the checkpoint at `path` is past `step`: a run has trained.
