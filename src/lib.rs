@@ -90,7 +90,7 @@
 //! `y = tanh(x)` and `∂L/∂x = ∂L/∂y · (1 − y²)`, and hands them to the tensor's storage
 //! (`src/storage.rs`), the one place that knows which device holds the data. The CPU backend
 //! (`src/backend/cpu/`) maps the kernel over the buffer on the rayon pool; matrix products go
-//! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm.rs`), or, when asked for
+//! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm/`), or, when asked for
 //! ([`backend::cpu::set_allow_bf16`]), to Intel AMX's tile units in BF16
 //! (`src/backend/cpu/amx/`). An op called from outside the
 //! pool hands its work to the pool's threads and sleeps until they are done; a training step

@@ -124,7 +124,7 @@ fn the_gans_shapes() {
 #[test]
 fn result_does_not_depend_on_the_thread_count() {
     // 130 rows: tiles of MC rows; 120: one row of tiles; 100 and 33 rows with k = 800: a
-    // small batch's X·Wᵀ, W read in place (`direct` in gemm.rs), X packed at 2 threads in
+    // small batch's X·Wᵀ, W read in place (`gemm/direct.rs`), X packed at 2 threads in
     // 32-wide panels by two tasks of 64 and 36 rows, or of 32 and 1.
     for (m, k) in [(130, 300), (120, 300), (100, 800), (33, 800)] {
         let d = GemmDims {

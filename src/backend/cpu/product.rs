@@ -1,4 +1,4 @@
-//! What the FP32 GEMM (`gemm.rs`) and the BF16 products on AMX (`amx/`) share: how a
+//! What the FP32 GEMM (`gemm/`) and the BF16 products on AMX (`amx/`) share: how a
 //! product's work is split into tasks, how an operand's elements lie in memory, and the output
 //! as the tasks write it — C by raw rows, a block of it, and the bias and activation applied to
 //! a block while it is in cache.

@@ -19,12 +19,17 @@
 //!    whole `KC` block, with AVX-512 or AVX2 FMAs where the processor has them. In the first
 //!    block of `k`, which writes C, the next block's lines of C are prefetched meanwhile.
 //!
-//! Small batches of the forward `X·Wᵀ` take another route (see `direct`); with BF16 allowed
-//! on a processor with AMX, every product goes to the tile units instead (`amx`).
+//! Packing lives in `pack.rs`. Small batches of the forward `X·Wᵀ` take another route
+//! (`direct.rs`); with BF16 allowed on a processor with AMX, every product goes to the tile
+//! units instead (`amx`).
+
+mod direct;
+mod pack;
 
 use super::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
-use super::product::{finish_tile, run_chunk_tasks, run_tasks, Layout, OutputMatrix, Tile};
+use super::product::{finish_tile, run_tasks, Layout, OutputMatrix, Tile};
 use crate::backend::{GemmDims, Identity, UnaryKernel};
+use pack::{pack, pack_all};
 
 /// Rows per tile of a product taller than [`MAX_SINGLE_TILE_ROWS`]: a multiple of every
 /// kernel's `MR` (4, 6, 8).
@@ -52,13 +57,6 @@ fn on_pool_if(parallel: bool, f: impl FnOnce() + Send) {
         f();
     }
 }
-
-/// The most rows of `C` for which a product runs as `Cᵀ = op(B)ᵀ·op(A)ᵀ`, the large operand
-/// read in place (see `direct`).
-const MAX_DIRECT_ROWS: usize = 128;
-/// The least `k` for which it does: `direct` writes its blocks of C transposed, element by
-/// element, which a long enough sum over `k` must pay for (at k ≤ 512 packing W costs less).
-const MIN_DIRECT_K: usize = 768;
 
 /// `C = op(A) · op(B) (+ bias)`, row-major. `a` is `[m, k]` (or `[k, m]` if
 /// `dims.lhs_transposed`), `b` is `[k, n]` (or `[n, k]` if `dims.rhs_transposed`), `bias` is `[n]`.
@@ -169,7 +167,7 @@ fn gemm_impl<E: UnaryKernel>(
             return;
         }
         let (mr, nr) = (kernel.mr(), kernel.nr());
-        if dims.rhs_transposed && m <= MAX_DIRECT_ROWS && n >= m && k >= MIN_DIRECT_K {
+        if direct::suits(dims) {
             direct::multiply(kernel, a, b, bias, dims, epilogue, c, parallel);
             return;
         }
@@ -213,40 +211,6 @@ fn gemm_impl<E: UnaryKernel>(
             super::pool::give_back(packed_b);
         }
     });
-}
-
-/// Packs all of an operand (`count` rows of `A` or columns of `B`, the full `k`) into
-/// `width`-wide micro-panels, a few panels per task, from a buffer of the pool.
-fn pack_all(
-    src: &[f32],
-    layout: Layout,
-    count: usize,
-    k: usize,
-    width: usize,
-    parallel: bool,
-) -> Vec<f32> {
-    const MAX_PANELS_PER_TASK: usize = 4;
-    let panels = count.div_ceil(width);
-    // Up to four panels a task, fewer where that would leave a thread without work: `direct`
-    // packs 64 rows of X, two panels.
-    let panels_per_task = panels
-        .div_ceil(rayon::current_num_threads())
-        .clamp(1, MAX_PANELS_PER_TASK);
-    // Every element is written by `pack`, padding included.
-    let mut packed = super::pool::take(panels * width * k);
-    if k > 0 {
-        run_chunk_tasks(
-            &mut packed,
-            panels_per_task * width * k,
-            parallel,
-            |task, chunk| {
-                let x0 = task * panels_per_task * width;
-                let len = (panels_per_task * width).min(count - x0);
-                pack(src, layout, (x0, len), (0, k), width, chunk);
-            },
-        );
-    }
-    packed
 }
 
 /// A product's operands as the tiles read them.
@@ -428,210 +392,4 @@ fn next_block(tile: Tile, (row, col): (usize, usize), (mr, nr): (usize, usize)) 
         col,
         nr.min(tile.col0 + tile.cols - col),
     ))
-}
-
-/// Packs `x` in `x0..x0 + count` × `p` in `k0..k0 + kc` into `width`-wide micro-panels,
-/// `packed[(panel · kc + p) · width + t] = src(x0 + panel · width + t, k0 + p)`, zero past
-/// `count`. Each layout is read along its contiguous direction.
-fn pack(
-    src: &[f32],
-    layout: Layout,
-    (x0, count): (usize, usize),
-    (k0, kc): (usize, usize),
-    width: usize,
-    packed: &mut [f32],
-) {
-    for panel in 0..count.div_ceil(width) {
-        let dst = &mut packed[panel * width * kc..(panel + 1) * width * kc];
-        let first = x0 + panel * width;
-        let valid = width.min(count - panel * width);
-        match layout {
-            #[cfg(target_arch = "x86_64")]
-            Layout::AlongK { stride } if valid == width && gather::fits(width, stride) => {
-                let start = first * stride + k0;
-                // The gathers read src[start + t·stride + p] for t < width, p < kc: the
-                // panel's rows, inside `src` as for the scalar path below.
-                assert!(
-                    start + (width - 1) * stride + kc <= src.len(),
-                    "pack: short operand"
-                );
-                // SAFETY: the CPU supports AVX-512F (`fits`), the reads are inside `src`
-                // (asserted above), and `dst` holds `width · kc` floats.
-                unsafe { gather::pack_panel(src.as_ptr().add(start), stride, width, kc, dst) };
-            }
-            Layout::AlongK { stride } => {
-                for t in 0..valid {
-                    let run = &src[(first + t) * stride + k0..][..kc];
-                    for (p, &v) in run.iter().enumerate() {
-                        dst[p * width + t] = v;
-                    }
-                }
-            }
-            Layout::AcrossK { stride } => {
-                for (p, step) in dst.chunks_exact_mut(width).enumerate() {
-                    let start = (k0 + p) * stride + first;
-                    step[..valid].copy_from_slice(&src[start..start + valid]);
-                }
-            }
-        }
-        if valid < width {
-            for step in dst.chunks_exact_mut(width) {
-                step[valid..].fill(0.0);
-            }
-        }
-    }
-}
-
-/// Packing a panel whose rows run along `k` is a transpose: element `(t, p)` goes to
-/// `dst[p · width + t]`. Scalar, that is a strided load and a store per element; an AVX-512
-/// gather fetches 16 of them (16 rows at one `p`, or 8 rows at two) in one instruction.
-#[cfg(target_arch = "x86_64")]
-mod gather {
-    use std::arch::x86_64::*;
-
-    /// Whether [`pack_panel`] handles panels of `width` rows `stride` apart on this CPU.
-    pub fn fits(width: usize, stride: usize) -> bool {
-        (width == 8 || width.is_multiple_of(16))
-            && 16 * stride < i32::MAX as usize
-            && is_x86_feature_detected!("avx512f")
-    }
-
-    /// `dst[p · width + t] = src[t · stride + p]` for `t < width`, `p < kc`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F and [`fits`] must hold; every `src[t · stride + p]` must
-    /// be readable, and `dst` must hold `width · kc` floats.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn pack_panel(
-        src: *const f32,
-        stride: usize,
-        width: usize,
-        kc: usize,
-        dst: &mut [f32],
-    ) {
-        assert!(dst.len() >= width * kc, "pack: short panel");
-        let dst = dst.as_mut_ptr();
-        // Element offsets of the 16 lanes of a gather, from a lane's (row, step).
-        let lanes = |lane: fn(i32) -> (i32, i32)| {
-            let offsets: [i32; 16] = std::array::from_fn(|l| {
-                let (row, step) = lane(l as i32);
-                row * stride as i32 + step
-            });
-            // SAFETY: an unaligned load of the 64 bytes of `offsets`.
-            unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) }
-        };
-        if width == 8 {
-            // Lane l: row l % 8 at step p + l / 8 — two steps of eight rows per gather.
-            let rows = lanes(|l| (l % 8, l / 8));
-            let mut p = 0;
-            while p + 2 <= kc {
-                // SAFETY: rows 0..8 at steps p and p + 1, readable (the caller's contract);
-                // dst[8p..8p + 16] is inside `dst`.
-                unsafe {
-                    let v = _mm512_i32gather_ps::<4>(rows, src.add(p));
-                    _mm512_storeu_ps(dst.add(8 * p), v);
-                }
-                p += 2;
-            }
-            if p < kc {
-                for t in 0..8 {
-                    // SAFETY: as above, the last step alone.
-                    unsafe { *dst.add(8 * p + t) = *src.add(t * stride + p) };
-                }
-            }
-            return;
-        }
-        // Lane l: row l of a group of 16 rows, at one step.
-        let rows = lanes(|l| (l, 0));
-        for p in 0..kc {
-            for group in 0..width / 16 {
-                // SAFETY: rows 16·group.. at step p, readable (the caller's contract);
-                // dst[p·width + 16·group..][..16] is inside `dst`.
-                unsafe {
-                    let base = src.add(16 * group * stride + p);
-                    let v = _mm512_i32gather_ps::<4>(rows, base);
-                    _mm512_storeu_ps(dst.add(p * width + 16 * group), v);
-                }
-            }
-        }
-    }
-}
-
-/// `C = X·Wᵀ (+ bias)` for a small batch `X` (at most `MAX_DIRECT_ROWS` rows; `X` may
-/// be stored transposed) and a weight `W: [n, k]` — a linear layer's forward. It is computed
-/// as `Cᵀ = W·Xᵀ`: W becomes the left operand, whose elements the microkernel broadcasts, and
-/// a broadcast reads W's rows where they lie. The usual way, W is the right operand and must
-/// be packed by transposing it, which at m = 64 costs a quarter as much as the
-/// multiplication. Only `Xᵀ`, at most 128 rows, is packed. (Reading a `[k, n]` W in place for `dY·W`
-/// was tried too: the stride between steps of k makes it slower than packing.)
-mod direct {
-    use super::{pack_all, run_tasks, Layout, OutputMatrix, MAX_BLOCK};
-    use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel};
-    use crate::backend::cpu::simd;
-    use crate::backend::{GemmDims, UnaryKernel};
-
-    /// Rows of W per task: enough tasks for every thread, whole blocks of `MR`.
-    fn rows_per_task(kernel: Microkernel, n: usize) -> usize {
-        n.div_ceil(2 * rayon::current_num_threads())
-            .next_multiple_of(kernel.mr())
-    }
-
-    #[allow(clippy::too_many_arguments)] // gemm_impl's operands, and whether to split
-    pub fn multiply<E: UnaryKernel>(
-        kernel: Microkernel,
-        x: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        dims: GemmDims,
-        epilogue: &E,
-        c: &mut [f32],
-        parallel: bool,
-    ) {
-        let GemmDims { m, k, n, .. } = dims;
-        let (mr, nr) = (kernel.mr(), kernel.nr());
-        // The right operand Xᵀ: packed_x[(panel · k + p) · nr + t] = X[panel · nr + t, p],
-        // zero-padded. Split between the threads too: packed by the calling thread alone, it
-        // kept the others waiting for 5–15 % of a product (benches/RESULTS.md, 2026-12-05).
-        let packed_x = pack_all(x, Layout::of_lhs(dims), m, k, nr, parallel);
-        let out = OutputMatrix::new(c, n);
-        let task_rows = rows_per_task(kernel, n);
-        run_tasks(n.div_ceil(task_rows), parallel, |task| {
-            let mut block = [0.0f32; MAX_BLOCK];
-            let end = ((task + 1) * task_rows).min(n);
-            for j0 in (task * task_rows..end).step_by(mr) {
-                let rows = mr.min(n - j0);
-                // Rows j0.. of W where they lie. Rows past W's end repeat its last row; their
-                // results are not stored.
-                let w_rows = APanel::Rows(std::array::from_fn(|i| {
-                    w[(j0 + i.min(rows - 1)) * k..].as_ptr()
-                }));
-                for (panel, i0) in (0..m).step_by(nr).enumerate() {
-                    let x_panel = &packed_x[panel * nr * k..(panel + 1) * nr * k];
-                    let out_block = BlockOut {
-                        c: block.as_mut_ptr(),
-                        ldc: nr,
-                        accumulate: false,
-                    };
-                    // SAFETY: each row pointer starts a row of W, `k` floats long; `block`
-                    // holds MR × NR with row stride NR.
-                    unsafe { kernel.run(k, w_rows, x_panel, out_block) };
-                    // block[i · nr + t] = C[i0 + t, j0 + i]: finish it (bias, epilogue), then
-                    // write it transposed.
-                    for (i, block_row) in block.chunks_exact_mut(nr).take(rows).enumerate() {
-                        let b = bias.map_or(0.0, |bias| bias[j0 + i]);
-                        simd::map_in_place(block_row, |v| epilogue.apply(v + b));
-                    }
-                    let cols = nr.min(m - i0);
-                    for t in 0..cols {
-                        // SAFETY: row i0 + t of C, columns j0..j0 + rows: this task's columns.
-                        let c_row = unsafe { out.row(i0 + t, j0, rows) };
-                        for (i, c) in c_row.iter_mut().enumerate() {
-                            *c = block[i * nr + t];
-                        }
-                    }
-                }
-            }
-        });
-        super::super::pool::give_back(packed_x);
-    }
 }
