@@ -5,14 +5,14 @@
 mod common;
 
 use common::{away_from_zero, uniform, CPU};
-use ferrograd::gan::{Gan, IMAGE_DIM};
+use ferrograd::gan::{Gan, StepStats, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::functional::{
     binary_cross_entropy, dropout, dropout_with, linear, linear_activation,
     linear_activation_dropout, Activation,
 };
 use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, Sequential, Sigmoid};
 use ferrograd::optim::{Adam, AdamConfig};
-use ferrograd::rng::Generator;
+use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
 
 /// Relative tolerance between a device's results and the CPU's: a different order of
@@ -355,6 +355,71 @@ fn check_gan_steps(device: &Device) {
     assert!(stats[..4] != stats[4..8], "each step its own statistics");
 }
 
+/// Every parameter, Adam moment and step count of a GAN, as the host sees them.
+fn gan_state(gan: &Gan) -> Vec<Vec<f32>> {
+    let mut state = Vec::new();
+    for (model, optimizer) in [
+        (&gan.generator, &gan.generator_optimizer),
+        (&gan.discriminator, &gan.discriminator_optimizer),
+    ] {
+        state.extend(model.parameters().iter().map(Tensor::to_vec));
+        for moments in optimizer.states() {
+            state.push(moments.exp_avg.to_vec());
+            state.push(moments.exp_avg_sq.to_vec());
+        }
+        state.push(vec![optimizer.step_count() as f32]);
+    }
+    state
+}
+
+/// A checkpoint saved on `device` resumes on the CPU and on `device` (a GPU run continued on a
+/// laptop, or sampled there by `gan_sample`), and one saved on the CPU resumes on `device`:
+/// every tensor arrives with its bits, and each resumed run trains on as the original does.
+fn check_checkpoints_move_between_devices(device: &Device) {
+    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!(
+        "ferrograd-devices-checkpoint-{}-{}",
+        device.to_string().replace(':', "_"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = Tensor::uniform(&[16, IMAGE_DIM], -1.0, 1.0, &CPU);
+    let save = |gan: &Gan, name: &str| {
+        let progress = TrainingProgress {
+            epoch: 0,
+            step: 1,
+            seed: 23,
+            batch_size: 16,
+            rng: with_default_generator(|g| *g),
+        };
+        let path = dir.join(name);
+        gan.save_checkpoint(&path, &progress).unwrap();
+        (path, progress)
+    };
+    let stats_of = |stats: StepStats| [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake];
+    for (from, to) in [(device, &CPU), (device, device), (&CPU, device)] {
+        manual_seed(23);
+        let mut original = Gan::new(from, 2e-4);
+        original.train_step(&real);
+        let (path, progress) = save(&original, &format!("from-{from}.safetensors"));
+        let saved_state = gan_state(&original);
+        let expected = stats_of(original.train_step(&real));
+
+        manual_seed(99); // other initial weights, each to be overwritten
+        let mut resumed = Gan::new(to, 1e-3);
+        let loaded = resumed.load_checkpoint(&path).unwrap();
+        assert_eq!(loaded, progress, "{from} -> {to}");
+        assert!(
+            gan_state(&resumed) == saved_state,
+            "{from} -> {to}: a tensor changed on the way"
+        );
+        with_default_generator(|g| *g = loaded.rng);
+        let step = stats_of(resumed.train_step(&real));
+        assert_close(&format!("{from} -> {to}: the next step"), &step, &expected);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Adam over more parameters than one CUDA launch carries (16): the same updates as the CPU's.
 fn check_adam_over_many_parameters(device: &Device) {
     let run = |device: &Device| {
@@ -519,6 +584,10 @@ macro_rules! test_devices {
             #[test]
             fn gan_steps() {
                 if let Some(d) = device() { check_gan_steps(&d) }
+            }
+            #[test]
+            fn checkpoints_move_between_devices() {
+                if let Some(d) = device() { check_checkpoints_move_between_devices(&d) }
             }
         }
     )*};
