@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::atomic_file::write_atomically;
+use ferrograd::atomic_file::{remove_abandoned_temporaries, write_atomically};
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
@@ -275,6 +275,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     for dir in std::iter::once(&out).chain(&samples_dir) {
         std::fs::create_dir_all(dir)
             .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    }
+    let abandoned = remove_abandoned_temporaries(&out)
+        .map_err(|err| format!("cannot clean up {}: {err}", out.display()))?;
+    if abandoned > 0 {
+        let plural = if abandoned > 1 { "s" } else { "" };
+        say!(
+            "removed {abandoned} temporary file{plural} that a killed run left in {}",
+            out.display()
+        );
     }
 
     manual_seed(args.seed);

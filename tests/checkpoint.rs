@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use ferrograd::atomic_file::write_atomically;
+use ferrograd::atomic_file::{remove_abandoned_temporaries, write_atomically};
 use ferrograd::checkpoint::{self, Checkpoint};
 use ferrograd::gan::{load_generator, Gan, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::Module;
@@ -226,5 +226,38 @@ fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["state.bin"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The temporary file of a write whose process was killed is removed by the next run in the
+/// directory; one of a live process (a write in flight) and files of other names stay.
+#[test]
+#[cfg(target_os = "linux")]
+fn temporaries_of_killed_writers_are_removed() {
+    let dir = scratch("abandoned");
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let ended_pid = ended.id();
+    ended.wait().unwrap();
+    let own_pid = std::process::id();
+    let abandoned = format!(".checkpoint.safetensors.{ended_pid}.tmp");
+    let kept = [
+        format!(".checkpoint.safetensors.{own_pid}.tmp"),
+        format!(".losses.svg.{ended_pid}.tmp.old"),
+        format!(".{ended_pid}.tmp"),
+        ".notes.tmp".to_string(),
+        "checkpoint.safetensors".to_string(),
+    ];
+    for name in kept.iter().chain([&abandoned]) {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+    assert_eq!(remove_abandoned_temporaries(&dir).unwrap(), 1);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected = kept.to_vec();
+    expected.sort();
+    assert_eq!(left, expected);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -249,8 +249,14 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
     let out = scratch("kill");
     let checkpoint = out.join("checkpoint.safetensors");
     let mut last_step = 0;
+    // What a kill during a checkpoint's write leaves: its temporary file, named after the
+    // killed process (the previous round's). The next run removes it.
+    let mut abandoned: Option<PathBuf> = None;
     for (round, delay_ms) in [350u64, 800, 1250].into_iter().enumerate() {
         let resume = (round > 0).then_some(checkpoint.as_path());
+        if let Some(abandoned) = &abandoned {
+            std::fs::write(abandoned, b"half a checkpoint").unwrap();
+        }
         let mut child = spawn_long_run(
             &data,
             &out,
@@ -263,6 +269,15 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
         thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
+        if let Some(abandoned) = &abandoned {
+            assert_eq!(
+                abandoned.exists(),
+                !cfg!(target_os = "linux"),
+                "round {round}: {} (removed on Linux only)",
+                abandoned.display()
+            );
+        }
+        abandoned = Some(out.join(format!(".checkpoint.safetensors.{}.tmp", child.id())));
         let step = step_of(&checkpoint);
         assert!(
             step > last_step,
