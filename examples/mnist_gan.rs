@@ -276,14 +276,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         std::fs::create_dir_all(dir)
             .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     }
-    let abandoned = remove_abandoned_temporaries(&out)
-        .map_err(|err| format!("cannot clean up {}: {err}", out.display()))?;
-    if abandoned > 0 {
-        let plural = if abandoned > 1 { "s" } else { "" };
-        say!(
-            "removed {abandoned} temporary file{plural} that a killed run left in {}",
-            out.display()
-        );
+    match remove_abandoned_temporaries(&out) {
+        Ok(0) => {}
+        Ok(removed) => {
+            let plural = if removed > 1 { "s" } else { "" };
+            say!(
+                "removed {removed} temporary file{plural} that a killed run left in {}",
+                out.display()
+            );
+        }
+        // Leftovers take space but harm nothing: not a reason to refuse to train.
+        Err(err) => say!("note: could not clean up {}: {err}", out.display()),
     }
 
     manual_seed(args.seed);
