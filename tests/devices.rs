@@ -397,11 +397,14 @@ fn check_checkpoints_move_between_devices(device: &Device) {
         (path, progress)
     };
     let stats_of = |stats: StepStats| [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake];
-    for (from, to) in [(device, &CPU), (device, device), (&CPU, device)] {
+    for (i, (from, to)) in [(device, &CPU), (device, device), (&CPU, device)]
+        .into_iter()
+        .enumerate()
+    {
         manual_seed(23);
         let mut original = Gan::new(from, 2e-4);
         original.train_step(&real);
-        let (path, progress) = save(&original, &format!("from-{from}.safetensors"));
+        let (path, progress) = save(&original, &format!("gan-{i}.safetensors"));
         let saved_state = gan_state(&original);
         let expected = stats_of(original.train_step(&real));
 
