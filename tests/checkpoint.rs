@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use ferrograd::atomic_file::{remove_abandoned_temporaries, write_atomically};
+use ferrograd::atomic_file::write_atomically;
 use ferrograd::checkpoint::{self, Checkpoint};
 use ferrograd::gan::{load_generator, Gan, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::Module;
@@ -250,7 +250,8 @@ fn temporaries_of_killed_writers_are_removed() {
     for name in kept.iter().chain([&abandoned]) {
         std::fs::write(dir.join(name), b"x").unwrap();
     }
-    assert_eq!(remove_abandoned_temporaries(&dir).unwrap(), 1);
+    let removed = ferrograd::atomic_file::remove_abandoned_temporaries(&dir).unwrap();
+    assert_eq!(removed, 1);
     let mut left: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
