@@ -372,9 +372,9 @@ fn gan_state(gan: &Gan) -> Vec<Vec<f32>> {
     state
 }
 
-/// A checkpoint saved on `device` resumes on the CPU and on `device` (a GPU run continued on a
-/// laptop, or sampled there by `gan_sample`), and one saved on the CPU resumes on `device`:
-/// every tensor arrives with its bits, and each resumed run trains on as the original does.
+/// A checkpoint saved on `device` resumes on the CPU (a GPU run continued on a laptop, or
+/// sampled there by `gan_sample`), and one saved on the CPU resumes on `device`: every tensor
+/// arrives with its bits, and each resumed run trains on as the original does.
 fn check_checkpoints_move_between_devices(device: &Device) {
     let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!(
@@ -397,10 +397,7 @@ fn check_checkpoints_move_between_devices(device: &Device) {
         (path, progress)
     };
     let stats_of = |stats: StepStats| [stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake];
-    for (i, (from, to)) in [(device, &CPU), (device, device), (&CPU, device)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (from, to)) in [(device, &CPU), (&CPU, device)].into_iter().enumerate() {
         manual_seed(23);
         let mut original = Gan::new(from, 2e-4);
         original.train_step(&real);
