@@ -56,9 +56,9 @@ pub(super) fn pack(
         let valid = width.min(count - panel * width);
         match layout {
             #[cfg(target_arch = "x86_64")]
-            Layout::AlongK { stride } if valid == width && gather::fits(width, stride) => {
+            Layout::AlongK { stride } if valid == width && transpose::fits(width) => {
                 let start = first * stride + k0;
-                // The gathers read src[start + t·stride + p] for t < width, p < kc: the
+                // The transposes read src[start + t·stride + p] for t < width, p < kc: the
                 // panel's rows, inside `src` as for the scalar path below.
                 assert!(
                     start + (width - 1) * stride + kc <= src.len(),
@@ -66,7 +66,7 @@ pub(super) fn pack(
                 );
                 // SAFETY: the CPU supports AVX-512F (`fits`), the reads are inside `src`
                 // (asserted above), and `dst` holds `width · kc` floats.
-                unsafe { gather::pack_panel(src.as_ptr().add(start), stride, width, kc, dst) };
+                unsafe { transpose::pack_panel(src.as_ptr().add(start), stride, width, kc, dst) };
             }
             Layout::AlongK { stride } => {
                 for t in 0..valid {
@@ -92,17 +92,18 @@ pub(super) fn pack(
 }
 
 /// Packing a panel whose rows run along `k` is a transpose: element `(t, p)` goes to
-/// `dst[p · width + t]`. Scalar, that is a strided load and a store per element; an AVX-512
-/// gather fetches 16 of them (16 rows at one `p`, or 8 rows at two) in one instruction.
+/// `dst[p · width + t]`. Element by element, that is a strided load and a store each. With
+/// AVX-512, blocks of 16 rows × 16 steps are transposed in registers instead: 16 loads along
+/// the rows, 64 shuffles, 16 stores across them. (Gathering 16 rows at one step with
+/// `VGATHERDPS` was tried first: AMD's Zen 4 runs those gathers as microcode, and the packing
+/// of W then took as long as the multiplication; `benches/RESULTS.md`, 2026-12-05.)
 #[cfg(target_arch = "x86_64")]
-mod gather {
+mod transpose {
     use std::arch::x86_64::*;
 
-    /// Whether [`pack_panel`] handles panels of `width` rows `stride` apart on this CPU.
-    pub fn fits(width: usize, stride: usize) -> bool {
-        (width == 8 || width.is_multiple_of(16))
-            && 16 * stride < i32::MAX as usize
-            && is_x86_feature_detected!("avx512f")
+    /// Whether [`pack_panel`] handles panels `width` rows wide on this CPU.
+    pub fn fits(width: usize) -> bool {
+        (width == 8 || width.is_multiple_of(16)) && is_x86_feature_detected!("avx512f")
     }
 
     /// `dst[p · width + t] = src[t · stride + p]` for `t < width`, `p < kc`.
@@ -120,46 +121,145 @@ mod gather {
     ) {
         assert!(dst.len() >= width * kc, "pack: short panel");
         let dst = dst.as_mut_ptr();
-        // Element offsets of the 16 lanes of a gather, from a lane's (row, step).
-        let lanes = |lane: fn(i32) -> (i32, i32)| {
-            let offsets: [i32; 16] = std::array::from_fn(|l| {
-                let (row, step) = lane(l as i32);
-                row * stride as i32 + step
-            });
-            // SAFETY: an unaligned load of the 64 bytes of `offsets`.
-            unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) }
-        };
+        let mut rows = [_mm512_setzero_ps(); 16];
         if width == 8 {
-            // Lane l: row l % 8 at step p + l / 8 — two steps of eight rows per gather.
-            let rows = lanes(|l| (l % 8, l / 8));
-            let mut p = 0;
-            while p + 2 <= kc {
-                // SAFETY: rows 0..8 at steps p and p + 1, readable (the caller's contract);
-                // dst[8p..8p + 16] is inside `dst`.
-                unsafe {
-                    let v = _mm512_i32gather_ps::<4>(rows, src.add(p));
-                    _mm512_storeu_ps(dst.add(8 * p), v);
-                }
-                p += 2;
-            }
-            if p < kc {
+            // Eight rows fill half a block: the other half takes the same rows 16 steps
+            // further, so that output j holds step p + j in its low half and step p + 16 + j
+            // in its high half.
+            for p in (0..kc).step_by(32) {
                 for t in 0..8 {
-                    // SAFETY: as above, the last step alone.
-                    unsafe { *dst.add(8 * p + t) = *src.add(t * stride + p) };
+                    // SAFETY: row t, readable up to step kc (the caller's contract).
+                    unsafe {
+                        rows[t] = load_steps(src.add(t * stride), p, kc);
+                        rows[8 + t] = load_steps(src.add(t * stride), p + 16, kc);
+                    }
+                }
+                for (j, steps) in transpose_16x16(rows).into_iter().enumerate() {
+                    let halves = _mm512_castps_pd(steps);
+                    let low = _mm256_castpd_ps(_mm512_castpd512_pd256(halves));
+                    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(halves));
+                    // SAFETY: dst[8·step..][..8] for a step < kc, inside `dst`.
+                    unsafe {
+                        if p + j < kc {
+                            _mm256_storeu_ps(dst.add(8 * (p + j)), low);
+                        }
+                        if p + 16 + j < kc {
+                            _mm256_storeu_ps(dst.add(8 * (p + 16 + j)), high);
+                        }
+                    }
                 }
             }
             return;
         }
-        // Lane l: row l of a group of 16 rows, at one step.
-        let rows = lanes(|l| (l, 0));
-        for p in 0..kc {
-            for group in 0..width / 16 {
-                // SAFETY: rows 16·group.. at step p, readable (the caller's contract);
-                // dst[p·width + 16·group..][..16] is inside `dst`.
-                unsafe {
-                    let base = src.add(16 * group * stride + p);
-                    let v = _mm512_i32gather_ps::<4>(rows, base);
-                    _mm512_storeu_ps(dst.add(p * width + 16 * group), v);
+        for group in 0..width / 16 {
+            for p in (0..kc).step_by(16) {
+                for (t, row) in rows.iter_mut().enumerate() {
+                    // SAFETY: row 16·group + t, readable up to step kc (the caller's contract).
+                    *row = unsafe { load_steps(src.add((16 * group + t) * stride), p, kc) };
+                }
+                for (j, steps) in transpose_16x16(rows).into_iter().enumerate().take(kc - p) {
+                    // SAFETY: dst[(p + j)·width + 16·group..][..16], p + j < kc: inside `dst`.
+                    unsafe { _mm512_storeu_ps(dst.add((p + j) * width + 16 * group), steps) };
+                }
+            }
+        }
+    }
+
+    /// `row[first..first + 16]`, the steps at or past `kc` read as zero (masked: not read).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and `row[..kc]` must be readable.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_steps(row: *const f32, first: usize, kc: usize) -> __m512 {
+        if first >= kc {
+            return _mm512_setzero_ps();
+        }
+        let valid = (kc - first).min(16);
+        let mask = ((1u32 << valid) - 1) as __mmask16;
+        // SAFETY: the lanes the mask keeps are row[first..kc], readable (the contract).
+        unsafe { _mm512_maskz_loadu_ps(mask, row.add(first)) }
+    }
+
+    /// `out[j][i] = rows[i][j]`: a 16 × 16 block transposed in three rounds of shuffles.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose_16x16(rows: [__m512; 16]) -> [__m512; 16] {
+        // 1. Interleave pairs of rows within each 128-bit lane L (columns 4L..4L + 4):
+        //    pairs[2i] = (r₂ᵢ[4L], r₂ᵢ₊₁[4L], r₂ᵢ[4L+1], r₂ᵢ₊₁[4L+1]), pairs[2i + 1] the next two.
+        let mut pairs = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            pairs[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+            pairs[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+        }
+        // 2. Pairs of pairs, as 64-bit elements: lane L of quads[4q + s] holds rows 4q..4q + 4
+        //    at column 4L + s.
+        let mut quads = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|i| _mm512_castps_pd(pairs[4 * q + i]));
+            quads[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(p0, p2));
+            quads[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p2));
+            quads[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(p1, p3));
+            quads[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(p1, p3));
+        }
+        // 3. Column 4L + s is lane L of quads[s], quads[4 + s], quads[8 + s], quads[12 + s]
+        //    (call them A, B, C, D): two rounds of moving whole lanes. 0x88 takes lanes 0 and 2
+        //    of each source, 0xDD lanes 1 and 3.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for s in 0..4 {
+            let (a, b, c, d) = (quads[s], quads[4 + s], quads[8 + s], quads[12 + s]);
+            let ab_even = _mm512_shuffle_f32x4::<0x88>(a, b); // A₀ A₂ B₀ B₂
+            let ab_odd = _mm512_shuffle_f32x4::<0xDD>(a, b); // A₁ A₃ B₁ B₃
+            let cd_even = _mm512_shuffle_f32x4::<0x88>(c, d);
+            let cd_odd = _mm512_shuffle_f32x4::<0xDD>(c, d);
+            out[s] = _mm512_shuffle_f32x4::<0x88>(ab_even, cd_even); // A₀ B₀ C₀ D₀
+            out[8 + s] = _mm512_shuffle_f32x4::<0xDD>(ab_even, cd_even); // A₂ B₂ C₂ D₂
+            out[4 + s] = _mm512_shuffle_f32x4::<0x88>(ab_odd, cd_odd); // A₁ B₁ C₁ D₁
+            out[12 + s] = _mm512_shuffle_f32x4::<0xDD>(ab_odd, cd_odd); // A₃ B₃ C₃ D₃
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pack` against its definition, for panels the transposes take (8 rows or a multiple of
+    /// 16, every step of `k` in place, on a processor with AVX-512) and those they leave to the
+    /// scalar loop: a part of a panel, or other widths. Lengths of `k` around the transposes'
+    /// 16 and 32 steps, and an operand entered at row 1 and step 3.
+    #[test]
+    fn packed_panels_hold_each_element_at_its_place() {
+        let (x0, k0) = (1, 3);
+        for width in [4usize, 6, 8, 16, 32, 48] {
+            for kc in [1, 7, 15, 16, 17, 31, 32, 33, 48, 100] {
+                let stride = k0 + kc + 5;
+                for count in [width, width - 1, 2 * width + 3] {
+                    let rows = x0 + count;
+                    let src: Vec<f32> = (0..rows * stride).map(|i| i as f32).collect();
+                    let panels = count.div_ceil(width);
+                    let mut packed = vec![f32::NAN; panels * width * kc];
+                    let layout = Layout::AlongK { stride };
+                    pack(&src, layout, (x0, count), (k0, kc), width, &mut packed);
+                    for panel in 0..panels {
+                        for p in 0..kc {
+                            for t in 0..width {
+                                let x = panel * width + t;
+                                let expected = if x < count {
+                                    src[(x0 + x) * stride + k0 + p]
+                                } else {
+                                    0.0
+                                };
+                                let got = packed[(panel * kc + p) * width + t];
+                                assert_eq!(
+                                    got, expected,
+                                    "width {width}, kc {kc}, count {count}: panel {panel}, \
+                                     step {p}, row {t}"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
