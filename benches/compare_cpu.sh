@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ferrograd's CPU backend beside PyTorch CPU and numpy/OpenBLAS on this machine, in one run:
 # the GAN training iteration (ferrograd and PyTorch, 1 and 2 threads; on a processor with AMX
-# also in BF16: --bf16 beside PyTorch's BF16 autocast) and SGEMM at the GAN's shapes.
+# or AVX512-BF16 also in BF16: --bf16 beside PyTorch's BF16 autocast) and SGEMM at the GAN's
+# shapes.
 # Installs torch, numpy and threadpoolctl into a venv under /tmp (not part of CI).
 # Measure on an idle machine: multithreaded timings suffer most when another process holds a
 # core. Record the output, date and machine in benches/RESULTS.md.
@@ -17,8 +18,8 @@ for threads in 1 2; do
     echo "== $threads thread(s)"
     RAYON_NUM_THREADS=$threads target/release/examples/gan_bench --device cpu
     "$venv/bin/python" benches/gan_pytorch.py --device cpu --threads "$threads"
-    if grep -qw amx_bf16 /proc/cpuinfo; then
-        # BF16 products on AMX beside PyTorch's BF16 autocast (oneDNN's AMX kernels).
+    if grep -qw -e amx_bf16 -e avx512_bf16 /proc/cpuinfo; then
+        # BF16 products (AMX or AVX512-BF16) beside PyTorch's BF16 autocast (oneDNN's kernels).
         RAYON_NUM_THREADS=$threads target/release/examples/gan_bench --device cpu --bf16
         "$venv/bin/python" benches/gan_pytorch.py --device cpu --threads "$threads" --autocast-bf16
     fi

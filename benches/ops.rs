@@ -1,7 +1,7 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
 //! layer uses, and at the discriminator step's 128 rows (ours with each microkernel called
 //! from the main thread, and with the selected one as a training step calls it, from a worker
-//! of the pool, and so in BF16 on AMX where the processor has it; beside the `matrixmultiply`
+//! of the pool, and so in BF16 where the processor has AMX or AVX512-BF16; beside the `matrixmultiply`
 //! crate in the same run, built with its `threading` feature: it uses as many threads as the
 //! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
 //! differs), each op's forward and backward, Adam over the GAN's parameters, one full GAN
@@ -14,7 +14,7 @@ use common::{gemm_cases, Product};
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
-use ferrograd::backend::cpu::{amx_support, gemm_into, set_allow_bf16, Microkernel};
+use ferrograd::backend::cpu::{bf16_support, gemm_into, set_allow_bf16, Microkernel};
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
@@ -71,13 +71,14 @@ fn bench_gemm(c: &mut Criterion) {
         }
         // The selected kernel as a training step runs it: called on a worker of the pool, the
         // other workers awake (`Device::run`), so no call pays for handing itself to the pool.
-        // Then, on a processor with AMX, the same with BF16 products (`set_allow_bf16`).
-        let amx = amx_support().is_ok();
+        // Then, on a processor with AMX or AVX512-BF16, the same with BF16 products
+        // (`set_allow_bf16`).
+        let bf16_units = bf16_support().is_ok();
         for (series, bf16) in [
             ("ferrograd-in-step", false),
-            ("ferrograd-bf16-amx-in-step", true),
+            ("ferrograd-bf16-in-step", true),
         ] {
-            if bf16 && !amx {
+            if bf16 && !bf16_units {
                 continue;
             }
             group.bench_function(BenchmarkId::new(series, &shape), |bench| {

@@ -56,7 +56,8 @@ struct Args {
     /// Let CUDA matrix products use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
-    /// CPU: matrix products in BF16 on Intel AMX tiles, FP32 sums (`set_allow_bf16`).
+    /// CPU: matrix products in BF16 on Intel AMX tiles or with AVX512-BF16, FP32 sums
+    /// (`set_allow_bf16`).
     #[arg(long)]
     bf16: bool,
     /// CUDA (sm_90 and later): launch kernels with programmatic dependent launch, each one
@@ -95,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     if args.bf16 {
-        ferrograd::backend::cpu::amx_support().map_err(|why| format!("--bf16: {why}"))?;
+        ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
         ferrograd::backend::cpu::set_allow_bf16(true);
     }
     ferrograd::backend::cuda::set_small_tiles(args.small_tiles);

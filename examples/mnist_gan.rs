@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use ferrograd::atomic_file::{remove_abandoned_temporaries, write_atomically};
+use ferrograd::backend::cpu::Bf16Units;
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent, MIRROR_ENV};
@@ -149,7 +150,8 @@ struct Args {
     #[arg(long)]
     tf32: bool,
     /// On the CPU, round the matrix products' operands to BF16 and multiply them on Intel AMX
-    /// tiles (Xeon 4th generation or later; FP32 sums; as PyTorch's autocast to bfloat16).
+    /// tiles (Xeon 4th generation or later) or with AVX512-BF16 (AMD Zen 4 or later); FP32
+    /// sums, as PyTorch's autocast to bfloat16.
     #[arg(long)]
     bf16: bool,
     /// The MNIST directory; missing files are downloaded into it.
@@ -259,16 +261,19 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         note_unused_gpu_options(&args);
     }
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
-    if args.bf16 {
+    let bf16_units = if args.bf16 {
         if device != Device::Cpu {
             return Err(
-                "--bf16 is for the CPU's products (AMX): add --device cpu, or use --tf32 on a GPU"
-                    .into(),
+                "--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU".into(),
             );
         }
-        ferrograd::backend::cpu::amx_support().map_err(|why| format!("--bf16: {why}"))?;
+        let units =
+            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
         ferrograd::backend::cpu::set_allow_bf16(true);
-    }
+        Some(units)
+    } else {
+        None
+    };
     let mnist = load_mnist(&args)?;
     // The directories written into, made now: a wrong path fails here, not after training.
     let samples_dir = args.samples_out.as_deref().map(directory_of);
@@ -382,10 +387,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         loader.len(),
         describe_batches(loader.len(), progress.batch_size),
         device.description(),
-        if args.bf16 {
-            ", BF16 matrix products (AMX)"
-        } else {
-            ""
+        match bf16_units {
+            Some(Bf16Units::Amx) => ", BF16 matrix products (AMX)",
+            Some(Bf16Units::Avx512Bf16) => ", BF16 matrix products (AVX512-BF16)",
+            None => "",
         }
     );
 

@@ -91,8 +91,8 @@
 //! (`src/storage.rs`), the one place that knows which device holds the data. The CPU backend
 //! (`src/backend/cpu/`) maps the kernel over the buffer on the rayon pool; matrix products go
 //! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm/`), or, when asked for
-//! ([`backend::cpu::set_allow_bf16`]), to Intel AMX's tile units in BF16
-//! (`src/backend/cpu/amx/`). An op called from outside the
+//! ([`backend::cpu::set_allow_bf16`]), to Intel AMX's tile units in BF16, or to
+//! AVX512-BF16's dot products where there is no AMX (`src/backend/cpu/amx/`). An op called from outside the
 //! pool hands its work to the pool's threads and sleeps until they are done; a training step
 //! inside [`Device::run`] runs as one task of the pool, its workers kept awake, and skips
 //! those hand-offs. The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and

@@ -1,18 +1,20 @@
-//! The CPU's optional BF16 products on Intel AMX (`set_allow_bf16`): every product exactly the
+//! The CPU's optional BF16 products (`set_allow_bf16`), on Intel AMX or with AVX512-BF16's dot
+//! products, whichever the processor has (`bf16_support`): every product exactly the
 //! FP32 sum of its BF16-rounded terms (within FP32's rounding of the sum), at the GAN's shapes
 //! and ragged ones, in every layout; the same bits on any number of threads; a linear layer and
 //! GAN steps close to FP32. In a test binary of its own: the switch is process-wide, and the
 //! tests that turn it on hold a lock.
 //!
-//! Where the processor or system has no AMX the product tests skip and say why, unless
-//! `FERROGRAD_REQUIRE_AMX=1` (CI sets it on a processor that reports AMX-BF16).
+//! Where the processor has neither the product tests skip and say why, unless
+//! `FERROGRAD_REQUIRE_BF16=1` (CI sets it on a processor that reports AVX512-BF16), and
+//! `FERROGRAD_REQUIRE_AMX=1` (set where it reports AMX-BF16) requires AMX.
 
 mod common;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::{assert_within_scale, uniform, CPU};
-use ferrograd::backend::cpu::{amx_support, gemm, set_allow_bf16};
+use ferrograd::backend::cpu::{bf16_support, gemm, set_allow_bf16, Bf16Units};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::math::{from_bf16, to_bf16};
@@ -28,14 +30,23 @@ impl Drop for Bf16On {
     }
 }
 
-/// The switch, for the length of a test; `None` (and why, on stderr) without AMX.
+/// The switch, for the length of a test; `None` (and why, on stderr) without BF16 units.
 fn bf16_on() -> Option<Bf16On> {
     static SWITCH: Mutex<()> = Mutex::new(());
-    let required = std::env::var("FERROGRAD_REQUIRE_AMX").is_ok_and(|v| v == "1");
-    if let Err(why) = amx_support() {
-        assert!(!required, "FERROGRAD_REQUIRE_AMX=1 but: {why}");
-        eprintln!("skipped: {why}");
-        return None;
+    let required = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    match bf16_support() {
+        Err(why) => {
+            assert!(
+                !required("FERROGRAD_REQUIRE_BF16") && !required("FERROGRAD_REQUIRE_AMX"),
+                "BF16 products required but: {why}"
+            );
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        Ok(units) => assert!(
+            units == Bf16Units::Amx || !required("FERROGRAD_REQUIRE_AMX"),
+            "FERROGRAD_REQUIRE_AMX=1 but the products run on {units:?}"
+        ),
     }
     let guard = SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
     set_allow_bf16(true);
@@ -106,7 +117,7 @@ fn dims(m: usize, k: usize, n: usize, lhs_transposed: bool, rhs_transposed: bool
 }
 
 #[test]
-fn amx_products_sum_the_bf16_terms() {
+fn bf16_products_sum_the_bf16_terms() {
     let Some(_on) = bf16_on() else { return };
     // The GAN's products (forward X·Wᵀ, input gradient dY·W, weight gradient dYᵀ·X, the
     // 128-row discriminator batch), then ragged shapes in all four layouts.
@@ -161,9 +172,9 @@ fn amx_products_sum_the_bf16_terms() {
 
 /// Subnormal values (below 2⁻¹²⁶) count as zero, in the operands (whichever way they were
 /// rounded: the odd step of an odd `k` goes through `math::to_bf16`, the rest through
-/// `VCVTNE2PS2BF16`) and in the results, as `TDPBF16PS` treats them.
+/// `VCVTNE2PS2BF16`) and in the results, as `TDPBF16PS` and `VDPBF16PS` treat them.
 #[test]
-fn amx_products_read_and_write_subnormals_as_zero() {
+fn bf16_products_read_and_write_subnormals_as_zero() {
     let Some(_on) = bf16_on() else { return };
     let tiny = 1.0e-39; // subnormal in FP32 and BF16
     for (lhs_transposed, rhs_transposed) in
@@ -191,7 +202,7 @@ fn amx_products_read_and_write_subnormals_as_zero() {
 }
 
 #[test]
-fn amx_products_do_not_depend_on_the_thread_count() {
+fn bf16_products_do_not_depend_on_the_thread_count() {
     let Some(_on) = bf16_on() else { return };
     let d = dims(128, 784, 1024, false, true);
     let a = uniform(d.m * d.k, -1.0, 1.0, 7);

@@ -172,12 +172,12 @@ mod tests {
     use crate::math::to_bf16;
 
     /// The converter, or `None` (and why, on stderr) on a processor without the instructions,
-    /// unless `FERROGRAD_REQUIRE_AMX=1` (as `tests/bf16.rs`).
+    /// unless `FERROGRAD_REQUIRE_BF16=1` (as `tests/bf16.rs`).
     fn converter() -> Option<Converter> {
         let found = Converter::detect();
         if found.is_none() {
-            let required = std::env::var("FERROGRAD_REQUIRE_AMX").is_ok_and(|v| v == "1");
-            assert!(!required, "FERROGRAD_REQUIRE_AMX=1 but no AVX512-BF16");
+            let required = std::env::var("FERROGRAD_REQUIRE_BF16").is_ok_and(|v| v == "1");
+            assert!(!required, "FERROGRAD_REQUIRE_BF16=1 but no AVX512-BF16");
             eprintln!("skipped: no AVX512-BF16");
         }
         found

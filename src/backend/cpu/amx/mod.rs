@@ -1,4 +1,5 @@
-//! Matrix products in BF16 on Intel AMX, when asked for ([`set_allow_bf16`]).
+//! Matrix products in BF16 on Intel AMX, or with AVX512-BF16 where there is no AMX, when
+//! asked for ([`set_allow_bf16`]; [`bf16_support`] says which).
 //!
 //! AMX (Advanced Matrix Extensions: Xeon "Sapphire Rapids" and later) gives each core eight
 //! tile registers of 16 rows × 64 bytes and one instruction, `TDPBF16PS`, that adds the
@@ -23,11 +24,14 @@
 //!    while it is in that core's cache.
 //! 3. A block's four accumulator tiles (2 × 2 of 16 × 16) stay in registers across all of
 //!    `k`, fed by two tiles of each operand per 32 steps ([`tiles`]); then they are stored
-//!    into `C` (or transposed into it), and the bias and activation applied.
+//!    into `C` (or transposed into it), and the bias and activation applied. Without AMX,
+//!    `VDPBF16PS` computes the block from the same packed tiles, eight rows of 32 sums in
+//!    vector registers at a time ([`dot`]: 32 multiply-adds an instruction, twice an FP32
+//!    FMA's).
 //!
 //! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
 //! tile is whole. Subnormal values (below 2⁻¹²⁶) count as zero, in the operands and in the
-//! results, as `TDPBF16PS` treats them. Each block sums over `k` in one fixed order,
+//! results, as `TDPBF16PS` and `VDPBF16PS` treat them. Each block sums over `k` in one fixed order,
 //! whichever thread runs it: the results do not depend on the number of threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +40,8 @@ use crate::backend::{GemmDims, UnaryKernel};
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod convert;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod dot;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod pack;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -60,9 +66,41 @@ pub fn bf16_allowed() -> bool {
     ALLOW_BF16.load(Ordering::Relaxed)
 }
 
-/// Whether products run on AMX now: allowed, and supported here.
+/// Whether products run in BF16 now: allowed, and supported here.
 pub(super) fn in_use() -> bool {
-    bf16_allowed() && amx_support().is_ok()
+    bf16_allowed() && bf16_support().is_ok()
+}
+
+/// What multiplies BF16 operands on this processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Units {
+    /// Intel AMX's tile units (`TDPBF16PS`, 8,192 multiply-adds an instruction).
+    Amx,
+    /// AVX512-BF16's dot products (`VDPBF16PS`, 32 multiply-adds an instruction), where there
+    /// is no AMX: AMD Zen 4 and later, Intel Cooper Lake.
+    Avx512Bf16,
+}
+
+/// The units BF16 products run on here ([`set_allow_bf16`]), or why there are none: AMX where
+/// the processor and system have it ([`amx_support`]), else AVX512-BF16's dot products.
+pub fn bf16_support() -> Result<Bf16Units, &'static str> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        if amx_support().is_ok() {
+            Ok(Bf16Units::Amx)
+        } else if convert::Converter::detect().is_some() {
+            Ok(Bf16Units::Avx512Bf16)
+        } else {
+            Err(
+                "this processor has neither AMX-BF16 nor AVX512-BF16 (Intel Xeon 4th \
+                 generation and AMD Zen 4 and later have them)",
+            )
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        Err("BF16 products run on x86-64 Linux only")
+    }
 }
 
 /// `Ok` if this processor and system run AMX-BF16, else why not. Checked once: the processor
@@ -192,8 +230,7 @@ impl<E: UnaryKernel> Product<'_, E> {
     /// every block of the other side (`shared`, packed by the caller).
     fn run(&self, streamed: Side, streamed_blocks: std::ops::Range<usize>, shared: &Packed) {
         let shared_blocks = shared.count / BLOCK;
-        // SAFETY: AMX is supported and granted (`in_use`, `multiply`'s condition).
-        let mut tiles = unsafe { tiles::Tiles::configure() };
+        let mut units = Units::for_this_task();
         let mut sums = tiles::Block::default();
         // One block of the streamed side at a time, packed over the last.
         let mut packed: Option<Packed> = None;
@@ -214,16 +251,16 @@ impl<E: UnaryKernel> Product<'_, E> {
                     Side::Left => ((&*packed, 0), (shared, t0), s0, t0),
                     Side::Right => ((shared, t0), (&*packed, 0), t0, s0),
                 };
-                self.block(&mut tiles, &mut sums, left, right, (x0, y0));
+                self.block(&mut units, &mut sums, left, right, (x0, y0));
             }
         }
     }
 
-    /// Block `(x0, y0)` of `left · right` on the tiles, then into `C` (transposed if the
+    /// Block `(x0, y0)` of `left · right` on `units`, then into `C` (transposed if the
     /// product is `Cᵀ`), with the bias and activation applied.
     fn block(
         &self,
-        tiles: &mut tiles::Tiles,
+        units: &mut Units,
         sums: &mut tiles::Block,
         left: (&Packed, usize),
         right: (&Packed, usize),
@@ -236,18 +273,18 @@ impl<E: UnaryKernel> Product<'_, E> {
         );
         let (out, bias, epilogue) = (self.out, self.bias, self.epilogue);
         if !self.transposed && xs == BLOCK && ys == BLOCK {
-            // A whole block of C: the tiles are stored straight into it.
+            // A whole block of C: the sums are stored straight into it.
             // SAFETY: rows x0.. and columns y0.. of C, 32 of each, inside C and written by
             // this task only.
             unsafe {
                 let first = out.element(x0, y0);
-                tiles.multiply_block(left, right, first, out.ldc());
+                units.multiply_block(left, right, first, out.ldc());
                 finish_tile(out, Tile::at(x0, xs, y0, ys), bias, epilogue);
             }
             return;
         }
         // SAFETY: `sums` holds 32 rows of 32.
-        unsafe { tiles.multiply_block(left, right, sums.0.as_mut_ptr().cast(), BLOCK) };
+        unsafe { units.multiply_block(left, right, sums.0.as_mut_ptr().cast(), BLOCK) };
         let tile = if self.transposed {
             // sums[x][y] is C[y0 + y, x0 + x].
             for y in 0..ys {
@@ -268,6 +305,49 @@ impl<E: UnaryKernel> Product<'_, E> {
         };
         // SAFETY: as above, the block's part of C.
         unsafe { finish_tile(out, tile, bias, epilogue) };
+    }
+}
+
+/// What one task multiplies its blocks on ([`bf16_support`]).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+enum Units {
+    /// The tile registers, configured for this task.
+    Tiles(tiles::Tiles),
+    /// `VDPBF16PS` on the vector registers.
+    Dot,
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+impl Units {
+    /// The units of [`bf16_support`], made ready for this thread (which must be supported:
+    /// [`multiply`] runs only when [`in_use`]).
+    fn for_this_task() -> Units {
+        match bf16_support() {
+            // SAFETY: AMX is supported and granted (`bf16_support` returned `Amx`).
+            Ok(Bf16Units::Amx) => Units::Tiles(unsafe { tiles::Tiles::configure() }),
+            Ok(Bf16Units::Avx512Bf16) => Units::Dot,
+            Err(why) => unreachable!("BF16 products where they are not supported: {why}"),
+        }
+    }
+
+    /// [`tiles::Tiles::multiply_block`] on these units.
+    ///
+    /// # Safety
+    /// `sums` must point to 32 rows of 32 writable floats, `row_stride` floats apart.
+    unsafe fn multiply_block(
+        &mut self,
+        left: (&Packed, usize),
+        right: (&Packed, usize),
+        sums: *mut f32,
+        row_stride: usize,
+    ) {
+        match self {
+            // SAFETY: the caller's contract.
+            Units::Tiles(tiles) => unsafe { tiles.multiply_block(left, right, sums, row_stride) },
+            // SAFETY: `Dot` is made only where the processor has AVX512-BF16 (and with it
+            // AVX-512F: `Converter::detect`); the rest is the caller's contract.
+            Units::Dot => unsafe { dot::multiply_block(left, right, sums, row_stride) },
+        }
     }
 }
 

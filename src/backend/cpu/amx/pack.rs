@@ -74,7 +74,7 @@ impl Packed {
         let count = op.count.next_multiple_of(BLOCK);
         let mut packed = Packed {
             buffer: pool::take(count * k.next_multiple_of(TILE_K) / 2),
-            convert: Converter::detect().expect("AMX products where amx_support() is Ok"),
+            convert: Converter::detect().expect("BF16 products where bf16_support() is Ok"),
             side,
             k,
             count,

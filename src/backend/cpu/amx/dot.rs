@@ -1,0 +1,86 @@
+//! A block's product with AVX512-BF16's `VDPBF16PS`, for processors that have it but no AMX
+//! (AMD's Zen 4 and later, Intel's Cooper Lake): one instruction multiplies 16 pairs of BF16
+//! by 16 pairs and adds each pair's two products to one of 16 FP32 sums, 32 multiply-adds
+//! where an FP32 FMA does 16, at the same rate on Zen 4 (one a cycle). It reads the operands
+//! packed as the tiles load them: a tile row of the right operand, 16 columns of one pair of
+//! steps, is one register; a row of the left operand's tile gives the pair it is multiplied
+//! by, broadcast to every lane.
+
+use std::arch::x86_64::*;
+
+use super::pack::Packed;
+use super::{BLOCK, TILE_K, TILE_ROWS};
+
+/// Rows of the block whose sums stay in registers at once: 8 rows of 32 columns, 16 of the 32
+/// vector registers, the two registers of right-operand pairs and the broadcast beside them.
+const ROWS: usize = 8;
+/// Pairs of steps in a chunk of 32.
+const PAIRS: usize = TILE_K / 2;
+
+/// `sums` = rows `row..row + 32` of the packed left operand times columns
+/// `column..column + 32` of the packed right one, over all of `k`: [`super::tiles::Tiles`]'s
+/// product, eight rows at a time.
+///
+/// # Safety
+/// The processor must have AVX-512F and AVX512-BF16, and `sums` must point to 32 rows of 32
+/// writable floats, `row_stride` floats apart.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn multiply_block(
+    (left, row): (&Packed, usize),
+    (right, column): (&Packed, usize),
+    sums: *mut f32,
+    row_stride: usize,
+) {
+    let chunks = left.chunks();
+    assert_eq!(chunks, right.chunks());
+    // The right operand's two tiles of each chunk: columns 0–15 and 16–31 of the block.
+    let (first, right_step) = right.tiles_of(column / TILE_ROWS);
+    let (second, _) = right.tiles_of(column / TILE_ROWS + 1);
+    let right_values = right.values();
+    let left_values = left.values();
+    for group in 0..BLOCK / TILE_ROWS {
+        let (top, left_step) = left.tiles_of(row / TILE_ROWS + group);
+        for eighth in 0..TILE_ROWS / ROWS {
+            let mut block = [[_mm512_setzero_ps(); 2]; ROWS];
+            for chunk in 0..chunks {
+                // Rows 8·eighth.. of the left tile, each 32 steps (16 pairs) in a row; the
+                // right tiles' 16 pair rows, 16 columns each.
+                let rows = &left_values[top + chunk * left_step + eighth * ROWS * TILE_K..]
+                    [..ROWS * TILE_K];
+                let columns = [first, second]
+                    .map(|tile| &right_values[tile + chunk * right_step..][..PAIRS * 2 * 16]);
+                for pair in 0..PAIRS {
+                    // SAFETY: 64 bytes of each right tile's pair row `pair`, inside the slices.
+                    let [low, high] = columns.map(|tile| {
+                        as_pairs(unsafe { _mm512_loadu_si512(tile[pair * 32..].as_ptr().cast()) })
+                    });
+                    for (r, sums) in block.iter_mut().enumerate() {
+                        // Steps 2·pair and 2·pair + 1 of row r, the first in the low half.
+                        let at = r * TILE_K + 2 * pair;
+                        let pair_bits = u32::from(rows[at]) | u32::from(rows[at + 1]) << 16;
+                        let broadcast = as_pairs(_mm512_set1_epi32(pair_bits as i32));
+                        sums[0] = _mm512_dpbf16_ps(sums[0], low, broadcast);
+                        sums[1] = _mm512_dpbf16_ps(sums[1], high, broadcast);
+                    }
+                }
+            }
+            for (r, [low, high]) in block.into_iter().enumerate() {
+                let first_row = group * TILE_ROWS + eighth * ROWS;
+                // SAFETY: row first_row + r < 32 of `sums`, 32 floats (the caller's contract).
+                unsafe {
+                    let out = sums.add((first_row + r) * row_stride);
+                    _mm512_storeu_ps(out, low);
+                    _mm512_storeu_ps(out.add(16), high);
+                }
+            }
+        }
+    }
+}
+
+/// 16 pairs of BF16, as `VDPBF16PS` takes them, from the same 64 bytes.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn as_pairs(bits: __m512i) -> __m512bh {
+    // SAFETY: both vector types are 64 bytes of plain bits.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(bits) }
+}
