@@ -31,8 +31,8 @@
 //!
 //! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
 //! tile is whole. Subnormal values (below 2⁻¹²⁶) count as zero, in the operands and in the
-//! results, as `TDPBF16PS` and `VDPBF16PS` treat them. Each block sums over `k` in one fixed order,
-//! whichever thread runs it: the results do not depend on the number of threads.
+//! results, as `TDPBF16PS` and `VDPBF16PS` treat them. Each block sums over `k` in one fixed
+//! order, whichever thread runs it: the results do not depend on the number of threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
