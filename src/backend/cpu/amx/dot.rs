@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::pack::Packed;
-use super::{BLOCK, TILE_K, TILE_ROWS};
+use super::{TILE_K, TILE_ROWS};
 
 /// Rows of the block whose sums stay in registers at once: 8 rows of 32 columns, 16 of the 32
 /// vector registers, the two registers of right-operand pairs and the broadcast beside them.
@@ -33,13 +33,13 @@ pub unsafe fn multiply_block(
 ) {
     let chunks = left.chunks();
     assert_eq!(chunks, right.chunks());
-    // The right operand's two tiles of each chunk: columns 0–15 and 16–31 of the block.
-    let (first, right_step) = right.tiles_of(column / TILE_ROWS);
-    let (second, _) = right.tiles_of(column / TILE_ROWS + 1);
+    // The right operand's two tiles of each chunk: columns 0–15 and 16–31 of the block; the
+    // left one's: rows 0–15 and 16–31.
+    let ([first, second], right_step) = right.block_tiles(column);
+    let (groups, left_step) = left.block_tiles(row);
     let right_values = right.values();
     let left_values = left.values();
-    for group in 0..BLOCK / TILE_ROWS {
-        let (top, left_step) = left.tiles_of(row / TILE_ROWS + group);
+    for (group, top) in groups.into_iter().enumerate() {
         for eighth in 0..TILE_ROWS / ROWS {
             let mut block = [[_mm512_setzero_ps(); 2]; ROWS];
             for chunk in 0..chunks {

@@ -111,9 +111,19 @@ impl Packed {
         self.k.div_ceil(TILE_K)
     }
 
+    /// For the block of 32 rows (or columns) from `first`: where each of its two groups'
+    /// tiles of chunk 0 start in [`Packed::values`], and how far apart a group's successive
+    /// chunks are, in BF16 values. Both groups are inside the operand (asserted).
+    pub fn block_tiles(&self, first: usize) -> ([usize; 2], usize) {
+        let group = first / TILE_ROWS;
+        let (one, step) = self.tiles_of(group);
+        let (two, _) = self.tiles_of(group + 1);
+        ([one, two], step)
+    }
+
     /// Where tile (`group`, chunk 0) starts in [`Packed::values`], and how far apart a
     /// group's successive chunks are, in BF16 values.
-    pub fn tiles_of(&self, group: usize) -> (usize, usize) {
+    fn tiles_of(&self, group: usize) -> (usize, usize) {
         assert!(group < self.count / TILE_ROWS);
         match self.side {
             Side::Left => (group * self.chunks() * TILE_VALUES, TILE_VALUES),

@@ -117,16 +117,14 @@ impl Tiles {
     ) {
         let chunks = left.chunks();
         assert_eq!(chunks, right.chunks());
-        // Each group's first tile and the distance to its next (`tiles_of` asserts that
+        // Each group's first tile and the distance to its next (`block_tiles` asserts that
         // both groups of each side are inside the operand).
-        let (top, left_step) = left.tiles_of(row / TILE_ROWS);
-        let (bottom, _) = left.tiles_of(row / TILE_ROWS + 1);
-        let (first, right_step) = right.tiles_of(column / TILE_ROWS);
-        let (second, _) = right.tiles_of(column / TILE_ROWS + 1);
+        let ([top, bottom], left_step) = left.block_tiles(row);
+        let ([first, second], right_step) = right.block_tiles(column);
         let (left_values, right_values) = (left.values().as_ptr(), right.values().as_ptr());
         // SAFETY: the tiles are configured (`self`). Each load reads one whole tile, 16 rows
         // of 64 bytes in a row (`TILE_ROW_BYTES` apart): tile `chunk` of a group, inside its
-        // operand since `chunk < chunks` (`Packed::tiles_of`). The stores write the four
+        // operand since `chunk < chunks` (`Packed::block_tiles`). The stores write the four
         // 16 × 16 quarters of `sums` (the caller's contract).
         unsafe {
             asm!(
