@@ -189,6 +189,23 @@ fn bench_ops(c: &mut Criterion) {
     group.finish();
 }
 
+/// Random fills of one step's sizes: a dropout layer's uniform draw (the masks are the same
+/// Philox words) and the generator's noise, whose Box–Muller transform calls `ln`, `sin` and
+/// `cos` per pair.
+fn bench_random(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let mut group = c.benchmark_group("random");
+    group.throughput(Throughput::Elements(128 * 1024));
+    group.bench_function("uniform_128x1024", |b| {
+        b.iter(|| Tensor::uniform(&[128, 1024], 0.0, 1.0, &dev))
+    });
+    group.throughput(Throughput::Elements(64 * 100));
+    group.bench_function("normal_64x100", |b| {
+        b.iter(|| Tensor::randn(&[64, 100], &dev))
+    });
+    group.finish();
+}
+
 /// One Adam step over the discriminator's 1.46 M parameters (the update reads θ, g, m, v and
 /// writes θ, m, v: 28 bytes per parameter).
 fn bench_adam(c: &mut Criterion) {
@@ -266,6 +283,7 @@ criterion_group!(
     benches,
     bench_gemm,
     bench_ops,
+    bench_random,
     bench_adam,
     bench_gan_iteration,
     bench_user_step

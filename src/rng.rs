@@ -16,6 +16,12 @@ const PHILOX_M1: u32 = 0xCD9E_8D57;
 const PHILOX_W0: u32 = 0x9E37_79B9; // golden ratio
 const PHILOX_W1: u32 = 0xBB67_AE85; // sqrt(3) - 1
 
+/// How many blocks [`PhiloxStream::wide_blocks`] computes at once: two sets of 16 blocks, one
+/// 512-bit register's worth of `u64` pairs each. A round is a chain of dependent instructions;
+/// two independent sets give the processor one to work on while the other waits (on AMD Zen 4,
+/// a uniform fill took 1.05 ns a value with 16 blocks at once, 0.61 with 32, 1.2 with 64).
+pub const WIDE_BLOCKS: usize = 32;
+
 /// The seed the process-wide generator starts from, as `torch.initial_seed()` would report.
 pub const DEFAULT_SEED: u64 = 0x5EED;
 
@@ -79,41 +85,58 @@ impl PhiloxStream {
         philox4x32_10([counter as u32, (counter >> 32) as u32, 0, 0], self.key)
     }
 
-    /// Blocks `first..first + L` at once: the same words as [`PhiloxStream::block`], computed
-    /// lane by lane over arrays so that the compiler turns each round into SIMD instructions
-    /// (the CPU backend's random fills use 16 lanes).
+    /// Blocks `first..first + WIDE_BLOCKS` at once, word by word: `words[w][l]` is word `w` of
+    /// block `first + l`, the same words as [`PhiloxStream::block`]. The CPU backend's random
+    /// fills use it; the compiler turns each round into a few AVX-512 instructions.
+    ///
+    /// Why lanes in pairs: a round needs the high and low halves of two 32 × 32-bit products,
+    /// and x86 multiplies 32-bit lanes into 64-bit products only in the even lanes
+    /// (`VPMULUDQ`). So two blocks share a `u64`, block `2i` in its low half and `2i + 1` in its
+    /// high half: one multiply gives the even blocks' products, a shift and another the odd
+    /// blocks', and shifts and masks put the halves back in place. (Written lane by lane over
+    /// `u32`, the compiler widened every lane to 64 bits and back, twice the instructions.)
     #[inline(always)]
-    pub fn blocks<const L: usize>(&self, first: u64) -> [[u32; 4]; L] {
-        let counters: [u64; L] =
+    pub fn wide_blocks(&self, first: u64) -> [[u32; WIDE_BLOCKS]; 4] {
+        const LOW: u64 = 0xFFFF_FFFF;
+        const PAIRS: usize = WIDE_BLOCKS / 2;
+        let counters: [u64; WIDE_BLOCKS] =
             std::array::from_fn(|l| self.first_block.wrapping_add(first + l as u64));
-        let mut c: [[u32; L]; 4] = [
-            counters.map(|counter| counter as u32),
-            counters.map(|counter| (counter >> 32) as u32),
-            [0; L],
-            [0; L],
+        let pair_of = |even: u32, odd: u32| u64::from(even) | (u64::from(odd) << 32);
+        let halves = |i: usize, shift: u32| {
+            let [even, odd] = [counters[2 * i], counters[2 * i + 1]];
+            pair_of((even >> shift) as u32, (odd >> shift) as u32)
+        };
+        // Words 0 and 1 of a block hold its counter's low and high halves; words 2 and 3 are 0.
+        let mut c: [[u64; PAIRS]; 4] = [
+            std::array::from_fn(|i| halves(i, 0)),
+            std::array::from_fn(|i| halves(i, 32)),
+            [0; PAIRS],
+            [0; PAIRS],
         ];
+        // (hi, lo) of x · m in every 32-bit lane of x, as pairs again.
+        let multiply = |x: u64, m: u32| {
+            let even = (x & LOW) * u64::from(m);
+            let odd = (x >> 32) * u64::from(m);
+            ((even >> 32) | (odd & !LOW), (even & LOW) | (odd << 32))
+        };
         let mut k = self.key;
         for round in 0..10 {
             if round > 0 {
                 k[0] = k[0].wrapping_add(PHILOX_W0);
                 k[1] = k[1].wrapping_add(PHILOX_W1);
             }
-            for l in 0..L {
-                // The round of `philox4x32_10`, on lane l.
-                let p0 = u64::from(PHILOX_M0) * u64::from(c[0][l]);
-                let p1 = u64::from(PHILOX_M1) * u64::from(c[2][l]);
-                let next = [
-                    (p1 >> 32) as u32 ^ c[1][l] ^ k[0],
-                    p1 as u32,
-                    (p0 >> 32) as u32 ^ c[3][l] ^ k[1],
-                    p0 as u32,
-                ];
+            let (k0, k1) = (pair_of(k[0], k[0]), pair_of(k[1], k[1]));
+            for i in 0..PAIRS {
+                // The round of `philox4x32_10`, on blocks 2i and 2i + 1.
+                let (hi0, lo0) = multiply(c[0][i], PHILOX_M0);
+                let (hi1, lo1) = multiply(c[2][i], PHILOX_M1);
+                let next = [hi1 ^ c[1][i] ^ k0, lo1, hi0 ^ c[3][i] ^ k1, lo0];
                 for (word, value) in c.iter_mut().zip(next) {
-                    word[l] = value;
+                    word[i] = value;
                 }
             }
         }
-        std::array::from_fn(|l| [c[0][l], c[1][l], c[2][l], c[3][l]])
+        c.map(|pairs| std::array::from_fn(|l| (pairs[l / 2] >> (32 * (l % 2))) as u32))
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::CPU;
 use ferrograd::backend::Distribution;
 use ferrograd::nn::functional::dropout_with;
-use ferrograd::rng::{philox4x32_10, Generator};
+use ferrograd::rng::{philox4x32_10, Generator, WIDE_BLOCKS};
 use ferrograd::{manual_seed, Tensor};
 
 /// Random123's known-answer vectors for Philox4x32-10 (counter, key, output).
@@ -46,12 +46,17 @@ fn mean_and_std(values: &[f32]) -> (f64, f64) {
 }
 
 #[test]
-fn sixteen_lanes_at_once_give_the_scalar_blocks() {
+fn wide_blocks_give_the_scalar_blocks() {
     let stream = Generator::from_state(0xDEAD_BEEF_0123_4567, (1 << 32) - 5).draw(1 << 10);
-    let wide = stream.blocks::<16>(3);
-    for (lane, words) in wide.iter().enumerate() {
-        // The counter crosses 2³² between lanes: the high word must carry.
-        assert_eq!(*words, stream.block(3 + lane as u64), "lane {lane}");
+    let wide = stream.wide_blocks(3);
+    // Word w of block 3 + l is wide[w][l]; the counter crosses 2³² between lanes, so the
+    // high word must carry.
+    let scalar: Vec<[u32; 4]> = (0..WIDE_BLOCKS as u64)
+        .map(|l| stream.block(3 + l))
+        .collect();
+    for (w, words) in wide.iter().enumerate() {
+        let expected: Vec<u32> = scalar.iter().map(|block| block[w]).collect();
+        assert_eq!(words.to_vec(), expected, "word {w}");
     }
 }
 

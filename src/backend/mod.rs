@@ -265,18 +265,50 @@ impl Distribution {
     /// The four values one Philox block yields. Every backend uses this mapping, so one seed
     /// gives the same numbers on every device.
     pub fn sample_block(&self, words: [u32; 4]) -> [f32; 4] {
+        self.sample_lanes(words.map(|word| [word]))
+            .map(|[value]| value)
+    }
+
+    /// [`Distribution::sample_block`] for `L` blocks given word by word: `values[w][l]` is
+    /// value `w` of the block whose words are `words[0..4][l]`. Each value depends only on its
+    /// lane, so the CPU's fills run this as SIMD over [`crate::rng::WIDE_BLOCKS`] blocks (the
+    /// normal distribution's logarithm and sine stay scalar calls).
+    #[inline(always)]
+    pub fn sample_lanes<const L: usize>(&self, words: [[u32; L]; 4]) -> [[f32; L]; 4] {
         use crate::rng::{box_muller, unit_f32};
         match *self {
-            Distribution::Uniform { low, high } => words.map(|w| low + (high - low) * unit_f32(w)),
+            Distribution::Uniform { low, high } => {
+                each_word(words, |w| low + (high - low) * unit_f32(w))
+            }
             Distribution::Normal { mean, std } => {
-                let (n0, n1) = box_muller(words[0], words[1]);
-                let (n2, n3) = box_muller(words[2], words[3]);
-                [n0, n1, n2, n3].map(|n| mean + std * n)
+                // Box–Muller turns words (0, 1) into values (0, 1), and words (2, 3) into (2, 3).
+                let mut values = [[0.0; L]; 4];
+                for pair in [0, 2] {
+                    for l in 0..L {
+                        let (a, b) = box_muller(words[pair][l], words[pair + 1][l]);
+                        values[pair][l] = mean + std * a;
+                        values[pair + 1][l] = mean + std * b;
+                    }
+                }
+                values
             }
             Distribution::DropoutMask { p } => {
                 let keep_scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-                words.map(|w| if unit_f32(w) >= p { keep_scale } else { 0.0 })
+                each_word(words, |w| if unit_f32(w) >= p { keep_scale } else { 0.0 })
             }
         }
     }
+}
+
+/// `f` of every word, as plain loops: `[T; N]::map` is not inlined into the AVX-512 build of
+/// a fill, and then runs scalar, outside it.
+#[inline(always)]
+fn each_word<const L: usize>(words: [[u32; L]; 4], f: impl Fn(u32) -> f32) -> [[f32; L]; 4] {
+    let mut values = [[0.0; L]; 4];
+    for (values, words) in values.iter_mut().zip(&words) {
+        for (value, &word) in values.iter_mut().zip(words) {
+            *value = f(word);
+        }
+    }
+    values
 }

@@ -4,7 +4,7 @@
 //! comparisons (see `crate::math`), so both builds compute the same bits.
 
 use crate::backend::Distribution;
-use crate::rng::PhiloxStream;
+use crate::rng::{PhiloxStream, WIDE_BLOCKS};
 
 /// Runs `body` compiled for AVX-512 when the processor has it, else for the baseline.
 /// `body` must be `#[inline(always)]`-friendly code over slices: the point is that it is
@@ -90,12 +90,19 @@ dispatch!(
     fill_random,
     (out: &mut [f32], stream: PhiloxStream, first_block: u64, distribution: Distribution),
     {
-        // out[i] = value 4 · first_block + i of the draw, 16 Philox blocks at a time.
-        const LANES: usize = 16;
+        // out[i] = value 4 · first_block + i of the draw, WIDE_BLOCKS Philox blocks at a time.
+        const LANES: usize = WIDE_BLOCKS;
         for (group, values) in out.chunks_mut(4 * LANES).enumerate() {
-            let words = stream.blocks::<LANES>(first_block + (group * LANES) as u64);
-            for (quad, words) in values.chunks_mut(4).zip(words) {
-                quad.copy_from_slice(&distribution.sample_block(words)[..quad.len()]);
+            let words = stream.wide_blocks(first_block + (group * LANES) as u64);
+            let lanes = distribution.sample_lanes(words);
+            // Value 4l + w of the group is value w of block l.
+            let blocks: [[f32; 4]; LANES] =
+                std::array::from_fn(|l| [lanes[0][l], lanes[1][l], lanes[2][l], lanes[3][l]]);
+            let blocks = blocks.as_flattened();
+            match <&mut [f32; 4 * LANES]>::try_from(&mut *values) {
+                // A whole group: a copy of known length, inlined (a call to `memcpy` otherwise).
+                Ok(whole) => whole.copy_from_slice(blocks),
+                Err(_) => values.copy_from_slice(&blocks[..values.len()]),
             }
         }
     }
