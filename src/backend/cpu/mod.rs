@@ -31,10 +31,10 @@ const MIN_ELEMENTS_PER_TASK: usize = 8192;
 const SUM_CHUNK: usize = 4096;
 /// Elements per task of an optimiser update.
 const OPTIMIZER_CHUNK: usize = 16384;
-/// Elements per task of a random fill, 10–20 µs of work each: a uniform value or a dropout
-/// mask's element costs ~2.5 ns, a normal value ~11 (a logarithm, a sine and a cosine per
-/// pair), so even a GAN step's batch of noise (6,400 values) is split. A multiple of 4, so a
-/// task starts on a Philox block.
+/// Elements per task of a random fill, 5–10 µs of work each: a uniform value or a dropout
+/// mask's element costs 0.6–1 ns, a normal value 7–9 (a logarithm, a sine and a cosine per
+/// pair; AMD Zen 4, 2026-12-06), so even a GAN step's batch of noise (6,400 values) is split.
+/// A multiple of 4, so a task starts on a Philox block.
 fn random_chunk(distribution: Distribution) -> usize {
     match distribution {
         Distribution::Normal { .. } => 1024,
