@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use ferrograd::backend::cpu::Bf16Units;
 use ferrograd::backend::cuda::launch::{Dim3, GemmPlan};
 use ferrograd::backend::cuda::tuning::Timed;
 use ferrograd::backend::cuda::{
@@ -95,10 +96,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::CudaEmulator => Device::cuda_emulator()?,
     };
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
-    if args.bf16 {
-        ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
+    let bf16_units = if args.bf16 {
+        let units =
+            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
         ferrograd::backend::cpu::set_allow_bf16(true);
-    }
+        Some(units)
+    } else {
+        None
+    };
     ferrograd::backend::cuda::set_small_tiles(args.small_tiles);
     if let (true, Device::Cuda(cuda)) = (args.pdl, &device) {
         cuda.set_programmatic_launch(true)?;
@@ -134,10 +139,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             ""
         },
-        if args.bf16 {
-            ", BF16 matrix products (AMX)"
-        } else {
-            ""
+        match bf16_units {
+            Some(Bf16Units::Amx) => ", BF16 matrix products (AMX)",
+            Some(Bf16Units::Avx512Bf16) => ", BF16 matrix products (AVX512-BF16)",
+            None => "",
         },
         if args.pdl {
             ", programmatic dependent launch"

@@ -7,14 +7,16 @@
 //!
 //! Where the processor has neither the product tests skip and say why, unless
 //! `FERROGRAD_REQUIRE_BF16=1` (CI sets it on a processor that reports AVX512-BF16), and
-//! `FERROGRAD_REQUIRE_AMX=1` (set where it reports AMX-BF16) requires AMX.
+//! `FERROGRAD_REQUIRE_AMX=1` (set where it reports AMX-BF16) requires AMX. On a processor
+//! with AMX, CI runs them a second time with `FERROGRAD_BF16_UNITS=avx512bf16`, on the dot
+//! products.
 
 mod common;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::{assert_within_scale, uniform, CPU};
-use ferrograd::backend::cpu::{bf16_support, gemm, set_allow_bf16, Bf16Units};
+use ferrograd::backend::cpu::{bf16_support, gemm, set_allow_bf16, Bf16Units, BF16_UNITS_ENV};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::math::{from_bf16, to_bf16};
@@ -43,10 +45,17 @@ fn bf16_on() -> Option<Bf16On> {
             eprintln!("skipped: {why}");
             return None;
         }
-        Ok(units) => assert!(
-            units == Bf16Units::Amx || !required("FERROGRAD_REQUIRE_AMX"),
-            "FERROGRAD_REQUIRE_AMX=1 but the products run on {units:?}"
-        ),
+        Ok(units) => {
+            assert!(
+                units == Bf16Units::Amx || !required("FERROGRAD_REQUIRE_AMX"),
+                "FERROGRAD_REQUIRE_AMX=1 but the products run on {units:?}"
+            );
+            let dot_asked = std::env::var(BF16_UNITS_ENV).is_ok_and(|v| v == "avx512bf16");
+            assert!(
+                units == Bf16Units::Avx512Bf16 || !dot_asked,
+                "{BF16_UNITS_ENV}=avx512bf16 but the products run on {units:?}"
+            );
+        }
     }
     let guard = SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
     set_allow_bf16(true);

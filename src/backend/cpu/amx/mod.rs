@@ -53,8 +53,8 @@ use pack::{Operand, Packed, Side};
 static ALLOW_BF16: AtomicBool = AtomicBool::new(false);
 
 /// Lets CPU matrix products round their operands to BF16 and multiply them on Intel AMX tiles
-/// (sums stay FP32), where the processor has AMX ([`amx_support`]); elsewhere products stay
-/// FP32. Off by default: products are then accurate to about 4e-3 of the terms' magnitude
+/// or with AVX512-BF16's dot products (sums stay FP32), where the processor has either
+/// ([`bf16_support`]); elsewhere products stay FP32. Off by default: products are then accurate to about 4e-3 of the terms' magnitude
 /// instead of 1e-7, which trains this GAN as well but is not FP32. Process-wide, like
 /// [`set_allow_tf32`](crate::backend::cuda::set_allow_tf32) on a GPU.
 pub fn set_allow_bf16(allow: bool) {
@@ -81,21 +81,47 @@ pub enum Bf16Units {
     Avx512Bf16,
 }
 
+/// The environment variable that picks the BF16 units on a processor with both:
+/// `FERROGRAD_BF16_UNITS=avx512bf16` runs the dot-product path on an AMX machine (to test or
+/// time it there; CI runs the BF16 tests that way too); `amx` is the default where AMX works.
+/// Read once per process.
+pub const BF16_UNITS_ENV: &str = "FERROGRAD_BF16_UNITS";
+
 /// The units BF16 products run on here ([`set_allow_bf16`]), or why there are none: AMX where
-/// the processor and system have it ([`amx_support`]), else AVX512-BF16's dot products.
+/// the processor and system have it ([`amx_support`]), else AVX512-BF16's dot products, unless
+/// [`BF16_UNITS_ENV`] asks for the dot products. Decided once per process.
 pub fn bf16_support() -> Result<Bf16Units, &'static str> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
-        if amx_support().is_ok() {
-            Ok(Bf16Units::Amx)
-        } else if convert::Converter::detect().is_some() {
-            Ok(Bf16Units::Avx512Bf16)
-        } else {
-            Err(
-                "this processor has neither AMX-BF16 nor AVX512-BF16 (Intel Xeon 4th \
-                 generation and AMD Zen 4 and later have them)",
-            )
-        }
+        static SUPPORT: std::sync::OnceLock<Result<Bf16Units, &'static str>> =
+            std::sync::OnceLock::new();
+        *SUPPORT.get_or_init(|| {
+            let available = if amx_support().is_ok() {
+                Ok(Bf16Units::Amx)
+            } else if convert::Converter::detect().is_some() {
+                Ok(Bf16Units::Avx512Bf16)
+            } else {
+                Err(
+                    "this processor has neither AMX-BF16 nor AVX512-BF16 (Intel Xeon 4th \
+                     generation and AMD Zen 4 and later have them)",
+                )
+            };
+            let Ok(requested) = std::env::var(BF16_UNITS_ENV) else {
+                return available;
+            };
+            match (requested.as_str(), available) {
+                // Every processor with BF16 units has AVX512-BF16 (`amx_support` checks it).
+                ("avx512bf16", Ok(_)) => Ok(Bf16Units::Avx512Bf16),
+                ("amx", Ok(Bf16Units::Amx)) | (_, Err(_)) => available,
+                (_, Ok(units)) => {
+                    eprintln!(
+                        "ferrograd: {BF16_UNITS_ENV}={requested} is not supported here; \
+                         using {units:?}"
+                    );
+                    available
+                }
+            }
+        })
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     {
