@@ -89,16 +89,16 @@
 //! An op never touches memory itself. `x.tanh()` (`src/ops/tanh.rs`) names two small kernels,
 //! `y = tanh(x)` and `∂L/∂x = ∂L/∂y · (1 − y²)`, and hands them to the tensor's storage
 //! (`src/storage.rs`), the one place that knows which device holds the data. The CPU backend
-//! (`src/backend/cpu/`) maps the kernel over the buffer on the rayon pool; matrix products go
-//! to a packed, cache-blocked GEMM (`src/backend/cpu/gemm/`), or, when asked for
-//! ([`backend::cpu::set_allow_bf16`]), to Intel AMX's tile units in BF16, or to
-//! AVX512-BF16's dot products where there is no AMX (`src/backend/cpu/amx/`). An op called from outside the
-//! pool hands its work to the pool's threads and sleeps until they are done; a training step
-//! inside [`Device::run`] runs as one task of the pool, its workers kept awake, and skips
-//! those hand-offs. The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and
-//! `binary_tanh_backward` from `kernels/elementwise.cu`, where the same two formulas are
-//! written in CUDA C++. Results never depend on the number of threads: reductions split their
-//! input at fixed boundaries, and random numbers come from a counter-based generator ([`rng`],
+//! (`src/backend/cpu/`) maps the kernel over the buffer on the rayon pool; matrix products go to
+//! a packed, cache-blocked GEMM (`src/backend/cpu/gemm/`), or, when asked for
+//! ([`backend::cpu::set_allow_bf16`]), to Intel AMX's tile units in BF16, or to AVX512-BF16's dot
+//! products where there is no AMX (`src/backend/cpu/amx/`). An op called from outside the pool
+//! hands its work to the pool's threads and sleeps until they are done; a training step inside
+//! [`Device::run`] runs as one task of the pool, its workers kept awake, and skips those
+//! hand-offs. The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and
+//! `binary_tanh_backward` from `kernels/elementwise.cu`, where the same two formulas are written
+//! in CUDA C++. Results never depend on the number of threads: reductions split their input at
+//! fixed boundaries, and random numbers come from a counter-based generator ([`rng`],
 //! Philox4x32-10) that computes value `i` from `(seed, i)` alone.
 //!
 //! A matrix product is where a GPU kernel's craft shows. `kernels/gemm_steps.cu` builds one

@@ -15,13 +15,13 @@
 //! How: [`record_products`](super::record_products) notes the products a closure plans in
 //! `gemm`'s tiles (a graph capture plans every product of a step without running it);
 //! [`CudaDevice::tune_products`] times each product alone and plain in each candidate
-//! configuration, with the kernel timing of [`CudaDevice::set_kernel_timing`] (events around
-//! each launch on a GPU), the candidates in turns so that a slow moment of the machine hits
-//! them all, and sets the winner with [`set_split_k_for`] and [`set_small_tiles_for`]: every
-//! later plan of that product — the next capture's — uses it. What timing a product alone does not see: in the step it may also
-//! read its left operand through an activation's rule, or share a launch with its pair, and a
-//! weight gradient split along k leaves its rule to a launch of its own; `gan_bench --autotune`
-//! times the whole step.
+//! configuration, with the kernel timing of [`CudaDevice::set_kernel_timing`] (events around each
+//! launch on a GPU), the candidates in turns so that a slow moment of the machine hits them all,
+//! and sets the winner with [`set_split_k_for`] and [`set_small_tiles_for`]: every later plan of
+//! that product — the next capture's — uses it. What timing a product alone does not see: in the
+//! step it may also read its left operand through an activation's rule, or share a launch with
+//! its pair, and a weight gradient split along k leaves its rule to a launch of its own;
+//! `gan_bench --autotune` times the whole step.
 
 use super::device::CudaDevice;
 use super::launch::{set_small_tiles_for, set_split_k_for, small_tiles_fit, GemmPlan};
@@ -168,9 +168,10 @@ fn set_choice(dims: GemmDims, choice: GemmChoice) {
 }
 
 impl CudaDevice {
-    /// Times each of `products` (from [`record_products`](super::record_products)) alone on this device in every
-    /// configuration `tuning` allows, and makes each run in the fastest from now on (process-
-    /// wide, as `set_small_tiles`; a graph captured before keeps its plans: capture again).
+    /// Times each of `products` (from [`record_products`](super::record_products)) alone on
+    /// this device in every configuration `tuning` allows, and makes each run in the fastest
+    /// from now on (process-wide, as `set_small_tiles`; a graph captured before keeps its
+    /// plans: capture again).
     /// Uses the kernel timing, and leaves it off. Operands are scratch buffers of this device.
     ///
     /// # Panics

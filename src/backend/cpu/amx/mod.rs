@@ -54,8 +54,9 @@ static ALLOW_BF16: AtomicBool = AtomicBool::new(false);
 
 /// Lets CPU matrix products round their operands to BF16 and multiply them on Intel AMX tiles
 /// or with AVX512-BF16's dot products (sums stay FP32), where the processor has either
-/// ([`bf16_support`]); elsewhere products stay FP32. Off by default: products are then accurate to about 4e-3 of the terms' magnitude
-/// instead of 1e-7, which trains this GAN as well but is not FP32. Process-wide, like
+/// ([`bf16_support`]); elsewhere products stay FP32. Off by default: products are then
+/// accurate to about 4e-3 of the terms' magnitude instead of 1e-7, which trains this GAN as
+/// well but is not FP32. Process-wide, like
 /// [`set_allow_tf32`](crate::backend::cuda::set_allow_tf32) on a GPU.
 pub fn set_allow_bf16(allow: bool) {
     ALLOW_BF16.store(allow, Ordering::Relaxed);
