@@ -47,13 +47,19 @@ pub unsafe fn multiply_block(
                 // right tiles' 16 pair rows, 16 columns each.
                 let rows = &left_values[top + chunk * left_step + eighth * ROWS * TILE_K..]
                     [..ROWS * TILE_K];
-                let columns = [first, second]
-                    .map(|tile| &right_values[tile + chunk * right_step..][..PAIRS * 2 * 16]);
+                // (Written out, not with `[T; 2]::map`: that was not inlined here, and each
+                // call saved and restored all 16 sums.)
+                let column_tile =
+                    |tile: usize| &right_values[tile + chunk * right_step..][..PAIRS * 32];
+                let (low_tile, high_tile) = (column_tile(first), column_tile(second));
                 for pair in 0..PAIRS {
                     // SAFETY: 64 bytes of each right tile's pair row `pair`, inside the slices.
-                    let [low, high] = columns.map(|tile| {
-                        as_pairs(unsafe { _mm512_loadu_si512(tile[pair * 32..].as_ptr().cast()) })
-                    });
+                    let (low, high) = unsafe {
+                        (
+                            as_pairs(_mm512_loadu_si512(low_tile[pair * 32..].as_ptr().cast())),
+                            as_pairs(_mm512_loadu_si512(high_tile[pair * 32..].as_ptr().cast())),
+                        )
+                    };
                     for (r, sums) in block.iter_mut().enumerate() {
                         // Steps 2·pair and 2·pair + 1 of row r, the first in the low half.
                         let at = r * TILE_K + 2 * pair;
