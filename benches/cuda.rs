@@ -18,11 +18,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::gemm_cases;
+use common::{gemm_cases, untransposed};
 use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
 use ferrograd::backend::cuda::gemm_steps::{gemm_step, GemmStep};
 use ferrograd::backend::cuda::CudaStorage;
-use ferrograd::backend::{BackendStorage, GemmDims, Identity};
+use ferrograd::backend::{BackendStorage, Identity};
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::graph;
 use ferrograd::nn::Module;
@@ -120,13 +120,7 @@ fn bench_gemm_steps(c: &mut Criterion, device: &Device) {
             })
         });
     }
-    let dims = GemmDims {
-        m: size,
-        k: size,
-        n: size,
-        lhs_transposed: false,
-        rhs_transposed: false,
-    };
+    let dims = untransposed(size, size, size);
     group.bench_function(BenchmarkId::new("Engine", &shape), |bencher| {
         bench_captured(bencher, device, 1, || {
             a.gemm(&b, None, dims, &Identity);

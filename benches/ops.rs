@@ -4,16 +4,18 @@
 //! of the pool, and so in BF16 where the processor has AMX or AVX512-BF16; beside the `matrixmultiply`
 //! crate in the same run, built with its `threading` feature: it uses as many threads as the
 //! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
-//! differs), each op's forward and backward, Adam over the GAN's parameters, one full GAN
+//! differs), the four teaching steps of `backend::cpu::gemm_steps` beside the engine's product
+//! on one core, each op's forward and backward, Adam over the GAN's parameters, one full GAN
 //! training iteration, and a training step written with the public API, with and without
 //! `Device::run`. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
 mod common;
 
-use common::{gemm_cases, Product};
+use common::{gemm_cases, untransposed, Product};
 use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
+use ferrograd::backend::cpu::gemm_steps::{gemm_step, GemmStep};
 use ferrograd::backend::cpu::{bf16_support, gemm_into, set_allow_bf16, Microkernel};
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
@@ -130,6 +132,49 @@ fn bench_gemm(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+    }
+    group.finish();
+}
+
+/// The steps of `backend::cpu::gemm_steps` (the loops as written on paper; reordered along
+/// rows; blocks of C in registers; those fed from packed copies), each on one thread, then the
+/// engine's product in a pool of one thread, with the portable microkernel (step 4's, plus the
+/// engine's packing and edges) and with the processor's own: what each idea buys on one core.
+/// At 128³ the operands fit in L2, at 512³ nearly, at 1024³ not (where step 1 would take
+/// seconds, and is left out).
+fn bench_gemm_steps(c: &mut Criterion) {
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a pool of one thread");
+    let mut group = c.benchmark_group("gemm_steps");
+    group.sample_size(10);
+    for size in [128, 512, 1024] {
+        let a: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..size * size).map(|i| (i % 5) as f32 * 0.1).collect();
+        group.throughput(Throughput::Elements(2 * (size as u64).pow(3))); // flops
+        let shape = format!("{size}x{size}x{size}");
+        for step in GemmStep::ALL {
+            if step == GemmStep::Naive && size > 512 {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(format!("{step:?}"), &shape), |bench| {
+                bench.iter(|| gemm_step(step, black_box(&a), black_box(&b), size, size, size))
+            });
+        }
+        let dims = untransposed(size, size, size);
+        let mut ours = vec![0.0f32; size * size];
+        for kernel in [Microkernel::Portable, Microkernel::selected()] {
+            let id = BenchmarkId::new(format!("Engine-{kernel:?}-1-thread"), &shape);
+            group.bench_function(id, |bench| {
+                bench.iter(|| {
+                    one_thread.install(|| {
+                        gemm_into(kernel, black_box(&a), black_box(&b), None, dims, &mut ours)
+                    });
+                    black_box(&ours);
+                })
+            });
+        }
     }
     group.finish();
 }
@@ -282,6 +327,7 @@ fn bench_user_step(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_gemm,
+    bench_gemm_steps,
     bench_ops,
     bench_random,
     bench_adam,

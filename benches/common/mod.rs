@@ -26,6 +26,18 @@ impl Product {
     }
 }
 
+/// `A · B` at `[m, k] · [k, n]`, both row-major, neither transposed: the layout of the
+/// teaching GEMMs (`gemm_steps`), timed beside the engine's product on the same operands.
+pub fn untransposed(m: usize, k: usize, n: usize) -> ferrograd::backend::GemmDims {
+    ferrograd::backend::GemmDims {
+        m,
+        k,
+        n,
+        lhs_transposed: false,
+        rhs_transposed: false,
+    }
+}
+
 /// `(product, m, k, n)`: every layer of the GAN at batch 64 in the forward layout, the
 /// backward layouts of its largest layers, and two squares of the given sizes.
 pub fn gemm_cases(squares: [usize; 2]) -> Vec<(Product, usize, usize, usize)> {

@@ -6,6 +6,7 @@
 
 mod amx;
 mod gemm;
+pub mod gemm_steps;
 pub mod hot_pool;
 mod microkernel;
 mod pool;
