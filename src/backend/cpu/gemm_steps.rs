@@ -6,13 +6,17 @@
 //! product (`gemm/`), which starts from the fourth.
 //!
 //! What decides the speed, in the order the steps meet it:
-//! 1. Memory moves in 64-byte lines (16 floats), and the processor fetches the next lines
-//!    early only when it sees them read in order. Step 1 walks down a column of B: every
-//!    multiply-add reads a new line, `4n` bytes past the last one, and uses 4 of its 64 bytes.
-//! 2. Step 2 reorders the loops so that B and C are read along their rows: every byte of a line
-//!    is used, and the innermost loop, `C[i, j..] += A[i, p] · B[p, j..]`, is one vector
-//!    instruction per 4 (SSE2) to 16 (AVX-512) columns. But with every multiply-add it loads
-//!    and stores an element of C again: more of its instructions move C than compute.
+//! 1. A sum is a chain: each `sum += a · b` of step 1 waits for the one before it (~3 cycles
+//!    for an addition), and the compiler may not reorder float additions to break the chain, as
+//!    that would change the result's rounding. So even with everything in cache, step 1 does
+//!    one multiply-add every ~3 cycles. And memory moves in 64-byte lines (16 floats): walking
+//!    down a column of B, every multiply-add reads a new line, `4n` bytes past the last, and
+//!    uses 4 of its 64 bytes; once B outgrows the caches, that is slower still.
+//! 2. Step 2 reorders the loops so that B and C are read along their rows, and the innermost
+//!    loop, `C[i, j..] += A[i, p] · B[p, j..]`, updates many independent sums: every byte of a
+//!    line is used, and the compiler makes one vector instruction of 4 columns (SSE2, which
+//!    every x86-64 has; 16 with AVX-512). But with every multiply-add it loads and stores an
+//!    element of C again: more of its instructions move C than compute.
 //! 3. Step 3 keeps a block of `MR × NR` results in registers for the whole of `k`: per step of
 //!    `k` it loads `MR` values of A and `NR` of B for `MR · NR` multiply-adds, and stores C once
 //!    at the end. That pays while A and B are in cache; once they are not, waiting for them
@@ -104,8 +108,9 @@ struct Operands<'a> {
     n: usize,
 }
 
-/// Step 1: `C[i, j] = Σ_p A[i, p] · B[p, j]`, as written on paper. A is read along its rows,
-/// but B down its columns, `n` floats between one read and the next.
+/// Step 1: `C[i, j] = Σ_p A[i, p] · B[p, j]`, as written on paper: one chain of dependent
+/// additions per result. A is read along its rows, but B down its columns, `n` floats between
+/// one read and the next.
 fn naive(Operands { a, b, m, k, n }: Operands, c: &mut [f32]) {
     for i in 0..m {
         for j in 0..n {
