@@ -106,8 +106,8 @@
 //! paper; reordered so that memory is read along its rows, in vectors; a block of C summed in
 //! registers; those blocks fed from copies of A and B packed in the order they are read, in
 //! blocks sized for the caches. On one core of an AMD Zen 4 at 512³ they run at 1.2, 23, 28
-//! and 36 GFLOP/s; the engine's product, the fourth step's loops around an AVX-512
-//! microkernel, at 103 (`cargo bench --bench ops -- gemm_steps`). On a GPU,
+//! and 35 GFLOP/s; the engine's product, the fourth step's loops around an AVX-512
+//! microkernel, at 109 (`cargo bench --bench ops -- gemm_steps`). On a GPU,
 //! `kernels/gemm_steps.cu` builds one in three steps: a thread per element of C, reading
 //! global memory with neighbouring threads at neighbouring addresses; tiles of A and B staged
 //! in shared memory, so each element fetched serves a whole tile; a 4 × 4 patch of C per
