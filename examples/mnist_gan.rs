@@ -256,103 +256,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .build_global()?;
     }
     refuse_to_replace_another_run(&args, &out)?;
-    let device = select_device(args.device)?;
-    if !device.is_cuda() {
-        note_unused_gpu_options(&args);
-    }
-    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
-    let bf16_units = if args.bf16 {
-        if device != Device::Cpu {
-            return Err(
-                "--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU".into(),
-            );
-        }
-        let units =
-            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
-        ferrograd::backend::cpu::set_allow_bf16(true);
-        Some(units)
-    } else {
-        None
-    };
+    let (device, bf16_units) = open_device(&args)?;
     let mnist = load_mnist(&args)?;
-    // The directories written into, made now: a wrong path fails here, not after training.
-    let samples_dir = args.samples_out.as_deref().map(directory_of);
-    for dir in std::iter::once(&out).chain(&samples_dir) {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    }
-    match remove_abandoned_temporaries(&out) {
-        Ok(0) => {}
-        Ok(removed) => {
-            let plural = if removed > 1 { "s" } else { "" };
-            say!(
-                "removed {removed} temporary file{plural} that a killed run left in {}",
-                out.display()
-            );
-        }
-        // Leftovers take space but harm nothing: not a reason to refuse to train.
-        Err(err) => say!("note: could not clean up {}: {err}", out.display()),
-    }
+    prepare_out_dir(&args, &out)?;
 
-    manual_seed(args.seed);
-    let mut gan = Gan::new(&device, args.lr.unwrap_or(CLASSIC_LR));
-    let mut progress = TrainingProgress {
-        epoch: 0,
-        step: 0,
-        seed: args.seed,
-        batch_size: args.batch_size as usize,
-        rng: with_default_generator(|g| *g),
-    };
-    if let Some(path) = &args.resume {
-        progress = gan.load_checkpoint(path)?;
-        with_default_generator(|g| *g = progress.rng);
-        if progress.seed != args.seed || progress.batch_size as u64 != args.batch_size {
-            say!(
-                "note: continuing with the checkpoint's seed {} and batch size {}",
-                progress.seed,
-                progress.batch_size
-            );
-        }
-        if let Some(lr) = args.lr.filter(|&lr| lr != gan.lr()) {
-            say!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
-            gan.set_lr(lr);
-        }
-        say!("resumed {} at iteration {}", path.display(), progress.step);
-    }
-    let tuning = match args.autotune {
-        Autotune::Off => None,
-        Autotune::Tiles => Some(Tuning::Tiles),
-        Autotune::Splits => Some(Tuning::TilesAndSplits),
-    };
-    if let (Some(tuning), true) = (tuning, device.is_cuda()) {
-        let started = Instant::now();
-        match gan.tune_products(progress.batch_size, tuning, TuneOptions::default()) {
-            Ok(tuned) => {
-                let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
-                    (p + t.planned.micros, c + t.chosen.micros)
-                });
-                let changed = tuned.iter().filter(|t| t.chosen != t.planned).count();
-                say!(
-                    "tuned the step's {} matrix products for this GPU in {:.1} s: {changed} run \
-                     faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
-                    tuned.len(),
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Err(err) => say!("note: the matrix products keep the built-in plan: {err}"),
-        }
-    }
-    if device.is_cuda() && !args.eager {
-        // One submission per step instead of a launch per kernel; a short last batch runs
-        // eagerly. The results are the same either way.
-        match gan.capture_train_step(progress.batch_size) {
-            Ok(()) => say!(
-                "captured the training step as a CUDA graph ({} kernels)",
-                gan.captured_launches().unwrap_or(0)
-            ),
-            Err(err) => say!("note: running eagerly, the step could not be captured: {err}"),
-        }
-    }
+    let (mut gan, mut progress) = new_or_resumed_gan(&args, &device)?;
+    prepare_gpu_step(&mut gan, &args, &device, progress.batch_size);
 
     let loader = DataLoader::new(
         &mnist.images,
@@ -533,16 +442,147 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
 
     if let Some(path) = &args.samples_out {
-        let mut rng = Generator::new(progress.seed ^ SAMPLES_NOISE_SALT);
-        write_samples_idx(
-            path,
-            &gan.generator,
-            args.num_samples as usize,
-            &mut rng,
-            &device,
-        )?;
-        say!("wrote {} samples to {}", args.num_samples, path.display());
+        write_samples_out(path, &args, &gan, progress.seed, &device)?;
     }
+    Ok(())
+}
+
+/// The device `--device` names, set up as `--tf32` and `--bf16` ask, and the units that run the
+/// CPU's BF16 products if `--bf16` is on.
+fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error>> {
+    let device = select_device(args.device)?;
+    if !device.is_cuda() {
+        note_unused_gpu_options(args);
+    }
+    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    let bf16_units = if args.bf16 {
+        if device != Device::Cpu {
+            return Err(
+                "--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU".into(),
+            );
+        }
+        let units =
+            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
+        ferrograd::backend::cpu::set_allow_bf16(true);
+        Some(units)
+    } else {
+        None
+    };
+    Ok((device, bf16_units))
+}
+
+/// Makes the directories the run writes into, so that a wrong path fails now, not after
+/// training, and removes the temporary files a killed run left in `out`.
+fn prepare_out_dir(args: &Args, out: &Path) -> Result<(), String> {
+    let samples_dir = args.samples_out.as_deref().map(directory_of);
+    for dir in std::iter::once(out).chain(samples_dir.as_deref()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    }
+    match remove_abandoned_temporaries(out) {
+        Ok(0) => {}
+        Ok(removed) => {
+            let plural = if removed > 1 { "s" } else { "" };
+            say!(
+                "removed {removed} temporary file{plural} that a killed run left in {}",
+                out.display()
+            );
+        }
+        // Leftovers take space but harm nothing: not a reason to refuse to train.
+        Err(err) => say!("note: could not clean up {}: {err}", out.display()),
+    }
+    Ok(())
+}
+
+/// A new GAN seeded with `--seed`, or the one `--resume` names, with where its run stands.
+fn new_or_resumed_gan(
+    args: &Args,
+    device: &Device,
+) -> Result<(Gan, TrainingProgress), Box<dyn Error>> {
+    manual_seed(args.seed);
+    let mut gan = Gan::new(device, args.lr.unwrap_or(CLASSIC_LR));
+    let mut progress = TrainingProgress {
+        epoch: 0,
+        step: 0,
+        seed: args.seed,
+        batch_size: args.batch_size as usize,
+        rng: with_default_generator(|g| *g),
+    };
+    if let Some(path) = &args.resume {
+        progress = gan.load_checkpoint(path)?;
+        with_default_generator(|g| *g = progress.rng);
+        if progress.seed != args.seed || progress.batch_size as u64 != args.batch_size {
+            say!(
+                "note: continuing with the checkpoint's seed {} and batch size {}",
+                progress.seed,
+                progress.batch_size
+            );
+        }
+        if let Some(lr) = args.lr.filter(|&lr| lr != gan.lr()) {
+            say!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
+            gan.set_lr(lr);
+        }
+        say!("resumed {} at iteration {}", path.display(), progress.step);
+    }
+    Ok((gan, progress))
+}
+
+/// On a GPU: the step's matrix products tuned for it (`--autotune`), then the step captured as
+/// a CUDA graph (unless `--eager`). Either failing leaves the step as it was, with a note.
+fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size: usize) {
+    let tuning = match args.autotune {
+        Autotune::Off => None,
+        Autotune::Tiles => Some(Tuning::Tiles),
+        Autotune::Splits => Some(Tuning::TilesAndSplits),
+    };
+    if let (Some(tuning), true) = (tuning, device.is_cuda()) {
+        let started = Instant::now();
+        match gan.tune_products(batch_size, tuning, TuneOptions::default()) {
+            Ok(tuned) => {
+                let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
+                    (p + t.planned.micros, c + t.chosen.micros)
+                });
+                let changed = tuned.iter().filter(|t| t.chosen != t.planned).count();
+                say!(
+                    "tuned the step's {} matrix products for this GPU in {:.1} s: {changed} run \
+                     faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
+                    tuned.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(err) => say!("note: the matrix products keep the built-in plan: {err}"),
+        }
+    }
+    if device.is_cuda() && !args.eager {
+        // One submission per step instead of a launch per kernel; a short last batch runs
+        // eagerly. The results are the same either way.
+        match gan.capture_train_step(batch_size) {
+            Ok(()) => say!(
+                "captured the training step as a CUDA graph ({} kernels)",
+                gan.captured_launches().unwrap_or(0)
+            ),
+            Err(err) => say!("note: running eagerly, the step could not be captured: {err}"),
+        }
+    }
+}
+
+/// `--samples-out`: `--num-samples` images from the trained generator, as an IDX3 file.
+fn write_samples_out(
+    path: &Path,
+    args: &Args,
+    gan: &Gan,
+    seed: u64,
+    device: &Device,
+) -> Result<(), Box<dyn Error>> {
+    let mut rng = Generator::new(seed ^ SAMPLES_NOISE_SALT);
+    write_samples_idx(
+        path,
+        &gan.generator,
+        args.num_samples as usize,
+        &mut rng,
+        device,
+    )?;
+    say!("wrote {} samples to {}", args.num_samples, path.display());
     Ok(())
 }
 
