@@ -5,6 +5,15 @@
 //! never run them; `cargo bench --bench ops -- gemm_steps` times them beside the engine's
 //! product (`gemm/`), which starts from the fourth.
 //!
+//! ```
+//! use ferrograd::backend::cpu::gemm_steps::{gemm_step, GemmStep};
+//! let a = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+//! let b = [5.0, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+//! for step in GemmStep::ALL {
+//!     assert_eq!(gemm_step(step, &a, &b, 2, 2, 2), [19.0, 22.0, 43.0, 50.0]);
+//! }
+//! ```
+//!
 //! What decides the speed, in the order the steps meet it:
 //! 1. A sum is a chain: each `sum += a · b` of step 1 waits for the one before it (~3 cycles
 //!    for an addition), and the compiler may not reorder float additions to break the chain, as
