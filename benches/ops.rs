@@ -22,7 +22,7 @@ use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
 use ferrograd::optim::Adam;
 use ferrograd::{manual_seed, Device, Tensor};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The largest products of the discriminator's step, which runs the real and the fake images
 /// as one batch of 128 rows (`Gan::train_step`).
@@ -148,7 +148,12 @@ fn bench_gemm_steps(c: &mut Criterion) {
         .build()
         .expect("a pool of one thread");
     let mut group = c.benchmark_group("gemm_steps");
-    group.sample_size(10);
+    // Seventeen products, the slowest 0.2 s a call: a shorter warm-up and measurement than
+    // criterion's defaults keep the group near a minute and a half (their spread stays ~2 %).
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for size in [128, 512, 1024] {
         let a: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..size * size).map(|i| (i % 5) as f32 * 0.1).collect();
