@@ -149,7 +149,8 @@ fn bench_gemm_steps(c: &mut Criterion) {
         .expect("a pool of one thread");
     let mut group = c.benchmark_group("gemm_steps");
     // Seventeen products, the slowest 0.2 s a call: a shorter warm-up and measurement than
-    // criterion's defaults keep the group near a minute and a half (their spread stays ~2 %).
+    // criterion's defaults keep the group near a minute and a half, the medians within 5 % of
+    // theirs (benches/RESULTS.md, twenty-second session).
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
