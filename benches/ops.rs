@@ -140,8 +140,8 @@ fn bench_gemm(c: &mut Criterion) {
 /// rows; blocks of C in registers; those fed from packed copies), each on one thread, then the
 /// engine's product in a pool of one thread, with the portable microkernel (step 4's, plus the
 /// engine's packing and edges) and with the processor's own: what each idea buys on one core.
-/// At 128³ the operands fit in L2, at 512³ nearly, at 1024³ not (where step 1 would take
-/// seconds, and is left out).
+/// At 128³ the operands fit in L2; at 512³ B alone fills a Zen 4 core's (1 MiB); at 1024³ it
+/// is read from L3 (and step 1 would take seconds: left out).
 fn bench_gemm_steps(c: &mut Criterion) {
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

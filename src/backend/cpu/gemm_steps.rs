@@ -31,11 +31,12 @@
 //!    at the end. That pays while A and B are in cache; once they are not, waiting for them
 //!    takes what the registers saved.
 //! 4. Step 3 reads its `NR` columns of B from `k` rows `4n` bytes apart, a line (and often a
-//!    page) per step of `k`, and re-reads all of A for every block column. Step 4 copies
-//!    ("packs") a block of B, `KC` rows by `NC` columns, into panels of `NR` columns, and a
-//!    block of A, `MC` rows by `KC`, into panels of `MR` rows: each panel one run of memory, in
-//!    the order the register block reads it. The block of A stays in L2, and each panel of B
-//!    in L1 while the panels of A stream past it. The same register block as step 3 then
+//!    page) per step of `k`, and reads all of B again for every `MR` rows of C: from L2 while
+//!    B fits there, from farther once it does not. Step 4 copies ("packs") a block of B, `KC`
+//!    rows by `NC` columns, into panels of `NR` columns, and a block of A, `MC` rows by `KC`,
+//!    into panels of `MR` rows: each panel one run of memory, in the order the register block
+//!    reads it. The block of B stays in L2 while every block of A passes it, and each panel of
+//!    B in L1 while the panels of A stream past it. The same register block as step 3 then
 //!    reads both in order, from cache. This is the loop structure of BLIS, and of `gemm/`.
 //!
 //! The engine's product adds what no portable code can say: a microkernel written for the
