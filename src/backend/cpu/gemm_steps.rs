@@ -68,7 +68,7 @@ pub enum GemmStep {
     Naive,
     /// The loops reordered so that B and C are read along their rows, in vectors.
     RowOrder,
-    /// `MR × NR` blocks of C summed in registers over the whole of `k`.
+    /// 4 × 8 blocks of C summed in registers over the whole of `k`.
     RegisterBlocks,
     /// The register blocks fed from copies of A and B packed in the order they are read,
     /// blocked to stay in the caches.
