@@ -98,8 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     let bf16_units = if args.bf16 {
         let units =
-            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
-        ferrograd::backend::cpu::set_allow_bf16(true);
+            ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
         Some(units)
     } else {
         None

@@ -462,8 +462,7 @@ fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error
             );
         }
         let units =
-            ferrograd::backend::cpu::bf16_support().map_err(|why| format!("--bf16: {why}"))?;
-        ferrograd::backend::cpu::set_allow_bf16(true);
+            ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
         Some(units)
     } else {
         None

@@ -16,7 +16,9 @@ mod common;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::{assert_within_scale, uniform, CPU};
-use ferrograd::backend::cpu::{bf16_support, gemm, set_allow_bf16, Bf16Units, BF16_UNITS_ENV};
+use ferrograd::backend::cpu::{
+    bf16_allowed, bf16_support, enable_bf16, gemm, set_allow_bf16, Bf16Units, BF16_UNITS_ENV,
+};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::math::{from_bf16, to_bf16};
@@ -32,20 +34,24 @@ impl Drop for Bf16On {
     }
 }
 
-/// The switch, for the length of a test; `None` (and why, on stderr) without BF16 units.
+/// The switch, for the length of a test (`enable_bf16`); `None` (and why, on stderr) without
+/// BF16 units.
 fn bf16_on() -> Option<Bf16On> {
     static SWITCH: Mutex<()> = Mutex::new(());
     let required = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
-    match bf16_support() {
+    let on = Bf16On(SWITCH.lock().unwrap_or_else(PoisonError::into_inner));
+    match enable_bf16() {
         Err(why) => {
             assert!(
                 !required("FERROGRAD_REQUIRE_BF16") && !required("FERROGRAD_REQUIRE_AMX"),
                 "BF16 products required but: {why}"
             );
+            assert!(!bf16_allowed(), "enable_bf16 failed but turned BF16 on");
             eprintln!("skipped: {why}");
-            return None;
+            None
         }
         Ok(units) => {
+            assert_eq!(bf16_support(), Ok(units), "enable_bf16 names other units");
             assert!(
                 units == Bf16Units::Amx || !required("FERROGRAD_REQUIRE_AMX"),
                 "FERROGRAD_REQUIRE_AMX=1 but the products run on {units:?}"
@@ -55,11 +61,9 @@ fn bf16_on() -> Option<Bf16On> {
                 units == Bf16Units::Avx512Bf16 || !dot_asked,
                 "{BF16_UNITS_ENV}=avx512bf16 but the products run on {units:?}"
             );
+            Some(on)
         }
     }
-    let guard = SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
-    set_allow_bf16(true);
-    Some(Bf16On(guard))
 }
 
 #[test]

@@ -62,6 +62,14 @@ pub fn set_allow_bf16(allow: bool) {
     ALLOW_BF16.store(allow, Ordering::Relaxed);
 }
 
+/// Turns BF16 products on ([`set_allow_bf16`]) where this processor has units for them, and
+/// says which; elsewhere leaves the products in FP32 and says why ([`bf16_support`]).
+pub fn enable_bf16() -> Result<Bf16Units, &'static str> {
+    let units = bf16_support()?;
+    set_allow_bf16(true);
+    Ok(units)
+}
+
 /// Whether [`set_allow_bf16`] is on.
 pub fn bf16_allowed() -> bool {
     ALLOW_BF16.load(Ordering::Relaxed)
