@@ -201,28 +201,64 @@ impl Checkpoint {
 
     /// Overwrites `into`'s values with the stored tensor `name`, which must have its shape.
     pub fn restore(&self, name: &str, into: &Tensor) -> Result<()> {
-        let (shape, values) = self.get(name)?;
-        if shape.as_slice() != into.shape() {
-            return Err(self.error(format!(
-                "tensor {name} has shape {shape:?}, the model expects {:?}",
-                into.shape()
-            )));
-        }
-        into.assign(values);
+        into.assign(self.stored_like(name, into)?);
         Ok(())
     }
 
-    /// Restores every parameter of `module` from the tensors named `prefix` + its name.
+    /// Checks that every `(name, tensor)` pair has its stored tensor, of the tensor's shape,
+    /// and returns the writes, still to be applied: a caller that also reads metadata can read
+    /// it before it overwrites anything, so that a bad file changes nothing.
+    pub fn check_restores(&self, restores: Vec<(String, Tensor)>) -> Result<Restores<'_>> {
+        let writes = restores
+            .into_iter()
+            .map(|(name, into)| Ok((self.stored_like(&name, &into)?, into)))
+            .collect::<Result<_>>()?;
+        Ok(Restores { writes })
+    }
+
+    /// Restores every parameter of `module` from the tensors named `prefix` + its name; if one
+    /// is missing or of another shape, none is restored.
     pub fn restore_module(&self, prefix: &str, module: &dyn Module) -> Result<()> {
-        for (name, param) in module.named_parameters() {
-            self.restore(&format!("{prefix}{name}"), &param)?;
-        }
+        let restores = module
+            .named_parameters()
+            .into_iter()
+            .map(|(name, param)| (format!("{prefix}{name}"), param))
+            .collect();
+        self.check_restores(restores)?.apply();
         Ok(())
+    }
+
+    /// The values of the stored tensor `name`, if it has `like`'s shape.
+    fn stored_like(&self, name: &str, like: &Tensor) -> Result<&[f32]> {
+        let (shape, values) = self.get(name)?;
+        if shape.as_slice() != like.shape() {
+            return Err(self.error(format!(
+                "tensor {name} has shape {shape:?}, the model expects {:?}",
+                like.shape()
+            )));
+        }
+        Ok(values)
     }
 
     fn get(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
         self.tensors
             .get(name)
             .ok_or_else(|| self.error(format!("tensor {name:?} is missing")))
+    }
+}
+
+/// Tensors checked against a checkpoint ([`Checkpoint::check_restores`]), each with the values
+/// it will be given.
+#[derive(Debug)]
+pub struct Restores<'a> {
+    writes: Vec<(&'a [f32], Tensor)>,
+}
+
+impl Restores<'_> {
+    /// Overwrites each tensor with its stored values.
+    pub fn apply(self) {
+        for (values, into) in self.writes {
+            into.assign(values);
+        }
     }
 }

@@ -408,7 +408,6 @@ impl Gan {
     /// What [`Gan::save_checkpoint`] writes, copied to host memory now, to be written with
     /// [`Snapshot::write`] later (on another thread, while training goes on).
     pub fn checkpoint_snapshot(&self, progress: &TrainingProgress) -> Snapshot {
-        let mut tensors = Vec::new();
         let mut metadata = HashMap::from([
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("epoch".to_string(), progress.epoch.to_string()),
@@ -419,9 +418,19 @@ impl Gan {
             ("rng_offset".to_string(), progress.rng.offset().to_string()),
             ("lr".to_string(), self.lr().to_string()),
         ]);
+        for (net, _, optimizer) in self.parts() {
+            let steps = optimizer.step_count().to_string();
+            metadata.insert(format!("{net}_optimizer.step"), steps);
+        }
+        Snapshot::of(&self.checkpoint_tensors(), metadata)
+    }
+
+    /// Every tensor a checkpoint holds, with its name there: each network's parameters and
+    /// its optimiser's two moments of each.
+    fn checkpoint_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = Vec::new();
         for (net, model, optimizer) in self.parts() {
             let opt = format!("{net}_optimizer");
-            metadata.insert(format!("{opt}.step"), optimizer.step_count().to_string());
             for ((name, param), state) in
                 model.named_parameters().into_iter().zip(optimizer.states())
             {
@@ -430,7 +439,7 @@ impl Gan {
                 tensors.push((format!("{opt}.exp_avg_sq.{name}"), state.exp_avg_sq.clone()));
             }
         }
-        Snapshot::of(&tensors, metadata)
+        tensors
     }
 
     /// The optimisers' learning rate (both networks share it).
@@ -451,7 +460,8 @@ impl Gan {
     /// Restores everything [`Gan::save_checkpoint`] saved, the learning rate included (as
     /// PyTorch's `Optimizer.load_state_dict` does; [`Gan::set_lr`] changes it afterwards), and
     /// returns the saved progress. The caller restores the process-wide generator from
-    /// `progress.rng`.
+    /// `progress.rng`. A file that cannot be restored whole (a tensor missing or of another
+    /// shape, metadata missing or malformed) is an error that leaves this GAN as it was.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<TrainingProgress> {
         let saved = Checkpoint::load(path)?;
         let format = saved.metadata("format")?;
@@ -461,31 +471,25 @@ impl Gan {
                 reason: format!("format {format:?}, expected {CHECKPOINT_FORMAT:?}"),
             });
         }
-        for (net, model, optimizer) in [
-            ("generator", &self.generator, &mut self.generator_optimizer),
-            (
-                "discriminator",
-                &self.discriminator,
-                &mut self.discriminator_optimizer,
-            ),
-        ] {
-            saved.restore_module(&format!("{net}."), model)?;
-            let opt = format!("{net}_optimizer");
-            optimizer.set_step_count(saved.parse(&format!("{opt}.step"))?);
-            let names = model.named_parameters().into_iter().map(|(name, _)| name);
-            for (name, state) in names.zip(optimizer.states()) {
-                saved.restore(&format!("{opt}.exp_avg.{name}"), &state.exp_avg)?;
-                saved.restore(&format!("{opt}.exp_avg_sq.{name}"), &state.exp_avg_sq)?;
-            }
-        }
-        self.set_lr(saved.parse("lr")?);
-        Ok(TrainingProgress {
+        // Everything is looked up and checked before anything is overwritten, so that a bad
+        // file leaves this GAN as it was.
+        let writes = saved.check_restores(self.checkpoint_tensors())?;
+        let generator_steps = saved.parse("generator_optimizer.step")?;
+        let discriminator_steps = saved.parse("discriminator_optimizer.step")?;
+        let lr = saved.parse("lr")?;
+        let progress = TrainingProgress {
             epoch: saved.parse("epoch")?,
             step: saved.parse("step")?,
             seed: saved.parse("seed")?,
             batch_size: saved.parse("batch_size")?,
             rng: Generator::from_state(saved.parse("rng_seed")?, saved.parse("rng_offset")?),
-        })
+        };
+        writes.apply();
+        self.generator_optimizer.set_step_count(generator_steps);
+        self.discriminator_optimizer
+            .set_step_count(discriminator_steps);
+        self.set_lr(lr);
+        Ok(progress)
     }
 
     /// Each network with its name and optimiser.

@@ -155,6 +155,82 @@ fn unusable_checkpoints_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A file that fails late — a tensor of the discriminator's missing after the generator's
+/// were found, or metadata malformed after every tensor was — leaves the GAN it was loaded
+/// into as it was: its weights, moments, step counts and learning rate.
+#[test]
+fn a_checkpoint_that_fails_late_changes_nothing() {
+    let _turn = global_generator_turn();
+    let dir = scratch("untouched");
+    let dev = Device::Cpu;
+    manual_seed(5);
+    let rng = with_default_generator(|g| *g);
+    let progress = |step| TrainingProgress {
+        epoch: 0,
+        step,
+        seed: 5,
+        batch_size: 16,
+        rng,
+    };
+    let mut saved = Gan::new(&dev, 1e-4);
+    steps(&mut saved, 2);
+    let good = dir.join("good.safetensors");
+    saved.save_checkpoint(&good, &progress(2)).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let header_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // The same file with one header string changed for another of its length.
+    let edited = |name: &str, from: &str, to: &str| {
+        let header = std::str::from_utf8(&bytes[8..header_len]).unwrap();
+        assert_eq!(header.matches(from).count(), 1, "{from} in {header}");
+        let mut file = bytes[..8].to_vec();
+        file.extend_from_slice(header.replace(from, to).as_bytes());
+        file.extend_from_slice(&bytes[header_len..]);
+        let path = dir.join(name);
+        std::fs::write(&path, file).unwrap();
+        path
+    };
+
+    let mut loaded_into = Gan::new(&dev, 3e-4);
+    steps(&mut loaded_into, 1);
+    let before = dir.join("before.safetensors");
+    loaded_into.save_checkpoint(&before, &progress(1)).unwrap();
+    for (bad, reason) in [
+        (
+            edited(
+                "missing.safetensors",
+                "\"discriminator.6.bias\"",
+                "\"discriminator.6.bia_\"",
+            ),
+            "tensor \"discriminator.6.bias\" is missing",
+        ),
+        (
+            edited(
+                "malformed.safetensors",
+                "\"lr\":\"0.0001\"",
+                "\"lr\":\"0.000?\"",
+            ),
+            "metadata entry \"lr\" = \"0.000?\" is malformed",
+        ),
+    ] {
+        let err = loaded_into.load_checkpoint(&bad).unwrap_err();
+        assert!(err.to_string().contains(reason), "{err}");
+        let after = dir.join("after.safetensors");
+        loaded_into.save_checkpoint(&after, &progress(1)).unwrap();
+        assert!(
+            std::fs::read(&after).unwrap() == std::fs::read(&before).unwrap(),
+            "loading a bad file changed the GAN ({reason})"
+        );
+    }
+    // The good file still loads, and then the GAN is the saved one.
+    loaded_into.load_checkpoint(&good).unwrap();
+    let reloaded = dir.join("reloaded.safetensors");
+    loaded_into
+        .save_checkpoint(&reloaded, &progress(2))
+        .unwrap();
+    assert!(std::fs::read(&reloaded).unwrap() == bytes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The same tensors and metadata make the same bytes, whatever order the metadata's map
 /// iterates in (each `HashMap` has its own): two runs of one seed can be compared with a
 /// checksum. The file reads back as written.
