@@ -476,7 +476,13 @@ impl Gan {
         let writes = saved.check_restores(self.checkpoint_tensors())?;
         let generator_steps = saved.parse("generator_optimizer.step")?;
         let discriminator_steps = saved.parse("discriminator_optimizer.step")?;
-        let lr = saved.parse("lr")?;
+        let lr: f32 = saved.parse("lr")?;
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(crate::Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("metadata entry \"lr\" = {lr} is not a learning rate"),
+            });
+        }
         let progress = TrainingProgress {
             epoch: saved.parse("epoch")?,
             step: saved.parse("step")?,

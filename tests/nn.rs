@@ -129,6 +129,65 @@ fn adam_fits_a_linear_model() {
 
 /// The GAN's G step freezes D's weights: after a step D keeps requiring gradients but holds
 /// none from the G step (their products were skipped), while G's were computed and applied.
+/// Adam refuses the hyper-parameters PyTorch's refuses (NaN included), with its messages, and
+/// takes the edges it takes.
+#[test]
+fn adam_refuses_what_pytorch_refuses() {
+    let params = || vec![Tensor::zeros(&[2], &CPU)];
+    let base = AdamConfig::default();
+    for (config, message) in [
+        (
+            AdamConfig { lr: -1e-3, ..base },
+            "Invalid learning rate: -0.001",
+        ),
+        (
+            AdamConfig {
+                lr: f32::NAN,
+                ..base
+            },
+            "Invalid learning rate: NaN",
+        ),
+        (
+            AdamConfig { eps: -1.0, ..base },
+            "Invalid epsilon value: -1",
+        ),
+        (
+            AdamConfig {
+                betas: (1.0, 0.999),
+                ..base
+            },
+            "Invalid beta parameter at index 0: 1",
+        ),
+        (
+            AdamConfig {
+                betas: (0.5, -0.1),
+                ..base
+            },
+            "Invalid beta parameter at index 1: -0.1",
+        ),
+        (
+            AdamConfig {
+                weight_decay: -0.5,
+                ..base
+            },
+            "Invalid weight_decay value: -0.5",
+        ),
+    ] {
+        let panic = std::panic::catch_unwind(|| Adam::new(params(), config)).unwrap_err();
+        assert_eq!(
+            panic.downcast_ref::<String>().map(String::as_str),
+            Some(format!("Adam: {message}").as_str())
+        );
+    }
+    let edges = AdamConfig {
+        lr: 0.0,
+        betas: (0.0, 0.0),
+        eps: 0.0,
+        weight_decay: 0.0,
+    };
+    Adam::new(params(), edges).step();
+}
+
 #[test]
 fn the_g_step_computes_no_gradients_for_d() {
     let mut gan = ferrograd::gan::Gan::new(&CPU, 2e-4);

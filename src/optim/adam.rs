@@ -62,6 +62,7 @@ pub struct AdamState {
 }
 
 /// The Adam optimiser over a fixed list of parameters, all on one device.
+#[derive(Debug)]
 pub struct Adam {
     config: AdamConfig,
     params: Vec<Tensor>,
@@ -69,6 +70,33 @@ pub struct Adam {
     /// `[t, step_size, c₂, 0]` on the parameters' device (see the module docs; the CUDA kernel
     /// counts a step's finished blocks in the last slot).
     scalars: Tensor,
+}
+
+impl AdamConfig {
+    /// What PyTorch's `Adam` would refuse in this configuration, if anything (NaN included).
+    fn out_of_range(&self) -> Option<String> {
+        let AdamConfig {
+            lr,
+            betas,
+            eps,
+            weight_decay,
+        } = *self;
+        let non_negative = |x: f32| x >= 0.0;
+        let beta_ok = |beta: f32| (0.0..1.0).contains(&beta);
+        if !non_negative(lr) {
+            Some(format!("Invalid learning rate: {lr}"))
+        } else if !non_negative(eps) {
+            Some(format!("Invalid epsilon value: {eps}"))
+        } else if !beta_ok(betas.0) {
+            Some(format!("Invalid beta parameter at index 0: {}", betas.0))
+        } else if !beta_ok(betas.1) {
+            Some(format!("Invalid beta parameter at index 1: {}", betas.1))
+        } else if !non_negative(weight_decay) {
+            Some(format!("Invalid weight_decay value: {weight_decay}"))
+        } else {
+            None
+        }
+    }
 }
 
 impl OptimizerKernel for AdamConfig {
@@ -109,8 +137,13 @@ impl Adam {
     /// gradient to ever be updated.
     ///
     /// # Panics
-    /// If the parameters are not all on one device.
+    /// If the parameters are not all on one device, or if a hyper-parameter is out of its
+    /// range (with PyTorch's messages, which it raises as `ValueError`): the learning rate,
+    /// `eps` and the weight decay must be at least 0, and each beta in `[0, 1)`.
     pub fn new(params: Vec<Tensor>, config: AdamConfig) -> Self {
+        if let Some(problem) = config.out_of_range() {
+            panic!("Adam: {problem}");
+        }
         let device = params
             .first()
             .map_or(crate::Device::Cpu, |p| p.device().clone());
