@@ -217,3 +217,60 @@ fn the_gan_layers_table_matches_the_models() {
     built.extend(linear_shapes(&ferrograd::gan::discriminator(&CPU)));
     assert_eq!(built, ferrograd::gan::LAYERS);
 }
+
+/// The models print as PyTorch prints them: these texts are `print(G)`, `print(D)` and the
+/// nested and empty cases from PyTorch 2.15. A module of the user's own prints its type's name.
+#[test]
+fn models_print_as_pytorch_prints_them() {
+    let generator = "\
+Sequential(
+  (0): Linear(in_features=100, out_features=256, bias=True)
+  (1): ReLU()
+  (2): Linear(in_features=256, out_features=512, bias=True)
+  (3): ReLU()
+  (4): Linear(in_features=512, out_features=1024, bias=True)
+  (5): ReLU()
+  (6): Linear(in_features=1024, out_features=784, bias=True)
+  (7): Tanh()
+)";
+    let discriminator = "\
+Sequential(
+  (0): Linear(in_features=784, out_features=1024, bias=True)
+  (1): LeakyReLU(negative_slope=0.2)
+  (2): Dropout(p=0.3, inplace=False)
+  (3): Linear(in_features=1024, out_features=512, bias=True)
+  (4): LeakyReLU(negative_slope=0.2)
+  (5): Dropout(p=0.3, inplace=False)
+  (6): Linear(in_features=512, out_features=256, bias=True)
+  (7): LeakyReLU(negative_slope=0.2)
+  (8): Dropout(p=0.3, inplace=False)
+  (9): Linear(in_features=256, out_features=1, bias=True)
+  (10): Sigmoid()
+)";
+    assert_eq!(ferrograd::gan::generator(&CPU).to_string(), generator);
+    assert_eq!(
+        format!("{:?}", ferrograd::gan::discriminator(&CPU)),
+        discriminator
+    );
+
+    struct Scale;
+    impl Module for Scale {
+        fn forward(&self, input: &Tensor) -> Tensor {
+            input.clone()
+        }
+    }
+    let unbiased = Linear::from_tensors(Tensor::zeros(&[3, 2], &CPU), None);
+    let nested = Sequential::new()
+        .add(Sequential::new().add(ReLU).add(Scale))
+        .add(unbiased);
+    let expected = "\
+Sequential(
+  (0): Sequential(
+    (0): ReLU()
+    (1): Scale()
+  )
+  (1): Linear(in_features=2, out_features=3, bias=False)
+)";
+    assert_eq!(nested.to_string(), expected);
+    assert_eq!(Sequential::new().to_string(), "Sequential()");
+}

@@ -38,6 +38,10 @@ impl Module for LeakyReLU {
     fn activation(&self) -> Option<Activation> {
         Some(Activation::LeakyRelu(self.negative_slope))
     }
+
+    fn describe(&self) -> String {
+        format!("LeakyReLU(negative_slope={})", self.negative_slope)
+    }
 }
 
 /// `tanh(x)`.

@@ -44,4 +44,9 @@ impl Module for Dropout {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    /// PyTorch's text, `inplace` included (ours never is).
+    fn describe(&self) -> String {
+        format!("Dropout(p={}, inplace=False)", self.p)
+    }
 }

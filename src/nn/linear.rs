@@ -110,4 +110,15 @@ impl Module for Linear {
         }
         params
     }
+
+    fn describe(&self) -> String {
+        let bias = if self.bias.is_some() { "True" } else { "False" };
+        match self.weight.shape() {
+            [out_features, in_features] => format!(
+                "Linear(in_features={in_features}, out_features={out_features}, bias={bias})"
+            ),
+            // The field is public: a weight replaced by one of another rank still prints.
+            shape => format!("Linear(weight={shape:?}, bias={bias})"),
+        }
+    }
 }

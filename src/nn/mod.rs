@@ -74,4 +74,15 @@ pub trait Module: Send + Sync {
     fn eval(&mut self) {
         self.set_training(false);
     }
+
+    /// The module as PyTorch prints it (its `repr`): `Linear(in_features=100,
+    /// out_features=256, bias=True)`, or for a [`Sequential`] its layers on numbered, indented
+    /// lines. By default the type's name and `()`, as PyTorch prints a module without settings
+    /// (`ReLU()`).
+    fn describe(&self) -> String {
+        let path = std::any::type_name_of_val(self);
+        let without_generics = path.split('<').next().unwrap_or(path);
+        let name = without_generics.rsplit("::").next().unwrap_or(path);
+        format!("{name}()")
+    }
 }

@@ -1,10 +1,23 @@
 //! A chain of modules, each fed the previous one's output.
 
+use std::fmt;
+
 use super::Module;
 use crate::tensor::Tensor;
 
 /// Modules applied in order. Parameters are named by position, as in PyTorch:
 /// `"0.weight"`, `"0.bias"`, `"2.weight"`, …
+///
+/// Printed (`{}` or `{:?}`), it reads as PyTorch prints an `nn.Sequential`:
+///
+/// ```
+/// use ferrograd::nn::{Linear, Module, ReLU, Sequential};
+/// let net = Sequential::new().add(Linear::new(2, 3, &ferrograd::Device::Cpu)).add(ReLU);
+/// assert_eq!(
+///     net.to_string(),
+///     "Sequential(\n  (0): Linear(in_features=2, out_features=3, bias=True)\n  (1): ReLU()\n)"
+/// );
+/// ```
 #[derive(Default)]
 pub struct Sequential {
     layers: Vec<Box<dyn Module>>,
@@ -70,5 +83,31 @@ impl Module for Sequential {
         for layer in &mut self.layers {
             layer.set_training(training);
         }
+    }
+
+    /// `Sequential(`, a line `  (i): <layer>` per layer (a nested one's lines indented once
+    /// more), then `)`; `Sequential()` when empty.
+    fn describe(&self) -> String {
+        if self.layers.is_empty() {
+            return "Sequential()".to_string();
+        }
+        let mut text = "Sequential(\n".to_string();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer = layer.describe().replace('\n', "\n  ");
+            text += &format!("  ({i}): {layer}\n");
+        }
+        text + ")"
+    }
+}
+
+impl fmt::Display for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
     }
 }
