@@ -8,6 +8,7 @@
 //! - Both trained by Adam with lr 2e-4 and betas (0.5, 0.999).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
 
 use crate::backend::cuda::{record_products, TuneOptions, TunedProduct, Tuning};
@@ -131,6 +132,18 @@ pub struct Gan {
     constants: Option<StepConstants>,
 }
 
+impl fmt::Debug for Gan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gan")
+            .field("generator", &self.generator)
+            .field("discriminator", &self.discriminator)
+            .field("lr", &self.lr())
+            .field("device", &self.device)
+            .field("step_captured", &self.captured.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The results of a step, on the device, detached from the graph.
 #[derive(Clone)]
 struct StepResults {
@@ -186,6 +199,7 @@ impl StepResults {
 
 /// A step's statistics on their way to the host ([`Gan::last_stats_later`]).
 #[must_use = "the statistics come with wait()"]
+#[derive(Debug)]
 pub struct PendingStats(PendingValues);
 
 impl PendingStats {

@@ -36,6 +36,7 @@ pub fn no_grad() -> NoGradGuard {
 
 /// Restores the previous recording state when dropped. It is tied to its thread, whose flag it
 /// restores, so it is neither `Send` nor `Sync`.
+#[derive(Debug)]
 pub struct NoGradGuard {
     previous: bool,
     _same_thread: PhantomData<*const ()>,

@@ -157,6 +157,8 @@
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
 //! without a graph — panics with the op's name and the shapes involved, as PyTorch raises.
 
+#![warn(missing_debug_implementations)]
+
 pub mod atomic_file;
 mod autograd;
 pub mod backend;

@@ -405,8 +405,10 @@ fn on_one_gpu<'a>(storages: &[&'a Storage]) -> Option<Vec<&'a CudaStorage>> {
 
 /// Values on their way back to the host, from [`Tensor::to_vecs_later`](crate::Tensor::to_vecs_later).
 #[must_use = "the values come with wait()"]
+#[derive(Debug)]
 pub struct PendingValues(Pending);
 
+#[derive(Debug)]
 enum Pending {
     Ready(Vec<Vec<f32>>),
     Cuda(CudaPendingRead),

@@ -25,6 +25,7 @@ pub trait UnaryKernel: Sync {
 }
 
 /// The map that leaves its input as it is: the epilogue of a plain GEMM.
+#[derive(Debug)]
 pub struct Identity;
 
 impl UnaryKernel for Identity {
@@ -103,6 +104,14 @@ impl<S> Clone for LhsRule<'_, S> {
 }
 
 impl<S> Copy for LhsRule<'_, S> {}
+
+impl<S> std::fmt::Debug for LhsRule<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LhsRule")
+            .field("masked", &self.mask.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// An optimiser step fused over many parameters, in two phases: `prepare` advances the step
 /// count kept in a small buffer of scalars and derives the step's other scalars from it (so

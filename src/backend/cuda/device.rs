@@ -507,6 +507,14 @@ pub struct CudaPendingRead {
     label: String,
 }
 
+impl fmt::Debug for CudaPendingRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaPendingRead")
+            .field("device", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CudaPendingRead {
     /// Waits for the copies and returns the values, one vector per buffer read.
     ///

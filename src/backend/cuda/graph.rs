@@ -15,6 +15,15 @@ pub struct CudaGraph {
     rng: Option<GraphRng>,
 }
 
+impl std::fmt::Debug for CudaGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaGraph")
+            .field("device", &self.device)
+            .field("random_blocks", &self.rng.as_ref().map(|rng| rng.blocks))
+            .finish_non_exhaustive()
+    }
+}
+
 /// The random draws of a graph: `blocks` counter blocks of the generator whose `{offset, key}`
 /// the device-side `state` holds; the graph's last launch advances the offset by `blocks`.
 struct GraphRng {
