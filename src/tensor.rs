@@ -6,7 +6,9 @@
 //! to their inputs, and hold only what their backward rule needs; values an op saves are kept as
 //! detached tensors, so a node never keeps its own output alive through the graph.
 //!
-//! The backward pass itself lives in [`crate::autograd`].
+//! The backward pass itself lives in [`crate::autograd`]; how a tensor prints, in `print`.
+
+mod print;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

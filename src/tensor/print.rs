@@ -1,0 +1,259 @@
+//! How a tensor prints (`{}`): as PyTorch's `print(t)` prints it, by the rules of its
+//! `torch/_tensor_str.py` under the default print options —
+//!
+//! - every element in one width, with 4 decimals; whole numbers as `3.`; scientific notation
+//!   (`1.0000e-05`) when the nonzero magnitudes span more than a factor of 1000, exceed 1e8,
+//!   or (not all whole) go below 1e-4;
+//! - lines of at most 80 characters, nested brackets indented under their parent;
+//! - a tensor of more than 1000 elements summarised to the first and last 3 entries of each
+//!   dimension, with `...` between (the widths are then chosen from the entries shown);
+//! - after the values, `device='cuda:0'` off the CPU, then `grad_fn=<…Backward>` for an op's
+//!   result or `requires_grad=True` for a leaf that records.
+//!
+//! One difference: the `grad_fn` names are ours (`MatmulBackward`, not PyTorch's
+//! `MmBackward0`).
+
+use std::fmt;
+
+use super::{NodeKind, Tensor};
+use crate::device::Device;
+
+const PRECISION: usize = 4;
+/// Tensors with more elements than this are summarised.
+const THRESHOLD: usize = 1000;
+/// How many entries a summarised dimension shows at each end.
+const EDGE_ITEMS: usize = 3;
+const LINE_WIDTH: usize = 80;
+const PREFIX: &str = "tensor(";
+
+impl fmt::Display for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = self.shape();
+        let values = self.to_vec();
+        let mut suffixes = Vec::new();
+        if *self.device() != Device::Cpu {
+            suffixes.push(format!("device='{}'", self.device()));
+        }
+        let body = if values.is_empty() {
+            if shape.len() != 1 {
+                suffixes.push(format!("size={}", python_tuple(shape)));
+            }
+            "[]".to_string()
+        } else {
+            let summarize = values.len() > THRESHOLD;
+            let block = Block {
+                shape,
+                values: &values,
+            };
+            let mut shown = Vec::new();
+            block.collect_shown(summarize, &mut shown);
+            let formatter = ElementFormat::for_values(&shown);
+            block.text(PREFIX.len(), summarize, &formatter)
+        };
+        if let Some(node) = self.node() {
+            suffixes.push(match &node.kind {
+                NodeKind::Op { grad_fn, .. } => {
+                    format!("grad_fn=<{}>", backward_name(grad_fn.name()))
+                }
+                NodeKind::Leaf { .. } => "requires_grad=True".to_string(),
+            });
+        }
+        f.write_str(&with_suffixes(format!("{PREFIX}{body}"), &suffixes))
+    }
+}
+
+/// A row-major block of values: the whole tensor, or one entry of an outer dimension.
+struct Block<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl Block<'_> {
+    /// The `i`-th entry along the first dimension.
+    fn entry(&self, i: usize) -> Block<'_> {
+        let len = self.values.len() / self.shape[0];
+        Block {
+            shape: &self.shape[1..],
+            values: &self.values[i * len..(i + 1) * len],
+        }
+    }
+
+    /// The entries printed along the first dimension (`None`: the `...` between the ends).
+    fn printed_entries(&self, summarize: bool) -> Vec<Option<usize>> {
+        let n = self.shape[0];
+        if summarize && n > 2 * EDGE_ITEMS {
+            let ends = (0..EDGE_ITEMS).chain(n - EDGE_ITEMS..n).map(Some);
+            ends.clone()
+                .take(EDGE_ITEMS)
+                .chain([None])
+                .chain(ends.skip(EDGE_ITEMS))
+                .collect()
+        } else {
+            (0..n).map(Some).collect()
+        }
+    }
+
+    /// Appends the values that will be printed (PyTorch's `get_summarized_data`), from which
+    /// the common width is chosen.
+    fn collect_shown(&self, summarize: bool, shown: &mut Vec<f32>) {
+        if self.shape.is_empty() {
+            shown.push(self.values[0]);
+            return;
+        }
+        for i in self.printed_entries(summarize).into_iter().flatten() {
+            self.entry(i).collect_shown(summarize, shown);
+        }
+    }
+
+    /// The block's text, its continuation lines starting `indent` columns in.
+    fn text(&self, indent: usize, summarize: bool, format: &ElementFormat) -> String {
+        match self.shape.len() {
+            0 => format.padded(self.values[0]),
+            1 => self.vector_text(indent, summarize, format),
+            dims => {
+                let entries: Vec<String> = self
+                    .printed_entries(summarize)
+                    .into_iter()
+                    .map(|entry| match entry {
+                        Some(i) => self.entry(i).text(indent + 1, summarize, format),
+                        None => "...".to_string(),
+                    })
+                    .collect();
+                let separator = format!(",{}{}", "\n".repeat(dims - 1), " ".repeat(indent + 1));
+                format!("[{}]", entries.join(&separator))
+            }
+        }
+    }
+
+    /// A vector: as many elements a line as fit in the line width.
+    fn vector_text(&self, indent: usize, summarize: bool, format: &ElementFormat) -> String {
+        let per_line = (LINE_WIDTH.saturating_sub(indent) / (format.width + 2)).max(1);
+        let elements: Vec<String> = self
+            .printed_entries(summarize)
+            .into_iter()
+            .map(|entry| match entry {
+                Some(i) => format.padded(self.values[i]),
+                None => " ...".to_string(),
+            })
+            .collect();
+        let lines: Vec<String> = elements
+            .chunks(per_line)
+            .map(|line| line.join(", "))
+            .collect();
+        format!(
+            "[{}]",
+            lines.join(&format!(",\n{}", " ".repeat(indent + 1)))
+        )
+    }
+}
+
+/// How every element of one tensor is written (PyTorch's `_Formatter` for floats).
+struct ElementFormat {
+    /// Every value shown is a whole number: written `3.`.
+    whole: bool,
+    scientific: bool,
+    /// Each element is padded on the left to this width.
+    width: usize,
+}
+
+impl ElementFormat {
+    fn for_values(values: &[f32]) -> ElementFormat {
+        let nonzero_finite: Vec<f64> = values
+            .iter()
+            .filter(|v| v.is_finite() && **v != 0.0)
+            .map(|&v| f64::from(v))
+            .collect();
+        let mut format = ElementFormat {
+            whole: true,
+            scientific: false,
+            width: 1,
+        };
+        if nonzero_finite.is_empty() {
+            return format;
+        }
+        let magnitudes = nonzero_finite.iter().map(|v| v.abs());
+        let min = magnitudes.clone().fold(f64::INFINITY, f64::min);
+        let max = magnitudes.fold(0.0, f64::max);
+        format.whole = nonzero_finite.iter().all(|v| v.ceil() == *v);
+        let wide = max / min > 1000.0 || max > 1.0e8;
+        format.scientific = wide || (!format.whole && min < 1.0e-4);
+        format.width = nonzero_finite
+            .iter()
+            .map(|&v| format.unpadded(v).len())
+            .max()
+            .unwrap_or(1);
+        format
+    }
+
+    /// `value` as PyTorch writes it, before padding.
+    fn unpadded(&self, value: f64) -> String {
+        if value.is_nan() {
+            "nan".to_string()
+        } else if value.is_infinite() {
+            if value > 0.0 { "inf" } else { "-inf" }.to_string()
+        } else if self.scientific {
+            // Rust writes `1.0000e-5` where Python writes `1.0000e-05`.
+            let text = format!("{value:.PRECISION$e}");
+            let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an e");
+            let exponent: i32 = exponent.parse().expect("an integer exponent");
+            let sign = if exponent < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", exponent.abs())
+        } else if self.whole {
+            format!("{value:.0}.")
+        } else {
+            format!("{value:.PRECISION$}")
+        }
+    }
+
+    fn padded(&self, value: f32) -> String {
+        format!(
+            "{:>width$}",
+            self.unpadded(f64::from(value)),
+            width = self.width
+        )
+    }
+}
+
+/// `(2, 0, 3)`, as Python writes a tuple of the shape.
+fn python_tuple(shape: &[usize]) -> String {
+    match shape {
+        [only] => format!("({only},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+/// `binary_cross_entropy` → `BinaryCrossEntropyBackward`.
+fn backward_name(op: &str) -> String {
+    let mut name: String = op
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect();
+    name.push_str("Backward");
+    name
+}
+
+/// `text` then `, suffix` for each suffix, or a new line indented under the values where the
+/// suffix would pass the line width; then `)`.
+fn with_suffixes(text: String, suffixes: &[String]) -> String {
+    let mut out = text;
+    // PyTorch's count, one more than the last line's length.
+    let mut last_line = out.len() - out.rfind('\n').map_or(0, |newline| newline + 1) + 2;
+    for suffix in suffixes {
+        if last_line + suffix.len() + 2 > LINE_WIDTH {
+            out += &format!(",\n{}{suffix}", " ".repeat(PREFIX.len()));
+            last_line = PREFIX.len() + suffix.len();
+        } else {
+            out += &format!(", {suffix}");
+            last_line += suffix.len() + 2;
+        }
+    }
+    out + ")"
+}

@@ -1,0 +1,132 @@
+//! Tensors print as PyTorch prints them. Each expected text is what `print(t)` printed for
+//! the same values in PyTorch 2.15 (float32, default print options), copied as it came.
+
+use ferrograd::{Device, Tensor};
+
+/// Eighths between -6.25 and 6.25 in a scattered order: exact in f32, the same in PyTorch
+/// (`[((i * 37) % 101 - 50) / 8 for i in range(n)]`).
+fn pattern(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37) % 101) as f32 / 8.0 - 6.25)
+        .collect()
+}
+
+fn values(values: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+fn leaf(values: Vec<f32>, shape: &[usize]) -> Tensor {
+    let tensor = Tensor::from_vec(values, shape, &Device::Cpu);
+    tensor.set_requires_grad(true);
+    tensor
+}
+
+#[test]
+fn tensors_print_as_in_pytorch() {
+    let cases = [
+        // one value, no dimension
+        (values(vec![1.5], &[]), r"tensor(1.5000)"),
+        // signs line up; 4 decimals
+        (
+            values(vec![0.5, -1.0, 2.0], &[3]),
+            r"tensor([ 0.5000, -1.0000,  2.0000])",
+        ),
+        // whole numbers end in a point
+        (values(vec![1.0, 2.0, 3.0], &[3]), r"tensor([1., 2., 3.])"),
+        // negative zero keeps its sign
+        (values(vec![-0.0, 1.0], &[2]), r"tensor([-0., 1.])"),
+        // a magnitude below 1e-4: scientific
+        (
+            values(vec![1e-5, 1.0, -0.25], &[3]),
+            r"tensor([ 1.0000e-05,  1.0000e+00, -2.5000e-01])",
+        ),
+        // whole numbers over more than a factor of 1000: scientific
+        (
+            values(vec![1.0, 5000.0], &[2]),
+            r"tensor([1.0000e+00, 5.0000e+03])",
+        ),
+        // NaN and infinities, padded to the others' width
+        (
+            values(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.25], &[4]),
+            r"tensor([   nan,    inf,   -inf, 1.2500])",
+        ),
+        // rows under each other
+        (
+            values(pattern(12), &[4, 3]),
+            r"tensor([[-6.2500, -1.6250,  3.0000],
+        [-5.0000, -0.3750,  4.2500],
+        [-3.7500,  0.8750,  5.5000],
+        [-2.5000,  2.1250, -5.8750]])",
+        ),
+        // a blank line between blocks for each dimension past the second
+        (
+            values(pattern(16), &[2, 2, 2, 2]),
+            r"tensor([[[[-6.2500, -1.6250],
+          [ 3.0000, -5.0000]],
+
+         [[-0.3750,  4.2500],
+          [-3.7500,  0.8750]]],
+
+
+        [[[ 5.5000, -2.5000],
+          [ 2.1250, -5.8750]],
+
+         [[-1.2500,  3.3750],
+          [-4.6250,  0.0000]]]])",
+        ),
+        // 8 elements of 7 characters fill a line
+        (
+            values(pattern(30), &[30]),
+            r"tensor([-6.2500, -1.6250,  3.0000, -5.0000, -0.3750,  4.2500, -3.7500,  0.8750,
+         5.5000, -2.5000,  2.1250, -5.8750, -1.2500,  3.3750, -4.6250,  0.0000,
+         4.6250, -3.3750,  1.2500,  5.8750, -2.1250,  2.5000, -5.5000, -0.8750,
+         3.7500, -4.2500,  0.3750,  5.0000, -3.0000,  1.6250])",
+        ),
+        // over 1000 elements: the 3 first and 3 last
+        (
+            values(pattern(2000), &[2000]),
+            r"tensor([-6.2500, -1.6250,  3.0000,  ...,  1.0000,  5.6250, -2.3750])",
+        ),
+        // summarised along both dimensions
+        (
+            values(pattern(5000), &[100, 50]),
+            r"tensor([[-6.2500, -1.6250,  3.0000,  ..., -3.5000,  1.1250,  5.7500],
+        [-2.2500,  2.3750, -5.6250,  ...,  0.5000,  5.1250, -2.8750],
+        [ 1.7500, -6.2500, -1.6250,  ...,  4.5000, -3.5000,  1.1250],
+        ...,
+        [ 3.0000, -5.0000, -0.3750,  ...,  5.7500, -2.2500,  2.3750],
+        [-5.6250, -1.0000,  3.6250,  ..., -2.8750,  1.7500, -6.2500],
+        [-1.6250,  3.0000, -5.0000,  ...,  1.1250,  5.7500, -2.2500]])",
+        ),
+        // empty: the size is named
+        (values(vec![], &[0, 3]), r"tensor([], size=(0, 3))"),
+        // a suffix that would pass 80 columns goes on a line of its own
+        (
+            leaf(pattern(16), &[16]),
+            r"tensor([-6.2500, -1.6250,  3.0000, -5.0000, -0.3750,  4.2500, -3.7500,  0.8750,
+         5.5000, -2.5000,  2.1250, -5.8750, -1.2500,  3.3750, -4.6250,  0.0000],
+       requires_grad=True)",
+        ),
+    ];
+    for (tensor, expected) in cases {
+        assert_eq!(tensor.to_string(), expected, "shape {:?}", tensor.shape());
+    }
+}
+
+/// An op's result names its backward rule (ours: PyTorch's would be `MulBackward0` and
+/// `SumBackward0`); its values print as any tensor's.
+#[test]
+fn results_of_ops_name_their_backward() {
+    let x = leaf(vec![-6.25, -1.625, 3.0], &[3]);
+    let squares = &x * &x;
+    assert_eq!(
+        squares.to_string(),
+        "tensor([39.0625,  2.6406,  9.0000], grad_fn=<MulBackward>)"
+    );
+    assert_eq!(
+        squares.sum().to_string(),
+        "tensor(50.7031, grad_fn=<SumBackward>)"
+    );
+    let _no_grad = ferrograd::no_grad();
+    assert_eq!((&x * &x).to_string(), "tensor([39.0625,  2.6406,  9.0000])");
+}
