@@ -31,8 +31,8 @@
 //! local derivative rule and links to its inputs' nodes (`src/ops/mod.rs`, `record`). Nothing
 //! is declared in advance; the graph is whatever the code did ("define by run", as PyTorch).
 //! A node keeps only what its rule needs: `tanh` keeps its output `y`, since
-//! `tanh'(x) = 1 − y²`; `matmul` keeps `A` only if `B` needs a gradient. See it with
-//! [`Tensor::to_dot`]:
+//! `tanh'(x) = 1 − y²`; `matmul` keeps `A` only if `B` needs a gradient. A tensor printed
+//! says which it has, as PyTorch's do, and [`Tensor::to_dot`] draws the whole graph:
 //!
 //! ```
 //! # use ferrograd::{Device, Tensor};
@@ -41,6 +41,8 @@
 //! # let w = Tensor::scalar(2.0, &dev);
 //! # w.set_requires_grad(true);
 //! let y = (&w * &x).tanh();
+//! assert_eq!(w.to_string(), "tensor(2., requires_grad=True)"); // a leaf
+//! assert_eq!(y.to_string(), "tensor(0.7616, grad_fn=<TanhBackward>)"); // an op's node
 //! let dot = y.to_dot();
 //! assert!(dot.contains("tanh []") && dot.contains("mul []") && dot.contains("leaf []"));
 //! ```
