@@ -95,78 +95,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DeviceChoice::Cuda => Device::cuda(0)?,
         DeviceChoice::CudaEmulator => Device::cuda_emulator()?,
     };
-    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
-    let bf16_units = if args.bf16 {
-        let units =
-            ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
-        Some(units)
-    } else {
-        None
-    };
-    ferrograd::backend::cuda::set_small_tiles(args.small_tiles);
-    if let (true, Device::Cuda(cuda)) = (args.pdl, &device) {
-        cuda.set_programmatic_launch(true)?;
-    }
-    if let Some(blocks) = args.split_k_blocks {
-        ferrograd::backend::cuda::set_split_k_blocks(blocks);
-    }
-    if let Some(k) = args.split_k_min_k {
-        ferrograd::backend::cuda::set_split_k_min_k(k);
-    }
+    let setup = apply_options(&args, &device)?;
+    println!("{}", header(&args, &device, &setup));
     let (iters, repeats) = if args.quick {
         (2, 3)
     } else {
         (20, args.repeats)
     };
-    let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
-    if args.device == DeviceChoice::CudaEmulator && !defines.is_empty() {
-        // The emulator has kernels/sweep.txt's variants compiled in: a dry run of the GPU
-        // benchmark's sweep runs the variant each of its lines names (others are refused).
-        ferrograd::backend::cuda::emulator::set_kernel_defines(&defines.join(" "))?;
-    }
-    println!(
-        "ferrograd {} on {}{}{}{}{}{}{}{}",
-        env!("CARGO_PKG_VERSION"),
-        device.description(),
-        if defines.is_empty() || args.device == DeviceChoice::Cpu {
-            String::new()
-        } else {
-            format!(", kernels compiled with {}", defines.join(" "))
-        },
-        if args.tf32 {
-            ", TF32 matrix products"
-        } else {
-            ""
-        },
-        match bf16_units {
-            Some(Bf16Units::Amx) => ", BF16 matrix products (AMX)",
-            Some(Bf16Units::Avx512Bf16) => ", BF16 matrix products (AVX512-BF16)",
-            None => "",
-        },
-        if args.pdl {
-            ", programmatic dependent launch"
-        } else {
-            ""
-        },
-        if args.small_tiles {
-            ", 32 × 32 GEMM tiles"
-        } else {
-            ""
-        },
-        match (args.split_k_blocks, args.split_k_min_k) {
-            (None, None) => String::new(),
-            (_, min_k) => format!(
-                ", split-K aiming for {} blocks of k >= {}",
-                ferrograd::backend::cuda::split_k_blocks(),
-                min_k.unwrap_or(128)
-            ),
-        },
-        match args.autotune {
-            None => "",
-            Some(Autotune::Tiles) => ", GEMM tiles autotuned",
-            Some(Autotune::Splits) => ", GEMM tiles and splits autotuned",
-        }
-    );
 
     manual_seed(1);
     if args.gemm_sweep {
@@ -175,7 +110,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         return Ok(sweep_gemm_splits(cuda, repeats, args.quick)?);
     }
-    let mut gan = Gan::new(&device, 2e-4);
     if let Some(autotune) = args.autotune {
         let tuning = match autotune {
             Autotune::Tiles => Tuning::Tiles,
@@ -189,9 +123,110 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             TuneOptions::default()
         };
+        // The choices are the device's: they hold for every GAN made on it from now on.
+        let mut gan = Gan::new(&device, 2e-4);
         print_tuning(&gan.tune_products(64, tuning, options)?);
     }
     let real = Tensor::uniform(&[64, IMAGE_DIM], -1.0, 1.0, &device);
+    time_iterations(&device, &real, repeats, iters)?;
+    if let (true, Device::Cuda(cuda)) = (args.kernel_times, &device) {
+        print_kernel_times(cuda, &real, if args.quick { 2 } else { 20 });
+    }
+    if args.iteration_only {
+        return Ok(());
+    }
+    let _recording_off = no_grad();
+    time_products(&device, args.quick, repeats, iters)?;
+    time_tanh(&device, args.quick, repeats, iters)?;
+    Ok(())
+}
+
+/// What the options set before anything runs, as far as the header reports it.
+struct Setup {
+    bf16_units: Option<Bf16Units>,
+    /// `FERROGRAD_KERNEL_DEFINES`: the kernels' compile-time parameters, if any are set.
+    defines: Vec<String>,
+}
+
+/// Applies the options that switch the engine's process-wide settings.
+fn apply_options(args: &Args, device: &Device) -> Result<Setup, Box<dyn std::error::Error>> {
+    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    let bf16_units = if args.bf16 {
+        let units =
+            ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
+        Some(units)
+    } else {
+        None
+    };
+    ferrograd::backend::cuda::set_small_tiles(args.small_tiles);
+    if let (true, Device::Cuda(cuda)) = (args.pdl, device) {
+        cuda.set_programmatic_launch(true)?;
+    }
+    if let Some(blocks) = args.split_k_blocks {
+        ferrograd::backend::cuda::set_split_k_blocks(blocks);
+    }
+    if let Some(k) = args.split_k_min_k {
+        ferrograd::backend::cuda::set_split_k_min_k(k);
+    }
+    let defines = ferrograd::backend::cuda::nvrtc::kernel_defines()?;
+    if args.device == DeviceChoice::CudaEmulator && !defines.is_empty() {
+        // The emulator has kernels/sweep.txt's variants compiled in: a dry run of the GPU
+        // benchmark's sweep runs the variant each of its lines names (others are refused).
+        ferrograd::backend::cuda::emulator::set_kernel_defines(&defines.join(" "))?;
+    }
+    Ok(Setup {
+        bf16_units,
+        defines,
+    })
+}
+
+/// The first line: the version, the device and every setting that changes the figures.
+fn header(args: &Args, device: &Device, setup: &Setup) -> String {
+    let mut line = format!(
+        "ferrograd {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        device.description()
+    );
+    if !setup.defines.is_empty() && args.device != DeviceChoice::Cpu {
+        line += &format!(", kernels compiled with {}", setup.defines.join(" "));
+    }
+    if args.tf32 {
+        line += ", TF32 matrix products";
+    }
+    match setup.bf16_units {
+        Some(Bf16Units::Amx) => line += ", BF16 matrix products (AMX)",
+        Some(Bf16Units::Avx512Bf16) => line += ", BF16 matrix products (AVX512-BF16)",
+        None => {}
+    }
+    if args.pdl {
+        line += ", programmatic dependent launch";
+    }
+    if args.small_tiles {
+        line += ", 32 × 32 GEMM tiles";
+    }
+    if args.split_k_blocks.is_some() || args.split_k_min_k.is_some() {
+        line += &format!(
+            ", split-K aiming for {} blocks of k >= {}",
+            ferrograd::backend::cuda::split_k_blocks(),
+            args.split_k_min_k.unwrap_or(128)
+        );
+    }
+    match args.autotune {
+        None => {}
+        Some(Autotune::Tiles) => line += ", GEMM tiles autotuned",
+        Some(Autotune::Splits) => line += ", GEMM tiles and splits autotuned",
+    }
+    line
+}
+
+/// The training iteration on `real`, eager and (on a GPU) as a CUDA graph, each in three
+/// ways of reading its losses.
+fn time_iterations(
+    device: &Device,
+    real: &Tensor,
+    repeats: usize,
+    iters: usize,
+) -> ferrograd::Result<()> {
     let mut modes = vec!["eager"];
     if device.is_cuda() {
         modes.push("CUDA graph");
@@ -212,7 +247,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // its gradients turn subnormal, and the CPU's step slows down (benches/RESULTS.md,
             // seventeenth session): no figure should depend on how many came before it.
             manual_seed(1);
-            gan = Gan::new(&device, 2e-4);
+            let mut gan = Gan::new(device, 2e-4);
             if mode == "CUDA graph" {
                 gan.capture_train_step(64)?;
                 if label == labels[0] {
@@ -223,10 +258,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let mut in_flight: Option<PendingStats> = None;
-            let us = median_us(&device, repeats, iters, || match label {
-                "queued" => gan.train_step_async(&real),
+            let us = median_us(device, repeats, iters, || match label {
+                "queued" => gan.train_step_async(real),
                 "stats read each step" => {
-                    gan.train_step_async(&real);
+                    gan.train_step_async(real);
                     std::hint::black_box(gan.last_stats());
                 }
                 _ => {
@@ -245,64 +280,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    Ok(())
+}
 
-    if let (true, Device::Cuda(cuda)) = (args.kernel_times, &device) {
-        print_kernel_times(cuda, &real, if args.quick { 2 } else { 20 });
+/// How a figure was timed: on a GPU, kernel time over `calls` calls in a CUDA graph.
+fn timing_method(device: &Device, calls: usize) -> String {
+    if device.is_cuda() {
+        format!("kernel time: {calls} calls in a CUDA graph")
+    } else {
+        "per call".to_string()
     }
-    if args.iteration_only {
-        return Ok(());
-    }
-    let _recording_off = no_grad();
+}
+
+/// `X·Wᵀ` at the GAN's batch-64 shapes, then a large square product.
+fn time_products(
+    device: &Device,
+    quick: bool,
+    repeats: usize,
+    iters: usize,
+) -> ferrograd::Result<()> {
     let mut shapes: Vec<_> = LAYERS.iter().map(|&(inp, out)| (64, inp, out)).collect();
-    shapes.push(if args.quick {
+    shapes.push(if quick {
         (256, 256, 256)
     } else if device.is_cuda() {
         (4096, 4096, 4096)
     } else {
         (1024, 1024, 1024)
     });
-    let how = |calls: usize| {
-        if device.is_cuda() {
-            format!("kernel time: {calls} calls in a CUDA graph")
-        } else {
-            "per call".to_string()
-        }
-    };
     for (m, k, n) in shapes {
         let operand_bytes = 4 * (m * k + k * n);
-        let (copies, calls) = if device.is_cuda() && !args.quick {
+        let (copies, calls) = if device.is_cuda() && !quick {
             gpu_rotation(operand_bytes)
         } else {
             (1, iters) // as benches/numpy_sgemm.py, which the CPU figures are compared with
         };
         let xs: Vec<_> = (0..copies)
-            .map(|_| Tensor::uniform(&[m, k], -1.0, 1.0, &device))
+            .map(|_| Tensor::uniform(&[m, k], -1.0, 1.0, device))
             .collect();
         let ws: Vec<_> = (0..copies)
-            .map(|_| Tensor::uniform(&[n, k], -1.0, 1.0, &device))
+            .map(|_| Tensor::uniform(&[n, k], -1.0, 1.0, device))
             .collect();
-        let us = kernel_median_us(&device, repeats, calls, |i| {
+        let us = kernel_median_us(device, repeats, calls, |i| {
             std::hint::black_box(linear(&xs[i % copies], &ws[i % copies], None));
         })?;
         let gflops = 2.0 * (m * k * n) as f64 / us / 1e3;
-        let how = how(calls);
+        let how = timing_method(device, calls);
         println!("gemm {m}x{k}x{n} (X·Wᵀ, {how}): {us:.1} us, {gflops:.1} GFLOP/s");
     }
+    Ok(())
+}
 
-    let len = if args.quick { 1 << 16 } else { 1 << 24 };
-    let x = Tensor::uniform(&[len], -1.0, 1.0, &device);
-    let calls = if device.is_cuda() && !args.quick {
+/// `tanh` over 2²⁴ floats (2¹⁶ quick): an elementwise kernel's bandwidth.
+fn time_tanh(device: &Device, quick: bool, repeats: usize, iters: usize) -> ferrograd::Result<()> {
+    let len = if quick { 1 << 16 } else { 1 << 24 };
+    let x = Tensor::uniform(&[len], -1.0, 1.0, device);
+    let calls = if device.is_cuda() && !quick {
         gpu_rotation(2 * 4 * len).1
     } else {
         iters
     };
-    let us = kernel_median_us(&device, repeats, calls, |_| {
+    let us = kernel_median_us(device, repeats, calls, |_| {
         std::hint::black_box(x.tanh());
     })?;
     let bytes = 2.0 * 4.0 * len as f64; // read + write
     println!(
         "tanh over {len} floats ({}): {us:.1} us, {:.1} GB/s (read + write)",
-        how(calls),
+        timing_method(device, calls),
         bytes / us / 1e3
     );
     Ok(())
