@@ -1,6 +1,8 @@
 //! Tensors print as PyTorch prints them. Each expected text is what `print(t)` printed for
 //! the same values in PyTorch 2.15 (float32, default print options), copied as it came.
 
+mod common;
+
 use ferrograd::{Device, Tensor};
 
 /// Eighths between -6.25 and 6.25 in a scattered order: exact in f32, the same in PyTorch
@@ -129,4 +131,17 @@ fn results_of_ops_name_their_backward() {
     );
     let _no_grad = ferrograd::no_grad();
     assert_eq!((&x * &x).to_string(), "tensor([39.0625,  2.6406,  9.0000])");
+}
+
+/// Off the CPU, the device follows the values, as PyTorch's `device='cuda:0'` does; the values
+/// are read back to print them.
+#[test]
+fn a_cuda_tensor_names_its_device() {
+    for device in common::cuda_devices() {
+        let tensor = Tensor::from_vec(vec![1.0, 2.5], &[2], &device);
+        assert_eq!(
+            tensor.to_string(),
+            format!("tensor([1.0000, 2.5000], device='{device}')")
+        );
+    }
 }
