@@ -229,6 +229,9 @@ struct CapturedStep {
 
 impl Gan {
     /// A freshly initialised GAN (weights drawn from the process-wide generator).
+    ///
+    /// # Panics
+    /// If `lr` is negative or NaN, as [`Adam::new`] does.
     pub fn new(device: &Device, lr: f32) -> Self {
         let generator = generator(device);
         let discriminator = discriminator(device);
@@ -475,15 +478,19 @@ impl Gan {
     /// PyTorch's `Optimizer.load_state_dict` does; [`Gan::set_lr`] changes it afterwards), and
     /// returns the saved progress. The caller restores the process-wide generator from
     /// `progress.rng`. A file that cannot be restored whole (a tensor missing or of another
-    /// shape, metadata missing or malformed) is an error that leaves this GAN as it was.
+    /// shape, metadata missing, malformed or out of range) is an error that leaves this GAN as
+    /// it was.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<TrainingProgress> {
         let saved = Checkpoint::load(path)?;
+        let unusable = |reason: String| crate::Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
         let format = saved.metadata("format")?;
         if format != CHECKPOINT_FORMAT {
-            return Err(crate::Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: format!("format {format:?}, expected {CHECKPOINT_FORMAT:?}"),
-            });
+            return Err(unusable(format!(
+                "format {format:?}, expected {CHECKPOINT_FORMAT:?}"
+            )));
         }
         // Everything is looked up and checked before anything is overwritten, so that a bad
         // file leaves this GAN as it was.
@@ -492,10 +499,9 @@ impl Gan {
         let discriminator_steps = saved.parse("discriminator_optimizer.step")?;
         let lr: f32 = saved.parse("lr")?;
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(crate::Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: format!("metadata entry \"lr\" = {lr} is not a learning rate"),
-            });
+            return Err(unusable(format!(
+                "metadata entry \"lr\" = {lr} is not a learning rate"
+            )));
         }
         let progress = TrainingProgress {
             epoch: saved.parse("epoch")?,
@@ -504,6 +510,11 @@ impl Gan {
             batch_size: saved.parse("batch_size")?,
             rng: Generator::from_state(saved.parse("rng_seed")?, saved.parse("rng_offset")?),
         };
+        if progress.batch_size == 0 {
+            return Err(unusable(
+                "metadata entry \"batch_size\" = 0 is not a batch size".into(),
+            ));
+        }
         writes.apply();
         self.generator_optimizer.set_step_count(generator_steps);
         self.discriminator_optimizer

@@ -156,8 +156,9 @@ fn unusable_checkpoints_are_clear_errors() {
 }
 
 /// A file that fails late — a tensor of the discriminator's missing after the generator's
-/// were found, or a learning rate malformed or negative after every tensor was — leaves the
-/// GAN it was loaded into as it was: its weights, moments, step counts and learning rate.
+/// were found, or a learning rate malformed or negative or a batch size of 0 after every
+/// tensor was — leaves the GAN it was loaded into as it was: its weights, moments, step
+/// counts and learning rate.
 #[test]
 fn a_checkpoint_that_fails_late_changes_nothing() {
     let _turn = global_generator_turn();
@@ -218,6 +219,14 @@ fn a_checkpoint_that_fails_late_changes_nothing() {
                 "\"lr\":\"-1e-04\"",
             ),
             "metadata entry \"lr\" = -0.0001 is not a learning rate",
+        ),
+        (
+            edited(
+                "no_batch.safetensors",
+                "\"batch_size\":\"16\"",
+                "\"batch_size\":\"00\"",
+            ),
+            "metadata entry \"batch_size\" = 0 is not a batch size",
         ),
     ] {
         let err = loaded_into.load_checkpoint(&bad).unwrap_err();
