@@ -82,12 +82,9 @@ impl Block<'_> {
     fn printed_entries(&self, summarize: bool) -> Vec<Option<usize>> {
         let n = self.shape[0];
         if summarize && n > 2 * EDGE_ITEMS {
-            let ends = (0..EDGE_ITEMS).chain(n - EDGE_ITEMS..n).map(Some);
-            ends.clone()
-                .take(EDGE_ITEMS)
-                .chain([None])
-                .chain(ends.skip(EDGE_ITEMS))
-                .collect()
+            let head = (0..EDGE_ITEMS).map(Some);
+            let tail = (n - EDGE_ITEMS..n).map(Some);
+            head.chain([None]).chain(tail).collect()
         } else {
             (0..n).map(Some).collect()
         }
