@@ -20,7 +20,9 @@ use gan_output::{generate, write_grid_png, write_samples_idx};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// A checkpoint written by mnist_gan.
+    /// A checkpoint written by mnist_gan, or any safetensors file holding the generator's
+    /// tensors under their names there (`generator.0.weight`, …: a PyTorch generator's
+    /// state_dict saved with that prefix).
     #[arg(long, default_value = "runs/mnist_gan/checkpoint.safetensors")]
     checkpoint: PathBuf,
     /// Where to write the 8 × 8 grid.
