@@ -171,7 +171,8 @@ impl Checkpoint {
         })
     }
 
-    fn error(&self, reason: String) -> Error {
+    /// The error that calls this file unusable, for `reason`.
+    pub(crate) fn error(&self, reason: String) -> Error {
         Error::Checkpoint {
             path: self.path.clone(),
             reason,

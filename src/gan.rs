@@ -482,15 +482,9 @@ impl Gan {
     /// it was.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<TrainingProgress> {
         let saved = Checkpoint::load(path)?;
-        let unusable = |reason: String| crate::Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason,
-        };
         let format = saved.metadata("format")?;
         if format != CHECKPOINT_FORMAT {
-            return Err(unusable(format!(
-                "format {format:?}, expected {CHECKPOINT_FORMAT:?}"
-            )));
+            return Err(saved.error(format!("format {format:?}, expected {CHECKPOINT_FORMAT:?}")));
         }
         // Everything is looked up and checked before anything is overwritten, so that a bad
         // file leaves this GAN as it was.
@@ -499,7 +493,7 @@ impl Gan {
         let discriminator_steps = saved.parse("discriminator_optimizer.step")?;
         let lr: f32 = saved.parse("lr")?;
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(unusable(format!(
+            return Err(saved.error(format!(
                 "metadata entry \"lr\" = {lr} is not a learning rate"
             )));
         }
@@ -511,9 +505,7 @@ impl Gan {
             rng: Generator::from_state(saved.parse("rng_seed")?, saved.parse("rng_offset")?),
         };
         if progress.batch_size == 0 {
-            return Err(unusable(
-                "metadata entry \"batch_size\" = 0 is not a batch size".into(),
-            ));
+            return Err(saved.error("metadata entry \"batch_size\" = 0 is not a batch size".into()));
         }
         writes.apply();
         self.generator_optimizer.set_step_count(generator_steps);
