@@ -260,41 +260,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mnist = load_mnist(&args)?;
     prepare_out_dir(&args, &out)?;
 
-    let (mut gan, mut progress) = new_or_resumed_gan(&args, &device)?;
+    let (mut gan, progress) = new_or_resumed_gan(&args, &device)?;
     prepare_gpu_step(&mut gan, &args, &device, progress.batch_size);
-
-    let loader = DataLoader::new(
-        &mnist.images,
-        IMAGE_PIXELS,
-        progress.batch_size,
-        progress.seed,
-    );
-    let batches = loader.batches_per_epoch() as u64;
-    let grid_noise = Tensor::randn_with(
-        &[64, LATENT_DIM],
-        &device,
-        &mut Generator::new(progress.seed ^ GRID_NOISE_SALT),
-    );
-    // The loss log goes on from the run's own: the resumed checkpoint's, wherever this run's
-    // files go.
-    let log_path = out.join("losses.csv");
-    let earlier_log = args
-        .resume
-        .as_deref()
-        .map_or(log_path.clone(), |checkpoint| {
-            directory_of(checkpoint).join("losses.csv")
-        });
-    let mut log = LossLog::open(&log_path, &earlier_log, progress.step)?;
-    let mut last_step = (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX));
-    let checkpoint_path = out.join("checkpoint.safetensors");
-    let mut files = FileWriter::default();
-    let mut wrote_checkpoint = false;
+    let mut training = Training::new(&args, &out, gan, progress, &mnist, &device)?;
     stop_on_signals()?;
     TRAINING.store(true, Ordering::Relaxed);
     say!(
         "training on {} images, {} per epoch, on {}{}",
-        loader.len(),
-        describe_batches(loader.len(), progress.batch_size),
+        training.loader.len(),
+        describe_batches(training.loader.len(), training.progress.batch_size),
         device.description(),
         match bf16_units {
             Some(Bf16Units::Amx) => ", BF16 matrix products (AMX)",
@@ -302,135 +276,17 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             None => "",
         }
     );
-
-    if progress.step >= last_step {
-        let limit = match args.max_iters {
-            Some(iters) if iters < args.epochs * batches => format!("--max-iters {iters}"),
-            _ => format!("--epochs {}", args.epochs),
-        };
-        say!(
-            "nothing to train: the run is at iteration {} already, and {limit} stops it at \
-             iteration {last_step}",
-            progress.step
-        );
-    }
-    while progress.step < last_step && !stop_requested() {
-        let epoch = progress.step / batches;
-        let first_batch = progress.step % batches;
-        let order = loader.order(epoch);
-        let bar = epoch_bar(epoch, args.epochs, batches, first_batch);
-        let started = Instant::now();
-        let mut means = RunningMeans::default();
-        let mut record = |log: &mut LossLog, step: u64, stats: StepStats| -> std::io::Result<()> {
-            means.add(&stats);
-            let row = LossRow {
-                epoch: epoch + 1,
-                iter: step,
-                d_loss: stats.d_loss,
-                g_loss: stats.g_loss,
-                d_real: stats.d_real,
-                d_fake: stats.d_fake,
-            };
-            log.push(row)?;
-            bar.inc(1);
-            bar.set_message(means.summary());
-            Ok(())
-        };
-        // A step's statistics are read while the next step runs: on a GPU the host queues
-        // step s + 1 before it waits for the numbers of step s, so the GPU never idles while
-        // the host uploads a batch, logs a row or draws the bar.
-        let mut in_flight: Option<(u64, PendingStats)> = None;
-        for index in first_batch..batches {
-            if stop_requested() {
-                last_step = progress.step; // the epoch's end below writes the checkpoint
-            }
-            if progress.step == last_step {
-                break;
-            }
-            // Made on the host: a captured step uploads it straight into its input buffer.
-            gan.train_step_async(&loader.batch(&order, index as usize, &Device::Cpu));
-            progress.step += 1;
-            let queued = gan.last_stats_later().expect("a step has just run");
-            if let Some((step, stats)) = in_flight.replace((progress.step, queued)) {
-                record(&mut log, step, stats.wait())?;
-            }
-            if args.checkpoint_every > 0 && progress.step.is_multiple_of(args.checkpoint_every) {
-                if let Some((step, stats)) = in_flight.take() {
-                    record(&mut log, step, stats.wait())?; // the log reaches the checkpoint's step
-                }
-                let log_file = log.flush()?;
-                let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
-                let path = checkpoint_path.clone();
-                files.write(move || {
-                    log_file.sync_data()?; // on disk before the checkpoint that follows it
-                    Ok(snapshot.write(&path)?)
-                })?;
-            }
-        }
-        if let Some((step, stats)) = in_flight.take() {
-            record(&mut log, step, stats.wait())?;
-        }
-        bar.finish_and_clear();
-        let finished_epoch = progress.step.is_multiple_of(batches);
-        let label = if finished_epoch {
-            format!("epoch {}/{}", epoch + 1, args.epochs)
-        } else {
-            format!(
-                "stopped in epoch {} at iteration {}",
-                epoch + 1,
-                progress.step
-            )
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        let rate = means.count as f64 / seconds;
-        let steps_left = if stop_requested() {
-            0
-        } else {
-            last_step - progress.step
-        };
-        say!(
-            "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
-            means.summary(),
-            time_left(steps_left as f64 / rate)
-        );
-        let log_file = log.flush()?;
-        // What the files need is read from the GPU now; the files are written while the next
-        // epoch trains.
-        let samples = gan_output::generate(&gan.generator, &grid_noise).to_device(&Device::Cpu);
-        let epoch_png =
-            finished_epoch.then(|| out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
-        let latest_png = out.join("samples_latest.png");
-        let (svg, svg_path) = (
-            loss_plot_svg(log.rows(), batches as usize),
-            out.join("losses.svg"),
-        );
-        let snapshot = checkpoint_snapshot(&gan, &mut progress, batches);
-        let path = checkpoint_path.clone();
-        files.write(move || {
-            if let Some(epoch_png) = epoch_png {
-                write_grid_png(&epoch_png, &samples, 8)?;
-            }
-            write_grid_png(&latest_png, &samples, 8)?;
-            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
-                .map_err(at_path(&svg_path))?;
-            log_file.sync_data()?; // on disk before the checkpoint that follows it
-            Ok(snapshot.write(&path)?)
-        })?;
-        wrote_checkpoint = true;
-    }
+    training.train(&args)?;
     TRAINING.store(false, Ordering::Relaxed);
-    files.finish()?;
-    if wrote_checkpoint {
-        say!("checkpoint: {}", checkpoint_path.display());
+    let checkpoint = training.finish()?;
+    if let Some(path) = &checkpoint {
+        say!("checkpoint: {}", path.display());
     }
     if stop_requested() {
-        match wrote_checkpoint
-            .then_some(&checkpoint_path)
-            .or(args.resume.as_ref())
-        {
+        match checkpoint.as_ref().or(args.resume.as_ref()) {
             Some(checkpoint) => say!(
                 "stopped at iteration {}; continue with --resume {}",
-                progress.step,
+                training.progress.step,
                 checkpoint.display()
             ),
             None => say!("stopped before training: no checkpoint written"),
@@ -440,11 +296,252 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
         return Ok(());
     }
-
     if let Some(path) = &args.samples_out {
-        write_samples_out(path, &args, &gan, progress.seed, &device)?;
+        let seed = training.progress.seed;
+        write_samples_out(path, &args, &training.gan, seed, &device)?;
     }
     Ok(())
+}
+
+/// A run under way: the GAN and where it stands, the data, and the files the run writes.
+struct Training<'a> {
+    gan: Gan,
+    progress: TrainingProgress,
+    loader: DataLoader<'a>,
+    batches: u64,
+    /// The iteration the run ends at (`--epochs`, `--max-iters`); a stop request brings it
+    /// forward to the step in flight.
+    last_step: u64,
+    /// The noise batch of the sample grids, the same after every epoch.
+    grid_noise: Tensor,
+    log: LossLog,
+    out: PathBuf,
+    checkpoint_path: PathBuf,
+    files: FileWriter,
+    wrote_checkpoint: bool,
+}
+
+impl<'a> Training<'a> {
+    fn new(
+        args: &Args,
+        out: &Path,
+        gan: Gan,
+        progress: TrainingProgress,
+        mnist: &'a Mnist,
+        device: &Device,
+    ) -> Result<Self, Box<dyn Error>> {
+        let loader = DataLoader::new(
+            &mnist.images,
+            IMAGE_PIXELS,
+            progress.batch_size,
+            progress.seed,
+        );
+        let batches = loader.batches_per_epoch() as u64;
+        let grid_noise = Tensor::randn_with(
+            &[64, LATENT_DIM],
+            device,
+            &mut Generator::new(progress.seed ^ GRID_NOISE_SALT),
+        );
+        // The loss log goes on from the run's own: the resumed checkpoint's, wherever this
+        // run's files go.
+        let log_path = out.join("losses.csv");
+        let earlier_log = args
+            .resume
+            .as_deref()
+            .map_or(log_path.clone(), |checkpoint| {
+                directory_of(checkpoint).join("losses.csv")
+            });
+        let log = LossLog::open(&log_path, &earlier_log, progress.step)?;
+        Ok(Training {
+            gan,
+            progress,
+            loader,
+            batches,
+            last_step: (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX)),
+            grid_noise,
+            log,
+            out: out.to_path_buf(),
+            checkpoint_path: out.join("checkpoint.safetensors"),
+            files: FileWriter::default(),
+            wrote_checkpoint: false,
+        })
+    }
+
+    /// Trains epoch after epoch until the run's last iteration, or a stop request.
+    fn train(&mut self, args: &Args) -> Result<(), Box<dyn Error>> {
+        if self.progress.step >= self.last_step {
+            let limit = match args.max_iters {
+                Some(iters) if iters < args.epochs * self.batches => {
+                    format!("--max-iters {iters}")
+                }
+                _ => format!("--epochs {}", args.epochs),
+            };
+            say!(
+                "nothing to train: the run is at iteration {} already, and {limit} stops it at \
+                 iteration {}",
+                self.progress.step,
+                self.last_step
+            );
+        }
+        while self.progress.step < self.last_step && !stop_requested() {
+            let this_epoch = self.train_epoch(args)?;
+            self.end_epoch(this_epoch, args.epochs)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the steps of the epoch the run is in, from where it stands to the epoch's end (or
+    /// the run's, or a stop request), logging each step's statistics.
+    fn train_epoch(&mut self, args: &Args) -> Result<EpochProgress, Box<dyn Error>> {
+        let epoch = self.progress.step / self.batches;
+        let first_batch = self.progress.step % self.batches;
+        let order = self.loader.order(epoch);
+        let mut this_epoch = EpochProgress::new(epoch, args.epochs, self.batches, first_batch);
+        // A step's statistics are read while the next step runs: on a GPU the host queues
+        // step s + 1 before it waits for the numbers of step s, so the GPU never idles while
+        // the host uploads a batch, logs a row or draws the bar.
+        let mut in_flight: Option<(u64, PendingStats)> = None;
+        for index in first_batch..self.batches {
+            if stop_requested() {
+                self.last_step = self.progress.step; // end_epoch writes the checkpoint
+            }
+            if self.progress.step == self.last_step {
+                break;
+            }
+            // Made on the host: a captured step uploads it straight into its input buffer.
+            let batch = self.loader.batch(&order, index as usize, &Device::Cpu);
+            self.gan.train_step_async(&batch);
+            self.progress.step += 1;
+            let queued = self.gan.last_stats_later().expect("a step has just run");
+            if let Some((step, stats)) = in_flight.replace((self.progress.step, queued)) {
+                this_epoch.record(&mut self.log, step, stats.wait())?;
+            }
+            let step = self.progress.step;
+            if args.checkpoint_every > 0 && step.is_multiple_of(args.checkpoint_every) {
+                if let Some((step, stats)) = in_flight.take() {
+                    // The log reaches the checkpoint's step.
+                    this_epoch.record(&mut self.log, step, stats.wait())?;
+                }
+                self.checkpoint()?;
+            }
+        }
+        if let Some((step, stats)) = in_flight.take() {
+            this_epoch.record(&mut self.log, step, stats.wait())?;
+        }
+        Ok(this_epoch)
+    }
+
+    /// Writes the loss log and then a checkpoint of the run as it stands, while training goes
+    /// on.
+    fn checkpoint(&mut self) -> Result<(), Box<dyn Error>> {
+        let log_file = self.log.flush()?;
+        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
+        let path = self.checkpoint_path.clone();
+        self.files.write(move || {
+            log_file.sync_data()?; // on disk before the checkpoint that follows it
+            Ok(snapshot.write(&path)?)
+        })
+    }
+
+    /// Says how the epoch went, and writes its files while the next one trains: the sample
+    /// grid, the loss curve and a checkpoint.
+    fn end_epoch(&mut self, this_epoch: EpochProgress, epochs: u64) -> Result<(), Box<dyn Error>> {
+        let EpochProgress {
+            epoch,
+            bar,
+            means,
+            started,
+        } = this_epoch;
+        bar.finish_and_clear();
+        let finished_epoch = self.progress.step.is_multiple_of(self.batches);
+        let label = if finished_epoch {
+            format!("epoch {}/{epochs}", epoch + 1)
+        } else {
+            format!(
+                "stopped in epoch {} at iteration {}",
+                epoch + 1,
+                self.progress.step
+            )
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = means.count as f64 / seconds;
+        let steps_left = if stop_requested() {
+            0
+        } else {
+            self.last_step - self.progress.step
+        };
+        say!(
+            "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
+            means.summary(),
+            time_left(steps_left as f64 / rate)
+        );
+        let log_file = self.log.flush()?;
+        // What the files need is read from the GPU now; the files are written while the next
+        // epoch trains.
+        let samples =
+            gan_output::generate(&self.gan.generator, &self.grid_noise).to_device(&Device::Cpu);
+        let epoch_png =
+            finished_epoch.then(|| self.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
+        let latest_png = self.out.join("samples_latest.png");
+        let svg = loss_plot_svg(self.log.rows(), self.batches as usize);
+        let svg_path = self.out.join("losses.svg");
+        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
+        let path = self.checkpoint_path.clone();
+        self.files.write(move || {
+            if let Some(epoch_png) = epoch_png {
+                write_grid_png(&epoch_png, &samples, 8)?;
+            }
+            write_grid_png(&latest_png, &samples, 8)?;
+            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
+                .map_err(at_path(&svg_path))?;
+            log_file.sync_data()?; // on disk before the checkpoint that follows it
+            Ok(snapshot.write(&path)?)
+        })?;
+        self.wrote_checkpoint = true;
+        Ok(())
+    }
+
+    /// Waits for the files still being written; returns the checkpoint's path if this run
+    /// wrote one.
+    fn finish(&mut self) -> Result<Option<PathBuf>, Box<dyn Error>> {
+        self.files.finish()?;
+        Ok(self.wrote_checkpoint.then(|| self.checkpoint_path.clone()))
+    }
+}
+
+/// The epoch being trained: its progress bar, and the means of its statistics so far.
+struct EpochProgress {
+    epoch: u64,
+    bar: ProgressBar,
+    means: RunningMeans,
+    started: Instant,
+}
+
+impl EpochProgress {
+    fn new(epoch: u64, epochs: u64, batches: u64, first_batch: u64) -> Self {
+        EpochProgress {
+            epoch,
+            bar: epoch_bar(epoch, epochs, batches, first_batch),
+            means: RunningMeans::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Adds step `step`'s statistics to the log, the means and the bar.
+    fn record(&mut self, log: &mut LossLog, step: u64, stats: StepStats) -> std::io::Result<()> {
+        self.means.add(&stats);
+        log.push(LossRow {
+            epoch: self.epoch + 1,
+            iter: step,
+            d_loss: stats.d_loss,
+            g_loss: stats.g_loss,
+            d_real: stats.d_real,
+            d_fake: stats.d_fake,
+        })?;
+        self.bar.inc(1);
+        self.bar.set_message(self.means.summary());
+        Ok(())
+    }
 }
 
 /// The device `--device` names, set up as `--tf32` and `--bf16` ask, and the units that run the
