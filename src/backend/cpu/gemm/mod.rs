@@ -116,6 +116,8 @@ pub fn gemm_into(
     gemm_impl(kernel, a, b, bias, dims, &Identity, c);
 }
 
+/// The product's way, chosen by its shape: BF16 on AMX when asked for, `direct` (`X·Wᵀ`
+/// reading W in place) where it suits, else both operands packed ([`multiply_packed`]).
 fn gemm_impl<E: UnaryKernel>(
     kernel: Microkernel,
     a: &[f32],
@@ -127,33 +129,8 @@ fn gemm_impl<E: UnaryKernel>(
 ) {
     let parallel = dims.m * dims.k * dims.n >= MIN_PARALLEL_MACS;
     on_pool_if(parallel, || {
+        assert_lengths(a, b, bias, dims, c);
         let GemmDims { m, k, n, .. } = dims;
-        assert_eq!(
-            a.len(),
-            m * k,
-            "gemm: lhs has {} elements, dims {dims:?}",
-            a.len()
-        );
-        assert_eq!(
-            b.len(),
-            k * n,
-            "gemm: rhs has {} elements, dims {dims:?}",
-            b.len()
-        );
-        assert_eq!(
-            c.len(),
-            m * n,
-            "gemm: output has {} elements, dims {dims:?}",
-            c.len()
-        );
-        if let Some(bias) = bias {
-            assert_eq!(
-                bias.len(),
-                n,
-                "gemm: bias has {} elements, n = {n}",
-                bias.len()
-            );
-        }
         // Every element is written: by the first block of k, or, for k = 0, right here.
         if k == 0 {
             c.fill(0.0);
@@ -164,53 +141,99 @@ fn gemm_impl<E: UnaryKernel>(
         // BF16 on AMX when asked for (`amx`); a product over k = 0 stays here.
         if k > 0 && super::amx::in_use() {
             super::amx::multiply(a, b, bias, dims, epilogue, c, parallel);
-            return;
-        }
-        let (mr, nr) = (kernel.mr(), kernel.nr());
-        if direct::suits(dims) {
+        } else if direct::suits(dims) {
             direct::multiply(kernel, a, b, bias, dims, epilogue, c, parallel);
-            return;
-        }
-        // All of op(A) and all of op(B), each packed once and shared by every tile:
-        // packed_a[(panel · k + p) · MR + i] = op(A)[panel · MR + i, p],
-        // packed_b[(panel · k + p) · NR + j] = op(B)[p, panel · NR + j], zero-padded.
-        let a_layout = Layout::of_lhs(dims);
-        // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
-        let b_layout = Layout::of_rhs(dims);
-        let packed_a = pack_all(a, a_layout, m, k, mr, parallel);
-        let mc = tile_height(kernel, m);
-        let nc = tile_width(kernel, m.div_ceil(mc), n);
-        let col_tiles = n.div_ceil(nc);
-        // With one row of tiles, each element of op(B) feeds one tile only: the tile packs its
-        // slice just before using it, while it is hot in L2. With several, B is packed once and
-        // shared (each tile packing its own would repeat the work once per row of tiles).
-        let packed_b = (m > mc).then(|| pack_all(b, b_layout, n, k, nr, parallel));
-        let b_panels = match &packed_b {
-            Some(packed) => BPanels::Shared(packed),
-            None => BPanels::PerTile {
-                src: b,
-                layout: b_layout,
-            },
-        };
-        let out = OutputMatrix::new(c, n);
-        let operands = Operands {
-            a: &packed_a,
-            b: b_panels,
-            k,
-        };
-        run_tasks(m.div_ceil(mc) * col_tiles, parallel, |t| {
-            let tile = tile(t / col_tiles, t % col_tiles, (mc, nc), m, n);
-            // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
-            unsafe {
-                multiply_tile(kernel, operands, tile, out);
-                finish_tile(out, tile, bias, epilogue);
-            }
-        });
-        super::pool::give_back(packed_a);
-        if let Some(packed_b) = packed_b {
-            super::pool::give_back(packed_b);
+        } else {
+            multiply_packed(kernel, a, b, bias, dims, epilogue, c, parallel);
         }
     });
+}
+
+/// Panics, naming the operand, if a buffer's length does not match `dims`.
+fn assert_lengths(a: &[f32], b: &[f32], bias: Option<&[f32]>, dims: GemmDims, c: &[f32]) {
+    let GemmDims { m, k, n, .. } = dims;
+    assert_eq!(
+        a.len(),
+        m * k,
+        "gemm: lhs has {} elements, dims {dims:?}",
+        a.len()
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "gemm: rhs has {} elements, dims {dims:?}",
+        b.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "gemm: output has {} elements, dims {dims:?}",
+        c.len()
+    );
+    if let Some(bias) = bias {
+        assert_eq!(
+            bias.len(),
+            n,
+            "gemm: bias has {} elements, n = {n}",
+            bias.len()
+        );
+    }
+}
+
+/// The general path: op(A) packed whole, op(B) packed whole or tile by tile, and C cut into
+/// tiles that the pool's threads multiply and finish (bias, epilogue) one at a time.
+#[allow(clippy::too_many_arguments)] // the product's seven, and whether to use the pool
+fn multiply_packed<E: UnaryKernel>(
+    kernel: Microkernel,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    dims: GemmDims,
+    epilogue: &E,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    let GemmDims { m, k, n, .. } = dims;
+    let (mr, nr) = (kernel.mr(), kernel.nr());
+    // All of op(A) and all of op(B), each packed once and shared by every tile:
+    // packed_a[(panel · k + p) · MR + i] = op(A)[panel · MR + i, p],
+    // packed_b[(panel · k + p) · NR + j] = op(B)[p, panel · NR + j], zero-padded.
+    let a_layout = Layout::of_lhs(dims);
+    // `op(B)`'s columns are the packed panels' `x`; see [`Layout`].
+    let b_layout = Layout::of_rhs(dims);
+    let packed_a = pack_all(a, a_layout, m, k, mr, parallel);
+    let mc = tile_height(kernel, m);
+    let nc = tile_width(kernel, m.div_ceil(mc), n);
+    let col_tiles = n.div_ceil(nc);
+    // With one row of tiles, each element of op(B) feeds one tile only: the tile packs its
+    // slice just before using it, while it is hot in L2. With several, B is packed once and
+    // shared (each tile packing its own would repeat the work once per row of tiles).
+    let packed_b = (m > mc).then(|| pack_all(b, b_layout, n, k, nr, parallel));
+    let b_panels = match &packed_b {
+        Some(packed) => BPanels::Shared(packed),
+        None => BPanels::PerTile {
+            src: b,
+            layout: b_layout,
+        },
+    };
+    let out = OutputMatrix::new(c, n);
+    let operands = Operands {
+        a: &packed_a,
+        b: b_panels,
+        k,
+    };
+    run_tasks(m.div_ceil(mc) * col_tiles, parallel, |t| {
+        let tile = tile(t / col_tiles, t % col_tiles, (mc, nc), m, n);
+        // SAFETY: the tiles partition C, so this task alone touches `tile`'s elements.
+        unsafe {
+            multiply_tile(kernel, operands, tile, out);
+            finish_tile(out, tile, bias, epilogue);
+        }
+    });
+    super::pool::give_back(packed_a);
+    if let Some(packed_b) = packed_b {
+        super::pool::give_back(packed_b);
+    }
 }
 
 /// A product's operands as the tiles read them.
