@@ -17,6 +17,7 @@ use criterion::{
 };
 use ferrograd::backend::cpu::gemm_steps::{gemm_step, GemmStep};
 use ferrograd::backend::cpu::{bf16_support, gemm_into, set_allow_bf16, Microkernel};
+use ferrograd::backend::GemmDims;
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
 use ferrograd::nn::Module;
@@ -43,17 +44,6 @@ fn bench_gemm(c: &mut Criterion) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let dims = product.dims(m, k, n);
-        // Row and column strides of op(A) and op(B) in their storage, for matrixmultiply.
-        let (a_rs, a_cs) = if dims.lhs_transposed {
-            (1, m as isize)
-        } else {
-            (k as isize, 1)
-        };
-        let (b_rs, b_cs) = if dims.rhs_transposed {
-            (1, k as isize)
-        } else {
-            (n as isize, 1)
-        };
         if m * k * n >= 1 << 30 {
             group.sample_size(10);
         }
@@ -62,6 +52,19 @@ fn bench_gemm(c: &mut Criterion) {
         // Both write into a buffer made once, so neither pays for fresh pages per call.
         let mut ours = vec![0.0f32; m * n];
         let selected = Microkernel::selected();
+        // The two compute the same product (timing a wrong reference would compare nothing).
+        let mut reference = vec![0.0f32; m * n];
+        matrixmultiply_product(&a, &b, dims, &mut reference);
+        gemm_into(selected, &a, &b, None, dims, &mut ours);
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "gemm {shape}: ours and matrixmultiply differ by {worst}"
+        );
         for kernel in Microkernel::supported() {
             let id = BenchmarkId::new(format!("ferrograd-{kernel:?}"), &shape);
             group.bench_function(id, |bench| {
@@ -109,31 +112,50 @@ fn bench_gemm(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             let mut out = vec![0.0f32; m * n];
             bench.iter(|| {
-                // SAFETY: the strides describe op(A) (m×k) and op(B) (k×n) inside `a` and `b`,
-                // and out is m×n row-major; all live for the call.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        a_rs,
-                        a_cs,
-                        b.as_ptr(),
-                        b_rs,
-                        b_cs,
-                        0.0,
-                        out.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
+                matrixmultiply_product(black_box(&a), black_box(&b), dims, &mut out);
                 black_box(&out);
             })
         });
     }
     group.finish();
+}
+
+/// `out = op(A) · op(B)` by the `matrixmultiply` crate, the reference beside ours: it reads
+/// a transposed operand in place through its strides, as ours does.
+fn matrixmultiply_product(a: &[f32], b: &[f32], dims: GemmDims, out: &mut [f32]) {
+    let GemmDims { m, k, n, .. } = dims;
+    assert!(a.len() == m * k && b.len() == k * n && out.len() == m * n);
+    // Row and column strides of op(A) and op(B) in their storage.
+    let (a_rs, a_cs) = if dims.lhs_transposed {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if dims.rhs_transposed {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    // SAFETY: the strides describe op(A) (m×k) and op(B) (k×n) inside `a` and `b`, whose
+    // lengths are checked above, and `out` is m×n row-major; all live for the call.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            a_rs,
+            a_cs,
+            b.as_ptr(),
+            b_rs,
+            b_cs,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    };
 }
 
 /// The steps of `backend::cpu::gemm_steps` (the loops as written on paper; reordered along
