@@ -25,7 +25,8 @@ pub fn exp(x: f32) -> f32 {
     // Rounds to the nearest integer: adding 1.5 · 2²³ pushes the fraction out of the mantissa.
     const ROUND: f32 = 12_582_912.0;
     let clamped = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (clamped * LOG2_E + ROUND) - ROUND;
+    let shifted = clamped * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let poly = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -34,10 +35,15 @@ pub fn exp(x: f32) -> f32 {
         * r
         + 5e-1;
     let e_r = poly * r2 + r + 1.0;
+    // n as an integer, read from `shifted`'s mantissa, where adding ROUND left it: an integer
+    // subtraction, which vectorises. (`n as i32` would not: Rust's cast saturates, and
+    // compiled to 16 scalar conversions and their range checks a vector, it made tanh cost
+    // 18× a ReLU.)
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     // 2^n, split in two factors so that n = 128 (x near EXP_MAX) does not overflow the bits.
-    let half = n as i32 / 2;
-    let two_to = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
-    let result = e_r * two_to(half) * two_to(n as i32 - half);
+    let half = n_int / 2;
+    let two_to = |e: i32| f32::from_bits((e.wrapping_add(127) as u32) << 23);
+    let result = e_r * two_to(half) * two_to(n_int - half);
     if x < EXP_MIN {
         0.0
     } else if x > EXP_MAX {
