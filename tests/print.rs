@@ -1,5 +1,6 @@
 //! Tensors print as PyTorch prints them. Each expected text is what `print(t)` printed for
-//! the same values in PyTorch 2.15 (float32, default print options), copied as it came.
+//! the same values in PyTorch 2.15 (float32; default print options, but for the precisions
+//! of `a_precision_in_the_format_sets_the_decimals`), copied as it came.
 
 mod common;
 
@@ -112,6 +113,82 @@ fn tensors_print_as_in_pytorch() {
     ];
     for (tensor, expected) in cases {
         assert_eq!(tensor.to_string(), expected, "shape {:?}", tensor.shape());
+    }
+}
+
+/// `{:.N}` prints N decimals, as after `torch.set_printoptions(precision=N)`; each expected
+/// text is PyTorch 2.15's for the same values and precision.
+#[test]
+fn a_precision_in_the_format_sets_the_decimals() {
+    let sevenths: Vec<f32> = pattern(30).iter().map(|v| v / 7.0).collect();
+    let thirds: Vec<f32> = pattern(2000).iter().map(|v| v / 3.0).collect();
+    let cases = [
+        (
+            values(vec![0.5, -1.0, 2.0], &[3]),
+            2,
+            r"tensor([ 0.50, -1.00,  2.00])",
+        ),
+        // the choice of scientific notation does not depend on the precision
+        (
+            values(vec![1e-5, 1.0, -0.25], &[3]),
+            2,
+            r"tensor([ 1.00e-05,  1.00e+00, -2.50e-01])",
+        ),
+        (
+            values(vec![1.0, 5000.0], &[2]),
+            1,
+            r"tensor([1.0e+00, 5.0e+03])",
+        ),
+        // whole numbers keep their point, whatever the precision
+        (
+            values(vec![1.0, 2.0, 3.0], &[3]),
+            2,
+            r"tensor([1., 2., 3.])",
+        ),
+        // no decimals at all: ties to even, as Python's `.0f`
+        (
+            values(vec![1.0 / 3.0, 2.0 / 3.0, -0.5, 2.5], &[4]),
+            0,
+            r"tensor([ 0,  1, -0,  2])",
+        ),
+        (
+            values(pattern(12), &[4, 3]),
+            6,
+            r"tensor([[-6.250000, -1.625000,  3.000000],
+        [-5.000000, -0.375000,  4.250000],
+        [-3.750000,  0.875000,  5.500000],
+        [-2.500000,  2.125000, -5.875000]])",
+        ),
+        // wider elements, fewer to a line
+        (
+            values(sevenths, &[30]),
+            8,
+            r"tensor([-0.89285713, -0.23214285,  0.42857143, -0.71428573, -0.05357143,
+         0.60714287, -0.53571427,  0.12500000,  0.78571427, -0.35714287,
+         0.30357143, -0.83928573, -0.17857143,  0.48214287, -0.66071427,
+         0.00000000,  0.66071427, -0.48214287,  0.17857143,  0.83928573,
+        -0.30357143,  0.35714287, -0.78571427, -0.12500000,  0.53571427,
+        -0.60714287,  0.05357143,  0.71428573, -0.42857143,  0.23214285])",
+        ),
+        // summarised
+        (
+            values(thirds, &[40, 50]),
+            2,
+            r"tensor([[-2.08, -0.54,  1.00,  ..., -1.17,  0.38,  1.92],
+        [-0.75,  0.79, -1.88,  ...,  0.17,  1.71, -0.96],
+        [ 0.58, -2.08, -0.54,  ...,  1.50, -1.17,  0.38],
+        ...,
+        [ 0.96, -1.71, -0.17,  ...,  1.88, -0.79,  0.75],
+        [-1.92, -0.38,  1.17,  ..., -1.00,  0.54,  2.08],
+        [-0.58,  0.96, -1.71,  ...,  0.33,  1.88, -0.79]])",
+        ),
+    ];
+    for (tensor, precision, expected) in cases {
+        assert_eq!(
+            format!("{tensor:.precision$}"),
+            expected,
+            "precision {precision}"
+        );
     }
 }
 

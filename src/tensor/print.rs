@@ -10,6 +10,9 @@
 //! - after the values, `device='cuda:0'` off the CPU, then `grad_fn=<…Backward>` for an op's
 //!   result or `requires_grad=True` for a leaf that records.
 //!
+//! A precision in the format, `{:.2}`, prints that many decimals instead of 4, as
+//! `torch.set_printoptions(precision=2)` does; the other rules stay as they are.
+//!
 //! One difference: the `grad_fn` names are ours (`MatmulBackward`, not PyTorch's
 //! `MmBackward0`).
 
@@ -18,6 +21,7 @@ use std::fmt;
 use super::{NodeKind, Tensor};
 use crate::device::Device;
 
+/// Decimals, unless the format gives a precision (`{:.2}`).
 const PRECISION: usize = 4;
 /// Tensors with more elements than this are summarised.
 const THRESHOLD: usize = 1000;
@@ -47,7 +51,8 @@ impl fmt::Display for Tensor {
             };
             let mut shown = Vec::new();
             block.collect_shown(summarize, &mut shown);
-            let formatter = ElementFormat::for_values(&shown);
+            let precision = f.precision().unwrap_or(PRECISION);
+            let formatter = ElementFormat::for_values(&shown, precision);
             block.text(PREFIX.len(), summarize, &formatter)
         };
         if let Some(node) = self.node() {
@@ -149,12 +154,14 @@ struct ElementFormat {
     /// Every value shown is a whole number: written `3.`.
     whole: bool,
     scientific: bool,
+    /// Decimals of a fraction, or of a mantissa in scientific notation.
+    precision: usize,
     /// Each element is padded on the left to this width.
     width: usize,
 }
 
 impl ElementFormat {
-    fn for_values(values: &[f32]) -> ElementFormat {
+    fn for_values(values: &[f32], precision: usize) -> ElementFormat {
         let nonzero_finite: Vec<f64> = values
             .iter()
             .filter(|v| v.is_finite() && **v != 0.0)
@@ -163,6 +170,7 @@ impl ElementFormat {
         let mut format = ElementFormat {
             whole: true,
             scientific: false,
+            precision,
             width: 1,
         };
         if nonzero_finite.is_empty() {
@@ -190,7 +198,7 @@ impl ElementFormat {
             if value > 0.0 { "inf" } else { "-inf" }.to_string()
         } else if self.scientific {
             // Rust writes `1.0000e-5` where Python writes `1.0000e-05`.
-            let text = format!("{value:.PRECISION$e}");
+            let text = format!("{value:.precision$e}", precision = self.precision);
             let (mantissa, exponent) = text.split_once('e').expect("`e` formatting has an e");
             let exponent: i32 = exponent.parse().expect("an integer exponent");
             let sign = if exponent < 0 { '-' } else { '+' };
@@ -198,7 +206,7 @@ impl ElementFormat {
         } else if self.whole {
             format!("{value:.0}.")
         } else {
-            format!("{value:.PRECISION$}")
+            format!("{value:.precision$}", precision = self.precision)
         }
     }
 
