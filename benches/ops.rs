@@ -230,7 +230,7 @@ fn bench_ops(c: &mut Criterion) {
     let probabilities = Tensor::uniform(&[64, 1], 0.01, 0.99, &dev);
     probabilities.set_requires_grad(true);
     let targets = Tensor::ones(&[64, 1], &dev);
-    type Op<'a> = Box<dyn Fn() -> Tensor + 'a>;
+    type Op<'a> = Box<dyn Fn() -> Tensor + Send + Sync + 'a>;
     let ops: Vec<(&str, usize, Op)> = vec![
         (
             "linear_64x784x1024",
@@ -261,6 +261,20 @@ fn bench_ops(c: &mut Criterion) {
         group.throughput(Throughput::Elements(*outputs as u64));
         group.bench_function(BenchmarkId::new("forward", name), |b| {
             b.iter(|| black_box(op()))
+        });
+        // As a training step calls it: on a worker of the pool, the other workers awake
+        // (`Device::run`), so the time is the op's own and not that of handing it to the pool
+        // (which, called from the main thread as above, is most of a small op's).
+        group.bench_function(BenchmarkId::new("forward_in_step", name), |b| {
+            b.iter_custom(|iters| {
+                dev.run(|| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(op());
+                    }
+                    start.elapsed()
+                })
+            })
         });
         group.bench_function(BenchmarkId::new("backward", name), |b| {
             b.iter_batched(|| op().sum(), |loss| loss.backward(), BatchSize::SmallInput)
