@@ -2,8 +2,9 @@
 //!
 //! `cargo run --release --example mnist_gan` downloads MNIST into `data/mnist` if it is not
 //! there, then trains, writing into `runs/mnist_gan/`: a grid of samples from a fixed noise
-//! batch after every epoch (`samples_epoch_NNN.png`, and `samples_latest.png`), the losses of
-//! every iteration (`losses.csv`) and their curve (`losses.svg`), and a checkpoint
+//! batch after every epoch (`samples_epoch_NNN.png`, and `samples_latest.png`; when the run
+//! ends, all of them as one animated PNG, `samples_progress.png`), the losses of every
+//! iteration (`losses.csv`) and their curve (`losses.svg`), and a checkpoint
 //! (`checkpoint.safetensors`) that `--resume` continues from. `--help` lists the options.
 //!
 //! Ctrl-C (or SIGTERM, or SIGHUP) while training stops the run after the step in flight,
@@ -18,6 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
@@ -31,7 +33,10 @@ use ferrograd::data::{DataLoader, Mnist, Split};
 use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, CLASSIC_LR, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{manual_seed, Device, Tensor};
-use gan_output::{at_path, loss_plot_svg, write_grid_png, write_samples_idx, LossLog, LossRow};
+use gan_output::{
+    at_path, epoch_grids, loss_plot_svg, write_grid_png, write_progress_apng, write_samples_idx,
+    LossLog, LossRow,
+};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Set by the first Ctrl-C, SIGTERM or SIGHUP during training (`stop_on_signals`).
@@ -85,6 +90,8 @@ fn say(line: std::fmt::Arguments) {
 const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
 /// Seeds the noise of `--samples-out`.
 const SAMPLES_NOISE_SALT: u64 = 0x5341_4d50; // "SAMP"
+/// The epochs' grids as one animated PNG, in `--out`.
+const PROGRESS_PNG: &str = "samples_progress.png";
 
 /// Where to train (`--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +326,10 @@ struct Training<'a> {
     checkpoint_path: PathBuf,
     files: FileWriter,
     wrote_checkpoint: bool,
+    /// Whether this run finished an epoch, so wrote its grid (`samples_epoch_NNN.png`).
+    wrote_epoch_grid: bool,
+    /// Set by the file writer once it has written `samples_progress.png`.
+    animated: Arc<AtomicBool>,
 }
 
 impl<'a> Training<'a> {
@@ -364,6 +375,8 @@ impl<'a> Training<'a> {
             checkpoint_path: out.join("checkpoint.safetensors"),
             files: FileWriter::default(),
             wrote_checkpoint: false,
+            wrote_epoch_grid: false,
+            animated: Arc::default(),
         })
     }
 
@@ -387,7 +400,31 @@ impl<'a> Training<'a> {
             let this_epoch = self.train_epoch(args)?;
             self.end_epoch(this_epoch, args.epochs)?;
         }
+        if self.wrote_epoch_grid {
+            self.animate_epoch_grids()?;
+        }
         Ok(())
+    }
+
+    /// Writes `samples_progress.png`: every epoch's grid in `--out` (an earlier run's too,
+    /// when this one resumed it there) as one animation, once the grids are on disk. A grid it
+    /// cannot read (a file of the user's under that name) costs the animation, with a note,
+    /// and not the run.
+    fn animate_epoch_grids(&mut self) -> Result<(), Box<dyn Error>> {
+        let out = self.out.clone();
+        let animated = Arc::clone(&self.animated);
+        self.files.write(move || {
+            let written = epoch_grids(&out)
+                .map_err(at_path(&out))
+                .and_then(|grids| write_progress_apng(&out.join(PROGRESS_PNG), &grids));
+            match written {
+                Ok(()) => animated.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    complain!("note: no animation of the epochs' samples: {err}");
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Runs the steps of the epoch the run is in, from where it stands to the epoch's end (or
@@ -498,6 +535,7 @@ impl<'a> Training<'a> {
             Ok(snapshot.write(&path)?)
         })?;
         self.wrote_checkpoint = true;
+        self.wrote_epoch_grid |= finished_epoch;
         Ok(())
     }
 
@@ -505,6 +543,10 @@ impl<'a> Training<'a> {
     /// wrote one.
     fn finish(&mut self) -> Result<Option<PathBuf>, Box<dyn Error>> {
         self.files.finish()?;
+        if self.animated.load(Ordering::Relaxed) {
+            let progress = self.out.join(PROGRESS_PNG);
+            say!("every epoch's samples, animated: {}", progress.display());
+        }
         Ok(self.wrote_checkpoint.then(|| self.checkpoint_path.clone()))
     }
 }

@@ -1,6 +1,7 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
 //! resume, kills during checkpointing, stopping on Ctrl-C, SIGTERM or a closed standard output,
-//! and clear errors for what users get wrong.
+//! and clear errors for what users get wrong; and, on a tiny MNIST of its own, whole epochs
+//! and the animation of their sample grids.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
@@ -80,6 +81,45 @@ fn run_ok(mut command: Command) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// A tiny MNIST in `dir`: `images` training images (stripes, not digits: enough for a run
+/// and its files, two batches of 64 an epoch) and 10 test images, as plain IDX files.
+fn tiny_mnist(dir: &Path, images: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let pixels: Vec<u8> = (0..images * 784).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..images).map(|i| (i % 10) as u8).collect();
+    for (split, n) in [("train", images), ("t10k", 10)] {
+        let images = idx::encode(&[n, 28, 28], &pixels[..n * 784]);
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        let labels = idx::encode(&[n], &labels[..n]);
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// A PNG's frames: each one's delay in ms and its pixels (a still PNG is one frame, delay 0).
+fn png_frames(path: &Path) -> Vec<(u32, Vec<u8>)> {
+    let file = BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let count = reader
+        .info()
+        .animation_control()
+        .map_or(1, |a| a.num_frames);
+    (0..count)
+        .map(|_| {
+            let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut pixels).unwrap();
+            let delay = reader.info().frame_control.map_or(0, |frame| {
+                let den = if frame.delay_den == 0 {
+                    100
+                } else {
+                    frame.delay_den
+                };
+                u32::from(frame.delay_num) * 1000 / u32::from(den)
+            });
+            (delay, pixels)
+        })
+        .collect()
 }
 
 /// (iter, d_loss, g_loss, D(x), D(G(z))) per row of losses.csv.
@@ -634,4 +674,57 @@ fn user_errors_are_reported_without_panicking() {
     std::fs::remove_dir_all(&blocked).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::remove_dir_all(&broken).unwrap();
+}
+
+/// After whole epochs, `samples_progress.png` plays every epoch's grid in order, the last held
+/// longer; a run resumed in the same directory adds its epochs to it.
+#[test]
+fn whole_epochs_end_in_an_animation_of_their_grids() {
+    let data = scratch("tiny-mnist");
+    tiny_mnist(&data, 128);
+    let out = scratch("animated");
+    let said = run_ok(mnist_gan(&data, &out, &["--epochs", "3"]));
+    let progress = out.join("samples_progress.png");
+    assert!(String::from_utf8_lossy(&said.stdout)
+        .contains(&format!("animated: {}", progress.display())));
+    let frames = png_frames(&progress);
+    let delays: Vec<u32> = frames.iter().map(|(delay, _)| *delay).collect();
+    assert_eq!(delays, [120, 120, 2000]);
+    for (epoch, (_, pixels)) in frames.iter().enumerate() {
+        let grid = out.join(format!("samples_epoch_{:03}.png", epoch + 1));
+        assert_eq!(
+            pixels,
+            &png_frames(&grid)[0].1,
+            "frame {epoch}: {}",
+            grid.display()
+        );
+    }
+    assert_ne!(frames[0].1, frames[2].1, "the generator changed");
+
+    let checkpoint = out.join("checkpoint.safetensors");
+    let resume = ["--epochs", "4", "--resume", checkpoint.to_str().unwrap()];
+    run_ok(mnist_gan(&data, &out, &resume));
+    let frames = png_frames(&progress);
+    assert_eq!(frames.len(), 4);
+    let last_grid = png_frames(&out.join("samples_epoch_004.png"));
+    assert_eq!(frames[3].1, last_grid[0].1);
+
+    // A file under a grid's name that is not one costs the animation, with a note, not the run.
+    std::fs::write(out.join("samples_epoch_010.png"), "not a PNG").unwrap();
+    let resume = ["--epochs", "5", "--resume", checkpoint.to_str().unwrap()];
+    let said = run_ok(mnist_gan(&data, &out, &resume));
+    let stderr = String::from_utf8_lossy(&said.stderr);
+    assert!(
+        stderr.contains("no animation") && stderr.contains("samples_epoch_010.png"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&said.stdout);
+    assert!(!stdout.contains("samples, animated"), "{stdout}");
+    assert_eq!(png_frames(&progress).len(), 4, "the animation before stays");
+
+    // A run that ends inside its first epoch finishes no grid, and writes no animation.
+    let partial = scratch("partial-epoch");
+    let said = run_ok(mnist_gan(&data, &partial, &["--max-iters", "1"]));
+    assert!(!String::from_utf8_lossy(&said.stdout).contains("samples, animated"));
+    assert!(!partial.join("samples_progress.png").exists());
 }

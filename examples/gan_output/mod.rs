@@ -6,7 +6,7 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ferrograd::atomic_file::write_atomically;
@@ -64,6 +64,96 @@ pub fn write_grid_png(path: &Path, images: &Tensor, cols: usize) -> ferrograd::R
         writer.finish().map_err(io::Error::other)
     })
     .map_err(at_path(path))
+}
+
+/// The `samples_epoch_NNN.png` grids in `dir`, in epoch order.
+pub fn epoch_grids(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut grids: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|name| name.to_str());
+        let epoch = name.and_then(|name| {
+            let number = name.strip_prefix("samples_epoch_")?.strip_suffix(".png")?;
+            number.parse().ok()
+        });
+        if let Some(epoch) = epoch {
+            grids.push((epoch, path));
+        }
+    }
+    grids.sort();
+    Ok(grids.into_iter().map(|(_, path)| path).collect())
+}
+
+/// How long each frame of [`write_progress_apng`] shows, in ms; the last one stays up longer,
+/// so that the final samples can be seen before the animation starts again.
+const FRAME_MS: u16 = 120;
+const LAST_FRAME_MS: u16 = 2000;
+
+/// Writes the grids `frames` (PNG files of one size, 8-bit grayscale, as [`write_grid_png`]
+/// writes them) as one animated PNG that plays them in order and loops: the generator's
+/// progress at a glance, like the animation in PyTorch's DCGAN tutorial. Browsers play APNG;
+/// other viewers show its first frame. Written atomically, as the grids are.
+pub fn write_progress_apng(path: &Path, frames: &[PathBuf]) -> ferrograd::Result<()> {
+    let images = frames
+        .iter()
+        .map(|frame| read_gray_png(frame))
+        .collect::<ferrograd::Result<Vec<_>>>()?;
+    let Some(&(width, height, _)) = images.first() else {
+        let none = io::Error::new(io::ErrorKind::InvalidInput, "no frames to animate");
+        return Err(at_path(path)(none));
+    };
+    for (frame, &(w, h, _)) in frames.iter().zip(&images) {
+        if (w, h) != (width, height) {
+            let message = format!("{w} × {h} pixels, where the first frame is {width} × {height}");
+            return Err(at_path(frame)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                message,
+            )));
+        }
+    }
+    write_atomically(path, |file| {
+        let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder
+            .set_animated(images.len() as u32, 0) // 0 plays: loop forever
+            .map_err(io::Error::other)?;
+        encoder
+            .set_frame_delay(FRAME_MS, 1000)
+            .map_err(io::Error::other)?;
+        let mut writer = encoder.write_header().map_err(io::Error::other)?;
+        for (i, (_, _, pixels)) in images.iter().enumerate() {
+            if i + 1 == images.len() {
+                writer
+                    .set_frame_delay(LAST_FRAME_MS, 1000)
+                    .map_err(io::Error::other)?;
+            }
+            writer.write_image_data(pixels).map_err(io::Error::other)?;
+        }
+        writer.finish().map_err(io::Error::other)
+    })
+    .map_err(at_path(path))
+}
+
+/// An 8-bit grayscale PNG's width, height and pixels.
+fn read_gray_png(path: &Path) -> ferrograd::Result<(u32, u32, Vec<u8>)> {
+    let read = || -> io::Result<(u32, u32, Vec<u8>)> {
+        let decoder = png::Decoder::new(io::BufReader::new(File::open(path)?));
+        let mut reader = decoder.read_info().map_err(io::Error::other)?;
+        let size = reader
+            .output_buffer_size()
+            .ok_or_else(|| io::Error::other("too large to decode"))?;
+        let mut pixels = vec![0; size];
+        let frame = reader.next_frame(&mut pixels).map_err(io::Error::other)?;
+        if (frame.color_type, frame.bit_depth) != (png::ColorType::Grayscale, png::BitDepth::Eight)
+        {
+            let message = "not an 8-bit grayscale PNG, as the sample grids are";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+        }
+        pixels.truncate(frame.buffer_size());
+        Ok((frame.width, frame.height, pixels))
+    };
+    read().map_err(at_path(path))
 }
 
 /// An I/O error as the library reports one, naming `path`: "No such file or directory"
