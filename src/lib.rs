@@ -42,7 +42,7 @@
 //! # w.set_requires_grad(true);
 //! let y = (&w * &x).tanh();
 //! assert_eq!(w.to_string(), "tensor(2., requires_grad=True)"); // a leaf
-//! assert_eq!(y.to_string(), "tensor(0.7616, grad_fn=<TanhBackward>)"); // an op's node
+//! assert_eq!(y.to_string(), "tensor(0.7616, grad_fn=<TanhBackward0>)"); // an op's node
 //! let dot = y.to_dot();
 //! assert!(dot.contains("tanh []") && dot.contains("mul []") && dot.contains("leaf []"));
 //! ```

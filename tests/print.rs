@@ -4,6 +4,9 @@
 
 mod common;
 
+use ferrograd::nn::functional::{
+    binary_cross_entropy, dropout, linear, linear_activation, linear_activation_dropout, Activation,
+};
 use ferrograd::{Device, Tensor};
 
 /// Eighths between -6.25 and 6.25 in a scattered order: exact in f32, the same in PyTorch
@@ -192,22 +195,78 @@ fn a_precision_in_the_format_sets_the_decimals() {
     }
 }
 
-/// An op's result names its backward rule (ours: PyTorch's would be `MulBackward0` and
-/// `SumBackward0`); its values print as any tensor's.
+/// An op's result names its backward node as PyTorch does; its values print as any tensor's.
 #[test]
 fn results_of_ops_name_their_backward() {
     let x = leaf(vec![-6.25, -1.625, 3.0], &[3]);
     let squares = &x * &x;
     assert_eq!(
         squares.to_string(),
-        "tensor([39.0625,  2.6406,  9.0000], grad_fn=<MulBackward>)"
+        "tensor([39.0625,  2.6406,  9.0000], grad_fn=<MulBackward0>)"
     );
     assert_eq!(
         squares.sum().to_string(),
-        "tensor(50.7031, grad_fn=<SumBackward>)"
+        "tensor(50.7031, grad_fn=<SumBackward0>)"
     );
     let _no_grad = ferrograd::no_grad();
     assert_eq!((&x * &x).to_string(), "tensor([39.0625,  2.6406,  9.0000])");
+}
+
+/// Each op's `grad_fn`, as PyTorch 2.15 names the node of the same expression
+/// (`type(y.grad_fn).__name__`): a linear layer is `addmm` with a bias and `mm` without, a
+/// fused layer names its last op, dropout is a `mul` by its mask.
+#[test]
+fn every_op_names_its_backward_as_pytorch_does() {
+    let x = leaf(pattern(12), &[4, 3]);
+    let w = leaf(pattern(15), &[5, 3]);
+    let b = leaf(pattern(5), &[5]);
+    let row = leaf(pattern(3), &[3]);
+    let p = linear_activation(&x, &w, Some(&b), Activation::Sigmoid);
+    let t = values(vec![1.0; 20], &[4, 5]);
+    let cases = [
+        (&x + &row, "AddBackward0"),
+        (&x - &row, "SubBackward0"),
+        (&x * &row, "MulBackward0"),
+        (&x + 1.5, "AddBackward0"),
+        (&x - 1.0, "SubBackward0"),
+        (&x * 0.5, "MulBackward0"),
+        (&x / 2.0, "DivBackward0"),
+        (1.0 - &x, "RsubBackward1"),
+        (-&x, "NegBackward0"),
+        (x.matmul(&w.reshape(&[3, 5])), "MmBackward0"),
+        (linear(&x, &w, Some(&b)), "AddmmBackward0"),
+        (linear(&x, &w, None), "MmBackward0"),
+        (x.relu(), "ReluBackward0"),
+        (x.leaky_relu(0.2), "LeakyReluBackward0"),
+        (x.tanh(), "TanhBackward0"),
+        (x.sigmoid(), "SigmoidBackward0"),
+        (
+            linear_activation(&x, &w, Some(&b), Activation::Tanh),
+            "TanhBackward0",
+        ),
+        (
+            linear_activation(&x, &w, Some(&b), Activation::LeakyRelu(0.2)),
+            "LeakyReluBackward0",
+        ),
+        (dropout(&x, 0.3, true), "MulBackward0"),
+        (
+            linear_activation_dropout(&x, &w, Some(&b), Activation::Relu, 0.3),
+            "MulBackward0",
+        ),
+        (x.reshape(&[3, 4]), "ViewBackward0"),
+        (Tensor::cat(&[&x, &x]), "CatBackward0"),
+        (x.narrow_rows(1, 2), "SliceBackward0"),
+        (x.sum(), "SumBackward0"),
+        (x.mean(), "MeanBackward0"),
+        (binary_cross_entropy(&p, &t), "BinaryCrossEntropyBackward0"),
+    ];
+    for (i, (y, name)) in cases.iter().enumerate() {
+        let text = y.to_string();
+        assert!(
+            text.contains(&format!("grad_fn=<{name}>")),
+            "case {i}: {text}"
+        );
+    }
 }
 
 /// Off the CPU, the device follows the values, as PyTorch's `device='cuda:0'` does; the values

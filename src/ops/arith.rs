@@ -121,12 +121,15 @@ impl GradFn for MulBackward {
     }
 }
 
-/// `y = x + s`: `∂L/∂x = ∂L/∂y`.
-struct AddScalarBackward;
+/// `y = x + s`: `∂L/∂x = ∂L/∂y`. Named for the operator written: `add_scalar` for `x + s`,
+/// `sub_scalar` for `x − s` (run as `x + (−s)`).
+struct AddScalarBackward {
+    name: &'static str,
+}
 
 impl GradFn for AddScalarBackward {
     fn name(&self) -> &'static str {
-        "add_scalar"
+        self.name
     }
 
     fn backward(&self, grad: &Tensor, _needs_grad: &[bool]) -> Vec<Option<Tensor>> {
@@ -134,14 +137,17 @@ impl GradFn for AddScalarBackward {
     }
 }
 
-/// `y = s · x`: `∂L/∂x = s · ∂L/∂y`.
+/// `y = s · x`: `∂L/∂x = s · ∂L/∂y`. Named for the operator written: `mul_scalar` for
+/// `x · s`, `div_scalar` for `x / s` (run as `x · (1/s)`), `neg` for `−x`, `rsub_scalar` for
+/// `s − x` (`−x + s`: the same rule, `s = −1`).
 struct MulScalarBackward {
     scale: f32,
+    name: &'static str,
 }
 
 impl GradFn for MulScalarBackward {
     fn name(&self) -> &'static str {
-        "mul_scalar"
+        self.name
     }
 
     fn backward(&self, grad: &Tensor, _needs_grad: &[bool]) -> Vec<Option<Tensor>> {
@@ -209,22 +215,32 @@ impl Tensor {
 
     /// `x + value`, elementwise.
     pub fn add_scalar(&self, value: f32) -> Tensor {
-        let y = self.map(&AddScalar(value));
-        record(&y, &[self], || AddScalarBackward);
-        y
+        self.scalar_add(value, "add_scalar")
     }
 
     /// `x · value`, elementwise.
     pub fn mul_scalar(&self, value: f32) -> Tensor {
-        let y = self.map(&MulScalar(value));
-        record(&y, &[self], || MulScalarBackward { scale: value });
-        y
+        self.scalar_mul(value, "mul_scalar")
     }
 
     /// `−x`, elementwise.
     #[allow(clippy::should_implement_trait)]
     pub fn neg(&self) -> Tensor {
-        self.mul_scalar(-1.0)
+        self.scalar_mul(-1.0, "neg")
+    }
+
+    /// `x + value`, its node named `name`.
+    fn scalar_add(&self, value: f32, name: &'static str) -> Tensor {
+        let y = self.map(&AddScalar(value));
+        record(&y, &[self], || AddScalarBackward { name });
+        y
+    }
+
+    /// `x · value`, its node named `name`.
+    fn scalar_mul(&self, value: f32, name: &'static str) -> Tensor {
+        let y = self.map(&MulScalar(value));
+        record(&y, &[self], || MulScalarBackward { scale: value, name });
+        y
     }
 }
 
@@ -273,20 +289,20 @@ macro_rules! impl_operator {
 }
 
 impl_operator!(Add, add, add, |x, s| x.add_scalar(s));
-impl_operator!(Sub, sub, sub, |x, s| x.add_scalar(-s));
+impl_operator!(Sub, sub, sub, |x, s| x.scalar_add(-s, "sub_scalar"));
 impl_operator!(Mul, mul, mul, |x, s| x.mul_scalar(s));
 
 impl ops::Div<f32> for &Tensor {
     type Output = Tensor;
     fn div(self, s: f32) -> Tensor {
-        self.mul_scalar(1.0 / s)
+        self.scalar_mul(1.0 / s, "div_scalar")
     }
 }
 
 impl ops::Div<f32> for Tensor {
     type Output = Tensor;
     fn div(self, s: f32) -> Tensor {
-        self.mul_scalar(1.0 / s)
+        self.scalar_mul(1.0 / s, "div_scalar")
     }
 }
 
@@ -304,10 +320,15 @@ impl ops::Neg for Tensor {
     }
 }
 
-/// `s − x`, so that `1.0 - &p` reads as it does in PyTorch.
+/// `s − x`, so that `1.0 - &p` reads as it does in PyTorch: `−x + s`, one node in the graph.
 impl ops::Sub<&Tensor> for f32 {
     type Output = Tensor;
     fn sub(self, x: &Tensor) -> Tensor {
-        x.neg().add_scalar(self)
+        let y = x.map(&MulScalar(-1.0)).map(&AddScalar(self));
+        record(&y, &[x], || MulScalarBackward {
+            scale: -1.0,
+            name: "rsub_scalar",
+        });
+        y
     }
 }

@@ -7,14 +7,13 @@
 //! - lines of at most 80 characters, nested brackets indented under their parent;
 //! - a tensor of more than 1000 elements summarised to the first and last 3 entries of each
 //!   dimension, with `...` between (the widths are then chosen from the entries shown);
-//! - after the values, `device='cuda:0'` off the CPU, then `grad_fn=<…Backward>` for an op's
-//!   result or `requires_grad=True` for a leaf that records.
+//! - after the values, `device='cuda:0'` off the CPU, then `grad_fn=<…Backward0>` for an op's
+//!   result, under PyTorch's name for the op written (`x.matmul(&w)` → `MmBackward0`, a fused
+//!   `linear_tanh` → `TanhBackward0`, its last op), or `requires_grad=True` for a leaf that
+//!   records.
 //!
 //! A precision in the format, `{:.2}`, prints that many decimals instead of 4, as
 //! `torch.set_printoptions(precision=2)` does; the other rules stay as they are.
-//!
-//! One difference: the `grad_fn` names are ours (`MatmulBackward`, not PyTorch's
-//! `MmBackward0`).
 
 use std::fmt;
 
@@ -57,8 +56,8 @@ impl fmt::Display for Tensor {
         };
         if let Some(node) = self.node() {
             suffixes.push(match &node.kind {
-                NodeKind::Op { grad_fn, .. } => {
-                    format!("grad_fn=<{}>", backward_name(grad_fn.name()))
+                NodeKind::Op { grad_fn, inputs } => {
+                    format!("grad_fn=<{}>", backward_name(grad_fn.name(), inputs.len()))
                 }
                 NodeKind::Leaf { .. } => "requires_grad=True".to_string(),
             });
@@ -230,9 +229,29 @@ fn python_tuple(shape: &[usize]) -> String {
     }
 }
 
-/// `binary_cross_entropy` → `BinaryCrossEntropyBackward`.
-fn backward_name(op: &str) -> String {
-    let mut name: String = op
+/// PyTorch's name for the backward node of op `op` with `inputs` inputs, as `print` shows it
+/// (checked against PyTorch 2.15 in `tests/print.rs`): `binary_cross_entropy` →
+/// `BinaryCrossEntropyBackward0`. Where ours differs from the op PyTorch records, the table
+/// says which PyTorch op it stands for: a linear layer is `addmm` (with a bias) or `mm`, a fused
+/// one its last op, dropout a `mul` by the mask.
+fn backward_name(op: &str, inputs: usize) -> String {
+    let pytorch_op = match op {
+        "add_scalar" => "add",
+        "sub_scalar" => "sub",
+        "mul_scalar" => "mul",
+        "div_scalar" => "div",
+        "rsub_scalar" => return "RsubBackward1".to_string(), // PyTorch's second rsub overload
+        "matmul" => "mm",
+        "linear" if inputs == 3 => "addmm",
+        "linear" => "mm",
+        "reshape" => "view",
+        "narrow_rows" => "slice",
+        "dropout" => "mul",
+        fused if fused.ends_with("_dropout") => "mul",
+        fused if fused.starts_with("linear_") => &fused["linear_".len()..],
+        op => op,
+    };
+    let mut name: String = pytorch_op
         .split('_')
         .map(|word| {
             let mut chars = word.chars();
@@ -241,7 +260,7 @@ fn backward_name(op: &str) -> String {
             })
         })
         .collect();
-    name.push_str("Backward");
+    name.push_str("Backward0");
     name
 }
 
