@@ -138,8 +138,8 @@ impl GradFn for AddScalarBackward {
 }
 
 /// `y = s · x`: `∂L/∂x = s · ∂L/∂y`. Named for the operator written: `mul_scalar` for
-/// `x · s`, `div_scalar` for `x / s` (run as `x · (1/s)`), `neg` for `−x`, `rsub_scalar` for
-/// `s − x` (`−x + s`: the same rule, `s = −1`).
+/// `x · s`, `div_scalar` for `x / s` (run as `x · (1/s)`), `neg` for `−x`, and `rsub_scalar`
+/// for `c − x` (run as `−x + c`, whose rule is that of `· (−1)`).
 struct MulScalarBackward {
     scale: f32,
     name: &'static str,
