@@ -612,10 +612,24 @@ fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error
 /// Makes the directories the run writes into, so that a wrong path fails now, not after
 /// training, and removes the temporary files a killed run left in `out`.
 fn prepare_out_dir(args: &Args, out: &Path) -> Result<(), String> {
-    let samples_dir = args.samples_out.as_deref().map(directory_of);
-    for dir in std::iter::once(out).chain(samples_dir.as_deref()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    let samples = args
+        .samples_out
+        .as_deref()
+        .map(|file| ("--samples-out", file, directory_of(file)));
+    let dirs = std::iter::once(("--out", out, out.to_path_buf())).chain(samples);
+    for (option, given, dir) in dirs {
+        std::fs::create_dir_all(&dir).map_err(|err| {
+            let why = match dir.ancestors().find(|path| path.is_file()) {
+                Some(file) if file == dir => "a file is in its place".to_string(),
+                Some(file) => format!("{} is a file", file.display()),
+                None => err.to_string(),
+            };
+            format!(
+                "{option} {}: cannot create {}: {why}",
+                given.display(),
+                dir.display()
+            )
+        })?;
     }
     match remove_abandoned_temporaries(out) {
         Ok(0) => {}

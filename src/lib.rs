@@ -189,7 +189,7 @@ pub use error::{Error, Result};
 pub use grad_mode::{is_grad_enabled, no_grad, NoGradGuard};
 pub use rng::manual_seed;
 pub use storage::PendingValues;
-pub use tensor::Tensor;
+pub use tensor::{print_options, set_print_options, PrintOptions, Tensor};
 
 /// The README's code examples, compiled and run as doc tests so they cannot go stale.
 #[cfg(doctest)]

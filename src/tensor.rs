@@ -10,6 +10,8 @@
 
 mod print;
 
+pub use print::{print_options, set_print_options, PrintOptions};
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

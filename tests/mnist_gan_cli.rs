@@ -645,7 +645,22 @@ fn user_errors_are_reported_without_panicking() {
                 samples.to_str().unwrap(),
             ],
         ),
-        &[&format!("cannot create {}", file.display())],
+        &[&format!(
+            "--samples-out {}: cannot create {}: a file is in its place",
+            samples.display(),
+            file.display()
+        )],
+    );
+    // The same for --out, a file above the directory.
+    let out = file.join("run");
+    fails_with(
+        mnist_gan(&data, &out, &["--max-iters", "1"]),
+        &[&format!(
+            "--out {}: cannot create {}: {} is a file",
+            out.display(),
+            out.display(),
+            file.display()
+        )],
     );
     assert!(!misplaced.join("checkpoint.safetensors").exists());
     std::fs::remove_dir_all(&misplaced).unwrap();

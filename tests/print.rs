@@ -4,18 +4,11 @@
 
 mod common;
 
+use common::eighths_pattern;
 use ferrograd::nn::functional::{
     binary_cross_entropy, dropout, linear, linear_activation, linear_activation_dropout, Activation,
 };
 use ferrograd::{Device, Tensor};
-
-/// Eighths between -6.25 and 6.25 in a scattered order: exact in f32, the same in PyTorch
-/// (`[((i * 37) % 101 - 50) / 8 for i in range(n)]`).
-fn pattern(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 37) % 101) as f32 / 8.0 - 6.25)
-        .collect()
-}
 
 fn values(values: Vec<f32>, shape: &[usize]) -> Tensor {
     Tensor::from_vec(values, shape, &Device::Cpu)
@@ -58,7 +51,7 @@ fn tensors_print_as_in_pytorch() {
         ),
         // rows under each other
         (
-            values(pattern(12), &[4, 3]),
+            values(eighths_pattern(12), &[4, 3]),
             r"tensor([[-6.2500, -1.6250,  3.0000],
         [-5.0000, -0.3750,  4.2500],
         [-3.7500,  0.8750,  5.5000],
@@ -66,7 +59,7 @@ fn tensors_print_as_in_pytorch() {
         ),
         // a blank line between blocks for each dimension past the second
         (
-            values(pattern(16), &[2, 2, 2, 2]),
+            values(eighths_pattern(16), &[2, 2, 2, 2]),
             r"tensor([[[[-6.2500, -1.6250],
           [ 3.0000, -5.0000]],
 
@@ -82,7 +75,7 @@ fn tensors_print_as_in_pytorch() {
         ),
         // 8 elements of 7 characters fill a line
         (
-            values(pattern(30), &[30]),
+            values(eighths_pattern(30), &[30]),
             r"tensor([-6.2500, -1.6250,  3.0000, -5.0000, -0.3750,  4.2500, -3.7500,  0.8750,
          5.5000, -2.5000,  2.1250, -5.8750, -1.2500,  3.3750, -4.6250,  0.0000,
          4.6250, -3.3750,  1.2500,  5.8750, -2.1250,  2.5000, -5.5000, -0.8750,
@@ -90,12 +83,12 @@ fn tensors_print_as_in_pytorch() {
         ),
         // over 1000 elements: the 3 first and 3 last
         (
-            values(pattern(2000), &[2000]),
+            values(eighths_pattern(2000), &[2000]),
             r"tensor([-6.2500, -1.6250,  3.0000,  ...,  1.0000,  5.6250, -2.3750])",
         ),
         // summarised along both dimensions
         (
-            values(pattern(5000), &[100, 50]),
+            values(eighths_pattern(5000), &[100, 50]),
             r"tensor([[-6.2500, -1.6250,  3.0000,  ..., -3.5000,  1.1250,  5.7500],
         [-2.2500,  2.3750, -5.6250,  ...,  0.5000,  5.1250, -2.8750],
         [ 1.7500, -6.2500, -1.6250,  ...,  4.5000, -3.5000,  1.1250],
@@ -108,7 +101,7 @@ fn tensors_print_as_in_pytorch() {
         (values(vec![], &[0, 3]), r"tensor([], size=(0, 3))"),
         // a suffix that would pass 80 columns goes on a line of its own
         (
-            leaf(pattern(16), &[16]),
+            leaf(eighths_pattern(16), &[16]),
             r"tensor([-6.2500, -1.6250,  3.0000, -5.0000, -0.3750,  4.2500, -3.7500,  0.8750,
          5.5000, -2.5000,  2.1250, -5.8750, -1.2500,  3.3750, -4.6250,  0.0000],
        requires_grad=True)",
@@ -123,8 +116,8 @@ fn tensors_print_as_in_pytorch() {
 /// text is PyTorch 2.15's for the same values and precision.
 #[test]
 fn a_precision_in_the_format_sets_the_decimals() {
-    let sevenths: Vec<f32> = pattern(30).iter().map(|v| v / 7.0).collect();
-    let thirds: Vec<f32> = pattern(2000).iter().map(|v| v / 3.0).collect();
+    let sevenths: Vec<f32> = eighths_pattern(30).iter().map(|v| v / 7.0).collect();
+    let thirds: Vec<f32> = eighths_pattern(2000).iter().map(|v| v / 3.0).collect();
     let cases = [
         (
             values(vec![0.5, -1.0, 2.0], &[3]),
@@ -155,7 +148,7 @@ fn a_precision_in_the_format_sets_the_decimals() {
             r"tensor([ 0,  1, -0,  2])",
         ),
         (
-            values(pattern(12), &[4, 3]),
+            values(eighths_pattern(12), &[4, 3]),
             6,
             r"tensor([[-6.250000, -1.625000,  3.000000],
         [-5.000000, -0.375000,  4.250000],
@@ -217,10 +210,10 @@ fn results_of_ops_name_their_backward() {
 /// fused layer names its last op, dropout is a `mul` by its mask.
 #[test]
 fn every_op_names_its_backward_as_pytorch_does() {
-    let x = leaf(pattern(12), &[4, 3]);
-    let w = leaf(pattern(15), &[5, 3]);
-    let b = leaf(pattern(5), &[5]);
-    let row = leaf(pattern(3), &[3]);
+    let x = leaf(eighths_pattern(12), &[4, 3]);
+    let w = leaf(eighths_pattern(15), &[5, 3]);
+    let b = leaf(eighths_pattern(5), &[5]);
+    let row = leaf(eighths_pattern(3), &[3]);
     let p = linear_activation(&x, &w, Some(&b), Activation::Sigmoid);
     let t = values(vec![1.0; 20], &[4, 5]);
     let cases = [

@@ -1,5 +1,5 @@
 //! How a tensor prints (`{}`): as PyTorch's `print(t)` prints it, by the rules of its
-//! `torch/_tensor_str.py` under the default print options —
+//! `torch/_tensor_str.py` —
 //!
 //! - every element in one width, with 4 decimals; whole numbers as `3.`; scientific notation
 //!   (`1.0000e-05`) when the nonzero magnitudes span more than a factor of 1000, exceed 1e8,
@@ -12,25 +12,98 @@
 //!   `linear_tanh` → `TanhBackward0`, its last op), or `requires_grad=True` for a leaf that
 //!   records.
 //!
-//! A precision in the format, `{:.2}`, prints that many decimals instead of 4, as
-//! `torch.set_printoptions(precision=2)` does; the other rules stay as they are.
+//! The numbers in those rules are [`PrintOptions`], set for the whole program with
+//! [`set_print_options`] as `torch.set_printoptions` sets PyTorch's. A precision in the format,
+//! `{:.2}`, prints that many decimals for that one tensor.
 
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 
 use super::{NodeKind, Tensor};
 use crate::device::Device;
 
-/// Decimals, unless the format gives a precision (`{:.2}`).
-const PRECISION: usize = 4;
-/// Tensors with more elements than this are summarised.
-const THRESHOLD: usize = 1000;
-/// How many entries a summarised dimension shows at each end.
-const EDGE_ITEMS: usize = 3;
-const LINE_WIDTH: usize = 80;
+/// How tensors print: PyTorch's print options, by the names of `torch.set_printoptions`'s
+/// arguments. Set them with [`set_print_options`]; the constants are PyTorch's profiles.
+///
+/// ```
+/// use ferrograd::{print_options, set_print_options, Device, PrintOptions, Tensor};
+/// let t = Tensor::from_vec(vec![1e-5, 0.5, 2.0], &[3], &Device::Cpu);
+/// assert_eq!(t.to_string(), "tensor([1.0000e-05, 5.0000e-01, 2.0000e+00])");
+/// // torch.set_printoptions(precision=2, sci_mode=False)
+/// set_print_options(PrintOptions { precision: 2, sci_mode: Some(false), ..print_options() });
+/// assert_eq!(t.to_string(), "tensor([0.00, 0.50, 2.00])");
+/// set_print_options(PrintOptions::DEFAULT); // torch.set_printoptions(profile="default")
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrintOptions {
+    /// Decimals of each value (of its mantissa, in scientific notation).
+    pub precision: usize,
+    /// A tensor of more elements than this is summarised: `usize::MAX` never summarises.
+    pub threshold: usize,
+    /// How many entries a summarised dimension shows at each end (PyTorch's `edgeitems`).
+    /// With 0, a tensor also prints its `size=`, as in PyTorch.
+    pub edge_items: usize,
+    /// Characters a line holds before values wrap (PyTorch's `linewidth`).
+    pub line_width: usize,
+    /// `Some(true)` always writes scientific notation, `Some(false)` never; `None` chooses by
+    /// the values' magnitudes.
+    pub sci_mode: Option<bool>,
+}
+
+impl PrintOptions {
+    /// `profile="default"`: 4 decimals, tensors over 1000 elements summarised to 3 entries at
+    /// each end, 80 characters a line, notation chosen by the values.
+    pub const DEFAULT: PrintOptions = PrintOptions {
+        precision: 4,
+        threshold: 1000,
+        edge_items: 3,
+        line_width: 80,
+        sci_mode: None,
+    };
+    /// `profile="short"`: 2 decimals, 2 entries at each end of a summarised dimension.
+    pub const SHORT: PrintOptions = PrintOptions {
+        precision: 2,
+        edge_items: 2,
+        ..PrintOptions::DEFAULT
+    };
+    /// `profile="full"`: every element, however many.
+    pub const FULL: PrintOptions = PrintOptions {
+        threshold: usize::MAX,
+        ..PrintOptions::DEFAULT
+    };
+}
+
+impl Default for PrintOptions {
+    fn default() -> Self {
+        PrintOptions::DEFAULT
+    }
+}
+
+/// The options every tensor prints with, as PyTorch's are: one setting for the whole
+/// program, all threads.
+static PRINT_OPTIONS: RwLock<PrintOptions> = RwLock::new(PrintOptions::DEFAULT);
+
+/// Sets how every tensor prints from now on, in every thread: `torch.set_printoptions`. Each
+/// field is set, so keep the current ones with `..print_options()`; PyTorch's
+/// `set_printoptions(profile="full")` is `set_print_options(PrintOptions::FULL)`.
+#[doc(alias = "set_printoptions")]
+pub fn set_print_options(options: PrintOptions) {
+    // A panic elsewhere while the lock was held cannot have left a half-written `Copy` value.
+    *PRINT_OPTIONS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = options;
+}
+
+/// The options tensors print with now (`torch._tensor_str.PRINT_OPTS`).
+pub fn print_options() -> PrintOptions {
+    *PRINT_OPTIONS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 const PREFIX: &str = "tensor(";
 
 impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options = print_options();
         let shape = self.shape();
         let values = self.to_vec();
         let mut suffixes = Vec::new();
@@ -43,16 +116,22 @@ impl fmt::Display for Tensor {
             }
             "[]".to_string()
         } else {
-            let summarize = values.len() > THRESHOLD;
+            if options.edge_items == 0 {
+                suffixes.push(format!("size={}", python_tuple(shape)));
+            }
+            let layout = Layout {
+                summarized_to: (values.len() > options.threshold).then_some(options.edge_items),
+                line_width: options.line_width,
+            };
             let block = Block {
                 shape,
                 values: &values,
             };
             let mut shown = Vec::new();
-            block.collect_shown(summarize, &mut shown);
-            let precision = f.precision().unwrap_or(PRECISION);
-            let formatter = ElementFormat::for_values(&shown, precision);
-            block.text(PREFIX.len(), summarize, &formatter)
+            block.collect_shown(&layout, &mut shown);
+            let precision = f.precision().unwrap_or(options.precision);
+            let formatter = ElementFormat::for_values(&shown, precision, options.sci_mode);
+            block.text(PREFIX.len(), &layout, &formatter)
         };
         if let Some(node) = self.node() {
             suffixes.push(match &node.kind {
@@ -62,8 +141,16 @@ impl fmt::Display for Tensor {
                 NodeKind::Leaf { .. } => "requires_grad=True".to_string(),
             });
         }
-        f.write_str(&with_suffixes(format!("{PREFIX}{body}"), &suffixes))
+        let text = format!("{PREFIX}{body}");
+        f.write_str(&with_suffixes(text, &suffixes, options.line_width))
     }
+}
+
+/// Where a tensor's values go: which entries are printed, and how long a line is.
+struct Layout {
+    /// When the tensor is summarised, how many entries each dimension shows at each end.
+    summarized_to: Option<usize>,
+    line_width: usize,
 }
 
 /// A row-major block of values: the whole tensor, or one entry of an outer dimension.
@@ -83,40 +170,41 @@ impl Block<'_> {
     }
 
     /// The entries printed along the first dimension (`None`: the `...` between the ends).
-    fn printed_entries(&self, summarize: bool) -> Vec<Option<usize>> {
+    fn printed_entries(&self, layout: &Layout) -> Vec<Option<usize>> {
         let n = self.shape[0];
-        if summarize && n > 2 * EDGE_ITEMS {
-            let head = (0..EDGE_ITEMS).map(Some);
-            let tail = (n - EDGE_ITEMS..n).map(Some);
-            head.chain([None]).chain(tail).collect()
-        } else {
-            (0..n).map(Some).collect()
+        match layout.summarized_to {
+            Some(edge) if n > 2 * edge => {
+                let head = (0..edge).map(Some);
+                let tail = (n - edge..n).map(Some);
+                head.chain([None]).chain(tail).collect()
+            }
+            _ => (0..n).map(Some).collect(),
         }
     }
 
     /// Appends the values that will be printed (PyTorch's `get_summarized_data`), from which
     /// the common width is chosen.
-    fn collect_shown(&self, summarize: bool, shown: &mut Vec<f32>) {
+    fn collect_shown(&self, layout: &Layout, shown: &mut Vec<f32>) {
         if self.shape.is_empty() {
             shown.push(self.values[0]);
             return;
         }
-        for i in self.printed_entries(summarize).into_iter().flatten() {
-            self.entry(i).collect_shown(summarize, shown);
+        for i in self.printed_entries(layout).into_iter().flatten() {
+            self.entry(i).collect_shown(layout, shown);
         }
     }
 
     /// The block's text, its continuation lines starting `indent` columns in.
-    fn text(&self, indent: usize, summarize: bool, format: &ElementFormat) -> String {
+    fn text(&self, indent: usize, layout: &Layout, format: &ElementFormat) -> String {
         match self.shape.len() {
             0 => format.padded(self.values[0]),
-            1 => self.vector_text(indent, summarize, format),
+            1 => self.vector_text(indent, layout, format),
             dims => {
                 let entries: Vec<String> = self
-                    .printed_entries(summarize)
+                    .printed_entries(layout)
                     .into_iter()
                     .map(|entry| match entry {
-                        Some(i) => self.entry(i).text(indent + 1, summarize, format),
+                        Some(i) => self.entry(i).text(indent + 1, layout, format),
                         None => "...".to_string(),
                     })
                     .collect();
@@ -127,14 +215,21 @@ impl Block<'_> {
     }
 
     /// A vector: as many elements a line as fit in the line width.
-    fn vector_text(&self, indent: usize, summarize: bool, format: &ElementFormat) -> String {
-        let per_line = (LINE_WIDTH.saturating_sub(indent) / (format.width + 2)).max(1);
+    fn vector_text(&self, indent: usize, layout: &Layout, format: &ElementFormat) -> String {
+        let per_line = (layout.line_width.saturating_sub(indent) / (format.width + 2)).max(1);
+        // Between values, `...` lines up with their commas; alone (no entries shown at the
+        // ends), it needs no space.
+        let gap = if layout.summarized_to == Some(0) {
+            "..."
+        } else {
+            " ..."
+        };
         let elements: Vec<String> = self
-            .printed_entries(summarize)
+            .printed_entries(layout)
             .into_iter()
             .map(|entry| match entry {
                 Some(i) => format.padded(self.values[i]),
-                None => " ...".to_string(),
+                None => gap.to_string(),
             })
             .collect();
         let lines: Vec<String> = elements
@@ -160,7 +255,9 @@ struct ElementFormat {
 }
 
 impl ElementFormat {
-    fn for_values(values: &[f32], precision: usize) -> ElementFormat {
+    /// The format of `values` at `precision` decimals, in scientific notation if `sci_mode`
+    /// says so, or (`None`) as the values' magnitudes call for.
+    fn for_values(values: &[f32], precision: usize, sci_mode: Option<bool>) -> ElementFormat {
         let nonzero_finite: Vec<f64> = values
             .iter()
             .filter(|v| v.is_finite() && **v != 0.0)
@@ -180,7 +277,7 @@ impl ElementFormat {
         let max = magnitudes.fold(0.0, f64::max);
         format.whole = nonzero_finite.iter().all(|v| v.ceil() == *v);
         let wide = max / min > 1000.0 || max > 1.0e8;
-        format.scientific = wide || (!format.whole && min < 1.0e-4);
+        format.scientific = sci_mode.unwrap_or(wide || (!format.whole && min < 1.0e-4));
         format.width = nonzero_finite
             .iter()
             .map(|&v| format.unpadded(v).len())
@@ -266,12 +363,12 @@ fn backward_name(op: &str, inputs: usize) -> String {
 
 /// `text` then `, suffix` for each suffix, or a new line indented under the values where the
 /// suffix would pass the line width; then `)`.
-fn with_suffixes(text: String, suffixes: &[String]) -> String {
+fn with_suffixes(text: String, suffixes: &[String], line_width: usize) -> String {
     let mut out = text;
     // PyTorch's count, one more than the last line's length.
     let mut last_line = out.len() - out.rfind('\n').map_or(0, |newline| newline + 1) + 2;
     for suffix in suffixes {
-        if last_line + suffix.len() + 2 > LINE_WIDTH {
+        if last_line + suffix.len() + 2 > line_width {
             out += &format!(",\n{}{suffix}", " ".repeat(PREFIX.len()));
             last_line = PREFIX.len() + suffix.len();
         } else {

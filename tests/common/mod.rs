@@ -24,6 +24,14 @@ pub fn cuda_devices() -> Vec<Device> {
     devices
 }
 
+/// Eighths between -6.25 and 6.25 in a scattered order: exact in f32, the same in PyTorch
+/// (`[((i * 37) % 101 - 50) / 8 for i in range(n)]`), for texts PyTorch printed.
+pub fn eighths_pattern(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37) % 101) as f32 / 8.0 - 6.25)
+        .collect()
+}
+
 /// The CUDA emulator, or `None` (and why, on stderr) in a build without it (build.rs; CI's
 /// build must have it: `FERROGRAD_REQUIRE_EMULATOR=1`).
 pub fn emulator() -> Option<Device> {
