@@ -50,16 +50,21 @@ const CONFIG: TileConfig = {
     config
 };
 
+/// CPUID's answer for `leaf` and `sub_leaf`.
+// The intrinsic is a safe function in the Rust of CI (1.95), an unsafe one in the oldest Rust
+// the crate supports (1.89, Cargo.toml's rust-version): the block is needed there only.
+#[allow(unused_unsafe)]
+fn cpuid(leaf: u32, sub_leaf: u32) -> std::arch::x86_64::CpuidResult {
+    // SAFETY: every x86-64 processor has the CPUID instruction.
+    unsafe { std::arch::x86_64::__cpuid_count(leaf, sub_leaf) }
+}
+
 /// Checks the processor for AMX-TILE and AMX-BF16 and asks Linux for the tiles' state.
 pub fn request() -> Result<(), &'static str> {
     // CPUID leaf 7, sub-leaf 0 (if the processor has that leaf): EDX bit 22 is AMX-BF16,
     // bit 24 AMX-TILE.
-    let has_leaf7 = std::arch::x86_64::__cpuid(0).eax >= 7;
-    let edx = if has_leaf7 {
-        std::arch::x86_64::__cpuid_count(7, 0).edx
-    } else {
-        0
-    };
+    let has_leaf7 = cpuid(0, 0).eax >= 7;
+    let edx = if has_leaf7 { cpuid(7, 0).edx } else { 0 };
     if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
         return Err("this processor has no AMX-BF16 (Intel Xeon 4th generation or later has)");
     }
