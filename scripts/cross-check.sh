@@ -5,10 +5,13 @@
 #   2. aarch64 Linux: cross-built with the emulator, and tests run under qemu-user.
 # Needs (Debian): clang, g++-aarch64-linux-gnu, qemu-user-static; rustup adds the targets.
 # Usage: bash scripts/cross-check.sh [test names for step 2, default: the list below]
+# With RUST_TOOLCHAIN set (e.g. 1.89, Cargo.toml's rust-version), cargo runs that toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=target/cross
-rustup target add aarch64-apple-darwin x86_64-pc-windows-gnu aarch64-unknown-linux-gnu
+export CARGO_TARGET_DIR=target/cross${RUST_TOOLCHAIN:+-$RUST_TOOLCHAIN}
+toolchain=(${RUST_TOOLCHAIN:+"+$RUST_TOOLCHAIN"})
+rustup target add ${RUST_TOOLCHAIN:+--toolchain "$RUST_TOOLCHAIN"} \
+    aarch64-apple-darwin x86_64-pc-windows-gnu aarch64-unknown-linux-gnu
 
 # ring (the TLS of MNIST's download) compiles C for the target. Without the target's SDK,
 # clang's own headers and these stubs stand in for the few system headers it includes: enough
@@ -25,7 +28,7 @@ for target in aarch64-apple-darwin x86_64-pc-windows-gnu; do
     echo "== clippy --target $target"
     var=${target//-/_}
     env "CC_$var=clang" "CFLAGS_$var=$freestanding" \
-        cargo clippy --locked --target "$target" --all-targets -- -D warnings
+        cargo "${toolchain[@]}" clippy --locked --target "$target" --all-targets -- -D warnings
 done
 
 echo "== aarch64 Linux: tests under qemu"
@@ -37,4 +40,4 @@ tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
     tests=(autograd gradcheck gemm determinism golden devices cuda_kernels emulator graph)
 fi
-cargo test --locked --release --target aarch64-unknown-linux-gnu "${tests[@]/#/--test=}"
+cargo "${toolchain[@]}" test --locked --release --target aarch64-unknown-linux-gnu "${tests[@]/#/--test=}"
