@@ -47,6 +47,8 @@
 //! assert!(dot.contains("tanh []") && dot.contains("mul []") && dot.contains("leaf []"));
 //! ```
 //!
+//! The values print as PyTorch prints them, under the same options ([`set_print_options`]).
+//!
 //! ## 3. Backward
 //!
 //! [`Tensor::backward`] (`src/autograd.rs`, one screen) sorts the graph topologically and walks
