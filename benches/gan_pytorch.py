@@ -1,6 +1,6 @@
 """The mnist_gan training iteration in PyTorch: the reference our timings are compared with.
 
-Same model, optimiser and batch as `examples/mnist_gan.rs` (G 100-256-512-1024-784 ReLU/Tanh,
+Same model, optimiser and batch as `examples/mnist_gan/` (G 100-256-512-1024-784 ReLU/Tanh,
 D 784-1024-512-256-1 LeakyReLU(0.2)/Dropout(0.3)/Sigmoid, Adam 2e-4 (0.5, 0.999), batch 64;
 one iteration = a D step and a G step). Real images are random in [-1, 1]: data loading is not
 what is timed.

@@ -1,6 +1,6 @@
 """The mnist_gan training run in PyTorch: the reference a ferrograd run's losses are compared with.
 
-The classic MLP GAN, as `examples/mnist_gan.rs` trains it: G 100-256-512-1024-784 ReLU/Tanh,
+The classic MLP GAN, as `examples/mnist_gan/` trains it: G 100-256-512-1024-784 ReLU/Tanh,
 D 784-1024-512-256-1 LeakyReLU(0.2)/Dropout(0.3)/Sigmoid, Adam 2e-4 (0.5, 0.999), batch 64,
 MNIST's 60 000 training images scaled to [-1, 1] and shuffled each epoch, the last short batch
 kept. One iteration is a D step on a real and a fake batch, then a G step on fresh noise.

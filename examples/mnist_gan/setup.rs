@@ -1,0 +1,273 @@
+//! Everything before the first step: the device, the data, the output directory, and the GAN,
+//! new or resumed (on a GPU, tuned and captured as a CUDA graph).
+
+use std::error::Error;
+use std::path::Path;
+use std::time::Instant;
+
+use ferrograd::atomic_file::remove_abandoned_temporaries;
+use ferrograd::backend::cpu::Bf16Units;
+use ferrograd::backend::cuda::{TuneOptions, Tuning};
+use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent};
+use ferrograd::data::{Mnist, Split};
+use ferrograd::gan::{Gan, TrainingProgress, CLASSIC_LR};
+use ferrograd::rng::with_default_generator;
+use ferrograd::{manual_seed, Device};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{directory_of, Args, Autotune, DeviceChoice};
+
+/// The device `--device` names, set up as `--tf32` and `--bf16` ask, and the units that run the
+/// CPU's BF16 products if `--bf16` is on.
+pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error>> {
+    let device = select_device(args.device)?;
+    if !device.is_cuda() {
+        note_unused_gpu_options(args);
+    }
+    ferrograd::backend::cuda::set_allow_tf32(args.tf32);
+    let bf16_units = if args.bf16 {
+        if device != Device::Cpu {
+            return Err(
+                "--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU".into(),
+            );
+        }
+        let units =
+            ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
+        Some(units)
+    } else {
+        None
+    };
+    Ok((device, bf16_units))
+}
+
+/// Makes the directories the run writes into, so that a wrong path fails now, not after
+/// training, and removes the temporary files a killed run left in `out`.
+pub fn prepare_out_dir(args: &Args, out: &Path) -> Result<(), String> {
+    let samples = args
+        .samples_out
+        .as_deref()
+        .map(|file| ("--samples-out", file, directory_of(file)));
+    let dirs = std::iter::once(("--out", out, out.to_path_buf())).chain(samples);
+    for (option, given, dir) in dirs {
+        std::fs::create_dir_all(&dir).map_err(|err| {
+            let why = match dir.ancestors().find(|path| path.is_file()) {
+                Some(file) if file == dir => "a file is in its place".to_string(),
+                Some(file) => format!("{} is a file", file.display()),
+                None => err.to_string(),
+            };
+            format!(
+                "{option} {}: cannot create {}: {why}",
+                given.display(),
+                dir.display()
+            )
+        })?;
+    }
+    match remove_abandoned_temporaries(out) {
+        Ok(0) => {}
+        Ok(removed) => {
+            let plural = if removed > 1 { "s" } else { "" };
+            say!(
+                "removed {removed} temporary file{plural} that a killed run left in {}",
+                out.display()
+            );
+        }
+        // Leftovers take space but harm nothing: not a reason to refuse to train.
+        Err(err) => say!("note: could not clean up {}: {err}", out.display()),
+    }
+    Ok(())
+}
+
+/// A new GAN seeded with `--seed`, or the one `--resume` names, with where its run stands.
+pub fn new_or_resumed_gan(
+    args: &Args,
+    device: &Device,
+) -> Result<(Gan, TrainingProgress), Box<dyn Error>> {
+    manual_seed(args.seed);
+    let mut gan = Gan::new(device, args.lr.unwrap_or(CLASSIC_LR));
+    let mut progress = TrainingProgress {
+        epoch: 0,
+        step: 0,
+        seed: args.seed,
+        batch_size: args.batch_size as usize,
+        rng: with_default_generator(|g| *g),
+    };
+    if let Some(path) = &args.resume {
+        progress = gan.load_checkpoint(path)?;
+        with_default_generator(|g| *g = progress.rng);
+        if progress.seed != args.seed || progress.batch_size as u64 != args.batch_size {
+            say!(
+                "note: continuing with the checkpoint's seed {} and batch size {}",
+                progress.seed,
+                progress.batch_size
+            );
+        }
+        if let Some(lr) = args.lr.filter(|&lr| lr != gan.lr()) {
+            say!("note: lr {lr} instead of the checkpoint's {}", gan.lr());
+            gan.set_lr(lr);
+        }
+        say!("resumed {} at iteration {}", path.display(), progress.step);
+    }
+    Ok((gan, progress))
+}
+
+/// On a GPU: the step's matrix products tuned for it (`--autotune`), then the step captured as
+/// a CUDA graph (unless `--eager`). Either failing leaves the step as it was, with a note.
+pub fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size: usize) {
+    let tuning = match args.autotune {
+        Autotune::Off => None,
+        Autotune::Tiles => Some(Tuning::Tiles),
+        Autotune::Splits => Some(Tuning::TilesAndSplits),
+    };
+    if let (Some(tuning), true) = (tuning, device.is_cuda()) {
+        let started = Instant::now();
+        match gan.tune_products(batch_size, tuning, TuneOptions::default()) {
+            Ok(tuned) => {
+                let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
+                    (p + t.planned.micros, c + t.chosen.micros)
+                });
+                let changed = tuned.iter().filter(|t| t.chosen != t.planned).count();
+                say!(
+                    "tuned the step's {} matrix products for this GPU in {:.1} s: {changed} run \
+                     faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
+                    tuned.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(err) => say!("note: the matrix products keep the built-in plan: {err}"),
+        }
+    }
+    if device.is_cuda() && !args.eager {
+        // One submission per step instead of a launch per kernel; a short last batch runs
+        // eagerly. The results are the same either way.
+        match gan.capture_train_step(batch_size) {
+            Ok(()) => say!(
+                "captured the training step as a CUDA graph ({} kernels)",
+                gan.captured_launches().unwrap_or(0)
+            ),
+            Err(err) => say!("note: running eagerly, the step could not be captured: {err}"),
+        }
+    }
+}
+
+/// An error if `--out` holds the checkpoint of a run this one does not continue (unless
+/// `--overwrite`): a forgotten `--resume` would otherwise replace hours of training with the
+/// first epoch of a new run.
+pub fn refuse_to_replace_another_run(args: &Args, out: &Path) -> Result<(), String> {
+    let existing = out.join("checkpoint.safetensors");
+    if args.overwrite || !existing.exists() {
+        return Ok(());
+    }
+    let canonical = |path: &std::path::Path| std::fs::canonicalize(path).ok();
+    if let Some(resume) = &args.resume {
+        if canonical(resume) == canonical(&existing) {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{} holds another run's checkpoint: continue that run with --resume {}, or start \
+         this one elsewhere with --out DIR, or replace it with --overwrite",
+        out.display(),
+        existing.display()
+    ))
+}
+
+fn select_device(choice: DeviceChoice) -> Result<Device, String> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(ordinal) => Device::cuda(ordinal).map_err(|err| {
+            let err = err.to_string();
+            let reason = err
+                .strip_prefix(&format!("cuda:{ordinal}: "))
+                .unwrap_or(&err);
+            format!("--device cuda:{ordinal}: {reason}")
+        }),
+        DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
+            say!("device auto: no usable GPU ({err}); training on the CPU");
+            Device::Cpu
+        })),
+    }
+}
+
+/// Says which of the GPU's options a run on the CPU leaves unused, rather than ignoring them
+/// silently: with `--device auto` on a machine without a usable GPU, they are the sign that
+/// a GPU was expected.
+fn note_unused_gpu_options(args: &Args) {
+    let given: Vec<&str> = [
+        (args.tf32, "--tf32"),
+        (args.eager, "--eager"),
+        (args.autotune != Autotune::Tiles, "--autotune"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect();
+    let plural = if given.len() > 1 { "s" } else { "" };
+    if !given.is_empty() {
+        say!(
+            "note: training on the CPU, which ignores the GPU option{plural} {}",
+            given.join(", ")
+        );
+    }
+}
+
+/// The training images, downloading any missing MNIST file first.
+pub fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
+    let mirrors = args
+        .mirror
+        .clone()
+        .map_or_else(default_mirrors, |mirror| vec![mirror]);
+    let mut bar: Option<ProgressBar> = None;
+    let fetched = download_missing(&args.data, &mirrors, &mut |event| match event {
+        DownloadEvent::Started {
+            file,
+            url,
+            total_bytes,
+        } => {
+            let new_bar = ProgressBar::new(total_bytes.unwrap_or(0));
+            new_bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            new_bar.set_message(format!("{file} from {url}"));
+            bar = Some(new_bar);
+        }
+        DownloadEvent::Progress { bytes } => {
+            if let Some(bar) = &bar {
+                bar.inc(bytes);
+            }
+        }
+        DownloadEvent::Failed { url, reason } => {
+            if let Some(bar) = bar.take() {
+                bar.abandon();
+            }
+            let last_mirror = mirrors.last().is_some_and(|last| url.starts_with(last));
+            let next = if last_mirror {
+                ""
+            } else {
+                "; trying the next mirror"
+            };
+            complain!("  {url} failed: {reason}{next}");
+        }
+        DownloadEvent::Finished { file } => {
+            if let Some(bar) = bar.take() {
+                bar.finish_and_clear();
+            }
+            say!("downloaded {file} (MD5 verified)");
+        }
+    });
+    let fetched = fetched.map_err(|err| match err {
+        ferrograd::Error::Download { file, .. } => format!(
+            "could not download {file} from any mirror (each attempt above). Put the MNIST files \
+             in {} or point --data (or MNIST_DIR) at a copy, or name another mirror with \
+             --mirror (or MNIST_MIRROR)",
+            args.data.display()
+        ),
+        err => err.to_string(),
+    })?;
+    if !fetched.is_empty() {
+        say!("MNIST is in {}", args.data.display());
+    }
+    Ok(Mnist::load(&args.data, Split::Train)?)
+}

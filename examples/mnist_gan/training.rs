@@ -1,0 +1,279 @@
+//! The training loop: epochs of steps, each step's statistics logged while the next runs, and
+//! each epoch's files written while the next epoch trains.
+
+use std::error::Error;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ferrograd::atomic_file::write_atomically;
+use ferrograd::checkpoint::Snapshot;
+use ferrograd::data::mnist::IMAGE_PIXELS;
+use ferrograd::data::{DataLoader, Mnist};
+use ferrograd::gan::{Gan, PendingStats, TrainingProgress, LATENT_DIM};
+use ferrograd::rng::{with_default_generator, Generator};
+use ferrograd::{Device, Tensor};
+
+use crate::cli::{directory_of, Args};
+use crate::console::stop_requested;
+use crate::file_writer::FileWriter;
+use crate::gan_output::{
+    self, at_path, epoch_grids, loss_plot_svg, write_grid_png, write_progress_apng, LossLog,
+};
+use crate::progress::{time_left, EpochProgress};
+
+/// Seeds the fixed noise batch of the sample grids, apart from the training stream.
+const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
+
+/// The epochs' grids as one animated PNG, in `--out`.
+const PROGRESS_PNG: &str = "samples_progress.png";
+
+/// A run under way: the GAN and where it stands, the data, and the files the run writes.
+pub struct Training<'a> {
+    pub gan: Gan,
+    pub progress: TrainingProgress,
+    pub loader: DataLoader<'a>,
+    batches: u64,
+    /// The iteration the run ends at (`--epochs`, `--max-iters`); a stop request brings it
+    /// forward to the step in flight.
+    last_step: u64,
+    /// The noise batch of the sample grids, the same after every epoch.
+    grid_noise: Tensor,
+    log: LossLog,
+    out: PathBuf,
+    checkpoint_path: PathBuf,
+    files: FileWriter,
+    wrote_checkpoint: bool,
+    /// Whether this run finished an epoch, so wrote its grid (`samples_epoch_NNN.png`).
+    wrote_epoch_grid: bool,
+    /// Set by the file writer once it has written `samples_progress.png`.
+    animated: Arc<AtomicBool>,
+}
+
+impl<'a> Training<'a> {
+    pub fn new(
+        args: &Args,
+        out: &Path,
+        gan: Gan,
+        progress: TrainingProgress,
+        mnist: &'a Mnist,
+        device: &Device,
+    ) -> Result<Self, Box<dyn Error>> {
+        let loader = DataLoader::new(
+            &mnist.images,
+            IMAGE_PIXELS,
+            progress.batch_size,
+            progress.seed,
+        );
+        let batches = loader.batches_per_epoch() as u64;
+        let grid_noise = Tensor::randn_with(
+            &[64, LATENT_DIM],
+            device,
+            &mut Generator::new(progress.seed ^ GRID_NOISE_SALT),
+        );
+        // The loss log goes on from the run's own: the resumed checkpoint's, wherever this
+        // run's files go.
+        let log_path = out.join("losses.csv");
+        let earlier_log = args
+            .resume
+            .as_deref()
+            .map_or(log_path.clone(), |checkpoint| {
+                directory_of(checkpoint).join("losses.csv")
+            });
+        let log = LossLog::open(&log_path, &earlier_log, progress.step)?;
+        Ok(Training {
+            gan,
+            progress,
+            loader,
+            batches,
+            last_step: (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX)),
+            grid_noise,
+            log,
+            out: out.to_path_buf(),
+            checkpoint_path: out.join("checkpoint.safetensors"),
+            files: FileWriter::default(),
+            wrote_checkpoint: false,
+            wrote_epoch_grid: false,
+            animated: Arc::default(),
+        })
+    }
+
+    /// Trains epoch after epoch until the run's last iteration, or a stop request.
+    pub fn train(&mut self, args: &Args) -> Result<(), Box<dyn Error>> {
+        if self.progress.step >= self.last_step {
+            let limit = match args.max_iters {
+                Some(iters) if iters < args.epochs * self.batches => {
+                    format!("--max-iters {iters}")
+                }
+                _ => format!("--epochs {}", args.epochs),
+            };
+            say!(
+                "nothing to train: the run is at iteration {} already, and {limit} stops it at \
+                 iteration {}",
+                self.progress.step,
+                self.last_step
+            );
+        }
+        while self.progress.step < self.last_step && !stop_requested() {
+            let this_epoch = self.train_epoch(args)?;
+            self.end_epoch(this_epoch, args.epochs)?;
+        }
+        if self.wrote_epoch_grid {
+            self.animate_epoch_grids()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `samples_progress.png`: every epoch's grid in `--out` (an earlier run's too,
+    /// when this one resumed it there) as one animation, once the grids are on disk. A grid it
+    /// cannot read (a file of the user's under that name) costs the animation, with a note,
+    /// and not the run.
+    fn animate_epoch_grids(&mut self) -> Result<(), Box<dyn Error>> {
+        let out = self.out.clone();
+        let animated = Arc::clone(&self.animated);
+        self.files.write(move || {
+            let written = epoch_grids(&out)
+                .map_err(at_path(&out))
+                .and_then(|grids| write_progress_apng(&out.join(PROGRESS_PNG), &grids));
+            match written {
+                Ok(()) => animated.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    complain!("note: no animation of the epochs' samples: {err}");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs the steps of the epoch the run is in, from where it stands to the epoch's end (or
+    /// the run's, or a stop request), logging each step's statistics.
+    fn train_epoch(&mut self, args: &Args) -> Result<EpochProgress, Box<dyn Error>> {
+        let epoch = self.progress.step / self.batches;
+        let first_batch = self.progress.step % self.batches;
+        let order = self.loader.order(epoch);
+        let mut this_epoch = EpochProgress::new(epoch, args.epochs, self.batches, first_batch);
+        // A step's statistics are read while the next step runs: on a GPU the host queues
+        // step s + 1 before it waits for the numbers of step s, so the GPU never idles while
+        // the host uploads a batch, logs a row or draws the bar.
+        let mut in_flight: Option<(u64, PendingStats)> = None;
+        for index in first_batch..self.batches {
+            if stop_requested() {
+                self.last_step = self.progress.step; // end_epoch writes the checkpoint
+            }
+            if self.progress.step == self.last_step {
+                break;
+            }
+            // Made on the host: a captured step uploads it straight into its input buffer.
+            let batch = self.loader.batch(&order, index as usize, &Device::Cpu);
+            self.gan.train_step_async(&batch);
+            self.progress.step += 1;
+            let queued = self.gan.last_stats_later().expect("a step has just run");
+            if let Some((step, stats)) = in_flight.replace((self.progress.step, queued)) {
+                this_epoch.record(&mut self.log, step, stats.wait())?;
+            }
+            let step = self.progress.step;
+            if args.checkpoint_every > 0 && step.is_multiple_of(args.checkpoint_every) {
+                if let Some((step, stats)) = in_flight.take() {
+                    // The log reaches the checkpoint's step.
+                    this_epoch.record(&mut self.log, step, stats.wait())?;
+                }
+                self.checkpoint()?;
+            }
+        }
+        if let Some((step, stats)) = in_flight.take() {
+            this_epoch.record(&mut self.log, step, stats.wait())?;
+        }
+        Ok(this_epoch)
+    }
+
+    /// Writes the loss log and then a checkpoint of the run as it stands, while training goes
+    /// on.
+    fn checkpoint(&mut self) -> Result<(), Box<dyn Error>> {
+        let log_file = self.log.flush()?;
+        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
+        let path = self.checkpoint_path.clone();
+        self.files.write(move || {
+            log_file.sync_data()?; // on disk before the checkpoint that follows it
+            Ok(snapshot.write(&path)?)
+        })
+    }
+
+    /// Says how the epoch went, and writes its files while the next one trains: the sample
+    /// grid, the loss curve and a checkpoint.
+    fn end_epoch(&mut self, this_epoch: EpochProgress, epochs: u64) -> Result<(), Box<dyn Error>> {
+        let EpochProgress {
+            epoch,
+            bar,
+            means,
+            started,
+        } = this_epoch;
+        bar.finish_and_clear();
+        let finished_epoch = self.progress.step.is_multiple_of(self.batches);
+        let label = if finished_epoch {
+            format!("epoch {}/{epochs}", epoch + 1)
+        } else {
+            format!(
+                "stopped in epoch {} at iteration {}",
+                epoch + 1,
+                self.progress.step
+            )
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = means.count as f64 / seconds;
+        let steps_left = if stop_requested() {
+            0
+        } else {
+            self.last_step - self.progress.step
+        };
+        say!(
+            "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
+            means.summary(),
+            time_left(steps_left as f64 / rate)
+        );
+        let log_file = self.log.flush()?;
+        // What the files need is read from the GPU now; the files are written while the next
+        // epoch trains.
+        let samples =
+            gan_output::generate(&self.gan.generator, &self.grid_noise).to_device(&Device::Cpu);
+        let epoch_png =
+            finished_epoch.then(|| self.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
+        let latest_png = self.out.join("samples_latest.png");
+        let svg = loss_plot_svg(self.log.rows(), self.batches as usize);
+        let svg_path = self.out.join("losses.svg");
+        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
+        let path = self.checkpoint_path.clone();
+        self.files.write(move || {
+            if let Some(epoch_png) = epoch_png {
+                write_grid_png(&epoch_png, &samples, 8)?;
+            }
+            write_grid_png(&latest_png, &samples, 8)?;
+            write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
+                .map_err(at_path(&svg_path))?;
+            log_file.sync_data()?; // on disk before the checkpoint that follows it
+            Ok(snapshot.write(&path)?)
+        })?;
+        self.wrote_checkpoint = true;
+        self.wrote_epoch_grid |= finished_epoch;
+        Ok(())
+    }
+
+    /// Waits for the files still being written; returns the checkpoint's path if this run
+    /// wrote one.
+    pub fn finish(&mut self) -> Result<Option<PathBuf>, Box<dyn Error>> {
+        self.files.finish()?;
+        if self.animated.load(Ordering::Relaxed) {
+            let progress = self.out.join(PROGRESS_PNG);
+            say!("every epoch's samples, animated: {}", progress.display());
+        }
+        Ok(self.wrote_checkpoint.then(|| self.checkpoint_path.clone()))
+    }
+}
+
+/// `gan` and `progress` as they are now, ready to be written as a checkpoint (the values are
+/// copied: training may go on while the snapshot is written).
+fn checkpoint_snapshot(gan: &Gan, progress: &mut TrainingProgress, batches: u64) -> Snapshot {
+    progress.epoch = progress.step / batches;
+    progress.rng = with_default_generator(|g| *g);
+    gan.checkpoint_snapshot(progress)
+}
