@@ -123,10 +123,12 @@ fn write_kernel_table(kernels: &Path, files: &[PathBuf], sweep: &[String], out_d
     let common = kernels.join("common.cuh");
     writeln!(
         table,
-        "pub const COMMON_SOURCE: &str = include_str!({:?});",
+        "/// `common.cuh`, which every kernel file includes.\n\
+         pub const COMMON_SOURCE: &str = include_str!({:?});",
         common.display()
     )
     .unwrap();
+    writeln!(table, "/// Every `kernels/*.cu` file.").unwrap();
     writeln!(table, "pub const MODULES: &[KernelModule] = &[").unwrap();
     let mut seen = Vec::new();
     for path in files {
@@ -150,7 +152,12 @@ fn write_kernel_table(kernels: &Path, files: &[PathBuf], sweep: &[String], out_d
         .unwrap();
     }
     writeln!(table, "];").unwrap();
-    writeln!(table, "pub const SWEEP_VARIANTS: &[&str] = &{sweep:?};").unwrap();
+    writeln!(
+        table,
+        "/// The compile-time variants of `kernels/sweep.txt`, one line each.\n\
+         pub const SWEEP_VARIANTS: &[&str] = &{sweep:?};"
+    )
+    .unwrap();
     fs::write(out_dir.join("kernel_table.rs"), table).unwrap();
 }
 

@@ -34,6 +34,7 @@ impl Device {
             .map_err(Error::Device)
     }
 
+    /// Whether this is a CUDA device (a GPU, or the CPU emulator of our kernels).
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }

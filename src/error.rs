@@ -7,42 +7,85 @@ use std::path::PathBuf;
 
 use crate::data::idx::IdxError;
 
+/// A result whose error is ferrograd's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong with a file, a download, a checkpoint or a device, with the path or name
+/// involved; its `Display` is a sentence for the user.
 #[derive(Debug)]
 pub enum Error {
     /// Reading or writing a file failed.
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// A file is not valid IDX.
-    Idx { path: PathBuf, source: IdxError },
+    Idx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: IdxError,
+    },
     /// A standard MNIST file is in neither its plain nor its `.gz` form.
-    MnistMissing { dir: PathBuf, name: &'static str },
+    MnistMissing {
+        /// The directory searched.
+        dir: PathBuf,
+        /// The file's standard name, such as `train-images-idx3-ubyte`.
+        name: &'static str,
+    },
     /// An MNIST image file whose images are not 28 × 28.
-    MnistImageSize { path: PathBuf, dims: Vec<usize> },
+    MnistImageSize {
+        /// The file.
+        path: PathBuf,
+        /// Its dimensions, as its header gives them.
+        dims: Vec<usize>,
+    },
     /// An MNIST file of the wrong kind (labels where images belong, or the other way).
     MnistKind {
+        /// The file.
         path: PathBuf,
+        /// What was expected there, such as `"labels (1 dimension)"`.
         expected: &'static str,
+        /// Its dimensions, as its header gives them.
         dims: Vec<usize>,
     },
     /// Image and label files that disagree on the number of items.
     MnistCountMismatch {
+        /// The image file.
         images: PathBuf,
+        /// How many images it holds.
         image_count: usize,
+        /// The label file.
         labels: PathBuf,
+        /// How many labels it holds.
         label_count: usize,
     },
     /// A label outside 0–9.
     MnistLabel {
+        /// The label file.
         path: PathBuf,
+        /// Which label, counting from 0.
         index: usize,
+        /// Its value.
         value: u8,
     },
     /// No mirror delivered a file with the right checksum; one line per attempt.
-    Download { file: String, attempts: Vec<String> },
+    Download {
+        /// The file's name.
+        file: String,
+        /// Each attempt: the URL and why it failed.
+        attempts: Vec<String>,
+    },
     /// A checkpoint that cannot be read, or that does not fit the model.
-    Checkpoint { path: PathBuf, reason: String },
-    /// The requested device is not available.
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The requested device is not available: why.
     Device(String),
 }
 

@@ -108,6 +108,7 @@ pub struct TrainingProgress {
     pub step: u64,
     /// The run's seed: initial weights, the data order, noise and dropout.
     pub seed: u64,
+    /// Images per batch.
     pub batch_size: usize,
     /// The process-wide generator (noise and dropout masks) at this point.
     pub rng: Generator,
@@ -118,9 +119,14 @@ pub const CHECKPOINT_FORMAT: &str = "ferrograd.mnist_gan.v1";
 
 /// A generator, a discriminator and their optimisers.
 pub struct Gan {
+    /// G: 100 → 256 → 512 → 1024 → 784, ReLU between layers, tanh at the end.
     pub generator: Sequential,
+    /// D: 784 → 1024 → 512 → 256 → 1, LeakyReLU(0.2) and dropout(0.3) between layers,
+    /// sigmoid at the end.
     pub discriminator: Sequential,
+    /// Adam over G's parameters.
     pub generator_optimizer: Adam,
+    /// Adam over D's parameters.
     pub discriminator_optimizer: Adam,
     device: Device,
     /// The training step as a CUDA graph, once [`Gan::capture_train_step`] made one.

@@ -165,7 +165,9 @@
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
 //! without a graph — panics with the op's name and the shapes involved, as PyTorch raises.
 
+// Every public item has a doc comment and a Debug form (CI denies warnings).
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 pub mod atomic_file;
 mod autograd;

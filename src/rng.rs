@@ -159,6 +159,7 @@ impl Generator {
         Generator { seed, offset }
     }
 
+    /// The seed: the key of every block this generator draws.
     pub fn seed(&self) -> u64 {
         self.seed
     }

@@ -133,14 +133,17 @@ impl Tensor {
         Tensor::full(&[], value, device)
     }
 
+    /// A tensor of `shape` with every element `value` (`torch.full`).
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
         Tensor::from_storage(Storage::full(numel(shape), value, device), shape.to_vec())
     }
 
+    /// A tensor of `shape` filled with zeros (`torch.zeros`).
     pub fn zeros(shape: &[usize], device: &Device) -> Tensor {
         Tensor::full(shape, 0.0, device)
     }
 
+    /// A tensor of `shape` filled with ones (`torch.ones`).
     pub fn ones(shape: &[usize], device: &Device) -> Tensor {
         Tensor::full(shape, 1.0, device)
     }
@@ -213,6 +216,7 @@ impl Tensor {
 
 /// Shape, device and values.
 impl Tensor {
+    /// The size of each dimension, outermost first (`[]` for a scalar).
     pub fn shape(&self) -> &[usize] {
         &self.inner.shape
     }
@@ -227,6 +231,7 @@ impl Tensor {
         numel(&self.inner.shape)
     }
 
+    /// The device that holds the values and runs the ops on them.
     pub fn device(&self) -> &Device {
         &self.inner.device
     }

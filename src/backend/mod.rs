@@ -17,6 +17,7 @@ use crate::rng::PhiloxStream;
 pub trait UnaryKernel: Sync {
     /// The op's name: shown in graphs; the GPU kernel is `unary_<NAME>` in `kernels/`.
     const NAME: &'static str;
+    /// `f(x)`: the CPU's kernel; `kernels/elementwise.cu` holds the GPU's.
     fn apply(&self, x: f32) -> f32;
     /// The kernel's parameter (a slope, a scale), passed to the GPU kernel as `p`.
     fn param(&self) -> f32 {
@@ -39,6 +40,7 @@ impl UnaryKernel for Identity {
 pub trait BinaryKernel: Sync {
     /// The GPU kernel is `binary_<NAME>` in `kernels/`.
     const NAME: &'static str;
+    /// `f(a, b)`, on the CPU.
     fn apply(&self, a: f32, b: f32) -> f32;
     /// The kernel's parameter, passed to the GPU kernel as `p`.
     fn param(&self) -> f32 {
@@ -51,6 +53,7 @@ pub trait BinaryKernel: Sync {
 pub trait TernaryKernel: Sync {
     /// The GPU kernel is `ternary_<NAME>` in `kernels/`.
     const NAME: &'static str;
+    /// `f(a, b, c)`, on the CPU.
     fn apply(&self, a: f32, b: f32, c: f32) -> f32;
     /// The kernel's parameter, passed to the GPU kernel as `p`.
     fn param(&self) -> f32 {
@@ -91,8 +94,11 @@ impl<K: BinaryKernel> GradRule for K {
 /// products straight from `∂L/∂y`: the CUDA backend applies the rule as its GEMM loads `A`, so
 /// `∂L/∂z` is never written and costs no launch of its own.
 pub struct LhsRule<'a, S> {
+    /// What the rule reads beside each element, such as the activation's output `y`.
     pub saved: &'a S,
+    /// Dropout's mask, which multiplies each element first, if the layer has dropout.
     pub mask: Option<&'a S>,
+    /// The activation's backward rule.
     pub rule: &'a dyn GradRule,
 }
 
@@ -153,19 +159,25 @@ pub enum Broadcast {
 /// three products a linear layer needs run without copying a transpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmDims {
+    /// Rows of `op(A)` and `C`.
     pub m: usize,
+    /// The length of each sum: columns of `op(A)`, rows of `op(B)`.
     pub k: usize,
+    /// Columns of `op(B)` and `C`.
     pub n: usize,
+    /// `A` is stored as `[k, m]`: `op(A) = Aᵀ`.
     pub lhs_transposed: bool,
+    /// `B` is stored as `[n, k]`: `op(B) = Bᵀ`.
     pub rhs_transposed: bool,
 }
 
 /// What a random fill draws for each element.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[allow(missing_docs)] // the fields: named in their variant's doc, one line each
 pub enum Distribution {
     /// Uniform on `[low, high)`.
     Uniform { low: f32, high: f32 },
-    /// Normal with the given mean and standard deviation (Box–Muller).
+    /// Normal with mean `mean` and standard deviation `std` (Box–Muller).
     Normal { mean: f32, std: f32 },
     /// An inverted-dropout mask: `1 / (1 - p)` with probability `1 - p`, else `0`.
     DropoutMask { p: f32 },
@@ -174,6 +186,7 @@ pub enum Distribution {
 /// The operations every device's storage provides. Each takes its operands by reference and
 /// returns a new buffer, except the optimiser update, which works in place.
 pub trait BackendStorage: Sized {
+    /// Every element, copied to the host.
     fn to_vec(&self) -> Vec<f32>;
     /// Overwrites every element with `values` (as many as the buffer holds), in place: the
     /// buffer keeps its address, which captured CUDA graphs rely on.
@@ -184,7 +197,10 @@ pub trait BackendStorage: Sized {
     fn concat(parts: &[&Self]) -> Self;
     /// Elements `start..start + len`, copied.
     fn slice(&self, start: usize, len: usize) -> Self;
+    /// `kernel(self[i])` for every element.
     fn unary<K: UnaryKernel>(&self, kernel: &K) -> Self;
+    /// `kernel(self[i], r)` for every element, `r` the element of `rhs` that `broadcast` pairs
+    /// with it.
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
     /// `kernel(self[i], b[i], c[i])`, the three buffers of one length; with `c_scalar`, `c` is
     /// one value, used for every element.

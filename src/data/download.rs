@@ -25,7 +25,9 @@ pub const MIRROR_ENV: &str = "MNIST_MIRROR";
 /// A file to fetch: its standard name (without `.gz`) and the MD5 of its `.gz` form.
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteFile {
+    /// The name without `.gz`, as in [`crate::data::mnist::TRAIN_IMAGES`].
     pub name: &'static str,
+    /// The MD5 of the `.gz` file, in lowercase hex.
     pub md5: &'static str,
 }
 
@@ -51,8 +53,10 @@ pub const FILES: [RemoteFile; 4] = [
 
 /// What a download reports as it goes, for a progress bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields: named in their variant's doc, one line each
 pub enum DownloadEvent<'a> {
-    /// A request to `url` was answered; `total_bytes` is the announced length, if any.
+    /// A request to `url` for `file` was answered; `total_bytes` is the announced length, if
+    /// any.
     Started {
         file: &'a str,
         url: &'a str,
@@ -60,9 +64,9 @@ pub enum DownloadEvent<'a> {
     },
     /// `bytes` more bytes arrived.
     Progress { bytes: u64 },
-    /// That attempt failed (and the next mirror is tried).
+    /// The attempt at `url` failed, for `reason` (and the next mirror is tried).
     Failed { url: &'a str, reason: &'a str },
-    /// The file is in place, checksum verified.
+    /// `file` is in place, checksum verified.
     Finished { file: &'a str },
 }
 

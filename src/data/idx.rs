@@ -30,28 +30,31 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// An n-dimensional array of bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
+    /// The size of each dimension, outermost first (`[60000, 28, 28]` for MNIST's images).
     pub dims: Vec<usize>,
+    /// The bytes, row-major: as many as the sizes multiply to.
     pub data: Vec<u8>,
 }
 
-/// What is wrong with a file that should be IDX.
+/// What is wrong with a file that should be IDX. Each variant's doc says what its fields are.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields: named in their variant's doc, one line each
 pub enum IdxError {
-    /// Fewer bytes than the header needs.
+    /// Fewer bytes (`found`) than the header needs (`needed`).
     HeaderTooShort { needed: usize, found: usize },
-    /// The first two bytes are not zero.
+    /// The first two bytes are not zero: the first four, big-endian, are `magic`.
     BadMagic { magic: u32 },
-    /// A type code other than unsigned byte (0x08).
+    /// A type `code` other than unsigned byte (0x08).
     UnsupportedType { code: u8 },
     /// Zero dimensions.
     NoDimensions,
-    /// The sizes multiply to more than [`MAX_DECODED_BYTES`] (or overflow).
+    /// The sizes `dims` multiply to more than [`MAX_DECODED_BYTES`] (or overflow).
     TooLarge { dims: Vec<usize> },
-    /// Less data than the header claims.
+    /// Less data (`found` bytes) than the header claims (`expected`).
     Truncated { expected: usize, found: usize },
-    /// More data than the header claims.
+    /// More data (`found` bytes) than the header claims (`expected`).
     TrailingBytes { expected: usize, found: usize },
-    /// The gzip stream is corrupt.
+    /// The gzip stream is corrupt, for `reason`.
     Gzip { reason: String },
 }
 

@@ -44,6 +44,7 @@ impl<'a> DataLoader<'a> {
         self.images.len() / self.pixels
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
     }

@@ -10,16 +10,21 @@ pub const IMAGE_SIDE: usize = 28;
 /// Pixels of an MNIST image.
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 
-/// The standard file names, without `.gz`.
+/// The training images' standard file name, without `.gz` (as are the three below).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+/// The training labels' file name.
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+/// The test images' file name.
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+/// The test labels' file name.
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 /// The 60 000 training or the 10 000 test examples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// The 60 000 training examples.
     Train,
+    /// The 10 000 test examples.
     Test,
 }
 
@@ -36,7 +41,9 @@ impl Split {
 /// Images as bytes (`len × 784`, row-major, 0 = background, 255 = ink) and their labels.
 #[derive(Clone, Debug)]
 pub struct Mnist {
+    /// `len × 784` bytes, image after image.
     pub images: Vec<u8>,
+    /// One label (0–9) per image.
     pub labels: Vec<u8>,
 }
 
@@ -98,6 +105,7 @@ impl Mnist {
         self.labels.len()
     }
 
+    /// Whether there are no examples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

@@ -21,10 +21,12 @@ impl Module for ReLU {
 /// `x` for `x > 0`, `negative_slope · x` otherwise.
 #[derive(Clone, Copy, Debug)]
 pub struct LeakyReLU {
+    /// The slope for `x ≤ 0` (0.2 in the GAN's discriminator).
     pub negative_slope: f32,
 }
 
 impl LeakyReLU {
+    /// `LeakyReLU(negative_slope)`, as `nn.LeakyReLU(negative_slope)`.
     pub fn new(negative_slope: f32) -> Self {
         LeakyReLU { negative_slope }
     }

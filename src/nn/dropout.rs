@@ -23,10 +23,12 @@ impl Dropout {
         Dropout { p, training: true }
     }
 
+    /// The probability that an element is zeroed in training.
     pub fn p(&self) -> f32 {
         self.p
     }
 
+    /// Whether the layer drops elements (training) or passes its input through (evaluation).
     pub fn is_training(&self) -> bool {
         self.training
     }

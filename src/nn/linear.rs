@@ -10,7 +10,9 @@ use crate::tensor::Tensor;
 /// laid out as in PyTorch so state dicts carry over.
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// `[out_features, in_features]`.
     pub weight: Tensor,
+    /// `[out_features]`, if the layer has one.
     pub bias: Option<Tensor>,
 }
 
@@ -65,10 +67,12 @@ impl Linear {
         Linear { weight, bias }
     }
 
+    /// The width of an input row.
     pub fn in_features(&self) -> usize {
         self.weight.shape()[1]
     }
 
+    /// The width of an output row.
     pub fn out_features(&self) -> usize {
         self.weight.shape()[0]
     }

@@ -18,6 +18,8 @@ use crate::tensor::Tensor;
 /// A layer or a network of layers. `Send + Sync`, so a training step can run on any thread
 /// of the rayon pool.
 pub trait Module: Send + Sync {
+    /// The module applied to `input` (a batch: one example a row), recorded for `backward`
+    /// where its parameters require gradients.
     fn forward(&self, input: &Tensor) -> Tensor;
 
     /// The elementwise activation this module is, if it is one a preceding layer can fuse.

@@ -24,6 +24,7 @@ pub struct Sequential {
 }
 
 impl Sequential {
+    /// A network of no layers, to [`add`](Sequential::add) them to.
     pub fn new() -> Self {
         Sequential::default()
     }
@@ -35,10 +36,12 @@ impl Sequential {
         self
     }
 
+    /// The number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()
     }
 
+    /// Whether there are no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }

@@ -99,10 +99,13 @@ pub fn linear(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor 
 /// An activation that [`linear_activation`] fuses into the linear layer's GEMM.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
+    /// `max(x, 0)`.
     Relu,
-    /// With its negative slope.
+    /// `x` for `x > 0`, else the negative slope given times `x`.
     LeakyRelu(f32),
+    /// `tanh(x)`.
     Tanh,
+    /// `1 / (1 + e⁻ˣ)`.
     Sigmoid,
 }
 

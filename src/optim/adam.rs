@@ -34,9 +34,13 @@ use crate::tensor::Tensor;
 /// Adam's hyper-parameters; [`Default`] gives PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// The learning rate (1e-3).
     pub lr: f32,
+    /// The decay rates of the moving averages of the gradient and of its square (0.9, 0.999).
     pub betas: (f32, f32),
+    /// Added to the square root of the second moment, against division by zero (1e-8).
     pub eps: f32,
+    /// L2 penalty: `weight_decay · θ` added to each gradient, as PyTorch's `Adam` (0).
     pub weight_decay: f32,
 }
 
@@ -168,6 +172,7 @@ impl Adam {
         }
     }
 
+    /// The hyper-parameters in force.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }

@@ -20,11 +20,16 @@ pub const KERNEL_ENV: &str = "FERROGRAD_GEMM_KERNEL";
 /// The largest `MR × NR` block of any kernel.
 pub const MAX_BLOCK: usize = 8 * 32;
 
+/// An instruction set's microkernel (the table above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Microkernel {
+    /// Plain Rust, 4 × 8: any processor.
     Portable,
+    /// AVX2 and FMA, 6 × 16 (x86-64 since Haswell and Zen).
     Avx2,
+    /// AVX-512F, 8 × 32.
     Avx512,
+    /// NEON fused multiply-adds, 8 × 12 (aarch64).
     Neon,
 }
 

@@ -57,10 +57,12 @@ impl Drop for CpuStorage {
 }
 
 impl CpuStorage {
+    /// Storage that owns `data`.
     pub fn from_vec(data: Vec<f32>) -> Self {
         CpuStorage(data)
     }
 
+    /// `len` copies of `value`, in a buffer from the cache of freed ones where one fits.
     pub fn full(len: usize, value: f32) -> Self {
         let mut data = pool::take(len);
         data.fill(value);

@@ -16,6 +16,7 @@ macro_rules! kernel_args {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug)]
+        #[allow(missing_docs)] // the C struct's fields, as the doc above and the kernel name them
         pub struct $name { $(pub $field: $ty),* }
         // SAFETY: #[repr(C)] with the fields, types and order of the C struct of this name
         // (kernels/*.cu), checked by tests/cuda_kernels.rs against the C compiler's sizeof.

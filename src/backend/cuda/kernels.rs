@@ -4,8 +4,11 @@
 /// One `kernels/*.cu` file.
 #[derive(Debug)]
 pub struct KernelModule {
+    /// The file's name, such as `gemm.cu`.
     pub file: &'static str,
+    /// Its text.
     pub source: &'static str,
+    /// The kernels it defines, by name.
     pub kernels: &'static [&'static str],
 }
 

@@ -8,6 +8,7 @@ use crate::backend::GemmDims;
 /// Grid and block sizes of a launch (CUDA's `dim3`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // x, y, z: as in CUDA
 pub struct Dim3 {
     pub x: u32,
     pub y: u32,
@@ -15,14 +16,18 @@ pub struct Dim3 {
 }
 
 impl Dim3 {
+    /// `x` along the first dimension, 1 along the others.
     pub const fn x(x: u32) -> Dim3 {
         Dim3 { x, y: 1, z: 1 }
     }
 }
 
+/// A kernel launch's shape: blocks in the grid, threads in a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// Blocks in the grid.
     pub grid: Dim3,
+    /// Threads in a block.
     pub block: Dim3,
 }
 
@@ -130,6 +135,7 @@ pub enum GemmPlan {
     Large,
     /// `gemm` with 64 × 64 tiles; with `splits > 1`, k is cut into `splits` chunks of
     /// `k_chunk`, whose partial products the last block of each tile adds.
+    #[allow(missing_docs)] // splits, k_chunk: in the variant's doc
     Tiled { splits: usize, k_chunk: usize },
 }
 

@@ -68,7 +68,9 @@ pub fn parse_kernel_defines(defines: &str) -> Result<Vec<String>, String> {
 /// What NVRTC produced: the image (PTX text or cubin) and the compiler's log.
 #[derive(Debug)]
 pub struct Compiled {
+    /// PTX text or a cubin, as asked for.
     pub image: Vec<u8>,
+    /// NVRTC's log (warnings; with a ptxas report asked for, the report).
     pub log: String,
 }
 
@@ -79,7 +81,10 @@ pub enum Output {
     Ptx,
     /// A cubin for the real architecture `sm_XY`; with `report`, ptxas's `-v` resource
     /// report is in the log.
-    Cubin { report: bool },
+    Cubin {
+        /// Whether the log holds ptxas's resource report.
+        report: bool,
+    },
 }
 
 /// Compiles `module` for compute capability `major.minor`, with the macro definitions of
@@ -195,13 +200,18 @@ unsafe fn cubin(program: sys::nvrtcProgram) -> Result<Vec<u8>, String> {
 /// One kernel's resources, from ptxas's `-v` report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelResources {
+    /// The kernel's name.
     pub kernel: String,
+    /// Registers per thread.
     pub registers: u32,
     /// Local memory for arrays the code indexes at run time (or too big for registers): each
     /// use a round trip through the L1 cache instead of a register read.
     pub stack_bytes: u32,
+    /// Bytes stored to local memory because the registers ran out: a CI failure.
     pub spill_stores: u32,
+    /// Bytes of those spills loaded back.
     pub spill_loads: u32,
+    /// Static shared memory per block, in bytes.
     pub shared_bytes: u32,
 }
 

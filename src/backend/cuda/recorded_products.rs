@@ -11,6 +11,7 @@ use crate::backend::GemmDims;
 /// A product that `gemm`'s tiles computed while [`record_products`] was listening.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordedProduct {
+    /// Its shape and layout.
     pub dims: GemmDims,
     /// Asked for with the row sums of its left operand (a weight gradient and its bias
     /// gradient): summed in the GEMM without split-K, by a launch of their own with it, so the

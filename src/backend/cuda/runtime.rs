@@ -12,8 +12,11 @@ use super::launch::LaunchConfig;
 /// the emulator: the host's time to emulate it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelTime {
+    /// The kernel's name.
     pub name: String,
+    /// Its launch's grid and blocks.
     pub config: LaunchConfig,
+    /// How long it ran, in µs.
     pub micros: f64,
 }
 

@@ -58,12 +58,14 @@ pub struct CudaStorage {
 }
 
 impl CudaStorage {
+    /// `data` uploaded to `device`.
     pub fn from_vec(data: Vec<f32>, device: &CudaDevice) -> Self {
         CudaStorage {
             buffer: device.upload(bytemuck::cast_slice(&data)),
         }
     }
 
+    /// `len` copies of `value` on `device`.
     pub fn full(len: usize, value: f32, device: &CudaDevice) -> Self {
         let out = CudaStorage::uninit(len, device);
         let args = UnaryArgs {
@@ -98,6 +100,7 @@ impl CudaStorage {
         out
     }
 
+    /// The device that holds the buffer.
     pub fn device(&self) -> &CudaDevice {
         &self.buffer.device
     }

@@ -43,7 +43,9 @@ pub enum Tuning {
 /// median of its turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TuneOptions {
+    /// Timed turns through the candidates.
     pub rounds: usize,
+    /// Calls of each candidate in a turn (and untimed before the first).
     pub calls: usize,
 }
 
@@ -70,15 +72,20 @@ pub struct GemmChoice {
 /// A configuration and its time per call, in µs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timed {
+    /// The configuration.
     pub choice: GemmChoice,
+    /// Its median time per call, in µs.
     pub micros: f64,
 }
 
 /// What tuning one product found: how the plan runs it and how fast, and what it runs now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TunedProduct {
+    /// The product, as the step runs it.
     pub product: RecordedProduct,
+    /// The built-in plan's configuration and time.
     pub planned: Timed,
+    /// The fastest configuration, which the product runs in from now on.
     pub chosen: Timed,
 }
 
