@@ -93,6 +93,19 @@ fn one_past_every_block_size() {
     check(129, 257, 100);
 }
 
+/// Each way a product is cut into tasks, at the smallest shape that reaches it: small enough
+/// for Miri (README, "Undefined behaviour"), under which every product's tasks run on several
+/// threads, so that it checks that their writes into one output never race and that every
+/// read stays inside its operand.
+#[test]
+fn every_path_at_its_smallest() {
+    check(129, 1, 2); // more rows than one row of tiles holds (128): tiles of MC = 96 rows
+    check(1, 2, 513); // more columns than one tile holds (512)
+                      // X·Wᵀ with W read in place (`direct`: k ≥ 768, or 8 under Miri, and n ≥ m), W's rows
+                      // in tasks of whole MR blocks.
+    check(2, if cfg!(miri) { 8 } else { 769 }, 9);
+}
+
 #[test]
 fn this_processor_has_the_expected_kernels() {
     let supported = Microkernel::supported();

@@ -117,7 +117,7 @@ impl OutputMatrix {
                 .cast::<i8>()
                 .cast_const();
             // Every 64-byte line the row touches, from the one holding its first byte.
-            let skew = start as usize % 64;
+            let skew = start.addr() % 64;
             for offset in (0..skew + 4 * block.cols).step_by(64) {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 // SAFETY: a prefetch is a hint: it changes no register or memory and never

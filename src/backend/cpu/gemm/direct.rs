@@ -16,7 +16,9 @@ use crate::backend::{GemmDims, UnaryKernel};
 const MAX_DIRECT_ROWS: usize = 128;
 /// The least `k` for which it does: [`multiply`] writes its blocks of C transposed, element by
 /// element, which a long enough sum over `k` must pay for (at k ≤ 512 packing W costs less).
-const MIN_DIRECT_K: usize = 768;
+/// Under Miri, from k = 8, so that its tests reach this path at a shape it can interpret in
+/// seconds (at k = 768 the test ran past 25 minutes; README, "Undefined behaviour").
+const MIN_DIRECT_K: usize = if cfg!(miri) { 8 } else { 768 };
 
 /// Whether a product of `dims` runs here: `X·Wᵀ` with at most [`MAX_DIRECT_ROWS`] rows of `X`,
 /// at least as many columns as rows, and a long enough `k`.

@@ -44,8 +44,10 @@ const KC: usize = 256;
 /// The widest tile: `KC × NC` floats of packed `B` (512 KiB) still fit in L2.
 const MAX_NC: usize = 512;
 /// Products smaller than this (multiply-adds) run on the calling thread: waking another costs
-/// more than it saves (a 64 × 100 × 256 layer is 1.6 M).
-const MIN_PARALLEL_MACS: usize = 1 << 22;
+/// more than it saves (a 64 × 100 × 256 layer is 1.6 M). Under Miri every product is shared
+/// out, so that it checks the threads' writes into one output on shapes small enough to
+/// interpret (README, "Undefined behaviour").
+const MIN_PARALLEL_MACS: usize = if cfg!(miri) { 0 } else { 1 << 22 };
 
 /// Runs `f` on the rayon pool if `parallel`: called from outside the pool, a product then
 /// moves into it once, rather than handing each of its parallel loops over and sleeping until
