@@ -17,7 +17,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::{assert_within_scale, uniform, CPU};
 use ferrograd::backend::cpu::{
-    bf16_allowed, bf16_support, enable_bf16, gemm, set_allow_bf16, Bf16Units, BF16_UNITS_ENV,
+    avx512_bf16_rate, bf16_allowed, bf16_support, enable_bf16, gemm, set_allow_bf16, Bf16Units,
+    BF16_UNITS_ENV,
 };
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{Gan, IMAGE_DIM};
@@ -64,6 +65,29 @@ fn bf16_on() -> Option<Bf16On> {
             Some(on)
         }
     }
+}
+
+/// How the dot products' multiply-adds compare with FP32 FMAs (`avx512_bf16_rate`), which
+/// `--bf16` reports and warns by: measured wherever there are BF16 units (every processor with
+/// AMX has AVX512-BF16 too), and inside what the instructions allow. `VDPBF16PS` does twice
+/// an FMA's multiply-adds: at the same issue rate the ratio is 2 (AMD Zen 4), at a quarter of
+/// it 0.5 (a 5th-generation Xeon); a measurement that timed nothing, or the wrong instruction,
+/// falls outside. `faster_than_fp32` and `description` say the same.
+#[test]
+fn the_dot_products_are_measured_against_fp32() {
+    let Some(_on) = bf16_on() else { return };
+    let rate = avx512_bf16_rate().expect("BF16 units here, yet no AVX512-BF16 rate");
+    assert!(
+        (0.2..=5.0).contains(&rate),
+        "VDPBF16PS at {rate}× the multiply-adds a second of FP32 FMAs"
+    );
+    assert_eq!(Bf16Units::Avx512Bf16.faster_than_fp32(), rate > 1.0);
+    assert!(Bf16Units::Amx.faster_than_fp32());
+    assert_eq!(
+        Bf16Units::Avx512Bf16.description(),
+        format!("AVX512-BF16 at {rate:.1}× FP32's multiply-add rate")
+    );
+    assert_eq!(avx512_bf16_rate(), Some(rate), "measured once per process");
 }
 
 #[test]

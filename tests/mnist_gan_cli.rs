@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::shared_mnist;
+use ferrograd::backend::cpu::{bf16_support, Bf16Units};
 use ferrograd::checkpoint::Checkpoint;
 use ferrograd::data::idx;
 
@@ -433,6 +434,42 @@ fn a_cpu_run_names_the_gpu_options_it_ignores() {
     let stdout = cpu_run(&[]);
     assert!(!stdout.contains("ignores"), "{stdout}");
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `--bf16` names the units that run its products, and warns where they are slower than FP32
+/// (`Bf16Units::faster_than_fp32`: the dot products where `VDPBF16PS` runs less than half as
+/// often as an FMA); without BF16 units it stops with the reason.
+#[test]
+fn a_bf16_run_names_its_units_and_warns_where_they_are_slower() {
+    let Some(data) = shared_mnist() else { return };
+    let out = scratch("bf16-units");
+    let args = [
+        "--device",
+        "cpu",
+        "--bf16",
+        "--max-iters",
+        "1",
+        "--overwrite",
+    ];
+    let command = mnist_gan(&data, &out, &args);
+    match bf16_support() {
+        Ok(units) => {
+            let stdout = String::from_utf8(run_ok(command).stdout).unwrap();
+            // The rate's digits come from the run's own measurement: only their lead-in here.
+            let named = match units {
+                Bf16Units::Amx => ", BF16 matrix products (AMX)\n",
+                Bf16Units::Avx512Bf16 => ", BF16 matrix products (AVX512-BF16 at ",
+            };
+            assert!(stdout.contains(named), "{stdout}");
+            assert_eq!(
+                stdout.contains("note: --bf16 trains slower than FP32 on this processor"),
+                !units.faster_than_fp32(),
+                "{stdout}"
+            );
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+        Err(why) => fails_with(command, &["--bf16: ", why]),
+    }
 }
 
 /// Standard output going away (the reader of a pipe quits, as `mnist_gan | head -n 2` does)

@@ -196,10 +196,8 @@ fn header(args: &Args, device: &Device, setup: &Setup) -> String {
     if args.tf32 {
         line += ", TF32 matrix products";
     }
-    match setup.bf16_units {
-        Some(Bf16Units::Amx) => line += ", BF16 matrix products (AMX)",
-        Some(Bf16Units::Avx512Bf16) => line += ", BF16 matrix products (AVX512-BF16)",
-        None => {}
+    if let Some(units) = setup.bf16_units {
+        line += &format!(", BF16 matrix products ({})", units.description());
     }
     if args.pdl {
         line += ", programmatic dependent launch";

@@ -70,7 +70,7 @@ pub struct Args {
     pub tf32: bool,
     /// On the CPU, round the matrix products' operands to BF16 and multiply them on Intel AMX
     /// tiles (Xeon 4th generation or later) or with AVX512-BF16 (AMD Zen 4 or later); FP32
-    /// sums, as PyTorch's autocast to bfloat16.
+    /// sums, as PyTorch's autocast to bfloat16. Says so where it would train slower than FP32.
     #[arg(long)]
     pub bf16: bool,
     /// The MNIST directory; missing files are downloaded into it.

@@ -33,7 +33,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferrograd::backend::cpu::Bf16Units;
 use ferrograd::gan::Gan;
 use ferrograd::rng::Generator;
 use ferrograd::Device;
@@ -81,11 +80,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         training.loader.len(),
         describe_batches(training.loader.len(), training.progress.batch_size),
         device.description(),
-        match bf16_units {
-            Some(Bf16Units::Amx) => ", BF16 matrix products (AMX)",
-            Some(Bf16Units::Avx512Bf16) => ", BF16 matrix products (AVX512-BF16)",
-            None => "",
-        }
+        bf16_units.map_or(String::new(), |units| format!(
+            ", BF16 matrix products ({})",
+            units.description()
+        ))
     );
     training.train(&args)?;
     set_training(false);

@@ -33,6 +33,13 @@ pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn E
         }
         let units =
             ferrograd::backend::cpu::enable_bf16().map_err(|why| format!("--bf16: {why}"))?;
+        if !units.faster_than_fp32() {
+            say!(
+                "note: --bf16 trains slower than FP32 on this processor (no AMX; {}): leave \
+                 it out to train faster",
+                units.description()
+            );
+        }
         Some(units)
     } else {
         None

@@ -14,7 +14,8 @@ mod product;
 mod simd;
 
 pub use amx::{
-    amx_support, bf16_allowed, bf16_support, enable_bf16, set_allow_bf16, Bf16Units, BF16_UNITS_ENV,
+    amx_support, avx512_bf16_rate, bf16_allowed, bf16_support, enable_bf16, set_allow_bf16,
+    Bf16Units, BF16_UNITS_ENV,
 };
 pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};

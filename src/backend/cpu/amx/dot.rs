@@ -1,12 +1,16 @@
 //! A block's product with AVX512-BF16's `VDPBF16PS`, for processors that have it but no AMX
 //! (AMD's Zen 4 and later, Intel's Cooper Lake): one instruction multiplies 16 pairs of BF16
 //! by 16 pairs and adds each pair's two products to one of 16 FP32 sums, 32 multiply-adds
-//! where an FP32 FMA does 16, at the same rate on Zen 4 (one a cycle). It reads the operands
-//! packed as the tiles load them: a tile row of the right operand, 16 columns of one pair of
-//! steps, is one register; a row of the left operand's tile gives the pair it is multiplied
-//! by, broadcast to every lane.
+//! where an FP32 FMA does 16, at the same rate on Zen 4 (one a cycle). Not on a 5th-generation
+//! Xeon (whose VM hid its AMX): one every two cycles against two FMAs a cycle, half FP32's
+//! multiply-adds, and products 1.3–2.0× slower than FP32's ([`multiply_add_rate`] measures
+//! the ratio; `mnist_gan --bf16` warns by it). It reads the operands packed as the tiles load
+//! them: a tile row of the right operand, 16 columns of one pair of steps, is one register; a
+//! row of the left operand's tile gives the pair it is multiplied by, broadcast to every lane.
 
 use std::arch::x86_64::*;
+use std::hint::black_box;
+use std::time::Instant;
 
 use super::pack::Packed;
 use super::{TILE_K, TILE_ROWS};
@@ -89,4 +93,57 @@ pub unsafe fn multiply_block(
 fn as_pairs(bits: __m512i) -> __m512bh {
     // SAFETY: both vector types are 64 bytes of plain bits.
     unsafe { std::mem::transmute::<__m512i, __m512bh>(bits) }
+}
+
+/// Independent chains of multiply-adds timed at once: enough to keep every unit that can run
+/// them busy while each chain waits for its previous result (two FMA units × 4 cycles).
+const CHAINS: usize = 16;
+
+/// Multiply-adds a second of `VDPBF16PS` over those of FP32 FMAs (`VFMADD231PS`), both on 512
+/// bits, on the core this runs on: each instruction repeated in [`CHAINS`] independent chains,
+/// the two timed in turn, the fastest of several trials of each kept (a trial that another
+/// thread interrupted is only slower). About 0.6 ms.
+///
+/// # Safety
+/// The processor must have AVX-512F and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn multiply_add_rate() -> f64 {
+    const ROUNDS: u32 = 4_000;
+    const TRIALS: usize = 8;
+    // Pairs of BF16 1.0 (0x3f80) for the one, FP32 1.0 for the other.
+    let pairs_of_ones = as_pairs(_mm512_set1_epi32(0x3f80_3f80));
+    let ones = _mm512_set1_ps(1.0);
+    let (mut dot, mut fma) = (f64::INFINITY, f64::INFINITY);
+    // The first trials also wake the vector units' upper halves, which run slower for some
+    // microseconds after a pause; the fastest trial of each comes after that.
+    for _ in 0..TRIALS {
+        let dot_trial = seconds_per_round(ROUNDS, pairs_of_ones, |sum, pairs| {
+            _mm512_dpbf16_ps(sum, pairs, pairs)
+        });
+        let fma_trial =
+            seconds_per_round(ROUNDS, ones, |sum, ones| _mm512_fmadd_ps(ones, ones, sum));
+        (dot, fma) = (dot.min(dot_trial), fma.min(fma_trial));
+    }
+    // One `VDPBF16PS` does 32 multiply-adds, one FMA 16.
+    (32.0 / dot) / (16.0 / fma)
+}
+
+/// Seconds per round of [`CHAINS`] `multiply_add`s, each adding to its own sums.
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn seconds_per_round<V: Copy>(
+    rounds: u32,
+    operand: V,
+    multiply_add: impl Fn(__m512, V) -> __m512,
+) -> f64 {
+    // Opaque, so that nothing is computed ahead of the clock.
+    let operand = black_box(operand);
+    let mut sums = black_box([_mm512_setzero_ps(); CHAINS]);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for sum in &mut sums {
+            *sum = multiply_add(*sum, operand);
+        }
+    }
+    black_box(sums);
+    start.elapsed().as_secs_f64() / f64::from(rounds)
 }

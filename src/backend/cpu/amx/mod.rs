@@ -27,7 +27,9 @@
 //!    into `C` (or transposed into it), and the bias and activation applied. Without AMX,
 //!    `VDPBF16PS` computes the block from the same packed tiles, eight rows of 32 sums in
 //!    vector registers at a time ([`dot`]: 32 multiply-adds an instruction, twice an FP32
-//!    FMA's).
+//!    FMA's). That is faster than FP32 where the instruction issues as often as an FMA (AMD
+//!    Zen 4), and slower where it issues a quarter as often (a 5th-generation Xeon):
+//!    [`avx512_bf16_rate`] measures which.
 //!
 //! `k` is padded with zeros to a multiple of 32, rows and columns to multiples of 32, so every
 //! tile is whole. Subnormal values (below 2⁻¹²⁶) count as zero, in the operands and in the
@@ -86,8 +88,33 @@ pub enum Bf16Units {
     /// Intel AMX's tile units (`TDPBF16PS`, 8,192 multiply-adds an instruction).
     Amx,
     /// AVX512-BF16's dot products (`VDPBF16PS`, 32 multiply-adds an instruction), where there
-    /// is no AMX: AMD Zen 4 and later, Intel Cooper Lake.
+    /// is no AMX: AMD Zen 4 and later, Intel Cooper Lake, a Xeon whose VM hides AMX. Faster
+    /// than FP32 only where the instruction runs more than half as often as an FMA
+    /// ([`Bf16Units::faster_than_fp32`]).
     Avx512Bf16,
+}
+
+impl Bf16Units {
+    /// The units' name, and for the dot products how their multiply-adds compare with FP32's
+    /// here ([`avx512_bf16_rate`]): `AMX`, `AVX512-BF16 at 2.0× FP32's multiply-add rate`.
+    pub fn description(self) -> String {
+        match (self, avx512_bf16_rate()) {
+            (Bf16Units::Avx512Bf16, Some(rate)) => {
+                format!("AVX512-BF16 at {rate:.1}× FP32's multiply-add rate")
+            }
+            (Bf16Units::Avx512Bf16, None) => "AVX512-BF16".into(),
+            (Bf16Units::Amx, _) => "AMX".into(),
+        }
+    }
+
+    /// Whether these units can make products faster than FP32 here: AMX can; the dot products
+    /// only where they do more multiply-adds a second than FP32 FMAs ([`avx512_bf16_rate`]).
+    pub fn faster_than_fp32(self) -> bool {
+        match self {
+            Bf16Units::Amx => true,
+            Bf16Units::Avx512Bf16 => avx512_bf16_rate().is_some_and(|rate| rate > 1.0),
+        }
+    }
 }
 
 /// The environment variable that picks the BF16 units on a processor with both:
@@ -135,6 +162,28 @@ pub fn bf16_support() -> Result<Bf16Units, &'static str> {
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     {
         Err("BF16 products run on x86-64 Linux only")
+    }
+}
+
+/// Multiply-adds a second of AVX512-BF16's `VDPBF16PS` over those of FP32 FMAs on this
+/// processor, measured once per process (about 0.6 ms); `None` without AVX512-BF16. It says
+/// whether [`Bf16Units::Avx512Bf16`] can beat FP32 here: above 1 it can; at 1 or below, BF16
+/// products are slower than FP32 ones, as they also round and pack their operands. AMD Zen 4:
+/// 2 (one instruction of each a cycle, 32 multiply-adds against 16). A 5th-generation Xeon
+/// whose VM hides AMX (2026-12-06): 0.5 (one `VDPBF16PS` every two cycles, two FMAs a
+/// cycle), and products 1.3–2.0× slower than FP32 (`benches/RESULTS.md`).
+pub fn avx512_bf16_rate() -> Option<f64> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static RATE: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+        *RATE.get_or_init(|| {
+            // SAFETY: `Converter::detect` found AVX512-BF16 (and AVX-512F with it).
+            convert::Converter::detect().map(|_| unsafe { dot::multiply_add_rate() })
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        None
     }
 }
 
