@@ -587,6 +587,12 @@ fn user_errors_are_reported_without_panicking() {
         &["\"gpu\" is not auto, cpu, cuda or cuda:N"],
     );
     fails_with(run(&["--batch-size", "0"]), &["--batch-size"]);
+    for lr in ["-1", "0", "nan", "inf", "2e-4x"] {
+        fails_with(
+            run(&["--lr", lr]),
+            &["--lr", &format!("\"{lr}\" is not a positive number")],
+        );
+    }
     fails_with(
         run(&["--autotune", "always"]),
         &["--autotune", "tiles, splits"],

@@ -46,7 +46,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// Adam's learning rate, for both networks [default: 2e-4, or a resumed run's own].
-    #[arg(long, value_parser = positive_f32)]
+    // Negative numbers reach the parser, which says what is wrong with them, instead of clap
+    // taking `-1` in `--lr -1` for an option it does not know.
+    #[arg(long, value_parser = positive_f32, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Seed of the weights, the data order, the noise and dropout.
     #[arg(long, default_value_t = 1)]
