@@ -1,13 +1,14 @@
 //! Benchmarks of the CPU backend: the GEMM at the GAN's shapes in the three layouts a linear
 //! layer uses, and at the discriminator step's 128 rows (ours with each microkernel called
 //! from the main thread, and with the selected one as a training step calls it, from a worker
-//! of the pool, and so in BF16 where the processor has AMX or AVX512-BF16; beside the `matrixmultiply`
-//! crate in the same run, built with its `threading` feature: it uses as many threads as the
-//! machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS` when that
-//! differs), the four teaching steps of `backend::cpu::gemm_steps` beside the engine's product
-//! on one core, each op's forward and backward, Adam over the GAN's parameters, one full GAN
-//! training iteration, and a training step written with the public API, with and without
-//! `Device::run`. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
+//! of the pool, and so in BF16 where the processor has AMX or AVX512-BF16; beside the
+//! `matrixmultiply` crate in the same run, built with its `threading` feature: it uses as many
+//! threads as the machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS`
+//! when that differs), the four teaching steps of `backend::cpu::gemm_steps` beside the
+//! engine's product on one core, each op's forward and backward, Adam over the GAN's
+//! parameters, one full GAN training iteration, and a training step written with the public
+//! API, with and without `Device::run`. Run with `cargo bench`; figures go to
+//! `benches/RESULTS.md`.
 
 mod common;
 
@@ -37,6 +38,13 @@ fn discriminator_step_cases() -> [(Product, usize, usize, usize); 3] {
 
 fn bench_gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
+    // Up to 102 timings (17 shapes, 6 ways each): with criterion's defaults (3 s of warm-up,
+    // 5 s measured) they spent 15 minutes warming up and measuring alone, in a `cargo bench` of
+    // 30 on the 2-core VM. As for `gemm_steps`, 1 s and 3 s (benches/RESULTS.md, twenty-seventh
+    // session).
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for (product, m, k, n) in gemm_cases([1024, 2048])
         .into_iter()
         .chain(discriminator_step_cases())

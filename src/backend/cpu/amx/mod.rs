@@ -98,12 +98,12 @@ impl Bf16Units {
     /// The units' name, and for the dot products how their multiply-adds compare with FP32's
     /// here ([`avx512_bf16_rate`]): `AMX`, `AVX512-BF16 at 2.0× FP32's multiply-add rate`.
     pub fn description(self) -> String {
-        match (self, avx512_bf16_rate()) {
-            (Bf16Units::Avx512Bf16, Some(rate)) => {
-                format!("AVX512-BF16 at {rate:.1}× FP32's multiply-add rate")
-            }
-            (Bf16Units::Avx512Bf16, None) => "AVX512-BF16".into(),
-            (Bf16Units::Amx, _) => "AMX".into(),
+        match self {
+            Bf16Units::Amx => "AMX".into(),
+            Bf16Units::Avx512Bf16 => match avx512_bf16_rate() {
+                Some(rate) => format!("AVX512-BF16 at {rate:.1}× FP32's multiply-add rate"),
+                None => "AVX512-BF16".into(),
+            },
         }
     }
 
@@ -169,9 +169,10 @@ pub fn bf16_support() -> Result<Bf16Units, &'static str> {
 /// processor, measured once per process (about 0.6 ms); `None` without AVX512-BF16. It says
 /// whether [`Bf16Units::Avx512Bf16`] can beat FP32 here: above 1 it can; at 1 or below, BF16
 /// products are slower than FP32 ones, as they also round and pack their operands. AMD Zen 4:
-/// 2 (one instruction of each a cycle, 32 multiply-adds against 16). A 5th-generation Xeon
-/// whose VM hides AMX (2026-12-06): 0.5 (one `VDPBF16PS` every two cycles, two FMAs a
-/// cycle), and products 1.3–2.0× slower than FP32 (`benches/RESULTS.md`).
+/// 2 (one instruction of each a cycle, 32 multiply-adds against 16; a C loop's reading, on
+/// 2026-12-05). A 5th-generation Xeon whose VM hides AMX (2026-12-06): 0.5 (one `VDPBF16PS`
+/// every two cycles, two FMAs a cycle), and products 1.3–2.0× slower than FP32
+/// (`benches/RESULTS.md`).
 pub fn avx512_bf16_rate() -> Option<f64> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
