@@ -4,7 +4,8 @@
 //! cost the GAN's CPU step more than its elementwise ops (see benches/RESULTS.md).
 //!
 //! A [`CpuStorage`](super::CpuStorage) returns its buffer here when dropped; ops take theirs
-//! with [`take`], whose contents are stale: every op that takes one writes all of it.
+//! with [`take`], whose contents are stale: every op that takes one writes all of it. The
+//! matrix products pack their operands into [`LineAligned`] buffers from the same cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,5 +62,89 @@ pub fn give_back(buffer: Vec<f32>) {
     if cache.cached_floats + len <= MAX_CACHED_FLOATS {
         cache.cached_floats += len;
         cache.free.entry(len).or_default().push(buffer);
+    }
+}
+
+/// Floats in a 64-byte cache line.
+const LINE_FLOATS: usize = 16;
+
+/// How many floats past `start` the next cache line begins (0 to 15; an `f32` is 4-byte
+/// aligned).
+fn floats_to_line(start: *const f32) -> usize {
+    (64 - start.addr() % 64) % 64 / 4
+}
+
+/// The `len` floats of `buffer` that start on a cache line, `buffer` resized to hold them.
+/// A 512-bit load from an address off a line boundary reads two lines (a split load, two of
+/// the core's load slots), and the system allocator (glibc's) places large buffers 16 bytes
+/// past a page boundary: every AVX-512 load of a packed panel split, until the panels were
+/// placed here (benches/RESULTS.md, twenty-eighth session).
+pub fn line_aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len + LINE_FLOATS - 1, 0.0);
+    let start = floats_to_line(buffer.as_ptr());
+    &mut buffer[start..start + len]
+}
+
+/// A buffer from the cache whose `len` floats start on a cache line (see [`line_aligned`]),
+/// returned to the cache when dropped: what the matrix products pack their operands into.
+pub struct LineAligned {
+    buffer: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl LineAligned {
+    /// `len` floats with unspecified (but initialised) contents, as [`take`].
+    pub fn take(len: usize) -> Self {
+        let buffer = take(len + LINE_FLOATS - 1);
+        let start = floats_to_line(buffer.as_ptr());
+        LineAligned { buffer, start, len }
+    }
+}
+
+impl std::ops::Deref for LineAligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for LineAligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for LineAligned {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buffer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{line_aligned, LineAligned};
+
+    #[test]
+    fn aligned_buffers_start_on_a_cache_line() {
+        // Lengths whose allocations land on different offsets from a line: small ones from
+        // the allocator's bins, large ones from their own pages (16 bytes past a page).
+        for len in [1, 3, 15, 16, 17, 1000, 4099, 1 << 20] {
+            let mut taken = LineAligned::take(len);
+            assert_eq!(
+                (taken.len(), taken.as_ptr().addr() % 64),
+                (len, 0),
+                "take({len})"
+            );
+            taken.fill(1.0);
+            let mut grown = vec![0.0; len % 7];
+            let slice = line_aligned(&mut grown, len);
+            assert_eq!(
+                (slice.len(), slice.as_ptr().addr() % 64),
+                (len, 0),
+                "line_aligned({len})"
+            );
+            slice.fill(2.0);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::convert::Converter;
 use super::{BLOCK, TILE_K, TILE_ROWS};
-use crate::backend::cpu::pool;
+use crate::backend::cpu::pool::LineAligned;
 use crate::backend::cpu::product::{run_chunk_tasks, Layout};
 use crate::math::to_bf16;
 
@@ -38,9 +38,9 @@ pub enum Side {
     Right,
 }
 
-/// An operand in BF16, as the tiles load it, in a buffer of the pool (two BF16 a float; back
-/// to the pool when dropped), zero past the operand: `k` padded to whole tiles, rows or
-/// columns to whole blocks.
+/// An operand in BF16, as the tiles load it, in a buffer of the pool that starts on a cache
+/// line (two BF16 a float; back to the pool when dropped), zero past the operand: `k` padded
+/// to whole tiles, rows or columns to whole blocks.
 ///
 /// Each tile the product loads — a *group* of 16 rows (or columns) over one *chunk* of 32
 /// steps of `k` — is stored whole, 1 KiB in a row, so a tile load reads 16 consecutive cache
@@ -57,7 +57,7 @@ pub enum Side {
 /// Either way the part one packing task writes — a group on the left, a chunk on the right —
 /// is one run of the buffer.
 pub struct Packed {
-    buffer: Vec<f32>,
+    buffer: LineAligned,
     convert: Converter,
     side: Side,
     k: usize,
@@ -73,7 +73,7 @@ impl Packed {
     pub fn new(side: Side, op: Operand<'_>, k: usize, parallel: bool) -> Self {
         let count = op.count.next_multiple_of(BLOCK);
         let mut packed = Packed {
-            buffer: pool::take(count * k.next_multiple_of(TILE_K) / 2),
+            buffer: LineAligned::take(count * k.next_multiple_of(TILE_K) / 2),
             convert: Converter::detect().expect("BF16 products where bf16_support() is Ok"),
             side,
             k,
@@ -134,12 +134,6 @@ impl Packed {
     /// The packed values, tile after tile.
     pub fn values(&self) -> &[u16] {
         bytemuck::cast_slice(&self.buffer)
-    }
-}
-
-impl Drop for Packed {
-    fn drop(&mut self) {
-        pool::give_back(std::mem::take(&mut self.buffer));
     }
 }
 

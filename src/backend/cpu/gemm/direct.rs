@@ -9,7 +9,7 @@
 use super::pack::pack_all;
 use crate::backend::cpu::microkernel::{APanel, BlockOut, Microkernel, MAX_BLOCK};
 use crate::backend::cpu::product::{run_tasks, Layout, OutputMatrix};
-use crate::backend::cpu::{pool, simd};
+use crate::backend::cpu::simd;
 use crate::backend::{GemmDims, UnaryKernel};
 
 /// The most rows of `C` for which a product runs here, the large operand read in place.
@@ -88,5 +88,4 @@ pub(super) fn multiply<E: UnaryKernel>(
             }
         }
     });
-    pool::give_back(packed_x);
 }

@@ -3,8 +3,10 @@
 //! `C[m, n] = epilogue(op(A)[m, k] · op(B)[k, n]  (+ bias[n] on every row))`
 //!
 //! Packing first: all of `op(A)` is packed once into micro-panels of `MR` rows, `k`-major, so
-//! the microkernel reads memory strictly in order. Packing reads each operand in whichever
-//! layout it is stored: that is how `X·Wᵀ` and `dYᵀ·X` run without copying a transpose.
+//! the microkernel reads memory strictly in order; the buffers start on a cache line, so that
+//! its 64-byte loads from a `B` panel never straddle two lines (which costs two loads).
+//! Packing reads each operand in whichever layout it is stored: that is how `X·Wᵀ` and
+//! `dYᵀ·X` run without copying a transpose.
 //! `op(B)` goes into micro-panels of `NR` columns: all at once too when several rows of tiles
 //! share it, else by each tile just before use (see [`BPanels`]).
 //!
@@ -232,10 +234,6 @@ fn multiply_packed<E: UnaryKernel>(
             finish_tile(out, tile, bias, epilogue);
         }
     });
-    super::pool::give_back(packed_a);
-    if let Some(packed_b) = packed_b {
-        super::pool::give_back(packed_b);
-    }
 }
 
 /// A product's operands as the tiles read them.
@@ -321,7 +319,8 @@ unsafe fn multiply_tile(
         BPanels::PerTile { src, layout } => PACKED_B.with_borrow_mut(|packed_b| {
             // The buffer lives on with its thread: no allocation (and no fresh pages to fault
             // in) per call.
-            packed_b.resize(tile.cols.div_ceil(nr) * nr * KC.min(k), 0.0);
+            let len = tile.cols.div_ceil(nr) * nr * KC.min(k);
+            let packed_b = super::pool::line_aligned(packed_b, len);
             for k0 in (0..k).step_by(KC) {
                 let steps = (k0, KC.min(k - k0));
                 // packed_b[(panel · kc + p) · nr + j] = op(B)[k0 + p, col0 + panel · nr + j].

@@ -2,11 +2,12 @@
 //! (`width` rows of `A` or columns of `B` side by side, step of `k` after step of `k`), reading
 //! each layout along its contiguous direction.
 
-use crate::backend::cpu::pool;
+use crate::backend::cpu::pool::LineAligned;
 use crate::backend::cpu::product::{run_chunk_tasks, Layout};
 
 /// Packs all of an operand (`count` rows of `A` or columns of `B`, the full `k`) into
-/// `width`-wide micro-panels, a few panels per task, from a buffer of the pool.
+/// `width`-wide micro-panels, a few panels per task, into a buffer of the pool that starts on
+/// a cache line.
 pub(super) fn pack_all(
     src: &[f32],
     layout: Layout,
@@ -14,7 +15,7 @@ pub(super) fn pack_all(
     k: usize,
     width: usize,
     parallel: bool,
-) -> Vec<f32> {
+) -> LineAligned {
     const MAX_PANELS_PER_TASK: usize = 4;
     let panels = count.div_ceil(width);
     // Up to four panels a task, fewer where that would leave a thread without work: `direct`
@@ -23,7 +24,7 @@ pub(super) fn pack_all(
         .div_ceil(rayon::current_num_threads())
         .clamp(1, MAX_PANELS_PER_TASK);
     // Every element is written by `pack`, padding included.
-    let mut packed = pool::take(panels * width * k);
+    let mut packed = LineAligned::take(panels * width * k);
     if k > 0 {
         run_chunk_tasks(
             &mut packed,
