@@ -8,6 +8,7 @@
 //! matrix products pack their operands into [`LineAligned`] buffers from the same cache.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -68,10 +69,11 @@ pub fn give_back(buffer: Vec<f32>) {
 /// Floats in a 64-byte cache line.
 const LINE_FLOATS: usize = 16;
 
-/// How many floats past `start` the next cache line begins (0 to 15; an `f32` is 4-byte
-/// aligned).
-fn floats_to_line(start: *const f32) -> usize {
-    (64 - start.addr() % 64) % 64 / 4
+/// Where, in a buffer `len + 15` floats long, the `len` floats that start on a cache line lie
+/// (the next line begins 0 to 15 floats past the buffer's start: an `f32` is 4-byte aligned).
+fn line_aligned_range(buffer: &[f32]) -> Range<usize> {
+    let start = (64 - buffer.as_ptr().addr() % 64) % 64 / 4;
+    start..start + buffer.len() - (LINE_FLOATS - 1)
 }
 
 /// The `len` floats of `buffer` that start on a cache line, `buffer` resized to hold them.
@@ -81,43 +83,39 @@ fn floats_to_line(start: *const f32) -> usize {
 /// placed here (benches/RESULTS.md, twenty-eighth session).
 pub fn line_aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buffer.resize(len + LINE_FLOATS - 1, 0.0);
-    let start = floats_to_line(buffer.as_ptr());
-    &mut buffer[start..start + len]
+    let range = line_aligned_range(buffer);
+    &mut buffer[range]
 }
 
-/// A buffer from the cache whose `len` floats start on a cache line (see [`line_aligned`]),
-/// returned to the cache when dropped: what the matrix products pack their operands into.
-pub struct LineAligned {
-    buffer: Vec<f32>,
-    start: usize,
-    len: usize,
-}
+/// A buffer from the cache whose floats start on a cache line (see [`line_aligned`]), returned
+/// to the cache when dropped: what the matrix products pack their operands into. It holds 15
+/// floats more than it shows.
+pub struct LineAligned(Vec<f32>);
 
 impl LineAligned {
     /// `len` floats with unspecified (but initialised) contents, as [`take`].
     pub fn take(len: usize) -> Self {
-        let buffer = take(len + LINE_FLOATS - 1);
-        let start = floats_to_line(buffer.as_ptr());
-        LineAligned { buffer, start, len }
+        LineAligned(take(len + LINE_FLOATS - 1))
     }
 }
 
 impl std::ops::Deref for LineAligned {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.buffer[self.start..self.start + self.len]
+        &self.0[line_aligned_range(&self.0)]
     }
 }
 
 impl std::ops::DerefMut for LineAligned {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buffer[self.start..self.start + self.len]
+        let range = line_aligned_range(&self.0);
+        &mut self.0[range]
     }
 }
 
 impl Drop for LineAligned {
     fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.buffer));
+        give_back(std::mem::take(&mut self.0));
     }
 }
 
@@ -137,6 +135,7 @@ mod tests {
                 "take({len})"
             );
             taken.fill(1.0);
+            // A thread's buffer, grown from whatever length it had.
             let mut grown = vec![0.0; len % 7];
             let slice = line_aligned(&mut grown, len);
             assert_eq!(
