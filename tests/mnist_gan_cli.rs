@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::shared_mnist;
-use ferrograd::backend::cpu::{bf16_support, Bf16Units};
+use ferrograd::backend::cpu::{bf16_support, physical_cores, Bf16Units};
 use ferrograd::checkpoint::Checkpoint;
 use ferrograd::data::idx;
 
@@ -434,6 +434,42 @@ fn a_cpu_run_names_the_gpu_options_it_ignores() {
     let stdout = cpu_run(&[]);
     assert!(!stdout.contains("ignores"), "{stdout}");
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Without `--threads`, a CPU run takes `RAYON_NUM_THREADS` where it is set, else one thread
+/// per physical core (PyTorch's default), and says how many.
+#[test]
+fn a_cpu_run_has_one_thread_per_physical_core_unless_told() {
+    let data = scratch("threads-mnist");
+    tiny_mnist(&data, 128);
+    let out = scratch("threads");
+    let threads_said = |threads: Option<&str>, rayon_threads: Option<&str>| {
+        let mut command = Command::new(example("mnist_gan"));
+        command
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--device", "cpu", "--max-iters", "1", "--overwrite"])
+            .env_remove("RAYON_NUM_THREADS");
+        if let Some(threads) = threads {
+            command.args(["--threads", threads]);
+        }
+        if let Some(rayon_threads) = rayon_threads {
+            command.env("RAYON_NUM_THREADS", rayon_threads);
+        }
+        let stdout = String::from_utf8(run_ok(command).stdout).unwrap();
+        let said = stdout.split("on cpu (").nth(1).expect(&stdout);
+        let count: String = said.chars().take_while(char::is_ascii_digit).collect();
+        count.parse::<usize>().expect(&stdout)
+    };
+    assert_eq!(threads_said(None, None), physical_cores());
+    assert_eq!(threads_said(None, Some("3")), 3);
+    assert_eq!(threads_said(Some("1"), Some("3")), 1);
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
 }
 
 /// `--bf16` names the units that run its products, and warns where they are slower than FP32

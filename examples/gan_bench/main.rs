@@ -16,7 +16,7 @@ mod gemm_sweep;
 mod timing;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::backend::cpu::Bf16Units;
+use ferrograd::backend::cpu::{start_thread_pool, Bf16Units};
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::{manual_seed, no_grad, Device, Tensor};
@@ -93,6 +93,8 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // PyTorch's default, which `benches/gan_pytorch.py` runs beside this.
+    start_thread_pool(None)?;
     let device = match args.device {
         DeviceChoice::Cpu => Device::Cpu,
         DeviceChoice::Cuda => Device::cuda(0)?,

@@ -85,7 +85,7 @@ pub struct Args {
     /// checkpoint's directory, so that the run goes on where it was].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Worker threads (default: one per core).
+    /// CPU worker threads [default: RAYON_NUM_THREADS, else one per physical core, as PyTorch].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
     /// Stop after this many iterations in all (for smoke runs).

@@ -33,6 +33,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ferrograd::backend::cpu::start_thread_pool;
 use ferrograd::gan::Gan;
 use ferrograd::rng::Generator;
 use ferrograd::Device;
@@ -60,11 +61,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let out = args.out_dir();
-    if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads as usize)
-            .build_global()?;
-    }
+    start_thread_pool(args.threads.map(|threads| threads as usize))?;
     refuse_to_replace_another_run(&args, &out)?;
     let (device, bf16_units) = open_device(&args)?;
     let mnist = load_mnist(&args)?;

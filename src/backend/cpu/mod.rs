@@ -12,6 +12,7 @@ mod microkernel;
 mod pool;
 mod product;
 mod simd;
+mod threads;
 
 pub use amx::{
     amx_support, avx512_bf16_rate, bf16_allowed, bf16_support, enable_bf16, set_allow_bf16,
@@ -20,6 +21,7 @@ pub use amx::{
 pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
 pub use pool::fresh_buffers;
+pub use threads::{physical_cores, start_thread_pool};
 
 use rayon::prelude::*;
 
