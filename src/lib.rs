@@ -99,7 +99,8 @@
 //! products where there is no AMX (`src/backend/cpu/amx/`). An op called from outside the pool
 //! hands its work to the pool's threads and sleeps until they are done; a training step inside
 //! [`Device::run`] runs as one task of the pool, its workers kept awake, and skips those
-//! hand-offs. The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and
+//! hand-offs. [`backend::cpu::start_thread_pool`] sizes the pool: by default one thread per
+//! physical core, as PyTorch's (`mnist_gan` calls it). The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and
 //! `binary_tanh_backward` from `kernels/elementwise.cu`, where the same two formulas are written
 //! in CUDA C++. Results never depend on the number of threads: reductions split their input at
 //! fixed boundaries, and random numbers come from a counter-based generator ([`rng`],
