@@ -2,22 +2,22 @@
 //! layer uses, and at the discriminator step's 128 rows (ours with each microkernel called
 //! from the main thread, and with the selected one as a training step calls it, from a worker
 //! of the pool, and so in BF16 where the processor has AMX or AVX512-BF16; beside the
-//! `matrixmultiply` crate in the same run, built with its `threading` feature: it uses as many
-//! threads as the machine has CPUs, or `MATMUL_NUM_THREADS`; set it to `RAYON_NUM_THREADS`
-//! when that differs), the four teaching steps of `backend::cpu::gemm_steps` beside the
-//! engine's product on one core, each op's forward and backward, Adam over the GAN's
-//! parameters, one full GAN training iteration, and a training step written with the public
-//! API, with and without `Device::run`. Run with `cargo bench`; figures go to
-//! `benches/RESULTS.md`.
+//! `matrixmultiply` crate in the same run, built with its `threading` feature: it uses one
+//! thread per physical core, at most 4, or `MATMUL_NUM_THREADS`, and ferrograd one per
+//! physical core too (`start_thread_pool`), or `RAYON_NUM_THREADS`: set the two alike), the
+//! four teaching steps of `backend::cpu::gemm_steps` beside the engine's product on one core,
+//! each op's forward and backward, Adam over the GAN's parameters, one full GAN training
+//! iteration, and a training step written with the public API, with and without
+//! `Device::run`. Run with `cargo bench`; figures go to `benches/RESULTS.md`.
 
 mod common;
 
 use common::{gemm_cases, untransposed, Product};
-use criterion::{
-    black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{black_box, criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use ferrograd::backend::cpu::gemm_steps::{gemm_step, GemmStep};
-use ferrograd::backend::cpu::{bf16_support, gemm_into, set_allow_bf16, Microkernel};
+use ferrograd::backend::cpu::{
+    bf16_support, gemm_into, set_allow_bf16, start_thread_pool, Microkernel,
+};
 use ferrograd::backend::GemmDims;
 use ferrograd::gan::{discriminator, Gan, IMAGE_DIM};
 use ferrograd::nn::functional::{binary_cross_entropy, dropout, linear};
@@ -391,4 +391,13 @@ criterion_group!(
     bench_gan_iteration,
     bench_user_step
 );
-criterion_main!(benches);
+/// `criterion_main!`, with the CPU pool sized first as `mnist_gan` sizes it: one thread per
+/// physical core, or `RAYON_NUM_THREADS`.
+fn main() {
+    if let Err(err) = start_thread_pool(None) {
+        eprintln!("{err}");
+        std::process::exit(1);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
