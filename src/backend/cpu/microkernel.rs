@@ -143,15 +143,19 @@ impl Microkernel {
     /// # Safety
     /// As [`Microkernel::run`], for `a` and a `b` panel of `kc` steps.
     unsafe fn dispatch<A: AFetch>(self, kc: usize, a: A, b: *const f32, out: BlockOut) {
-        // SAFETY (all arms): forwarded from the caller; the CPU supports the kernel (run
-        // asserted it).
+        // Each arm: the operands are forwarded from the caller, whose contract is the
+        // kernel's; the CPU supports the kernel (`run` asserted it).
         match self {
+            // SAFETY: as above (plain Rust: no instruction set to check).
             Microkernel::Portable => unsafe { portable::<4, 8, A>(kc, a, b, out) },
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above; AVX2 and FMA are there.
             Microkernel::Avx2 => unsafe { x86::avx2_6x16(kc, a, b, out) },
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above; AVX-512F is there.
             Microkernel::Avx512 => unsafe { x86::avx512_8x32(kc, a, b, out) },
             #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above; NEON is there.
             Microkernel::Neon => unsafe { arm::neon_8x12(kc, a, b, out) },
             _ => unreachable!("{self:?} is not supported here (run asserted it is)"),
         }

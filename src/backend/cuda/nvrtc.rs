@@ -172,11 +172,14 @@ pub fn compile_with_defines(
 /// # Safety
 /// `program` must be a live NVRTC program.
 unsafe fn program_log(program: sys::nvrtcProgram) -> String {
-    // SAFETY: the caller guarantees `program` is live; NVRTC's log is NUL-terminated.
+    // SAFETY: the caller guarantees `program` is live.
     match unsafe { result::get_program_log(program) } {
-        Ok(raw) => unsafe { CStr::from_ptr(raw.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
+        Ok(raw) => {
+            // The log ends at its NUL (which NVRTC counts in its size), read without `unsafe`.
+            let bytes: &[u8] = bytemuck::cast_slice(&raw);
+            let text = CStr::from_bytes_until_nul(bytes).map_or(bytes, CStr::to_bytes);
+            String::from_utf8_lossy(text).into_owned()
+        }
         Err(err) => format!("(no log: {err:?})"),
     }
 }
