@@ -100,11 +100,12 @@
 //! hands its work to the pool's threads and sleeps until they are done; a training step inside
 //! [`Device::run`] runs as one task of the pool, its workers kept awake, and skips those
 //! hand-offs. [`backend::cpu::start_thread_pool`] sizes the pool: by default one thread per
-//! physical core, as PyTorch's (`mnist_gan` calls it). The CUDA backend (`src/backend/cuda/`) launches `unary_tanh` and
-//! `binary_tanh_backward` from `kernels/elementwise.cu`, where the same two formulas are written
-//! in CUDA C++. Results never depend on the number of threads: reductions split their input at
-//! fixed boundaries, and random numbers come from a counter-based generator ([`rng`],
-//! Philox4x32-10) that computes value `i` from `(seed, i)` alone.
+//! physical core, as PyTorch's (`mnist_gan` calls it). The CUDA backend (`src/backend/cuda/`)
+//! launches `unary_tanh` and `binary_tanh_backward` from `kernels/elementwise.cu`, where the
+//! same two formulas are written in CUDA C++. Results never depend on the number of threads:
+//! reductions split their input at fixed boundaries, and random numbers come from a
+//! counter-based generator ([`rng`], Philox4x32-10) that computes value `i` from `(seed, i)`
+//! alone.
 //!
 //! A matrix product is where a kernel's craft shows. On the CPU, [`backend::cpu::gemm_steps`]
 //! builds one in four steps, each adding one idea to the one before: the loops as written on

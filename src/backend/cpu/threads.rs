@@ -39,18 +39,19 @@ pub fn physical_cores() -> usize {
 
 /// Starts rayon's global pool, which every CPU op runs on, with `threads` threads; with
 /// `None`, as many as `RAYON_NUM_THREADS` says where it is set, else one per physical core
-/// ([`physical_cores`]). Returns the pool's size.
+/// ([`physical_cores`]); 0 counts as 1. Returns the pool's size.
 ///
 /// Call it before the first CPU op: rayon's pool cannot be resized once it runs. If it already
 /// runs, `None` keeps it and a `threads` of its size is fine; another size is an
 /// [`Error::Device`] saying so.
 pub fn start_thread_pool(threads: Option<usize>) -> Result<usize> {
+    let threads = threads.map(|threads| threads.max(1));
     let rayon_env_set = std::env::var(RAYON_THREADS_ENV)
         .is_ok_and(|count| count.trim().parse::<usize>().is_ok_and(|count| count > 0));
     let wanted = match threads {
-        Some(threads) => Some(threads.max(1)),
         None if rayon_env_set => None, // rayon's builder reads it
         None => Some(physical_cores()),
+        given => given,
     };
     let builder = rayon::ThreadPoolBuilder::new().num_threads(wanted.unwrap_or(0));
     if builder.build_global().is_err() {
