@@ -21,5 +21,10 @@ fn the_pool_starts_at_the_size_asked_for_and_refuses_another() {
         }
         other => panic!("resizing a running pool: {other:?}"),
     }
+    // 0 threads means 1, as a fresh pool would take it.
+    match start_thread_pool(Some(0)) {
+        Err(Error::Device(reason)) => assert!(reason.contains("resized to 1"), "{reason}"),
+        other => panic!("resizing a running pool to 0: {other:?}"),
+    }
     assert_eq!(rayon::current_num_threads(), 3);
 }
