@@ -66,13 +66,16 @@ pub fn give_back(buffer: Vec<f32>) {
     }
 }
 
-/// Floats in a 64-byte cache line.
-const LINE_FLOATS: usize = 16;
+/// Bytes in a cache line.
+const LINE_BYTES: usize = 64;
+/// Floats in a cache line.
+const LINE_FLOATS: usize = LINE_BYTES / size_of::<f32>();
 
 /// Where, in a buffer `len + 15` floats long, the `len` floats that start on a cache line lie
 /// (the next line begins 0 to 15 floats past the buffer's start: an `f32` is 4-byte aligned).
 fn line_aligned_range(buffer: &[f32]) -> Range<usize> {
-    let start = (64 - buffer.as_ptr().addr() % 64) % 64 / 4;
+    let past_line = buffer.as_ptr().addr() % LINE_BYTES;
+    let start = (LINE_BYTES - past_line) % LINE_BYTES / size_of::<f32>();
     start..start + buffer.len() - (LINE_FLOATS - 1)
 }
 
