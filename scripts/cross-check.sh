@@ -3,7 +3,10 @@
 #   1. clippy on every target for macOS on Apple silicon and for Windows (GNU): the crate
 #      without its CUDA emulator, as those systems build it. Nothing is linked or run.
 #   2. aarch64 Linux: cross-built with the emulator, and tests run under qemu-user.
-# Needs (Debian): clang, g++-aarch64-linux-gnu, qemu-user-static; rustup adds the targets.
+#   3. Windows (GNU): every test, cross-built with MinGW and run under Wine (no emulator:
+#      Windows has no `ucontext`; no GPU; the MNIST files from ../shared).
+# Needs (Debian): clang, g++-aarch64-linux-gnu, qemu-user-static, gcc-mingw-w64-x86-64,
+# wine64; rustup adds the targets.
 # Usage: bash scripts/cross-check.sh [test names for step 2, default: the list below]
 # With RUST_TOOLCHAIN set (e.g. 1.89, Cargo.toml's rust-version), cargo runs that toolchain.
 set -euo pipefail
@@ -41,3 +44,62 @@ if [ ${#tests[@]} -eq 0 ]; then
     tests=(autograd gradcheck gemm determinism golden devices cuda_kernels emulator graph)
 fi
 cargo "${toolchain[@]}" test --locked --release --target aarch64-unknown-linux-gnu "${tests[@]/#/--test=}"
+
+echo "== Windows (GNU): tests under Wine"
+# Rust's standard library draws random numbers with ProcessPrng from bcryptprimitives.dll,
+# which Debian 12's Wine (8.0) lacks: a stand-in built with MinGW, on Wine's PATH, calls the
+# older RtlGenRandom instead. (Where Wine has the DLL, its own in system32 is found first.)
+cat > "$stubs/bcryptprimitives.c" <<'STUB'
+#include <windows.h>
+BOOLEAN WINAPI SystemFunction036(PVOID buffer, ULONG length); /* RtlGenRandom */
+BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T length) {
+    while (length > 0) {
+        ULONG chunk = length > 0x10000000 ? 0x10000000 : (ULONG)length;
+        if (!SystemFunction036(data, chunk)) return FALSE;
+        data += chunk;
+        length -= chunk;
+    }
+    return TRUE;
+}
+STUB
+x86_64-w64-mingw32-gcc -O2 -shared -o "$stubs/bcryptprimitives.dll" "$stubs/bcryptprimitives.c" -ladvapi32
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+export WINEPATH="Z:${stubs//\//\\}" WINEDEBUG=-all
+cargo "${toolchain[@]}" test --locked --release --target x86_64-pc-windows-gnu
+
+echo "== SMT, faked: the thread pool's default on Linux and on Windows (Wine)"
+# None of this project's machines has SMT. As root, a mount namespace puts a CPU topology of
+# its own over /sys/devices/system/cpu: CPUs 2k and 2k + 1 threads of one core. Both systems'
+# topology readers (ours on Linux, Wine's for GetLogicalProcessorInformationEx) must then
+# count half the CPUs, and mnist_gan start one thread per core.
+cpus=$(nproc --all)
+if [ "$(id -u)" != 0 ] || [ $((cpus % 2)) != 0 ] || [ "$cpus" -gt 32 ]; then
+    echo "skipped: needs root and an even number of CPUs, at most 32 (here $cpus)"
+    exit 0
+fi
+fake="$stubs/cpu"
+for file in online possible present offline kernel_max; do
+    mkdir -p "$fake" && cat "/sys/devices/system/cpu/$file" > "$fake/$file"
+done
+for ((cpu = 0; cpu < cpus; cpu++)); do
+    topology="$fake/cpu$cpu/topology"
+    mkdir -p "$topology"
+    cp /sys/devices/system/cpu/cpu$cpu/topology/* "$topology/"
+    first=$((cpu / 2 * 2))
+    echo $((cpu / 2)) > "$topology/core_id"
+    for list in thread_siblings_list core_cpus_list; do echo "$first-$((first + 1))" > "$topology/$list"; done
+    for mask in thread_siblings core_cpus; do printf '%x\n' $((3 << first)) > "$topology/$mask"; done
+done
+cargo "${toolchain[@]}" build --locked --release --example mnist_gan
+linux_gan="$CARGO_TARGET_DIR/release/examples/mnist_gan"
+windows_gan="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/release/examples/mnist_gan.exe"
+wineserver -k 2> /dev/null || true # a running one would answer from the real topology
+unshare --mount bash -euo pipefail -c "
+    mount --bind '$fake' /sys/devices/system/cpu
+    for gan in '$linux_gan' 'wine $windows_gan'; do
+        said=\$(\$gan --data ../shared/data/mnist --out '$stubs/run' --max-iters 1 --device cpu --overwrite | grep -o 'on cpu ([0-9]* thread')
+        echo \"\$gan: \$said\"
+        [ \"\$said\" = 'on cpu ($((cpus / 2)) thread' ]
+    done"
+wineserver -k 2> /dev/null || true

@@ -4,11 +4,14 @@
 //! then renamed over the target; the directory is synced so the rename itself survives a
 //! crash. A process killed at any moment leaves the previous file intact (and at worst a
 //! stray `.tmp` file, never a half-written target; [`remove_abandoned_temporaries`] clears
-//! those).
+//! those). On Windows, where the rename is refused while another process holds the target
+//! open, it is tried again for about two seconds before the write fails.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
 
 /// Writes `path` atomically with `write`, which receives the temporary file. If `write` fails,
 /// the temporary file is removed and `path` is untouched.
@@ -22,13 +25,61 @@ pub fn write_atomically(
         write(&mut file)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&temp, path)?;
+        replace(&temp, path)?;
         sync_parent_dir(path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp); // best effort: the error that matters is `result`'s
     }
     result
+}
+
+/// How many times a rename over the target is tried on Windows while it is refused with
+/// "access denied": there, a process holding the target open (a virus scanner, a search
+/// indexer, a reader of the previous checkpoint; any, under Wine) makes the rename fail until
+/// it lets go. The waits between tries double from [`FIRST_RETRY_WAIT`] up to
+/// [`LONGEST_RETRY_WAIT`], about two seconds in all: short enough to catch a reader's pause
+/// between two reads. Elsewhere a rename does not care who has the target open, and is tried
+/// once.
+const RENAME_TRIES_ON_WINDOWS: u32 = 128;
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(1);
+const LONGEST_RETRY_WAIT: Duration = Duration::from_millis(16);
+
+/// Renames `temp` over `path`, replacing it.
+fn replace(temp: &Path, path: &Path) -> io::Result<()> {
+    if !cfg!(windows) {
+        return fs::rename(temp, path);
+    }
+    retry_while_denied(RENAME_TRIES_ON_WINDOWS, || fs::rename(temp, path)).map_err(|err| {
+        if err.kind() == io::ErrorKind::PermissionDenied {
+            io::Error::new(
+                err.kind(),
+                format!("{err}; does another program hold it open?"),
+            )
+        } else {
+            err
+        }
+    })
+}
+
+/// Calls `operation` until it succeeds, fails with another error than
+/// [`io::ErrorKind::PermissionDenied`], or has been called `tries` times (at least once);
+/// returns its last result.
+fn retry_while_denied<T>(
+    tries: u32,
+    mut operation: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut wait = FIRST_RETRY_WAIT;
+    for _ in 1..tries {
+        match operation() {
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                thread::sleep(wait);
+                wait = (wait * 2).min(LONGEST_RETRY_WAIT);
+            }
+            result => return result,
+        }
+    }
+    operation()
 }
 
 /// `dir/.name.<pid>.tmp`: beside the target (so the rename stays on one file system), hidden,
@@ -92,5 +143,52 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
             File::open(dir)?.sync_all()
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{retry_while_denied, RENAME_TRIES_ON_WINDOWS};
+    use std::io::{self, ErrorKind};
+
+    /// Runs `retry_while_denied(tries, …)` over an operation that fails with `errors` in turn,
+    /// then succeeds with 7; returns its result and how many times it was called.
+    fn retried(tries: u32, errors: &[ErrorKind]) -> (io::Result<u32>, usize) {
+        let mut calls = 0;
+        let result = retry_while_denied(tries, || {
+            calls += 1;
+            errors
+                .get(calls - 1)
+                .map_or(Ok(7), |&kind| Err(kind.into()))
+        });
+        (result, calls)
+    }
+
+    #[test]
+    fn a_denied_rename_is_tried_again_until_it_succeeds() {
+        let (result, calls) = retried(RENAME_TRIES_ON_WINDOWS, &[ErrorKind::PermissionDenied; 3]);
+        assert_eq!((result.unwrap(), calls), (7, 4));
+    }
+
+    #[test]
+    fn retries_stop_at_their_count_or_at_another_error() {
+        let always_denied = [ErrorKind::PermissionDenied; 20];
+        let (result, calls) = retried(5, &always_denied);
+        assert_eq!(
+            (result.unwrap_err().kind(), calls),
+            (ErrorKind::PermissionDenied, 5)
+        );
+        // One try: the first error is the answer.
+        let (result, calls) = retried(1, &always_denied);
+        assert_eq!(
+            (result.unwrap_err().kind(), calls),
+            (ErrorKind::PermissionDenied, 1)
+        );
+        // Another error is no reason to wait.
+        let (result, calls) = retried(5, &[ErrorKind::PermissionDenied, ErrorKind::NotFound]);
+        assert_eq!(
+            (result.unwrap_err().kind(), calls),
+            (ErrorKind::NotFound, 2)
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::thread;
@@ -22,7 +22,9 @@ use ferrograd::data::idx;
 fn example(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().unwrap();
     let profile_dir = test_exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
-    let path = profile_dir.join("examples").join(name);
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} not built: run through `cargo test`",
@@ -177,15 +179,19 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
         "D(x) {d_real} should exceed D(G(z)) {d_fake}"
     );
 
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(out.join("samples_latest.png")).unwrap(),
-    ));
-    let reader = decoder.read_info().unwrap();
-    let info = reader.info();
-    assert_eq!(
-        (info.width, info.height, info.color_type),
-        (242, 242, png::ColorType::Grayscale)
-    );
+    {
+        // In a block of its own: the reader holds the file open, which on Windows would keep
+        // it from being removed at the end.
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(out.join("samples_latest.png")).unwrap(),
+        ));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        assert_eq!(
+            (info.width, info.height, info.color_type),
+            (242, 242, png::ColorType::Grayscale)
+        );
+    }
 
     let parsed = idx::decode(&std::fs::read(&samples).unwrap()).unwrap();
     assert_eq!(parsed.dims, [200, 28, 28]);
@@ -277,7 +283,7 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     );
 
     for dir in [out, resumed, forked, elsewhere] {
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
     }
 }
 
@@ -344,9 +350,12 @@ fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
 /// Ctrl-C (SIGINT) while training, then SIGTERM in the resumed run: each stops after its step
 /// in flight with status 130, leaving a checkpoint at the step its loss log reaches and saying
 /// how to resume; resumed, the twice-stopped run has the losses of one never stopped. (Each run
-/// also checkpoints every 20 steps, so the test can wait for it to have trained.)
+/// also checkpoints every 20 steps, so the test can wait for it to have trained.) Unix only:
+/// the signals go through `kill`.
+#[cfg(unix)]
 #[test]
 fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
+    use std::io::Read;
     let Some(data) = shared_mnist() else { return };
     let out = scratch("signals");
     let checkpoint = out.join("checkpoint.safetensors");
@@ -642,7 +651,9 @@ fn user_errors_are_reported_without_panicking() {
         "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz",
     ] {
-        std::fs::copy(data.join(name), broken.join(name)).unwrap();
+        // Read and written, not copied: a copy keeps the shared files' read-only mode, which
+        // on Windows forbids removing them.
+        std::fs::write(broken.join(name), std::fs::read(data.join(name)).unwrap()).unwrap();
     }
     let images = std::fs::read(data.join("train-images-idx3-ubyte.gz")).unwrap();
     std::fs::write(
@@ -731,13 +742,13 @@ fn user_errors_are_reported_without_panicking() {
         )],
     );
     // The same for --out, a file above the directory.
-    let out = file.join("run");
+    let out_under_file = file.join("run");
     fails_with(
-        mnist_gan(&data, &out, &["--max-iters", "1"]),
+        mnist_gan(&data, &out_under_file, &["--max-iters", "1"]),
         &[&format!(
             "--out {}: cannot create {}: {} is a file",
-            out.display(),
-            out.display(),
+            out_under_file.display(),
+            out_under_file.display(),
             file.display()
         )],
     );
@@ -766,7 +777,7 @@ fn user_errors_are_reported_without_panicking() {
         &["checkpoint.safetensors"],
     );
     std::fs::remove_dir_all(&blocked).unwrap();
-    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&out); // where a run made it
     std::fs::remove_dir_all(&broken).unwrap();
 }
 
@@ -821,4 +832,7 @@ fn whole_epochs_end_in_an_animation_of_their_grids() {
     let said = run_ok(mnist_gan(&data, &partial, &["--max-iters", "1"]));
     assert!(!String::from_utf8_lossy(&said.stdout).contains("samples, animated"));
     assert!(!partial.join("samples_progress.png").exists());
+    for dir in [data, out, partial] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -10,7 +10,8 @@
 //! and [`hot_pool`](super::hot_pool) keeps every idle worker polling through a training step, on
 //! the very core another worker computes on. PyTorch and MKL start one thread per physical
 //! core; so does ferrograd, until a machine with SMT measures otherwise (none of this
-//! project's machines has had it; `--threads` sets any count).
+//! project's machines has had it; `scripts/cross-check.sh` fakes one to check the count on
+//! Linux and Windows; `--threads` sets any count).
 //!
 //! [`start_thread_pool`] starts the pool at that size, or at the one given; programs call it
 //! before their first op (`mnist_gan`, `gan_bench`). A library user who does not call it gets
@@ -25,16 +26,21 @@ const RAYON_THREADS_ENV: &str = "RAYON_NUM_THREADS";
 
 /// The physical cores this process may run on: CPUs that are SMT siblings of one core count
 /// once. At most [`std::thread::available_parallelism`] (which also counts a container's CPU
-/// quota), and at least 1. On Linux it reads the CPU topology from `/sys` for the CPUs the
-/// process's affinity allows; elsewhere, or where `/sys` does not say, it is
-/// `available_parallelism` itself.
+/// quota on Linux), and at least 1. The topology comes from the operating system: on Linux
+/// `/sys` for the CPUs the process's affinity allows, on Windows
+/// `GetLogicalProcessorInformationEx`, on macOS the `hw.physicalcpu` sysctl. Elsewhere, or
+/// where the system does not say, it is `available_parallelism` itself.
 pub fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     #[cfg(target_os = "linux")]
-    if let Some(cores) = linux::physical_cores() {
-        return cores.clamp(1, logical);
-    }
-    logical
+    let cores = linux::physical_cores();
+    #[cfg(windows)]
+    let cores = windows::physical_cores();
+    #[cfg(target_os = "macos")]
+    let cores = macos::physical_cores();
+    #[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
+    let cores: Option<usize> = None;
+    cores.map_or(logical, |cores| cores.clamp(1, logical))
 }
 
 /// Starts rayon's global pool, which every CPU op runs on, with `threads` threads; with
@@ -123,8 +129,198 @@ mod linux {
     }
 }
 
+#[cfg(windows)]
+mod windows {
+    use super::processor_records::{count_cores, RELATION_PROCESSOR_CORE};
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        /// Fills `buffer` with one record per core (for `RelationProcessorCore`) and sets
+        /// `returned_length` to their bytes; with too small a buffer, returns 0 and sets
+        /// `returned_length` to the bytes needed.
+        fn GetLogicalProcessorInformationEx(
+            relationship: u32,
+            buffer: *mut u8,
+            returned_length: *mut u32,
+        ) -> i32;
+    }
+
+    /// The processor cores Windows reports, all processor groups together.
+    pub(super) fn physical_cores() -> Option<usize> {
+        let mut length = 0u32;
+        // SAFETY: a null buffer of length 0 only asks for the length needed, written to
+        // `length`, a live `u32`.
+        unsafe {
+            GetLogicalProcessorInformationEx(
+                RELATION_PROCESSOR_CORE,
+                std::ptr::null_mut(),
+                &mut length,
+            )
+        };
+        // `u64`s: the records hold 8-byte affinity masks, aligned as Windows lays them out.
+        let mut buffer = vec![0u64; usize::try_from(length).ok()?.div_ceil(8)];
+        let mut length = u32::try_from(buffer.len() * 8).ok()?;
+        // SAFETY: `buffer` holds `length` writable bytes, as the call is told; `length` is a
+        // live `u32`.
+        let filled = unsafe {
+            GetLogicalProcessorInformationEx(
+                RELATION_PROCESSOR_CORE,
+                buffer.as_mut_ptr().cast(),
+                &mut length,
+            )
+        };
+        if filled == 0 {
+            return None;
+        }
+        count_cores(bytemuck::cast_slice(&buffer).get(..usize::try_from(length).ok()?)?)
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod macos {
+    use std::ffi::{c_char, c_int, c_void};
+
+    extern "C" {
+        /// Reads the sysctl `name` into `old_value`, of `*old_length` bytes, and sets
+        /// `*old_length` to the bytes written (libSystem's, which every Rust program links).
+        fn sysctlbyname(
+            name: *const c_char,
+            old_value: *mut c_void,
+            old_length: *mut usize,
+            new_value: *mut c_void,
+            new_length: usize,
+        ) -> c_int;
+    }
+
+    /// `hw.physicalcpu`: the physical cores available in the current power mode.
+    pub(super) fn physical_cores() -> Option<usize> {
+        let mut cores: c_int = 0;
+        let mut length = std::mem::size_of::<c_int>();
+        // SAFETY: the name is a NUL-terminated C string; `cores` is a live `c_int` of
+        // `length` bytes; a null new value with length 0 sets nothing.
+        let status = unsafe {
+            sysctlbyname(
+                c"hw.physicalcpu".as_ptr(),
+                (&raw mut cores).cast(),
+                &mut length,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        let read = status == 0 && length == std::mem::size_of::<c_int>();
+        read.then(|| usize::try_from(cores).ok())?
+    }
+}
+
+/// Windows' answer to `GetLogicalProcessorInformationEx(RelationProcessorCore)`, read
+/// (compiled on every system for its tests).
+#[cfg(any(windows, test))]
+mod processor_records {
+    /// Each record (`SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX`) starts with these two `u32`s:
+    /// what it describes, and its own length in bytes, header included.
+    const HEADER_BYTES: usize = 8;
+    /// `RelationProcessorCore` of Windows' `LOGICAL_PROCESSOR_RELATIONSHIP`: what to ask for,
+    /// and a record that describes one core (with one `GroupMask` of its logical processors
+    /// per processor group, two or more bits where it has SMT).
+    pub(super) const RELATION_PROCESSOR_CORE: u32 = 0;
+
+    /// How many cores the records describe; `None` where there are none, or a record's length
+    /// runs past the end or is shorter than its header.
+    pub(super) fn count_cores(mut records: &[u8]) -> Option<usize> {
+        let mut cores = 0;
+        while !records.is_empty() {
+            let field = |at: usize| -> Option<u32> {
+                Some(u32::from_le_bytes(
+                    records.get(at..at + 4)?.try_into().ok()?,
+                ))
+            };
+            let (relationship, length) = (field(0)?, usize::try_from(field(4)?).ok()?);
+            if length < HEADER_BYTES || length > records.len() {
+                return None;
+            }
+            cores += usize::from(relationship == RELATION_PROCESSOR_CORE);
+            records = &records[length..];
+        }
+        (cores > 0).then_some(cores)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{count_cores, RELATION_PROCESSOR_CORE};
+
+        /// A record as Windows lays one out on x86-64 (48 bytes for one processor group):
+        /// header; `Flags`, `EfficiencyClass`, 20 reserved bytes, `GroupCount`; then per group
+        /// a `GROUP_AFFINITY` (`Mask: u64`, `Group: u16`, 3 reserved `u16`s).
+        fn record(relationship: u32, masks: &[u64]) -> Vec<u8> {
+            let smt = masks.iter().map(|mask| mask.count_ones()).sum::<u32>() > 1;
+            let mut bytes = relationship.to_le_bytes().to_vec();
+            bytes.extend((8 + 24 + 16 * masks.len() as u32).to_le_bytes());
+            bytes.extend([u8::from(smt), 0]);
+            bytes.extend([0; 20]);
+            bytes.extend((masks.len() as u16).to_le_bytes());
+            for (group, mask) in masks.iter().enumerate() {
+                bytes.extend(mask.to_le_bytes());
+                bytes.extend((group as u16).to_le_bytes());
+                bytes.extend([0; 6]);
+            }
+            bytes
+        }
+
+        #[test]
+        fn each_core_record_is_one_core_whatever_its_threads() {
+            // Four cores of two threads each (logical processors 2i and 2i + 1), then a core
+            // of one thread in the second processor group.
+            let mut records: Vec<u8> = (0..4)
+                .flat_map(|core| record(RELATION_PROCESSOR_CORE, &[0b11 << (2 * core)]))
+                .collect();
+            assert_eq!(records.len(), 4 * 48);
+            assert_eq!(count_cores(&records), Some(4));
+            records.extend(record(RELATION_PROCESSOR_CORE, &[0, 1]));
+            assert_eq!(count_cores(&records), Some(5));
+            // A record of another kind (2, a cache) is no core.
+            records.extend(record(2, &[0xff]));
+            assert_eq!(count_cores(&records), Some(5));
+        }
+
+        #[test]
+        fn no_cores_or_a_broken_length_says_nothing() {
+            assert_eq!(count_cores(&[]), None);
+            assert_eq!(count_cores(&record(2, &[0b1])), None);
+            let core = record(RELATION_PROCESSOR_CORE, &[0b11]);
+            // Cut short: the record's length runs past the end.
+            assert_eq!(count_cores(&core[..40]), None);
+            assert_eq!(count_cores(&core[..6]), None);
+            // A length of 0 or 4 would never move on to the next record.
+            for length in [0u32, 4] {
+                let mut broken = core.clone();
+                broken[4..8].copy_from_slice(&length.to_le_bytes());
+                assert_eq!(count_cores(&broken), None);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    #[test]
+    fn windows_reports_the_cores() {
+        let cores = super::windows::physical_cores().expect("GetLogicalProcessorInformationEx");
+        let logical = std::thread::available_parallelism().unwrap().get();
+        // Physical cores, all processor groups together: at least one; at most the logical
+        // processors where one group holds them all (at most 64).
+        assert!(cores >= 1);
+        if logical < 64 {
+            assert!(
+                cores <= logical,
+                "{cores} cores, {logical} logical processors"
+            );
+        }
+        eprintln!("{cores} cores, {logical} logical processors");
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
+mod linux_tests {
     use super::linux::{cores_of_allowed_cpus, parse_cpu_list};
     use std::collections::HashSet;
     use std::fs;

@@ -124,6 +124,24 @@ struct CapturedDraws {
     end: u64,
 }
 
+/// The CUDA driver's library, NVRTC's, and where the system looks for libraries, as this
+/// system names them (for the errors that say one is missing).
+const DRIVER_LIBRARY: &str = if cfg!(windows) {
+    "nvcuda.dll"
+} else {
+    "libcuda.so.1"
+};
+const NVRTC_LIBRARY: &str = if cfg!(windows) {
+    "nvrtc64_130_0.dll"
+} else {
+    "libnvrtc.so.13"
+};
+const LIBRARY_PATH: &str = if cfg!(windows) {
+    "PATH"
+} else {
+    "LD_LIBRARY_PATH"
+};
+
 /// Sizes are rounded up to a multiple of this, so buffers of similar size share a class.
 const SIZE_CLASS: usize = 256;
 
@@ -179,14 +197,14 @@ impl CudaDevice {
         }
         // SAFETY: only tries to open the driver library by its candidate names.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err("no CUDA driver (libcuda.so.1) on this machine".into());
+            return Err(format!("no CUDA driver ({DRIVER_LIBRARY}) on this machine"));
         }
         if !nvrtc::is_available() {
-            return Err(
-                "NVRTC (libnvrtc.so.13) not found: install the CUDA toolkit, or \
-                        `pip install nvidia-cuda-nvrtc` and add its lib/ to LD_LIBRARY_PATH"
-                    .into(),
-            );
+            return Err(format!(
+                "NVRTC ({NVRTC_LIBRARY}) not found: install the CUDA toolkit, or \
+                 `pip install nvidia-cuda-nvrtc` and add the folder that holds it to \
+                 {LIBRARY_PATH}"
+            ));
         }
         // cudarc panics when a symbol is missing (a driver too old for CUDA 13): contain it.
         let opened = catch_unwind(AssertUnwindSafe(|| DriverRuntime::new(ordinal)))
