@@ -95,7 +95,8 @@ fn temp_path(path: &Path) -> PathBuf {
 /// could rename or remove them (`.name.<pid>.tmp`, the process no longer running), and
 /// returns how many it removed: a run stopped at once during its checkpoint leaves one the
 /// checkpoint's size, and a later run in the directory cleans it up. Only where a process's
-/// liveness can be read (Linux's `/proc`); elsewhere it removes nothing.
+/// liveness can be read (Unix's `kill(pid, 0)`, Windows' `OpenProcess`); elsewhere it removes
+/// nothing.
 ///
 /// # Errors
 /// If `dir` cannot be read, or a file there cannot be removed.
@@ -124,11 +125,60 @@ fn temp_file_pid(file_name: &str) -> Option<u32> {
     }
 }
 
-/// Whether process `pid` is known to have ended (never where that cannot be told).
+/// Whether process `pid` is known to have ended: never where that cannot be told, nor for a
+/// process that has ended but is not yet reaped, nor where its id has gone to a new process.
+#[cfg(unix)]
 fn process_has_ended(pid: u32) -> bool {
-    cfg!(target_os = "linux")
-        && Path::new("/proc/self").exists()
-        && !Path::new("/proc").join(pid.to_string()).exists()
+    /// `ESRCH`, "no such process" (3 on Linux, macOS and the BSDs).
+    const NO_SUCH_PROCESS: i32 = 3;
+    extern "C" {
+        /// POSIX `kill`: with signal 0 it sends nothing, and only checks that `pid` exists.
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    // 0 and negative ids name process groups, not a process.
+    let Some(pid) = i32::try_from(pid).ok().filter(|&pid| pid > 0) else {
+        return false;
+    };
+    // SAFETY: signal 0 is no signal; `kill` only reads its two integers.
+    let checked = unsafe { kill(pid, 0) };
+    checked == -1 && io::Error::last_os_error().raw_os_error() == Some(NO_SUCH_PROCESS)
+}
+
+/// Whether process `pid` is known to have ended: never where that cannot be told, nor for a
+/// process that has ended with exit code 259 (which reads as still running).
+#[cfg(windows)]
+fn process_has_ended(pid: u32) -> bool {
+    use std::ffi::c_void;
+    /// The least access that reads a process's exit code.
+    const PROCESS_QUERY_LIMITED_INFORMATION: u32 = 0x1000;
+    /// What `OpenProcess` fails with for an id no process has.
+    const ERROR_INVALID_PARAMETER: i32 = 87;
+    /// The exit code of a process still running.
+    const STILL_ACTIVE: u32 = 259;
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn OpenProcess(access: u32, inherit_handle: i32, pid: u32) -> *mut c_void;
+        fn GetExitCodeProcess(process: *mut c_void, exit_code: *mut u32) -> i32;
+        fn CloseHandle(handle: *mut c_void) -> i32;
+    }
+    // SAFETY: `OpenProcess` only reads its integers; it returns a handle or null.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        // Access denied, for one, is a process that exists.
+        return io::Error::last_os_error().raw_os_error() == Some(ERROR_INVALID_PARAMETER);
+    }
+    let mut exit_code = 0u32;
+    // SAFETY: `process` is the open handle just returned, `exit_code` a live `u32`; the handle
+    // is closed once, after its last use.
+    let read = unsafe { GetExitCodeProcess(process, &mut exit_code) };
+    // SAFETY: as above: closed once, and not used again.
+    unsafe { CloseHandle(process) };
+    read != 0 && exit_code != STILL_ACTIVE
+}
+
+#[cfg(not(any(unix, windows)))]
+fn process_has_ended(_pid: u32) -> bool {
+    false
 }
 
 fn sync_parent_dir(path: &Path) -> io::Result<()> {
@@ -148,8 +198,27 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{retry_while_denied, RENAME_TRIES_ON_WINDOWS};
+    use super::{process_has_ended, retry_while_denied, RENAME_TRIES_ON_WINDOWS};
     use std::io::{self, ErrorKind};
+    use std::process::{Command, Stdio};
+
+    #[test]
+    #[cfg(any(unix, windows))]
+    fn a_running_process_has_not_ended_and_a_finished_one_has() {
+        assert!(!process_has_ended(std::process::id()));
+        // This test binary, listing its tests: ended once waited for, and still once its
+        // `Child` (on Windows, a handle that keeps the process's record) is gone.
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(process_has_ended(pid));
+        drop(child);
+        assert!(process_has_ended(pid));
+    }
 
     /// Runs `retry_while_denied(tries, …)` over an operation that fails with `errors` in turn,
     /// then succeeds with 7; returns its result and how many times it was called.

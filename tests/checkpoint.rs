@@ -352,10 +352,15 @@ fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
 /// The temporary file of a write whose process was killed is removed by the next run in the
 /// directory; one of a live process (a write in flight) and files of other names stay.
 #[test]
-#[cfg(target_os = "linux")]
+#[cfg(any(unix, windows))]
 fn temporaries_of_killed_writers_are_removed() {
     let dir = scratch("abandoned");
-    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    // A process that has ended: this test binary, listing its tests.
+    let mut ended = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--list")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let ended_pid = ended.id();
     ended.wait().unwrap();
     let own_pid = std::process::id();
