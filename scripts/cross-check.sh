@@ -68,6 +68,22 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 export WINEPATH="Z:${stubs//\//\\}" WINEDEBUG=-all
 cargo "${toolchain[@]}" test --locked --release --target x86_64-pc-windows-gnu
 
+echo "== one CPU allowed (taskset): the thread pool's default on Linux and on Windows (Wine)"
+cargo "${toolchain[@]}" build --locked --release --example mnist_gan
+linux_gan="$CARGO_TARGET_DIR/release/examples/mnist_gan"
+windows_gan="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/release/examples/mnist_gan.exe"
+threads_said() { # the "on cpu (N thread" of a one-step run of the mnist_gan command given
+    "$@" --data ../shared/data/mnist --out "$stubs/run" --max-iters 1 --device cpu --overwrite |
+        grep -o 'on cpu ([0-9]* thread'
+}
+wineserver -k 2> /dev/null || true # a running one would keep its own affinity
+for gan in "$linux_gan" "wine $windows_gan"; do
+    said=$(threads_said taskset -c 0 $gan)
+    echo "taskset -c 0 $gan: $said"
+    [ "$said" = "on cpu (1 thread" ]
+done
+wineserver -k 2> /dev/null || true
+
 echo "== SMT, faked: the thread pool's default on Linux and on Windows (Wine)"
 # None of this project's machines has SMT. As root, a mount namespace puts a CPU topology of
 # its own over /sys/devices/system/cpu: CPUs 2k and 2k + 1 threads of one core. Both systems'
@@ -91,9 +107,6 @@ for ((cpu = 0; cpu < cpus; cpu++)); do
     for list in thread_siblings_list core_cpus_list; do echo "$first-$((first + 1))" > "$topology/$list"; done
     for mask in thread_siblings core_cpus; do printf '%x\n' $((3 << first)) > "$topology/$mask"; done
 done
-cargo "${toolchain[@]}" build --locked --release --example mnist_gan
-linux_gan="$CARGO_TARGET_DIR/release/examples/mnist_gan"
-windows_gan="$CARGO_TARGET_DIR/x86_64-pc-windows-gnu/release/examples/mnist_gan.exe"
 wineserver -k 2> /dev/null || true # a running one would answer from the real topology
 unshare --mount bash -euo pipefail -c "
     mount --bind '$fake' /sys/devices/system/cpu

@@ -28,7 +28,8 @@ const RAYON_THREADS_ENV: &str = "RAYON_NUM_THREADS";
 /// once. At most [`std::thread::available_parallelism`] (which also counts a container's CPU
 /// quota on Linux), and at least 1. The topology comes from the operating system: on Linux
 /// `/sys` for the CPUs the process's affinity allows, on Windows
-/// `GetLogicalProcessorInformationEx`, on macOS the `hw.physicalcpu` sysctl. Elsewhere, or
+/// `GetLogicalProcessorInformationEx` for those of `GetProcessAffinityMask`, on macOS the
+/// `hw.physicalcpu` sysctl. Elsewhere, or
 /// where the system does not say, it is `available_parallelism` itself.
 pub fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
@@ -131,6 +132,8 @@ mod linux {
 
 #[cfg(windows)]
 mod windows {
+    use std::ffi::c_void;
+
     use super::processor_records::{count_cores, RELATION_PROCESSOR_CORE};
 
     #[link(name = "kernel32")]
@@ -143,9 +146,19 @@ mod windows {
             buffer: *mut u8,
             returned_length: *mut u32,
         ) -> i32;
+        /// The logical processors of its processor group that `process` may run on (0 where
+        /// its threads span several groups), and those of the system.
+        fn GetProcessAffinityMask(
+            process: *mut c_void,
+            process_mask: *mut usize,
+            system_mask: *mut usize,
+        ) -> i32;
+        /// A pseudo-handle on this process, which needs no closing.
+        fn GetCurrentProcess() -> *mut c_void;
     }
 
-    /// The processor cores Windows reports, all processor groups together.
+    /// The processor cores Windows reports that this process may run on (`start /affinity`,
+    /// a job's limits), all processor groups together.
     pub(super) fn physical_cores() -> Option<usize> {
         let mut length = 0u32;
         // SAFETY: a null buffer of length 0 only asks for the length needed, written to
@@ -172,7 +185,18 @@ mod windows {
         if filled == 0 {
             return None;
         }
-        count_cores(bytemuck::cast_slice(&buffer).get(..usize::try_from(length).ok()?)?)
+        let records = bytemuck::cast_slice(&buffer).get(..usize::try_from(length).ok()?)?;
+        count_cores(records, process_affinity())
+    }
+
+    /// `GetProcessAffinityMask`'s mask for this process, where it has one.
+    fn process_affinity() -> Option<u64> {
+        let (mut process_mask, mut system_mask) = (0usize, 0usize);
+        // SAFETY: the pseudo-handle is always valid; both masks are live `usize`s.
+        let read = unsafe {
+            GetProcessAffinityMask(GetCurrentProcess(), &mut process_mask, &mut system_mask)
+        };
+        (read != 0 && process_mask != 0).then_some(process_mask as u64)
     }
 }
 
@@ -216,86 +240,134 @@ mod macos {
 /// (compiled on every system for its tests).
 #[cfg(any(windows, test))]
 mod processor_records {
-    /// Each record (`SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX`) starts with these two `u32`s:
-    /// what it describes, and its own length in bytes, header included.
+    /// Each record (`SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX`) starts with two `u32`s: what it
+    /// describes, and its own length in bytes, header included.
     const HEADER_BYTES: usize = 8;
+    /// Where a core's record holds its `GroupCount` (a `u16`, 1 for a core: a core is in one
+    /// processor group), after the header, `Flags`, `EfficiencyClass` and 20 reserved bytes.
+    const GROUP_COUNT_AT: usize = 30;
+    /// Where its first `GROUP_AFFINITY` starts: `Mask` (a `u64`, the core's logical
+    /// processors in the group, two or more bits where it has SMT), then `Group` (a `u16`).
+    const GROUP_AFFINITY_AT: usize = 32;
     /// `RelationProcessorCore` of Windows' `LOGICAL_PROCESSOR_RELATIONSHIP`: what to ask for,
-    /// and a record that describes one core (with one `GroupMask` of its logical processors
-    /// per processor group, two or more bits where it has SMT).
+    /// and a record that describes one core.
     pub(super) const RELATION_PROCESSOR_CORE: u32 = 0;
 
-    /// How many cores the records describe; `None` where there are none, or a record's length
-    /// runs past the end or is shorter than its header.
-    pub(super) fn count_cores(mut records: &[u8]) -> Option<usize> {
-        let mut cores = 0;
+    /// How many of the cores the records describe this process may run on: those with a
+    /// logical processor in `process_affinity` (`GetProcessAffinityMask`'s, for processor
+    /// group 0) where every core is in group 0, else all of them. `None` where that is none,
+    /// or a record is cut short.
+    pub(super) fn count_cores(records: &[u8], process_affinity: Option<u64>) -> Option<usize> {
+        let cores = cores(records)?;
+        let one_group = cores.iter().all(|&(group, _)| group == 0);
+        let count = match process_affinity {
+            Some(allowed) if one_group => cores
+                .iter()
+                .filter(|&&(_, mask)| mask & allowed != 0)
+                .count(),
+            _ => cores.len(),
+        };
+        (count > 0).then_some(count)
+    }
+
+    /// Each core's processor group and the mask of its logical processors there.
+    fn cores(mut records: &[u8]) -> Option<Vec<(u16, u64)>> {
+        let mut cores = Vec::new();
         while !records.is_empty() {
-            let field = |at: usize| -> Option<u32> {
-                Some(u32::from_le_bytes(
-                    records.get(at..at + 4)?.try_into().ok()?,
-                ))
-            };
-            let (relationship, length) = (field(0)?, usize::try_from(field(4)?).ok()?);
+            let bytes = |at: usize, count: usize| records.get(at..at + count);
+            let u32_at = |at| Some(u32::from_le_bytes(bytes(at, 4)?.try_into().ok()?));
+            let u16_at = |at| Some(u16::from_le_bytes(bytes(at, 2)?.try_into().ok()?));
+            let (relationship, length) = (u32_at(0)?, usize::try_from(u32_at(4)?).ok()?);
             if length < HEADER_BYTES || length > records.len() {
                 return None;
             }
-            cores += usize::from(relationship == RELATION_PROCESSOR_CORE);
+            if relationship == RELATION_PROCESSOR_CORE {
+                let in_record = |at, count| (at + count <= length).then_some(());
+                in_record(GROUP_AFFINITY_AT, 10)?;
+                if u16_at(GROUP_COUNT_AT)? == 0 {
+                    return None;
+                }
+                let mask = u64::from_le_bytes(bytes(GROUP_AFFINITY_AT, 8)?.try_into().ok()?);
+                cores.push((u16_at(GROUP_AFFINITY_AT + 8)?, mask));
+            }
             records = &records[length..];
         }
-        (cores > 0).then_some(cores)
+        Some(cores)
     }
 
     #[cfg(test)]
     mod tests {
         use super::{count_cores, RELATION_PROCESSOR_CORE};
 
-        /// A record as Windows lays one out on x86-64 (48 bytes for one processor group):
-        /// header; `Flags`, `EfficiencyClass`, 20 reserved bytes, `GroupCount`; then per group
-        /// a `GROUP_AFFINITY` (`Mask: u64`, `Group: u16`, 3 reserved `u16`s).
-        fn record(relationship: u32, masks: &[u64]) -> Vec<u8> {
-            let smt = masks.iter().map(|mask| mask.count_ones()).sum::<u32>() > 1;
+        /// A record as Windows lays one out on x86-64 (48 bytes): header; `Flags`,
+        /// `EfficiencyClass`, 20 reserved bytes, `GroupCount` (1); one `GROUP_AFFINITY`
+        /// (`Mask: u64`, `Group: u16`, 3 reserved `u16`s).
+        fn record(relationship: u32, group: u16, mask: u64) -> Vec<u8> {
             let mut bytes = relationship.to_le_bytes().to_vec();
-            bytes.extend((8 + 24 + 16 * masks.len() as u32).to_le_bytes());
-            bytes.extend([u8::from(smt), 0]);
+            bytes.extend(48u32.to_le_bytes());
+            bytes.extend([u8::from(mask.count_ones() > 1), 0]); // LTP_PC_SMT
             bytes.extend([0; 20]);
-            bytes.extend((masks.len() as u16).to_le_bytes());
-            for (group, mask) in masks.iter().enumerate() {
-                bytes.extend(mask.to_le_bytes());
-                bytes.extend((group as u16).to_le_bytes());
-                bytes.extend([0; 6]);
-            }
+            bytes.extend(1u16.to_le_bytes());
+            bytes.extend(mask.to_le_bytes());
+            bytes.extend(group.to_le_bytes());
+            bytes.extend([0; 6]);
             bytes
+        }
+
+        /// Four cores of two threads each: logical processors 2i and 2i + 1 of group 0.
+        fn four_smt_cores() -> Vec<u8> {
+            (0..4)
+                .flat_map(|core| record(RELATION_PROCESSOR_CORE, 0, 0b11 << (2 * core)))
+                .collect()
         }
 
         #[test]
         fn each_core_record_is_one_core_whatever_its_threads() {
-            // Four cores of two threads each (logical processors 2i and 2i + 1), then a core
-            // of one thread in the second processor group.
-            let mut records: Vec<u8> = (0..4)
-                .flat_map(|core| record(RELATION_PROCESSOR_CORE, &[0b11 << (2 * core)]))
-                .collect();
+            let mut records = four_smt_cores();
             assert_eq!(records.len(), 4 * 48);
-            assert_eq!(count_cores(&records), Some(4));
-            records.extend(record(RELATION_PROCESSOR_CORE, &[0, 1]));
-            assert_eq!(count_cores(&records), Some(5));
+            assert_eq!(count_cores(&records, None), Some(4));
+            assert_eq!(count_cores(&records, Some(u64::MAX)), Some(4));
             // A record of another kind (2, a cache) is no core.
-            records.extend(record(2, &[0xff]));
-            assert_eq!(count_cores(&records), Some(5));
+            records.extend(record(2, 0, 0xff));
+            assert_eq!(count_cores(&records, None), Some(4));
+            // A core of one thread in the second processor group.
+            records.extend(record(RELATION_PROCESSOR_CORE, 1, 0b1));
+            assert_eq!(count_cores(&records, None), Some(5));
+        }
+
+        #[test]
+        fn the_process_affinity_keeps_the_cores_it_reaches() {
+            let records = four_smt_cores();
+            // Logical processor 0: core 0; processors 0 and 2: cores 0 and 1; 1-2: 0 and 1.
+            assert_eq!(count_cores(&records, Some(0b1)), Some(1));
+            assert_eq!(count_cores(&records, Some(0b101)), Some(2));
+            assert_eq!(count_cores(&records, Some(0b110)), Some(2));
+            assert_eq!(count_cores(&records, Some(0b1 << 8)), None);
+            // With a second processor group, group 0's mask says nothing of the others.
+            let mut two_groups = records.clone();
+            two_groups.extend(record(RELATION_PROCESSOR_CORE, 1, 0b1));
+            assert_eq!(count_cores(&two_groups, Some(0b1)), Some(5));
         }
 
         #[test]
         fn no_cores_or_a_broken_length_says_nothing() {
-            assert_eq!(count_cores(&[]), None);
-            assert_eq!(count_cores(&record(2, &[0b1])), None);
-            let core = record(RELATION_PROCESSOR_CORE, &[0b11]);
+            assert_eq!(count_cores(&[], None), None);
+            assert_eq!(count_cores(&record(2, 0, 0b1), None), None);
+            let core = record(RELATION_PROCESSOR_CORE, 0, 0b11);
             // Cut short: the record's length runs past the end.
-            assert_eq!(count_cores(&core[..40]), None);
-            assert_eq!(count_cores(&core[..6]), None);
-            // A length of 0 or 4 would never move on to the next record.
-            for length in [0u32, 4] {
+            assert_eq!(count_cores(&core[..40], None), None);
+            assert_eq!(count_cores(&core[..6], None), None);
+            // A length of 0 or 4 would never move on to the next record; a core's record of
+            // 40 bytes ends before its mask's group.
+            for length in [0u32, 4, 40] {
                 let mut broken = core.clone();
                 broken[4..8].copy_from_slice(&length.to_le_bytes());
-                assert_eq!(count_cores(&broken), None);
+                assert_eq!(count_cores(&broken, None), None, "length {length}");
             }
+            // A core in no processor group.
+            let mut no_group = core.clone();
+            no_group[30..32].copy_from_slice(&0u16.to_le_bytes());
+            assert_eq!(count_cores(&no_group, None), None);
         }
     }
 }
