@@ -5,6 +5,9 @@
 #   2. aarch64 Linux: cross-built with the emulator, and tests run under qemu-user.
 #   3. Windows (GNU): every test, cross-built with MinGW and run under Wine (no emulator:
 #      Windows has no `ucontext`; no GPU; the MNIST files from ../shared).
+#   4. The CPU thread pool's default, on Linux and under Wine: one thread where the process
+#      may use one CPU (`taskset`), and, as root, one per core where a faked topology gives
+#      every core two CPUs (SMT).
 # Needs (Debian): clang, g++-aarch64-linux-gnu, qemu-user-static, gcc-mingw-w64-x86-64,
 # wine64; rustup adds the targets.
 # Usage: bash scripts/cross-check.sh [test names for step 2, default: the list below]
@@ -76,6 +79,8 @@ threads_said() { # the "on cpu (N thread" of a one-step run of the mnist_gan com
     "$@" --data ../shared/data/mnist --out "$stubs/run" --max-iters 1 --device cpu --overwrite |
         grep -o 'on cpu ([0-9]* thread'
 }
+export -f threads_said
+export stubs
 wineserver -k 2> /dev/null || true # a running one would keep its own affinity
 for gan in "$linux_gan" "wine $windows_gan"; do
     said=$(threads_said taskset -c 0 $gan)
@@ -111,7 +116,7 @@ wineserver -k 2> /dev/null || true # a running one would answer from the real to
 unshare --mount bash -euo pipefail -c "
     mount --bind '$fake' /sys/devices/system/cpu
     for gan in '$linux_gan' 'wine $windows_gan'; do
-        said=\$(\$gan --data ../shared/data/mnist --out '$stubs/run' --max-iters 1 --device cpu --overwrite | grep -o 'on cpu ([0-9]* thread')
+        said=\$(threads_said \$gan)
         echo \"\$gan: \$said\"
         [ \"\$said\" = 'on cpu ($((cpus / 2)) thread' ]
     done"
