@@ -283,7 +283,7 @@ mod processor_records {
             }
             if relationship == RELATION_PROCESSOR_CORE {
                 let in_record = |at, count| (at + count <= length).then_some(());
-                in_record(GROUP_AFFINITY_AT, 10)?;
+                in_record(GROUP_AFFINITY_AT, size_of::<u64>() + size_of::<u16>())?;
                 if u16_at(GROUP_COUNT_AT)? == 0 {
                     return None;
                 }
@@ -297,7 +297,7 @@ mod processor_records {
 
     #[cfg(test)]
     mod tests {
-        use super::{count_cores, RELATION_PROCESSOR_CORE};
+        use super::{count_cores, GROUP_COUNT_AT, RELATION_PROCESSOR_CORE};
 
         /// A record as Windows lays one out on x86-64 (48 bytes): header; `Flags`,
         /// `EfficiencyClass`, 20 reserved bytes, `GroupCount` (1); one `GROUP_AFFINITY`
@@ -366,7 +366,7 @@ mod processor_records {
             }
             // A core in no processor group.
             let mut no_group = core.clone();
-            no_group[30..32].copy_from_slice(&0u16.to_le_bytes());
+            no_group[GROUP_COUNT_AT..GROUP_COUNT_AT + 2].copy_from_slice(&0u16.to_le_bytes());
             assert_eq!(count_cores(&no_group, None), None);
         }
     }
