@@ -1,7 +1,7 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
 //! resume, kills during checkpointing, stopping on Ctrl-C, SIGTERM or a closed standard output,
-//! and clear errors for what users get wrong; and, on a tiny MNIST of its own, whole epochs
-//! and the animation of their sample grids.
+//! and clear errors for what users get wrong; and, on a tiny MNIST of its own, whole epochs,
+//! the animation of their sample grids, and a checkpoint that cannot be written.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
@@ -764,17 +764,23 @@ fn user_errors_are_reported_without_panicking() {
         std::fs::remove_dir_all(&blocked).unwrap();
     }
 
-    // A checkpoint that cannot be written (a directory in its place): written in the
-    // background, its failure still ends the run with an error that names it.
+    // A checkpoint that cannot be written (a directory in its place; `--overwrite`, or the run
+    // would refuse the directory before training): written in the background, its failure
+    // still ends the run with an error that names it, and says that there is none to continue
+    // from.
     let blocked = scratch("blocked-checkpoint");
     std::fs::create_dir_all(blocked.join("checkpoint.safetensors/occupied")).unwrap();
     fails_with(
         mnist_gan(
             &data,
             &blocked,
-            &["--max-iters", "3", "--checkpoint-every", "1"],
+            &["--max-iters", "3", "--checkpoint-every", "1", "--overwrite"],
         ),
-        &["checkpoint.safetensors"],
+        &[
+            "the checkpoint of iteration 1 was not written",
+            "checkpoint.safetensors",
+            "no checkpoint to continue from",
+        ],
     );
     std::fs::remove_dir_all(&blocked).unwrap();
     let _ = std::fs::remove_dir_all(&out); // where a run made it
@@ -833,6 +839,66 @@ fn whole_epochs_end_in_an_animation_of_their_grids() {
     assert!(!String::from_utf8_lossy(&said.stdout).contains("samples, animated"));
     assert!(!partial.join("samples_progress.png").exists());
     for dir in [data, out, partial] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A checkpoint that cannot be written (here larger than the file-size limit, as on a full
+/// disk) stops the run within its next steps, not at its next write, an epoch later, with an
+/// error that names it; the checkpoint before it stays as it was, no temporary file is left,
+/// and the error says how to continue from it, which works. Unix only: `ulimit -f`.
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run_and_names_the_one_intact() {
+    let data = scratch("tiny-mnist-full-disk");
+    tiny_mnist(&data, 50 * 64); // 50 batches an epoch
+    let out = scratch("full-disk");
+    run_ok(mnist_gan(&data, &out, &["--epochs", "1"]));
+    let checkpoint = out.join("checkpoint.safetensors");
+    let intact = std::fs::read(&checkpoint).unwrap();
+    let resume = ["--resume", checkpoint.to_str().unwrap()];
+
+    // SIGXFSZ ignored (exec keeps that), a write past the limit fails with EFBIG instead of
+    // killing the process. 4096 blocks (2 or 4 MiB): the log and the pictures fit, a
+    // checkpoint (35 MB) does not.
+    let run = mnist_gan(&data, &out, &[&resume[..], &["--epochs", "10"]].concat());
+    let mut limited = Command::new("sh");
+    limited
+        .args(["-c", "trap '' XFSZ; ulimit -f 4096; exec \"$0\" \"$@\""])
+        .arg(run.get_program())
+        .args(run.get_args());
+    fails_with(
+        limited,
+        &[
+            "the checkpoint of iteration 100 was not written",
+            &format!(
+                "the checkpoint of iteration 50 is intact: continue with --resume {}",
+                checkpoint.display()
+            ),
+        ],
+    );
+    assert!(std::fs::read(&checkpoint).unwrap() == intact, "unchanged");
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !files.iter().any(|name| name.ends_with(".tmp")),
+        "{files:?}"
+    );
+    let last_logged = losses(&out).last().unwrap()[0];
+    assert!(
+        (100.0..150.0).contains(&last_logged),
+        "stopped at iteration {last_logged}, not soon after the failed checkpoint at 100"
+    );
+
+    run_ok(mnist_gan(
+        &data,
+        &out,
+        &[&resume[..], &["--epochs", "2"]].concat(),
+    ));
+    assert_eq!(step_of(&checkpoint), 100);
+    for dir in [data, out] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -23,6 +23,16 @@ impl FileWriter {
         Ok(())
     }
 
+    /// The error of the job in flight if it has failed already, without waiting for one still
+    /// running: called every step, it stops a run whose checkpoint could not be written (a full
+    /// disk) at once, instead of at the next write, an epoch of training later.
+    pub fn check(&mut self) -> Result<(), Box<dyn Error>> {
+        match &self.in_flight {
+            Some(job) if job.is_finished() => self.finish(),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until the job in flight, if any, is done.
     pub fn finish(&mut self) -> Result<(), Box<dyn Error>> {
         match self.in_flight.take() {

@@ -10,7 +10,9 @@
 //! Ctrl-C (or SIGTERM, or SIGHUP) while training stops the run after the step in flight,
 //! writes its checkpoint and exits with status 130; a second one exits at once (the last
 //! checkpoint written stays intact: every write is atomic). Standard output going away (its
-//! reader quit, as in `mnist_gan | head`) stops the run the same way, with status 141.
+//! reader quit, as in `mnist_gan | head`) stops the run the same way, with status 141. An error
+//! that ends a run (a checkpoint that cannot be written: a full disk) says which checkpoint is
+//! intact and the `--resume` that continues from it.
 //!
 //! A run, module by module: `cli` reads the options; `setup` opens the device, finds or
 //! downloads MNIST, prepares `--out` and makes the GAN (new, or resumed from a checkpoint);
@@ -82,17 +84,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             units.description()
         ))
     );
-    training.train(&args)?;
+    if let Err(err) = training.train(&args) {
+        return Err(training.with_resume_hint(err));
+    }
     set_training(false);
-    let checkpoint = training.finish()?;
+    let checkpoint = training
+        .finish()
+        .map_err(|err| training.with_resume_hint(err))?;
     if let Some(path) = &checkpoint {
         say!("checkpoint: {}", path.display());
     }
     if stop_requested() {
-        match checkpoint.as_ref().or(args.resume.as_ref()) {
-            Some(checkpoint) => say!(
-                "stopped at iteration {}; continue with --resume {}",
-                training.progress.step,
+        match training.resume_point() {
+            Some((step, checkpoint)) => say!(
+                "stopped at iteration {step}; continue with --resume {}",
                 checkpoint.display()
             ),
             None => say!("stopped before training: no checkpoint written"),

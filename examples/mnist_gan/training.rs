@@ -2,10 +2,11 @@
 //! each epoch's files written while the next epoch trains.
 
 use std::error::Error;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ferrograd::atomic_file::write_atomically;
 use ferrograd::checkpoint::Snapshot;
@@ -44,7 +45,11 @@ pub struct Training<'a> {
     out: PathBuf,
     checkpoint_path: PathBuf,
     files: FileWriter,
-    wrote_checkpoint: bool,
+    /// The iteration of the last checkpoint this run has written to `checkpoint_path` (synced
+    /// to disk), set by the file writer once it has.
+    checkpoint_on_disk: Arc<Mutex<Option<u64>>>,
+    /// The checkpoint `--resume` named, and its iteration.
+    resumed_from: Option<(u64, PathBuf)>,
     /// Whether this run finished an epoch, so wrote its grid (`samples_epoch_NNN.png`).
     wrote_epoch_grid: bool,
     /// Set by the file writer once it has written `samples_progress.png`.
@@ -82,6 +87,7 @@ impl<'a> Training<'a> {
                 directory_of(checkpoint).join("losses.csv")
             });
         let log = LossLog::open(&log_path, &earlier_log, progress.step)?;
+        let resumed_step = progress.step;
         Ok(Training {
             gan,
             progress,
@@ -93,7 +99,8 @@ impl<'a> Training<'a> {
             out: out.to_path_buf(),
             checkpoint_path: out.join("checkpoint.safetensors"),
             files: FileWriter::default(),
-            wrote_checkpoint: false,
+            checkpoint_on_disk: Arc::default(),
+            resumed_from: args.resume.clone().map(|path| (resumed_step, path)),
             wrote_epoch_grid: false,
             animated: Arc::default(),
         })
@@ -164,6 +171,7 @@ impl<'a> Training<'a> {
             if self.progress.step == self.last_step {
                 break;
             }
+            self.files.check()?;
             // Made on the host: a captured step uploads it straight into its input buffer.
             let batch = self.loader.batch(&order, index as usize, &Device::Cpu);
             self.gan.train_step_async(&batch);
@@ -190,12 +198,21 @@ impl<'a> Training<'a> {
     /// Writes the loss log and then a checkpoint of the run as it stands, while training goes
     /// on.
     fn checkpoint(&mut self) -> Result<(), Box<dyn Error>> {
-        let log_file = self.log.flush()?;
-        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
-        let path = self.checkpoint_path.clone();
-        self.files.write(move || {
-            log_file.sync_data()?; // on disk before the checkpoint that follows it
-            Ok(snapshot.write(&path)?)
+        let checkpoint = self.pending_checkpoint()?;
+        self.files.write(move || checkpoint.write())
+    }
+
+    /// The run as it stands, to be written as a checkpoint once the loss log is on disk (the
+    /// values are copied: training goes on while they are written).
+    fn pending_checkpoint(&mut self) -> Result<PendingCheckpoint, Box<dyn Error>> {
+        self.progress.epoch = self.progress.step / self.batches;
+        self.progress.rng = with_default_generator(|g| *g);
+        Ok(PendingCheckpoint {
+            log_file: self.log.flush()?,
+            snapshot: self.gan.checkpoint_snapshot(&self.progress),
+            step: self.progress.step,
+            path: self.checkpoint_path.clone(),
+            on_disk: Arc::clone(&self.checkpoint_on_disk),
         })
     }
 
@@ -231,7 +248,6 @@ impl<'a> Training<'a> {
             means.summary(),
             time_left(steps_left as f64 / rate)
         );
-        let log_file = self.log.flush()?;
         // What the files need is read from the GPU now; the files are written while the next
         // epoch trains.
         let samples =
@@ -241,8 +257,7 @@ impl<'a> Training<'a> {
         let latest_png = self.out.join("samples_latest.png");
         let svg = loss_plot_svg(self.log.rows(), self.batches as usize);
         let svg_path = self.out.join("losses.svg");
-        let snapshot = checkpoint_snapshot(&self.gan, &mut self.progress, self.batches);
-        let path = self.checkpoint_path.clone();
+        let checkpoint = self.pending_checkpoint()?;
         self.files.write(move || {
             if let Some(epoch_png) = epoch_png {
                 write_grid_png(&epoch_png, &samples, 8)?;
@@ -250,10 +265,8 @@ impl<'a> Training<'a> {
             write_grid_png(&latest_png, &samples, 8)?;
             write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
                 .map_err(at_path(&svg_path))?;
-            log_file.sync_data()?; // on disk before the checkpoint that follows it
-            Ok(snapshot.write(&path)?)
+            checkpoint.write()
         })?;
-        self.wrote_checkpoint = true;
         self.wrote_epoch_grid |= finished_epoch;
         Ok(())
     }
@@ -266,14 +279,61 @@ impl<'a> Training<'a> {
             let progress = self.out.join(PROGRESS_PNG);
             say!("every epoch's samples, animated: {}", progress.display());
         }
-        Ok(self.wrote_checkpoint.then(|| self.checkpoint_path.clone()))
+        let written = *lock(&self.checkpoint_on_disk);
+        Ok(written.map(|_| self.checkpoint_path.clone()))
+    }
+
+    /// Where the run can be continued from: this run's last checkpoint on disk, else the one it
+    /// resumed from; with its iteration. Call once the files are written (`finish`).
+    pub fn resume_point(&self) -> Option<(u64, &Path)> {
+        let written = *lock(&self.checkpoint_on_disk);
+        match (written, &self.resumed_from) {
+            (Some(step), _) => Some((step, &self.checkpoint_path)),
+            (None, Some((step, path))) => Some((*step, path)),
+            (None, None) => None,
+        }
+    }
+
+    /// `err`, which ends the run, followed by what the run leaves to continue from once the
+    /// files in flight are written: a failed checkpoint leaves the one before it intact.
+    pub fn with_resume_hint(&mut self, err: Box<dyn Error>) -> Box<dyn Error> {
+        let _ = self.files.finish(); // its own error, if any, is secondary to `err`
+        let hint = match self.resume_point() {
+            Some((step, path)) => format!(
+                "the checkpoint of iteration {step} is intact: continue with --resume {}",
+                path.display()
+            ),
+            None => "no checkpoint to continue from: this run wrote none".to_string(),
+        };
+        format!("{err}\n{hint}").into()
     }
 }
 
-/// `gan` and `progress` as they are now, ready to be written as a checkpoint (the values are
-/// copied: training may go on while the snapshot is written).
-fn checkpoint_snapshot(gan: &Gan, progress: &mut TrainingProgress, batches: u64) -> Snapshot {
-    progress.epoch = progress.step / batches;
-    progress.rng = with_default_generator(|g| *g);
-    gan.checkpoint_snapshot(progress)
+/// A checkpoint to write on the file writer's thread, after the loss log it follows.
+struct PendingCheckpoint {
+    /// The loss log, flushed up to the checkpoint's step.
+    log_file: File,
+    snapshot: Snapshot,
+    step: u64,
+    path: PathBuf,
+    /// Where the checkpoint's iteration goes once it is on disk (`Training::checkpoint_on_disk`).
+    on_disk: Arc<Mutex<Option<u64>>>,
+}
+
+impl PendingCheckpoint {
+    fn write(self) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.log_file.sync_data()?; // on disk before the checkpoint that follows it
+        let step = self.step;
+        self.snapshot
+            .write(&self.path)
+            .map_err(|err| format!("the checkpoint of iteration {step} was not written: {err}"))?;
+        *lock(&self.on_disk) = Some(step);
+        Ok(())
+    }
+}
+
+/// The iteration of the last checkpoint on disk. A panic while the lock was held cannot leave
+/// an `Option<u64>` half written, so a poisoned lock is read all the same.
+fn lock(on_disk: &Mutex<Option<u64>>) -> std::sync::MutexGuard<'_, Option<u64>> {
+    on_disk.lock().unwrap_or_else(PoisonError::into_inner)
 }
