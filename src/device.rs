@@ -43,12 +43,13 @@ impl Device {
     /// what it returns; the ops compute the same values as when called outside `run`.
     ///
     /// On the CPU, `f` runs as one task of the rayon pool while the pool's other workers stay
-    /// awake ([`hot_pool::run`]). Called from outside the pool, each op that splits its work
-    /// hands it to the pool and sleeps until it is done: two thread wake-ups per op, tens of
-    /// microseconds each in a virtual machine, a hundred times a step. A step of the GAN's
-    /// discriminator written as in the README runs about a fifth faster inside `run`
-    /// (`cargo bench --bench ops -- user_step`). A step of tiny tensors, whose ops never split,
-    /// runs fastest where it is: `run` costs it one hand-off to the pool.
+    /// awake ([`hot_pool::run`]; not where the pool has more threads than CPUs). Called from
+    /// outside the pool, each op that splits its work hands it to the pool and sleeps until it
+    /// is done: two thread wake-ups per op, tens of microseconds each in a virtual machine, a
+    /// hundred times a step. A step of the GAN's discriminator written as in the README runs
+    /// about a fifth faster inside `run` (`cargo bench --bench ops -- user_step`). A step of
+    /// tiny tensors, whose ops never split, runs fastest where it is: `run` costs it one
+    /// hand-off to the pool.
     ///
     /// On a CUDA device, and on a worker of the pool already (a `run` inside a `run`), `f`
     /// simply runs.

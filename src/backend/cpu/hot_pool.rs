@@ -20,15 +20,25 @@
 //! to wake), and a poller that starts after the burst has begun does nothing. A poller that
 //! started before can have no job of the burst beneath it. The calling thread's own copy of
 //! the job does nothing either, and the polling ends when `run` returns, panics included.
+//!
+//! A pool with more threads than the process has CPUs (`--threads 64` on a 2-CPU machine)
+//! gets no pollers: they would spin on CPUs that the threads holding the burst's work are
+//! waiting for. On the 2-CPU development VM a GAN step with 64 threads ran 10–16× slower than
+//! with 2 with pollers, 1.5× without (benches/RESULTS.md).
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Runs `f` on the rayon pool while the pool's other workers poll for work instead of
 /// sleeping, and returns its result. For a burst of small parallel ops (a training step):
-/// it costs every other core of the pool for as long as `f` runs.
+/// it costs every other core of the pool for as long as `f` runs. On a pool with more threads
+/// than CPUs, `f` runs on the pool without pollers.
 pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if more_threads_than_cpus() {
+        return rayon::scope(|_| f());
+    }
     rayon::scope(|_| {
         let state = Arc::new(Pollers::default());
         // Set when this frame ends, whether `f` returns or panics: the pollers stop.
@@ -58,6 +68,15 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         state.begun.store(true, Ordering::SeqCst);
         f()
     })
+}
+
+/// Whether the current pool has more threads than this process has CPUs
+/// ([`std::thread::available_parallelism`], read once).
+fn more_threads_than_cpus() -> bool {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    let cpus =
+        *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    rayon::current_num_threads() > cpus
 }
 
 /// `pause` instructions between two looks for work by an idle worker (about 0.1 µs each
