@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::shared_mnist;
-use ferrograd::data::idx::{decode, encode, IdxError, MAX_DECODED_BYTES};
+use ferrograd::data::idx::{self, decode, encode, IdxError, MAX_DECODED_BYTES};
 use ferrograd::data::mnist::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use ferrograd::data::{Mnist, Split};
 use ferrograd::Error;
@@ -36,6 +36,20 @@ fn valid_files_decode_plain_and_gzipped() {
         assert_eq!(array.dims, [2, 3, 4]);
         assert_eq!(array.data, data);
     }
+}
+
+/// The header alone, for a writer that streams the data after it (`--samples-out`): the
+/// bytes written by hand above, and with the data after them, a file that decodes.
+#[test]
+fn a_header_written_alone_starts_a_file_that_decodes() {
+    assert_eq!(idx::header(&[3, 28, 28]), header(&[3, 28, 28]));
+    assert_eq!(idx::header(&[70_000]), header(&[70_000]));
+    let data: Vec<u8> = (0..3 * 28 * 28).map(|i| (i * 7) as u8).collect();
+    let mut bytes = idx::header(&[3, 28, 28]);
+    bytes.extend_from_slice(&data);
+    assert_eq!(bytes, encode(&[3, 28, 28], &data));
+    let array = decode(&bytes).unwrap();
+    assert_eq!((array.dims, array.data), (vec![3, 28, 28], data));
 }
 
 #[test]

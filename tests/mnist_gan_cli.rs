@@ -642,6 +642,12 @@ fn user_errors_are_reported_without_panicking() {
         run(&["--autotune", "always"]),
         &["--autotune", "tiles, splits"],
     );
+    // IDX counts samples in 32 bits.
+    for binary in [run(&[]), Command::new(example("gan_sample"))] {
+        let mut command = binary;
+        command.args(["--num-samples", "4294967296"]);
+        fails_with(command, &["--num-samples", "not in 1..=4294967295"]);
+    }
 
     // A truncated training file: the error names it, and nothing is downloaded over it.
     let broken = scratch("broken-data");

@@ -172,7 +172,11 @@ pub fn generate(generator: &Sequential, noise: &Tensor) -> Tensor {
 }
 
 /// Writes `count` samples as an IDX3 file (magic 0x00000803, count × 28 × 28 bytes), noise
-/// drawn from `rng`, generated in batches of 500.
+/// drawn from `rng`, generated in batches of 500 and written as they come (a million samples
+/// are 784 MB: the file, not memory, holds them), atomically.
+///
+/// # Panics
+/// If `count` does not fit in 32 bits, as IDX's sizes must (`--num-samples` stops it first).
 pub fn write_samples_idx(
     path: &Path,
     generator: &Sequential,
@@ -181,18 +185,21 @@ pub fn write_samples_idx(
     device: &Device,
 ) -> ferrograd::Result<()> {
     const BATCH: usize = 500;
-    let mut pixels = Vec::with_capacity(count * IMAGE_SIDE * IMAGE_SIDE);
-    for start in (0..count).step_by(BATCH) {
-        let noise = Tensor::randn_with(&[BATCH.min(count - start), LATENT_DIM], device, rng);
-        pixels.extend(
-            generate(generator, &noise)
+    write_atomically(path, |file| {
+        let mut out = BufWriter::new(file);
+        out.write_all(&idx::header(&[count, IMAGE_SIDE, IMAGE_SIDE]))?;
+        for start in (0..count).step_by(BATCH) {
+            let noise = Tensor::randn_with(&[BATCH.min(count - start), LATENT_DIM], device, rng);
+            let pixels: Vec<u8> = generate(generator, &noise)
                 .to_vec()
                 .into_iter()
-                .map(to_pixel),
-        );
-    }
-    let encoded = idx::encode(&[count, IMAGE_SIDE, IMAGE_SIDE], &pixels);
-    write_atomically(path, |file| file.write_all(&encoded)).map_err(at_path(path))
+                .map(to_pixel)
+                .collect();
+            out.write_all(&pixels)?;
+        }
+        out.flush()
+    })
+    .map_err(at_path(path))
 }
 
 /// One row of `losses.csv`.

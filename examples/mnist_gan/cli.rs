@@ -106,8 +106,12 @@ pub struct Args {
     /// After training, write generated samples to this file as IDX3 (28 × 28 unsigned bytes).
     #[arg(long)]
     pub samples_out: Option<PathBuf>,
-    /// How many samples --samples-out writes.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How many samples --samples-out writes (IDX counts them in 32 bits).
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=u32::MAX.into())
+    )]
     pub num_samples: u64,
 }
 

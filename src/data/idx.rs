@@ -227,12 +227,23 @@ pub fn encode(dims: &[usize], data: &[u8]) -> Vec<u8> {
         "idx::encode: dims {dims:?} do not match {} bytes",
         data.len()
     );
-    let ndims = u8::try_from(dims.len()).expect("idx::encode: at most 255 dimensions");
+    let mut out = header(dims);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The header of an unsigned-byte IDX array of `dims`: the magic number, then each size as a
+/// big-endian `u32`. What [`encode`] writes before the data, for a writer that streams the
+/// data after it instead of holding it all.
+///
+/// # Panics
+/// If there are more than 255 dimensions, or a size does not fit in 32 bits.
+pub fn header(dims: &[usize]) -> Vec<u8> {
+    let ndims = u8::try_from(dims.len()).expect("idx::header: at most 255 dimensions");
     let mut out = vec![0, 0, TYPE_UNSIGNED_BYTE, ndims];
     for &d in dims {
-        let d = u32::try_from(d).expect("idx::encode: sizes must fit in 32 bits");
+        let d = u32::try_from(d).expect("idx::header: sizes must fit in 32 bits");
         out.extend_from_slice(&d.to_be_bytes());
     }
-    out.extend_from_slice(data);
     out
 }
