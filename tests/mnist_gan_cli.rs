@@ -849,6 +849,25 @@ fn whole_epochs_end_in_an_animation_of_their_grids() {
     }
 }
 
+/// An epoch count whose iterations overflow 64 bits trains until `--max-iters`, not until
+/// the product wrapped around (here 2 batches an epoch: it wrapped to iteration 2).
+#[test]
+fn epochs_past_u64_iterations_train_until_max_iters() {
+    let data = scratch("tiny-mnist-epochs");
+    tiny_mnist(&data, 128);
+    let out = scratch("many-epochs");
+    let epochs = (u64::MAX / 2 + 2).to_string(); // × 2 batches = 2 (mod 2⁶⁴)
+    run_ok(mnist_gan(
+        &data,
+        &out,
+        &["--epochs", &epochs, "--max-iters", "5"],
+    ));
+    assert_eq!(step_of(&out.join("checkpoint.safetensors")), 5);
+    for dir in [data, out] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// A checkpoint that cannot be written (here larger than the file-size limit, as on a full
 /// disk) stops the run within its next steps, not at its next write, an epoch later, with an
 /// error that names it; the checkpoint before it stays as it was, no temporary file is left,

@@ -93,7 +93,7 @@ impl<'a> Training<'a> {
             progress,
             loader,
             batches,
-            last_step: (args.epochs * batches).min(args.max_iters.unwrap_or(u64::MAX)),
+            last_step: epochs_end(args.epochs, batches).min(args.max_iters.unwrap_or(u64::MAX)),
             grid_noise,
             log,
             out: out.to_path_buf(),
@@ -110,7 +110,7 @@ impl<'a> Training<'a> {
     pub fn train(&mut self, args: &Args) -> Result<(), Box<dyn Error>> {
         if self.progress.step >= self.last_step {
             let limit = match args.max_iters {
-                Some(iters) if iters < args.epochs * self.batches => {
+                Some(iters) if iters < epochs_end(args.epochs, self.batches) => {
                     format!("--max-iters {iters}")
                 }
                 _ => format!("--epochs {}", args.epochs),
@@ -307,6 +307,12 @@ impl<'a> Training<'a> {
         };
         format!("{err}\n{hint}").into()
     }
+}
+
+/// The iteration at which `epochs` epochs of `batches` end; `u64::MAX` for more than that
+/// counts (`--epochs 19666038458112529` would otherwise wrap around to iteration 586).
+fn epochs_end(epochs: u64, batches: u64) -> u64 {
+    epochs.saturating_mul(batches)
 }
 
 /// A checkpoint to write on the file writer's thread, after the loss log it follows.
