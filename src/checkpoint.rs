@@ -49,6 +49,15 @@ impl Snapshot {
         Snapshot { tensors, metadata }
     }
 
+    /// The name of the first tensor holding a NaN or an infinity, if any: the mark of a run
+    /// that diverged, whose checkpoint should not replace a good one.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.tensors
+            .iter()
+            .find(|(_, _, values)| values.iter().any(|v| !v.is_finite()))
+            .map(|(name, _, _)| name.as_str())
+    }
+
     /// Writes the snapshot to `path` as a safetensors file, atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
         let bytes: Vec<Vec<u8>> = self

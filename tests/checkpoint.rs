@@ -155,6 +155,25 @@ fn unusable_checkpoints_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A snapshot names its first tensor holding a NaN or an infinity: what keeps a diverged
+/// run's checkpoint from replacing a good one.
+#[test]
+fn a_snapshot_names_its_first_non_finite_tensor() {
+    let dev = Device::Cpu;
+    let named = |values: [f32; 2]| {
+        (
+            "b".to_string(),
+            Tensor::from_vec(values.to_vec(), &[2], &dev),
+        )
+    };
+    let finite = ("a".to_string(), Tensor::zeros(&[3], &dev));
+    let snapshot = |b| checkpoint::Snapshot::of(&[finite.clone(), named(b)], [].into());
+    assert_eq!(snapshot([1.0, -2.0]).first_non_finite(), None);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert_eq!(snapshot([1.0, bad]).first_non_finite(), Some("b"), "{bad}");
+    }
+}
+
 /// A file that fails late — a tensor of the discriminator's missing after the generator's
 /// were found, or a learning rate malformed or negative or a batch size of 0 after every
 /// tensor was — leaves the GAN it was loaded into as it was: its weights, moments, step

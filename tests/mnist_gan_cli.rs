@@ -849,6 +849,62 @@ fn whole_epochs_end_in_an_animation_of_their_grids() {
     }
 }
 
+/// A run that diverges (`--lr 1e30`: NaN within a few steps) stops with an error that says
+/// so, and writes no checkpoint of NaN weights over the last good one, whose `--resume` the
+/// error gives.
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_finite_checkpoint() {
+    use ferrograd::nn::Module;
+    let data = scratch("tiny-mnist-diverging");
+    tiny_mnist(&data, 640);
+    let out = scratch("diverging");
+    run_ok(mnist_gan(&data, &out, &["--max-iters", "2"]));
+    let checkpoint = out.join("checkpoint.safetensors");
+    let resume = ["--resume", checkpoint.to_str().unwrap()];
+    let diverging = [
+        "--lr",
+        "1e30",
+        "--checkpoint-every",
+        "1",
+        "--max-iters",
+        "100",
+    ];
+    let output = mnist_gan(&data, &out, &[&resume[..], &diverging].concat())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("training diverged at iteration") && stderr.contains("a lower --lr"),
+        "{stderr}"
+    );
+    let step = step_of(&checkpoint);
+    assert!(
+        stderr.contains(&format!(
+            "the checkpoint of iteration {step} is intact: continue with --resume {}",
+            checkpoint.display()
+        )),
+        "{stderr}"
+    );
+    let mut gan = ferrograd::gan::Gan::new(&ferrograd::Device::Cpu, 2e-4);
+    gan.load_checkpoint(&checkpoint).unwrap();
+    let parameters = [gan.generator.parameters(), gan.discriminator.parameters()].concat();
+    for parameter in parameters {
+        assert!(
+            parameter.to_vec().iter().all(|v| v.is_finite()),
+            "step {step}"
+        );
+    }
+    let logged = losses(&out);
+    assert!(logged.last().unwrap()[0] < 100.0, "stopped at once");
+    for dir in [data, out] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// An epoch count whose iterations overflow 64 bits trains until `--max-iters`, not until
 /// the product wrapped around (here 2 batches an epoch: it wrapped to iteration 2).
 #[test]

@@ -11,8 +11,8 @@
 //! writes its checkpoint and exits with status 130; a second one exits at once (the last
 //! checkpoint written stays intact: every write is atomic). Standard output going away (its
 //! reader quit, as in `mnist_gan | head`) stops the run the same way, with status 141. An error
-//! that ends a run (a checkpoint that cannot be written: a full disk) says which checkpoint is
-//! intact and the `--resume` that continues from it.
+//! that ends a run (a checkpoint that cannot be written: a full disk; training diverging to
+//! NaN) says which checkpoint is intact and the `--resume` that continues from it.
 //!
 //! A run, module by module: `cli` reads the options; `setup` opens the device, finds or
 //! downloads MNIST, prepares `--out` and makes the GAN (new, or resumed from a checkpoint);

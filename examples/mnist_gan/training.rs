@@ -12,7 +12,7 @@ use ferrograd::atomic_file::write_atomically;
 use ferrograd::checkpoint::Snapshot;
 use ferrograd::data::mnist::IMAGE_PIXELS;
 use ferrograd::data::{DataLoader, Mnist};
-use ferrograd::gan::{Gan, PendingStats, TrainingProgress, LATENT_DIM};
+use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM};
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{Device, Tensor};
 
@@ -178,21 +178,50 @@ impl<'a> Training<'a> {
             self.progress.step += 1;
             let queued = self.gan.last_stats_later().expect("a step has just run");
             if let Some((step, stats)) = in_flight.replace((self.progress.step, queued)) {
-                this_epoch.record(&mut self.log, step, stats.wait())?;
+                self.record(&mut this_epoch, step, stats.wait())?;
             }
             let step = self.progress.step;
             if args.checkpoint_every > 0 && step.is_multiple_of(args.checkpoint_every) {
                 if let Some((step, stats)) = in_flight.take() {
                     // The log reaches the checkpoint's step.
-                    this_epoch.record(&mut self.log, step, stats.wait())?;
+                    self.record(&mut this_epoch, step, stats.wait())?;
                 }
                 self.checkpoint()?;
             }
         }
         if let Some((step, stats)) = in_flight.take() {
-            this_epoch.record(&mut self.log, step, stats.wait())?;
+            self.record(&mut this_epoch, step, stats.wait())?;
         }
         Ok(this_epoch)
+    }
+
+    /// Logs step `step`'s statistics; an error once they are not all finite numbers: the
+    /// weights have diverged (NaN stays NaN), and no later step or checkpoint would be worth
+    /// having. (The losses alone can stay finite: binary cross-entropy clamps its logarithms.)
+    fn record(
+        &mut self,
+        this_epoch: &mut EpochProgress,
+        step: u64,
+        stats: StepStats,
+    ) -> Result<(), Box<dyn Error>> {
+        this_epoch.record(&mut self.log, step, stats)?;
+        let StepStats {
+            d_loss,
+            g_loss,
+            d_real,
+            d_fake,
+        } = stats;
+        if [d_loss, g_loss, d_real, d_fake]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "training diverged at iteration {step}: d_loss {d_loss}, g_loss {g_loss}, D(x) \
+             {d_real}, D(G(z)) {d_fake}; a lower --lr may train (a resumed run takes a new one)"
+        )
+        .into())
     }
 
     /// Writes the loss log and then a checkpoint of the run as it stands, while training goes
@@ -327,12 +356,21 @@ struct PendingCheckpoint {
 }
 
 impl PendingCheckpoint {
+    /// Writes the checkpoint, unless training has diverged: one whose weights are not all
+    /// finite numbers would replace the last good one with nothing to resume from.
     fn write(self) -> Result<(), Box<dyn Error + Send + Sync>> {
         self.log_file.sync_data()?; // on disk before the checkpoint that follows it
         let step = self.step;
+        let not_written = |why: &dyn std::fmt::Display| {
+            format!("the checkpoint of iteration {step} was not written: {why}")
+        };
+        if let Some(name) = self.snapshot.first_non_finite() {
+            let why = format!("{name} holds NaN or infinite values (training diverged)");
+            return Err(not_written(&why).into());
+        }
         self.snapshot
             .write(&self.path)
-            .map_err(|err| format!("the checkpoint of iteration {step} was not written: {err}"))?;
+            .map_err(|err| not_written(&err))?;
         *lock(&self.on_disk) = Some(step);
         Ok(())
     }
