@@ -14,24 +14,10 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::shared_mnist;
+use common::{example, shared_mnist};
 use ferrograd::backend::cpu::{bf16_support, physical_cores, Bf16Units};
 use ferrograd::checkpoint::Checkpoint;
 use ferrograd::data::idx;
-
-fn example(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let profile_dir = test_exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} not built: run through `cargo test`",
-        path.display()
-    );
-    path
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ferrograd-cli-{name}-{}", std::process::id()));

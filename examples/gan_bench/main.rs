@@ -15,6 +15,8 @@ mod breakdown;
 mod gemm_sweep;
 mod timing;
 
+use std::process::ExitCode;
+
 use clap::{Parser, ValueEnum};
 use ferrograd::backend::cpu::{start_thread_pool, Bf16Units};
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
@@ -45,8 +47,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
     /// Timed runs per figure (the median is reported).
-    #[arg(long, default_value_t = 7)]
-    repeats: usize,
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    repeats: u64,
     /// Fewer, smaller measurements (for the emulator, or a quick look).
     #[arg(long)]
     quick: bool,
@@ -91,8 +93,17 @@ struct Args {
     gemm_sweep: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // PyTorch's default, which `benches/gan_pytorch.py` runs beside this.
     start_thread_pool(None)?;
     let device = match args.device {
@@ -105,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (iters, repeats) = if args.quick {
         (2, 3)
     } else {
-        (20, args.repeats)
+        (20, args.repeats as usize)
     };
 
     manual_seed(1);

@@ -1,5 +1,5 @@
 //! Shared test helpers: seeded test data, closeness checks, f64 reference implementations of
-//! the ops, and the finite-difference gradient check.
+//! the ops, the finite-difference gradient check, and where the example binaries are.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use ferrograd::rng::Generator;
@@ -227,4 +227,20 @@ pub fn shared_mnist() -> Option<std::path::PathBuf> {
     );
     eprintln!("skipped: {} is missing", dir.display());
     None
+}
+
+/// The example binary `name`, which `cargo test` builds into `examples/` beside the test's own
+/// directory (`cargo test --test <name>` alone does not rebuild it).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/..
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built: run through `cargo test`",
+        path.display()
+    );
+    path
 }

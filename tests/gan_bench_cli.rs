@@ -1,0 +1,90 @@
+//! The `gan_bench` example on the CPU: its quick run reports every figure it promises, and
+//! what a user can get wrong is an error, not a panic. (Its figures are judged in
+//! benches/RESULTS.md, never here.)
+
+mod common;
+
+use std::process::Command;
+
+use common::example;
+
+/// The numbers in a report line `…: 123.4 us/iter, 5678 images/s`: each one after a colon or
+/// a comma, before its unit.
+fn figures(line: &str) -> Vec<f64> {
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|figure| figure.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_quick_cpu_run_reports_the_iteration_the_products_and_tanh() {
+    let output = Command::new(example("gan_bench"))
+        .arg("--quick")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let report = |prefix: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|line| line.starts_with(prefix))
+            .collect()
+    };
+    assert!(lines[0].contains("on cpu ("), "{stdout}");
+    let iterations = report("training iteration (batch 64");
+    let products = report("gemm ");
+    let tanh = report("tanh over 65536 floats");
+    assert!(
+        !iterations.is_empty() && products.len() >= 8 && tanh.len() == 1,
+        "{stdout}"
+    );
+    for line in iterations.iter().chain(&products).chain(&tanh) {
+        let figures = figures(line);
+        assert!(
+            figures.len() == 2 && figures.iter().all(|&f| f.is_finite() && f > 0.0),
+            "{line}"
+        );
+    }
+    // Each iteration line's two figures agree: images/s = 64 / (µs/iter) · 10⁶.
+    for line in iterations {
+        let [micros, images] = figures(line)[..] else {
+            unreachable!()
+        };
+        let implied = 64.0e6 / micros;
+        assert!((images - implied).abs() <= 0.01 * implied + 1.0, "{line}");
+    }
+}
+
+#[test]
+fn mistakes_are_errors_not_panics() {
+    let run = |args: &[&str]| {
+        Command::new(example("gan_bench"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--repeats", "0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--repeats") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    if let Err(err) = ferrograd::Device::cuda(0) {
+        let output = run(&["--device", "cuda", "--quick"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {err}")) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
