@@ -655,7 +655,11 @@ fn user_errors_are_reported_without_panicking() {
     .unwrap();
     fails_with(
         mnist_gan(&broken, &out, &["--max-iters", "1"]),
-        &["train-images-idx3-ubyte.gz", "truncated"],
+        &[
+            "train-images-idx3-ubyte.gz",
+            "truncated",
+            "Remove it and run again: a missing file is downloaded",
+        ],
     );
     // No MNIST and no mirror answering (a closed port): the error says what to do.
     let empty = scratch("no-data");

@@ -276,5 +276,11 @@ pub fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
     if !fetched.is_empty() {
         say!("MNIST is in {}", args.data.display());
     }
-    Ok(Mnist::load(&args.data, Split::Train)?)
+    Mnist::load(&args.data, Split::Train).map_err(|err| match err {
+        // A damaged file would stay in the way: only missing files are downloaded.
+        ferrograd::Error::Idx { .. } => {
+            format!("{err}. Remove it and run again: a missing file is downloaded").into()
+        }
+        err => err.into(),
+    })
 }
