@@ -23,8 +23,8 @@
 //!
 //! A pool with more threads than the process has CPUs (`--threads 64` on a 2-CPU machine)
 //! gets no pollers: they would spin on CPUs that the threads holding the burst's work are
-//! waiting for. On the 2-CPU development VM a GAN step with 64 threads ran 10–16× slower than
-//! with 2 with pollers, 1.5× without (benches/RESULTS.md).
+//! waiting for. On the 2-CPU development VM a GAN step with 64 threads ran 15–20× slower than
+//! with 2 with pollers, 1.4–1.7× without (benches/RESULTS.md).
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
