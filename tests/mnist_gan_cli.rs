@@ -737,6 +737,16 @@ fn user_errors_are_reported_without_panicking() {
             file.display()
         )],
     );
+    // --data naming a file, or a directory below one.
+    for data in [file.clone(), file.join("mnist")] {
+        fails_with(
+            mnist_gan(&data, &misplaced, &["--max-iters", "1"]),
+            &[&format!(
+                "{}: a file where MNIST's directory should be",
+                file.display()
+            )],
+        );
+    }
     // The same for --out, a file above the directory.
     let out_under_file = file.join("run");
     fails_with(

@@ -90,9 +90,21 @@ pub fn download_missing(
         .filter(|file| mnist::find(dir, file.name).is_err())
         .collect();
     if !missing.is_empty() {
-        fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
+        fs::create_dir_all(dir).map_err(|source| {
+            // Over a file, `create_dir_all` says only "File exists": name the file in the way.
+            match dir.ancestors().find(|path| path.is_file()) {
+                Some(file) => Error::Io {
+                    path: file.to_path_buf(),
+                    source: io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        "a file where MNIST's directory should be",
+                    ),
+                },
+                None => Error::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                },
+            }
         })?;
     }
     for file in &missing {
