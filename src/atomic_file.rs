@@ -3,9 +3,10 @@
 //! The data goes to a temporary file beside the target, is flushed to disk (`fsync`), and only
 //! then renamed over the target; the directory is synced so the rename itself survives a
 //! crash. A process killed at any moment leaves the previous file intact (and at worst a
-//! stray `.tmp` file, never a half-written target; [`remove_abandoned_temporaries`] clears
-//! those). On Windows, where the rename is refused while another process holds the target
-//! open, it is tried again for about two seconds before the write fails.
+//! stray `.tmp` file, never a half-written target; the next write of the same file removes
+//! it, and [`remove_abandoned_temporaries`] clears a whole directory of them). On Windows,
+//! where the rename is refused while another process holds the target open, it is tried again
+//! for about two seconds before the write fails.
 
 use std::fs::{self, File};
 use std::io;
@@ -14,11 +15,13 @@ use std::thread;
 use std::time::Duration;
 
 /// Writes `path` atomically with `write`, which receives the temporary file. If `write` fails,
-/// the temporary file is removed and `path` is untouched.
+/// the temporary file is removed and `path` is untouched. First it removes the temporary files
+/// of `path` that killed writers left (best effort).
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
+    remove_abandoned_temporaries_of(path);
     let temp = temp_path(path);
     let result = (|| {
         let mut file = File::create(&temp)?;
@@ -105,7 +108,7 @@ pub fn remove_abandoned_temporaries(dir: &Path) -> io::Result<usize> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_file_pid) else {
+        let Some((_, pid)) = name.to_str().and_then(temp_file_parts) else {
             continue;
         };
         if pid != std::process::id() && process_has_ended(pid) {
@@ -116,11 +119,38 @@ pub fn remove_abandoned_temporaries(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// The process id in a name made by [`temp_path`] (`.name.<pid>.tmp`), if it is one.
-fn temp_file_pid(file_name: &str) -> Option<u32> {
+/// Removes the temporary files that killed writers of `path` left beside it (those of
+/// [`remove_abandoned_temporaries`] named after `path`'s file). Best effort: what cannot be
+/// read or removed stays, and the write goes on.
+fn remove_abandoned_temporaries_of(path: &Path) {
+    let (Some(dir), Some(target)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((name_of, pid)) = name.to_str().and_then(temp_file_parts) else {
+            continue;
+        };
+        if target.to_str() == Some(name_of) && pid != std::process::id() && process_has_ended(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The target's file name and the process id in a name made by [`temp_path`]
+/// (`.name.<pid>.tmp`), if it is one.
+fn temp_file_parts(file_name: &str) -> Option<(&str, u32)> {
     let stem = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
     match stem.rsplit_once('.') {
-        Some((name, pid)) if !name.is_empty() => pid.parse().ok(),
+        Some((name, pid)) if !name.is_empty() => Some((name, pid.parse().ok()?)),
         _ => None,
     }
 }

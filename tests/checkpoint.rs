@@ -374,14 +374,7 @@ fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
 #[cfg(any(unix, windows))]
 fn temporaries_of_killed_writers_are_removed() {
     let dir = scratch("abandoned");
-    // A process that has ended: this test binary, listing its tests.
-    let mut ended = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--list")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ended_pid = ended.id();
-    ended.wait().unwrap();
+    let ended_pid = ended_process();
     let own_pid = std::process::id();
     let abandoned = format!(".checkpoint.safetensors.{ended_pid}.tmp");
     let kept = [
@@ -402,6 +395,48 @@ fn temporaries_of_killed_writers_are_removed() {
         .collect();
     left.sort();
     let mut expected = kept.to_vec();
+    expected.sort();
+    assert_eq!(left, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The id of a process that has ended: this test binary, listing its tests.
+fn ended_process() -> u32 {
+    let mut ended = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--list")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ended.wait().unwrap();
+    ended.id()
+}
+
+/// A write removes the temporary files that killed writers of the same file left beside it
+/// (a `gan_sample --samples-out` killed while generating leaves one as large as it got), and
+/// no other file's. (A running writer's is kept: `remove_abandoned_temporaries`'s test.)
+#[cfg(any(unix, windows))]
+#[test]
+fn a_write_removes_the_temporaries_killed_writers_of_its_file_left() {
+    let dir = scratch("abandoned-of-one");
+    let ended_pid = ended_process();
+    let abandoned = format!(".samples.idx.{ended_pid}.tmp");
+    let kept = [
+        format!(".other.idx.{ended_pid}.tmp"),
+        format!(".samples.idx.{ended_pid}.tmp.old"),
+    ];
+    for name in kept.iter().chain([&abandoned]) {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+    write_atomically(&dir.join("samples.idx"), |file| {
+        std::io::Write::write_all(file, b"data")
+    })
+    .unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected = [&kept[..], &["samples.idx".to_string()]].concat();
     expected.sort();
     assert_eq!(left, expected);
     std::fs::remove_dir_all(&dir).unwrap();
