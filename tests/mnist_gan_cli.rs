@@ -1,7 +1,8 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
 //! resume, kills during checkpointing, stopping on Ctrl-C, SIGTERM or a closed standard output,
 //! and clear errors for what users get wrong; and, on a tiny MNIST of its own, whole epochs,
-//! the animation of their sample grids, and a checkpoint that cannot be written.
+//! the animation of their sample grids, a checkpoint that cannot be written, a run that
+//! diverges, and an epoch count past 2⁶⁴ iterations.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
