@@ -104,14 +104,20 @@ fn temp_path(path: &Path) -> PathBuf {
 /// # Errors
 /// If `dir` cannot be read, or a file there cannot be removed.
 pub fn remove_abandoned_temporaries(dir: &Path) -> io::Result<usize> {
+    remove_abandoned(dir, |_| true)
+}
+
+/// Removes from `dir` the abandoned temporary files (see [`remove_abandoned_temporaries`]) of
+/// the targets whose file names `of_target` accepts; returns how many it removed.
+fn remove_abandoned(dir: &Path, of_target: impl Fn(&str) -> bool) -> io::Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some((_, pid)) = name.to_str().and_then(temp_file_parts) else {
+        let Some((target, pid)) = name.to_str().and_then(temp_file_parts) else {
             continue;
         };
-        if pid != std::process::id() && process_has_ended(pid) {
+        if of_target(target) && pid != std::process::id() && process_has_ended(pid) {
             fs::remove_file(entry.path())?;
             removed += 1;
         }
@@ -131,18 +137,7 @@ fn remove_abandoned_temporaries_of(path: &Path) {
     } else {
         dir
     };
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some((name_of, pid)) = name.to_str().and_then(temp_file_parts) else {
-            continue;
-        };
-        if target.to_str() == Some(name_of) && pid != std::process::id() && process_has_ended(pid) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
+    let _ = remove_abandoned(dir, |name| target.to_str() == Some(name));
 }
 
 /// The target's file name and the process id in a name made by [`temp_path`]

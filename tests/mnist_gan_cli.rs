@@ -900,7 +900,10 @@ fn a_diverging_run_stops_and_keeps_its_last_finite_checkpoint() {
         );
     }
     let logged = losses(&out);
-    assert!(logged.last().unwrap()[0] < 100.0, "stopped at once");
+    // NaN appears within the first few steps (at 4 here): the run stops there, far from
+    // its --max-iters.
+    let last = logged.last().unwrap()[0];
+    assert!(last < 10.0, "stopped at iteration {last}, not at once");
     for dir in [data, out] {
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -360,18 +360,22 @@ impl PendingCheckpoint {
     /// finite numbers would replace the last good one with nothing to resume from.
     fn write(self) -> Result<(), Box<dyn Error + Send + Sync>> {
         self.log_file.sync_data()?; // on disk before the checkpoint that follows it
-        let step = self.step;
-        let not_written = |why: &dyn std::fmt::Display| {
-            format!("the checkpoint of iteration {step} was not written: {why}")
+        let written = match self.snapshot.first_non_finite() {
+            Some(name) => Err(format!(
+                "{name} holds NaN or infinite values (training diverged)"
+            )),
+            None => self
+                .snapshot
+                .write(&self.path)
+                .map_err(|err| err.to_string()),
         };
-        if let Some(name) = self.snapshot.first_non_finite() {
-            let why = format!("{name} holds NaN or infinite values (training diverged)");
-            return Err(not_written(&why).into());
-        }
-        self.snapshot
-            .write(&self.path)
-            .map_err(|err| not_written(&err))?;
-        *lock(&self.on_disk) = Some(step);
+        written.map_err(|why| {
+            format!(
+                "the checkpoint of iteration {} was not written: {why}",
+                self.step
+            )
+        })?;
+        *lock(&self.on_disk) = Some(self.step);
         Ok(())
     }
 }
