@@ -172,8 +172,18 @@ __device__ __forceinline__ float tanh_backward(float y, float g) {
 __device__ __forceinline__ float sigmoid_backward(float y, float g) { return g * y * (1.0f - y); }
 
 // Binary cross-entropy of one prediction p against its target t (src/ops/bce.rs), each log
-// clamped at −100 as PyTorch does, so that p ∈ {0, 1} gives a finite loss.
-__device__ __forceinline__ float clamped_log(float x) { return fmaxf(logf(x), -100.0f); }
+// clamped at −100 as PyTorch does, so that p ∈ {0, 1} gives a finite loss. Not fmaxf, which
+// returns −100 for NaN: a prediction outside [0, 1], or NaN, has a NaN loss.
+__device__ __forceinline__ float clamped_log(float x) {
+    float l = logf(x);
+    return l < -100.0f ? -100.0f : l;
+}
+// p(1 − p) floored at 1e-12 for the gradient; NaN where p is outside [0, 1] (p(1 − p) < 0).
+// NVRTC has no NAN macro without the standard headers: a quiet NaN's bits instead.
+__device__ __forceinline__ float bce_floored_variance(float p) {
+    float variance = p * (1.0f - p);
+    return variance < 0.0f ? __int_as_float(0x7fc00000) : (variance < 1e-12f ? 1e-12f : variance);
+}
 __device__ __forceinline__ float bce_loss(float p, float t) {
     return -(t * clamped_log(p) + (1.0f - t) * clamped_log(1.0f - p));
 }

@@ -37,12 +37,13 @@ FG_KERNEL(binary_sigmoid_backward, BinaryArgs) {
     map_binary(args, [](float y, float g, float) { return sigmoid_backward(y, g); });
 }
 
-// --- binary cross-entropy (src/ops/bce.rs): logs clamped at −100, p(1 − p) floored at 1e-12 ---
+// --- binary cross-entropy (src/ops/bce.rs): logs clamped at −100, p(1 − p) floored at 1e-12,
+// NaN for a prediction outside [0, 1] or NaN (common.cuh) ---
 // The loss itself, bce_loss in common.cuh, is summed as it is computed (reduce.cu, sum_bce_loss).
 // Backward, f(p, t, dL/dloss): the elementwise rule times the incoming (scalar) gradient.
 FG_KERNEL(ternary_bce_backward_pred, TernaryArgs) {
     map_ternary(args, [](float p, float t, float g, float scale) {
-        float local = scale * (p - t) / fmaxf(p * (1.0f - p), 1e-12f);
+        float local = scale * (p - t) / bce_floored_variance(p);
         return local * g;
     });
 }

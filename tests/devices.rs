@@ -181,6 +181,52 @@ fn check_copies_that_do_not_wait(device: &Device) {
     assert_eq!(second.to_vec(), uploaded[2].0);
 }
 
+/// Binary cross-entropy at predictions outside `[0, 1]` or NaN (a diverged network): the loss
+/// and that element's gradients are NaN, never a finite number such as the clamped log's 100
+/// (`f32::max` and CUDA's `fmaxf` return −100 for `max(NaN, −100)`). Inside `[0, 1]`, ends
+/// included, everything stays finite, as on the CPU.
+fn check_bce_outside_its_domain(device: &Device) {
+    let in_range = [0.0, 1.0, 0.3];
+    for p in [f32::NAN, 1.5, -0.5, 1.0 + f32::EPSILON, f32::INFINITY] {
+        let pred = leaf(&[in_range[0], in_range[1], in_range[2], p], &[4], device);
+        let target = leaf(&[1.0, 0.0, 1.0, 1.0], &[4], device);
+        let loss = binary_cross_entropy(&pred, &target);
+        loss.backward();
+        assert!(loss.item().is_nan(), "p = {p}: loss {}", loss.item());
+        let alone = binary_cross_entropy(&leaf(&[p], &[1], device), &leaf(&[0.0], &[1], device));
+        assert!(
+            alone.item().is_nan(),
+            "p = {p}, t = 0: loss {}",
+            alone.item()
+        );
+        for (name, grad) in [("pred", pred.grad()), ("target", target.grad())] {
+            let grad = grad.unwrap().to_vec();
+            assert!(grad[3].is_nan(), "p = {p}: d/d{name} {grad:?}");
+            assert!(
+                grad[..3].iter().all(|g| g.is_finite()),
+                "p = {p}: d/d{name} {grad:?}"
+            );
+        }
+    }
+    let finite = |device: &Device| {
+        let pred = leaf(&in_range, &[3], device);
+        let target = leaf(&[1.0, 0.0, 1.0], &[3], device);
+        let loss = binary_cross_entropy(&pred, &target);
+        loss.backward();
+        let grads = [
+            pred.grad().unwrap().to_vec(),
+            target.grad().unwrap().to_vec(),
+        ];
+        (loss.item(), grads)
+    };
+    let ((loss, grads), (cpu_loss, cpu_grads)) = (finite(device), finite(&CPU));
+    assert!(loss.is_finite(), "{loss}");
+    assert_close("loss in [0, 1]", &[loss], &[cpu_loss]);
+    for (g, c) in grads.iter().zip(&cpu_grads) {
+        assert_close("gradient in [0, 1]", g, c);
+    }
+}
+
 /// A small network trained with Adam for a few steps: the same losses as on the CPU.
 fn check_training(device: &Device) {
     let train = |device: &Device| {
@@ -560,6 +606,10 @@ macro_rules! test_devices {
             #[test]
             fn copies_that_do_not_wait() {
                 if let Some(d) = device() { check_copies_that_do_not_wait(&d) }
+            }
+            #[test]
+            fn bce_outside_its_domain() {
+                if let Some(d) = device() { check_bce_outside_its_domain(&d) }
             }
             #[test]
             fn training() {

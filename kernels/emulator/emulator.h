@@ -108,6 +108,11 @@ struct alignas(8) float2 {
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __int_as_float(int bits) {
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
 
 inline int min(int a, int b) { return a < b ? a : b; }
 

@@ -2,7 +2,10 @@
 //!
 //! `loss = mean_i −[tᵢ · max(ln pᵢ, −100) + (1 − tᵢ) · max(ln(1 − pᵢ), −100)]`
 //!
-//! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1.
+//! The clamp at −100 keeps the loss finite when a prediction is exactly 0 or 1. Outside
+//! `[0, 1]`, or at NaN, a prediction has no loss: its loss and both gradients are NaN, so that a
+//! diverged network shows (PyTorch raises there; that would need the values read back from a
+//! GPU).
 
 use super::{assert_same_device, record};
 use crate::backend::{BinaryKernel, TernaryKernel};
@@ -13,8 +16,27 @@ const LOG_FLOOR: f32 = -100.0;
 /// PyTorch's floor on `p(1 − p)` in the gradient, which keeps it finite at `p ∈ {0, 1}`.
 const GRAD_EPSILON: f32 = 1e-12;
 
+/// `max(ln x, −100)`, but NaN stays NaN (`f32::max` would return −100 for it, turning a NaN
+/// prediction's loss into 100).
 fn clamped_ln(x: f32) -> f32 {
-    x.ln().max(LOG_FLOOR)
+    let ln = x.ln();
+    if ln < LOG_FLOOR {
+        LOG_FLOOR
+    } else {
+        ln
+    }
+}
+
+/// `p(1 − p)` floored at ε; NaN where `p` is outside `[0, 1]` (where `p(1 − p) < 0`) or NaN.
+fn floored_variance(p: f32) -> f32 {
+    let variance = p * (1.0 - p);
+    if variance < 0.0 {
+        f32::NAN
+    } else if variance < GRAD_EPSILON {
+        GRAD_EPSILON
+    } else {
+        variance
+    }
 }
 
 /// One element's loss, `−[t · ln p + (1 − t) · ln(1 − p)]`, logs clamped.
@@ -36,7 +58,7 @@ struct BceGradPred {
 impl TernaryKernel for BceGradPred {
     const NAME: &'static str = "bce_backward_pred";
     fn apply(&self, p: f32, t: f32, grad: f32) -> f32 {
-        let local = self.scale * (p - t) / (p * (1.0 - p)).max(GRAD_EPSILON);
+        let local = self.scale * (p - t) / floored_variance(p);
         local * grad
     }
     fn param(&self) -> f32 {
@@ -84,7 +106,8 @@ impl GradFn for BceBackward {
 }
 
 /// The mean binary cross-entropy between predicted probabilities and targets of the same
-/// shape. Predictions should lie in `[0, 1]`; outside it the loss is NaN.
+/// shape. Predictions should lie in `[0, 1]`: outside it, or at NaN, the loss and the
+/// gradients of that element are NaN.
 ///
 /// # Panics
 /// If the shapes differ.
