@@ -29,6 +29,22 @@ fn linear_uses_pytorch_default_init() {
     assert!(layer.weight.requires_grad() && layer.bias.unwrap().requires_grad());
 }
 
+/// A layer with no inputs (`nn.Linear(0, 3)`): PyTorch gives its bias a bound of 0 rather than
+/// 1/√0, so the layer outputs zeros (an empty sum plus a zero bias), on every device.
+#[test]
+fn a_linear_layer_without_inputs_outputs_zeros() {
+    for device in [Some(CPU), common::emulator()].into_iter().flatten() {
+        let layer = Linear::new_with(0, 3, &device, &mut Generator::new(1));
+        assert_eq!(layer.bias.as_ref().unwrap().to_vec(), [0.0; 3]);
+        let y = layer.forward(&Tensor::zeros(&[2, 0], &device));
+        assert_eq!(
+            (y.shape(), y.to_vec()),
+            (&[2, 3][..], vec![0.0; 6]),
+            "{device}"
+        );
+    }
+}
+
 #[test]
 fn sequential_names_parameters_like_pytorch() {
     let net = Sequential::new()

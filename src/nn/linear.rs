@@ -25,14 +25,19 @@ impl Linear {
     }
 
     /// A layer with PyTorch's default initialisation: weight and bias ~ U(−1/√in, 1/√in)
-    /// (what `kaiming_uniform_(a=√5)` and the bias rule reduce to), weight drawn first.
+    /// (what `kaiming_uniform_(a=√5)` and the bias rule reduce to), weight drawn first; with no
+    /// inputs, a zero bias, as PyTorch's (its bound would be 1/√0).
     pub fn new_with(
         in_features: usize,
         out_features: usize,
         device: &Device,
         generator: &mut Generator,
     ) -> Self {
-        let bound = 1.0 / (in_features as f32).sqrt();
+        let bound = if in_features == 0 {
+            0.0
+        } else {
+            1.0 / (in_features as f32).sqrt()
+        };
         let weight = Tensor::uniform_with(
             &[out_features, in_features],
             -bound,
