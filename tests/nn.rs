@@ -96,6 +96,39 @@ fn adam_first_step_moves_each_parameter_by_lr() {
     }
 }
 
+/// A parameter given twice (its clone shares its values) is stepped once a step, as if given
+/// once. Each run is on a thread of its own, so that a step that locks the same values twice
+/// (and so waits forever) fails the test instead of hanging it.
+#[test]
+fn adam_steps_a_repeated_parameter_once() {
+    let train = |repeat: bool| {
+        let run = move || {
+            let w = Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3], &CPU);
+            w.set_requires_grad(true);
+            let params = if repeat {
+                vec![w.clone(), w.clone(), w.clone()]
+            } else {
+                vec![w.clone()]
+            };
+            let mut adam = Adam::new(params, AdamConfig::default());
+            for _ in 0..3 {
+                adam.zero_grad();
+                (&w * &w).sum().backward();
+                adam.step();
+            }
+            (w.to_vec(), adam.states().len())
+        };
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(run()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("Adam's step (repeat: {repeat}) did not return"))
+    };
+    let (once, repeated) = (train(false), train(true));
+    assert_eq!(repeated, once);
+    assert_eq!(once.1, 1);
+}
+
 #[test]
 fn adam_skips_parameters_without_gradient_and_zero_grad_clears() {
     let used = Tensor::ones(&[2], &CPU);

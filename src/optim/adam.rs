@@ -65,6 +65,19 @@ pub struct AdamState {
     pub exp_avg_sq: Tensor,
 }
 
+/// `params` with each tensor kept once, where it first appears (tensors sharing their values
+/// count as one): a step locks every parameter for writing, and would wait for itself forever
+/// on a second lock of the same values.
+fn without_repeats(params: Vec<Tensor>) -> Vec<Tensor> {
+    let mut kept: Vec<Tensor> = Vec::with_capacity(params.len());
+    for param in params {
+        if !kept.iter().any(|earlier| earlier.shares_storage(&param)) {
+            kept.push(param);
+        }
+    }
+    kept
+}
+
 /// The Adam optimiser over a fixed list of parameters, all on one device.
 #[derive(Debug)]
 pub struct Adam {
@@ -138,7 +151,9 @@ impl OptimizerKernel for AdamConfig {
 
 impl Adam {
     /// An optimiser for `params` (typically `model.parameters()`), each of which must require a
-    /// gradient to ever be updated.
+    /// gradient to ever be updated. A tensor given twice (or two sharing their values, as
+    /// clones do) is kept once, its first time, and so stepped once a step: PyTorch warns of
+    /// duplicate parameters and steps them twice.
     ///
     /// # Panics
     /// If the parameters are not all on one device, or if a hyper-parameter is out of its
@@ -157,6 +172,7 @@ impl Adam {
                 other.device()
             );
         }
+        let params = without_repeats(params);
         let states = params
             .iter()
             .map(|param| AdamState {
@@ -182,7 +198,7 @@ impl Adam {
         self.config.lr = lr;
     }
 
-    /// The moments of each parameter, in the order the parameters were given.
+    /// The moments of each parameter, in the order the parameters were given (repeats left out).
     pub fn states(&self) -> &[AdamState] {
         &self.states
     }
