@@ -667,6 +667,22 @@ fn without_a_gpu_cuda_is_a_clear_error() {
     assert!(!err.is_empty(), "there is no GPU 99");
 }
 
+/// A tensor larger than memory (256 TiB: more than a process can address, whatever the
+/// system's overcommit) is a panic that says so, which a caller can catch, rather than the
+/// process's abort on a failed allocation. (The closure borrows a `Device`, so this also
+/// holds devices, like tensors, to crossing `catch_unwind`.)
+#[test]
+fn a_tensor_larger_than_memory_is_a_panic_that_says_so() {
+    for device in [Some(CPU), common::emulator()].into_iter().flatten() {
+        let made = std::panic::catch_unwind(|| Tensor::zeros(&[1 << 46], &device).numel());
+        let message = made.expect_err("a 256 TiB tensor");
+        let message = message
+            .downcast_ref::<String>()
+            .map_or("(not a string)", String::as_str);
+        assert!(message.contains("memory"), "{device}: {message}");
+    }
+}
+
 /// `Device::cuda_emulator()` is the emulator in a build that has it, and otherwise an error
 /// that says why it is missing (CI runs this in a build without it too).
 #[test]

@@ -45,8 +45,23 @@ pub fn take(len: usize) -> Vec<f32> {
         });
     reused.unwrap_or_else(|| {
         FRESH_BUFFERS.fetch_add(1, Ordering::Relaxed);
-        vec![0.0; len]
+        allocate(len)
     })
+}
+
+/// `len` zeros from the system allocator; where it has no room, a panic that says how much
+/// was asked for (as PyTorch's "not enough memory" error) rather than an abort.
+///
+/// # Panics
+/// If the memory cannot be allocated.
+fn allocate(len: usize) -> Vec<f32> {
+    let mut buffer = Vec::new();
+    if buffer.try_reserve_exact(len).is_err() {
+        let gib = len as f64 * size_of::<f32>() as f64 / f64::from(1 << 30);
+        panic!("not enough memory: a tensor of {len} floats ({gib:.1} GiB) could not be allocated");
+    }
+    buffer.resize(len, 0.0);
+    buffer
 }
 
 /// Keeps `buffer` for a later [`take`] of its length.

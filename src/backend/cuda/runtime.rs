@@ -5,6 +5,7 @@
 //! launches the GPU would.
 
 use std::ffi::c_void;
+use std::panic::RefUnwindSafe;
 
 use super::launch::LaunchConfig;
 
@@ -29,7 +30,7 @@ pub(crate) enum Target {
     Capture,
 }
 
-pub(crate) trait Runtime: Send + Sync {
+pub(crate) trait Runtime: Send + Sync + RefUnwindSafe {
     /// Allocates `bytes` (> 0) of device memory; the caching allocator never frees it.
     fn alloc(&self, bytes: usize) -> Result<u64, String>;
 
