@@ -252,4 +252,50 @@ mod shape_errors_name_the_op_and_both_shapes {
     fn from_vec() {
         Tensor::from_vec(vec![0.0; 5], &[2, 3], &CPU);
     }
+
+    // Shapes whose element counts overflow a usize: wrapped, [2³², 2³²] counted 0 elements and
+    // made a tensor, and kernels sized by its shape then read past empty buffers.
+
+    #[test]
+    #[should_panic(expected = "shape [4294967296, 4294967296] has more elements than a usize")]
+    fn zeros_too_many_elements() {
+        Tensor::zeros(&[1 << 32, 1 << 32], &CPU);
+    }
+
+    #[test]
+    #[should_panic(expected = "shape [0, 1099511627776, 1099511627776] has more elements than")]
+    fn zeros_with_an_empty_dimension_but_rows_too_long() {
+        Tensor::zeros(&[0, 1 << 40, 1 << 40], &CPU);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "matmul: shapes [4294967296, 0] and [0, 4294967296] give a result of more"
+    )]
+    fn matmul_result_too_large() {
+        let a = Tensor::zeros(&[1 << 32, 0], &CPU);
+        a.matmul(&Tensor::zeros(&[0, 1 << 32], &CPU));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "linear: input [4294967296, 0] and weight [4294967296, 0] give a result of"
+    )]
+    fn linear_result_too_large() {
+        let x = Tensor::zeros(&[1 << 32, 0], &CPU);
+        linear(&x, &x, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "cat: the shapes [[9223372036854775808, 0], [9223372036854775808")]
+    fn cat_rows_too_many() {
+        let half = Tensor::zeros(&[1 << 63, 0], &CPU);
+        Tensor::cat(&[&half, &half]);
+    }
+
+    #[test]
+    #[should_panic(expected = "narrow_rows: 2 rows from row 18446744073709551615 of a tensor")]
+    fn narrow_rows_past_the_end_of_usize() {
+        Tensor::zeros(&[3, 2], &CPU).narrow_rows(usize::MAX, 2);
+    }
 }

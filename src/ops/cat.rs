@@ -3,7 +3,7 @@
 
 use super::record;
 use crate::storage::Storage;
-use crate::tensor::{with_storage_slice, GradFn, Tensor};
+use crate::tensor::{numel, with_storage_slice, GradFn, Tensor};
 
 /// `y = [x₁; x₂; …]` along the first dimension: `∂L/∂xᵢ` is `∂L/∂y`'s rows of `xᵢ`.
 struct CatBackward {
@@ -80,6 +80,15 @@ impl Tensor {
             );
             super::assert_same_device("cat", first, part);
         }
+        let rows = parts
+            .iter()
+            .try_fold(0usize, |rows, part| rows.checked_add(part.shape()[0]));
+        assert!(
+            rows.and_then(|rows| rows.checked_mul(numel(&first.shape()[1..])))
+                .is_some(),
+            "cat: the shapes {:?} joined have more elements than a usize can count",
+            parts.iter().map(|part| part.shape()).collect::<Vec<_>>()
+        );
         let y = cat_storage(parts);
         record(&y, parts, || CatBackward {
             row_counts: parts.iter().map(|part| part.shape()[0]).collect(),
@@ -93,10 +102,10 @@ impl Tensor {
     /// If the tensor has no dimensions or the rows are out of range.
     pub fn narrow_rows(&self, start: usize, len: usize) -> Tensor {
         let shape = self.shape();
+        let end = start.checked_add(len);
         assert!(
-            !shape.is_empty() && start + len <= shape[0],
-            "narrow_rows: rows {start}..{} of a tensor of shape {shape:?}",
-            start + len
+            !shape.is_empty() && end.is_some_and(|end| end <= shape[0]),
+            "narrow_rows: {len} rows from row {start} of a tensor of shape {shape:?}"
         );
         let row = shape[1..].iter().product::<usize>();
         let mut out_shape = shape.to_vec();

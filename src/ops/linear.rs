@@ -181,6 +181,10 @@ pub(super) fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor
         x.len() == 2 && w.len() == 2 && x[1] == w[1],
         "linear: input {x:?} and weight {w:?} do not match (need [batch, in] and [out, in])"
     );
+    assert!(
+        x[0].checked_mul(w[0]).is_some(),
+        "linear: input {x:?} and weight {w:?} give a result of more elements than a usize can count"
+    );
     assert_same_device("linear", input, weight);
     if let Some(b) = bias {
         assert!(

@@ -196,6 +196,10 @@ impl Tensor {
             a.len() == 2 && b.len() == 2 && a[1] == b[0],
             "matmul: shapes {a:?} and {b:?} cannot be multiplied (need [m, k] and [k, n])"
         );
+        assert!(
+            a[0].checked_mul(b[1]).is_some(),
+            "matmul: shapes {a:?} and {b:?} give a result of more elements than a usize can count"
+        );
         assert_same_device("matmul", self, rhs);
         let c = gemm(self, rhs, None, dims(a[0], a[1], b[1], false, false));
         record(&c, &[self, rhs], || MatmulBackward {

@@ -16,7 +16,7 @@ impl GradFn for SumBackward {
     }
 
     fn backward(&self, grad: &Tensor, _needs_grad: &[bool]) -> Vec<Option<Tensor>> {
-        let len = self.input_shape.iter().product();
+        let len = crate::tensor::numel(&self.input_shape);
         let storage = grad.storage().expand_scalar(len, self.scale);
         vec![Some(Tensor::from_storage(
             storage,
