@@ -109,21 +109,22 @@ impl Drop for Node {
 /// The number of elements of a shape (1 for the empty shape of a scalar).
 ///
 /// # Panics
-/// If the product of its non-zero dimensions does not fit in a `usize`: wrapped, `[2³², 2³²]`
-/// would count 0 elements, and every kernel sized by the shape would reach past its buffers.
-/// A zero dimension does not excuse the others (`[0, 2⁴⁰, 2⁴⁰]`'s rows would not fit either),
-/// as PyTorch refuses such a shape's strides.
+/// If it does not count in a `usize` ([`checked_numel`]).
 pub(crate) fn numel(shape: &[usize]) -> usize {
+    checked_numel(shape)
+        .unwrap_or_else(|| panic!("shape {shape:?} has more elements than a usize can count"))
+}
+
+/// The number of elements of a shape, or `None` if the product of its non-zero dimensions does
+/// not fit in a `usize`: wrapped, `[2³², 2³²]` would count 0 elements, and every kernel sized
+/// by the shape would reach past its buffers. A zero dimension does not excuse the others
+/// (`[0, 2⁴⁰, 2⁴⁰]`'s rows would not fit either), as PyTorch refuses such a shape's strides.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
     let nonzero = shape
         .iter()
         .filter(|&&dim| dim != 0)
-        .try_fold(1usize, |count, &dim| count.checked_mul(dim))
-        .unwrap_or_else(|| panic!("shape {shape:?} has more elements than a usize can count"));
-    if shape.contains(&0) {
-        0
-    } else {
-        nonzero
-    }
+        .try_fold(1usize, |count, &dim| count.checked_mul(dim))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// Constructors.

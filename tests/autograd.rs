@@ -294,6 +294,14 @@ mod shape_errors_name_the_op_and_both_shapes {
     }
 
     #[test]
+    #[should_panic(expected = "cat: the shapes [[1152921504606846976, 0, 8], [1152921504606846976")]
+    fn cat_rows_too_many_for_their_row_length() {
+        // 2⁶¹ rows of 0 × 8: no elements, but rows of 8 that no usize can count.
+        let part = Tensor::zeros(&[1 << 60, 0, 8], &CPU);
+        Tensor::cat(&[&part, &part]);
+    }
+
+    #[test]
     #[should_panic(expected = "narrow_rows: 2 rows from row 18446744073709551615 of a tensor")]
     fn narrow_rows_past_the_end_of_usize() {
         Tensor::zeros(&[3, 2], &CPU).narrow_rows(usize::MAX, 2);

@@ -3,7 +3,7 @@
 
 use super::record;
 use crate::storage::Storage;
-use crate::tensor::{numel, with_storage_slice, GradFn, Tensor};
+use crate::tensor::{checked_numel, with_storage_slice, GradFn, Tensor};
 
 /// `y = [x₁; x₂; …]` along the first dimension: `∂L/∂xᵢ` is `∂L/∂y`'s rows of `xᵢ`.
 struct CatBackward {
@@ -83,9 +83,9 @@ impl Tensor {
         let rows = parts
             .iter()
             .try_fold(0usize, |rows, part| rows.checked_add(part.shape()[0]));
+        let joined = rows.map(|rows| [&[rows], &first.shape()[1..]].concat());
         assert!(
-            rows.and_then(|rows| rows.checked_mul(numel(&first.shape()[1..])))
-                .is_some(),
+            joined.is_some_and(|shape| checked_numel(&shape).is_some()),
             "cat: the shapes {:?} joined have more elements than a usize can count",
             parts.iter().map(|part| part.shape()).collect::<Vec<_>>()
         );

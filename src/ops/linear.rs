@@ -182,7 +182,7 @@ pub(super) fn check_shapes(input: &Tensor, weight: &Tensor, bias: Option<&Tensor
         "linear: input {x:?} and weight {w:?} do not match (need [batch, in] and [out, in])"
     );
     assert!(
-        x[0].checked_mul(w[0]).is_some(),
+        crate::tensor::checked_numel(&[x[0], w[0]]).is_some(),
         "linear: input {x:?} and weight {w:?} give a result of more elements than a usize can count"
     );
     assert_same_device("linear", input, weight);

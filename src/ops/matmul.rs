@@ -197,7 +197,7 @@ impl Tensor {
             "matmul: shapes {a:?} and {b:?} cannot be multiplied (need [m, k] and [k, n])"
         );
         assert!(
-            a[0].checked_mul(b[1]).is_some(),
+            crate::tensor::checked_numel(&[a[0], b[1]]).is_some(),
             "matmul: shapes {a:?} and {b:?} give a result of more elements than a usize can count"
         );
         assert_same_device("matmul", self, rhs);
