@@ -162,7 +162,8 @@ __device__ __forceinline__ float sigmoid_forward(float x) {
 // backward kernels (elementwise.cu) and the GEMM's left-operand rules (gemm.cu, a fused layer's
 // ∂L/∂z computed as its products read ∂L/∂y). Each mirrors the Rust kernel of the same name.
 // ReLU and LeakyReLU (slope > 0) take their output, whose sign is their input's.
-__device__ __forceinline__ float relu_backward(float y, float g) { return y > 0.0f ? g : 0.0f; }
+// As PyTorch's threshold_backward: a NaN output passes the gradient on (src/ops/relu.rs).
+__device__ __forceinline__ float relu_backward(float y, float g) { return y <= 0.0f ? 0.0f : g; }
 __device__ __forceinline__ float leaky_relu_backward(float x, float g, float slope) { return x > 0.0f ? g : slope * g; }
 // Explicitly rounded: NVRTC would fuse 1 − y·y into an FMA where it sees fit, so two kernels
 // (or the CPU) could differ in the last bit.

@@ -227,6 +227,46 @@ fn check_bce_outside_its_domain(device: &Device) {
     }
 }
 
+/// NaN through each activation's backward rule, alone and fused into a linear layer (the
+/// GEMM applies the rule as it loads ∂L/∂y), as PyTorch computes it: ReLU and LeakyReLU pass
+/// a gradient where their output is NaN (`y ≤ 0 ? 0 : g`, `x > 0 ? g : slope·g`), tanh and
+/// sigmoid give NaN. Rows of one column, so that the NaN stays in its own row.
+fn check_nan_through_activations(device: &Device) {
+    let cases = [
+        (Activation::Relu, [1.0, 0.0, 1.0]),
+        (Activation::LeakyRelu(0.2), [0.2, 0.2, 1.0]),
+        (Activation::Tanh, [f32::NAN, 0.419_974_3, 0.419_974_3]),
+        (Activation::Sigmoid, [f32::NAN, 0.196_611_93, 0.196_611_93]),
+    ];
+    for (activation, expected) in cases {
+        let alone = |x: &Tensor| match activation {
+            Activation::Relu => x.relu(),
+            Activation::LeakyRelu(slope) => x.leaky_relu(slope),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => x.sigmoid(),
+        };
+        let w = Tensor::from_vec(vec![1.0], &[1, 1], device);
+        for fused in [false, true] {
+            let x = leaf(&[f32::NAN, -1.0, 1.0], &[3, 1], device);
+            let y = if fused {
+                linear_activation(&x, &w, None, activation)
+            } else {
+                alone(&x)
+            };
+            y.sum().backward();
+            let grad = x.grad().unwrap().to_vec();
+            let same = grad
+                .iter()
+                .zip(&expected)
+                .all(|(g, e)| (g.is_nan() && e.is_nan()) || (g - e).abs() <= TOL * (1.0 + e.abs()));
+            assert!(
+                same,
+                "{activation:?} (fused: {fused}): {grad:?}, PyTorch {expected:?}"
+            );
+        }
+    }
+}
+
 /// A small network trained with Adam for a few steps: the same losses as on the CPU.
 fn check_training(device: &Device) {
     let train = |device: &Device| {
@@ -610,6 +650,10 @@ macro_rules! test_devices {
             #[test]
             fn bce_outside_its_domain() {
                 if let Some(d) = device() { check_bce_outside_its_domain(&d) }
+            }
+            #[test]
+            fn nan_through_activations() {
+                if let Some(d) = device() { check_nan_through_activations(&d) }
             }
             #[test]
             fn training() {

@@ -19,15 +19,17 @@ impl UnaryKernel for Relu {
 }
 
 /// `∂L/∂x = ∂L/∂y · [y > 0]`, from the saved output; the derivative at 0 is taken as 0.
+/// Written as PyTorch's `threshold_backward`, `y ≤ 0 ? 0 : ∂L/∂y`, so that a NaN output passes
+/// the gradient on as PyTorch's does.
 pub(crate) struct ReluGrad;
 
 impl BinaryKernel for ReluGrad {
     const NAME: &'static str = "relu_backward";
     fn apply(&self, y: f32, grad: f32) -> f32 {
-        if y > 0.0 {
-            grad
-        } else {
+        if y <= 0.0 {
             0.0
+        } else {
+            grad
         }
     }
 }
