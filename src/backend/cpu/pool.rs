@@ -58,7 +58,7 @@ fn allocate(len: usize) -> Vec<f32> {
     let mut buffer = Vec::new();
     if buffer.try_reserve_exact(len).is_err() {
         let gib = len as f64 * size_of::<f32>() as f64 / f64::from(1 << 30);
-        panic!("not enough memory: a tensor of {len} floats ({gib:.1} GiB) could not be allocated");
+        panic!("not enough memory: a buffer of {len} floats ({gib:.1} GiB) could not be allocated");
     }
     buffer.resize(len, 0.0);
     buffer
