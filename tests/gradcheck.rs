@@ -175,12 +175,7 @@ fn linear_fused_with_each_activation() {
                 linear_activation(&leaves[0], &leaves[1], Some(&leaves[2]), activation)
             } else {
                 let z = linear(&leaves[0], &leaves[1], Some(&leaves[2]));
-                match activation {
-                    Activation::Relu => z.relu(),
-                    Activation::LeakyRelu(slope) => z.leaky_relu(slope),
-                    Activation::Tanh => z.tanh(),
-                    Activation::Sigmoid => z.sigmoid(),
-                }
+                common::activate(&z, activation)
             };
             y.mul(&w.to_device(device)).sum().backward();
             let mut values = vec![y.to_vec()];

@@ -2,6 +2,7 @@
 //! the ops, the finite-difference gradient check, and where the example binaries are.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use ferrograd::nn::functional::Activation;
 use ferrograd::rng::Generator;
 use ferrograd::{Device, Tensor};
 
@@ -38,6 +39,17 @@ pub fn emulator() -> Option<Device> {
     Device::cuda_emulator()
         .map_err(|err| eprintln!("skipped: {err}"))
         .ok()
+}
+
+/// `activation` as its own op on `x`: what a fused linear layer's epilogue and backward rule
+/// are held to.
+pub fn activate(x: &Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::Relu => x.relu(),
+        Activation::LeakyRelu(slope) => x.leaky_relu(slope),
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => x.sigmoid(),
+    }
 }
 
 /// `len` values uniform in `[low, high)` from a seeded generator.
