@@ -127,6 +127,27 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
     Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
+/// PyTorch's checks of `uniform_`'s range, with its messages: a NaN or infinite bound, or a
+/// width `high - low` beyond `f32::MAX`, would make every sample NaN or infinite, and
+/// `low > high` would draw from `(high, low]`.
+fn check_uniform_range(low: f32, high: f32) {
+    for (name, bound) in [("low", low), ("high", high)] {
+        assert!(
+            bound.is_finite(),
+            "uniform: {name}={bound} is out of bounds for f32"
+        );
+    }
+    assert!(
+        low <= high,
+        "uniform: expects to return a [low, high) range, but found low={low} > high={high}"
+    );
+    assert!(
+        (high - low).is_finite(),
+        "uniform: expects high - low <= f32::MAX, but found high={high} and low={low}, \
+         which make high - low exceed the limit"
+    );
+}
+
 /// Constructors.
 impl Tensor {
     /// A tensor holding `data` in row-major order.
@@ -179,12 +200,20 @@ impl Tensor {
     }
 
     /// Samples from U(low, high), drawn from the process-wide generator.
+    ///
+    /// # Panics
+    /// As [`Tensor::uniform_with`].
     pub fn uniform(shape: &[usize], low: f32, high: f32, device: &Device) -> Tensor {
+        check_uniform_range(low, high);
         let mut generator = reserve_default(&[numel(shape)]);
         Tensor::uniform_with(shape, low, high, device, &mut generator)
     }
 
     /// Samples from U(low, high), drawn from `generator`.
+    ///
+    /// # Panics
+    /// Unless `low ≤ high`, both finite, with `high - low` finite too: PyTorch's `uniform_`
+    /// raises there, where the samples would be NaN, infinite or outside the range.
     pub fn uniform_with(
         shape: &[usize],
         low: f32,
@@ -192,6 +221,7 @@ impl Tensor {
         device: &Device,
         generator: &mut Generator,
     ) -> Tensor {
+        check_uniform_range(low, high);
         Tensor::random(
             shape,
             Distribution::Uniform { low, high },

@@ -136,6 +136,43 @@ fn uniform_samples_fill_the_interval() {
     );
 }
 
+/// The message of the panic `f` must raise (a formatted one).
+fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+    let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
+    *payload.downcast::<String>().expect("a formatted message")
+}
+
+#[test]
+fn uniform_refuses_the_ranges_pytorch_refuses() {
+    let cases = [
+        (1.0, 0.0, "found low=1 > high=0"),
+        (f32::NAN, 1.0, "low=NaN is out of bounds"),
+        (0.0, f32::INFINITY, "high=inf is out of bounds"),
+        (-3e38, 3e38, "high - low exceed the limit"),
+    ];
+    for (low, high, expected) in cases {
+        let drawn = panic_message(|| {
+            Tensor::uniform_with(&[4], low, high, &CPU, &mut Generator::new(0));
+        });
+        assert!(drawn.contains(expected), "[{low}, {high}): {drawn}");
+        // The process-wide generator is not advanced by a call that panics.
+        let _turn = process_wide_generator_turn();
+        manual_seed(5);
+        let from_default = panic_message(|| {
+            Tensor::uniform(&[4], low, high, &CPU);
+        });
+        assert_eq!(from_default, drawn);
+        let next = Tensor::randn(&[4], &CPU).to_vec();
+        assert_eq!(
+            next,
+            Tensor::randn_with(&[4], &CPU, &mut Generator::new(5)).to_vec()
+        );
+    }
+    // An empty range is allowed, as in PyTorch: every sample is its one value.
+    let point = Tensor::uniform_with(&[5], 0.25, 0.25, &CPU, &mut Generator::new(0));
+    assert_eq!(point.to_vec(), [0.25; 5]);
+}
+
 #[test]
 fn saved_state_resumes_the_stream() {
     let mut generator = Generator::new(3);
