@@ -165,7 +165,12 @@
 //! ## Errors
 //!
 //! Misusing an op — mismatched shapes, tensors on different devices, `backward` on a tensor
-//! without a graph — panics with the op's name and the shapes involved, as PyTorch raises.
+//! without a graph — panics with the op's name and the shapes involved, as PyTorch raises; so
+//! does a hyper-parameter out of its range (Adam's, a dropout probability, a
+//! [`Tensor::uniform`] range), with PyTorch's message. What a user can get wrong outside the
+//! code — a file, a download, a checkpoint, a device that is not there — is an [`Error`]
+//! instead, whose `Display` says what went wrong and where, and which loses nothing: a failed
+//! checkpoint leaves the last one intact.
 
 // Every public item has a doc comment and a Debug form (CI denies warnings).
 #![warn(missing_debug_implementations)]
