@@ -1,8 +1,9 @@
 //! Generates digits from a `mnist_gan` checkpoint, without training.
 //!
 //! `cargo run --release --example gan_sample -- --checkpoint runs/mnist_gan/checkpoint.safetensors`
-//! writes an 8 × 8 grid of samples (`samples.png`); `--samples-out FILE` also writes
-//! `--num-samples` of them as IDX3 for outside tools.
+//! writes an 8 × 8 grid of samples (`samples.png`); `--interpolate` makes the grid a walk through
+//! the latent space instead; `--samples-out FILE` also writes `--num-samples` samples as IDX3
+//! for outside tools.
 
 mod gan_output;
 
@@ -28,6 +29,11 @@ struct Args {
     /// Where to write the 8 × 8 grid.
     #[arg(long, default_value = "samples.png")]
     grid: PathBuf,
+    /// Make the grid a walk through the latent space, read like text: each row goes from one
+    /// noise vector to the next in 8 steps (its last image is the next row's first), along the
+    /// great circle between them (spherical interpolation).
+    #[arg(long)]
+    interpolate: bool,
     /// Also write samples to this file as IDX3 (28 × 28 unsigned bytes).
     #[arg(long)]
     samples_out: Option<PathBuf>,
@@ -59,9 +65,18 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let device = Device::Cpu;
     let generator = load_generator(&args.checkpoint, &device)?;
     let mut rng = Generator::new(args.seed);
-    let noise = Tensor::randn_with(&[64, LATENT_DIM], &device, &mut rng);
+    let noise = if args.interpolate {
+        latent_walk(&mut rng, &device)
+    } else {
+        Tensor::randn_with(&[64, LATENT_DIM], &device, &mut rng)
+    };
     write_grid_png(&args.grid, &generate(&generator, &noise), 8)?;
-    println!("wrote an 8 × 8 grid to {}", args.grid.display());
+    let what = if args.interpolate {
+        "a walk through the latent space"
+    } else {
+        "samples"
+    };
+    println!("wrote an 8 × 8 grid of {what} to {}", args.grid.display());
     if let Some(path) = &args.samples_out {
         write_samples_idx(
             path,
@@ -73,4 +88,50 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         println!("wrote {} samples to {}", args.num_samples, path.display());
     }
     Ok(())
+}
+
+/// 64 noise vectors in 8 rows of 8: nine anchors drawn from N(0, I), row r going from anchor r
+/// (its first column) to anchor r + 1 (its last), so that each row ends where the next begins.
+fn latent_walk(rng: &mut Generator, device: &Device) -> Tensor {
+    const STEPS: usize = 8;
+    let anchors = Tensor::randn_with(&[STEPS + 1, LATENT_DIM], device, rng).to_vec();
+    let anchor = |i: usize| &anchors[i * LATENT_DIM..(i + 1) * LATENT_DIM];
+    let mut noise = Vec::with_capacity(STEPS * STEPS * LATENT_DIM);
+    for row in 0..STEPS {
+        for col in 0..STEPS {
+            let t = col as f64 / (STEPS - 1) as f64;
+            noise.extend(slerp(anchor(row), anchor(row + 1), t));
+        }
+    }
+    Tensor::from_vec(noise, &[STEPS * STEPS, LATENT_DIM], device)
+}
+
+/// Spherical interpolation from `a` (t = 0) to `b` (t = 1), Ω the angle between them:
+///
+///   slerp(a, b, t) = sin((1 − t)·Ω) / sin Ω · a + sin(t·Ω) / sin Ω · b
+///
+/// Why not a straight line: in 100 dimensions nearly every draw of N(0, I) has a norm near 10,
+/// and two draws are nearly orthogonal, so the midpoint of the line between them has a norm
+/// near 10/√2, where the generator saw no noise while it trained. Along the great circle the
+/// norm stays near theirs (T. White, "Sampling Generative Networks", 2016). t = 0 and t = 1 give
+/// `a` and `b` exactly; nearly parallel vectors (sin Ω ≈ 0) fall back to the straight line.
+fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    let dot = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum()
+    };
+    let cos = dot(a, b) / (dot(a, a) * dot(b, b)).sqrt();
+    let omega = cos.clamp(-1.0, 1.0).acos();
+    let sin = omega.sin();
+    let (from_a, from_b) = if sin >= 1e-6 {
+        (((1.0 - t) * omega).sin() / sin, (t * omega).sin() / sin)
+    } else {
+        (1.0 - t, t) // also where a norm is 0, and Ω is NaN
+    };
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| (from_a * f64::from(a) + from_b * f64::from(b)) as f32)
+        .collect()
 }

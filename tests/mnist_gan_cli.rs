@@ -209,6 +209,7 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     let parsed = idx::decode(&std::fs::read(&sampled).unwrap()).unwrap();
     assert_eq!(parsed.dims, [30, 28, 28]);
     assert!(parsed.data.iter().any(|&p| p > 128) && parsed.data.iter().any(|&p| p < 128));
+    assert_walks_the_latent_space(&out.join("checkpoint.safetensors"), &out.join("walk.png"));
 
     let resumed = scratch("resumed");
     run_ok(mnist_gan(&data, &resumed, &["--max-iters", "150"]));
@@ -277,6 +278,49 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
 /// Killed (SIGKILL) at arbitrary moments while it checkpoints after every iteration, the run
 /// always leaves a checkpoint that loads, and resumes from it, with a loss log that has every
 /// row up to the checkpoint's step.
+/// `gan_sample --interpolate` writes a walk: each row of the grid ends with the image the next
+/// row starts with, and moves there in small steps (neighbours differ far less than a row's two
+/// ends, where in a grid of independent samples they would differ as much).
+fn assert_walks_the_latent_space(checkpoint: &Path, grid: &Path) {
+    let mut sample = Command::new(example("gan_sample"));
+    sample.args(["--checkpoint", checkpoint.to_str().unwrap()]);
+    sample.args(["--grid", grid.to_str().unwrap(), "--interpolate"]);
+    run_ok(sample);
+    let [(_, pixels)] = png_frames(grid).try_into().unwrap();
+    let (side, width) = (28, 242);
+    let cell = |row: usize, col: usize| -> Vec<f32> {
+        let (top, left) = (2 + row * (side + 2), 2 + col * (side + 2));
+        (0..side * side)
+            .map(|i| f32::from(pixels[(top + i / side) * width + left + i % side]))
+            .collect()
+    };
+    let distance = |a: &[f32], b: &[f32]| -> f32 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).sum::<f32>() / a.len() as f32
+    };
+    let (mut steps, mut ends) = (0.0, 0.0);
+    for row in 0..8 {
+        if row < 7 {
+            assert_eq!(
+                cell(row, 7),
+                cell(row + 1, 0),
+                "row {row} ends where {} starts",
+                row + 1
+            );
+        }
+        steps += (0..7)
+            .map(|col| distance(&cell(row, col), &cell(row, col + 1)))
+            .sum::<f32>()
+            / 7.0;
+        ends += distance(&cell(row, 0), &cell(row, 7));
+    }
+    assert!(
+        steps < 0.5 * ends,
+        "mean step {} against mean distance between a row's ends {}",
+        steps / 8.0,
+        ends / 8.0
+    );
+}
+
 #[test]
 fn a_kill_during_checkpointing_leaves_a_loadable_checkpoint() {
     let Some(data) = shared_mnist() else { return };
