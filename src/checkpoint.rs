@@ -16,7 +16,7 @@ use crate::atomic_file::write_atomically;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::Module;
-use crate::tensor::Tensor;
+use crate::tensor::{checked_numel, Tensor};
 
 /// Writes `tensors` (as little-endian f32) and `metadata` to `path`, atomically.
 pub fn save(
@@ -164,6 +164,14 @@ impl Checkpoint {
                 return Err(invalid(format!(
                     "tensor {name} is {:?}, not F32",
                     view.dtype()
+                )));
+            }
+            // safetensors sizes a tensor by the product of its shape, which a zero dimension
+            // keeps at 0 however large the others: such a shape would overflow our count.
+            if checked_numel(view.shape()).is_none() {
+                return Err(invalid(format!(
+                    "tensor {name} has shape {:?}, more elements than a usize can count",
+                    view.shape()
                 )));
             }
             let values = view

@@ -152,6 +152,19 @@ fn unusable_checkpoints_are_clear_errors() {
             .contains("metadata entry \"format\" is missing"),
         "{err}"
     );
+
+    // A shape whose element count overflows, with a zero dimension: safetensors' own count
+    // (its product, 0) passes it, so the loader checks it.
+    let header = r#"{"a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#;
+    let mut crafted = (header.len() as u64).to_le_bytes().to_vec();
+    crafted.extend(header.as_bytes());
+    std::fs::write(&wrong, crafted).unwrap();
+    let err = Checkpoint::load(&wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tensor a has shape [0, 4294967296, 4294967296], more elements than"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
