@@ -77,8 +77,9 @@ fn run_ok(mut command: Command) -> Output {
 /// and its files, two batches of 64 an epoch) and 10 test images, as plain IDX files.
 fn tiny_mnist(dir: &Path, images: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    let pixels: Vec<u8> = (0..images * 784).map(|i| (i * 37 % 256) as u8).collect();
-    let labels: Vec<u8> = (0..images).map(|i| (i % 10) as u8).collect();
+    let made = images.max(10);
+    let pixels: Vec<u8> = (0..made * 784).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..made).map(|i| (i % 10) as u8).collect();
     for (split, n) in [("train", images), ("t10k", 10)] {
         let images = idx::encode(&[n, 28, 28], &pixels[..n * 784]);
         std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
@@ -718,6 +719,17 @@ fn user_errors_are_reported_without_panicking() {
         ],
     );
     let _ = std::fs::remove_dir_all(&empty);
+    // Valid MNIST files that hold no training images: refused, not "nothing to train".
+    let no_images = scratch("no-images");
+    tiny_mnist(&no_images, 0);
+    fails_with(
+        mnist_gan(&no_images, &out, &[]),
+        &[&format!(
+            "the training files in {} hold no images",
+            no_images.display()
+        )],
+    );
+    std::fs::remove_dir_all(&no_images).unwrap();
     let mut sample = Command::new(example("gan_sample"));
     sample.args(["--checkpoint", "/nonexistent/checkpoint.safetensors"]);
     fails_with(

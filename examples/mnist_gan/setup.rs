@@ -276,11 +276,20 @@ pub fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
     if !fetched.is_empty() {
         say!("MNIST is in {}", args.data.display());
     }
-    Mnist::load(&args.data, Split::Train).map_err(|err| match err {
+    let mnist = Mnist::load(&args.data, Split::Train).map_err(|err| match err {
         // A damaged file would stay in the way: only missing files are downloaded.
         ferrograd::Error::Idx { .. } => {
-            format!("{err}. Remove it and run again: a missing file is downloaded").into()
+            format!("{err}. Remove it and run again: a missing file is downloaded")
         }
-        err => err.into(),
-    })
+        err => err.to_string(),
+    })?;
+    if mnist.is_empty() {
+        return Err(format!(
+            "the training files in {} hold no images: nothing to train on. Remove them and run \
+             again to download MNIST",
+            args.data.display()
+        )
+        .into());
+    }
+    Ok(mnist)
 }
