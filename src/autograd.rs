@@ -10,7 +10,9 @@
 //! 2. **Local rules.** Each node turns the gradient of its output, `∂L/∂y`, into gradients for
 //!    its inputs with its own derivative (its `GradFn`, written next to the op's forward code).
 //!    A node used by several others receives the *sum* of their contributions (the multivariate
-//!    chain rule sums over paths); a leaf adds what it receives to its `.grad`.
+//!    chain rule sums over paths); a leaf adds what it receives to its `.grad`, and so does an
+//!    op's result that asked to keep it (`retain_grad`); every other gradient is dropped once
+//!    passed on.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -69,25 +71,26 @@ fn backpropagate(root: &Arc<Node>, seed: Tensor) {
             continue; // no path from the loss carries a gradient here
         };
         debug_assert_eq!(grad.shape(), node.shape.as_slice());
-        match &node.kind {
-            NodeKind::Leaf { grad: slot } => accumulate_into_leaf(slot, grad),
-            NodeKind::Op { grad_fn, inputs } => {
-                let needs_grad: Vec<bool> = inputs.iter().map(Option::is_some).collect();
-                let input_grads = grad_fn.backward(&grad, &needs_grad);
-                for (input, input_grad) in inputs.iter().zip(input_grads) {
-                    let (Some(input), Some(input_grad)) = (input, input_grad) else {
-                        continue;
-                    };
-                    match grads.entry(input.id) {
-                        Entry::Vacant(slot) => {
-                            slot.insert(input_grad);
-                        }
-                        // Fan-out: the input feeds several ops, so its gradient is the sum.
-                        Entry::Occupied(mut sum) => {
-                            let total = sum.get().add(&input_grad);
-                            sum.insert(total);
-                        }
-                    }
+        if node.keeps_grad() {
+            accumulate(&node.grad, grad.clone()); // a leaf, or a result asked to keep it
+        }
+        let NodeKind::Op { grad_fn, inputs } = &node.kind else {
+            continue; // a leaf: where the gradient stops
+        };
+        let needs_grad: Vec<bool> = inputs.iter().map(Option::is_some).collect();
+        let input_grads = grad_fn.backward(&grad, &needs_grad);
+        for (input, input_grad) in inputs.iter().zip(input_grads) {
+            let (Some(input), Some(input_grad)) = (input, input_grad) else {
+                continue;
+            };
+            match grads.entry(input.id) {
+                Entry::Vacant(slot) => {
+                    slot.insert(input_grad);
+                }
+                // Fan-out: the input feeds several ops, so its gradient is the sum.
+                Entry::Occupied(mut sum) => {
+                    let total = sum.get().add(&input_grad);
+                    sum.insert(total);
                 }
             }
         }
@@ -119,8 +122,8 @@ pub(crate) fn topological_order(root: &Arc<Node>) -> Vec<Arc<Node>> {
     order
 }
 
-/// `leaf.grad += grad`, as repeated `backward` calls accumulate in PyTorch.
-fn accumulate_into_leaf(slot: &Mutex<Option<Tensor>>, grad: Tensor) {
+/// `node.grad += grad`, as repeated `backward` calls accumulate in PyTorch.
+fn accumulate(slot: &Mutex<Option<Tensor>>, grad: Tensor) {
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
     *slot = Some(match slot.take() {
         Some(previous) => previous.add(&grad),

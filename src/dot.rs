@@ -19,7 +19,7 @@ impl Tensor {
         };
         for node in topological_order(&root) {
             let (label, style) = match &node.kind {
-                NodeKind::Leaf { .. } => ("leaf", ", style=filled, fillcolor=lightblue"),
+                NodeKind::Leaf => ("leaf", ", style=filled, fillcolor=lightblue"),
                 NodeKind::Op { grad_fn, .. } => (grad_fn.name(), ""),
             };
             let _ = writeln!(

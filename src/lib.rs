@@ -54,7 +54,25 @@
 //! [`Tensor::backward`] (`src/autograd.rs`, one screen) sorts the graph topologically and walks
 //! it from the loss to the leaves. Each node turns `∂L/∂output` into `∂L/∂input` with its rule;
 //! a tensor used twice receives the sum of both contributions; leaves add what they receive to
-//! [`Tensor::grad`]. Inside a [`no_grad`] scope nothing is recorded at all.
+//! [`Tensor::grad`]. An intermediate's gradient is passed on and dropped, unless it asked to
+//! keep it ([`Tensor::retain_grad`], as in PyTorch), which shows the chain rule at work:
+//!
+//! ```
+//! # use ferrograd::{Device, Tensor};
+//! # let dev = Device::Cpu;
+//! # let x = Tensor::scalar(0.5, &dev);
+//! # let w = Tensor::scalar(2.0, &dev);
+//! # w.set_requires_grad(true);
+//! let z = &w * &x;
+//! z.retain_grad();
+//! let y = z.tanh();
+//! y.backward();
+//! let dy_dz = z.grad().unwrap().item(); // 1 − y², tanh's local rule
+//! assert!((dy_dz - (1.0 - y.item().powi(2))).abs() < 1e-6);
+//! assert!((w.grad().unwrap().item() - dy_dz * 0.5).abs() < 1e-6); // times ∂z/∂w = x
+//! ```
+//!
+//! Inside a [`no_grad`] scope nothing is recorded at all.
 //!
 //! ## 4. Tensors, layers and training
 //!

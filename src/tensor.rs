@@ -13,7 +13,7 @@ mod print;
 pub use print::{print_options, set_print_options, PrintOptions};
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::Distribution;
@@ -55,11 +55,15 @@ pub(crate) struct Node {
     /// The shape of the tensor this node stands for (the shape of its gradient).
     pub shape: Vec<usize>,
     pub kind: NodeKind,
+    /// `∂L/∂` this tensor, summed over backward passes ([`Node::keeps_grad`]).
+    pub grad: Mutex<Option<Tensor>>,
+    /// Set by [`Tensor::retain_grad`] on an op's result.
+    pub retains_grad: AtomicBool,
 }
 
 pub(crate) enum NodeKind {
-    /// A tensor the user made and asked gradients for: they accumulate in `grad`.
-    Leaf { grad: Mutex<Option<Tensor>> },
+    /// A tensor the user made and asked gradients for: they accumulate in the node's `grad`.
+    Leaf,
     /// The result of an op. `inputs[i]` is `None` where input `i` needs no gradient.
     Op {
         grad_fn: Box<dyn GradFn>,
@@ -74,13 +78,22 @@ impl Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
             kind,
+            grad: Mutex::new(None),
+            retains_grad: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the backward pass keeps this node's gradient in `grad`: a leaf's always, an
+    /// op's result's only when asked ([`Tensor::retain_grad`]). Other gradients are passed on
+    /// to the inputs and dropped, as in PyTorch, so a step holds no more of them than it needs.
+    pub fn keeps_grad(&self) -> bool {
+        matches!(self.kind, NodeKind::Leaf) || self.retains_grad.load(Ordering::Relaxed)
     }
 
     /// The nodes this one's gradient flows into (none for a leaf).
     pub fn inputs(&self) -> impl Iterator<Item = &Arc<Node>> {
         let inputs: &[Option<Arc<Node>>] = match &self.kind {
-            NodeKind::Leaf { .. } => &[],
+            NodeKind::Leaf => &[],
             NodeKind::Op { inputs, .. } => inputs,
         };
         inputs.iter().flatten()
@@ -424,10 +437,7 @@ impl Tensor {
             .unwrap_or_else(PoisonError::into_inner);
         if requires_grad {
             if node.is_none() {
-                let leaf = NodeKind::Leaf {
-                    grad: Mutex::new(None),
-                };
-                *node = Some(Node::new(self.inner.shape.clone(), leaf));
+                *node = Some(Node::new(self.inner.shape.clone(), NodeKind::Leaf));
             }
         } else {
             let is_op_result = matches!(
@@ -457,26 +467,42 @@ impl Tensor {
         )
     }
 
-    /// The gradient accumulated by [`Tensor::backward`]; only leaves that require grad keep one.
+    /// The gradient accumulated by [`Tensor::backward`]: kept by leaves that require grad, and
+    /// by an op's result that called [`Tensor::retain_grad`] before the backward pass.
     pub fn grad(&self) -> Option<Tensor> {
-        match self.node().as_deref() {
-            Some(Node {
-                kind: NodeKind::Leaf { grad },
-                ..
-            }) => grad.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            _ => None,
-        }
+        let node = self.node()?;
+        let grad = node.grad.lock().unwrap_or_else(PoisonError::into_inner);
+        grad.clone()
     }
 
     /// Drops the accumulated gradient (PyTorch's `zero_grad(set_to_none=True)`).
     pub fn zero_grad(&self) {
-        if let Some(Node {
-            kind: NodeKind::Leaf { grad },
-            ..
-        }) = self.node().as_deref()
-        {
-            *grad.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(node) = self.node() {
+            *node.grad.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
+    }
+
+    /// Keeps this tensor's gradient in [`Tensor::grad`] though it is an op's result, whose
+    /// gradient the backward pass otherwise passes on to the op's inputs and drops (PyTorch's
+    /// `retain_grad`): to see `∂L/∂h` of a hidden layer, say. Like a leaf's, it accumulates
+    /// over backward passes until [`Tensor::zero_grad`]. A leaf keeps its gradient anyway.
+    ///
+    /// # Panics
+    /// If the tensor does not require grad: no gradient reaches it (PyTorch raises too).
+    pub fn retain_grad(&self) {
+        let node = self.node().unwrap_or_else(|| {
+            panic!("retain_grad: can't retain_grad on a tensor that does not require grad")
+        });
+        if !matches!(node.kind, NodeKind::Leaf) {
+            node.retains_grad.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether [`Tensor::retain_grad`] was called on this op's result (`false` for a leaf, as
+    /// PyTorch's `retains_grad`).
+    pub fn retains_grad(&self) -> bool {
+        self.node()
+            .is_some_and(|node| node.retains_grad.load(Ordering::Relaxed))
     }
 
     /// The same values, cut from the graph: gradients do not flow through the result.
@@ -528,7 +554,7 @@ impl fmt::Debug for Tensor {
         )?;
         if let Some(node) = self.node() {
             match &node.kind {
-                NodeKind::Leaf { .. } => write!(f, ", requires_grad=true")?,
+                NodeKind::Leaf => write!(f, ", requires_grad=true")?,
                 NodeKind::Op { grad_fn, .. } => write!(f, ", grad_fn={}", grad_fn.name())?,
             }
         }

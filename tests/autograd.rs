@@ -91,6 +91,52 @@ fn only_leaves_keep_gradients() {
     assert!(x.is_leaf() && x.grad().is_some());
 }
 
+/// `retain_grad` keeps an op result's gradient, which accumulates like a leaf's: for
+/// `L = Σ tanh(h)`, `h = 2x`, `∂L/∂h = 1 − tanh²(h)` and `∂L/∂x = 2 ∂L/∂h`; the output's
+/// own gradient is the seed, 1.
+#[test]
+fn retain_grad_keeps_an_intermediate_gradient() {
+    let x = leaf(vec![0.25, -0.5], &[2]);
+    let hidden = x.mul_scalar(2.0);
+    let activated = hidden.tanh();
+    hidden.retain_grad();
+    activated.retain_grad();
+    assert!(hidden.retains_grad() && !x.retains_grad());
+    let loss = activated.sum();
+    loss.backward();
+    let expected: Vec<f32> = [0.5f32, -1.0]
+        .iter()
+        .map(|h| 1.0 - h.tanh().powi(2))
+        .collect();
+    let d_hidden = hidden.grad().expect("retained").to_vec();
+    for (got, want) in d_hidden.iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-6, "{d_hidden:?} vs {expected:?}");
+    }
+    assert_eq!(activated.grad().unwrap().to_vec(), [1.0, 1.0]);
+    let d_x = x.grad().unwrap().to_vec();
+    assert_eq!(d_x, d_hidden.iter().map(|g| 2.0 * g).collect::<Vec<_>>());
+    assert!(
+        loss.grad().is_none(),
+        "only results asked to keep their gradient"
+    );
+
+    loss.backward();
+    let twice: Vec<f32> = d_hidden.iter().map(|g| 2.0 * g).collect();
+    assert_eq!(
+        hidden.grad().unwrap().to_vec(),
+        twice,
+        "accumulates as a leaf's does"
+    );
+    hidden.zero_grad();
+    assert!(hidden.grad().is_none());
+}
+
+#[test]
+#[should_panic(expected = "retain_grad: can't retain_grad on a tensor that does not require grad")]
+fn retain_grad_without_a_graph_panics() {
+    Tensor::ones(&[1], &CPU).retain_grad();
+}
+
 #[test]
 fn inputs_without_grad_receive_none() {
     let x = Tensor::from_vec(vec![1.0, 2.0], &[1, 2], &CPU);

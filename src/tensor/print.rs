@@ -138,7 +138,7 @@ impl fmt::Display for Tensor {
                 NodeKind::Op { grad_fn, inputs } => {
                     format!("grad_fn=<{}>", backward_name(grad_fn.name(), inputs.len()))
                 }
-                NodeKind::Leaf { .. } => "requires_grad=True".to_string(),
+                NodeKind::Leaf => "requires_grad=True".to_string(),
             });
         }
         let text = format!("{PREFIX}{body}");
