@@ -1,14 +1,17 @@
 //! Draws the autograd graph behind a tensor in Graphviz's DOT language.
 
 use std::fmt::Write;
+use std::sync::PoisonError;
 
 use crate::autograd::topological_order;
 use crate::tensor::{NodeKind, Tensor};
 
 impl Tensor {
     /// The graph behind this tensor as Graphviz DOT: one box per node, labelled with its op
-    /// (or `leaf`) and shape, and an arrow from each input to the op that used it. Render it
-    /// with `dot -Tsvg graph.dot -o graph.svg`.
+    /// (or `leaf`) and shape, and, once a backward pass has run, the gradient the node keeps
+    /// (a leaf's, or one kept by [`Tensor::retain_grad`]), as micrograd's drawings show; and an
+    /// arrow from each input to the op that used it. Render it with
+    /// `dot -Tsvg graph.dot -o graph.svg`.
     pub fn to_dot(&self) -> String {
         let mut dot =
             String::from("digraph autograd {\n  node [shape=box, fontname=\"monospace\"];\n");
@@ -22,10 +25,13 @@ impl Tensor {
                 NodeKind::Leaf => ("leaf", ", style=filled, fillcolor=lightblue"),
                 NodeKind::Op { grad_fn, .. } => (grad_fn.name(), ""),
             };
+            let grad = node.grad.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = writeln!(
                 dot,
-                "  n{} [label=\"{label} {:?}\"{style}];",
-                node.id, node.shape
+                "  n{} [label=\"{label} {:?}{}\"{style}];",
+                node.id,
+                node.shape,
+                grad.as_ref().map_or(String::new(), grad_line)
             );
             for input in node.inputs() {
                 let _ = writeln!(dot, "  n{} -> n{};", input.id, node.id);
@@ -33,5 +39,24 @@ impl Tensor {
         }
         dot.push_str("}\n");
         dot
+    }
+}
+
+/// A kept gradient as the second line of its node's label: `\ngrad [0.1250, -0.5000, …]`, its
+/// first values at most, so that a layer's gradient does not fill the picture.
+fn grad_line(grad: &Tensor) -> String {
+    const SHOWN: usize = 4;
+    let values = grad.to_vec();
+    let mut shown: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|v| format!("{v:.4}"))
+        .collect();
+    if values.len() > SHOWN {
+        shown.push("…".to_string());
+    }
+    match grad.shape() {
+        [] => format!("\\ngrad {}", shown[0]),
+        _ => format!("\\ngrad [{}]", shown.join(", ")),
     }
 }

@@ -190,6 +190,29 @@ fn to_dot_draws_every_node_and_edge() {
     }
     // w → linear, b → linear, linear → sigmoid, sigmoid → bce; x needs no grad, so no node.
     assert_eq!(dot.matches("->").count(), 4, "{dot}");
+    assert!(
+        !dot.contains("\\ngrad"),
+        "no gradient before a backward pass:\n{dot}"
+    );
+
+    // After one, each node that keeps a gradient shows its first values: ∂L/∂b = (y − 1)/2
+    // per output (the mean over 2), y = sigmoid(0.6); ∂L/∂w = ∂L/∂b · x.
+    loss.backward();
+    let d_b = (1.0 / (1.0 + (-0.6f32).exp()) - 1.0) / 2.0;
+    let dot = loss.to_dot();
+    for label in [
+        format!("leaf [2]\\ngrad [{d_b:.4}, {d_b:.4}]\""),
+        format!(
+            "leaf [2, 3]\\ngrad [{:.4}, {:.4}, {:.4}, {:.4}, …]\"",
+            d_b,
+            2.0 * d_b,
+            3.0 * d_b,
+            d_b
+        ),
+        "sigmoid [1, 2]\"".to_string(),
+    ] {
+        assert!(dot.contains(&label), "missing {label} in\n{dot}");
+    }
 }
 
 #[test]
