@@ -111,7 +111,13 @@ fn main() {
     }
 
     let path = "autodiff_tour.dot";
-    match std::fs::write(path, loss.to_dot()) {
+    let mut names: Vec<(String, Tensor)> = NAMES
+        .iter()
+        .map(|name| name.to_string())
+        .zip(params.iter().cloned())
+        .collect();
+    names.extend([("h", h), ("y", y), ("loss", loss.clone())].map(|(n, t)| (n.to_string(), t)));
+    match std::fs::write(path, loss.to_dot_named(&names)) {
         Ok(()) => println!(
             "graph written to {path}; render it with: dot -Tsvg {path} -o autodiff_tour.svg"
         ),

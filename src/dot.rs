@@ -1,5 +1,6 @@
 //! Draws the autograd graph behind a tensor in Graphviz's DOT language.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::PoisonError;
 
@@ -13,6 +14,14 @@ impl Tensor {
     /// arrow from each input to the op that used it. Render it with
     /// `dot -Tsvg graph.dot -o graph.svg`.
     pub fn to_dot(&self) -> String {
+        self.to_dot_named(&[])
+    }
+
+    /// [`Tensor::to_dot`] with the boxes of the tensors in `names` labelled by their names
+    /// (`W1 [4, 3]`, `h = tanh [1, 4]`), as torchviz's `make_dot(y, params=…)`: pass a model's
+    /// [`crate::nn::Module::named_parameters`], or name tensors of your own (an intermediate
+    /// too: `("h", h.clone())`). A tensor that is not in the graph is left out.
+    pub fn to_dot_named(&self, names: &[(String, Tensor)]) -> String {
         let mut dot =
             String::from("digraph autograd {\n  node [shape=box, fontname=\"monospace\"];\n");
         let Some(root) = self.node() else {
@@ -20,10 +29,23 @@ impl Tensor {
             dot.push_str("}\n");
             return dot;
         };
+        // Quotes and backslashes escaped, as a DOT string needs them.
+        let names: HashMap<u64, String> = names
+            .iter()
+            .filter_map(|(name, tensor)| {
+                let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+                Some((tensor.node()?.id, escaped))
+            })
+            .collect();
         for node in topological_order(&root) {
-            let (label, style) = match &node.kind {
+            let (kind, style) = match &node.kind {
                 NodeKind::Leaf => ("leaf", ", style=filled, fillcolor=lightblue"),
                 NodeKind::Op { grad_fn, .. } => (grad_fn.name(), ""),
+            };
+            let label = match (names.get(&node.id), &node.kind) {
+                (None, _) => kind.to_string(),
+                (Some(name), NodeKind::Leaf) => name.to_string(),
+                (Some(name), NodeKind::Op { .. }) => format!("{name} = {kind}"),
             };
             let grad = node.grad.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = writeln!(

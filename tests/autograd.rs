@@ -213,6 +213,27 @@ fn to_dot_draws_every_node_and_edge() {
     ] {
         assert!(dot.contains(&label), "missing {label} in\n{dot}");
     }
+
+    // Named, a leaf is its name and an op's result `name = op`; a name is escaped for DOT.
+    let with_names = loss.to_dot_named(&[
+        ("w".to_string(), w.clone()),
+        ("the \"bias\"".to_string(), b.clone()),
+        ("x".to_string(), x.clone()), // not in the graph: no box
+    ]);
+    for label in [
+        "label=\"w [2, 3]\\ngrad",
+        "label=\"the \\\"bias\\\" [2]\\ngrad",
+    ] {
+        assert!(
+            with_names.contains(label),
+            "missing {label} in\n{with_names}"
+        );
+    }
+    let boxes = |dot: &str| dot.matches("label=").count();
+    assert_eq!(boxes(&with_names), boxes(&dot));
+    let probability = linear(&x, &w, Some(&b)).sigmoid();
+    let named = probability.to_dot_named(&[("p".to_string(), probability.clone())]);
+    assert!(named.contains("label=\"p = sigmoid [1, 2]\""), "{named}");
 }
 
 #[test]
