@@ -875,6 +875,35 @@ fn whole_epochs_end_in_an_animation_of_their_grids() {
     }
     assert_ne!(frames[0].1, frames[2].1, "the generator changed");
 
+    // --sample-every: grids between epochs too, drawn without touching the training's random
+    // stream (the same losses as a run without them).
+    let sampled = scratch("sampled");
+    run_ok(mnist_gan(
+        &data,
+        &sampled,
+        &["--epochs", "3", "--sample-every", "3"],
+    ));
+    let mut iteration_grids: Vec<String> = std::fs::read_dir(&sampled)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("samples_iter_"))
+        .collect();
+    iteration_grids.sort();
+    assert_eq!(
+        iteration_grids,
+        ["samples_iter_0000003.png", "samples_iter_0000006.png"]
+    );
+    let grid = |name: &str| png_frames(&sampled.join(name)).remove(0).1;
+    assert_eq!(
+        grid("samples_iter_0000006.png"),
+        frames[2].1,
+        "epoch 3 ends at 6"
+    );
+    let mid_epoch = grid("samples_iter_0000003.png");
+    assert!(mid_epoch != frames[0].1 && mid_epoch != frames[1].1);
+    assert_eq!(losses(&sampled), losses(&out));
+    std::fs::remove_dir_all(&sampled).unwrap();
+
     let checkpoint = out.join("checkpoint.safetensors");
     let resume = ["--epochs", "4", "--resume", checkpoint.to_str().unwrap()];
     run_ok(mnist_gan(&data, &out, &resume));

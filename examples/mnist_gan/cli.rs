@@ -95,6 +95,10 @@ pub struct Args {
     /// are always written, after each epoch and when training stops.
     #[arg(long, default_value_t = 0)]
     pub checkpoint_every: u64,
+    /// Also write the sample grid every N iterations, as samples_iter_NNNNNNN.png (as
+    /// PyTorch-GAN's --sample_interval); 0, the default, writes it after each epoch only.
+    #[arg(long, default_value_t = 0)]
+    pub sample_every: u64,
     /// Continue the run saved in this checkpoint, in its directory unless --out says otherwise
     /// (a new --out starts with the run's losses so far).
     #[arg(long)]

@@ -30,6 +30,9 @@ const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
 /// The epochs' grids as one animated PNG, in `--out`.
 const PROGRESS_PNG: &str = "samples_progress.png";
 
+/// The newest grid, rewritten after each epoch (and each `--sample-every` iterations).
+const LATEST_PNG: &str = "samples_latest.png";
+
 /// A run under way: the GAN and where it stands, the data, and the files the run writes.
 pub struct Training<'a> {
     pub gan: Gan,
@@ -188,6 +191,9 @@ impl<'a> Training<'a> {
                 }
                 self.checkpoint()?;
             }
+            if args.sample_every > 0 && step.is_multiple_of(args.sample_every) {
+                self.write_grid(&format!("samples_iter_{step:07}.png"))?;
+            }
         }
         if let Some((step, stats)) = in_flight.take() {
             self.record(&mut this_epoch, step, stats.wait())?;
@@ -245,6 +251,23 @@ impl<'a> Training<'a> {
         })
     }
 
+    /// Writes the sample grid as the generator now draws it to `name` and `samples_latest.png`
+    /// in `--out`, while training goes on (`--sample-every`).
+    fn write_grid(&mut self, name: &str) -> Result<(), Box<dyn Error>> {
+        let samples = self.samples();
+        let (png, latest_png) = (self.out.join(name), self.out.join(LATEST_PNG));
+        self.files.write(move || {
+            write_grid_png(&png, &samples, 8)?;
+            Ok(write_grid_png(&latest_png, &samples, 8)?)
+        })
+    }
+
+    /// The generator's images of the grid's fixed noise, on the host: read from the GPU now,
+    /// so that they can be written while training goes on.
+    fn samples(&self) -> Tensor {
+        gan_output::generate(&self.gan.generator, &self.grid_noise).to_device(&Device::Cpu)
+    }
+
     /// Says how the epoch went, and writes its files while the next one trains: the sample
     /// grid, the loss curve and a checkpoint.
     fn end_epoch(&mut self, this_epoch: EpochProgress, epochs: u64) -> Result<(), Box<dyn Error>> {
@@ -279,11 +302,10 @@ impl<'a> Training<'a> {
         );
         // What the files need is read from the GPU now; the files are written while the next
         // epoch trains.
-        let samples =
-            gan_output::generate(&self.gan.generator, &self.grid_noise).to_device(&Device::Cpu);
+        let samples = self.samples();
         let epoch_png =
             finished_epoch.then(|| self.out.join(format!("samples_epoch_{:03}.png", epoch + 1)));
-        let latest_png = self.out.join("samples_latest.png");
+        let latest_png = self.out.join(LATEST_PNG);
         let svg = loss_plot_svg(self.log.rows(), self.batches as usize);
         let svg_path = self.out.join("losses.svg");
         let checkpoint = self.pending_checkpoint()?;
