@@ -20,7 +20,7 @@ impl Tensor {
     /// [`Tensor::to_dot`] with the boxes of the tensors in `names` labelled by their names
     /// (`W1 [4, 3]`, `h = tanh [1, 4]`), as torchviz's `make_dot(y, params=…)`: pass a model's
     /// [`crate::nn::Module::named_parameters`], or name tensors of your own (an intermediate
-    /// too: `("h", h.clone())`). A tensor that is not in the graph is left out.
+    /// too: `("h", h.clone())`). A named tensor outside the graph draws no box.
     pub fn to_dot_named(&self, names: &[(String, Tensor)]) -> String {
         let mut dot =
             String::from("digraph autograd {\n  node [shape=box, fontname=\"monospace\"];\n");

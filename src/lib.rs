@@ -32,7 +32,8 @@
 //! is declared in advance; the graph is whatever the code did ("define by run", as PyTorch).
 //! A node keeps only what its rule needs: `tanh` keeps its output `y`, since
 //! `tanh'(x) = 1 − y²`; `matmul` keeps `A` only if `B` needs a gradient. A tensor printed
-//! says which it has, as PyTorch's do, and [`Tensor::to_dot`] draws the whole graph:
+//! says which it has, as PyTorch's do, and [`Tensor::to_dot`] draws the whole graph (after a
+//! backward pass, with the gradients of section 3 in its boxes):
 //!
 //! ```
 //! # use ferrograd::{Device, Tensor};
