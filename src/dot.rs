@@ -68,13 +68,14 @@ impl Tensor {
 /// first values at most, so that a layer's gradient does not fill the picture.
 fn grad_line(grad: &Tensor) -> String {
     const SHOWN: usize = 4;
-    let values = grad.to_vec();
-    let mut shown: Vec<String> = values
-        .iter()
-        .take(SHOWN)
-        .map(|v| format!("{v:.4}"))
-        .collect();
-    if values.len() > SHOWN {
+    // Only the values shown are read back: a layer's gradient may be megabytes on a GPU.
+    let values = if grad.numel() > SHOWN {
+        grad.storage().slice(0, SHOWN).to_vec()
+    } else {
+        grad.to_vec()
+    };
+    let mut shown: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
+    if grad.numel() > SHOWN {
         shown.push("…".to_string());
     }
     match grad.shape() {

@@ -217,7 +217,7 @@ impl Tensor {
     /// # Panics
     /// As [`Tensor::uniform_with`].
     pub fn uniform(shape: &[usize], low: f32, high: f32, device: &Device) -> Tensor {
-        check_uniform_range(low, high);
+        check_uniform_range(low, high); // before the process-wide generator advances
         let mut generator = reserve_default(&[numel(shape)]);
         Tensor::uniform_with(shape, low, high, device, &mut generator)
     }

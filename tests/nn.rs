@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::CPU;
+use common::{panic_message, CPU};
 use ferrograd::nn::{LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
 use ferrograd::optim::{Adam, AdamConfig};
 use ferrograd::rng::Generator;
@@ -222,10 +222,9 @@ fn adam_refuses_what_pytorch_refuses() {
             "Invalid weight_decay value: -0.5",
         ),
     ] {
-        let panic = std::panic::catch_unwind(|| Adam::new(params(), config)).unwrap_err();
         assert_eq!(
-            panic.downcast_ref::<String>().map(String::as_str),
-            Some(format!("Adam: {message}").as_str())
+            panic_message(|| Adam::new(params(), config)),
+            format!("Adam: {message}")
         );
     }
     let edges = AdamConfig {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::CPU;
+use common::{panic_message, CPU};
 use ferrograd::backend::Distribution;
 use ferrograd::nn::functional::dropout_with;
 use ferrograd::rng::{philox4x32_10, Generator, WIDE_BLOCKS};
@@ -134,12 +134,6 @@ fn uniform_samples_fill_the_interval() {
         (mean - 0.5).abs() < 0.015 && (std - 1.4434).abs() < 0.01,
         "mean {mean}, std {std}"
     );
-}
-
-/// The message of the panic `f` must raise (a formatted one).
-fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
-    let payload = std::panic::catch_unwind(f).expect_err("expected a panic");
-    *payload.downcast::<String>().expect("a formatted message")
 }
 
 #[test]

@@ -256,3 +256,11 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// The message of the panic `f` must raise (a formatted one, as every panic of the crate's).
+pub fn panic_message<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> String {
+    let payload = std::panic::catch_unwind(f)
+        .map(|_| ())
+        .expect_err("expected a panic");
+    *payload.downcast::<String>().expect("a formatted message")
+}
