@@ -8,6 +8,8 @@
 //! by nudging that one parameter (central finite differences), and writes the graph as
 //! Graphviz DOT.
 
+mod closed_pipe;
+
 use ferrograd::nn::functional::{binary_cross_entropy, linear};
 use ferrograd::{no_grad, Device, Tensor};
 
@@ -28,6 +30,7 @@ fn forward(x: &Tensor, params: &[Tensor], target: &Tensor) -> [Tensor; 3] {
 }
 
 fn main() {
+    closed_pipe::end_quietly_when_the_reader_quits();
     let dev = Device::Cpu;
     let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[1, 3], &dev);
     let target = Tensor::ones(&[1, 1], &dev);

@@ -8,6 +8,7 @@
 mod gan_output;
 
 use std::error::Error;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +77,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     } else {
         "samples"
     };
-    println!("wrote an 8 × 8 grid of {what} to {}", args.grid.display());
+    say(format_args!(
+        "wrote an 8 × 8 grid of {what} to {}",
+        args.grid.display()
+    ));
     if let Some(path) = &args.samples_out {
         write_samples_idx(
             path,
@@ -85,9 +89,19 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             &mut rng,
             &device,
         )?;
-        println!("wrote {} samples to {}", args.num_samples, path.display());
+        say(format_args!(
+            "wrote {} samples to {}",
+            args.num_samples,
+            path.display()
+        ));
     }
     Ok(())
+}
+
+/// Says what was written. Standard output gone (the reader of a pipe quit) is no reason to
+/// stop: `println!` would panic there, before the samples that follow are written.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// 64 noise vectors in 8 rows of 8: nine anchors drawn from N(0, I), row r going from anchor r

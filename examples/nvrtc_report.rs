@@ -12,6 +12,8 @@
 //!
 //! Without NVRTC it says so and exits 0, unless `FERROGRAD_REQUIRE_NVRTC=1` (as CI sets).
 
+mod closed_pipe;
+
 use std::process::ExitCode;
 
 use ferrograd::backend::cuda::kernels::MODULES;
@@ -20,6 +22,7 @@ use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
 const ARCHITECTURES: [(u32, u32); 2] = [(8, 0), (9, 0)];
 
 fn main() -> ExitCode {
+    closed_pipe::end_quietly_when_the_reader_quits();
     if !nvrtc::is_available() {
         let required = std::env::var("FERROGRAD_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
         eprintln!(

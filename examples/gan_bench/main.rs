@@ -12,6 +12,8 @@
 //! the step at every split of k (`--gemm-sweep`).
 
 mod breakdown;
+#[path = "../closed_pipe/mod.rs"]
+mod closed_pipe;
 mod gemm_sweep;
 mod timing;
 
@@ -94,6 +96,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    closed_pipe::end_quietly_when_the_reader_quits();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
