@@ -26,6 +26,10 @@ impl Tensor {
     /// Computes the gradient of this one-element tensor with respect to every leaf tensor that
     /// requires a gradient, adding it to that leaf's [`Tensor::grad`].
     ///
+    /// The graph outlives the call, as under PyTorch's `retain_graph=True`: a second `backward`
+    /// through it adds the same gradients again (PyTorch's default frees it and raises). It is
+    /// freed with the last tensor that leads to it.
+    ///
     /// # Panics
     /// If the tensor has more than one element, or does not require a gradient (as PyTorch).
     pub fn backward(&self) {
