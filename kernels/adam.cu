@@ -7,8 +7,10 @@
 // m and v are stored with subnormal values flushed to 0, as the CPU's Adam does (see
 // src/optim/adam.rs: on x86 they are slow, and flushing them leaves the updates as they were).
 
-// scalars[0] = t, scalars[1] = step_size, scalars[2] = c₂ (as of the latest step), and
-// scalars[3], whose bits count the blocks of a step that are done (0 between steps).
+// scalars[0] = t, the steps taken, held as an unsigned integer in the float's bits (a float
+// counts whole numbers exactly only up to 2^24, 16.7 M steps); scalars[1] = step_size,
+// scalars[2] = c₂ (as of the latest step); and scalars[3], whose bits count the blocks of a
+// step that are done (0 between steps).
 #define ADAM_SCALARS 4
 
 // Parameters per launch. The address table travels in the kernel's arguments (as PyTorch's
@@ -36,6 +38,10 @@ __device__ __forceinline__ float flush_subnormal(float x) {
     return fabsf(x) < 1.17549435e-38f ? 0.0f : x;
 }
 
+// The step count after one more step: t + 1, held at 2^32 − 1 (4.3 billion steps, where β^t
+// is long 0) instead of wrapping to 0.
+__device__ __forceinline__ u32 next_step(u32 t) { return t == 0xFFFFFFFFu ? t : t + 1u; }
+
 // One element's update (the formulas above), in place.
 __device__ __forceinline__ void adam_update(const AdamStepArgs& args, float step_size,
                                             float bias_correction2_sqrt, float& param,
@@ -54,7 +60,7 @@ __device__ __forceinline__ void adam_update(const AdamStepArgs& args, float step
 FG_KERNEL(adam_step, AdamStepArgs) {
     __shared__ float step_size, bias_correction2_sqrt;
     if (threadIdx.x == 0) {
-        float t = args.scalars[0] + 1.0f;
+        const u32 t = next_step(*(const u32*)&args.scalars[0]);
         // In double, as PyTorch computes them on the host.
         double bias_correction1 = 1.0 - pow((double)args.beta1, (double)t);
         double bias_correction2 = 1.0 - pow((double)args.beta2, (double)t);
@@ -103,7 +109,8 @@ FG_KERNEL(adam_step, AdamStepArgs) {
         u32* done = (u32*)&args.scalars[3];
         // Release: this block's read of t (thread 0's, above) comes before its count.
         if (arrive_acq_rel(done) == gridDim.x - 1) {
-            args.scalars[0] += 1.0f;
+            u32* steps = (u32*)&args.scalars[0];
+            *steps = next_step(*steps);
             args.scalars[1] = step_size;
             args.scalars[2] = bias_correction2_sqrt;
             *done = 0u;

@@ -495,8 +495,18 @@ impl Gan {
         // Everything is looked up and checked before anything is overwritten, so that a bad
         // file leaves this GAN as it was.
         let writes = saved.check_restores(self.checkpoint_tensors())?;
-        let generator_steps = saved.parse("generator_optimizer.step")?;
-        let discriminator_steps = saved.parse("discriminator_optimizer.step")?;
+        let optimizer_steps = |key: &str| -> Result<u64> {
+            let steps: u64 = saved.parse(key)?;
+            if steps > Adam::MAX_STEP_COUNT {
+                return Err(saved.error(format!(
+                    "metadata entry {key:?} = {steps} is more steps than Adam counts ({})",
+                    Adam::MAX_STEP_COUNT
+                )));
+            }
+            Ok(steps)
+        };
+        let generator_steps = optimizer_steps("generator_optimizer.step")?;
+        let discriminator_steps = optimizer_steps("discriminator_optimizer.step")?;
         let lr: f32 = saved.parse("lr")?;
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(saved.error(format!(

@@ -188,9 +188,9 @@ fn a_snapshot_names_its_first_non_finite_tensor() {
 }
 
 /// A file that fails late — a tensor of the discriminator's missing after the generator's
-/// were found, or a learning rate malformed or negative or a batch size of 0 after every
-/// tensor was — leaves the GAN it was loaded into as it was: its weights, moments, step
-/// counts and learning rate.
+/// were found, or a learning rate malformed or negative, a batch size of 0 or a step count past
+/// what Adam holds after every tensor was — leaves the GAN it was loaded into as it was: its
+/// weights, moments, step counts and learning rate.
 #[test]
 fn a_checkpoint_that_fails_late_changes_nothing() {
     let _turn = global_generator_turn();
@@ -211,12 +211,18 @@ fn a_checkpoint_that_fails_late_changes_nothing() {
     saved.save_checkpoint(&good, &progress(2)).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let header_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    // The same file with one header string changed for another of its length.
+    // The same file with one header string changed for another (the header padded with spaces
+    // to a multiple of 8 bytes, as safetensors writes it).
     let edited = |name: &str, from: &str, to: &str| {
         let header = std::str::from_utf8(&bytes[8..header_len]).unwrap();
         assert_eq!(header.matches(from).count(), 1, "{from} in {header}");
-        let mut file = bytes[..8].to_vec();
-        file.extend_from_slice(header.replace(from, to).as_bytes());
+        let mut header = header.trim_end().replace(from, to);
+        header.extend(std::iter::repeat_n(
+            ' ',
+            header.len().next_multiple_of(8) - header.len(),
+        ));
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
         file.extend_from_slice(&bytes[header_len..]);
         let path = dir.join(name);
         std::fs::write(&path, file).unwrap();
@@ -259,6 +265,15 @@ fn a_checkpoint_that_fails_late_changes_nothing() {
                 "\"batch_size\":\"00\"",
             ),
             "metadata entry \"batch_size\" = 0 is not a batch size",
+        ),
+        (
+            edited(
+                "too_many_steps.safetensors",
+                "\"discriminator_optimizer.step\":\"2\"",
+                "\"discriminator_optimizer.step\":\"4294967296\"",
+            ),
+            "metadata entry \"discriminator_optimizer.step\" = 4294967296 is more steps than \
+             Adam counts (4294967295)",
         ),
     ] {
         let err = loaded_into.load_checkpoint(&bad).unwrap_err();

@@ -605,6 +605,44 @@ fn check_adam_flushes_subnormal_moments(device: &Device) {
     assert!(subnormal(reference[2].2) && !subnormal(reference[3].1) && reference[3].2 > 0.0);
 }
 
+/// Adam's step count goes on where an `f32` stops counting (2²⁴: 2²⁴ + 1 rounds back to it,
+/// and PyTorch's float32 `step` stays there) and holds at its maximum. At such a step both bias
+/// corrections are 1: the update is `lr · m / (√v + ε)`, which a step count misread as a float
+/// (2²⁴'s bits are 2.4e-38: a bias correction of ~1e-39) would be far from.
+fn check_adam_counts_past_what_a_float_holds(device: &Device) {
+    const FLOAT_LIMIT: u64 = 1 << 24;
+    let max = Adam::MAX_STEP_COUNT;
+    for (from, to) in [
+        (FLOAT_LIMIT, FLOAT_LIMIT + 1),
+        (FLOAT_LIMIT + 1, FLOAT_LIMIT + 2),
+        (max - 1, max),
+        (max, max),
+    ] {
+        let theta = leaf(&[0.5, -2.0], &[2], device);
+        let mut adam = Adam::new(vec![theta.clone()], AdamConfig::default());
+        adam.set_step_count(from);
+        theta.sum().backward(); // g = 1: m = 0.1, v = 0.001
+        adam.step();
+        assert_eq!(adam.step_count(), to, "one step from {from}");
+        let update = 1e-3 * 0.1 / (0.001f64.sqrt() + 1e-8);
+        for (got, start) in theta.to_vec().into_iter().zip([0.5, -2.0]) {
+            let want = start - update;
+            assert!(
+                (f64::from(got) - want).abs() < 1e-6,
+                "θ after one step from {from}: {got} vs {want}"
+            );
+        }
+    }
+    let message = panic_message(|| {
+        let mut adam = Adam::new(vec![leaf(&[1.0], &[1], device)], AdamConfig::default());
+        adam.set_step_count(max + 1);
+    });
+    assert_eq!(
+        message,
+        "Adam: a step count of 4294967296 is more than the 4294967295 it holds"
+    );
+}
+
 fn gpu() -> Option<Device> {
     match Device::cuda(0) {
         Ok(device) => Some(device),
@@ -660,6 +698,10 @@ macro_rules! test_devices {
             #[test]
             fn adam_flushes_subnormal_moments() {
                 if let Some(d) = device() { check_adam_flushes_subnormal_moments(&d) }
+            }
+            #[test]
+            fn adam_counts_past_what_a_float_holds() {
+                if let Some(d) = device() { check_adam_counts_past_what_a_float_holds(&d) }
             }
             #[test]
             fn fused_linear_dropout() {

@@ -21,10 +21,11 @@
 //! 1e-21.
 //!
 //! A step is one pass over all parameters together, in two phases: `prepare` advances the step
-//! count `t`, kept on the parameters' device, and folds the bias corrections into two scalars
-//! as PyTorch does (`step_size = lr / (1 − β₁ᵗ)`, `c₂ = √(1 − β₂ᵗ)`, then
-//! `θ ← θ − step_size · m / (√v / c₂ + ε)`); `update` applies them to every element. On CUDA
-//! both are one launch (`adam_step` in `kernels/adam.cu`, for up to 16 parameters).
+//! count `t`, kept on the parameters' device (an integer in a float slot's bits), and folds the
+//! bias corrections into two scalars as PyTorch does (`step_size = lr / (1 − β₁ᵗ)`,
+//! `c₂ = √(1 − β₂ᵗ)`, then `θ ← θ − step_size · m / (√v / c₂ + ε)`); `update` applies them to
+//! every element. On CUDA both are one launch (`adam_step` in `kernels/adam.cu`, for up to 16
+//! parameters).
 
 use crate::backend::OptimizerKernel;
 use crate::math::flush_subnormal;
@@ -116,15 +117,23 @@ impl AdamConfig {
     }
 }
 
+/// The step count `t` held in `scalars[0]`: an unsigned integer in the float's bits, since an
+/// `f32` counts whole numbers exactly only up to 2²⁴ (16.7 M steps: PyTorch's float32 `step`
+/// stops there).
+fn steps_of(slot: f32) -> u32 {
+    slot.to_bits()
+}
+
 impl OptimizerKernel for AdamConfig {
     const STEP: &'static str = "adam_step";
 
     fn prepare(&self, scalars: &mut [f32]) {
-        let t = scalars[0] + 1.0;
+        // t + 1, held at u32::MAX (4.3 billion steps, where βᵗ is long 0) instead of wrapping.
+        let t = steps_of(scalars[0]).saturating_add(1);
         // In f64, as PyTorch computes them on the host.
         let bias_correction1 = 1.0 - f64::from(self.betas.0).powf(f64::from(t));
         let bias_correction2 = 1.0 - f64::from(self.betas.1).powf(f64::from(t));
-        scalars[0] = t;
+        scalars[0] = f32::from_bits(t);
         scalars[1] = (f64::from(self.lr) / bias_correction1) as f32;
         scalars[2] = bias_correction2.sqrt() as f32;
     }
@@ -203,15 +212,29 @@ impl Adam {
         &self.states
     }
 
-    /// Steps taken (read from the device).
+    /// Steps taken (read from the device). It counts to [`Adam::MAX_STEP_COUNT`] and stays
+    /// there.
     pub fn step_count(&self) -> u64 {
-        self.scalars.to_vec()[0] as u64
+        u64::from(steps_of(self.scalars.to_vec()[0]))
     }
+
+    /// The most steps the count holds, 2³² − 1: beyond it the step count stays, and so do the
+    /// updates (their bias corrections `1 − βᵗ` reached 1 long before).
+    pub const MAX_STEP_COUNT: u64 = u32::MAX as u64;
 
     /// Sets the step count, for restoring a checkpoint (with the moments, whose values
     /// `Checkpoint::restore` overwrites in place).
+    ///
+    /// # Panics
+    /// If `steps` is more than [`Adam::MAX_STEP_COUNT`].
     pub fn set_step_count(&mut self, steps: u64) {
-        self.scalars.assign(&[steps as f32, 0.0, 0.0, 0.0]);
+        let steps = u32::try_from(steps).unwrap_or_else(|_| {
+            panic!(
+                "Adam: a step count of {steps} is more than the {} it holds",
+                Self::MAX_STEP_COUNT
+            )
+        });
+        self.scalars.assign(&[f32::from_bits(steps), 0.0, 0.0, 0.0]);
     }
 
     /// Clears the gradients of all parameters.
