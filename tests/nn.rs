@@ -96,6 +96,26 @@ fn adam_first_step_moves_each_parameter_by_lr() {
     }
 }
 
+/// `{:?}` shows what the optimiser is: its hyper-parameters, its parameters' shapes and the
+/// steps taken (not its buffers, whose step count is an integer held in a float's bits).
+#[test]
+fn adam_debug_shows_its_settings_shapes_and_steps() {
+    let w = Tensor::ones(&[2, 3], &CPU);
+    let b = Tensor::ones(&[2], &CPU);
+    w.set_requires_grad(true);
+    b.set_requires_grad(true);
+    let mut adam = Adam::new(vec![w.clone(), b.clone()], AdamConfig::default());
+    for _ in 0..3 {
+        (&w.sum() + &b.sum()).backward();
+        adam.step();
+    }
+    assert_eq!(
+        format!("{adam:?}"),
+        "Adam { config: AdamConfig { lr: 0.001, betas: (0.9, 0.999), eps: 1e-8, \
+         weight_decay: 0.0 }, params: [[2, 3], [2]], step_count: 3 }"
+    );
+}
+
 /// A parameter given twice (its clone shares its values) is stepped once a step, as if given
 /// once. Each run is on a thread of its own, so that a step that locks the same values twice
 /// (and so waits forever) fails the test instead of hanging it.

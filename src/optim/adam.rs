@@ -27,6 +27,8 @@
 //! every element. On CUDA both are one launch (`adam_step` in `kernels/adam.cu`, for up to 16
 //! parameters).
 
+use std::fmt;
+
 use crate::backend::OptimizerKernel;
 use crate::math::flush_subnormal;
 use crate::storage::Storage;
@@ -80,14 +82,28 @@ fn without_repeats(params: Vec<Tensor>) -> Vec<Tensor> {
 }
 
 /// The Adam optimiser over a fixed list of parameters, all on one device.
-#[derive(Debug)]
 pub struct Adam {
     config: AdamConfig,
     params: Vec<Tensor>,
     states: Vec<AdamState>,
-    /// `[t, step_size, c₂, 0]` on the parameters' device (see the module docs; the CUDA kernel
-    /// counts a step's finished blocks in the last slot).
+    /// `[t, step_size, c₂, 0]` on the parameters' device (see the module docs: `t` and the
+    /// CUDA kernel's count of a step's finished blocks, in the last slot, are integers held
+    /// in the floats' bits).
     scalars: Tensor,
+}
+
+/// What the optimiser is, not its buffers: the hyper-parameters, the parameters' shapes and
+/// the step count (read from the device). The parameters' values are theirs to print, and the
+/// scalars slots hold integers as float bits, which would print as meaningless tiny floats.
+impl fmt::Debug for Adam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shapes: Vec<&[usize]> = self.params.iter().map(Tensor::shape).collect();
+        f.debug_struct("Adam")
+            .field("config", &self.config)
+            .field("params", &shapes)
+            .field("step_count", &self.step_count())
+            .finish()
+    }
 }
 
 impl AdamConfig {
