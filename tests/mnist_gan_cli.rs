@@ -483,7 +483,8 @@ fn a_cpu_run_names_the_gpu_options_it_ignores() {
 }
 
 /// Without `--threads`, a CPU run takes `RAYON_NUM_THREADS` where it is set, else one thread
-/// per physical core (PyTorch's default), and says how many.
+/// per physical core (PyTorch's default), and says how many; a `RAYON_NUM_THREADS` that is no
+/// number of threads is ignored, with a word on stderr (as libgomp says of `OMP_NUM_THREADS`).
 #[test]
 fn a_cpu_run_has_one_thread_per_physical_core_unless_told() {
     let data = scratch("threads-mnist");
@@ -506,14 +507,29 @@ fn a_cpu_run_has_one_thread_per_physical_core_unless_told() {
         if let Some(rayon_threads) = rayon_threads {
             command.env("RAYON_NUM_THREADS", rayon_threads);
         }
-        let stdout = String::from_utf8(run_ok(command).stdout).unwrap();
+        let output = run_ok(command);
+        let stdout = String::from_utf8(output.stdout).unwrap();
         let said = stdout.split("on cpu (").nth(1).expect(&stdout);
         let count: String = said.chars().take_while(char::is_ascii_digit).collect();
-        count.parse::<usize>().expect(&stdout)
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        (count.parse::<usize>().expect(&stdout), stderr)
     };
-    assert_eq!(threads_said(None, None), physical_cores());
-    assert_eq!(threads_said(None, Some("3")), 3);
-    assert_eq!(threads_said(Some("1"), Some("3")), 1);
+    let ignored = |value: &str| format!("RAYON_NUM_THREADS={value:?} is not a number of threads");
+    assert_eq!(threads_said(None, None).0, physical_cores());
+    assert_eq!(threads_said(None, Some("3")).0, 3);
+    // Spaces around the number: rayon alone would have ignored it, and started a thread per
+    // logical CPU.
+    assert_eq!(threads_said(None, Some(" 3 ")).0, 3);
+    assert_eq!(threads_said(Some("1"), Some("3")).0, 1);
+    for unusable in ["abc", "0", "-2"] {
+        let (threads, stderr) = threads_said(None, Some(unusable));
+        assert_eq!(threads, physical_cores(), "RAYON_NUM_THREADS={unusable}");
+        assert!(stderr.contains(&ignored(unusable)), "{stderr}");
+    }
+    // Where --threads decides, the variable is not read: nothing to say.
+    let (threads, stderr) = threads_said(Some("1"), Some("abc"));
+    assert_eq!(threads, 1);
+    assert!(!stderr.contains("RAYON_NUM_THREADS"), "{stderr}");
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&data).unwrap();
 }

@@ -45,22 +45,20 @@ pub fn physical_cores() -> usize {
 }
 
 /// Starts rayon's global pool, which every CPU op runs on, with `threads` threads; with
-/// `None`, as many as `RAYON_NUM_THREADS` says where it is set, else one per physical core
-/// ([`physical_cores`]); 0 counts as 1. Returns the pool's size.
+/// `None`, as many as `RAYON_NUM_THREADS` says where it holds a number of threads, else one per
+/// physical core ([`physical_cores`]; a value that is no number of threads is ignored:
+/// [`ignored_rayon_threads_env`]); 0 counts as 1. Returns the pool's size.
 ///
 /// Call it before the first CPU op: rayon's pool cannot be resized once it runs. If it already
 /// runs, `None` keeps it and a `threads` of its size is fine; another size is an
 /// [`Error::Device`] saying so.
 pub fn start_thread_pool(threads: Option<usize>) -> Result<usize> {
     let threads = threads.map(|threads| threads.max(1));
-    let rayon_env_set = std::env::var(RAYON_THREADS_ENV)
-        .is_ok_and(|count| count.trim().parse::<usize>().is_ok_and(|count| count > 0));
-    let wanted = match threads {
-        None if rayon_env_set => None, // rayon's builder reads it
-        None => Some(physical_cores()),
-        given => given,
-    };
-    let builder = rayon::ThreadPoolBuilder::new().num_threads(wanted.unwrap_or(0));
+    let wanted = threads.unwrap_or_else(|| match rayon_threads_env() {
+        RayonThreadsEnv::Count(count) => count,
+        RayonThreadsEnv::Unset | RayonThreadsEnv::Ignored(_) => physical_cores(),
+    });
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(wanted);
     if builder.build_global().is_err() {
         // Already running (the only way `build_global` fails short of the OS refusing
         // threads, which the pool's first use would report anyway).
@@ -74,6 +72,41 @@ pub fn start_thread_pool(threads: Option<usize>) -> Result<usize> {
         };
     }
     Ok(rayon::current_num_threads())
+}
+
+/// What `RAYON_NUM_THREADS` says.
+enum RayonThreadsEnv {
+    /// Unset, or empty.
+    Unset,
+    /// A number of threads: a positive integer, spaces around it allowed (rayon, reading
+    /// it itself, would ignore ` 3`).
+    Count(usize),
+    /// Anything else (`abc`, `0`, `-2`), which rayon ignores: this value.
+    Ignored(String),
+}
+
+fn rayon_threads_env() -> RayonThreadsEnv {
+    let Some(value) = std::env::var_os(RAYON_THREADS_ENV) else {
+        return RayonThreadsEnv::Unset;
+    };
+    match value.to_str().map(str::trim) {
+        Some("") => RayonThreadsEnv::Unset,
+        Some(count) => match count.parse::<usize>() {
+            Ok(count) if count > 0 => RayonThreadsEnv::Count(count),
+            _ => RayonThreadsEnv::Ignored(value.to_string_lossy().into_owned()),
+        },
+        None => RayonThreadsEnv::Ignored(value.to_string_lossy().into_owned()),
+    }
+}
+
+/// `RAYON_NUM_THREADS`'s value where it is set but says no number of threads (`abc`, `0`, `-2`):
+/// [`start_thread_pool`] then ignores it, as rayon does, and a program can say so, as libgomp
+/// warns of such an `OMP_NUM_THREADS`. `None` where it is unset, empty or a thread count.
+pub fn ignored_rayon_threads_env() -> Option<String> {
+    match rayon_threads_env() {
+        RayonThreadsEnv::Ignored(value) => Some(value),
+        RayonThreadsEnv::Unset | RayonThreadsEnv::Count(_) => None,
+    }
 }
 
 #[cfg(target_os = "linux")]
