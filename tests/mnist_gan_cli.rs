@@ -798,22 +798,25 @@ fn user_errors_are_reported_without_panicking() {
     let file = misplaced.join("a-file");
     std::fs::write(&file, b"").unwrap();
     let samples = file.join("samples.idx");
-    fails_with(
-        mnist_gan(
-            &data,
-            &misplaced,
-            &[
-                "--max-iters",
-                "1",
-                "--samples-out",
-                samples.to_str().unwrap(),
-            ],
-        ),
-        &[&format!(
+    let samples_out_fails = |path: &Path, message: String| {
+        let args = ["--max-iters", "1", "--samples-out", path.to_str().unwrap()];
+        fails_with(mnist_gan(&data, &misplaced, &args), &[&message]);
+    };
+    samples_out_fails(
+        &samples,
+        format!(
             "--samples-out {}: cannot create {}: a file is in its place",
             samples.display(),
             file.display()
-        )],
+        ),
+    );
+    // A --samples-out that names a directory: refused before training, not after it.
+    samples_out_fails(
+        &misplaced,
+        format!(
+            "--samples-out {}: a directory; name the file to write in it",
+            misplaced.display()
+        ),
     );
     // --data naming a file, or a directory below one.
     for data in [file.clone(), file.join("mnist")] {

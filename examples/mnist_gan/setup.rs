@@ -50,6 +50,12 @@ pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn E
 /// Makes the directories the run writes into, so that a wrong path fails now, not after
 /// training, and removes the temporary files a killed run left in `out`.
 pub fn prepare_out_dir(args: &Args, out: &Path) -> Result<(), String> {
+    if let Some(dir) = args.samples_out.as_deref().filter(|file| file.is_dir()) {
+        return Err(format!(
+            "--samples-out {}: a directory; name the file to write in it",
+            dir.display()
+        ));
+    }
     let samples = args
         .samples_out
         .as_deref()
