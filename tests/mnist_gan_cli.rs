@@ -739,6 +739,13 @@ fn user_errors_are_reported_without_panicking() {
             "--mirror",
         ],
     );
+    // An empty mirror (`MNIST_MIRROR=`) is refused as an empty --data is, not tried as a URL.
+    let mut empty_mirror = mnist_gan(&empty, &out, &[]);
+    empty_mirror.env("MNIST_MIRROR", "");
+    fails_with(
+        empty_mirror,
+        &["a value is required for '--mirror <MIRROR>'"],
+    );
     let _ = std::fs::remove_dir_all(&empty);
     // Valid MNIST files that hold no training images: refused, not "nothing to train".
     let no_images = scratch("no-images");

@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     pub data: PathBuf,
     /// Base URL to download MNIST from, instead of the public mirrors.
-    #[arg(long, env = MIRROR_ENV)]
+    #[arg(long, env = MIRROR_ENV, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub mirror: Option<String>,
     /// Where samples, losses and checkpoints go [default: runs/mnist_gan, or with --resume the
     /// checkpoint's directory, so that the run goes on where it was].
