@@ -39,7 +39,21 @@ fn a_quick_cpu_run_reports_the_iteration_the_products_and_tanh() {
             .filter(|line| line.starts_with(prefix))
             .collect()
     };
+    // The first line names what the figures were measured on: the processor (where the
+    // system says) and the product's microkernel, as it names a GPU.
     assert!(lines[0].contains("on cpu ("), "{stdout}");
+    assert!(
+        lines[0].ends_with(&ferrograd::backend::cpu::describe_processor()),
+        "{stdout}"
+    );
+    let kernel = ferrograd::backend::cpu::Microkernel::selected();
+    assert!(
+        lines[0].contains(&format!("GEMM microkernel {}", kernel.name())),
+        "{stdout}"
+    );
+    if let Some(processor) = ferrograd::backend::cpu::processor_name() {
+        assert!(lines[0].contains(&processor), "{stdout}");
+    }
     let iterations = report("training iteration (batch 64");
     let products = report("gemm ");
     let tanh = report("tanh over 65536 floats");

@@ -209,6 +209,9 @@ fn header(args: &Args, device: &Device, setup: &Setup) -> String {
         env!("CARGO_PKG_VERSION"),
         device.description()
     );
+    if args.device == DeviceChoice::Cpu {
+        line += &format!(", {}", ferrograd::backend::cpu::describe_processor());
+    }
     if !setup.defines.is_empty() && args.device != DeviceChoice::Cpu {
         line += &format!(", kernels compiled with {}", setup.defines.join(" "));
     }

@@ -69,6 +69,16 @@ impl Microkernel {
         }
     }
 
+    /// The kernel's name, as [`KERNEL_ENV`] takes it: `avx512`, `avx2`, `neon`, `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Microkernel::Portable => "portable",
+            Microkernel::Avx2 => "avx2",
+            Microkernel::Avx512 => "avx512",
+            Microkernel::Neon => "neon",
+        }
+    }
+
     /// Every kernel this processor can run.
     pub fn supported() -> Vec<Microkernel> {
         [
@@ -91,20 +101,16 @@ impl Microkernel {
             let Ok(requested) = std::env::var(KERNEL_ENV) else {
                 return best;
             };
-            let kernel = match requested.as_str() {
-                "avx512" => Some(Microkernel::Avx512),
-                "avx2" => Some(Microkernel::Avx2),
-                "neon" => Some(Microkernel::Neon),
-                "portable" => Some(Microkernel::Portable),
-                _ => None,
-            };
-            match kernel {
-                Some(kernel) if kernel.is_supported() => kernel,
-                _ => {
-                    eprintln!("ferrograd: {KERNEL_ENV}={requested} is not a supported kernel here; using {best:?}");
-                    best
-                }
-            }
+            let kernel = Microkernel::supported()
+                .into_iter()
+                .find(|kernel| kernel.name() == requested);
+            kernel.unwrap_or_else(|| {
+                eprintln!(
+                    "ferrograd: {KERNEL_ENV}={requested} is not a supported kernel here; using {}",
+                    best.name()
+                );
+                best
+            })
         })
     }
 

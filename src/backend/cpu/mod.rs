@@ -10,6 +10,7 @@ pub mod gemm_steps;
 pub mod hot_pool;
 mod microkernel;
 mod pool;
+mod processor;
 mod product;
 mod simd;
 mod threads;
@@ -21,6 +22,7 @@ pub use amx::{
 pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
 pub use pool::fresh_buffers;
+pub use processor::{describe_processor, processor_name};
 pub use threads::{ignored_rayon_threads_env, physical_cores, start_thread_pool};
 
 use rayon::prelude::*;
