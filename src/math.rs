@@ -10,7 +10,9 @@
 //!
 //! The polynomials are Cephes' (S. Moshier), also used by many SIMD math libraries.
 
-/// Below this, `e^x` underflows to 0 in f32; above [`EXP_MAX`] it overflows.
+/// Below this, `e^x` is below f32's normal range (`f32::MIN_POSITIVE`, 1.2e-38), and [`exp`]
+/// returns 0, as flush-to-zero would (the exact value is subnormal down to `x` ≈ −103.3);
+/// above [`EXP_MAX`] it overflows to infinity.
 const EXP_MIN: f32 = -87.336_55;
 const EXP_MAX: f32 = 88.722_83;
 
