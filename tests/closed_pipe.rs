@@ -9,15 +9,13 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
-use common::example;
+use common::{closed_pipe, example};
 
 /// Runs the example `name` with its standard output a pipe nobody reads any more.
 fn output_into_a_closed_pipe(name: &str, args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     Command::new(example(name))
         .args(args)
-        .stdout(writer)
+        .stdout(closed_pipe())
         .output()
         .unwrap()
 }

@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{example, shared_mnist};
+use common::{closed_pipe, example, shared_mnist};
 use ferrograd::backend::cpu::{bf16_support, physical_cores, Bf16Units};
 use ferrograd::checkpoint::Checkpoint;
 use ferrograd::data::idx;
@@ -206,9 +206,7 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
     ]);
     // Into a pipe whose reader has quit (`gan_sample … | head -0`): the files are written all
     // the same.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    sample.stdout(writer);
+    sample.stdout(closed_pipe());
     run_ok(sample);
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&grid).unwrap()));
     assert_eq!(decoder.read_info().unwrap().info().width, 242);
@@ -598,10 +596,8 @@ fn a_closed_output_stops_training_with_a_checkpoint() {
     std::fs::remove_dir_all(&out).unwrap();
 
     // Gone before the first line: the run stops before training, and writes no checkpoint.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     let output = mnist_gan(&data, &out, &["--max-iters", "100000"])
-        .stdout(writer)
+        .stdout(closed_pipe())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

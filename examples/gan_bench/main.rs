@@ -20,7 +20,7 @@ mod timing;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use ferrograd::backend::cpu::{ignored_rayon_threads_env, start_thread_pool, Bf16Units};
+use ferrograd::backend::cpu::{rayon_threads_env_warning, start_thread_pool, Bf16Units};
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::{manual_seed, no_grad, Device, Tensor};
@@ -109,8 +109,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // PyTorch's default, which `benches/gan_pytorch.py` runs beside this.
     start_thread_pool(None)?;
-    if let Some(value) = ignored_rayon_threads_env() {
-        eprintln!("RAYON_NUM_THREADS={value:?} is not a number of threads: ignored");
+    if let Some(warning) = rayon_threads_env_warning() {
+        eprintln!("{warning}");
     }
     let device = match args.device {
         DeviceChoice::Cpu => Device::Cpu,

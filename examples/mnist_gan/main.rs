@@ -35,7 +35,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferrograd::backend::cpu::{ignored_rayon_threads_env, start_thread_pool};
+use ferrograd::backend::cpu::{rayon_threads_env_warning, start_thread_pool};
 use ferrograd::gan::Gan;
 use ferrograd::rng::Generator;
 use ferrograd::Device;
@@ -64,8 +64,8 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let out = args.out_dir();
     start_thread_pool(args.threads.map(|threads| threads as usize))?;
-    if let (None, Some(value)) = (args.threads, ignored_rayon_threads_env()) {
-        complain!("RAYON_NUM_THREADS={value:?} is not a number of threads: ignored");
+    if let (None, Some(warning)) = (args.threads, rayon_threads_env_warning()) {
+        complain!("{warning}");
     }
     refuse_to_replace_another_run(&args, &out)?;
     let (device, bf16_units) = open_device(&args)?;

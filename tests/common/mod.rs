@@ -257,6 +257,14 @@ pub fn example(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The writing end of a pipe whose reader has quit (as `head` does): a child's standard output
+/// that every write fails on (or, on Unix, kills it with SIGPIPE where it has not ignored it).
+pub fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
 /// The message of the panic `f` must raise (a formatted one, as every panic of the crate's).
 pub fn panic_message<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> String {
     let payload = std::panic::catch_unwind(f)

@@ -23,7 +23,7 @@ pub use gemm::{gemm, gemm_into, gemm_with_epilogue, gemm_with_kernel};
 pub use microkernel::{Microkernel, KERNEL_ENV};
 pub use pool::fresh_buffers;
 pub use processor::{describe_processor, processor_name};
-pub use threads::{ignored_rayon_threads_env, physical_cores, start_thread_pool};
+pub use threads::{physical_cores, rayon_threads_env_warning, start_thread_pool};
 
 use rayon::prelude::*;
 

@@ -47,7 +47,7 @@ pub fn physical_cores() -> usize {
 /// Starts rayon's global pool, which every CPU op runs on, with `threads` threads; with
 /// `None`, as many as `RAYON_NUM_THREADS` says where it holds a number of threads, else one per
 /// physical core ([`physical_cores`]; a value that is no number of threads is ignored:
-/// [`ignored_rayon_threads_env`]); 0 counts as 1. Returns the pool's size.
+/// [`rayon_threads_env_warning`]); 0 counts as 1. Returns the pool's size.
 ///
 /// Call it before the first CPU op: rayon's pool cannot be resized once it runs. If it already
 /// runs, `None` keeps it and a `threads` of its size is fine; another size is an
@@ -99,12 +99,14 @@ fn rayon_threads_env() -> RayonThreadsEnv {
     }
 }
 
-/// `RAYON_NUM_THREADS`'s value where it is set but says no number of threads (`abc`, `0`, `-2`):
-/// [`start_thread_pool`] then ignores it, as rayon does, and a program can say so, as libgomp
+/// A warning where `RAYON_NUM_THREADS` is set but says no number of threads (`abc`, `0`, `-2`),
+/// which [`start_thread_pool`] then ignores, as rayon does: for a program to print, as libgomp
 /// warns of such an `OMP_NUM_THREADS`. `None` where it is unset, empty or a thread count.
-pub fn ignored_rayon_threads_env() -> Option<String> {
+pub fn rayon_threads_env_warning() -> Option<String> {
     match rayon_threads_env() {
-        RayonThreadsEnv::Ignored(value) => Some(value),
+        RayonThreadsEnv::Ignored(value) => Some(format!(
+            "{RAYON_THREADS_ENV}={value:?} is not a number of threads: ignored"
+        )),
         RayonThreadsEnv::Unset | RayonThreadsEnv::Count(_) => None,
     }
 }
