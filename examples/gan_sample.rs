@@ -27,8 +27,8 @@ struct Args {
     /// state_dict saved with that prefix).
     #[arg(long, default_value = "runs/mnist_gan/checkpoint.safetensors")]
     checkpoint: PathBuf,
-    /// Where to write the 8 × 8 grid.
-    #[arg(long, default_value = "samples.png")]
+    /// Where to write the 8 × 8 grid, a PNG image.
+    #[arg(long, default_value = "samples.png", value_parser = png_path)]
     grid: PathBuf,
     /// Make the grid a walk through the latent space, read like text: each row goes from one
     /// noise vector to the next in 8 steps (its last image is the next row's first), along the
@@ -48,6 +48,24 @@ struct Args {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// `--grid`'s value. The grid is written as PNG whatever the name says, so a name with another
+/// extension (`grid.jpg`) is refused before anything is generated, rather than given PNG bytes
+/// an image viewer would misread. A name without one (`/dev/stdout`) is taken as it is.
+fn png_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("an empty name".into());
+    }
+    let path = PathBuf::from(text);
+    match path.extension() {
+        Some(extension) if !extension.eq_ignore_ascii_case("png") => Err(format!(
+            "the grid is a PNG image, not .{}; name it {}",
+            extension.to_string_lossy(),
+            path.with_extension("png").display()
+        )),
+        _ => Ok(path),
+    }
 }
 
 fn main() -> ExitCode {

@@ -763,6 +763,14 @@ fn user_errors_are_reported_without_panicking() {
             "--example mnist_gan",
         ],
     );
+    // The grid is written as PNG: a name that says another format is refused, not filled
+    // with PNG bytes.
+    let mut sample = Command::new(example("gan_sample"));
+    sample.args(["--grid", "digits.JPG"]);
+    fails_with(
+        sample,
+        &["the grid is a PNG image, not .JPG; name it digits.png"],
+    );
     fails_with(
         run(&["--resume", "/nonexistent/checkpoint.safetensors"]),
         &["/nonexistent/checkpoint.safetensors"],
