@@ -13,6 +13,8 @@ mod pool;
 mod processor;
 mod product;
 mod simd;
+#[cfg(target_os = "macos")]
+mod sysctl;
 mod threads;
 
 pub use amx::{

@@ -37,8 +37,9 @@ pub fn physical_cores() -> usize {
     let cores = linux::physical_cores();
     #[cfg(windows)]
     let cores = windows::physical_cores();
+    // `hw.physicalcpu`: the physical cores available in the current power mode.
     #[cfg(target_os = "macos")]
-    let cores = macos::physical_cores();
+    let cores = super::sysctl::int(c"hw.physicalcpu").and_then(|cores| usize::try_from(cores).ok());
     #[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
     let cores: Option<usize> = None;
     cores.map_or(logical, |cores| cores.clamp(1, logical))
@@ -232,42 +233,6 @@ mod windows {
             GetProcessAffinityMask(GetCurrentProcess(), &mut process_mask, &mut system_mask)
         };
         (read != 0 && process_mask != 0).then_some(process_mask as u64)
-    }
-}
-
-#[cfg(target_os = "macos")]
-mod macos {
-    use std::ffi::{c_char, c_int, c_void};
-
-    extern "C" {
-        /// Reads the sysctl `name` into `old_value`, of `*old_length` bytes, and sets
-        /// `*old_length` to the bytes written (libSystem's, which every Rust program links).
-        fn sysctlbyname(
-            name: *const c_char,
-            old_value: *mut c_void,
-            old_length: *mut usize,
-            new_value: *mut c_void,
-            new_length: usize,
-        ) -> c_int;
-    }
-
-    /// `hw.physicalcpu`: the physical cores available in the current power mode.
-    pub(super) fn physical_cores() -> Option<usize> {
-        let mut cores: c_int = 0;
-        let mut length = std::mem::size_of::<c_int>();
-        // SAFETY: the name is a NUL-terminated C string; `cores` is a live `c_int` of
-        // `length` bytes; a null new value with length 0 sets nothing.
-        let status = unsafe {
-            sysctlbyname(
-                c"hw.physicalcpu".as_ptr(),
-                (&raw mut cores).cast(),
-                &mut length,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        let read = status == 0 && length == std::mem::size_of::<c_int>();
-        read.then(|| usize::try_from(cores).ok())?
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::pack::Packed;
 use super::{BLOCK, TILE_K, TILE_ROWS};
+use crate::backend::cpu::processor::cpuid;
 use std::arch::asm;
 
 /// A 32 × 32 block of FP32 results, as the four accumulator tiles store it.
@@ -49,15 +50,6 @@ const CONFIG: TileConfig = {
     }
     config
 };
-
-/// CPUID's answer for `leaf` and `sub_leaf`.
-// The intrinsic is a safe function in the Rust of CI (1.95), an unsafe one in the oldest Rust
-// the crate supports (1.89, Cargo.toml's rust-version): the block is needed there only.
-#[allow(unused_unsafe)]
-fn cpuid(leaf: u32, sub_leaf: u32) -> std::arch::x86_64::CpuidResult {
-    // SAFETY: every x86-64 processor has the CPUID instruction.
-    unsafe { std::arch::x86_64::__cpuid_count(leaf, sub_leaf) }
-}
 
 /// Checks the processor for AMX-TILE and AMX-BF16 and asks Linux for the tiles' state.
 pub fn request() -> Result<(), &'static str> {
