@@ -1048,6 +1048,32 @@ fn epochs_past_u64_iterations_train_until_max_iters() {
     }
 }
 
+/// A sample grid that cannot be written (here `samples_latest.png` is a directory; on a full
+/// disk, no room) stops the run, but the epoch's checkpoint is written first: the error says
+/// to continue from it, not that the run wrote none.
+#[test]
+fn a_picture_that_cannot_be_written_stops_the_run_with_its_checkpoint_saved() {
+    let data = scratch("tiny-mnist-unwritable-grid");
+    tiny_mnist(&data, 3 * 64);
+    let out = scratch("unwritable-grid");
+    std::fs::create_dir_all(out.join("samples_latest.png")).unwrap();
+    let checkpoint = out.join("checkpoint.safetensors");
+    fails_with(
+        mnist_gan(&data, &out, &["--epochs", "1"]),
+        &[
+            "samples_latest.png",
+            &format!(
+                "the checkpoint of iteration 3 is intact: continue with --resume {}",
+                checkpoint.display()
+            ),
+        ],
+    );
+    assert_eq!(step_of(&checkpoint), 3);
+    for dir in [data, out] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// A checkpoint that cannot be written (here larger than the file-size limit, as on a full
 /// disk) stops the run within its next steps, not at its next write, an epoch later, with an
 /// error that names it; the checkpoint before it stays as it was, no temporary file is left,

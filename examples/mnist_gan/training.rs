@@ -268,8 +268,8 @@ impl<'a> Training<'a> {
         gan_output::generate(&self.gan.generator, &self.grid_noise).to_device(&Device::Cpu)
     }
 
-    /// Says how the epoch went, and writes its files while the next one trains: the sample
-    /// grid, the loss curve and a checkpoint.
+    /// Says how the epoch went, and writes its files while the next one trains: a checkpoint,
+    /// the sample grid and the loss curve.
     fn end_epoch(&mut self, this_epoch: EpochProgress, epochs: u64) -> Result<(), Box<dyn Error>> {
         let EpochProgress {
             epoch,
@@ -310,13 +310,16 @@ impl<'a> Training<'a> {
         let svg_path = self.out.join("losses.svg");
         let checkpoint = self.pending_checkpoint()?;
         self.files.write(move || {
+            // The checkpoint first: if a picture cannot be written (a full disk), the run
+            // stops with the epoch's training saved, not lost with the picture.
+            checkpoint.write()?;
             if let Some(epoch_png) = epoch_png {
                 write_grid_png(&epoch_png, &samples, 8)?;
             }
             write_grid_png(&latest_png, &samples, 8)?;
             write_atomically(&svg_path, |file| file.write_all(svg.as_bytes()))
                 .map_err(at_path(&svg_path))?;
-            checkpoint.write()
+            Ok(())
         })?;
         self.wrote_epoch_grid |= finished_epoch;
         Ok(())
