@@ -211,3 +211,33 @@ fn an_unreachable_mirror_is_a_clear_error() {
     assert!(files_in(&dir).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file that cannot be written here (a full disk; here its temporary file's name is taken by
+/// a directory) is an error naming it, and no other mirror is tried: each would download the
+/// file again to fail the same way.
+#[test]
+fn a_file_that_cannot_be_written_here_is_not_fetched_from_the_next_mirror() {
+    let Some(source) = shared_mnist() else { return };
+    let server = serve(source, 4);
+    let dir = scratch_dir("unwritable");
+    let target = dir.join("train-images-idx3-ubyte.gz");
+    let temporary = dir.join(format!(
+        ".train-images-idx3-ubyte.gz.{}.tmp",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&temporary).unwrap();
+    let mirrors = [format!("{server}/good"), format!("{server}/good/")];
+    let (mut started, mut failed) = (0, 0);
+    let err = download_missing(&dir, &mirrors, &mut |event| match event {
+        DownloadEvent::Started { .. } => started += 1,
+        DownloadEvent::Failed { .. } => failed += 1,
+        _ => {}
+    })
+    .unwrap_err();
+    match &err {
+        Error::Io { path, .. } => assert_eq!(path, &target, "{err}"),
+        other => panic!("not an error writing the file: {other}"),
+    }
+    assert_eq!((started, failed), (1, 0), "one mirror asked: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -130,12 +130,19 @@ fn download(
                 on_event(DownloadEvent::Finished { file: &gz_name });
                 return Ok(());
             }
-            Err(reason) => {
+            Err(Failure::Mirror(reason)) => {
                 on_event(DownloadEvent::Failed {
                     url: &url,
                     reason: &reason,
                 });
                 attempts.push(format!("{url}: {reason}"));
+            }
+            // Writing here failed (a full disk): no mirror would do better, so none is tried.
+            Err(Failure::Local(source)) => {
+                return Err(Error::Io {
+                    path: target,
+                    source,
+                })
             }
         }
     }
@@ -145,19 +152,44 @@ fn download(
     })
 }
 
+/// Why an attempt at a mirror failed.
+enum Failure {
+    /// At the mirror's end: no answer, an error status, a broken transfer, wrong bytes. The
+    /// next mirror may do better.
+    Mirror(String),
+    /// Here, writing the file.
+    Local(io::Error),
+}
+
+/// A failure of the mirror's making inside the file's write, told apart from the write's own
+/// errors ([`Failure::Local`]) by its type.
+#[derive(Debug)]
+struct MirrorFault(String);
+
+impl std::fmt::Display for MirrorFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MirrorFault {}
+
 /// Streams `url` into `target` atomically, hashing as it goes; a wrong MD5 leaves no file.
 fn fetch_verified(
     url: &str,
     target: &Path,
     file: RemoteFile,
     on_event: &mut dyn FnMut(DownloadEvent),
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_per_read(Some(Duration::from_secs(30))) // a stalled mirror, not a slow one
         .build()
         .into();
-    let mut response = agent.get(url).call().map_err(|err| err.to_string())?;
+    let mut response = agent
+        .get(url)
+        .call()
+        .map_err(|err| Failure::Mirror(err.to_string()))?;
     let body = response.body_mut();
     on_event(DownloadEvent::Started {
         file: file.name,
@@ -170,16 +202,20 @@ fn fetch_verified(
         if digest == file.md5 {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("MD5 {digest} does not match the published {}", file.md5),
-            ))
+            Err(io::Error::other(MirrorFault(format!(
+                "MD5 {digest} does not match the published {}",
+                file.md5
+            ))))
         }
     })
-    .map_err(|err| err.to_string())
+    .map_err(|err| match err.get_ref() {
+        Some(inner) if inner.is::<MirrorFault>() => Failure::Mirror(err.to_string()),
+        _ => Failure::Local(err),
+    })
 }
 
-/// Copies `reader` to `out`, returning the MD5 of what passed, as lowercase hex.
+/// Copies `reader` to `out`, returning the MD5 of what passed, as lowercase hex. An error
+/// reading is the mirror's ([`MirrorFault`]), one writing is this machine's.
 fn copy_hashing(
     reader: &mut impl Read,
     out: &mut File,
@@ -188,7 +224,9 @@ fn copy_hashing(
     let mut hasher = Md5::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let n = reader.read(&mut buffer)?;
+        let n = reader
+            .read(&mut buffer)
+            .map_err(|err| io::Error::other(MirrorFault(err.to_string())))?;
         if n == 0 {
             break;
         }
