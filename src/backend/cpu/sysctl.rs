@@ -48,7 +48,10 @@ pub(super) fn int(name: &CStr) -> Option<c_int> {
 /// The string sysctl `name` (`machdep.cpu.brand_string`), without its NUL.
 pub(super) fn string(name: &CStr) -> Option<String> {
     let mut value = vec![0u8; read(name, &mut [])?];
+    if value.is_empty() {
+        return None;
+    }
     let written = read(name, &mut value)?;
-    let text = CStr::from_bytes_until_nul(&value[..written]).ok()?;
+    let text = CStr::from_bytes_until_nul(value.get(..written)?).ok()?;
     Some(text.to_string_lossy().into_owned())
 }
