@@ -7,7 +7,7 @@
 #      Windows has no `ucontext`; no GPU; the MNIST files from ../shared).
 #   4. The CPU thread pool's default, on Linux and under Wine: one thread where the process
 #      may use one CPU (`taskset`), and, as root, one per core where a faked topology gives
-#      every core two CPUs (SMT).
+#      every core two CPUs (SMT); between the two, Ctrl-C stopping a Windows run (Wine).
 # Needs (Debian): clang, g++-aarch64-linux-gnu, qemu-user-static, gcc-mingw-w64-x86-64,
 # wine64; rustup adds the targets.
 # Usage: bash scripts/cross-check.sh [test names for step 2, default: the list below]
@@ -87,6 +87,28 @@ for gan in "$linux_gan" "wine $windows_gan"; do
     echo "taskset -c 0 $gan: $said"
     [ "$said" = "on cpu (1 thread" ]
 done
+wineserver -k 2> /dev/null || true
+
+echo "== Ctrl-C on Windows (Wine): the run stops after its step, with a checkpoint"
+# Wine turns a SIGINT to a console program into CTRL_C_EVENT, what a Windows user's Ctrl-C
+# sends: the handler that ctrlc installs with SetConsoleCtrlHandler must stop the run after the
+# step in flight, write the checkpoint and say how to continue (exit status 130), as the Unix
+# test of the same does with kill (tests/mnist_gan_cli.rs). wine execs the program: `$!` is it.
+ctrl_c_out="$stubs/ctrl-c"
+wine "$windows_gan" --data ../shared/data/mnist --out "$ctrl_c_out" --device cpu --overwrite \
+    > "$stubs/ctrl-c.log" 2>&1 &
+windows_run=$!
+for _ in $(seq 120); do grep -q "^training on" "$stubs/ctrl-c.log" && break; sleep 0.5; done
+sleep 2 # some steps in
+kill -INT "$windows_run"
+ctrl_c_status=0
+wait "$windows_run" || ctrl_c_status=$?
+tail -n 3 "$stubs/ctrl-c.log"
+if [ "$ctrl_c_status" != 130 ] || ! grep -q "continue with --resume" "$stubs/ctrl-c.log" ||
+    [ ! -f "$ctrl_c_out/checkpoint.safetensors" ]; then
+    echo "Ctrl-C under Wine: exit status $ctrl_c_status, not 130 with a checkpoint" >&2
+    exit 1
+fi
 wineserver -k 2> /dev/null || true
 
 echo "== SMT, faked: the thread pool's default on Linux and on Windows (Wine)"
