@@ -102,3 +102,39 @@ fn mistakes_are_errors_not_panics() {
         );
     }
 }
+
+/// A variable that names a GEMM microkernel or BF16 units this machine lacks (or none at all)
+/// is warned about, naming what runs instead as the variable would name it, and the run goes
+/// on.
+#[test]
+fn unknown_kernel_and_unit_names_are_warned_about_and_replaced() {
+    let run = |variable: &str, args: &[&str]| {
+        let output = Command::new(example("gan_bench"))
+            .args(["--device", "cpu", "--iteration-only", "--repeats", "1"])
+            .args(args)
+            .env(variable, "bogus")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let kernel = ferrograd::backend::cpu::Microkernel::selected().name();
+    let stderr = run(ferrograd::backend::cpu::KERNEL_ENV, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "FERROGRAD_GEMM_KERNEL=bogus is not a supported kernel here; using {kernel}"
+        )),
+        "{stderr}"
+    );
+    if ferrograd::backend::cpu::bf16_support().is_ok() {
+        let stderr = run(ferrograd::backend::cpu::BF16_UNITS_ENV, &["--bf16"]);
+        let warning = "FERROGRAD_BF16_UNITS=bogus is not supported here; using";
+        assert!(
+            [" amx\n", " avx512bf16\n"]
+                .iter()
+                .any(|units| stderr.contains(&format!("{warning}{units}"))),
+            "{stderr}"
+        );
+    }
+}

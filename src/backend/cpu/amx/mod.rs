@@ -150,9 +150,15 @@ pub fn bf16_support() -> Result<Bf16Units, &'static str> {
                 ("avx512bf16", Ok(_)) => Ok(Bf16Units::Avx512Bf16),
                 ("amx", Ok(Bf16Units::Amx)) | (_, Err(_)) => available,
                 (_, Ok(units)) => {
+                    // Named as the variable names them (as FERROGRAD_GEMM_KERNEL's warning
+                    // names kernels), not as `{:?}` spells the variant.
+                    let using = match units {
+                        Bf16Units::Amx => "amx",
+                        Bf16Units::Avx512Bf16 => "avx512bf16",
+                    };
                     eprintln!(
                         "ferrograd: {BF16_UNITS_ENV}={requested} is not supported here; \
-                         using {units:?}"
+                         using {using}"
                     );
                     available
                 }
