@@ -1050,25 +1050,46 @@ fn epochs_past_u64_iterations_train_until_max_iters() {
 
 /// A sample grid that cannot be written (here `samples_latest.png` is a directory; on a full
 /// disk, no room) stops the run, but the epoch's checkpoint is written first: the error says
-/// to continue from it, not that the run wrote none.
+/// to continue from it, not that the run wrote none. The command it prints, run by a shell once
+/// the obstacle is gone, finishes the run: it has the run's options (`--epochs 2`, `--data`),
+/// and quotes the directory's space.
 #[test]
 fn a_picture_that_cannot_be_written_stops_the_run_with_its_checkpoint_saved() {
     let data = scratch("tiny-mnist-unwritable-grid");
     tiny_mnist(&data, 3 * 64);
-    let out = scratch("unwritable-grid");
-    std::fs::create_dir_all(out.join("samples_latest.png")).unwrap();
+    let out = scratch("unwritable grid");
+    let blocked = out.join("samples_latest.png");
+    std::fs::create_dir_all(&blocked).unwrap();
     let checkpoint = out.join("checkpoint.safetensors");
-    fails_with(
-        mnist_gan(&data, &out, &["--epochs", "1"]),
-        &[
-            "samples_latest.png",
-            &format!(
-                "the checkpoint of iteration 3 is intact: continue with --resume {}",
-                checkpoint.display()
-            ),
-        ],
+    let output = mnist_gan(&data, &out, &["--epochs", "2"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
     );
+    let hint = "the checkpoint of iteration 3 is intact: continue with ";
+    let options = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix(hint))
+        .unwrap_or_else(|| panic!("no {hint:?} in\n{stderr}"));
+    assert!(stderr.contains("samples_latest.png"), "{stderr}");
+    assert!(options.ends_with("--epochs 2"), "{options}");
     assert_eq!(step_of(&checkpoint), 3);
+    #[cfg(unix)]
+    {
+        std::fs::remove_dir(&blocked).unwrap();
+        let mut resumed = Command::new("sh");
+        resumed
+            .args(["-c", &format!("exec \"$0\" {options}")])
+            .arg(example("mnist_gan"));
+        run_ok(resumed);
+        assert_eq!(
+            step_of(&checkpoint),
+            6,
+            "two epochs of 3 batches: {options}"
+        );
+        assert_eq!(losses(&out).len(), 6);
+    }
     for dir in [data, out] {
         std::fs::remove_dir_all(dir).unwrap();
     }

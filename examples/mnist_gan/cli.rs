@@ -1,5 +1,6 @@
 //! The command line: `mnist_gan --help`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
@@ -142,5 +143,50 @@ pub fn directory_of(file: &Path) -> PathBuf {
     match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// The options that continue this run from `checkpoint`: `--resume` and every option the run was
+/// given but `--resume` and `--overwrite`, so that it goes on with its own `--epochs`, `--data`,
+/// `--bf16`… (a resumed run takes its seed, batch size and learning rate from the checkpoint,
+/// and the same ones given again change nothing). Each is quoted where a shell would split or
+/// expand it.
+pub fn resume_options(checkpoint: &Path) -> String {
+    let mut options = vec![
+        OsString::from("--resume"),
+        checkpoint.as_os_str().to_owned(),
+    ];
+    let mut given = std::env::args_os().skip(1);
+    while let Some(option) = given.next() {
+        match option.to_string_lossy().as_ref() {
+            "--resume" => {
+                given.next(); // its value
+            }
+            "--overwrite" => {}
+            text if text.starts_with("--resume=") => {}
+            _ => options.push(option),
+        }
+    }
+    options
+        .iter()
+        .map(|option| shell_word(&option.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `word` as a shell reads it back: as it is if no character of it means anything to a shell,
+/// else in single quotes (in double quotes on Windows, whose paths' `\` is no escape there).
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| plain(c) || (cfg!(windows) && c == '\\'))
+    {
+        word.to_string()
+    } else if cfg!(windows) {
+        format!("\"{word}\"")
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }

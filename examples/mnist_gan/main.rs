@@ -40,7 +40,7 @@ use ferrograd::gan::Gan;
 use ferrograd::rng::Generator;
 use ferrograd::Device;
 
-use cli::Args;
+use cli::{resume_options, Args};
 use console::{set_training, stop_on_signals, stop_requested};
 use gan_output::write_samples_idx;
 use progress::describe_batches;
@@ -100,8 +100,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if stop_requested() {
         match training.resume_point() {
             Some((step, checkpoint)) => say!(
-                "stopped at iteration {step}; continue with --resume {}",
-                checkpoint.display()
+                "stopped at iteration {step}; continue with {}",
+                resume_options(checkpoint)
             ),
             None => say!("stopped before training: no checkpoint written"),
         }

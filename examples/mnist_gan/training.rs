@@ -16,7 +16,7 @@ use ferrograd::gan::{Gan, PendingStats, StepStats, TrainingProgress, LATENT_DIM}
 use ferrograd::rng::{with_default_generator, Generator};
 use ferrograd::{Device, Tensor};
 
-use crate::cli::{directory_of, Args};
+use crate::cli::{directory_of, resume_options, Args};
 use crate::console::stop_requested;
 use crate::file_writer::FileWriter;
 use crate::gan_output::{
@@ -354,8 +354,8 @@ impl<'a> Training<'a> {
         let _ = self.files.finish(); // its own error, if any, is secondary to `err`
         let hint = match self.resume_point() {
             Some((step, path)) => format!(
-                "the checkpoint of iteration {step} is intact: continue with --resume {}",
-                path.display()
+                "the checkpoint of iteration {step} is intact: continue with {}",
+                resume_options(path)
             ),
             None => "no checkpoint to continue from: this run wrote none".to_string(),
         };
