@@ -783,9 +783,16 @@ fn user_errors_are_reported_without_panicking() {
     let checkpoint = earlier.join("checkpoint.safetensors");
     let files = [checkpoint.clone(), earlier.join("losses.csv")];
     let saved = files.clone().map(|file| std::fs::read(file).unwrap());
+    // The command it suggests continues that run with this command's options (a forgotten
+    // --resume).
     fails_with(
         mnist_gan(&data, &earlier, &["--max-iters", "1"]),
-        &["holds another run's checkpoint", "--resume", "--overwrite"],
+        &[
+            "holds another run's checkpoint",
+            &format!("continue that run with --resume {}", checkpoint.display()),
+            "--max-iters 1, or start this one elsewhere",
+            "--overwrite",
+        ],
     );
     for (file, saved) in files.iter().zip(&saved) {
         assert!(

@@ -15,7 +15,7 @@ use ferrograd::rng::with_default_generator;
 use ferrograd::{manual_seed, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{directory_of, Args, Autotune, DeviceChoice};
+use crate::cli::{directory_of, resume_options, Args, Autotune, DeviceChoice};
 
 /// The device `--device` names, set up as `--tf32` and `--bf16` ask, and the units that run the
 /// CPU's BF16 products if `--bf16` is on.
@@ -177,10 +177,10 @@ pub fn refuse_to_replace_another_run(args: &Args, out: &Path) -> Result<(), Stri
         }
     }
     Err(format!(
-        "{} holds another run's checkpoint: continue that run with --resume {}, or start \
-         this one elsewhere with --out DIR, or replace it with --overwrite",
+        "{} holds another run's checkpoint: continue that run with {}, or start this one \
+         elsewhere with --out DIR, or replace it with --overwrite",
         out.display(),
-        existing.display()
+        resume_options(&existing)
     ))
 }
 
