@@ -146,11 +146,11 @@ pub fn directory_of(file: &Path) -> PathBuf {
     }
 }
 
-/// The options that continue this run from `checkpoint`: `--resume` and every option the run was
-/// given but `--resume` and `--overwrite`, so that it goes on with its own `--epochs`, `--data`,
-/// `--bf16`… (a resumed run takes its seed, batch size and learning rate from the checkpoint,
-/// and the same ones given again change nothing). Each is quoted where a shell would split or
-/// expand it.
+/// The options that continue the run saved in `checkpoint` with this command's own: `--resume`
+/// and every option this process was given but `--resume` and `--overwrite`, so that a stopped
+/// run goes on with its `--epochs`, `--data`, `--bf16`… (a resumed run takes its seed, batch
+/// size and learning rate from the checkpoint, and the same ones given again change nothing).
+/// Each is quoted where a shell would split or expand it.
 pub fn resume_options(checkpoint: &Path) -> String {
     let mut options = vec![
         OsString::from("--resume"),
