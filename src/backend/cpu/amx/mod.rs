@@ -95,6 +95,14 @@ pub enum Bf16Units {
 }
 
 impl Bf16Units {
+    /// The units' name as [`BF16_UNITS_ENV`] takes it: `amx`, `avx512bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Units::Amx => "amx",
+            Bf16Units::Avx512Bf16 => "avx512bf16",
+        }
+    }
+
     /// The units' name, and for the dot products how their multiply-adds compare with FP32's
     /// here ([`avx512_bf16_rate`]): `AMX`, `AVX512-BF16 at 2.0× FP32's multiply-add rate`.
     pub fn description(self) -> String {
@@ -145,20 +153,18 @@ pub fn bf16_support() -> Result<Bf16Units, &'static str> {
             let Ok(requested) = std::env::var(BF16_UNITS_ENV) else {
                 return available;
             };
-            match (requested.as_str(), available) {
+            let named = [Bf16Units::Amx, Bf16Units::Avx512Bf16]
+                .into_iter()
+                .find(|units| units.name() == requested);
+            match (named, available) {
                 // Every processor with BF16 units has AVX512-BF16 (`amx_support` checks it).
-                ("avx512bf16", Ok(_)) => Ok(Bf16Units::Avx512Bf16),
-                ("amx", Ok(Bf16Units::Amx)) | (_, Err(_)) => available,
+                (Some(Bf16Units::Avx512Bf16), Ok(_)) => Ok(Bf16Units::Avx512Bf16),
+                (Some(Bf16Units::Amx), Ok(Bf16Units::Amx)) | (_, Err(_)) => available,
                 (_, Ok(units)) => {
-                    // Named as the variable names them (as FERROGRAD_GEMM_KERNEL's warning
-                    // names kernels), not as `{:?}` spells the variant.
-                    let using = match units {
-                        Bf16Units::Amx => "amx",
-                        Bf16Units::Avx512Bf16 => "avx512bf16",
-                    };
                     eprintln!(
                         "ferrograd: {BF16_UNITS_ENV}={requested} is not supported here; \
-                         using {using}"
+                         using {}",
+                        units.name()
                     );
                     available
                 }
