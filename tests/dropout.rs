@@ -1,12 +1,22 @@
-//! Inverted dropout: keep rate, exact scaling, identity in evaluation, reproducible masks.
+//! Inverted dropout: keep rate, exact scaling, identity in evaluation, reproducible masks; and
+//! a `Sequential`'s layers, fused with the activation and dropout after them or not.
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use common::{uniform, CPU};
 use ferrograd::nn::functional::dropout_with;
-use ferrograd::nn::{Dropout, Linear, Module, Sequential};
-use ferrograd::rng::Generator;
+use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
+use ferrograd::rng::{manual_seed, Generator};
 use ferrograd::Tensor;
+
+/// Taken by the tests that draw from the process-wide generator, so that another test's draws
+/// cannot fall between one's `manual_seed` and the draws it seeds.
+fn process_wide_generator() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -81,6 +91,7 @@ fn evaluation_mode_is_the_identity() {
 
 #[test]
 fn sequential_switches_its_dropout_layers() {
+    let _turn = process_wide_generator();
     let mut net = Sequential::new()
         .add(Linear::new(4, 64, &CPU))
         .add(Dropout::new(0.5));
@@ -129,6 +140,115 @@ fn mask_does_not_depend_on_the_thread_count() {
         })
     };
     assert_eq!(mask(1), mask(2));
+}
+
+/// One layer of [`sequential_equals_its_layers_one_by_one_in_any_order`]'s networks.
+#[derive(Clone, Copy, Debug)]
+enum Layer {
+    Linear(usize, usize),
+    ReLU,
+    LeakyReLU(f32),
+    Tanh,
+    Sigmoid,
+    Dropout(f32),
+}
+
+/// Appends `module` to the network and to the list of layers to run one by one. (A clone of a
+/// `Linear` shares its tensors: the same parameters in both.)
+fn add_to_both<M: Module + Clone + 'static>(
+    module: M,
+    (sequential, one_by_one): (Sequential, &mut Vec<Box<dyn Module>>),
+) -> Sequential {
+    one_by_one.push(Box::new(module.clone()));
+    sequential.add(module)
+}
+
+/// However its layers are ordered, a `Sequential` computes what they compute one by one: the
+/// same values, the same gradients and the same dropout masks, bit for bit, in training and in
+/// evaluation mode. It fuses a `Linear` with the activation after it, and with a dropout after
+/// both, where it can; these orders take each way through that choice: fused three or two
+/// layers at a time, an activation with nothing before it to fuse with, a dropout between the
+/// linear layer and its activation, a LeakyReLU whose negative slope the fused backward cannot
+/// read (unfused), a tanh then dropout (unfused), two activations in a row, a dropout of 0.
+#[test]
+fn sequential_equals_its_layers_one_by_one_in_any_order() {
+    use Layer as L;
+    let networks: [&[Layer]; 7] = [
+        &[
+            L::Linear(6, 8),
+            L::ReLU,
+            L::Dropout(0.3),
+            L::Linear(8, 4),
+            L::Tanh,
+        ],
+        &[L::ReLU, L::Linear(6, 8), L::LeakyReLU(0.2), L::Dropout(0.5)],
+        &[L::Linear(6, 8), L::Dropout(0.3), L::ReLU],
+        &[L::Linear(6, 8), L::LeakyReLU(-0.1), L::Dropout(0.3)],
+        &[L::Linear(6, 8), L::Tanh, L::Dropout(0.3), L::Sigmoid],
+        &[L::Linear(6, 8), L::ReLU, L::ReLU, L::LeakyReLU(0.0)],
+        &[
+            L::Linear(6, 8),
+            L::Sigmoid,
+            L::Dropout(0.0),
+            L::Linear(8, 3),
+        ],
+    ];
+    let _turn = process_wide_generator();
+    for device in [Some(CPU), common::emulator()].into_iter().flatten() {
+        for (n, layers) in networks.into_iter().enumerate() {
+            let (mut sequential, mut one_by_one) = (Sequential::new(), Vec::new());
+            for (i, layer) in layers.iter().enumerate() {
+                let seed = (10 * n + i) as u64;
+                let both = (sequential, &mut one_by_one);
+                sequential = match *layer {
+                    L::Linear(inputs, outputs) => add_to_both(
+                        Linear::new_with(inputs, outputs, &device, &mut Generator::new(seed)),
+                        both,
+                    ),
+                    L::ReLU => add_to_both(ReLU, both),
+                    L::LeakyReLU(slope) => add_to_both(LeakyReLU::new(slope), both),
+                    L::Tanh => add_to_both(Tanh, both),
+                    L::Sigmoid => add_to_both(Sigmoid, both),
+                    L::Dropout(p) => add_to_both(Dropout::new(p), both),
+                };
+            }
+            let x = Tensor::from_vec(uniform(5 * 6, -1.0, 1.0, n as u64), &[5, 6], &device);
+            x.set_requires_grad(true);
+            let params = sequential.parameters();
+            // The output, and the gradients of x and of every parameter, of Σ yᵢ·cᵢ.
+            let run = |forward: &dyn Fn(&Tensor) -> Tensor| {
+                manual_seed(7);
+                for t in params.iter().chain([&x]) {
+                    t.zero_grad();
+                }
+                let y = forward(&x);
+                let weights = uniform(y.numel(), -1.0, 1.0, 99);
+                let weights = Tensor::from_vec(weights, y.shape(), &device);
+                y.mul(&weights).sum().backward();
+                let mut values = vec![y.to_vec()];
+                values.extend(
+                    params
+                        .iter()
+                        .chain([&x])
+                        .map(|t| t.grad().unwrap().to_vec()),
+                );
+                values
+            };
+            for training in [true, false] {
+                sequential.set_training(training);
+                for layer in &mut one_by_one {
+                    layer.set_training(training);
+                }
+                let layer_by_layer =
+                    |x: &Tensor| (one_by_one.iter()).fold(x.clone(), |x, layer| layer.forward(&x));
+                assert_eq!(
+                    run(&|x| sequential.forward(x)),
+                    run(&layer_by_layer),
+                    "{layers:?} on {device:?}, training {training}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

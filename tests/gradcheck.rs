@@ -117,14 +117,17 @@ fn linear_with_and_without_bias() {
 
 /// The linear layer fused with each activation: gradients against the f64 reference, and the
 /// values and gradients of the unfused pair, bit for bit (the same arithmetic, in one pass).
+/// A LeakyReLU with a negative slope runs unfused (its output's sign is not its input's), and
+/// is checked against the reference all the same.
 #[test]
 fn linear_fused_with_each_activation() {
     let (batch, inp, out) = (4, 3, 5);
     let (w, w64) = weights(&[batch, out], 40);
     type Reference = fn(f64) -> f64;
-    let cases: [(Activation, Reference); 4] = [
+    let cases: [(Activation, Reference); 5] = [
         (Activation::Relu, r::relu),
         (Activation::LeakyRelu(0.2), |x| r::leaky_relu(x, 0.2)),
+        (Activation::LeakyRelu(-0.3), |x| r::leaky_relu(x, -0.3)),
         (Activation::Tanh, f64::tanh),
         (Activation::Sigmoid, r::sigmoid),
     ];
