@@ -52,15 +52,26 @@ fn a_header_written_alone_starts_a_file_that_decodes() {
     assert_eq!((array.dims, array.data), (vec![3, 28, 28], data));
 }
 
+/// Each malformation is its own error, plain or gzipped, with a message that says what is
+/// wrong in the file's terms.
 #[test]
 fn each_malformation_is_its_own_error() {
-    let cases: Vec<(Vec<u8>, IdxError)> = vec![
+    let cases: Vec<(Vec<u8>, IdxError, &str)> = vec![
+        (
+            vec![],
+            IdxError::HeaderTooShort {
+                needed: 4,
+                found: 0,
+            },
+            "the file is empty",
+        ),
         (
             vec![0, 0],
             IdxError::HeaderTooShort {
                 needed: 4,
                 found: 2,
             },
+            "header needs 4 bytes, the file has 2",
         ),
         (
             [&header(&[10, 28, 28])[..8]].concat(),
@@ -68,22 +79,30 @@ fn each_malformation_is_its_own_error() {
                 needed: 16,
                 found: 8,
             },
+            "header needs 16 bytes, the file has 8",
         ),
         (
-            vec![1, 2, 8, 1, 0, 0, 0, 0],
-            IdxError::BadMagic { magic: 0x0102_0801 },
+            b"<!DOCTYPE html>".to_vec(),
+            IdxError::BadMagic { magic: 0x3c21_444f },
+            "magic number 0x3c21444f does not start with two zero bytes",
         ),
         (
             vec![0, 0, 0x0d, 1, 0, 0, 0, 0],
             IdxError::UnsupportedType { code: 0x0d },
+            "element type 0x0d is not unsigned byte (0x08)",
         ),
-        (vec![0, 0, 8, 0], IdxError::NoDimensions),
+        (
+            vec![0, 0, 8, 0],
+            IdxError::NoDimensions,
+            "the header declares zero dimensions",
+        ),
         (
             [header(&[10, 28, 28]), vec![0; 100]].concat(),
             IdxError::Truncated {
                 expected: 7840,
                 found: 100,
             },
+            "truncated: the header claims 7840 bytes of data, the file holds 100",
         ),
         (
             [header(&[3]), vec![1, 2, 3, 4]].concat(),
@@ -91,10 +110,13 @@ fn each_malformation_is_its_own_error() {
                 expected: 3,
                 found: 4,
             },
+            "1 byte past the end of the data: the header claims 3 bytes of data, the file \
+             holds 4",
         ),
     ];
-    for (bytes, expected) in cases {
+    for (bytes, expected, message) in cases {
         assert_eq!(decode(&bytes), Err(expected.clone()));
+        assert_eq!(expected.to_string(), message);
         assert_eq!(decode(&gzip(&bytes)), Err(expected), "the same, gzipped");
     }
 }

@@ -724,6 +724,17 @@ fn user_errors_are_reported_without_panicking() {
             "Remove it and run again: a missing file is downloaded",
         ],
     );
+    // A file of the wrong kind in its place (the labels under the images' name), which would
+    // stay in the way as well: the same remedy.
+    let labels = std::fs::read(data.join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(broken.join("train-images-idx3-ubyte.gz"), labels).unwrap();
+    fails_with(
+        mnist_gan(&broken, &out, &["--max-iters", "1"]),
+        &[
+            "train-images-idx3-ubyte.gz: expected an IDX file of images (3 dimensions), found \
+             one with dims [60000]. Remove it and run again: a missing file is downloaded",
+        ],
+    );
     // No MNIST and no mirror answering (a closed port): the error says what to do.
     let empty = scratch("no-data");
     fails_with(

@@ -282,13 +282,7 @@ pub fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
     if !fetched.is_empty() {
         say!("MNIST is in {}", args.data.display());
     }
-    let mnist = Mnist::load(&args.data, Split::Train).map_err(|err| match err {
-        // A damaged file would stay in the way: only missing files are downloaded.
-        ferrograd::Error::Idx { .. } => {
-            format!("{err}. Remove it and run again: a missing file is downloaded")
-        }
-        err => err.to_string(),
-    })?;
+    let mnist = Mnist::load(&args.data, Split::Train).map_err(with_remedy)?;
     if mnist.is_empty() {
         return Err(format!(
             "the training files in {} hold no images: nothing to train on. Remove them and run \
@@ -298,4 +292,23 @@ pub fn load_mnist(args: &Args) -> Result<Mnist, Box<dyn Error>> {
         .into());
     }
     Ok(mnist)
+}
+
+/// An error loading MNIST's training files, with what to do where a file is at fault: a damaged
+/// file, or another dataset's under MNIST's name, would stay in the way (only missing files
+/// are downloaded).
+fn with_remedy(err: ferrograd::Error) -> String {
+    use ferrograd::Error as Load;
+    match err {
+        Load::Idx { .. }
+        | Load::MnistKind { .. }
+        | Load::MnistImageSize { .. }
+        | Load::MnistLabel { .. } => {
+            format!("{err}. Remove it and run again: a missing file is downloaded")
+        }
+        Load::MnistCountMismatch { .. } => {
+            format!("{err}. Remove them and run again: missing files are downloaded")
+        }
+        err => err.to_string(),
+    }
 }

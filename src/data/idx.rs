@@ -61,6 +61,7 @@ pub enum IdxError {
 impl fmt::Display for IdxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            IdxError::HeaderTooShort { found: 0, .. } => f.write_str("the file is empty"),
             IdxError::HeaderTooShort { needed, found } => {
                 write!(f, "header needs {needed} bytes, the file has {found}")
             }
@@ -82,10 +83,15 @@ impl fmt::Display for IdxError {
                 f,
                 "truncated: the header claims {expected} bytes of data, the file holds {found}"
             ),
-            IdxError::TrailingBytes { expected, found } => write!(
-                f,
-                "the header claims {expected} bytes of data, the file holds {found}"
-            ),
+            IdxError::TrailingBytes { expected, found } => {
+                let extra = found.saturating_sub(*expected);
+                let bytes = if extra == 1 { "byte" } else { "bytes" };
+                write!(
+                    f,
+                    "{extra} {bytes} past the end of the data: the header claims {expected} \
+                     bytes of data, the file holds {found}"
+                )
+            }
             IdxError::Gzip { reason } => write!(f, "corrupt gzip data: {reason}"),
         }
     }
