@@ -392,6 +392,26 @@ mod shape_errors_name_the_op_and_both_shapes {
     }
 
     #[test]
+    #[should_panic(expected = "item: a tensor of shape [2, 1] has 2 elements, not one")]
+    fn item() {
+        Tensor::zeros(&[2, 1], &CPU).item();
+    }
+
+    #[test]
+    #[should_panic(expected = "assign: 5 values for a tensor of shape [2, 3]")]
+    fn assign() {
+        Tensor::zeros(&[2, 3], &CPU).assign(&[0.0; 5]);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "copy_from: cannot copy a tensor of shape [6] into one of shape [2, 3]"
+    )]
+    fn copy_from() {
+        Tensor::zeros(&[2, 3], &CPU).copy_from(&Tensor::zeros(&[6], &CPU));
+    }
+
+    #[test]
     #[should_panic(expected = "narrow_rows: 2 rows from row 18446744073709551615 of a tensor")]
     fn narrow_rows_past_the_end_of_usize() {
         Tensor::zeros(&[3, 2], &CPU).narrow_rows(usize::MAX, 2);

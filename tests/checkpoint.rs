@@ -152,6 +152,15 @@ fn unusable_checkpoints_are_clear_errors() {
             .contains("metadata entry \"format\" is missing"),
         "{err}"
     );
+    // Another format's tag (a later version's, say): refused before any tensor is read.
+    let other_format = [("format".to_string(), "ferrograd.mnist_gan.v2".to_string())].into();
+    checkpoint::save(&wrong, &tensors, other_format).unwrap();
+    let err = gan.load_checkpoint(&wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("format \"ferrograd.mnist_gan.v2\", expected \"ferrograd.mnist_gan.v1\""),
+        "{err}"
+    );
 
     // A shape whose element count overflows, with a zero dimension: safetensors' own count
     // (its product, 0) passes it, so the loader checks it.
@@ -163,6 +172,18 @@ fn unusable_checkpoints_are_clear_errors() {
     assert!(
         err.to_string()
             .contains("tensor a has shape [0, 4294967296, 4294967296], more elements than"),
+        "{err}"
+    );
+    // A tensor in half precision (a state dict saved after PyTorch's `.half()`): named, not
+    // read as F32's bytes.
+    let header = r#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#;
+    let mut crafted = (header.len() as u64).to_le_bytes().to_vec();
+    crafted.extend(header.as_bytes());
+    crafted.extend([0, 0x3c, 0, 0x40]); // 1.0 and 2.0
+    std::fs::write(&wrong, crafted).unwrap();
+    let err = Checkpoint::load(&wrong).unwrap_err();
+    assert!(
+        err.to_string().contains("tensor a is F16, not F32"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -292,6 +313,39 @@ fn a_checkpoint_that_fails_late_changes_nothing() {
         .save_checkpoint(&reloaded, &progress(2))
         .unwrap();
     assert!(std::fs::read(&reloaded).unwrap() == bytes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One tensor at a time: `tensor` reads a stored tensor as a new one, `restore` writes it into
+/// a tensor of its shape, and a tensor of another shape is refused and left as it was.
+#[test]
+fn single_tensors_read_and_restore() {
+    let dir = scratch("single-tensors");
+    let dev = Device::Cpu;
+    let path = dir.join("t.safetensors");
+    let stored = Tensor::from_vec(vec![1.5, -2.0, 0.25, 8.0], &[2, 2], &dev);
+    checkpoint::save(&path, &[("w".to_string(), stored)], HashMap::new()).unwrap();
+    let file = Checkpoint::load(&path).unwrap();
+
+    let read = file.tensor("w", &dev).unwrap();
+    assert_eq!(
+        (read.shape(), read.to_vec()),
+        (&[2, 2][..], vec![1.5, -2.0, 0.25, 8.0])
+    );
+    let into = Tensor::zeros(&[2, 2], &dev);
+    file.restore("w", &into).unwrap();
+    assert_eq!(into.to_vec(), [1.5, -2.0, 0.25, 8.0]);
+
+    let other_shape = Tensor::zeros(&[4], &dev);
+    let err = file.restore("w", &other_shape).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tensor w has shape [2, 2], the model expects [4]"),
+        "{err}"
+    );
+    assert_eq!(other_shape.to_vec(), [0.0; 4]);
+    let err = file.tensor("b", &dev).unwrap_err();
+    assert!(err.to_string().contains("tensor \"b\" is missing"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -274,3 +274,32 @@ fn a_cuda_tensor_names_its_device() {
         );
     }
 }
+
+/// `{:?}` is a debugging view rather than PyTorch's print: the shape, the device, how the
+/// tensor takes part in autograd (an op's result names the node ferrograd recorded, such as
+/// the fused `linear_relu`, where print gives PyTorch's name for it), and its first eight
+/// values.
+#[test]
+fn debug_shows_shape_device_autograd_and_the_first_values() {
+    assert_eq!(
+        format!("{:?}", values(vec![1.0, -2.5], &[2])),
+        "Tensor(shape=[2], device=cpu, data=[1.0, -2.5])"
+    );
+    let x = leaf((0..10).map(|i| i as f32 / 4.0).collect(), &[2, 5]);
+    assert_eq!(
+        format!("{x:?}"),
+        "Tensor(shape=[2, 5], device=cpu, requires_grad=true, \
+         data=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75] … (2 more))"
+    );
+    assert_eq!(
+        format!("{:?}", x.sum()),
+        "Tensor(shape=[], device=cpu, grad_fn=sum, data=[11.25])"
+    );
+    let w = values(vec![1.0, 0.5, 0.0, 0.0, -0.5], &[1, 5]);
+    let y = linear_activation(&x, &w, None, Activation::Relu);
+    assert_eq!(
+        format!("{y:?}"),
+        "Tensor(shape=[2, 1], device=cpu, grad_fn=linear_relu, data=[0.0, 0.875])"
+    );
+    assert!(y.to_string().ends_with("grad_fn=<ReluBackward0>)"), "{y}");
+}
