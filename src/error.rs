@@ -146,12 +146,6 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            Error::Idx { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: the message already ends with the cause's (the `source` fields hold it for
+/// code that needs it), and a chain printer such as anyhow's `{:#}` would print it twice.
+impl std::error::Error for Error {}

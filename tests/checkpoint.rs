@@ -93,10 +93,22 @@ fn unusable_checkpoints_are_clear_errors() {
     let mut gan = Gan::new(&dev, 2e-4);
 
     let missing = dir.join("missing.safetensors");
-    assert!(matches!(
-        gan.load_checkpoint(&missing),
-        Err(Error::Io { .. })
-    ));
+    let err = gan.load_checkpoint(&missing).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }));
+    // The operating system's reason, once, also where the error's chain of sources is printed
+    // one after another (anyhow's `{:#}`).
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(source) = cause {
+        chain += &format!(": {source}");
+        cause = source.source();
+    }
+    let reason = std::fs::read(&missing).unwrap_err().to_string();
+    assert_eq!(
+        chain,
+        format!("{}: {reason}", missing.display()),
+        "the reason once"
+    );
 
     let garbage = dir.join("garbage.safetensors");
     std::fs::write(&garbage, b"this is not a checkpoint").unwrap();

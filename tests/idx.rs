@@ -271,6 +271,10 @@ fn mnist_errors_name_the_file() {
         matches!(&err, Error::MnistLabel { path, index: 0, value: 10 } if *path == labels),
         "{err}"
     );
+    assert_eq!(
+        err.to_string(),
+        format!("{}: label 0 is 10, outside 0–9", labels.display())
+    );
 
     let (fake, _, _) = FakeMnist::with_split("kind", (&[1, 28, 28], &[0; 784]), &[1]);
     let swapped = fake.write(TRAIN_LABELS, &encode(&[1, 28, 28], &[0; 784]));
@@ -278,6 +282,13 @@ fn mnist_errors_name_the_file() {
     assert!(
         matches!(&err, Error::MnistKind { path, .. } if *path == swapped),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: expected an IDX file of labels (1 dimension), found one with dims [1, 28, 28]",
+            swapped.display()
+        )
     );
 
     let (fake, images, _) = FakeMnist::with_split("truncated", (&[1, 28, 28], &[0; 784]), &[1]);
@@ -291,6 +302,13 @@ fn mnist_errors_name_the_file() {
 
     let fake = FakeMnist::new("missing");
     let err = Mnist::load(&fake.dir, Split::Test).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: MNIST file {TEST_IMAGES} (or {TEST_IMAGES}.gz) not found",
+            fake.dir.display()
+        )
+    );
     assert!(matches!(err, Error::MnistMissing { name, .. } if name == TEST_IMAGES));
     fake.write(TEST_IMAGES, &encode(&[1, 28, 28], &[0; 784]));
     let err = Mnist::load(&fake.dir, Split::Test).unwrap_err();
