@@ -83,8 +83,7 @@ struct TernaryArgs {
     const float* c;
     float* out;
     u64 n;
-    float p;
-    int c_scalar;  // c is one value, used for every element (an incoming scalar gradient)
+    float p;  // c is one value, used for every element (an incoming scalar gradient)
 };
 
 __device__ __forceinline__ u64 global_thread() {
@@ -136,11 +135,11 @@ __device__ __forceinline__ void map_binary(const BinaryArgs& a, F f) {
     }
 }
 
-// out[i] = f(a[i], b[i], c[i] (or c[0] when c_scalar), p), grid-stride loop.
+// out[i] = f(a[i], b[i], c[0], p), grid-stride loop.
 template <class F>
 __device__ __forceinline__ void map_ternary(const TernaryArgs& a, F f) {
     for (u64 i = global_thread(); i < a.n; i += grid_stride()) {
-        a.out[i] = f(a.a[i], a.b[i], a.c_scalar ? a.c[0] : a.c[i], a.p);
+        a.out[i] = f(a.a[i], a.b[i], a.c[0], a.p);
     }
 }
 

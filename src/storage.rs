@@ -153,19 +153,13 @@ impl Storage {
         }
     }
 
-    pub fn ternary<K: TernaryKernel>(
-        &self,
-        b: &Self,
-        c: &Self,
-        c_scalar: bool,
-        kernel: &K,
-    ) -> Self {
+    pub fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
         match (self, b, c) {
             (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)) => {
-                Storage::Cpu(a.ternary(b, c, c_scalar, kernel))
+                Storage::Cpu(a.ternary(b, c, kernel))
             }
             (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c)) => {
-                Storage::Cuda(a.ternary(b, c, c_scalar, kernel))
+                Storage::Cuda(a.ternary(b, c, kernel))
             }
             _ => unreachable!("{MIXED}"),
         }

@@ -80,7 +80,7 @@ fn binary(name: &str, a: &[f32], b: &[f32], p: f32, broadcast: i32) -> Vec<f32> 
     out
 }
 
-/// `f(a[i], b[i], c, p)` with `c` one value (`c_scalar`).
+/// `f(a[i], b[i], c, p)`, `c` one value.
 fn ternary_with_scalar(name: &str, a: &[f32], b: &[f32], c: f32, p: f32) -> Vec<f32> {
     let mut out = vec![f32::NAN; a.len()];
     let n = a.len() as u64;
@@ -92,7 +92,6 @@ fn ternary_with_scalar(name: &str, a: &[f32], b: &[f32], c: f32, p: f32) -> Vec<
         out: ptr_mut(&mut out),
         n,
         p,
-        c_scalar: 1,
     };
     launch(name, LaunchConfig::for_items(n), args);
     out

@@ -48,8 +48,8 @@ pub trait BinaryKernel: Sync {
     }
 }
 
-/// An elementwise map `y = f(a, b, c)`: the backward rule of a fused chain, which reads two
-/// saved tensors beside the incoming gradient (`f(saved₁, saved₂, grad)`).
+/// An elementwise map `y = f(a, b, c)`, `c` one value: a loss's backward rule, which reads two
+/// saved tensors beside the incoming scalar gradient (`f(prediction, target, grad)`).
 pub trait TernaryKernel: Sync {
     /// The GPU kernel is `ternary_<NAME>` in `kernels/`.
     const NAME: &'static str;
@@ -202,9 +202,9 @@ pub trait BackendStorage: Sized {
     /// `kernel(self[i], r)` for every element, `r` the element of `rhs` that `broadcast` pairs
     /// with it.
     fn binary<K: BinaryKernel>(&self, rhs: &Self, broadcast: Broadcast, kernel: &K) -> Self;
-    /// `kernel(self[i], b[i], c[i])`, the three buffers of one length; with `c_scalar`, `c` is
-    /// one value, used for every element.
-    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, c_scalar: bool, kernel: &K) -> Self;
+    /// `kernel(self[i], b[i], c[0])`, `self` and `b` of one length, `c` one value (an incoming
+    /// scalar gradient, left on the device: a GPU need not wait to read it).
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self;
     /// `scale` times the sum of all elements (1 for a sum, 1/N for a mean), as a one-element
     /// buffer: the sum rounded to f32, then the product. Fixed chunking: the result does not
     /// depend on the number of threads.

@@ -83,12 +83,12 @@ impl Tensor {
 }
 
 impl Tensor {
-    /// `kernel(self[i], b[i], c[i])`, the three of one shape; or, when `c` has one element,
-    /// `kernel(self[i], b[i], c[0])` (a backward rule times an incoming scalar gradient).
+    /// `kernel(self[i], b[i], c)`, `self` and `b` of one shape, `c` a one-element tensor (a
+    /// backward rule times an incoming scalar gradient, read where it lies: on a GPU, by the
+    /// kernel).
     pub(crate) fn zip3_map<K: TernaryKernel>(&self, b: &Tensor, c: &Tensor, kernel: &K) -> Tensor {
-        let c_scalar = c.numel() == 1;
-        debug_assert!(b.numel() == self.numel() && (c_scalar || c.numel() == self.numel()));
-        let storage = with_storages([self, b, c], |[a, b, c]| a.ternary(b, c, c_scalar, kernel));
+        debug_assert!(b.numel() == self.numel() && c.numel() == 1);
+        let storage = with_storages([self, b, c], |[a, b, c]| a.ternary(b, c, kernel));
         Tensor::from_storage(storage, self.shape().to_vec())
     }
 }

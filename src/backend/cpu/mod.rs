@@ -156,23 +156,13 @@ impl BackendStorage for CpuStorage {
         CpuStorage(out)
     }
 
-    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, c_scalar: bool, kernel: &K) -> Self {
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
         let mut out = pool::take(self.0.len());
-        if c_scalar {
-            let c = c.0[0];
-            out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
-                .zip(self.0.par_chunks(MIN_ELEMENTS_PER_TASK))
-                .zip(b.0.par_chunks(MIN_ELEMENTS_PER_TASK))
-                .for_each(|((y, a), b)| simd::zip_map(a, b, y, |a, b| kernel.apply(a, b, c)));
-            return CpuStorage(out);
-        }
+        let c = c.0[0];
         out.par_chunks_mut(MIN_ELEMENTS_PER_TASK)
             .zip(self.0.par_chunks(MIN_ELEMENTS_PER_TASK))
             .zip(b.0.par_chunks(MIN_ELEMENTS_PER_TASK))
-            .zip(c.0.par_chunks(MIN_ELEMENTS_PER_TASK))
-            .for_each(|(((y, a), b), c)| {
-                simd::zip3_map(a, b, c, y, |a, b, c| kernel.apply(a, b, c))
-            });
+            .for_each(|((y, a), b)| simd::zip_map(a, b, y, |a, b| kernel.apply(a, b, c)));
         CpuStorage(out)
     }
 

@@ -42,17 +42,6 @@ dispatch!(zip_map, (a: &[f32], b: &[f32], y: &mut [f32], f: impl Fn(f32, f32) ->
     }
 });
 
-dispatch!(
-    zip3_map,
-    (a: &[f32], b: &[f32], c: &[f32], y: &mut [f32], f: impl Fn(f32, f32, f32) -> f32),
-    {
-        // y[i] = f(a[i], b[i], c[i])
-        for (((y, &a), &b), &c) in y.iter_mut().zip(a).zip(b).zip(c) {
-            *y = f(a, b, c);
-        }
-    }
-);
-
 dispatch!(map_in_place, (y: &mut [f32], f: impl Fn(f32) -> f32), {
     // y[i] = f(y[i])
     for y in y.iter_mut() {

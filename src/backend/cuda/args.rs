@@ -35,8 +35,8 @@ kernel_args!(
     BinaryArgs { a: u64, b: u64, out: u64, n: u64, cols: u64, p: f32, broadcast: i32 }
 );
 kernel_args!(
-    /// `out[i] = f(a[i], b[i], c[i] or c[0], p)` (`common.cuh`).
-    TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32, c_scalar: i32 }
+    /// `out[i] = f(a[i], b[i], c[0], p)` (`common.cuh`).
+    TernaryArgs { a: u64, b: u64, c: u64, out: u64, n: u64, p: f32 }
 );
 kernel_args!(
     /// Up to [`CONCAT_MAX_PARTS`] buffers one after another (`elementwise.cu`): part `p` goes

@@ -505,7 +505,7 @@ impl BackendStorage for CudaStorage {
         self.binary_named(K::NAME, kernel.param(), rhs, broadcast)
     }
 
-    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, c_scalar: bool, kernel: &K) -> Self {
+    fn ternary<K: TernaryKernel>(&self, b: &Self, c: &Self, kernel: &K) -> Self {
         let out = CudaStorage::uninit(self.buffer.len, self.device());
         let args = TernaryArgs {
             a: self.pointer(),
@@ -514,7 +514,6 @@ impl BackendStorage for CudaStorage {
             out: out.pointer(),
             n: self.len(),
             p: kernel.param(),
-            c_scalar: i32::from(c_scalar),
         };
         let name = format!("ternary_{}", K::NAME);
         self.device()
