@@ -218,6 +218,30 @@ fn a_copy_from_the_host_inside_a_capture_is_a_clear_error_and_harms_nothing() {
     assert_eq!(doubled.to_vec(), [2.0, 4.0]);
 }
 
+/// A step captures once: a capture begun inside another is refused with the reason, and the
+/// outer capture goes on to replay what it recorded.
+#[test]
+fn a_capture_inside_a_capture_is_refused_and_the_outer_one_stands() {
+    let _turn = one_at_a_time();
+    let Some(device) = common::emulator() else {
+        return;
+    };
+    let t = Tensor::from_vec(vec![1.0, 2.0], &[2], &device);
+    let (graph, (nested, doubled)) = graph::capture(&device, || {
+        let nested = graph::capture(&device, || &t + 1.0).map(|(graph, _)| graph.launches());
+        (nested, &t * 2.0)
+    })
+    .expect("the outer capture");
+    let err = nested.expect_err("a capture inside a capture");
+    assert!(
+        err.to_string().contains("a capture is already in progress"),
+        "{err}"
+    );
+    assert_eq!(graph.launches(), 1);
+    graph.replay().expect("replay");
+    assert_eq!(doubled.to_vec(), [2.0, 4.0]);
+}
+
 #[test]
 fn a_capture_drawing_from_two_generators_is_refused() {
     let _turn = one_at_a_time();

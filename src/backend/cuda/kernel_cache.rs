@@ -14,6 +14,7 @@
 //! else `~/.cache/ferrograd/kernels`.
 
 use std::collections::hash_map::DefaultHasher;
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,13 +29,18 @@ pub const CACHE_ENV: &str = "FERROGRAD_KERNEL_CACHE";
 /// The cache's directory from the environment (see the module's documentation); `None` when
 /// caching is off or no home directory is known.
 pub fn cache_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    match std::env::var_os(CACHE_ENV) {
+    cache_dir_in(|name| std::env::var_os(name))
+}
+
+/// [`cache_dir`] in the environment `env` gives.
+fn cache_dir_in(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let non_empty = |name| env(name).filter(|v| !v.is_empty());
+    match env(CACHE_ENV) {
         Some(dir) if dir.is_empty() => None,
         Some(dir) => Some(PathBuf::from(dir)),
-        None => var("XDG_CACHE_HOME")
+        None => non_empty("XDG_CACHE_HOME")
             .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|home| Path::new(&home).join(".cache")))
+            .or_else(|| non_empty("HOME").map(|home| Path::new(&home).join(".cache")))
             .map(|cache| cache.join("ferrograd").join("kernels")),
     }
 }
@@ -131,4 +137,37 @@ fn read_entry(path: &Path, key: &str) -> Option<Vec<u8>> {
     let whole = u64::try_from(cubin.len()).ok() == Some(u64::from_le_bytes(*cubin_length))
         && hash(cubin) == u64::from_le_bytes(*cubin_hash);
     (stored_key == key.as_bytes() && whole).then(|| cubin.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's promise: `$FERROGRAD_KERNEL_CACHE` (empty: none), else the XDG cache, else
+    /// `~/.cache`; an empty XDG or home variable counts as unset, as the XDG spec says.
+    #[test]
+    fn the_cache_directory_follows_the_environment() {
+        let dir = |vars: &[(&str, &str)]| {
+            cache_dir_in(|name| {
+                let value = vars.iter().find(|(var, _)| *var == name);
+                value.map(|(_, value)| OsString::from(value))
+            })
+        };
+        let kernels = |cache: &str| Some(Path::new(cache).join("ferrograd").join("kernels"));
+        let home = ("HOME", "/home/u");
+        assert_eq!(dir(&[home]), kernels("/home/u/.cache"));
+        assert_eq!(dir(&[home, ("XDG_CACHE_HOME", "/xdg")]), kernels("/xdg"));
+        assert_eq!(
+            dir(&[home, ("XDG_CACHE_HOME", "")]),
+            kernels("/home/u/.cache")
+        );
+        let own = (CACHE_ENV, "/tmp/k");
+        assert_eq!(
+            dir(&[home, ("XDG_CACHE_HOME", "/xdg"), own]),
+            Some("/tmp/k".into())
+        );
+        assert_eq!(dir(&[home, (CACHE_ENV, "")]), None, "empty: no cache");
+        assert_eq!(dir(&[("HOME", "")]), None, "no home directory known");
+        assert_eq!(dir(&[]), None);
+    }
 }
