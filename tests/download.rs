@@ -1,16 +1,17 @@
 //! The MNIST download path against an HTTP server on 127.0.0.1 that serves
 //! `../shared/data/mnist` (no internet needed): mirror fallback, MD5 verification, atomic
-//! writes, and corrupted files rejected without a trace.
+//! writes, corrupted files rejected without a trace, and `mnist_gan`'s first run.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::shared_mnist;
+use common::{example, shared_mnist};
 use ferrograd::data::download::{download_missing, DownloadEvent, FILES};
 use ferrograd::data::{Mnist, Split};
 use ferrograd::Error;
@@ -167,6 +168,39 @@ fn falls_back_across_mirrors_and_keeps_only_verified_files() {
         .unwrap()
         .is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A new user's first run: `mnist_gan` with no MNIST at hand downloads the four files, saying
+/// as each arrives that its MD5 checked out, says where they are, and trains on them.
+#[test]
+fn mnist_gan_downloads_mnist_then_trains() {
+    let Some(source) = shared_mnist() else { return };
+    let server = serve(source, 4);
+    let dir = scratch_dir("mnist-gan-data");
+    let out = scratch_dir("mnist-gan-run");
+    let output = Command::new(example("mnist_gan"))
+        .args(["--mirror", &format!("{server}/good/")])
+        .args(["--max-iters", "1", "--threads", "2"])
+        .arg("--data")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    let mut names: Vec<String> = FILES.iter().map(|f| format!("{}.gz", f.name)).collect();
+    for name in &names {
+        let line = format!("downloaded {name} (MD5 verified)");
+        assert!(said.contains(&line), "no {line:?} in\n{said}");
+    }
+    let line = format!("MNIST is in {}", dir.display());
+    assert!(said.contains(&line), "no {line:?} in\n{said}");
+    names.sort();
+    assert_eq!(files_in(&dir), names);
+    assert!(out.join("checkpoint.safetensors").is_file(), "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 /// With only a corrupt mirror the download fails with every attempt listed, and the
