@@ -265,12 +265,17 @@ fn smoke_run_trains_writes_its_outputs_and_resumes_exactly() {
         "{stdout}"
     );
     assert_eq!(losses(&resumed), rows);
-    // A resumed run keeps its learning rate unless told another.
-    let relearn = [&resume_to_300[..], &["--lr", "0.001"]].concat();
+    // A resumed run keeps its learning rate unless told another, and its batch size (and
+    // seed) whatever it is told, saying so.
+    let relearn = [&resume_to_300[..], &["--lr", "0.001", "--batch-size", "32"]].concat();
     let again = run_ok(mnist_gan(&data, &resumed, &relearn));
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(
         stdout.contains("note: lr 0.001 instead of the checkpoint's 0.0002"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("note: continuing with the checkpoint's seed 1 and batch size 64"),
         "{stdout}"
     );
 
