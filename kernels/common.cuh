@@ -80,10 +80,10 @@ struct BinaryArgs {
 struct TernaryArgs {
     const float* a;
     const float* b;
-    const float* c;
+    const float* c;  // one value, used for every element (an incoming scalar gradient)
     float* out;
     u64 n;
-    float p;  // c is one value, used for every element (an incoming scalar gradient)
+    float p;
 };
 
 __device__ __forceinline__ u64 global_thread() {

@@ -78,6 +78,7 @@ fn gradient_is_zero_where_dropped_and_scaled_where_kept() {
 
 #[test]
 fn evaluation_mode_is_the_identity() {
+    let _turn = process_wide_generator(); // the module's mask in training mode
     let x = Tensor::from_vec(uniform(100, -1.0, 1.0, 5), &[100], &CPU);
     let y = dropout_with(&x, 0.3, false, &mut Generator::new(6));
     assert!(y.shares_storage(&x));
