@@ -1,24 +1,18 @@
 //! Checkpoints: an exact resume, PyTorch-style names, clear errors for bad files, and atomic
 //! writes that leave the previous file intact when a write fails.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 
+use common::process_wide_generator;
 use ferrograd::atomic_file::write_atomically;
 use ferrograd::checkpoint::{self, Checkpoint};
 use ferrograd::gan::{load_generator, Gan, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::Module;
 use ferrograd::rng::with_default_generator;
 use ferrograd::{manual_seed, Device, Error, Tensor};
-
-/// Held by each test that draws from the process-wide generator (every `Gan::new` does): the
-/// resume test replays that generator's stream exactly, so no other test may draw from it
-/// meanwhile.
-fn global_generator_turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -44,7 +38,7 @@ fn steps(gan: &mut Gan, n: usize) -> Vec<u32> {
 /// its learning rate restored too. (One test, since it drives the process-wide generator.)
 #[test]
 fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
-    let _turn = global_generator_turn();
+    let _turn = process_wide_generator();
     let dir = scratch("resume");
     let path = dir.join("gan.safetensors");
     let dev = Device::Cpu;
@@ -87,7 +81,7 @@ fn a_resumed_gan_continues_exactly_and_names_match_pytorch() {
 
 #[test]
 fn unusable_checkpoints_are_clear_errors() {
-    let _turn = global_generator_turn();
+    let _turn = process_wide_generator();
     let dir = scratch("errors");
     let dev = Device::Cpu;
     let mut gan = Gan::new(&dev, 2e-4);
@@ -226,7 +220,7 @@ fn a_snapshot_names_its_first_non_finite_tensor() {
 /// weights, moments, step counts and learning rate.
 #[test]
 fn a_checkpoint_that_fails_late_changes_nothing() {
-    let _turn = global_generator_turn();
+    let _turn = process_wide_generator();
     let dir = scratch("untouched");
     let dev = Device::Cpu;
     manual_seed(5);
@@ -366,7 +360,7 @@ fn single_tensors_read_and_restore() {
 /// generator, each tensor in its place.
 #[test]
 fn a_generator_alone_loads() {
-    let _turn = global_generator_turn(); // both generators draw their initial weights
+    let _turn = process_wide_generator(); // both generators draw their initial weights
     let dir = scratch("generator-alone");
     let dev = Device::Cpu;
     let source = ferrograd::gan::generator(&dev);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{away_from_zero, panic_message, uniform, CPU};
+use common::{away_from_zero, panic_message, process_wide_generator, uniform, CPU};
 use ferrograd::gan::{Gan, StepStats, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::functional::{
     binary_cross_entropy, dropout, dropout_with, linear, linear_activation,
@@ -298,7 +298,7 @@ fn check_training(device: &Device) {
 /// layer is wide enough that the CPU's ops split their work over the pool.
 fn check_steps_inside_run(device: &Device) {
     let train = |inside_run: bool| {
-        let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = process_wide_generator();
         manual_seed(21);
         let net = Sequential::new()
             .add(Linear::new(256, 512, device))
@@ -342,14 +342,11 @@ fn check_steps_inside_run(device: &Device) {
     assert!(direct_losses[2] < direct_losses[0], "{direct_losses:?}");
 }
 
-/// Checks that draw from the process-wide generator take turns.
-static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// `linear_activation_dropout` against the ops it fuses, `dropout(linear_activation(…))`:
 /// the same values and gradients on this device (the fused backward multiplies in the same
 /// order, and draws the same mask), and the CPU's within tolerance.
 fn check_fused_linear_dropout(device: &Device) {
-    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = process_wide_generator();
     let run = |device: &Device, fused: bool, activation: Activation| {
         manual_seed(21);
         let x = leaf(&uniform(8 * 6, -1.0, 1.0, 1), &[8, 6], device);
@@ -413,7 +410,7 @@ fn check_fused_linear_dropout(device: &Device) {
 /// Three iterations of the real GAN (batch 16): the same losses and outputs as on the CPU,
 /// each step's read (as mnist_gan reads them) only after the next step is queued.
 fn check_gan_steps(device: &Device) {
-    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = process_wide_generator();
     let train = |device: &Device| {
         manual_seed(15);
         let mut gan = Gan::new(device, 2e-4);
@@ -456,7 +453,7 @@ fn gan_state(gan: &Gan) -> Vec<Vec<f32>> {
 /// sampled there by `gan_sample`), and one saved on the CPU resumes on `device`: every tensor
 /// arrives with its bits, and each resumed run trains on as the original does.
 fn check_checkpoints_move_between_devices(device: &Device) {
-    let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = process_wide_generator();
     let dir = std::env::temp_dir().join(format!(
         "ferrograd-devices-checkpoint-{}-{}",
         device.to_string().replace(':', "_"),

@@ -3,20 +3,11 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use common::{uniform, CPU};
+use common::{process_wide_generator, uniform, CPU};
 use ferrograd::nn::functional::dropout_with;
 use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
 use ferrograd::rng::{manual_seed, Generator};
 use ferrograd::Tensor;
-
-/// Taken by the tests that draw from the process-wide generator, so that another test's draws
-/// cannot fall between one's `manual_seed` and the draws it seeds.
-fn process_wide_generator() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     let pool = rayon::ThreadPoolBuilder::new()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{panic_message, CPU};
+use common::{panic_message, process_wide_generator, CPU};
 use ferrograd::backend::Distribution;
 use ferrograd::nn::functional::dropout_with;
 use ferrograd::rng::{philox4x32_10, Generator, WIDE_BLOCKS};
@@ -150,7 +150,7 @@ fn uniform_refuses_the_ranges_pytorch_refuses() {
         });
         assert!(drawn.contains(expected), "[{low}, {high}): {drawn}");
         // The process-wide generator is not advanced by a call that panics.
-        let _turn = process_wide_generator_turn();
+        let _turn = process_wide_generator();
         manual_seed(5);
         let from_default = panic_message(|| {
             Tensor::uniform(&[4], low, high, &CPU);
@@ -177,15 +177,9 @@ fn saved_state_resumes_the_stream() {
     assert_eq!(next, Tensor::randn_with(&[7], &CPU, &mut resumed).to_vec());
 }
 
-/// Tests whose assertions depend on who else draws from the process-wide generator take turns.
-fn process_wide_generator_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn manual_seed_restarts_the_process_wide_stream() {
-    let _turn = process_wide_generator_turn();
+    let _turn = process_wide_generator();
     manual_seed(42);
     let a = Tensor::randn(&[100], &CPU).to_vec();
     let b = Tensor::randn(&[100], &CPU).to_vec();
@@ -215,7 +209,7 @@ fn drawing_and_training_from_two_threads_cannot_deadlock() {
     use ferrograd::gan::{Gan, IMAGE_DIM};
     use std::sync::mpsc;
     use std::time::Duration;
-    let _turn = process_wide_generator_turn(); // it draws from two threads at once
+    let _turn = process_wide_generator(); // it draws from two threads at once
     let (done, finished) = mpsc::channel();
     let drawing = done.clone();
     std::thread::spawn(move || {

@@ -8,6 +8,16 @@ use ferrograd::{Device, Tensor};
 
 pub const CPU: Device = Device::Cpu;
 
+/// Held by each test that draws from the process-wide generator (`manual_seed`, `Linear::new`,
+/// dropout without a generator of its own): another test's draws cannot then fall between one
+/// test's `manual_seed` and the draws it seeds. One lock per test binary, as the generator is
+/// one per process.
+pub fn process_wide_generator() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The CUDA devices here: the emulator, and the GPU if there is one. Under
 /// `FERROGRAD_REQUIRE_GPU=1` (the GPU check) the GPU must be there, and is the only one: CI has
 /// run the emulator, and the GPU machine's time is short.
