@@ -1,8 +1,8 @@
 //! The `mnist_gan` example end to end, on the shared MNIST files: a seeded smoke run, an exact
 //! resume, kills during checkpointing, stopping on Ctrl-C, SIGTERM or a closed standard output,
-//! and clear errors for what users get wrong; and, on a tiny MNIST of its own, whole epochs,
-//! the animation of their sample grids, a checkpoint that cannot be written, a run that
-//! diverges, and an epoch count past 2⁶⁴ iterations.
+//! the GPU's path on the CUDA emulator, and clear errors for what users get wrong; and, on a
+//! tiny MNIST of its own, whole epochs, the animation of their sample grids, a checkpoint that
+//! cannot be written, a run that diverges, and an epoch count past 2⁶⁴ iterations.
 //!
 //! `cargo test` builds the examples before it runs tests; the binary sits in `examples/` beside
 //! this test's own directory.
@@ -485,6 +485,103 @@ fn a_cpu_run_names_the_gpu_options_it_ignores() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// `--device cuda-emulator` takes the GPU's path (the products tuned, the step captured as a
+/// CUDA graph, our kernels) on the CPU emulator: it says each step as a GPU run does, and trains
+/// as the CPU does, to float rounding; eager and untuned, bit for bit as captured and tuned
+/// (tiles only change how a product is cut). Its checkpoint goes on on the CPU.
+#[test]
+fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
+    let Some(data) = shared_mnist() else { return };
+    if common::emulator().is_none() {
+        return;
+    }
+    // Seconds per step on the emulator: small batches, few of them.
+    let run = |name: &str, iters: &str, extra: &[&str]| -> (PathBuf, String) {
+        let out = scratch(name);
+        let mut args = vec!["--batch-size", "8", "--max-iters", iters];
+        args.extend(extra);
+        let stdout = String::from_utf8(run_ok(mnist_gan(&data, &out, &args)).stdout).unwrap();
+        (out, stdout)
+    };
+    let (cpu, _) = run("on-cpu", "3", &["--device", "cpu"]);
+    let (captured, stdout) = run("emulator-captured", "2", &["--device", "cuda-emulator"]);
+    for said in [
+        "tuned the step's 28 matrix products for the emulator in ",
+        "captured the training step as a CUDA graph (",
+        "on cuda-emulator (our CUDA kernels run by the CPU emulator)",
+    ] {
+        assert!(stdout.contains(said), "no {said:?} in\n{stdout}");
+    }
+    let kernels: String = stdout
+        .split("as a CUDA graph (")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(kernels.parse::<usize>().unwrap() > 28, "{stdout}");
+    let (on_cpu, on_emulator) = (losses(&cpu), losses(&captured));
+    assert_eq!(on_emulator.len(), 2);
+    for (emulated, cpu_row) in on_emulator.iter().zip(&on_cpu) {
+        for (e, c) in emulated.iter().zip(cpu_row) {
+            assert!(
+                (e - c).abs() <= 1e-5 * c.abs().max(1.0),
+                "{emulated:?} vs {cpu_row:?}"
+            );
+        }
+    }
+    let grid = |out: &Path| png_frames(&out.join("samples_latest.png")).remove(0).1;
+    let (cpu_grid, emulator_grid) = (grid(&cpu), grid(&captured));
+    // The CPU's grid is a step further on: compare the emulator's with a CPU run of 2 steps.
+    let (cpu_at_2, _) = run("on-cpu-2", "2", &["--device", "cpu"]);
+    assert_ne!(cpu_grid, grid(&cpu_at_2));
+    let off_by_more = grid(&cpu_at_2)
+        .iter()
+        .zip(&emulator_grid)
+        .filter(|(c, e)| c.abs_diff(**e) > 1)
+        .count();
+    assert_eq!(off_by_more, 0, "pixels more than 1 apart");
+
+    let (eager, stdout) = run(
+        "emulator-eager",
+        "2",
+        &["--device", "cuda-emulator", "--eager", "--autotune", "off"],
+    );
+    assert!(
+        !stdout.contains("tuned") && !stdout.contains("captured"),
+        "{stdout}"
+    );
+    assert_eq!(losses(&eager), on_emulator);
+    assert_eq!(grid(&eager), emulator_grid);
+
+    // Trained on the GPU's path, continued on the CPU.
+    let checkpoint = captured.join("checkpoint.safetensors");
+    let resume = ["--device", "cpu", "--max-iters", "3", "--resume"];
+    let mut command = mnist_gan(&data, &captured, &resume);
+    command.arg(&checkpoint);
+    run_ok(command);
+    let continued = losses(&captured);
+    assert_eq!(continued[..2], on_emulator[..]);
+    for (e, c) in continued[2].iter().zip(&on_cpu[2]) {
+        assert!(
+            (e - c).abs() <= 1e-5 * c.abs().max(1.0),
+            "{continued:?} vs {on_cpu:?}"
+        );
+    }
+
+    fails_with(
+        mnist_gan(
+            &data,
+            &eager,
+            &["--device", "cuda-emulator", "--bf16", "--overwrite"],
+        ),
+        &["--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU"],
+    );
+    for dir in [cpu, cpu_at_2, captured, eager] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 /// Without `--threads`, a CPU run takes `RAYON_NUM_THREADS` where it is set, else one thread
 /// per physical core (PyTorch's default), and says how many; a `RAYON_NUM_THREADS` that is no
 /// number of threads is ignored, with a word on stderr (as libgomp says of `OMP_NUM_THREADS`).
@@ -681,9 +778,15 @@ fn user_errors_are_reported_without_panicking() {
         );
         fails_with(run(&["--device", "cuda:1"]), &["--device cuda:1: "]);
     }
+    if let Err(err) = ferrograd::Device::cuda_emulator() {
+        fails_with(
+            run(&["--device", "cuda-emulator"]),
+            &[&format!("--device cuda-emulator: {err}")],
+        );
+    }
     fails_with(
         run(&["--device", "gpu"]),
-        &["\"gpu\" is not auto, cpu, cuda or cuda:N"],
+        &["\"gpu\" is not auto, cpu, cuda, cuda:N or cuda-emulator"],
     );
     fails_with(run(&["--batch-size", "0"]), &["--batch-size"]);
     for lr in ["-1", "0", "nan", "inf", "2e-4x"] {

@@ -14,6 +14,8 @@ pub enum DeviceChoice {
     Cpu,
     /// GPU N, numbered as PyTorch and `nvidia-smi` number them (`cuda` is `cuda:0`).
     Cuda(usize),
+    /// The GPU's path, our CUDA kernels and all, run by the CPU emulator (slow).
+    CudaEmulator,
 }
 
 fn parse_device(text: &str) -> Result<DeviceChoice, String> {
@@ -21,11 +23,12 @@ fn parse_device(text: &str) -> Result<DeviceChoice, String> {
         "auto" => Ok(DeviceChoice::Auto),
         "cpu" => Ok(DeviceChoice::Cpu),
         "cuda" => Ok(DeviceChoice::Cuda(0)),
+        "cuda-emulator" => Ok(DeviceChoice::CudaEmulator),
         _ => text
             .strip_prefix("cuda:")
             .and_then(|ordinal| ordinal.parse().ok())
             .map(DeviceChoice::Cuda)
-            .ok_or_else(|| format!("{text:?} is not auto, cpu, cuda or cuda:N")),
+            .ok_or_else(|| format!("{text:?} is not auto, cpu, cuda, cuda:N or cuda-emulator")),
     }
 }
 
@@ -55,7 +58,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where to train: auto (the first GPU if there is one, else the CPU), cpu, cuda (the
-    /// first GPU) or cuda:N (GPU N).
+    /// first GPU), cuda:N (GPU N), or cuda-emulator (the GPU's path on the CPU emulator of our
+    /// kernels: seconds a step, for checking that path on a machine without a GPU).
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
     /// On a GPU, launch every kernel of every step instead of replaying the step captured

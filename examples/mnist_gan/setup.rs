@@ -132,16 +132,27 @@ pub fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size:
         Autotune::Splits => Some(Tuning::TilesAndSplits),
     };
     if let (Some(tuning), true) = (tuning, device.is_cuda()) {
+        let (options, tuned_for) = if args.device == DeviceChoice::CudaEmulator {
+            // The emulator's timings say nothing of a GPU's: one call of each runs the path
+            // (seconds, where the full tuning takes minutes) without pretending to tune it.
+            let once = TuneOptions {
+                rounds: 1,
+                calls: 1,
+            };
+            (once, "the emulator")
+        } else {
+            (TuneOptions::default(), "this GPU")
+        };
         let started = Instant::now();
-        match gan.tune_products(batch_size, tuning, TuneOptions::default()) {
+        match gan.tune_products(batch_size, tuning, options) {
             Ok(tuned) => {
                 let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
                     (p + t.planned.micros, c + t.chosen.micros)
                 });
                 let changed = tuned.iter().filter(|t| t.chosen != t.planned).count();
                 say!(
-                    "tuned the step's {} matrix products for this GPU in {:.1} s: {changed} run \
-                     faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
+                    "tuned the step's {} matrix products for {tuned_for} in {:.1} s: {changed} \
+                     run faster another way ({planned:.0} -> {chosen:.0} us, one call of each)",
                     tuned.len(),
                     started.elapsed().as_secs_f64()
                 );
@@ -194,6 +205,9 @@ fn select_device(choice: DeviceChoice) -> Result<Device, String> {
                 .unwrap_or(&err);
             format!("--device cuda:{ordinal}: {reason}")
         }),
+        DeviceChoice::CudaEmulator => {
+            Device::cuda_emulator().map_err(|err| format!("--device cuda-emulator: {err}"))
+        }
         DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
             say!("device auto: no usable GPU ({err}); training on the CPU");
             Device::Cpu
