@@ -554,6 +554,42 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
     assert_eq!(losses(&eager), on_emulator);
     assert_eq!(grid(&eager), emulator_grid);
 
+    // Under --tf32 the products run in the tensor-core kernel, which has no tiles to choose
+    // (an emulated TF32 step takes half a minute: the run is stopped before its first).
+    let mut tf32 = mnist_gan(
+        &data,
+        &eager,
+        &[
+            "--device",
+            "cuda-emulator",
+            "--tf32",
+            "--eager",
+            "--overwrite",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(tf32.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said += &line;
+        said.push('\n');
+        if line.starts_with("training on") {
+            break;
+        }
+    }
+    tf32.kill().unwrap();
+    tf32.wait().unwrap();
+    assert!(
+        said.contains(
+            "note: nothing to tune: with --tf32 the matrix products run in the tensor-core \
+             kernel, which has one configuration"
+        ),
+        "{said}"
+    );
+
     // Trained on the GPU's path, continued on the CPU.
     let checkpoint = captured.join("checkpoint.safetensors");
     let resume = ["--device", "cpu", "--max-iters", "3", "--resume"];

@@ -145,6 +145,16 @@ pub fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size:
         };
         let started = Instant::now();
         match gan.tune_products(batch_size, tuning, options) {
+            // Only products in the tiled kernel have configurations to choose from.
+            Ok(tuned) if tuned.is_empty() => say!(
+                "note: nothing to tune: {}",
+                if args.tf32 {
+                    "with --tf32 the matrix products run in the tensor-core kernel, which has \
+                     one configuration"
+                } else {
+                    "none of the step's matrix products runs in tiles"
+                }
+            ),
             Ok(tuned) => {
                 let (planned, chosen) = tuned.iter().fold((0.0, 0.0), |(p, c), t| {
                     (p + t.planned.micros, c + t.chosen.micros)
