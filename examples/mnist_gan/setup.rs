@@ -123,8 +123,9 @@ pub fn new_or_resumed_gan(
     Ok((gan, progress))
 }
 
-/// On a GPU: the step's matrix products tuned for it (`--autotune`), then the step captured as
-/// a CUDA graph (unless `--eager`). Either failing leaves the step as it was, with a note.
+/// On a GPU (or the emulator): the step's matrix products tuned for it (`--autotune`), then the
+/// step captured as a CUDA graph (unless `--eager`). Either failing leaves the step as it was,
+/// with a note.
 pub fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size: usize) {
     let tuning = match args.autotune {
         Autotune::Off => None,
