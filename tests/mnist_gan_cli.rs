@@ -409,7 +409,7 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
             &["--checkpoint-every", "20"],
             Stdio::piped(),
         );
-        let mut stdout = stdout_once_training(&mut child);
+        let (mut stdout, _) = stdout_once_training(&mut child);
         // Signal once this run has trained (its first checkpoint), however slow the machine.
         wait_for_checkpoint_past(&checkpoint, last_step);
         thread::sleep(Duration::from_millis(150)); // and a few steps past it
@@ -597,15 +597,7 @@ fn the_gpu_options_on_the_emulator() {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let mut said = String::new();
-    for line in BufReader::new(tf32.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        said += &line;
-        said.push('\n');
-        if line.starts_with("training on") {
-            break;
-        }
-    }
+    let (_, said) = stdout_once_training(&mut tf32);
     tf32.kill().unwrap();
     tf32.wait().unwrap();
     assert!(
@@ -719,7 +711,7 @@ fn a_closed_output_stops_training_with_a_checkpoint() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(stdout_once_training(&mut child)); // nothing more is printed for 300 steps
+    drop(stdout_once_training(&mut child).0); // nothing more is printed for 300 steps
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(141), "{stderr}");
@@ -748,21 +740,24 @@ fn a_closed_output_stops_training_with_a_checkpoint() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// The standard output of a run spawned with it piped, read up to its line "training on …".
+/// The standard output of a run spawned with it piped, read up to its line "training on …",
+/// and what the run printed up to there.
 ///
 /// # Panics
 /// If the run ends before it prints that line.
-fn stdout_once_training(child: &mut Child) -> BufReader<ChildStdout> {
+fn stdout_once_training(child: &mut Child) -> (BufReader<ChildStdout>, String) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
     let mut line = String::new();
     while !line.starts_with("training on") {
         line.clear();
         assert!(
             stdout.read_line(&mut line).unwrap() > 0,
-            "the run ended before training"
+            "the run ended before training:\n{said}"
         );
+        said += &line;
     }
-    stdout
+    (stdout, said)
 }
 
 /// Waits (up to 2 minutes) until the checkpoint at `path` is past `step`: a run has trained.
