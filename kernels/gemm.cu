@@ -61,14 +61,15 @@ struct GemmArgs {
     // draw of dropout masks: the very mask random_fill would have drawn, kept for the backward.
     float* mask;
     PhiloxDraw dropout;
-    // Null, or [m]: gemm (without split-K) also writes Σ_k op(A)[row, k] here, from the A
-    // tiles it reads anyway: a weight gradient (∂L/∂z)ᵀ·x and its bias gradient Σ_rows ∂L/∂z
-    // in one kernel. Summed in k order in f32, as the CPU's and sum_rows' column sums.
+    // Null, or [m]: gemm and gemm_tf32 (without split-K) also write Σ_k op(A)[row, k] here,
+    // from the A tiles they read anyway: a weight gradient (∂L/∂z)ᵀ·x and its bias gradient
+    // Σ_rows ∂L/∂z in one kernel. Summed in k order in f32, as the CPU's and sum_rows' column
+    // sums.
     float* row_sums;
     // GEMM_LHS_RULE_NONE, or A is read through a backward rule: each element a of A becomes
     // rule(saved, a · mask) (gemm_lhs_rule), `lhs_saved` and `lhs_mask` (null: no dropout)
     // stored as A is; lhs_rule_p is the rule's parameter (LeakyReLU's slope). The tiled
-    // kernels (gemm, gemm_small, gemm_pair, gemm_tf32) apply it (Pipeline); the host sends no
+    // kernels (gemm, gemm_small, the pairs, gemm_tf32) apply it (Pipeline); the host sends no
     // such product to gemm_large or gemv.
     const float* lhs_saved;
     const float* lhs_mask;
@@ -844,29 +845,35 @@ struct GemmPairArgs {
     int splits[2];
 };
 
-template <int TILE, int TM>
-__device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args) {
+// Runs the block of a `gemm_pair` launch that blockIdx.x names: `block(product, tile)` with
+// `block` the kernel's own (gemm_block or gemm_tf32_block).
+template <class Block>
+__device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args, Block block) {
     const int first_blocks = args.tiles_x[0] * args.tiles_y[0] * args.splits[0];
     const int which = (int)blockIdx.x < first_blocks ? 0 : 1;
     const int b = (int)blockIdx.x - which * first_blocks;
     const int tiles_x = args.tiles_x[which], tiles_y = args.tiles_y[which];
     const GemmTile tile{b % tiles_x, (b / tiles_x) % tiles_y, b / (tiles_x * tiles_y), tiles_x,
                         args.splits[which]};
-    gemm_block<TILE, TM>(args.product[which], tile);
+    block(args.product[which], tile);
 }
 
 FG_KERNEL(gemm_pair, GemmPairArgs, __launch_bounds__(256, 2)) {
-    gemm_pair_block<GEMM_BM, GEMM_TM>(args);
+    gemm_pair_block(args, [](const GemmArgs& product, const GemmTile& tile) {
+        gemm_block<GEMM_BM, GEMM_TM>(product, tile);
+    });
 }
 
 FG_KERNEL(gemm_pair_small, GemmPairArgs) {
-    gemm_pair_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(args);
+    gemm_pair_block(args, [](const GemmArgs& product, const GemmTile& tile) {
+        gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(product, tile);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
 // gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's
-// allow_tf32). The same 64 × 64 tiles, pipeline, split-K and epilogues as `gemm`, but each
-// product goes through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3
+// allow_tf32). The same 64 × 64 tiles, pipeline, split-K, epilogues, row sums and pairs
+// (gemm_pair_tf32) as `gemm`, but each product goes through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3
 // decimal digits; sums stay FP32). Launch: grid as `gemm`, 128 threads: 4 warps of 32 × 32
 // results, each 2 × 4 MMA tiles of 16 × 8.
 //
@@ -900,10 +907,48 @@ __device__ __forceinline__ void mma_tf32(float c[4], const u32 a[4], const u32 b
 #define TF32_STRIDE 72
 #define TF32_THREADS 128
 
-FG_KERNEL(gemm_tf32, GemmArgs) {
+// One k-slice of a gemm_tf32 warp's 32 × 32 results out of shared memory (acc += A · B through
+// the tensor cores), and with ROW_SUMS each of the block's first 64 threads adds its row's DEPTH
+// values of op(A) to row_sum, in k order and in FP32 as gemm_multiply_slice does: a weight
+// gradient's bias gradient, the same bits as FP32's. A template, as gemm_multiply_slice.
+template <bool ROW_SUMS>
+__device__ __forceinline__ void tf32_multiply_slice(const float (*a_tile)[TF32_STRIDE],
+                                                    const float (*b_tile)[TF32_STRIDE],
+                                                    int warp_row, int warp_col, int lane,
+                                                    float (&acc)[2 * 4][4], float& row_sum) {
+    const int g = lane / 4, t = lane % 4;
+    for (int kk = 0; kk < GEMM_BK; kk += 8) {
+        u32 a[2][4], b[4][2];
+        for (int mi = 0; mi < 2; ++mi) {
+            int r = warp_row + mi * 16 + g;
+            a[mi][0] = to_tf32(a_tile[kk + t][r]);
+            a[mi][1] = to_tf32(a_tile[kk + t][r + 8]);
+            a[mi][2] = to_tf32(a_tile[kk + t + 4][r]);
+            a[mi][3] = to_tf32(a_tile[kk + t + 4][r + 8]);
+        }
+        for (int ni = 0; ni < 4; ++ni) {
+            int c = warp_col + ni * 8 + g;
+            b[ni][0] = to_tf32(b_tile[kk + t][c]);
+            b[ni][1] = to_tf32(b_tile[kk + t + 4][c]);
+        }
+        for (int mi = 0; mi < 2; ++mi) {
+            for (int ni = 0; ni < 4; ++ni) {
+                mma_tf32(acc[4 * mi + ni], a[mi], b[ni]);
+            }
+        }
+    }
+    if (ROW_SUMS && threadIdx.x < GEMM_BM) {
+#pragma unroll
+        for (int p = 0; p < GEMM_BK; ++p) {
+            row_sum += a_tile[p][threadIdx.x];
+        }
+    }
+}
+
+// One block of `gemm_tf32` or `gemm_pair_tf32`: the 64 × 64 tile `tile` of the product `args`.
+__device__ __forceinline__ void gemm_tf32_block(const GemmArgs& args, const GemmTile& tile) {
     __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
     __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TF32_STRIDE];
-    const GemmTile tile = grid_tile();
     const int row0 = tile.y * GEMM_BM;
     const int col0 = tile.x * GEMM_BN;
     const int k_begin = tile.z * args.k_chunk;
@@ -912,34 +957,21 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     const int g = lane / 4, t = lane % 4;
+    const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
     float acc[2 * 4][4];  // the warp's 2 × 4 MMA tiles: tile (mi, ni) in acc[4 · mi + ni]
+    float row_sum = 0.0f;  // row row0 + threadIdx.x's, in the first 64 threads
     for (int f = 0; f < 2 * 4; ++f) {
         for (int r = 0; r < 4; ++r) {
             acc[f][r] = 0.0f;
         }
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
-        const float(*a_tile)[TF32_STRIDE] = a_tiles[stage];
-        const float(*b_tile)[TF32_STRIDE] = b_tiles[stage];
-        for (int kk = 0; kk < GEMM_BK; kk += 8) {
-            u32 a[2][4], b[4][2];
-            for (int mi = 0; mi < 2; ++mi) {
-                int r = warp_row + mi * 16 + g;
-                a[mi][0] = to_tf32(a_tile[kk + t][r]);
-                a[mi][1] = to_tf32(a_tile[kk + t][r + 8]);
-                a[mi][2] = to_tf32(a_tile[kk + t + 4][r]);
-                a[mi][3] = to_tf32(a_tile[kk + t + 4][r + 8]);
-            }
-            for (int ni = 0; ni < 4; ++ni) {
-                int c = warp_col + ni * 8 + g;
-                b[ni][0] = to_tf32(b_tile[kk + t][c]);
-                b[ni][1] = to_tf32(b_tile[kk + t + 4][c]);
-            }
-            for (int mi = 0; mi < 2; ++mi) {
-                for (int ni = 0; ni < 4; ++ni) {
-                    mma_tf32(acc[4 * mi + ni], a[mi], b[ni]);
-                }
-            }
+        if (row_sums) {
+            tf32_multiply_slice<true>(a_tiles[stage], b_tiles[stage], warp_row, warp_col, lane,
+                                      acc, row_sum);
+        } else {
+            tf32_multiply_slice<false>(a_tiles[stage], b_tiles[stage], warp_row, warp_col, lane,
+                                       acc, row_sum);
         }
     });
 #pragma unroll 1
@@ -953,9 +985,21 @@ FG_KERNEL(gemm_tf32, GemmArgs) {
         gemm_store(args, tile.z, row + 8, col + 1, acc[0][3]);
         shift_rows_up(acc);
     }
+    if (row_sums && threadIdx.x < GEMM_BM && row0 + (int)threadIdx.x < args.m) {
+        args.row_sums[row0 + threadIdx.x] = row_sum;
+    }
     if (args.partials && split_k_last_arrival(args, tile)) {
         split_k_finish_tile<64, TF32_THREADS>(args, tile.splits, row0, col0);
     }
+}
+
+FG_KERNEL(gemm_tf32, GemmArgs) { gemm_tf32_block(args, grid_tile()); }
+
+// gemm_pair in the tensor-core kernel: a layer's two gradient products in one launch.
+FG_KERNEL(gemm_pair_tf32, GemmPairArgs) {
+    gemm_pair_block(args, [](const GemmArgs& product, const GemmTile& tile) {
+        gemm_tf32_block(product, tile);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

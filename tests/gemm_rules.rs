@@ -222,7 +222,7 @@ fn a_rule_read_in_the_gemm_gives_the_bits_of_the_rule_written_out() {
 
 /// The tensor-core kernel reads through rules too (two quads of each slice per thread: 128
 /// threads); its products then round the rule's results to TF32, as they would the rule written
-/// out. (Its row sums are not the GEMM's: the weight gradients go through the written-out rule.)
+/// out. Its row sums, a bias gradient, add the rule's results in FP32: the bits of `gemm`'s.
 #[test]
 fn the_tensor_core_gemm_reads_through_rules_too() {
     let _turn = one_at_a_time();
@@ -234,8 +234,16 @@ fn the_tensor_core_gemm_reads_through_rules_too() {
         let read = gradients(&layer, on_cuda, &rule, true, false);
         let written = gradients(&layer, on_cuda, &rule, true, true);
         set_allow_tf32(false);
+        let fp32 = gradients(&layer, on_cuda, &rule, true, false);
         for (what, (read, written)) in WHAT.iter().zip(read.iter().zip(&written)) {
             assert!(bits(read) == bits(written), "tf32 on {cuda:?}: {what}");
+        }
+        for bias in [2, 5] {
+            let what = WHAT[bias];
+            assert!(
+                bits(&read[bias]) == bits(&fp32[bias]),
+                "tf32 on {cuda:?}: {what} / FP32"
+            );
         }
     }
 }

@@ -239,8 +239,8 @@ impl CudaStorage {
     }
 
     /// The product of [`BackendStorage::gemm_with_lhs_row_sums`], planned: `(product, its
-    /// output, the row sums)`, the row sums computed by the GEMM where it can (without split-K,
-    /// not in the tensor-core kernel), else `None`: the caller sums them after the product.
+    /// output, the row sums)`, the row sums computed by the GEMM where it can (without split-K),
+    /// else `None`: the caller sums them after the product.
     fn plan_with_lhs_row_sums(
         &self,
         rhs: &Self,
@@ -298,14 +298,7 @@ impl PlannedGemm {
                 _partials: None,
             };
         }
-        let plan = match GemmPlan::for_product(dims) {
-            // The tensor-core kernel has 64 × 64 tiles only.
-            GemmPlan::Large if tf32 => GemmPlan::Tiled {
-                splits: 1,
-                k_chunk: dims.k,
-            },
-            plan => plan,
-        };
+        let plan = plan_for(dims);
         // The 64 × 64 kernel and its launch geometry (m, n, splits).
         type Geometry = fn(usize, usize, usize) -> LaunchConfig;
         let (kernel, tiled_config): (&str, Geometry) = if tf32 {
@@ -363,15 +356,19 @@ impl PlannedGemm {
     }
 
     /// Launches both: as one `gemm_pair` (`gemm_pair_small` in 32 × 32 tiles where asked) where
-    /// both are `gemm` launches whose split-K counters fit side by side (the second's after the
-    /// first's), else one after the other.
+    /// both are `gemm` launches, or one `gemm_pair_tf32` where both are `gemm_tf32` ones, whose
+    /// split-K counters fit side by side (the second's after the first's), else one after the
+    /// other.
     fn launch_pair(self, mut second: PlannedGemm, device: &CudaDevice) {
         let both_fit = |a: LaunchConfig, b: LaunchConfig| tiles(a) + tiles(b) <= SPLIT_K_MAX_TILES;
-        let (kernel, first, other) = match (self.small_tiles(), second.small_tiles()) {
-            (Some(a), Some(b)) if both_fit(a, b) => ("gemm_pair_small", a, b),
+        let (kernel, first, other) = match (self.kernel, self.small_tiles(), second.small_tiles()) {
+            ("gemm_tf32", ..) => ("gemm_pair_tf32", self.config, second.config),
+            (_, Some(a), Some(b)) if both_fit(a, b) => ("gemm_pair_small", a, b),
             _ => ("gemm_pair", self.config, second.config),
         };
-        let pairable = self.kernel == "gemm" && second.kernel == "gemm" && both_fit(first, other);
+        let pairable = matches!(self.kernel, "gemm" | "gemm_tf32")
+            && second.kernel == self.kernel
+            && both_fit(first, other);
         if !pairable {
             self.launch(device);
             second.launch(device);
@@ -401,24 +398,32 @@ fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
     PlannedGemm::new(device, args, dims).launch(device);
 }
 
+/// How a product runs: [`GemmPlan::for_product`]'s plan, in 64 × 64 tiles where TF32 is
+/// allowed (the tensor-core kernel has no others).
+fn plan_for(dims: GemmDims) -> GemmPlan {
+    match GemmPlan::for_product(dims) {
+        GemmPlan::Large if tf32_allowed() => GemmPlan::Tiled {
+            splits: 1,
+            k_chunk: dims.k,
+        },
+        plan => plan,
+    }
+}
+
 /// Whether the GEMMs of `products` read their left operand through `rule` themselves: the tiled
-/// kernels (gemm, gemm_small, gemm_pair, gemm_tf32) apply the rules gemm.cu has, gemm_large
+/// kernels (gemm, gemm_small, the pairs, gemm_tf32) apply the rules gemm.cu has, gemm_large
 /// none.
 fn gemm_applies(rule: LhsRule<'_, CudaStorage>, products: &[GemmDims]) -> bool {
     lhs_rule_code(rule.rule.name()).is_some()
         && products
             .iter()
-            .all(|&dims| tf32_allowed() || GemmPlan::for_product(dims) != GemmPlan::Large)
+            .all(|&dims| plan_for(dims) != GemmPlan::Large)
 }
 
-/// Whether `gemm` sums the rows of `op(A)` as it goes for this product: only without split-K,
-/// and not in the tensor-core kernel.
+/// Whether the tiled GEMM (`gemm` or `gemm_tf32`) sums the rows of `op(A)` as it goes for this
+/// product: only without split-K.
 fn sums_rows_in_the_gemm(dims: GemmDims) -> bool {
-    !tf32_allowed()
-        && matches!(
-            GemmPlan::for_product(dims),
-            GemmPlan::Tiled { splits: 1, .. }
-        )
+    matches!(plan_for(dims), GemmPlan::Tiled { splits: 1, .. })
 }
 
 impl BackendStorage for CudaStorage {
