@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use ferrograd::backend::cuda::{CudaDevice, KernelTime};
+use ferrograd::backend::cuda::{set_allow_tf32, CudaDevice, KernelTime};
 use ferrograd::nn::functional::linear;
 use ferrograd::{Device, Tensor};
 
@@ -85,26 +85,66 @@ fn a_one_column_product_is_a_gemv() {
     assert_eq!(times[0].config.grid.x, 5, "40 rows, 8 per block");
 }
 
-/// A linear layer's backward pass: `∂L/∂x`, `∂L/∂W` and `∂L/∂b` from one `gemm_pair` launch
-/// (after the loss's own kernel); where the weight gradient splits k, the bias gradient is
-/// summed apart (only an unsplit GEMM sums rows as it goes).
-#[test]
-fn a_linear_layers_gradients_are_one_launch() {
-    let _turn = one_at_a_time();
-    let (device, cuda) = emulator();
-    let unsplit = ["expand_scalar", "gemm_pair"].as_slice();
-    let split = ["expand_scalar", "gemm_pair", "sum_rows"].as_slice();
-    for (batch, inputs, outputs, expected) in [(16, 24, 40, unsplit), (512, 8, 512, split)] {
-        let x = Tensor::uniform(&[batch, inputs], -1.0, 1.0, &device);
-        let w = Tensor::uniform(&[outputs, inputs], -1.0, 1.0, &device);
-        let b = Tensor::uniform(&[outputs], -1.0, 1.0, &device);
+/// The kernels a linear layer's backward pass launches, checked: its loss's own kernel, then
+/// `pair` for `∂L/∂x`, `∂L/∂W` and `∂L/∂b`; where the weight gradient splits k, `sum_rows` for
+/// the bias gradient (only an unsplit GEMM sums rows as it goes).
+fn assert_backward_kernels((device, cuda): (&Device, &CudaDevice), pair: &str) {
+    for (batch, inputs, outputs, split) in [(16, 24, 40, false), (512, 8, 512, true)] {
+        let x = Tensor::uniform(&[batch, inputs], -1.0, 1.0, device);
+        let w = Tensor::uniform(&[outputs, inputs], -1.0, 1.0, device);
+        let b = Tensor::uniform(&[outputs], -1.0, 1.0, device);
         for leaf in [&x, &w, &b] {
             leaf.set_requires_grad(true);
         }
         let loss = linear(&x, &w, Some(&b)).sum();
-        let one = Tensor::ones(&[], &device);
-        let times = kernels_of(&cuda, || loss.backward_with(&one));
+        let one = Tensor::ones(&[], device);
+        let times = kernels_of(cuda, || loss.backward_with(&one));
+        let expected = ["expand_scalar", pair, "sum_rows"];
+        let expected = &expected[..if split { 3 } else { 2 }];
         assert_eq!(names(&times), expected, "{batch}x{inputs}x{outputs}");
         assert!([x.grad(), w.grad(), b.grad()].iter().all(Option::is_some));
     }
+}
+
+/// A linear layer's backward pass: `∂L/∂x`, `∂L/∂W` and `∂L/∂b` from one `gemm_pair` launch.
+#[test]
+fn a_linear_layers_gradients_are_one_launch() {
+    let _turn = one_at_a_time();
+    let (device, cuda) = emulator();
+    assert_backward_kernels((&device, &cuda), "gemm_pair");
+}
+
+/// TF32 on until dropped, whatever happens in between.
+struct Tf32On;
+
+impl Tf32On {
+    fn new() -> Tf32On {
+        set_allow_tf32(true);
+        Tf32On
+    }
+}
+
+impl Drop for Tf32On {
+    fn drop(&mut self) {
+        set_allow_tf32(false);
+    }
+}
+
+/// With TF32 the same launches, in the tensor-core kernel: a layer's gradients in one
+/// `gemm_pair_tf32`, the bias gradient summed in it where k is not split; and a one-column
+/// product stays a `gemv`, in FP32 (tensor cores do nothing for a product that reads each
+/// element of A once), the bits of the product without TF32.
+#[test]
+fn with_tf32_the_same_launches_in_the_tensor_core_kernel() {
+    let _turn = one_at_a_time();
+    let (device, cuda) = emulator();
+    let x = Tensor::uniform(&[40, 256], -1.0, 1.0, &device);
+    let w = Tensor::uniform(&[1, 256], -1.0, 1.0, &device);
+    let fp32 = linear(&x, &w, None).to_vec();
+    let _tf32 = Tf32On::new();
+    assert_backward_kernels((&device, &cuda), "gemm_pair_tf32");
+    let mut one_column = Vec::new();
+    let times = kernels_of(&cuda, || one_column = linear(&x, &w, None).to_vec());
+    assert_eq!(names(&times), ["gemv"]);
+    assert_eq!(one_column, fp32);
 }

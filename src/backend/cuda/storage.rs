@@ -23,7 +23,8 @@ static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
 /// Lets CUDA matrix products use TF32 tensor cores (`gemm_tf32` in `kernels/gemm.cu`), as
 /// PyTorch's `torch.backends.cuda.matmul.allow_tf32`. Off by default: TF32 keeps 10 mantissa
 /// bits of each operand (products accurate to about 1e-3 relative; sums stay FP32), which is
-/// plenty for training this GAN but not bit-compatible with FP32. Process-wide.
+/// plenty for training this GAN but not bit-compatible with FP32. Allowed, not required: a
+/// one-column product (`gemv`) stays FP32, as do bias gradients. Process-wide.
 pub fn set_allow_tf32(allow: bool) {
     ALLOW_TF32.store(allow, Ordering::Relaxed);
 }
@@ -281,14 +282,14 @@ struct PlannedGemm {
 
 impl PlannedGemm {
     fn new(device: &CudaDevice, mut args: GemmArgs, dims: GemmDims) -> PlannedGemm {
-        let tf32 = tf32_allowed();
-        // One column, A read along its rows, nothing else to write: a warp per row.
+        // One column, A read along its rows, nothing else to write: a warp per row, in FP32
+        // even where TF32 is allowed (each element of A is read once: tensor cores would only
+        // round it).
         if dims.n == 1
             && !dims.lhs_transposed
             && args.mask == 0
             && args.row_sums == 0
             && args.lhs_rule == 0
-            && !tf32
         {
             return PlannedGemm {
                 kernel: "gemv",
@@ -301,7 +302,7 @@ impl PlannedGemm {
         let plan = plan_for(dims);
         // The 64 × 64 kernel and its launch geometry (m, n, splits).
         type Geometry = fn(usize, usize, usize) -> LaunchConfig;
-        let (kernel, tiled_config): (&str, Geometry) = if tf32 {
+        let (kernel, tiled_config): (&str, Geometry) = if tf32_allowed() {
             ("gemm_tf32", LaunchConfig::gemm_tf32)
         } else {
             ("gemm", LaunchConfig::gemm)
