@@ -1,5 +1,5 @@
 // A CPU stand-in for the CUDA runtime, just enough to run our kernels on the host, unchanged:
-// - each CUDA thread of a block is a fiber (its own stack, ucontext) on the calling OS thread;
+// - each CUDA thread of a block is a fiber (a stack of its own) on the calling OS thread;
 //   the fibers run in turn, each until it waits at a barrier: __syncthreads() (all threads of
 //   the block) or a warp shuffle (the 32 lanes of its warp). A barrier releases its waiters
 //   once every thread it concerns has arrived; one that can never be released, or that some

@@ -2,6 +2,7 @@
 // with every kernel file, and each sweep variant of gemm.cu in a unit of its own.
 
 #include <math.h>
+#include <stdint.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -72,6 +73,90 @@ static std::map<std::string, Kernel>::iterator find_kernel(const char* name) {
 // Bytes of stack per CUDA thread: our kernels keep a few dozen floats in "registers".
 static const size_t FIBER_STACK = 128 * 1024;
 
+// Switching between fibers. swapcontext saves and restores the signal mask, a system call
+// (rt_sigprocmask) each way: a third of an emulated launch's time went to it (benches/
+// RESULTS.md, 2026-12-07). A fiber needs only its stack and the registers a function call
+// keeps (the System V ABI's callee-saved ones; the floating-point control words are the same
+// in every fiber: nothing here changes them), so on x86-64 a switch saves those on the stack
+// it leaves, keeps that stack's address, and loads the other's: no system call. Elsewhere,
+// under AddressSanitizer (which follows swapcontext's changes of stack, not ours) and where
+// the compiler marks code for shadow stacks (CET, which a hand-made switch would break),
+// ucontext as before.
+#if defined(__SANITIZE_ADDRESS__)
+#define FG_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FG_EMU_ASAN 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(FG_EMU_ASAN) && !(defined(__CET__) && (__CET__ & 2))
+#define FG_EMU_OWN_SWITCH 1
+#endif
+
+#ifdef FG_EMU_OWN_SWITCH
+// A fiber stopped at a switch: its stack pointer; the rest is on its stack.
+struct Context {
+    void* sp = nullptr;
+};
+
+// Saves the callee-saved registers on the running stack and its address in *save, then makes
+// `load` the stack and returns to whoever switched away from it.
+extern "C" void ferrograd_emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .p2align 4
+    .globl ferrograd_emu_switch
+    .hidden ferrograd_emu_switch
+    .type ferrograd_emu_switch, @function
+ferrograd_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ferrograd_emu_switch, .-ferrograd_emu_switch
+)");
+
+static void switch_context(Context& from, const Context& to) { ferrograd_emu_switch(&from.sp, to.sp); }
+
+// Makes `fiber` start `entry` (which never returns) on `stack` at its first switch: the stack
+// as ferrograd_emu_switch leaves one, six registers' slots under the address it returns to,
+// aligned as after a call (rsp + 8 a multiple of 16 at entry's first instruction).
+static void start_context(Context& fiber, std::vector<char>& stack, void (*entry)()) {
+    void** sp = (void**)((uintptr_t)(stack.data() + stack.size()) & ~(uintptr_t)15);
+    *--sp = nullptr;        // entry's own return address: none
+    *--sp = (void*)entry;   // where the first switch returns to
+    for (int r = 0; r < 6; ++r) {
+        *--sp = nullptr;    // rbp, rbx, r12–r15
+    }
+    fiber.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+static void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+
+static void start_context(Context& fiber, std::vector<char>& stack, void (*entry)()) {
+    getcontext(&fiber.uc);
+    fiber.uc.uc_stack.ss_sp = stack.data();
+    fiber.uc.uc_stack.ss_size = stack.size();
+    fiber.uc.uc_link = nullptr;  // entry never returns
+    makecontext(&fiber.uc, entry, 0);
+}
+#endif
+
 // Where a thread of the block stands.
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
@@ -99,7 +184,7 @@ struct ExchangeSlots {
 // flight, and its __shared__ section while another block runs.
 struct Block {
     dim3 index;
-    std::vector<ucontext_t> fibers;
+    std::vector<Context> fibers;
     std::vector<std::vector<char>> stacks;
     std::vector<State> state;
     std::vector<AsyncCopies> async_copies;
@@ -111,7 +196,7 @@ struct Block {
     bool paused = false;          // a thread arrived at an atomic and let other blocks run
 };
 
-static ucontext_t scheduler;     // where a fiber returns to at a barrier, a pause or its end
+static Context scheduler;        // where a fiber returns to at a barrier, a pause or its end
 static unsigned block_threads;   // threads per block of the launch in progress
 static Launcher launch_kernel;   // and its kernel and argument
 static void** launch_args;
@@ -177,7 +262,7 @@ void copy_async_wait(unsigned pending) {
 
 static void wait_at(State barrier) {
     block->state[block->current] = barrier;
-    swapcontext(&block->fibers[block->current], &scheduler);
+    switch_context(block->fibers[block->current], scheduler);
 }
 
 void sync_threads() { wait_at(State::AtBlockBarrier); }
@@ -191,14 +276,16 @@ unsigned arrive(unsigned* counter) {
     unsigned before = (*counter)++;
     if (interleaved) {  // the thread stays ready; the scheduler may run another block first
         block->paused = true;
-        swapcontext(&block->fibers[block->current], &scheduler);
+        switch_context(block->fibers[block->current], scheduler);
     }
     return before;
 }
 
+// A fiber's life: the kernel, then back to the scheduler for good.
 static void run_fiber() {
     launch_kernel(launch_args);
-    block->state[block->current] = State::Done;  // returning resumes the scheduler (uc_link)
+    block->state[block->current] = State::Done;
+    switch_context(block->fibers[block->current], scheduler);
 }
 
 // What release_barriers did.
@@ -296,12 +383,7 @@ static void start_block(Block& b, dim3 index) {
     // Copies a block never waited for die with it (their data was never to be read).
     b.async_copies.assign(block_threads, AsyncCopies{});
     for (unsigned t = 0; t < block_threads; ++t) {
-        ucontext_t& fiber = b.fibers[t];
-        getcontext(&fiber);
-        fiber.uc_stack.ss_sp = b.stacks[t].data();
-        fiber.uc_stack.ss_size = FIBER_STACK;
-        fiber.uc_link = &scheduler;
-        makecontext(&fiber, run_fiber, 0);
+        start_context(b.fibers[t], b.stacks[t], run_fiber);
         b.state[t] = State::Ready;
     }
     b.fresh = true;
@@ -327,7 +409,7 @@ static int run_block() {
             ran = true;
             block->current = t;
             thread_idx = dim3{t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
-            swapcontext(&scheduler, &block->fibers[t]);
+            switch_context(scheduler, block->fibers[t]);
             if (block->paused) {
                 block->paused = false;
                 return BLOCK_PAUSED;
