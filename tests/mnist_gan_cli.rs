@@ -575,7 +575,8 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
 }
 
 /// On the emulator as on a GPU, `--tf32` leaves the autotuner nothing to tune, and says so
-/// (the tensor-core kernel has no tiles to choose), and `--bf16`, the CPU's, is refused.
+/// (the tensor-core kernel has no tiles to choose), and trains within TF32's precision of the
+/// CPU; `--bf16`, the CPU's, is refused.
 #[test]
 fn the_gpu_options_on_the_emulator() {
     let Some(data) = shared_mnist() else { return };
@@ -587,27 +588,37 @@ fn the_gpu_options_on_the_emulator() {
         mnist_gan(&data, &out, &["--device", "cuda-emulator", "--bf16"]),
         &["--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU"],
     );
-    // An emulated TF32 step takes half a minute: the run is stopped before its first.
-    let mut tf32 = mnist_gan(
-        &data,
-        &out,
-        &["--device", "cuda-emulator", "--tf32", "--eager"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let (_, said) = stdout_once_training(&mut tf32);
-    tf32.kill().unwrap();
-    tf32.wait().unwrap();
-    assert!(
-        said.contains(
-            "note: nothing to tune: with --tf32 the matrix products run in the tensor-core \
-             kernel, which has one configuration"
-        ),
-        "{said}"
-    );
-    std::fs::remove_dir_all(&out).unwrap();
+    assert!(!out.exists(), "refused, yet it wrote {out:?}");
+    let run = |name: &str, extra: &[&str]| -> (PathBuf, String) {
+        let out = scratch(name);
+        let mut args = vec!["--batch-size", "8", "--max-iters", "2"];
+        args.extend(extra);
+        let stdout = String::from_utf8(run_ok(mnist_gan(&data, &out, &args)).stdout).unwrap();
+        (out, stdout)
+    };
+    let (cpu, _) = run("tf32-cpu", &["--device", "cpu"]);
+    let (tf32, said) = run("tf32-emulator", &["--device", "cuda-emulator", "--tf32"]);
+    for line in [
+        "note: nothing to tune: with --tf32 the matrix products run in the tensor-core kernel, \
+         which has one configuration",
+        "captured the training step as a CUDA graph (",
+    ] {
+        assert!(said.contains(line), "no {line:?} in\n{said}");
+    }
+    let (on_cpu, with_tf32) = (losses(&cpu), losses(&tf32));
+    assert_eq!(with_tf32.len(), 2);
+    assert_ne!(with_tf32, on_cpu, "TF32's rounding should show");
+    for (row, cpu_row) in with_tf32.iter().zip(&on_cpu) {
+        for (t, c) in row.iter().zip(cpu_row) {
+            assert!(
+                (t - c).abs() <= 1e-2 * c.abs().max(1.0),
+                "{row:?} vs {cpu_row:?}"
+            );
+        }
+    }
+    for dir in [cpu, tf32] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 /// Without `--threads`, a CPU run takes `RAYON_NUM_THREADS` where it is set, else one thread

@@ -148,8 +148,16 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
         return;
     }
     let gemm = MODULES.iter().find(|m| m.file == "gemm.cu").unwrap();
-    for stages in 2..=5 {
-        let defines = [format!("-DGEMM_STAGES={stages}")];
+    // Each setting of gemm's pipeline beside one of gemm_large's slice and pipeline depths:
+    // one compile checks both kernels (each depends on its own parameters only), half the
+    // compiles of gemm.cu, each several seconds.
+    let large_settings = [(8, 2), (8, 4), (8, 6), (16, 3)];
+    for (stages, (large_depth, large_stages)) in (2..=5).zip(large_settings) {
+        let defines = [
+            format!("-DGEMM_STAGES={stages}"),
+            format!("-DLARGE_BK={large_depth}"),
+            format!("-DLARGE_STAGES={large_stages}"),
+        ];
         let cubin =
             nvrtc::compile_with_defines(gemm, 9, 0, Output::Cubin { report: true }, &defines)
                 .unwrap();
@@ -164,29 +172,18 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
             "{stages} stages: {} bytes",
             gemm_kernel.shared_bytes
         );
-    }
-    let too_deep = ["-DGEMM_STAGES=6".to_string()];
-    let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_deep).unwrap_err();
-    assert!(err.contains("GEMM_STAGES is 2 to 5"), "{err}");
-    // gemm_large's slice depth and pipeline depth.
-    for (depth, stages) in [(8, 2), (8, 4), (8, 6), (16, 3)] {
-        let defines = [
-            format!("-DLARGE_BK={depth}"),
-            format!("-DLARGE_STAGES={stages}"),
-        ];
-        let cubin =
-            nvrtc::compile_with_defines(gemm, 9, 0, Output::Cubin { report: true }, &defines)
-                .unwrap();
-        let report = parse_ptxas_report(&cubin.log);
         let large = report.iter().find(|k| k.kernel == "gemm_large").unwrap();
         assert_eq!(large.spill_stores + large.spill_loads, 0, "{defines:?}");
         assert_eq!(large.stack_bytes, 0, "{defines:?}");
         assert_eq!(
             large.shared_bytes,
-            stages * 2 * depth * 128 * 4,
+            large_stages * 2 * large_depth * 128 * 4,
             "{defines:?}"
         );
     }
+    let too_deep = ["-DGEMM_STAGES=6".to_string()];
+    let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_deep).unwrap_err();
+    assert!(err.contains("GEMM_STAGES is 2 to 5"), "{err}");
     let too_much = ["-DLARGE_BK=16".to_string(), "-DLARGE_STAGES=4".to_string()];
     let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_much).unwrap_err();
     assert!(err.contains("LARGE_BK is 8 or 16"), "{err}");
