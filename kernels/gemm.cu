@@ -873,9 +873,9 @@ FG_KERNEL(gemm_pair_small, GemmPairArgs) {
 // ---------------------------------------------------------------------------------------------
 // gemm_tf32: the optional tensor-core path (set_allow_tf32 on the host, as PyTorch's
 // allow_tf32). The same 64 × 64 tiles, pipeline, split-K, epilogues, row sums and pairs
-// (gemm_pair_tf32) as `gemm`, but each product goes through `mma.sync.m16n8k8` with operands rounded to TF32 (10 mantissa bits, ~3
-// decimal digits; sums stay FP32). Launch: grid as `gemm`, 128 threads: 4 warps of 32 × 32
-// results, each 2 × 4 MMA tiles of 16 × 8.
+// (gemm_pair_tf32) as `gemm`, but each product goes through `mma.sync.m16n8k8` with operands
+// rounded to TF32 (10 mantissa bits, ~3 decimal digits; sums stay FP32). Launch: grid as
+// `gemm`, 128 threads: 4 warps of 32 × 32 results, each 2 × 4 MMA tiles of 16 × 8.
 //
 // Fragments of m16n8k8 (PTX ISA; lane = 4·g + t):  A (16 × 8, row-major): a0 (g, t),
 // a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4);  B (8 × 8, k × n): b0 (t, g), b1 (t + 4, g);

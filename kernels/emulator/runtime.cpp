@@ -74,14 +74,15 @@ static std::map<std::string, Kernel>::iterator find_kernel(const char* name) {
 static const size_t FIBER_STACK = 128 * 1024;
 
 // Switching between fibers. swapcontext saves and restores the signal mask, a system call
-// (rt_sigprocmask) each way: a third of an emulated launch's time went to it (benches/
-// RESULTS.md, 2026-12-07). A fiber needs only its stack and the registers a function call
-// keeps (the System V ABI's callee-saved ones; the floating-point control words are the same
-// in every fiber: nothing here changes them), so on x86-64 a switch saves those on the stack
-// it leaves, keeps that stack's address, and loads the other's: no system call. Elsewhere,
-// under AddressSanitizer (which follows swapcontext's changes of stack, not ours) and where
-// the compiler marks code for shadow stacks (CET, which a hand-made switch would break),
-// ucontext as before.
+// (rt_sigprocmask), and the x87 environment at every switch: the emulator's tests spent a
+// third of their time in the system, and run 4–7× faster without it (benches/RESULTS.md,
+// 2026-12-07). A fiber needs only its stack and the registers a function call keeps (the
+// System V ABI's callee-saved ones; the floating-point control words are the same in every
+// fiber: nothing here changes them), so on x86-64 a switch saves those on the stack it leaves,
+// keeps that stack's address, and loads the other's: no system call. Elsewhere, under
+// AddressSanitizer (which follows swapcontext's changes of stack, not ours) and where the
+// compiler marks code for shadow stacks (CET, which a hand-made switch would break), ucontext
+// as before.
 #if defined(__SANITIZE_ADDRESS__)
 #define FG_EMU_ASAN 1
 #elif defined(__has_feature)
@@ -102,8 +103,9 @@ struct Context {
 // Saves the callee-saved registers on the running stack and its address in *save, then makes
 // `load` the stack and returns to whoever switched away from it.
 extern "C" void ferrograd_emu_switch(void** save, void* load);
+// (In a section pushed and popped: the compiler's idea of the current section stays true.)
 asm(R"(
-    .text
+    .pushsection .text
     .p2align 4
     .globl ferrograd_emu_switch
     .hidden ferrograd_emu_switch
@@ -125,9 +127,12 @@ ferrograd_emu_switch:
     popq %rbp
     ret
     .size ferrograd_emu_switch, .-ferrograd_emu_switch
+    .popsection
 )");
 
-static void switch_context(Context& from, const Context& to) { ferrograd_emu_switch(&from.sp, to.sp); }
+static void switch_context(Context& from, const Context& to) {
+    ferrograd_emu_switch(&from.sp, to.sp);
+}
 
 // Makes `fiber` start `entry` (which never returns) on `stack` at its first switch: the stack
 // as ferrograd_emu_switch leaves one, six registers' slots under the address it returns to,
