@@ -409,7 +409,7 @@ fn a_signal_stops_training_with_a_checkpoint_to_resume_from() {
             &["--checkpoint-every", "20"],
             Stdio::piped(),
         );
-        let (mut stdout, _) = stdout_once_training(&mut child);
+        let mut stdout = stdout_once_training(&mut child);
         // Signal once this run has trained (its first checkpoint), however slow the machine.
         wait_for_checkpoint_past(&checkpoint, last_step);
         thread::sleep(Duration::from_millis(150)); // and a few steps past it
@@ -485,6 +485,16 @@ fn a_cpu_run_names_the_gpu_options_it_ignores() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// `mnist_gan` run to the end for `iters` steps at batch 8 (seconds a step on the emulator)
+/// into a fresh scratch folder: the folder, and what the run printed.
+fn short_run(data: &Path, name: &str, iters: &str, extra: &[&str]) -> (PathBuf, String) {
+    let out = scratch(name);
+    let mut args = vec!["--batch-size", "8", "--max-iters", iters];
+    args.extend(extra);
+    let stdout = String::from_utf8(run_ok(mnist_gan(data, &out, &args)).stdout).unwrap();
+    (out, stdout)
+}
+
 /// `--device cuda-emulator` takes the GPU's path (the products tuned, the step captured as a
 /// CUDA graph, our kernels) on the CPU emulator: it says each step as a GPU run does, and trains
 /// as the CPU does, to float rounding; eager and untuned, bit for bit as captured and tuned
@@ -495,14 +505,7 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
     if common::emulator().is_none() {
         return;
     }
-    // Seconds per step on the emulator: small batches, few of them.
-    let run = |name: &str, iters: &str, extra: &[&str]| -> (PathBuf, String) {
-        let out = scratch(name);
-        let mut args = vec!["--batch-size", "8", "--max-iters", iters];
-        args.extend(extra);
-        let stdout = String::from_utf8(run_ok(mnist_gan(&data, &out, &args)).stdout).unwrap();
-        (out, stdout)
-    };
+    let run = |name: &str, iters: &str, extra: &[&str]| short_run(&data, name, iters, extra);
     let (cpu, _) = run("on-cpu", "3", &["--device", "cpu"]);
     let (captured, stdout) = run("emulator-captured", "2", &["--device", "cuda-emulator"]);
     for said in [
@@ -589,15 +592,9 @@ fn the_gpu_options_on_the_emulator() {
         &["--bf16 is for the CPU's products: add --device cpu, or use --tf32 on a GPU"],
     );
     assert!(!out.exists(), "refused, yet it wrote {out:?}");
-    let run = |name: &str, extra: &[&str]| -> (PathBuf, String) {
-        let out = scratch(name);
-        let mut args = vec!["--batch-size", "8", "--max-iters", "2"];
-        args.extend(extra);
-        let stdout = String::from_utf8(run_ok(mnist_gan(&data, &out, &args)).stdout).unwrap();
-        (out, stdout)
-    };
-    let (cpu, _) = run("tf32-cpu", &["--device", "cpu"]);
-    let (tf32, said) = run("tf32-emulator", &["--device", "cuda-emulator", "--tf32"]);
+    let (cpu, _) = short_run(&data, "tf32-cpu", "2", &["--device", "cpu"]);
+    let emulator_tf32 = ["--device", "cuda-emulator", "--tf32"];
+    let (tf32, said) = short_run(&data, "tf32-emulator", "2", &emulator_tf32);
     for line in [
         "note: nothing to tune: with --tf32 the matrix products run in the tensor-core kernel, \
          which has one configuration",
@@ -722,7 +719,7 @@ fn a_closed_output_stops_training_with_a_checkpoint() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(stdout_once_training(&mut child).0); // nothing more is printed for 300 steps
+    drop(stdout_once_training(&mut child)); // nothing more is printed for 300 steps
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(141), "{stderr}");
@@ -751,12 +748,11 @@ fn a_closed_output_stops_training_with_a_checkpoint() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// The standard output of a run spawned with it piped, read up to its line "training on …",
-/// and what the run printed up to there.
+/// The standard output of a run spawned with it piped, read up to its line "training on …".
 ///
 /// # Panics
-/// If the run ends before it prints that line.
-fn stdout_once_training(child: &mut Child) -> (BufReader<ChildStdout>, String) {
+/// If the run ends before it prints that line (naming what it printed).
+fn stdout_once_training(child: &mut Child) -> BufReader<ChildStdout> {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut said = String::new();
     let mut line = String::new();
@@ -768,7 +764,7 @@ fn stdout_once_training(child: &mut Child) -> (BufReader<ChildStdout>, String) {
         );
         said += &line;
     }
-    (stdout, said)
+    stdout
 }
 
 /// Waits (up to 2 minutes) until the checkpoint at `path` is past `step`: a run has trained.
