@@ -79,10 +79,14 @@ static const size_t FIBER_STACK = 128 * 1024;
 // 2026-12-07). A fiber needs only its stack and the registers a function call keeps (the
 // System V ABI's callee-saved ones; the floating-point control words are the same in every
 // fiber: nothing here changes them), so on x86-64 a switch saves those on the stack it leaves,
-// keeps that stack's address, and loads the other's: no system call. Elsewhere, under
-// AddressSanitizer (which follows swapcontext's changes of stack, not ours) and where the
+// keeps that stack's address, and loads the other's: no system call. Elsewhere, and where the
 // compiler marks code for shadow stacks (CET, which a hand-made switch would break), ucontext
 // as before.
+#if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
+#define FG_EMU_OWN_SWITCH 1
+#endif
+// Under AddressSanitizer the hand-made switch tells it of each change of stack (below);
+// swapcontext's it follows by itself.
 #if defined(__SANITIZE_ADDRESS__)
 #define FG_EMU_ASAN 1
 #elif defined(__has_feature)
@@ -90,16 +94,51 @@ static const size_t FIBER_STACK = 128 * 1024;
 #define FG_EMU_ASAN 1
 #endif
 #endif
-#if defined(__x86_64__) && !defined(FG_EMU_ASAN) && !(defined(__CET__) && (__CET__ & 2))
-#define FG_EMU_OWN_SWITCH 1
+#if defined(FG_EMU_OWN_SWITCH) && defined(FG_EMU_ASAN)
+#define FG_EMU_TELL_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #endif
 
 #ifdef FG_EMU_OWN_SWITCH
 // A fiber stopped at a switch: its stack pointer; the rest is on its stack.
 struct Context {
     void* sp = nullptr;
+#ifdef FG_EMU_TELL_ASAN
+    const void* stack_bottom = nullptr;  // the stack it runs on
+    size_t stack_size = 0;
+#endif
 };
+#else
+struct Context {
+    ucontext_t uc;
+};
+#endif
 
+static Context scheduler;  // where a fiber returns to at a barrier, a pause or its end
+
+// What a stack just switched to does first. AddressSanitizer keeps the bounds of the stack
+// running (to tell a stack address from a heap one): a change of stack is told to it before,
+// with the stack to run on, and finished here, on that stack, where it returns the bounds of
+// the one left. A fiber is only ever switched to from the scheduler, which runs on the stack
+// of whichever thread launched: the bounds a fiber is told on arrival are the scheduler's,
+// kept for its switch back. (Null for the "fake stacks" of ASan's stack-use-after-return
+// check, which is off: scripts/emulator-asan.sh.)
+static void finish_switch(const Context& here) {
+#ifdef FG_EMU_TELL_ASAN
+    const void* left_bottom;
+    size_t left_size;
+    __sanitizer_finish_switch_fiber(nullptr, &left_bottom, &left_size);
+    if (&here != &scheduler) {
+        scheduler.stack_bottom = left_bottom;
+        scheduler.stack_size = left_size;
+    }
+#else
+    (void)here;
+#endif
+}
+
+#ifdef FG_EMU_OWN_SWITCH
 // Saves the callee-saved registers on the running stack and its address in *save, then makes
 // `load` the stack and returns to whoever switched away from it.
 extern "C" void ferrograd_emu_switch(void** save, void* load);
@@ -131,7 +170,11 @@ ferrograd_emu_switch:
 )");
 
 static void switch_context(Context& from, const Context& to) {
+#ifdef FG_EMU_TELL_ASAN
+    __sanitizer_start_switch_fiber(nullptr, to.stack_bottom, to.stack_size);
+#endif
     ferrograd_emu_switch(&from.sp, to.sp);
+    finish_switch(from);
 }
 
 // Makes `fiber` start `entry` (which never returns) on `stack` at its first switch: the stack
@@ -145,12 +188,15 @@ static void start_context(Context& fiber, std::vector<char>& stack, void (*entry
         *--sp = nullptr;    // rbp, rbx, r12–r15
     }
     fiber.sp = sp;
+#ifdef FG_EMU_TELL_ASAN
+    fiber.stack_bottom = stack.data();
+    fiber.stack_size = stack.size();
+    // The stack's last fiber left frames that never returned (its run_fiber, and all of a
+    // kernel stopped at a barrier that was never released), their redzones still poisoned.
+    __asan_unpoison_memory_region(stack.data(), stack.size());
+#endif
 }
 #else
-struct Context {
-    ucontext_t uc;
-};
-
 static void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
 
 static void start_context(Context& fiber, std::vector<char>& stack, void (*entry)()) {
@@ -201,7 +247,6 @@ struct Block {
     bool paused = false;          // a thread arrived at an atomic and let other blocks run
 };
 
-static Context scheduler;        // where a fiber returns to at a barrier, a pause or its end
 static unsigned block_threads;   // threads per block of the launch in progress
 static Launcher launch_kernel;   // and its kernel and argument
 static void** launch_args;
@@ -288,6 +333,7 @@ unsigned arrive(unsigned* counter) {
 
 // A fiber's life: the kernel, then back to the scheduler for good.
 static void run_fiber() {
+    finish_switch(block->fibers[block->current]);
     launch_kernel(launch_args);
     block->state[block->current] = State::Done;
     switch_context(block->fibers[block->current], scheduler);
