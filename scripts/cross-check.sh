@@ -2,7 +2,8 @@
 # Builds ferrograd for other systems from this Linux x86-64 machine (README, "Other systems"):
 #   1. clippy on every target for macOS on Apple silicon and for Windows (GNU): the crate
 #      without its CUDA emulator, as those systems build it. Nothing is linked or run.
-#   2. aarch64 Linux: cross-built with the emulator, and tests run under qemu-user.
+#   2. aarch64 Linux: clippy on every target, then cross-built with the emulator, and tests
+#      run under qemu-user.
 #   3. Windows (GNU): every test, cross-built with MinGW and run under Wine (no emulator:
 #      Windows has no `ucontext`; no GPU; the MNIST files from ../shared).
 #   4. The CPU thread pool's default, on Linux and under Wine: one thread where the process
@@ -42,6 +43,7 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+cargo "${toolchain[@]}" clippy --locked --target aarch64-unknown-linux-gnu --all-targets -- -D warnings
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
     tests=(autograd gradcheck gemm determinism golden devices cuda_kernels emulator graph)

@@ -6,8 +6,9 @@ use super::microkernel::Microkernel;
 
 /// The processor's model name, e.g. "Intel(R) Xeon(R) Processor": on x86-64 the brand string
 /// the processor itself reports (CPUID), on any system; elsewhere macOS's
-/// `machdep.cpu.brand_string` ("Apple M2") or Linux's `model name` in `/proc/cpuinfo`. `None`
-/// where none is reported (Linux on ARM lists part numbers instead).
+/// `machdep.cpu.brand_string` ("Apple M2") or Linux's `model name` in `/proc/cpuinfo`, and
+/// where Linux on ARM lists only the core's implementer and part numbers, the core they name
+/// ("Arm Neoverse V2") or the numbers themselves. `None` where none is reported.
 pub fn processor_name() -> Option<String> {
     brand_string().or_else(system_model_name)
 }
@@ -52,11 +53,13 @@ fn system_model_name() -> Option<String> {
 
 #[cfg(not(target_os = "macos"))]
 fn system_model_name() -> Option<String> {
-    model_name(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    model_name(&cpuinfo).or_else(|| arm_core_name(&cpuinfo))
 }
 
 /// A name's bytes up to its first NUL, without the spaces around it (older Intel brand strings
 /// are right-aligned); `None` if nothing is left or it is not UTF-8.
+#[cfg(any(target_arch = "x86_64", target_os = "macos", test))]
 fn trimmed_name(bytes: &[u8]) -> Option<String> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let name = std::str::from_utf8(&bytes[..end]).ok()?.trim();
@@ -66,12 +69,47 @@ fn trimmed_name(bytes: &[u8]) -> Option<String> {
 /// The first `model name` of a `/proc/cpuinfo` text.
 #[cfg(any(not(target_os = "macos"), test))]
 fn model_name(cpuinfo: &str) -> Option<String> {
+    first_value(cpuinfo, "model name").map(str::to_string)
+}
+
+/// The first value of `key` in a `/proc/cpuinfo` text, if not empty.
+#[cfg(any(not(target_os = "macos"), test))]
+fn first_value<'a>(cpuinfo: &'a str, key: &str) -> Option<&'a str> {
     cpuinfo
         .lines()
         .filter_map(|line| line.split_once(':'))
-        .find(|(key, _)| key.trim() == "model name")
-        .map(|(_, name)| name.trim().to_string())
-        .filter(|name| !name.is_empty())
+        .find(|(name, _)| name.trim() == key)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// The first core of a `/proc/cpuinfo` text from Linux on ARM, which gives its `CPU
+/// implementer` and `CPU part` numbers (the MIDR register's fields) where x86 gives a name:
+/// the name for Arm's own cores in servers and boards people benchmark on (Graviton 2–4,
+/// Ampere Altra and Grace are Neoverse cores; a Raspberry Pi 4 or 5 a Cortex-A72 or A76; the
+/// numbers as Arm's manuals and `lscpu` list them), else the numbers.
+#[cfg(any(not(target_os = "macos"), test))]
+fn arm_core_name(cpuinfo: &str) -> Option<String> {
+    const ARM_LTD: &str = "0x41";
+    const ARM_CORES: [(&str, &str); 8] = [
+        ("0xd03", "Cortex-A53"),
+        ("0xd05", "Cortex-A55"),
+        ("0xd08", "Cortex-A72"),
+        ("0xd0b", "Cortex-A76"),
+        ("0xd0c", "Neoverse N1"),
+        ("0xd40", "Neoverse V1"),
+        ("0xd49", "Neoverse N2"),
+        ("0xd4f", "Neoverse V2"),
+    ];
+    let implementer = first_value(cpuinfo, "CPU implementer")?;
+    let part = first_value(cpuinfo, "CPU part")?;
+    let known = ARM_CORES
+        .iter()
+        .find(|(number, _)| implementer == ARM_LTD && part.eq_ignore_ascii_case(number));
+    Some(match known {
+        Some((_, core)) => format!("Arm {core}"),
+        None => format!("ARM CPU implementer {implementer}, part {part}"),
+    })
 }
 
 /// The processor and the microkernel the GEMM runs on it, in one line:
@@ -92,7 +130,7 @@ pub fn describe_processor() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{model_name, trimmed_name};
+    use super::{arm_core_name, model_name, trimmed_name};
 
     #[test]
     fn a_name_ends_at_its_first_nul_without_the_spaces_around_it() {
@@ -128,5 +166,30 @@ mod tests {
         // ARM Linux: no model name, only parts.
         assert_eq!(model_name("processor\t: 0\nCPU part\t: 0xd0c\n"), None);
         assert_eq!(model_name("model name\t:   \n"), None);
+    }
+
+    /// `/proc/cpuinfo` as Linux on ARM writes it: each core's implementer and part, no model
+    /// name (the first core's fields an AWS Graviton3's Neoverse V1; the second core another
+    /// part, as boards with two kinds of core list them, to show the first is named).
+    #[test]
+    fn an_arm_core_is_named_from_its_implementer_and_part() {
+        let graviton3 = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve\n\
+                         CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n\
+                         CPU part\t: 0xd40\nCPU revision\t: 1\n\nprocessor\t: 1\n\
+                         CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
+        assert_eq!(model_name(graviton3), None);
+        assert_eq!(arm_core_name(graviton3).as_deref(), Some("Arm Neoverse V1"));
+        // A core not in the table (AmpereOne), or another implementer's: the numbers.
+        let ampere_one = "CPU implementer\t: 0xc0\nCPU part\t: 0xac3\n";
+        assert_eq!(
+            arm_core_name(ampere_one).as_deref(),
+            Some("ARM CPU implementer 0xc0, part 0xac3")
+        );
+        assert_eq!(
+            arm_core_name("CPU implementer\t: 0x61\nCPU part\t: 0xd0c\n").as_deref(),
+            Some("ARM CPU implementer 0x61, part 0xd0c")
+        );
+        // x86's text has neither.
+        assert_eq!(arm_core_name("model name\t: Intel(R) Xeon(R)\n"), None);
     }
 }
