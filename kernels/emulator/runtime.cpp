@@ -77,12 +77,14 @@ static const size_t FIBER_STACK = 128 * 1024;
 // (rt_sigprocmask), and the x87 environment at every switch: the emulator's tests spent a
 // third of their time in the system, and run 4–7× faster without it (benches/RESULTS.md,
 // 2026-12-07). A fiber needs only its stack and the registers a function call keeps (the
-// System V ABI's callee-saved ones; the floating-point control words are the same in every
-// fiber: nothing here changes them), so on x86-64 a switch saves those on the stack it leaves,
-// keeps that stack's address, and loads the other's: no system call. Elsewhere, and where the
-// compiler marks code for shadow stacks (CET, which a hand-made switch would break), ucontext
-// as before.
+// ABI's callee-saved ones; the floating-point control registers are the same in every fiber:
+// nothing here changes them), so on x86-64 and on AArch64 a switch saves those on the stack it
+// leaves, keeps that stack's address, and loads the other's: no system call. Elsewhere, and
+// where the compiler builds code for a shadow stack of return addresses (x86's CET, Arm's
+// GCS, which a hand-made switch would break), ucontext as before.
 #if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
+#define FG_EMU_OWN_SWITCH 1
+#elif defined(__aarch64__) && !defined(__ARM_FEATURE_GCS_DEFAULT)
 #define FG_EMU_OWN_SWITCH 1
 #endif
 // Under AddressSanitizer the hand-made switch tells it of each change of stack (below);
@@ -140,9 +142,16 @@ static void finish_switch(const Context& here) {
 
 #ifdef FG_EMU_OWN_SWITCH
 // Saves the callee-saved registers on the running stack and its address in *save, then makes
-// `load` the stack and returns to whoever switched away from it.
+// `load` the stack and returns to whoever switched away from it. A stopped fiber's stack holds,
+// from its stack pointer up, SWITCH_FRAME_WORDS words: the registers, the address the switch
+// returns to at word SWITCH_RETURN_WORD (start_context lays out a new fiber's the same way).
 extern "C" void ferrograd_emu_switch(void** save, void* load);
 // (In a section pushed and popped: the compiler's idea of the current section stays true.)
+#if defined(__x86_64__)
+// rbp, rbx, r12–r15, then the return address `call` pushed, and under it (for a new fiber) the
+// entry function's own return address, none: rsp + 8 a multiple of 16 at its first
+// instruction, as after a call.
+static const int SWITCH_FRAME_WORDS = 8, SWITCH_RETURN_WORD = 6;
 asm(R"(
     .pushsection .text
     .p2align 4
@@ -168,6 +177,48 @@ ferrograd_emu_switch:
     .size ferrograd_emu_switch, .-ferrograd_emu_switch
     .popsection
 )");
+#else
+// AArch64 (AAPCS64): x19–x28, the frame pointer x29, the return address in the link register
+// x30 (which `ret` jumps to), and the low halves of v8–v15 (d8–d15): 160 bytes, keeping sp a
+// multiple of 16 as the architecture requires.
+static const int SWITCH_FRAME_WORDS = 20, SWITCH_RETURN_WORD = 11;
+asm(R"(
+    .pushsection .text
+    .p2align 4
+    .globl ferrograd_emu_switch
+    .hidden ferrograd_emu_switch
+    .type ferrograd_emu_switch, %function
+ferrograd_emu_switch:
+    sub sp, sp, #160
+    stp x19, x20, [sp, #0]
+    stp x21, x22, [sp, #16]
+    stp x23, x24, [sp, #32]
+    stp x25, x26, [sp, #48]
+    stp x27, x28, [sp, #64]
+    stp x29, x30, [sp, #80]
+    stp d8, d9, [sp, #96]
+    stp d10, d11, [sp, #112]
+    stp d12, d13, [sp, #128]
+    stp d14, d15, [sp, #144]
+    mov x9, sp
+    str x9, [x0]
+    mov sp, x1
+    ldp x19, x20, [sp, #0]
+    ldp x21, x22, [sp, #16]
+    ldp x23, x24, [sp, #32]
+    ldp x25, x26, [sp, #48]
+    ldp x27, x28, [sp, #64]
+    ldp x29, x30, [sp, #80]
+    ldp d8, d9, [sp, #96]
+    ldp d10, d11, [sp, #112]
+    ldp d12, d13, [sp, #128]
+    ldp d14, d15, [sp, #144]
+    add sp, sp, #160
+    ret
+    .size ferrograd_emu_switch, .-ferrograd_emu_switch
+    .popsection
+)");
+#endif
 
 static void switch_context(Context& from, const Context& to) {
 #ifdef FG_EMU_TELL_ASAN
@@ -177,16 +228,14 @@ static void switch_context(Context& from, const Context& to) {
     finish_switch(from);
 }
 
-// Makes `fiber` start `entry` (which never returns) on `stack` at its first switch: the stack
-// as ferrograd_emu_switch leaves one, six registers' slots under the address it returns to,
-// aligned as after a call (rsp + 8 a multiple of 16 at entry's first instruction).
+// Makes `fiber` start `entry` (which never returns) on `stack` at its first switch: at the
+// stack's top (a multiple of 16), a frame as ferrograd_emu_switch leaves one, every register
+// zero (a null frame pointer ends the chain a debugger walks) and `entry` its return address.
 static void start_context(Context& fiber, std::vector<char>& stack, void (*entry)()) {
-    void** sp = (void**)((uintptr_t)(stack.data() + stack.size()) & ~(uintptr_t)15);
-    *--sp = nullptr;        // entry's own return address: none
-    *--sp = (void*)entry;   // where the first switch returns to
-    for (int r = 0; r < 6; ++r) {
-        *--sp = nullptr;    // rbp, rbx, r12–r15
-    }
+    void** top = (void**)((uintptr_t)(stack.data() + stack.size()) & ~(uintptr_t)15);
+    void** sp = top - SWITCH_FRAME_WORDS;
+    std::fill(sp, top, nullptr);
+    sp[SWITCH_RETURN_WORD] = (void*)entry;
     fiber.sp = sp;
 #ifdef FG_EMU_TELL_ASAN
     fiber.stack_bottom = stack.data();
