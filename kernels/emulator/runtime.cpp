@@ -148,9 +148,9 @@ static void finish_switch(const Context& here) {
 extern "C" void ferrograd_emu_switch(void** save, void* load);
 // (In a section pushed and popped: the compiler's idea of the current section stays true.)
 #if defined(__x86_64__)
-// rbp, rbx, r12–r15, then the return address `call` pushed, and under it (for a new fiber) the
-// entry function's own return address, none: rsp + 8 a multiple of 16 at its first
-// instruction, as after a call.
+// From the stack pointer up: r15–r12, rbx, rbp; the return address `call` pushed; and above
+// it, for a new fiber, the entry function's own return address (none), so that rsp + 8 is a
+// multiple of 16 at the entry's first instruction, as after a call.
 static const int SWITCH_FRAME_WORDS = 8, SWITCH_RETURN_WORD = 6;
 asm(R"(
     .pushsection .text

@@ -173,12 +173,12 @@ mod tests {
     /// part, as boards with two kinds of core list them, to show the first is named).
     #[test]
     fn an_arm_core_is_named_from_its_implementer_and_part() {
-        let graviton3 = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve\n\
+        let two_kinds = "processor\t: 0\nBogoMIPS\t: 2100.00\nFeatures\t: fp asimd sve\n\
                          CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n\
                          CPU part\t: 0xd40\nCPU revision\t: 1\n\nprocessor\t: 1\n\
                          CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n";
-        assert_eq!(model_name(graviton3), None);
-        assert_eq!(arm_core_name(graviton3).as_deref(), Some("Arm Neoverse V1"));
+        assert_eq!(model_name(two_kinds), None);
+        assert_eq!(arm_core_name(two_kinds).as_deref(), Some("Arm Neoverse V1"));
         // A core not in the table (AmpereOne), or another implementer's: the numbers.
         let ampere_one = "CPU implementer\t: 0xc0\nCPU part\t: 0xac3\n";
         assert_eq!(
