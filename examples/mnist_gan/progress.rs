@@ -71,7 +71,7 @@ fn epoch_bar(epoch: u64, epochs: u64, batches: u64, position: u64) -> ProgressBa
             .with_key(
                 "rate",
                 |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-                    let _ = write!(out, "{:.1} it/s", state.per_sec()); // as tqdm shows it
+                    let _ = write!(out, "{}", rate_text(state.per_sec()));
                 },
             )
             .progress_chars("=> "),
@@ -80,6 +80,18 @@ fn epoch_bar(epoch: u64, epochs: u64, batches: u64, position: u64) -> ProgressBa
     bar.set_position(position);
     bar.reset_eta();
     bar
+}
+
+/// A rate as tqdm shows it: `12.3 it/s`, or under one iteration a second `2.41 s/it` (a run on
+/// the emulator, or of very large batches), where `0.4 it/s` would hide the step's time.
+pub fn rate_text(iterations_per_second: f64) -> String {
+    if !(iterations_per_second.is_finite() && iterations_per_second > 0.0) {
+        "? it/s".to_string() // no step timed yet
+    } else if iterations_per_second < 1.0 {
+        format!("{:.2} s/it", 1.0 / iterations_per_second)
+    } else {
+        format!("{iterations_per_second:.1} it/s")
+    }
 }
 
 /// `, about 12 min left` for the rest of the run at this epoch's pace; nothing once it is done.
@@ -115,5 +127,43 @@ impl RunningMeans {
         let n = self.count.max(1) as f64;
         let [d, g, dx, dgz] = self.sums.map(|s| s / n);
         format!("d_loss {d:.3}  g_loss {g:.3}  D(x) {dx:.3}  D(G(z)) {dgz:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_under_one_a_second_read_as_seconds_an_iteration() {
+        assert_eq!(rate_text(34.94), "34.9 it/s");
+        assert_eq!(rate_text(1.0), "1.0 it/s");
+        assert_eq!(rate_text(0.4), "2.50 s/it");
+        assert_eq!(rate_text(1.0 / 25.8), "25.80 s/it");
+        assert_eq!(rate_text(0.0), "? it/s");
+        assert_eq!(rate_text(f64::NAN), "? it/s");
+    }
+
+    #[test]
+    fn time_left_in_seconds_minutes_or_hours() {
+        assert_eq!(time_left(22.4), ", about 22 s left");
+        assert_eq!(time_left(42.4), ", about 1 min left");
+        assert_eq!(time_left(720.0), ", about 12 min left");
+        assert_eq!(
+            time_left(3.0 * 3600.0 + 5.0 * 60.0),
+            ", about 3 h 05 min left"
+        );
+        assert_eq!(time_left(0.0), "");
+        assert_eq!(time_left(f64::INFINITY), "");
+    }
+
+    #[test]
+    fn an_epoch_cuts_into_batches_as_pytorch_drop_last_false() {
+        assert_eq!(
+            describe_batches(60_000, 64),
+            "938 batches of 64 (the last of 32)"
+        );
+        assert_eq!(describe_batches(64_000, 64), "1000 batches of 64");
+        assert_eq!(describe_batches(60_000, 70_000), "1 batch of 60000");
     }
 }

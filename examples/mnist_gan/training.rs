@@ -22,7 +22,7 @@ use crate::file_writer::FileWriter;
 use crate::gan_output::{
     self, at_path, epoch_grids, loss_plot_svg, write_grid_png, write_progress_apng, LossLog,
 };
-use crate::progress::{time_left, EpochProgress};
+use crate::progress::{rate_text, time_left, EpochProgress};
 
 /// Seeds the fixed noise batch of the sample grids, apart from the training stream.
 const GRID_NOISE_SALT: u64 = 0x6772_6964; // "grid"
@@ -296,8 +296,9 @@ impl<'a> Training<'a> {
             self.last_step - self.progress.step
         };
         say!(
-            "{label}  {}  ({seconds:.1} s, {rate:.1} it/s{})",
+            "{label}  {}  ({seconds:.1} s, {}{})",
             means.summary(),
+            rate_text(rate),
             time_left(steps_left as f64 / rate)
         );
         // What the files need is read from the GPU now; the files are written while the next
