@@ -5,6 +5,7 @@
 mod common;
 
 use common::{away_from_zero, panic_message, process_wide_generator, uniform, CPU};
+use ferrograd::backend::cuda::kernels::MODULES;
 use ferrograd::gan::{Gan, StepStats, TrainingProgress, IMAGE_DIM};
 use ferrograd::nn::functional::{
     binary_cross_entropy, dropout, dropout_with, linear, linear_activation,
@@ -725,6 +726,23 @@ test_devices!(
     cuda_emulator => common::emulator(),
     cuda_gpu => gpu(),
 );
+
+/// Opening a GPU compiles (or reads from the kernel cache) and loads every kernel file, so
+/// that a file NVRTC or the driver refuses is an error there, not a panic at some op's first
+/// launch. (Named for the GPU check's `devices cuda_gpu` filter.)
+#[test]
+fn cuda_gpu_opened_with_every_kernel_file_loaded() {
+    let Some(Device::Cuda(gpu)) = gpu() else {
+        return;
+    };
+    let loaded = gpu.kernels_loaded();
+    assert_eq!(
+        loaded.compiled + loaded.from_cache,
+        MODULES.len(),
+        "{loaded:?}"
+    );
+    assert!(loaded.seconds > 0.0, "{loaded:?}");
+}
 
 #[test]
 fn without_a_gpu_cuda_is_a_clear_error() {

@@ -212,6 +212,16 @@ fn header(args: &Args, device: &Device, setup: &Setup) -> String {
     if args.device == DeviceChoice::Cpu {
         line += &format!(", {}", ferrograd::backend::cpu::describe_processor());
     }
+    if let Device::Cuda(gpu) = device {
+        // Before the defines: benches/gpu_table.py reads those to the end of the line.
+        let loaded = gpu.kernels_loaded();
+        if loaded.compiled > 0 {
+            line += &format!(
+                ", {} kernel files compiled by NVRTC in {:.1} s",
+                loaded.compiled, loaded.seconds
+            );
+        }
+    }
     if !setup.defines.is_empty() && args.device != DeviceChoice::Cpu {
         line += &format!(", kernels compiled with {}", setup.defines.join(" "));
     }

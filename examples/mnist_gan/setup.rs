@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use ferrograd::atomic_file::remove_abandoned_temporaries;
 use ferrograd::backend::cpu::Bf16Units;
+use ferrograd::backend::cuda::kernel_cache::{self, KernelsLoaded};
 use ferrograd::backend::cuda::{TuneOptions, Tuning};
 use ferrograd::data::download::{default_mirrors, download_missing, DownloadEvent};
 use ferrograd::data::{Mnist, Split};
@@ -21,8 +22,9 @@ use crate::cli::{directory_of, resume_options, Args, Autotune, DeviceChoice};
 /// CPU's BF16 products if `--bf16` is on.
 pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error>> {
     let device = select_device(args.device)?;
-    if !device.is_cuda() {
-        note_unused_gpu_options(args);
+    match &device {
+        Device::Cuda(gpu) => say_kernels_compiled(gpu.kernels_loaded()),
+        Device::Cpu => note_unused_gpu_options(args),
     }
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);
     let bf16_units = if args.bf16 {
@@ -224,6 +226,23 @@ fn select_device(choice: DeviceChoice) -> Result<Device, String> {
             Device::Cpu
         })),
     }
+}
+
+/// Explains the seconds a first run on a GPU spent before anything else: NVRTC compiling our
+/// kernels, which later runs read from the cache instead (nothing to say then).
+fn say_kernels_compiled(loaded: KernelsLoaded) {
+    if loaded.compiled == 0 {
+        return;
+    }
+    let kept = match kernel_cache::cache_dir() {
+        Some(dir) => format!("kept in {}: later runs load them at once", dir.display()),
+        None => format!("not kept: {} is empty", kernel_cache::CACHE_ENV),
+    };
+    say!(
+        "compiled {} of our kernel files with NVRTC in {:.1} s ({kept})",
+        loaded.compiled,
+        loaded.seconds
+    );
 }
 
 /// Says which of the GPU's options a run on the CPU leaves unused, rather than ignoring them

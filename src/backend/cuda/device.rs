@@ -24,6 +24,7 @@ use std::thread::{self, ThreadId};
 use super::args::{KernelArgs, PhiloxAdvanceArgs, PhiloxDraw};
 use super::driver::DriverRuntime;
 use super::emulator::EmulatorRuntime;
+use super::kernel_cache::KernelsLoaded;
 use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
 use super::runtime::{GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
@@ -48,6 +49,8 @@ struct DeviceInner {
     /// Split-K's tile counters (`SPLIT_K_MAX_TILES` u32s, 4 KiB, zero between launches): all
     /// launches run in order on one stream, so every split GEMM can use the same ones.
     split_k_counters: u64,
+    /// How the kernels were loaded when the device was opened (the emulator's are built in).
+    kernels_loaded: KernelsLoaded,
 }
 
 /// Free buffers by size class.
@@ -150,6 +153,7 @@ impl CudaDevice {
         label: String,
         description: String,
         runtime: Box<dyn Runtime>,
+        kernels_loaded: KernelsLoaded,
     ) -> Result<CudaDevice, String> {
         let counter_bytes = SPLIT_K_MAX_TILES * std::mem::size_of::<u32>();
         let split_k_counters = runtime.alloc(counter_bytes)?;
@@ -163,6 +167,7 @@ impl CudaDevice {
                 capture: Mutex::new(None),
                 raw_allocations: AtomicU64::new(1),
                 split_k_counters,
+                kernels_loaded,
             }),
         })
     }
@@ -181,14 +186,16 @@ impl CudaDevice {
                     "cuda-emulator".into(),
                     description,
                     Box::<EmulatorRuntime>::default(),
+                    KernelsLoaded::default(),
                 )
                 .expect("the emulator's memory is host memory")
             })
             .clone())
     }
 
-    /// GPU `ordinal`, opened once per process. Fails with a clear message, never a panic,
-    /// where there is no driver, no NVRTC or no such GPU.
+    /// GPU `ordinal`, opened once per process, its kernels compiled (or read from the kernel
+    /// cache) and loaded. Fails with a clear message, never a panic, where there is no driver,
+    /// no NVRTC or no such GPU, or where NVRTC or the driver refuses a kernel file.
     pub fn gpu(ordinal: usize) -> Result<CudaDevice, String> {
         static GPUS: Mutex<Vec<(usize, CudaDevice)>> = Mutex::new(Vec::new());
         let mut gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,8 +217,16 @@ impl CudaDevice {
         let opened = catch_unwind(AssertUnwindSafe(|| DriverRuntime::new(ordinal)))
             .map_err(|_| format!("cuda:{ordinal}: the CUDA driver could not be initialised (too old for CUDA 13?)"))??;
         let (runtime, description) = opened;
-        let device = CudaDevice::new(format!("cuda:{ordinal}"), description, Box::new(runtime))
+        let kernels_loaded = runtime
+            .load_kernels()
             .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
+        let device = CudaDevice::new(
+            format!("cuda:{ordinal}"),
+            description,
+            Box::new(runtime),
+            kernels_loaded,
+        )
+        .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
         gpus.push((ordinal, device.clone()));
         Ok(device)
     }
@@ -224,6 +239,14 @@ impl CudaDevice {
     /// The GPU's name and architecture, or what the emulator is.
     pub fn description(&self) -> &str {
         &self.inner.description
+    }
+
+    /// How the GPU got its kernels when it was opened: how many files NVRTC compiled and how
+    /// many came from the kernel cache ([`super::kernel_cache`]), and how long it took; all
+    /// zero on the emulator, whose kernels are built in. A first run compiles them all, a few
+    /// seconds that a program may want to explain (`mnist_gan` does).
+    pub fn kernels_loaded(&self) -> KernelsLoaded {
+        self.inner.kernels_loaded
     }
 
     /// How many times device memory was requested from the runtime so far.

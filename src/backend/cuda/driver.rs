@@ -1,6 +1,7 @@
-//! The GPU runtime: the CUDA driver API through cudarc, loaded at run time. Each kernel file is
-//! compiled by NVRTC once per process, on first use, to a cubin for the device's compute
-//! capability.
+//! The GPU runtime: the CUDA driver API through cudarc, loaded at run time. Every kernel file is
+//! compiled by NVRTC to a cubin for the device's compute capability (or read from the kernel
+//! cache) and loaded when the GPU is opened, so that kernels the GPU cannot load are an error
+//! there rather than a panic at some op's first launch.
 //!
 //! Work goes to one non-blocking stream of our own, so launches and copies run in order and a
 //! copy to the host waits for them (or, through page-locked memory, for an event recorded
@@ -12,11 +13,12 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cudarc::driver::{result, sys};
 
-use super::kernel_cache;
-use super::kernels::{module_of, MODULES};
+use super::kernel_cache::{self, KernelsLoaded};
+use super::kernels::{module_of, KernelModule, MODULES};
 use super::launch::LaunchConfig;
 use super::pinned::{PinnedBuffer, PinnedPool};
 use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
@@ -119,7 +121,21 @@ impl DriverRuntime {
             .map_err(|e| format!("cuCtxSetCurrent: {e:?}"))
     }
 
-    /// The kernel `name`, compiling and loading its module on first use.
+    /// Compiles (or reads from the kernel cache) and loads every kernel file not loaded yet.
+    pub fn load_kernels(&self) -> Result<KernelsLoaded, String> {
+        let started = Instant::now();
+        let mut loaded = KernelsLoaded::default();
+        let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        for module in MODULES {
+            if !functions.contains_key(module.kernels[0]) {
+                loaded.count(self.load_module(&mut functions, module)?);
+            }
+        }
+        loaded.seconds = started.elapsed().as_secs_f64();
+        Ok(loaded)
+    }
+
+    /// The kernel `name` (loaded with the others when the GPU was opened).
     fn function(&self, name: &str) -> Result<sys::CUfunction, String> {
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&function) = functions.get(name) {
@@ -127,8 +143,20 @@ impl DriverRuntime {
         }
         let module =
             module_of(name).ok_or_else(|| format!("no kernel named {name} in kernels/"))?;
+        self.load_module(&mut functions, module)?;
+        Ok(functions[name])
+    }
+
+    /// Loads `module`'s cubin, compiled now or read from the cache, and adds its kernels to
+    /// `functions`; says which of the two it was.
+    fn load_module(
+        &self,
+        functions: &mut HashMap<String, sys::CUfunction>,
+        module: &KernelModule,
+    ) -> Result<kernel_cache::Source, String> {
+        self.make_current()?;
         let (major, minor) = self.compute_capability;
-        let (cubin, _) =
+        let (cubin, source) =
             kernel_cache::cubin(kernel_cache::cache_dir().as_deref(), module, major, minor)?;
         // SAFETY: `cubin` is a complete cubin (from NVRTC, or a cache entry compiled from this
         // very source, options and NVRTC), alive during the call.
@@ -146,7 +174,7 @@ impl DriverRuntime {
                 .map_err(|e| format!("kernels/{}: no function {kernel}: {e:?}", module.file))?;
             functions.insert(kernel.to_string(), function);
         }
-        Ok(functions[name])
+        Ok(source)
     }
 }
 
@@ -377,10 +405,8 @@ impl Runtime for DriverRuntime {
 
     fn begin_capture(&self) -> Result<(), String> {
         self.make_current()?;
-        // Compile and load every kernel now: module loading has no business inside a capture.
-        for module in MODULES {
-            self.function(module.kernels[0])?;
-        }
+        // Module loading has no business inside a capture (opening the GPU loaded them all).
+        self.load_kernels()?;
         // Relaxed: the caching allocator may call cuMemAlloc while a capture is open; the
         // memory it gets stays the graph's for as long as the graph lives (device.rs).
         // SAFETY: `capture_stream` is a live stream of this context, not capturing yet.

@@ -45,6 +45,27 @@ fn cache_dir_in(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     }
 }
 
+/// How a GPU got its kernels when it was opened ([`super::CudaDevice::kernels_loaded`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KernelsLoaded {
+    /// Kernel files NVRTC compiled (a first run, or a changed kernel, option or NVRTC).
+    pub compiled: usize,
+    /// Kernel files read from the cache.
+    pub from_cache: usize,
+    /// How long compiling, reading and loading them took, in seconds.
+    pub seconds: f64,
+}
+
+impl KernelsLoaded {
+    /// Counts a file whose cubin came from `source`.
+    pub(crate) fn count(&mut self, source: Source) {
+        match source {
+            Source::Cache => self.from_cache += 1,
+            Source::Compiled => self.compiled += 1,
+        }
+    }
+}
+
 /// Where a cubin came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
