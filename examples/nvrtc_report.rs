@@ -1,7 +1,8 @@
-//! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_80 (A100) and sm_90 (H100/H200)
-//! to cubin and prints ptxas's report: registers, spills and shared memory per kernel; then
-//! counts the 16-byte copies in the two FP32 GEMMs' PTX (global and shared). Exits non-zero on
-//! a compile error, on any spill, or if a GEMM lost its vector copies. Needs only NVRTC (`pip
+//! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_75 (T4, RTX 20-series), sm_80
+//! (A100) and sm_90 (H100/H200) to cubin and prints ptxas's report: registers, spills and
+//! shared memory per kernel; then counts the 16-byte copies in the two FP32 GEMMs' PTX (global
+//! and shared). Exits non-zero on a compile error, on any spill, or if a GEMM lost its vector
+//! copies. Needs only NVRTC (`pip
 //! install nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
 //!
 //! `cargo run --release --example nvrtc_report [-- --cubin-dir DIR]`
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use ferrograd::backend::cuda::kernels::MODULES;
 use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
 
-const ARCHITECTURES: [(u32, u32); 2] = [(8, 0), (9, 0)];
+const ARCHITECTURES: [(u32, u32); 3] = [(7, 5), (8, 0), (9, 0)];
 
 fn main() -> ExitCode {
     closed_pipe::end_quietly_when_the_reader_quits();
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
     if failed {
         ExitCode::FAILURE
     } else {
-        println!("every kernel compiled for sm_80 and sm_90 without spills");
+        println!("every kernel compiled for sm_75, sm_80 and sm_90 without spills");
         ExitCode::SUCCESS
     }
 }

@@ -344,8 +344,12 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int sp
 // waits for it only when it needs it (copy_async_wait). Copies are grouped by commit; a wait
 // names how many of the most recent groups may still be in flight. The emulator holds each
 // copy back until its wait (emulator.h); before sm_80 each copy is an ordinary load and
-// store, done by the time it returns, which the waits then trivially satisfy.
-#if !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 800
+// store, done by the time it returns, which the waits then trivially satisfy. FG_SYNC_COPIES
+// (a variant of kernels/sweep.txt) takes that path everywhere: on the emulator, which checks
+// it against the defaults, and on a GPU of sm_80 or later, which times what cp.async buys.
+#if defined(FERROGRAD_EMULATOR) && !defined(FG_SYNC_COPIES)
+#define FG_COPY_EMULATED 1
+#elif !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 800 && !defined(FG_SYNC_COPIES)
 #define FG_COPY_ASYNC 1
 #endif
 
@@ -373,7 +377,7 @@ __device__ __forceinline__ SharedPlace shared_place_plus(SharedPlace at, int flo
 // is read once, from shared memory).
 template <int FLOATS>
 __device__ __forceinline__ void copy_async(SharedPlace shared, const float* global, bool valid) {
-#if defined(FERROGRAD_EMULATOR)
+#if defined(FG_COPY_EMULATED)
     ferrograd_emu::copy_async(shared, global, FLOATS, valid);
 #elif defined(FG_COPY_ASYNC)
     const int bytes = valid ? 4 * FLOATS : 0;
@@ -385,15 +389,20 @@ __device__ __forceinline__ void copy_async(SharedPlace shared, const float* glob
                      "l"(global), "r"(bytes));
     }
 #else
-    for (int q = 0; q < FLOATS; ++q) {
-        shared[q] = valid ? global[q] : 0.0f;
+    // Before sm_80 (or FG_SYNC_COPIES): an ordinary load and store (16 bytes at once where
+    // FLOATS is 4: both addresses are then 16-byte aligned).
+    if (FLOATS == 4) {
+        const float4 zero = {0.0f, 0.0f, 0.0f, 0.0f};
+        *(float4*)shared = valid ? *(const float4*)global : zero;
+    } else {
+        *shared = valid ? *global : 0.0f;
     }
 #endif
 }
 
 // Closes the group of the copies this thread started since the last commit.
 __device__ __forceinline__ void copy_async_commit() {
-#if defined(FERROGRAD_EMULATOR)
+#if defined(FG_COPY_EMULATED)
     ferrograd_emu::copy_async_commit();
 #elif defined(FG_COPY_ASYNC)
     asm volatile("cp.async.commit_group;\n" ::);
@@ -403,7 +412,7 @@ __device__ __forceinline__ void copy_async_commit() {
 // Waits until at most `PENDING` of this thread's most recent groups are still in flight.
 template <int PENDING>
 __device__ __forceinline__ void copy_async_wait() {
-#if defined(FERROGRAD_EMULATOR)
+#if defined(FG_COPY_EMULATED)
     ferrograd_emu::copy_async_wait(PENDING);
 #elif defined(FG_COPY_ASYNC)
     asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
@@ -884,7 +893,7 @@ FG_KERNEL(gemm_pair_small, GemmPairArgs) {
 #ifdef FERROGRAD_EMULATOR
 #define to_tf32 ferrograd_to_tf32
 #define mma_tf32 ferrograd_mma_m16n8k8_tf32
-#else
+#elif __CUDA_ARCH__ >= 800
 // Round to the nearest TF32 (ties away from zero), as cuBLAS's TF32 mode does.
 __device__ __forceinline__ u32 to_tf32(float x) {
     u32 r;
@@ -900,6 +909,15 @@ __device__ __forceinline__ void mma_tf32(float c[4], const u32 a[4], const u32 b
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#else
+// Before sm_80 (Turing) there are no TF32 tensor cores: the host never launches the TF32
+// kernels there (CudaDevice::has_tf32_tensor_cores), and one launched anyway stops here
+// instead of computing something else. The rest of this file compiles for sm_75 as it is.
+__device__ __forceinline__ u32 to_tf32(float) {
+    __trap();
+    return 0;
+}
+__device__ __forceinline__ void mma_tf32(float*, const u32*, const u32*) { __trap(); }
 #endif
 
 // Shared rows padded to 72 floats: the fragment reads of a warp (8 rows g × 4 steps t) then

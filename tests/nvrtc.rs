@@ -1,6 +1,6 @@
-//! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_80 and sm_90 without
-//! register spills; a broken kernel's error names its file and carries NVRTC's log; compiled
-//! kernels are cached on disk.
+//! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_75, sm_80 and sm_90
+//! without register spills; a broken kernel's error names its file and carries NVRTC's log;
+//! compiled kernels are cached on disk.
 //!
 //! Needs libnvrtc (see README). Without it these tests skip with a message, unless
 //! `FERROGRAD_REQUIRE_NVRTC=1`, as CI sets, makes its absence a failure.
@@ -48,7 +48,15 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
         let sm80 = nvrtc::compile(module, 8, 0, Output::Ptx).unwrap();
         let sm80 = String::from_utf8(sm80.image).unwrap();
         assert!(!sm80.contains("griddepcontrol"), "{}", module.file);
-        for (major, minor) in [(8, 0), (9, 0)] {
+        // Turing (sm_75: a T4, an RTX 20-series) has neither cp.async nor TF32 tensor cores:
+        // its copies are plain loads and stores, and the TF32 kernels, which the host does not
+        // launch there, stop at once.
+        let sm75 = nvrtc::compile(module, 7, 5, Output::Ptx).unwrap();
+        let sm75 = String::from_utf8(sm75.image).unwrap();
+        for sm80_only in ["cp.async", "mma.sync", "cvt.rna.tf32"] {
+            assert!(!sm75.contains(sm80_only), "{}: {sm80_only}", module.file);
+        }
+        for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
             let cubin =
                 nvrtc::compile(module, major, minor, Output::Cubin { report: true }).unwrap();
             assert_eq!(&cubin.image[..4], b"\x7fELF", "a cubin is an ELF file");

@@ -225,8 +225,13 @@ fn header(args: &Args, device: &Device, setup: &Setup) -> String {
     if !setup.defines.is_empty() && args.device != DeviceChoice::Cpu {
         line += &format!(", kernels compiled with {}", setup.defines.join(" "));
     }
-    if args.tf32 {
-        line += ", TF32 matrix products";
+    match device {
+        Device::Cuda(gpu) if args.tf32 && !gpu.has_tf32_tensor_cores() => {
+            // Not "TF32" in capitals: benches/gpu_table.py reads that as a TF32 run.
+            line += ", FP32 matrix products (--tf32 ignored: no such tensor cores before sm_80)";
+        }
+        _ if args.tf32 => line += ", TF32 matrix products",
+        _ => {}
     }
     if let Some(units) = setup.bf16_units {
         line += &format!(", BF16 matrix products ({})", units.description());

@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Autotune::Tiles)]
     pub autotune: Autotune,
     /// On a GPU, let matrix products use TF32 tensor cores (10-bit mantissas in the products,
-    /// FP32 sums; as PyTorch's allow_tf32).
+    /// FP32 sums; as PyTorch's allow_tf32). GPUs before sm_80 have none: FP32 there.
     #[arg(long)]
     pub tf32: bool,
     /// On the CPU, round the matrix products' operands to BF16 and multiply them on Intel AMX

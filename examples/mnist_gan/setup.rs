@@ -23,7 +23,16 @@ use crate::cli::{directory_of, resume_options, Args, Autotune, DeviceChoice};
 pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn Error>> {
     let device = select_device(args.device)?;
     match &device {
-        Device::Cuda(gpu) => say_kernels_compiled(gpu.kernels_loaded()),
+        Device::Cuda(gpu) => {
+            say_kernels_compiled(gpu.kernels_loaded());
+            if args.tf32 && !gpu.has_tf32_tensor_cores() {
+                say!(
+                    "note: --tf32: {} has no TF32 tensor cores (they came with sm_80): its \
+                     matrix products stay FP32",
+                    gpu.description()
+                );
+            }
+        }
         Device::Cpu => note_unused_gpu_options(args),
     }
     ferrograd::backend::cuda::set_allow_tf32(args.tf32);

@@ -51,6 +51,8 @@ struct DeviceInner {
     split_k_counters: u64,
     /// How the kernels were loaded when the device was opened (the emulator's are built in).
     kernels_loaded: KernelsLoaded,
+    /// Whether `gemm_tf32` can run: sm_80 or later, or the emulator (which emulates it).
+    tf32_tensor_cores: bool,
 }
 
 /// Free buffers by size class.
@@ -154,6 +156,7 @@ impl CudaDevice {
         description: String,
         runtime: Box<dyn Runtime>,
         kernels_loaded: KernelsLoaded,
+        tf32_tensor_cores: bool,
     ) -> Result<CudaDevice, String> {
         let counter_bytes = SPLIT_K_MAX_TILES * std::mem::size_of::<u32>();
         let split_k_counters = runtime.alloc(counter_bytes)?;
@@ -168,6 +171,7 @@ impl CudaDevice {
                 raw_allocations: AtomicU64::new(1),
                 split_k_counters,
                 kernels_loaded,
+                tf32_tensor_cores,
             }),
         })
     }
@@ -187,6 +191,7 @@ impl CudaDevice {
                     description,
                     Box::<EmulatorRuntime>::default(),
                     KernelsLoaded::default(),
+                    true,
                 )
                 .expect("the emulator's memory is host memory")
             })
@@ -220,11 +225,13 @@ impl CudaDevice {
         let kernels_loaded = runtime
             .load_kernels()
             .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
+        let tf32_tensor_cores = runtime.compute_capability().0 >= 8;
         let device = CudaDevice::new(
             format!("cuda:{ordinal}"),
             description,
             Box::new(runtime),
             kernels_loaded,
+            tf32_tensor_cores,
         )
         .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
         gpus.push((ordinal, device.clone()));
@@ -247,6 +254,13 @@ impl CudaDevice {
     /// seconds that a program may want to explain (`mnist_gan` does).
     pub fn kernels_loaded(&self) -> KernelsLoaded {
         self.inner.kernels_loaded
+    }
+
+    /// Whether the device has TF32 tensor cores (sm_80, Ampere, or later; the emulator emulates
+    /// them), which [`super::set_allow_tf32`] lets the products use. Before sm_80 (a T4, an
+    /// RTX 20-series) they stay FP32 whatever it says, as in PyTorch.
+    pub fn has_tf32_tensor_cores(&self) -> bool {
+        self.inner.tf32_tensor_cores
     }
 
     /// How many times device memory was requested from the runtime so far.

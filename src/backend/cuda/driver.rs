@@ -121,6 +121,11 @@ impl DriverRuntime {
             .map_err(|e| format!("cuCtxSetCurrent: {e:?}"))
     }
 
+    /// The GPU's compute capability, `(major, minor)`: `(9, 0)` for sm_90.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.compute_capability
+    }
+
     /// Compiles (or reads from the kernel cache) and loads every kernel file not loaded yet.
     pub fn load_kernels(&self) -> Result<KernelsLoaded, String> {
         let started = Instant::now();

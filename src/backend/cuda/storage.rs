@@ -24,7 +24,9 @@ static ALLOW_TF32: AtomicBool = AtomicBool::new(false);
 /// PyTorch's `torch.backends.cuda.matmul.allow_tf32`. Off by default: TF32 keeps 10 mantissa
 /// bits of each operand (products accurate to about 1e-3 relative; sums stay FP32), which is
 /// plenty for training this GAN but not bit-compatible with FP32. Allowed, not required: a
-/// one-column product (`gemv`) stays FP32, as do bias gradients. Process-wide.
+/// one-column product (`gemv`) stays FP32, as do bias gradients, and so does every product on
+/// a GPU without TF32 tensor cores (before sm_80; [`CudaDevice::has_tf32_tensor_cores`]), as
+/// in PyTorch. Process-wide.
 pub fn set_allow_tf32(allow: bool) {
     ALLOW_TF32.store(allow, Ordering::Relaxed);
 }
@@ -32,6 +34,11 @@ pub fn set_allow_tf32(allow: bool) {
 /// Whether [`set_allow_tf32`] is on.
 pub fn tf32_allowed() -> bool {
     ALLOW_TF32.load(Ordering::Relaxed)
+}
+
+/// Whether `device`'s products run on TF32 tensor cores: allowed, and there are some.
+fn uses_tf32(device: &CudaDevice) -> bool {
+    tf32_allowed() && device.has_tf32_tensor_cores()
 }
 
 /// Whether the FP32 tiled products use 32 × 32 tiles (see [`set_small_tiles`]).
@@ -254,7 +261,7 @@ impl CudaStorage {
         );
         let device = self.device();
         let out = CudaStorage::uninit(dims.m * dims.n, device);
-        let sums = sums_rows_in_the_gemm(dims).then(|| CudaStorage::uninit(dims.m, device));
+        let sums = sums_rows_in_the_gemm(device, dims).then(|| CudaStorage::uninit(dims.m, device));
         let args = GemmArgs {
             row_sums: sums.as_ref().map_or(0, CudaStorage::pointer),
             ..self.gemm_args_through(rhs, &out, dims, rule)
@@ -299,10 +306,10 @@ impl PlannedGemm {
                 _partials: None,
             };
         }
-        let plan = plan_for(dims);
+        let plan = plan_for(device, dims);
         // The 64 × 64 kernel and its launch geometry (m, n, splits).
         type Geometry = fn(usize, usize, usize) -> LaunchConfig;
-        let (kernel, tiled_config): (&str, Geometry) = if tf32_allowed() {
+        let (kernel, tiled_config): (&str, Geometry) = if uses_tf32(device) {
             ("gemm_tf32", LaunchConfig::gemm_tf32)
         } else {
             ("gemm", LaunchConfig::gemm)
@@ -399,11 +406,11 @@ fn launch_gemm(device: &CudaDevice, args: GemmArgs, dims: GemmDims) {
     PlannedGemm::new(device, args, dims).launch(device);
 }
 
-/// How a product runs: [`GemmPlan::for_product`]'s plan, in 64 × 64 tiles where TF32 is
-/// allowed (the tensor-core kernel has no others).
-fn plan_for(dims: GemmDims) -> GemmPlan {
+/// How a product runs on `device`: [`GemmPlan::for_product`]'s plan, in 64 × 64 tiles where
+/// its products use TF32 (the tensor-core kernel has no others).
+fn plan_for(device: &CudaDevice, dims: GemmDims) -> GemmPlan {
     match GemmPlan::for_product(dims) {
-        GemmPlan::Large if tf32_allowed() => GemmPlan::Tiled {
+        GemmPlan::Large if uses_tf32(device) => GemmPlan::Tiled {
             splits: 1,
             k_chunk: dims.k,
         },
@@ -415,16 +422,17 @@ fn plan_for(dims: GemmDims) -> GemmPlan {
 /// kernels (gemm, gemm_small, the pairs, gemm_tf32) apply the rules gemm.cu has, gemm_large
 /// none.
 fn gemm_applies(rule: LhsRule<'_, CudaStorage>, products: &[GemmDims]) -> bool {
+    let device = rule.saved.device();
     lhs_rule_code(rule.rule.name()).is_some()
         && products
             .iter()
-            .all(|&dims| plan_for(dims) != GemmPlan::Large)
+            .all(|&dims| plan_for(device, dims) != GemmPlan::Large)
 }
 
 /// Whether the tiled GEMM (`gemm` or `gemm_tf32`) sums the rows of `op(A)` as it goes for this
 /// product: only without split-K.
-fn sums_rows_in_the_gemm(dims: GemmDims) -> bool {
-    matches!(plan_for(dims), GemmPlan::Tiled { splits: 1, .. })
+fn sums_rows_in_the_gemm(device: &CudaDevice, dims: GemmDims) -> bool {
+    matches!(plan_for(device, dims), GemmPlan::Tiled { splits: 1, .. })
 }
 
 impl BackendStorage for CudaStorage {
@@ -613,7 +621,8 @@ impl BackendStorage for CudaStorage {
     ) -> (Self, Self) {
         // The row sums come from the rows as read, so a rule the GEMM applies needs the GEMM to
         // sum them too.
-        let fused = |rule| gemm_applies(rule, &[dims]) && sums_rows_in_the_gemm(dims);
+        let fused =
+            |rule| gemm_applies(rule, &[dims]) && sums_rows_in_the_gemm(self.device(), dims);
         if let Some(rule) = rule.filter(|&rule| !fused(rule)) {
             return self
                 .through_rule(rule)
@@ -630,7 +639,9 @@ impl BackendStorage for CudaStorage {
         (rhs, dims): (&Self, GemmDims),
         (rhs2, dims2): (&Self, GemmDims),
     ) -> (Self, (Self, Self)) {
-        let fused = |rule| gemm_applies(rule, &[dims, dims2]) && sums_rows_in_the_gemm(dims2);
+        let fused = |rule| {
+            gemm_applies(rule, &[dims, dims2]) && sums_rows_in_the_gemm(self.device(), dims2)
+        };
         if let Some(rule) = rule.filter(|&rule| !fused(rule)) {
             let read = self.through_rule(rule);
             return read.gemm_pair_with_lhs_row_sums(None, (rhs, dims), (rhs2, dims2));
