@@ -147,6 +147,10 @@ const LIBRARY_PATH: &str = if cfg!(windows) {
     "LD_LIBRARY_PATH"
 };
 
+/// The oldest GPU architecture NVRTC 13 compiles for (CUDA 13 dropped Maxwell to Volta), and
+/// so the oldest our kernels run on.
+const OLDEST_ARCHITECTURE: (u32, u32) = (7, 5);
+
 /// Sizes are rounded up to a multiple of this, so buffers of similar size share a class.
 const SIZE_CLASS: usize = 256;
 
@@ -222,6 +226,15 @@ impl CudaDevice {
         let opened = catch_unwind(AssertUnwindSafe(|| DriverRuntime::new(ordinal)))
             .map_err(|_| format!("cuda:{ordinal}: the CUDA driver could not be initialised (too old for CUDA 13?)"))??;
         let (runtime, description) = opened;
+        let (major, minor) = runtime.compute_capability();
+        if (major, minor) < OLDEST_ARCHITECTURE {
+            let (oldest_major, oldest_minor) = OLDEST_ARCHITECTURE;
+            return Err(format!(
+                "cuda:{ordinal}: {description} is too old: NVRTC 13 compiles for compute \
+                 capability {oldest_major}.{oldest_minor} (sm_{oldest_major}{oldest_minor}, \
+                 Turing) or later"
+            ));
+        }
         let kernels_loaded = runtime
             .load_kernels()
             .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
