@@ -238,13 +238,12 @@ impl CudaDevice {
         let kernels_loaded = runtime
             .load_kernels()
             .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
-        let tf32_tensor_cores = runtime.compute_capability().0 >= 8;
         let device = CudaDevice::new(
             format!("cuda:{ordinal}"),
             description,
             Box::new(runtime),
             kernels_loaded,
-            tf32_tensor_cores,
+            major >= 8, // TF32 tensor cores came with Ampere
         )
         .map_err(|err| format!("cuda:{ordinal}: {err}"))?;
         gpus.push((ordinal, device.clone()));

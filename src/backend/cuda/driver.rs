@@ -18,7 +18,7 @@ use std::time::Instant;
 use cudarc::driver::{result, sys};
 
 use super::kernel_cache::{self, KernelsLoaded};
-use super::kernels::{module_of, KernelModule, MODULES};
+use super::kernels::{KernelModule, MODULES};
 use super::launch::LaunchConfig;
 use super::pinned::{PinnedBuffer, PinnedPool};
 use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
@@ -126,30 +126,26 @@ impl DriverRuntime {
         self.compute_capability
     }
 
-    /// Compiles (or reads from the kernel cache) and loads every kernel file not loaded yet.
+    /// Compiles (or reads from the kernel cache) and loads every kernel file: once, when the
+    /// GPU is opened (`CudaDevice::gpu`), so that no launch or capture ever loads a module.
     pub fn load_kernels(&self) -> Result<KernelsLoaded, String> {
         let started = Instant::now();
         let mut loaded = KernelsLoaded::default();
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         for module in MODULES {
-            if !functions.contains_key(module.kernels[0]) {
-                loaded.count(self.load_module(&mut functions, module)?);
-            }
+            loaded.count(self.load_module(&mut functions, module)?);
         }
         loaded.seconds = started.elapsed().as_secs_f64();
         Ok(loaded)
     }
 
-    /// The kernel `name` (loaded with the others when the GPU was opened).
+    /// The kernel `name`, loaded with every other when the GPU was opened.
     fn function(&self, name: &str) -> Result<sys::CUfunction, String> {
-        let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&function) = functions.get(name) {
-            return Ok(function);
-        }
-        let module =
-            module_of(name).ok_or_else(|| format!("no kernel named {name} in kernels/"))?;
-        self.load_module(&mut functions, module)?;
-        Ok(functions[name])
+        let functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        functions
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no kernel named {name} in kernels/"))
     }
 
     /// Loads `module`'s cubin, compiled now or read from the cache, and adds its kernels to
@@ -410,8 +406,6 @@ impl Runtime for DriverRuntime {
 
     fn begin_capture(&self) -> Result<(), String> {
         self.make_current()?;
-        // Module loading has no business inside a capture (opening the GPU loaded them all).
-        self.load_kernels()?;
         // Relaxed: the caching allocator may call cuMemAlloc while a capture is open; the
         // memory it gets stays the graph's for as long as the graph lives (device.rs).
         // SAFETY: `capture_stream` is a live stream of this context, not capturing yet.

@@ -23,8 +23,3 @@ impl KernelModule {
         )
     }
 }
-
-/// The module that defines kernel `name`.
-pub fn module_of(name: &str) -> Option<&'static KernelModule> {
-    MODULES.iter().find(|module| module.kernels.contains(&name))
-}
