@@ -48,14 +48,10 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
         let sm80 = nvrtc::compile(module, 8, 0, Output::Ptx).unwrap();
         let sm80 = String::from_utf8(sm80.image).unwrap();
         assert!(!sm80.contains("griddepcontrol"), "{}", module.file);
-        // Turing (sm_75: a T4, an RTX 20-series) has neither cp.async nor TF32 tensor cores:
-        // its copies are plain loads and stores, and the TF32 kernels, which the host does not
-        // launch there, stop at once.
-        let sm75 = nvrtc::compile(module, 7, 5, Output::Ptx).unwrap();
-        let sm75 = String::from_utf8(sm75.image).unwrap();
-        for sm80_only in ["cp.async", "mma.sync", "cvt.rna.tf32"] {
-            assert!(!sm75.contains(sm80_only), "{}: {sm80_only}", module.file);
-        }
+        // Turing (sm_75: a T4, an RTX 20-series) has neither cp.async nor TF32 tensor cores,
+        // and ptxas refuses their instructions there: its cubin compiles only if the copies
+        // are plain loads and stores and the TF32 kernels, which the host does not launch
+        // there, hold no tensor-core instruction.
         for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
             let cubin =
                 nvrtc::compile(module, major, minor, Output::Cubin { report: true }).unwrap();
