@@ -5,7 +5,8 @@
 //!    against `kernels/emulator/emulator.h`, the CPU emulation of the CUDA path, and `gemm.cu`
 //!    again for each variant of its compile-time parameters that `kernels/sweep.txt` lists
 //!    (the GPU benchmark's sweep), each registered under its definitions
-//!    (`emulator::set_kernel_defines`). Built where it can be (see [`emulator_unsupported`]);
+//!    (`emulator::set_kernel_defines`), and once more as sm_75 compiles it
+//!    ([`EMULATED_SM75`]). Built where it can be (see [`emulator_unsupported`]);
 //!    elsewhere, or without a C++17 compiler, the crate builds without it: a warning, and
 //!    `Device::cuda_emulator()` says why it is missing. `FERROGRAD_REQUIRE_EMULATOR=1` (CI)
 //!    makes a missing emulator a build error.
@@ -13,6 +14,10 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// The definitions that compile `gemm.cu` for the emulator as for a Turing GPU (sm_75: no
+/// `cp.async`, no TF32 tensor cores), which `CudaDevice::emulator_sm75` runs.
+const EMULATED_SM75: &str = "-DFG_EMULATED_ARCH=750";
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -155,7 +160,9 @@ fn write_kernel_table(kernels: &Path, files: &[PathBuf], sweep: &[String], out_d
     writeln!(
         table,
         "/// The compile-time variants of `kernels/sweep.txt`, one line each.\n\
-         pub const SWEEP_VARIANTS: &[&str] = &{sweep:?};"
+         pub const SWEEP_VARIANTS: &[&str] = &{sweep:?};\n\
+         /// The definitions of the emulator's `gemm.cu` as compiled for sm_75 (build.rs).\n\
+         pub const EMULATED_SM75_DEFINES: &str = {EMULATED_SM75:?};"
     )
     .unwrap();
     fs::write(out_dir.join("kernel_table.rs"), table).unwrap();
@@ -185,10 +192,12 @@ fn build_emulator(
     fs::write(&unit_path, unit).unwrap();
     let mut build = cc::Build::new();
     build.file(&unit_path);
-    // Each sweep variant of gemm.cu: a unit of its own, its definitions first, its kernels
-    // registered under them (FG_EMULATOR_VARIANT), everything in a namespace of its own, so
-    // that no inline function or template of one variant stands in for another's at link time.
-    for (n, variant) in sweep.iter().enumerate() {
+    // Each sweep variant of gemm.cu, and gemm.cu as sm_75 compiles it: a unit of its own, its
+    // definitions first, its kernels registered under them (FG_EMULATOR_VARIANT), everything
+    // in a namespace of its own, so that no inline function or template of one variant stands
+    // in for another's at link time.
+    let sm75 = EMULATED_SM75.to_string();
+    for (n, variant) in sweep.iter().chain([&sm75]).enumerate() {
         let mut unit = String::new();
         for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
             writeln!(unit, "#include {:?}", header.display()).unwrap();

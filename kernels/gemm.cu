@@ -347,9 +347,23 @@ __device__ __forceinline__ void split_k_finish_tile(const GemmArgs& args, int sp
 // store, done by the time it returns, which the waits then trivially satisfy. FG_SYNC_COPIES
 // (a variant of kernels/sweep.txt) takes that path everywhere: on the emulator, which checks
 // it against the defaults, and on a GPU of sm_80 or later, which times what cp.async buys.
-#if defined(FERROGRAD_EMULATOR) && !defined(FG_SYNC_COPIES)
+//
+// FG_ARCH is the architecture this file is compiled for, as __CUDA_ARCH__ writes it (750 for
+// sm_75): NVRTC's on a GPU; on the emulator 800, as it emulates cp.async and the TF32 tensor
+// cores, or 750 in the unit build.rs compiles with -DFG_EMULATED_ARCH=750 for the emulated
+// Turing GPU (CudaDevice::emulator_sm75), which runs what sm_75 compiles: plain copies, and
+// the TF32 helpers below that trap.
+#if defined(FERROGRAD_EMULATOR) && defined(FG_EMULATED_ARCH)
+#define FG_ARCH FG_EMULATED_ARCH
+#elif defined(FERROGRAD_EMULATOR)
+#define FG_ARCH 800
+#else
+#define FG_ARCH __CUDA_ARCH__
+#endif
+
+#if FG_ARCH >= 800 && !defined(FG_SYNC_COPIES) && defined(FERROGRAD_EMULATOR)
 #define FG_COPY_EMULATED 1
-#elif !defined(FERROGRAD_EMULATOR) && __CUDA_ARCH__ >= 800 && !defined(FG_SYNC_COPIES)
+#elif FG_ARCH >= 800 && !defined(FG_SYNC_COPIES)
 #define FG_COPY_ASYNC 1
 #endif
 
@@ -890,10 +904,10 @@ FG_KERNEL(gemm_pair_small, GemmPairArgs) {
 // a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4);  B (8 × 8, k × n): b0 (t, g), b1 (t + 4, g);
 // C (16 × 8): c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1).
 
-#ifdef FERROGRAD_EMULATOR
+#if FG_ARCH >= 800 && defined(FERROGRAD_EMULATOR)
 #define to_tf32 ferrograd_to_tf32
 #define mma_tf32 ferrograd_mma_m16n8k8_tf32
-#elif __CUDA_ARCH__ >= 800
+#elif FG_ARCH >= 800
 // Round to the nearest TF32 (ties away from zero), as cuBLAS's TF32 mode does.
 __device__ __forceinline__ u32 to_tf32(float x) {
     u32 r;

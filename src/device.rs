@@ -34,6 +34,14 @@ impl Device {
             .map_err(Error::Device)
     }
 
+    /// The CUDA path on the CPU emulator as a Turing GPU (sm_75) runs it: `gemm.cu` as
+    /// compiled for sm_75, and no TF32 tensor cores ([`CudaDevice::emulator_sm75`]).
+    pub fn cuda_emulator_sm75() -> Result<Device> {
+        CudaDevice::emulator_sm75()
+            .map(Device::Cuda)
+            .map_err(Error::Device)
+    }
+
     /// Whether this is a CUDA device (a GPU, or the CPU emulator of our kernels).
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))

@@ -365,35 +365,6 @@ fn ptr_quads(quads: &mut [[f32; 4]]) -> u64 {
     quads.as_mut_ptr() as u64
 }
 
-/// The arguments of `C = op(A) · op(B)` for `dims` at these addresses: no bias, no epilogue,
-/// k in one chunk, no dropout, row sums or rule; the tests set what they exercise.
-fn plain_gemm_args(a: u64, b: u64, c: u64, dims: GemmDims) -> GemmArgs {
-    GemmArgs {
-        a,
-        b,
-        bias: 0,
-        c,
-        partials: 0,
-        tile_counters: 0,
-        m: dims.m as i32,
-        k: dims.k as i32,
-        n: dims.n as i32,
-        lhs_transposed: i32::from(dims.lhs_transposed),
-        rhs_transposed: i32::from(dims.rhs_transposed),
-        k_chunk: dims.k as i32,
-        epilogue: epilogue_code("identity"),
-        p: 0.0,
-        dropout_p: 0.0,
-        mask: 0,
-        dropout: PhiloxDraw::NONE,
-        row_sums: 0,
-        lhs_saved: 0,
-        lhs_mask: 0,
-        lhs_rule: 0,
-        lhs_rule_p: 0.0,
-    }
-}
-
 /// A 16-byte copy needs 16-byte aligned addresses; a GPU stops the kernel otherwise, and so
 /// does the emulator: B one float past an aligned address, read in quads along n (n = 8).
 #[test]
@@ -403,7 +374,7 @@ fn a_misaligned_16_byte_copy_is_an_error_as_on_a_gpu() {
     let b = aligned(&uniform(k * n + 1, -1.0, 1.0, 2));
     let mut c = aligned_filled(m * n, f32::NAN);
     let args = |b: u64, c: u64| {
-        plain_gemm_args(
+        GemmArgs::product(
             a.as_ptr() as u64,
             b,
             c,
@@ -451,7 +422,7 @@ fn emulated_gemm_dropout(
         bias: ptr(bias),
         epilogue: epilogue_code("leaky_relu"),
         p: 0.25,
-        ..plain_gemm_args(
+        ..GemmArgs::product(
             a.as_ptr() as u64,
             b.as_ptr() as u64,
             ptr_quads(&mut c),
@@ -615,7 +586,7 @@ fn gemm_row_sums_are_the_bias_gradient() {
         let mut sums = vec![f32::NAN; m];
         let args = GemmArgs {
             row_sums: ptr_mut(&mut sums),
-            ..plain_gemm_args(
+            ..GemmArgs::product(
                 a_quads.as_ptr() as u64,
                 b_quads.as_ptr() as u64,
                 ptr_quads(&mut c),
@@ -657,7 +628,7 @@ fn emulated_tf32_gemm(
         partials,
         tile_counters,
         k_chunk: k_chunk as i32,
-        ..plain_gemm_args(
+        ..GemmArgs::product(
             a.as_ptr() as u64,
             b.as_ptr() as u64,
             ptr_quads(&mut c),

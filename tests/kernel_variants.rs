@@ -18,7 +18,7 @@
 #![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
 
 use ferrograd::backend::cuda::emulator::{set_kernel_defines, set_thread_order, ThreadOrder};
-use ferrograd::backend::cuda::kernels::SWEEP_VARIANTS;
+use ferrograd::backend::cuda::kernels::{EMULATED_SM75_DEFINES, SWEEP_VARIANTS};
 use ferrograd::backend::cuda::{set_allow_tf32, set_small_tiles, set_split_k_override};
 use ferrograd::nn::functional::{binary_cross_entropy, linear};
 use ferrograd::nn::{Dropout, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Tanh};
@@ -138,6 +138,49 @@ fn results_do_not_depend_on_the_order_a_blocks_threads_run_in() {
             assert!(got == expected, "{what}, threads run {order:?}");
         }
     }
+}
+
+/// The emulated Turing GPU (sm_75) runs `gemm.cu` as sm_75 compiles it, every copy into
+/// shared memory a plain load and store, and has no TF32 tensor cores: the sweep's products
+/// give the defaults' bits there, and with TF32 allowed its products stay FP32 — the bits of
+/// the FP32 step, where launching a TF32 kernel would fail (next test).
+#[test]
+fn the_emulated_turing_gpu_gives_the_fp32_bits_even_with_tf32_allowed() {
+    let _turn = one_at_a_time();
+    let emulator = Device::cuda_emulator().expect("the emulator is built");
+    let turing = Device::cuda_emulator_sm75().expect("the emulator is built");
+    let Device::Cuda(gpu) = &turing else {
+        unreachable!("a CUDA device")
+    };
+    assert!(!gpu.has_tf32_tensor_cores());
+    let defaults = everything(&emulator);
+    let fp32_step = &defaults[0].1;
+    for ((what, got), (_, expected)) in everything(&turing).iter().zip(&defaults) {
+        let expected = match *what {
+            "an MLP step with TF32" => fp32_step,
+            _ => expected,
+        };
+        assert!(got == expected, "{what} on {turing}: not the FP32 bits");
+    }
+}
+
+/// `gemm.cu` as compiled for sm_75 has no tensor cores to run TF32 on: its TF32 kernels trap,
+/// and the launch fails with a message that says so, as a GPU stops the kernel.
+#[test]
+fn the_tf32_kernels_compiled_for_sm75_trap() {
+    let _turn = one_at_a_time();
+    let emulator = Device::cuda_emulator().expect("the emulator is built");
+    set_kernel_defines(EMULATED_SM75_DEFINES).unwrap();
+    set_allow_tf32(true);
+    let failed = std::panic::catch_unwind(|| mlp_step(&emulator));
+    set_allow_tf32(false);
+    set_kernel_defines("").unwrap();
+    let panic = failed.expect_err("a TF32 step with sm_75's kernels fails");
+    let message = panic.downcast_ref::<String>().map_or("", String::as_str);
+    assert!(
+        message.starts_with("cuda-emulator: gemm_tf32: a thread called __trap()"),
+        "{message}"
+    );
 }
 
 /// Definitions no variant was compiled with are refused, naming the ones there are, and

@@ -498,7 +498,8 @@ fn short_run(data: &Path, name: &str, iters: &str, extra: &[&str]) -> (PathBuf, 
 /// `--device cuda-emulator` takes the GPU's path (the products tuned, the step captured as a
 /// CUDA graph, our kernels) on the CPU emulator: it says each step as a GPU run does, and trains
 /// as the CPU does, to float rounding; eager and untuned, bit for bit as captured and tuned
-/// (tiles only change how a product is cut). Its checkpoint goes on on the CPU.
+/// (tiles only change how a product is cut), and as on the emulated Turing GPU with `--tf32`.
+/// Its checkpoint goes on on the CPU.
 #[test]
 fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
     let Some(data) = shared_mnist() else { return };
@@ -557,6 +558,22 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
     assert_eq!(losses(&eager), on_emulator);
     assert_eq!(grid(&eager), emulator_grid);
 
+    // As a Turing GPU (a T4) runs it: no TF32 tensor cores, so --tf32 changes nothing (it says
+    // so), and gemm.cu as sm_75 compiles it (plain copies, no cp.async): the same bits.
+    let turing = ["--device", "cuda-emulator-sm75", "--tf32"];
+    let (on_turing, stdout) = run("emulator-sm75", "2", &turing);
+    for said in [
+        "note: --tf32 changes nothing on cuda-emulator-sm75 (our CUDA kernels run by the CPU \
+         emulator as a Turing GPU (sm_75) runs them): TF32 tensor cores came with sm_80, so its \
+         matrix products stay FP32",
+        "tuned the step's 28 matrix products for the emulator in ",
+        "captured the training step as a CUDA graph (",
+    ] {
+        assert!(stdout.contains(said), "no {said:?} in\n{stdout}");
+    }
+    assert_eq!(losses(&on_turing), on_emulator);
+    assert_eq!(grid(&on_turing), emulator_grid);
+
     // Trained on the GPU's path, continued on the CPU.
     let checkpoint = captured.join("checkpoint.safetensors");
     let resume = ["--device", "cpu", "--max-iters", "3", "--resume"];
@@ -572,7 +589,7 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
         );
     }
 
-    for dir in [cpu, cpu_at_2, captured, eager] {
+    for dir in [cpu, cpu_at_2, captured, eager, on_turing] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -817,14 +834,16 @@ fn user_errors_are_reported_without_panicking() {
         fails_with(run(&["--device", "cuda:1"]), &["--device cuda:1: "]);
     }
     if let Err(err) = ferrograd::Device::cuda_emulator() {
-        fails_with(
-            run(&["--device", "cuda-emulator"]),
-            &[&format!("--device cuda-emulator: {err}")],
-        );
+        for emulator in ["cuda-emulator", "cuda-emulator-sm75"] {
+            fails_with(
+                run(&["--device", emulator]),
+                &[&format!("--device {emulator}: {err}")],
+            );
+        }
     }
     fails_with(
         run(&["--device", "gpu"]),
-        &["\"gpu\" is not auto, cpu, cuda, cuda:N or cuda-emulator"],
+        &["\"gpu\" is not auto, cpu, cuda, cuda:N, cuda-emulator or cuda-emulator-sm75"],
     );
     fails_with(run(&["--batch-size", "0"]), &["--batch-size"]);
     for lr in ["-1", "0", "nan", "inf", "2e-4x"] {

@@ -16,6 +16,18 @@ pub enum DeviceChoice {
     Cuda(usize),
     /// The GPU's path, our CUDA kernels and all, run by the CPU emulator (slow).
     CudaEmulator,
+    /// The same as a Turing GPU (sm_75, a T4) runs it: no TF32 tensor cores, no `cp.async`.
+    CudaEmulatorSm75,
+}
+
+impl DeviceChoice {
+    /// Whether this is one of the CPU emulator's devices.
+    pub fn is_emulator(self) -> bool {
+        matches!(
+            self,
+            DeviceChoice::CudaEmulator | DeviceChoice::CudaEmulatorSm75
+        )
+    }
 }
 
 fn parse_device(text: &str) -> Result<DeviceChoice, String> {
@@ -24,11 +36,17 @@ fn parse_device(text: &str) -> Result<DeviceChoice, String> {
         "cpu" => Ok(DeviceChoice::Cpu),
         "cuda" => Ok(DeviceChoice::Cuda(0)),
         "cuda-emulator" => Ok(DeviceChoice::CudaEmulator),
+        "cuda-emulator-sm75" => Ok(DeviceChoice::CudaEmulatorSm75),
         _ => text
             .strip_prefix("cuda:")
             .and_then(|ordinal| ordinal.parse().ok())
             .map(DeviceChoice::Cuda)
-            .ok_or_else(|| format!("{text:?} is not auto, cpu, cuda, cuda:N or cuda-emulator")),
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not auto, cpu, cuda, cuda:N, cuda-emulator or \
+                     cuda-emulator-sm75"
+                )
+            }),
     }
 }
 
@@ -59,7 +77,8 @@ pub struct Args {
     pub seed: u64,
     /// Where to train: auto (the first GPU if there is one, else the CPU), cpu, cuda (the
     /// first GPU), cuda:N (GPU N), or cuda-emulator (the GPU's path on the CPU emulator of our
-    /// kernels: seconds a step, for checking that path on a machine without a GPU).
+    /// kernels: seconds a step, for checking that path on a machine without a GPU;
+    /// cuda-emulator-sm75: as a Turing GPU, such as a T4, runs it).
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
     /// On a GPU, launch every kernel of every step instead of replaying the step captured

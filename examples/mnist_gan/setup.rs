@@ -27,9 +27,9 @@ pub fn open_device(args: &Args) -> Result<(Device, Option<Bf16Units>), Box<dyn E
             say_kernels_compiled(gpu.kernels_loaded());
             if args.tf32 && !gpu.has_tf32_tensor_cores() {
                 say!(
-                    "note: --tf32: {} has no TF32 tensor cores (they came with sm_80): its \
-                     matrix products stay FP32",
-                    gpu.description()
+                    "note: --tf32 changes nothing on {}: TF32 tensor cores came with sm_80, so \
+                     its matrix products stay FP32",
+                    device.description()
                 );
             }
         }
@@ -144,7 +144,7 @@ pub fn prepare_gpu_step(gan: &mut Gan, args: &Args, device: &Device, batch_size:
         Autotune::Splits => Some(Tuning::TilesAndSplits),
     };
     if let (Some(tuning), true) = (tuning, device.is_cuda()) {
-        let (options, tuned_for) = if args.device == DeviceChoice::CudaEmulator {
+        let (options, tuned_for) = if args.device.is_emulator() {
             // The emulator's timings say nothing of a GPU's: one call of each runs the path
             // (seconds, where the full tuning takes minutes) without pretending to tune it.
             let once = TuneOptions {
@@ -230,6 +230,8 @@ fn select_device(choice: DeviceChoice) -> Result<Device, String> {
         DeviceChoice::CudaEmulator => {
             Device::cuda_emulator().map_err(|err| format!("--device cuda-emulator: {err}"))
         }
+        DeviceChoice::CudaEmulatorSm75 => Device::cuda_emulator_sm75()
+            .map_err(|err| format!("--device cuda-emulator-sm75: {err}")),
         DeviceChoice::Auto => Ok(Device::cuda(0).unwrap_or_else(|err| {
             say!("device auto: no usable GPU ({err}); training on the CPU");
             Device::Cpu

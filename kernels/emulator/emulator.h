@@ -26,7 +26,11 @@
 //   cuLaunchKernel does (an array holding a pointer to the argument struct) and refusing the
 //   geometries cuLaunchKernel refuses; the sweep variants of gemm.cu (build.rs,
 //   kernels/sweep.txt) register theirs under their macro definitions too, and
-//   ferrograd_emu_set_kernel_defines() makes later launches run one of them.
+//   ferrograd_emu_set_kernel_defines() makes later launches run one of them; a launch may
+//   also name a variant itself ("gemm|-DFG_EMULATED_ARCH=750", the emulated Turing GPU's);
+// - __trap() fails the launch (error 7), as it stops the kernel on a GPU; the thread that
+//   called it runs on to its next barrier or its end (a fiber is not unwound), and the block
+//   is the launch's last.
 #pragma once
 
 #define FERROGRAD_EMULATOR 1
@@ -77,6 +81,9 @@ void copy_async_wait(unsigned pending);
 // before all it must publish is written.
 unsigned arrive(unsigned* counter);
 
+// __trap(): the launch in progress fails (runtime.cpp).
+void trap();
+
 using Launcher = void (*)(void** args);
 // Registers a kernel under its name, and for a sweep variant of gemm.cu (build.rs) under its
 // macro definitions as well (`variant`, "" for the defaults), with the most threads a block of
@@ -118,6 +125,7 @@ inline int min(int a, int b) { return a < b ? a : b; }
 
 inline void __syncthreads() { ferrograd_emu::sync_threads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ferrograd_emu::sync_warp(); }
+inline void __trap() { ferrograd_emu::trap(); }
 
 // Lane `source_lane(lane)` of the warp's values of `value`.
 template <class T, class F>

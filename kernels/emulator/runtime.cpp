@@ -58,8 +58,16 @@ Registrar::Registrar(const char* name, const char* variant, Launcher launcher,
     registry()[key] = Kernel{launcher, max_threads != 0 ? max_threads : 1024};
 }
 
-// The kernel a launch of `name` runs: the current variant's, if it has one by that name.
+// The kernel a launch of `name` runs. A name with its variant ("gemm|-DFG_EMULATED_ARCH=750")
+// runs that variant's, or the kernel of that name where the variant has none (only gemm.cu
+// has variants); otherwise the current variant's, if it has one by that name.
 static std::map<std::string, Kernel>::iterator find_kernel(const char* name) {
+    const std::string named = name;
+    const size_t bar = named.find('|');
+    if (bar != std::string::npos) {
+        auto kernel = registry().find(named);
+        return kernel != registry().end() ? kernel : registry().find(named.substr(0, bar));
+    }
     const int variant = current_variant.load();
     if (variant >= 0) {
         auto kernel = registry().find(std::string(name) + "|" + variants()[variant]);
@@ -331,6 +339,11 @@ static void switch_to(Block& b) {
 // 16, which stops a kernel on a GPU ("misaligned address").
 static bool misaligned = false;
 
+// Whether a thread of the launch in progress called __trap().
+static bool trapped = false;
+
+void trap() { trapped = true; }
+
 void copy_async(float* shared, const float* global, unsigned floats, bool valid) {
     if (floats == 4 && valid && ((uintptr_t)global % 16 != 0 || (uintptr_t)shared % 16 != 0)) {
         misaligned = true;
@@ -590,7 +603,8 @@ static bool launchable(const ferrograd_emu::Kernel& kernel, dim3 grid, dim3 bloc
 // Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
 // its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy; 4 if threads
 // waited at a barrier that some of the threads it concerns had returned before reaching; 5 if
-// a GPU would refuse the launch's geometry (launchable), without running anything.
+// a GPU would refuse the launch's geometry (launchable), without running anything; 7 if a
+// thread called __trap().
 extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
     using namespace ferrograd_emu;
     std::lock_guard<std::mutex> guard(one_launch_at_a_time);
@@ -609,6 +623,7 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
     grid_dim = grid;
     block_dim = block_shape;
     misaligned = false;
+    trapped = false;
     const std::vector<dim3> order = block_order(grid);
     size_t started = 0;
     std::vector<Block*> live;
@@ -623,6 +638,9 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
         const int outcome = run_block();
         if (outcome > 0) {
             return outcome;
+        }
+        if (trapped) {
+            return 7;
         }
         if (outcome == BLOCK_DONE) {
             if (started < order.size()) {

@@ -1,6 +1,8 @@
 //! The argument structs of the kernels, field for field as in `kernels/*.cu`. Pointers are
 //! device addresses (host addresses in the emulator), so one struct serves both runtimes.
 
+use crate::backend::{GemmDims, Identity, UnaryKernel};
+
 /// A `#[repr(C)]` mirror of a kernel's argument struct.
 ///
 /// # Safety
@@ -90,6 +92,43 @@ kernel_args!(
         lhs_saved: u64, lhs_mask: u64, lhs_rule: i32, lhs_rule_p: f32,
     }
 );
+impl GemmArgs {
+    /// `C = op(A) · op(B)` of `dims`, A, B and C at these addresses, and nothing more: no
+    /// bias, the identity epilogue, k in one chunk, no dropout, row sums or backward rule.
+    /// Every other product sets what it adds.
+    ///
+    /// # Panics
+    /// Where a dimension does not fit the kernels' `int` (2³¹ and beyond).
+    pub fn product(a: u64, b: u64, c: u64, dims: GemmDims) -> GemmArgs {
+        let dim =
+            |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
+        GemmArgs {
+            a,
+            b,
+            bias: 0,
+            c,
+            partials: 0,
+            tile_counters: 0,
+            m: dim(dims.m),
+            k: dim(dims.k),
+            n: dim(dims.n),
+            lhs_transposed: i32::from(dims.lhs_transposed),
+            rhs_transposed: i32::from(dims.rhs_transposed),
+            k_chunk: dim(dims.k),
+            epilogue: epilogue_code(<Identity as UnaryKernel>::NAME),
+            p: 0.0,
+            dropout_p: 0.0,
+            mask: 0,
+            dropout: PhiloxDraw::NONE,
+            row_sums: 0,
+            lhs_saved: 0,
+            lhs_mask: 0,
+            lhs_rule: 0,
+            lhs_rule_p: 0.0,
+        }
+    }
+}
+
 kernel_args!(
     /// Two products in one launch (`gemm.cu`'s `gemm_pair`): each with its grid of 64 × 64
     /// tiles (`tiles_x` × `tiles_y`) and `splits` chunks of k, the first product's blocks first.
@@ -130,7 +169,7 @@ pub const ADAM_MAX_TENSORS: usize = 16;
 /// For a kernel `gemm.cu` has no epilogue for (a programming error, not a user's).
 pub fn epilogue_code(name: &str) -> i32 {
     match name {
-        <crate::backend::Identity as crate::backend::UnaryKernel>::NAME => 0,
+        <Identity as UnaryKernel>::NAME => 0,
         "relu" => 1,
         "leaky_relu" => 2,
         "tanh" => 3,

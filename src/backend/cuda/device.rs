@@ -51,7 +51,8 @@ struct DeviceInner {
     split_k_counters: u64,
     /// How the kernels were loaded when the device was opened (the emulator's are built in).
     kernels_loaded: KernelsLoaded,
-    /// Whether `gemm_tf32` can run: sm_80 or later, or the emulator (which emulates it).
+    /// Whether `gemm_tf32` can run: sm_80 or later, or the emulator (which emulates it) but
+    /// for its Turing GPU.
     tf32_tensor_cores: bool,
 }
 
@@ -183,23 +184,58 @@ impl CudaDevice {
     /// The process's CPU emulator of the CUDA path; an error that says why in a build without
     /// it (see build.rs).
     pub fn emulator() -> Result<CudaDevice, String> {
+        static EMULATOR: OnceLock<CudaDevice> = OnceLock::new();
+        CudaDevice::emulated(&EMULATOR, || {
+            let runtime = EmulatorRuntime::default();
+            (
+                "cuda-emulator",
+                "our CUDA kernels run by the CPU emulator",
+                runtime,
+                true,
+            )
+        })
+    }
+
+    /// The CPU emulator as a Turing GPU (sm_75: a T4, an RTX 20-series) runs our kernels:
+    /// `gemm.cu` compiled as for sm_75 (plain copies into shared memory instead of
+    /// `cp.async`; TF32 helpers that trap) and no TF32 tensor cores, so that products stay
+    /// FP32 whatever [`super::set_allow_tf32`] says. What the GPUs before sm_80 run, checked
+    /// on any machine. An error that says why in a build without the emulator.
+    pub fn emulator_sm75() -> Result<CudaDevice, String> {
+        static EMULATOR: OnceLock<CudaDevice> = OnceLock::new();
+        CudaDevice::emulated(&EMULATOR, || {
+            let description = "our CUDA kernels run by the CPU emulator as a Turing GPU (sm_75) \
+                               runs them";
+            (
+                "cuda-emulator-sm75",
+                description,
+                EmulatorRuntime::sm75(),
+                false,
+            )
+        })
+    }
+
+    /// The emulator device kept in `device`, made at the first call from `parts`: its label,
+    /// description, runtime, and whether it has TF32 tensor cores.
+    fn emulated(
+        device: &OnceLock<CudaDevice>,
+        parts: impl FnOnce() -> (&'static str, &'static str, EmulatorRuntime, bool),
+    ) -> Result<CudaDevice, String> {
         if let Some(err) = super::emulator::not_built_error() {
             return Err(err);
         }
-        static EMULATOR: OnceLock<CudaDevice> = OnceLock::new();
-        Ok(EMULATOR
-            .get_or_init(|| {
-                let description = "our CUDA kernels run by the CPU emulator".to_string();
-                CudaDevice::new(
-                    "cuda-emulator".into(),
-                    description,
-                    Box::<EmulatorRuntime>::default(),
-                    KernelsLoaded::default(),
-                    true,
-                )
-                .expect("the emulator's memory is host memory")
-            })
-            .clone())
+        let made = device.get_or_init(|| {
+            let (label, description, runtime, tf32_tensor_cores) = parts();
+            CudaDevice::new(
+                label.into(),
+                description.into(),
+                Box::new(runtime),
+                KernelsLoaded::default(),
+                tf32_tensor_cores,
+            )
+            .expect("the emulator's memory is host memory")
+        });
+        Ok(made.clone())
     }
 
     /// GPU `ordinal`, opened once per process, its kernels compiled (or read from the kernel
@@ -250,7 +286,7 @@ impl CudaDevice {
         Ok(device)
     }
 
-    /// `cuda:0`, or `cuda-emulator`.
+    /// `cuda:0`, or `cuda-emulator` (`cuda-emulator-sm75`).
     pub fn label(&self) -> &str {
         &self.inner.label
     }
@@ -269,8 +305,8 @@ impl CudaDevice {
     }
 
     /// Whether the device has TF32 tensor cores (sm_80, Ampere, or later; the emulator emulates
-    /// them), which [`super::set_allow_tf32`] lets the products use. Before sm_80 (a T4, an
-    /// RTX 20-series) they stay FP32 whatever it says, as in PyTorch.
+    /// them, its Turing GPU not), which [`super::set_allow_tf32`] lets the products use.
+    /// Before sm_80 (a T4, an RTX 20-series) they stay FP32 whatever it says, as in PyTorch.
     pub fn has_tf32_tensor_cores(&self) -> bool {
         self.inner.tf32_tensor_cores
     }

@@ -163,6 +163,10 @@ pub fn set_kernel_defines(defines: &str) -> Result<(), String> {
 /// "Device" memory in host RAM, kernels run by the emulator.
 #[derive(Default)]
 pub(crate) struct EmulatorRuntime {
+    /// The definitions of the `gemm.cu` this device runs, whatever [`set_kernel_defines`]
+    /// says: [`EMULATED_SM75_DEFINES`](super::kernels::EMULATED_SM75_DEFINES) for the
+    /// emulated Turing GPU; `None` for the emulator of sm_80 and later.
+    kernel_variant: Option<&'static str>,
     /// The launches of the capture in progress, if any.
     recording: Mutex<Option<Vec<RecordedLaunch>>>,
     /// The kernels timed since the last `take_kernel_times`, while timing is on.
@@ -178,9 +182,21 @@ struct RecordedLaunch {
     args: Vec<MaybeUninit<u64>>,
 }
 
-/// The recorded launches of one capture.
+/// The recorded launches of one capture, and the variant they run (as their runtime's).
 struct EmulatedGraph {
     launches: Vec<RecordedLaunch>,
+    kernel_variant: Option<&'static str>,
+}
+
+impl EmulatorRuntime {
+    /// The emulator as a Turing GPU (sm_75) runs our kernels: `gemm.cu` compiled for it, its
+    /// copies into shared memory plain loads and stores, its TF32 helpers traps.
+    pub(crate) fn sm75() -> EmulatorRuntime {
+        EmulatorRuntime {
+            kernel_variant: Some(super::kernels::EMULATED_SM75_DEFINES),
+            ..EmulatorRuntime::default()
+        }
+    }
 }
 
 impl GraphExec for EmulatedGraph {
@@ -192,6 +208,7 @@ impl GraphExec for EmulatedGraph {
             unsafe {
                 launch_raw(
                     &launch.name,
+                    self.kernel_variant,
                     launch.config,
                     launch.args.as_ptr() as *mut c_void,
                 )
@@ -263,7 +280,7 @@ impl Runtime for EmulatorRuntime {
         if target == Target::Run {
             let started = Instant::now();
             // SAFETY: forwarded from the caller's contract.
-            unsafe { launch_raw(name, config, args) }?;
+            unsafe { launch_raw(name, self.kernel_variant, config, args) }?;
             let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(times) = timed.as_mut() {
                 times.push(KernelTime {
@@ -332,14 +349,29 @@ impl Runtime for EmulatorRuntime {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or("no capture in progress")?;
-        Ok(Box::new(EmulatedGraph { launches }))
+        Ok(Box::new(EmulatedGraph {
+            launches,
+            kernel_variant: self.kernel_variant,
+        }))
     }
 }
 
+/// Runs kernel `name`, of `gemm.cu`'s `variant` where it is one of that file's (the
+/// process-wide [`set_kernel_defines`] choice where `None`).
+///
 /// # Safety
 /// As for [`launch`], with `args` pointing to the argument struct.
-unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Result<(), String> {
-    let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
+unsafe fn launch_raw(
+    name: &str,
+    variant: Option<&str>,
+    config: LaunchConfig,
+    args: *mut c_void,
+) -> Result<(), String> {
+    let key = match variant {
+        Some(defines) => format!("{name}|{defines}"),
+        None => name.to_string(),
+    };
+    let c_name = CString::new(key).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
     let mut arg_pointers = [args];
     // SAFETY: the name is a valid C string and the argument array holds one pointer to a
     // struct with the kernel's layout, whose pointers the caller vouches for.
@@ -370,6 +402,10 @@ unsafe fn launch_raw(name: &str, config: LaunchConfig, args: *mut c_void) -> Res
             "{name}: {}",
             not_built_error().unwrap_or_else(|| "the emulator was not built".into())
         )),
+        7 => Err(format!(
+            "{name}: a thread called __trap(), which stops the kernel on a GPU (a TF32 kernel \
+             launched where there are no TF32 tensor cores, before sm_80)"
+        )),
         _ => Err(format!(
             "{name}: a GPU refuses a launch of {:?} blocks of {:?} threads (at most 2^31 - 1 \
              blocks along x, 65,535 along y and z, none 0; at most 1,024 threads a block, 64 \
@@ -391,7 +427,7 @@ pub unsafe fn launch<A: KernelArgs>(
     args: &A,
 ) -> Result<(), String> {
     // SAFETY: `A` has the kernel's layout (KernelArgs); the caller vouches for its pointers.
-    unsafe { launch_raw(name, config, args as *const A as *mut c_void) }
+    unsafe { launch_raw(name, None, config, args as *const A as *mut c_void) }
 }
 
 /// The C compiler's `sizeof` of the argument struct `A` mirrors (0 if it knows no such struct).
@@ -399,4 +435,42 @@ pub fn c_args_size<A: KernelArgs>() -> usize {
     let name = CString::new(A::C_NAME).expect("struct names have no NUL");
     // SAFETY: a pure lookup taking a valid C string.
     unsafe { ferrograd_emu_args_size(name.as_ptr()) }
+}
+
+#[cfg(all(test, ferrograd_emulator))]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::args::GemmArgs;
+    use crate::backend::GemmDims;
+
+    /// `gemm_tf32` on a 16 × 16 × 16 product of zeros, launched on `runtime`.
+    fn launch_tf32_product(runtime: &EmulatorRuntime) -> Result<(), String> {
+        let matrix = || runtime.alloc(16 * 16 * 4).expect("host memory");
+        let dims = GemmDims {
+            m: 16,
+            k: 16,
+            n: 16,
+            lhs_transposed: false,
+            rhs_transposed: false,
+        };
+        let mut args = GemmArgs::product(matrix(), matrix(), matrix(), dims);
+        let config = LaunchConfig::gemm_tf32(16, 16, 1);
+        let size = std::mem::size_of::<GemmArgs>();
+        let args = &mut args as *mut GemmArgs as *mut c_void;
+        // SAFETY: GemmArgs mirrors the kernel's struct; A, B and C hold 16 × 16 floats each,
+        // and nothing else is read or written (no bias, split, mask, sums or rule).
+        unsafe { runtime.launch("gemm_tf32", config, args, size, Target::Run) }
+    }
+
+    /// The emulated Turing GPU runs `gemm.cu` as compiled for sm_75 (not the process-wide
+    /// variant): its TF32 kernel traps there, and runs on the emulator of sm_80.
+    #[test]
+    fn the_sm75_runtime_runs_gemm_as_compiled_for_sm75() {
+        assert_eq!(launch_tf32_product(&EmulatorRuntime::default()), Ok(()));
+        let err = launch_tf32_product(&EmulatorRuntime::sm75()).unwrap_err();
+        assert!(
+            err.starts_with("gemm_tf32: a thread called __trap()"),
+            "{err}"
+        );
+    }
 }

@@ -2,8 +2,8 @@
 
 use super::args::{
     broadcast_code, distribution_code, epilogue_code, lhs_rule_code, AdamStepArgs, BinaryArgs,
-    ConcatArgs, GemmArgs, GemmPairArgs, PhiloxDraw, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs,
-    UnaryArgs, ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
+    ConcatArgs, GemmArgs, GemmPairArgs, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
+    ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{
@@ -178,29 +178,12 @@ impl CudaStorage {
         dims: GemmDims,
         epilogue: &E,
     ) -> GemmArgs {
+        let product = GemmArgs::product(self.pointer(), rhs.pointer(), out.pointer(), dims);
         GemmArgs {
-            a: self.pointer(),
-            b: rhs.pointer(),
             bias: bias.map_or(0, CudaStorage::pointer),
-            c: out.pointer(),
-            partials: 0,
-            tile_counters: 0,
-            m: gemm_dim(dims.m),
-            k: gemm_dim(dims.k),
-            n: gemm_dim(dims.n),
-            lhs_transposed: i32::from(dims.lhs_transposed),
-            rhs_transposed: i32::from(dims.rhs_transposed),
-            k_chunk: gemm_dim(dims.k),
             epilogue: epilogue_code(E::NAME),
             p: epilogue.param(),
-            dropout_p: 0.0,
-            mask: 0,
-            dropout: PhiloxDraw::NONE,
-            row_sums: 0,
-            lhs_saved: 0,
-            lhs_mask: 0,
-            lhs_rule: 0,
-            lhs_rule_p: 0.0,
+            ..product
         }
     }
 
