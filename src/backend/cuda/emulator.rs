@@ -137,6 +137,8 @@ pub fn set_thread_order(order: ThreadOrder) {
 /// the sweep's variants ([`SWEEP_VARIANTS`](super::kernels::SWEEP_VARIANTS), from
 /// `kernels/sweep.txt`, which build.rs compiles for the emulator too), or the defaults for "".
 /// What `FERROGRAD_KERNEL_DEFINES` does on a GPU, for the variants the GPU benchmark sweeps.
+/// The emulated Turing GPU ([`CudaDevice::emulator_sm75`](super::CudaDevice::emulator_sm75))
+/// runs its own `gemm.cu` whatever this says.
 ///
 /// # Errors
 /// If no variant was compiled with these definitions (nothing changes then), or the build
@@ -163,9 +165,10 @@ pub fn set_kernel_defines(defines: &str) -> Result<(), String> {
 /// "Device" memory in host RAM, kernels run by the emulator.
 #[derive(Default)]
 pub(crate) struct EmulatorRuntime {
-    /// The definitions of the `gemm.cu` this device runs, whatever [`set_kernel_defines`]
+    /// The definitions of the `gemm.cu` this device runs whatever [`set_kernel_defines`]
     /// says: [`EMULATED_SM75_DEFINES`](super::kernels::EMULATED_SM75_DEFINES) for the
-    /// emulated Turing GPU; `None` for the emulator of sm_80 and later.
+    /// emulated Turing GPU. `None` for the emulator of sm_80 and later, which runs the
+    /// defaults or the variant `set_kernel_defines` chose.
     kernel_variant: Option<&'static str>,
     /// The launches of the capture in progress, if any.
     recording: Mutex<Option<Vec<RecordedLaunch>>>,
