@@ -753,9 +753,16 @@ struct Pipeline {
 // 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs (~0.3 µs); with two
 // buffers and one load in flight, every slice waited (benches/RESULTS.md, 2026-11-28). 2 to 5
 // (shared memory: 8 KiB per stage in gemm, 4 in gemm_small, 9 in gemm_tf32); a tuning sweep
-// may set it (FERROGRAD_KERNEL_DEFINES).
+// may set it (FERROGRAD_KERNEL_DEFINES). Before sm_80, 3: a Turing SM has 64 KiB of shared
+// memory, and two blocks of 4 stages (32,784 bytes each) would need 32 bytes more, so one
+// would run where __launch_bounds__(256, 2) promises two (tests/nvrtc.rs checks each promise
+// on each architecture); with plain copies (no cp.async there) a fourth stage hides no more.
 #ifndef GEMM_STAGES
+#if FG_ARCH >= 800
 #define GEMM_STAGES 4
+#else
+#define GEMM_STAGES 3
+#endif
 #endif
 #if GEMM_STAGES < 2 || GEMM_STAGES > 5
 #error "GEMM_STAGES is 2 to 5"

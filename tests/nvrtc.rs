@@ -1,5 +1,6 @@
 //! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_75, sm_80 and sm_90
-//! without register spills; a broken kernel's error names its file and carries NVRTC's log;
+//! without register spills, and with the blocks its `__launch_bounds__` promise fitting an
+//! SM's shared memory; a broken kernel's error names its file and carries NVRTC's log;
 //! compiled kernels are cached on disk.
 //!
 //! Needs libnvrtc (see README). Without it these tests skip with a message, unless
@@ -66,7 +67,7 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
                 "{}: ptxas reported other kernels",
                 module.file
             );
-            for kernel in report {
+            for kernel in &report {
                 assert!(kernel.registers > 0, "{kernel:?}");
                 assert_eq!(
                     kernel.spill_stores + kernel.spill_loads,
@@ -79,7 +80,61 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
                     assert_eq!(kernel.stack_bytes, 0, "sm_{major}{minor}: {kernel:?}");
                 }
             }
+            // ptxas keeps a kernel's registers within its __launch_bounds__(threads, blocks),
+            // but not its shared memory: check that the blocks promised fit an SM there.
+            let (shared_per_sm, reserved_per_block, threads_per_sm) = sm_limits(major, minor);
+            for (name, threads, blocks) in launch_bounds(module) {
+                let kernel = report.iter().find(|k| k.kernel == name).unwrap();
+                let shared = blocks * (kernel.shared_bytes + reserved_per_block);
+                assert!(
+                    shared <= shared_per_sm && blocks * threads <= threads_per_sm,
+                    "sm_{major}{minor}: the {blocks} blocks of {name} an SM holds by its \
+                     __launch_bounds__ do not fit its {shared_per_sm} bytes of shared memory \
+                     and {threads_per_sm} threads ({} bytes a block, {reserved_per_block} more \
+                     reserved; {threads} threads)",
+                    kernel.shared_bytes
+                );
+            }
         }
+    }
+    let bounded = launch_bounds(MODULES.iter().find(|m| m.file == "gemm.cu").unwrap());
+    let names: Vec<&str> = bounded.iter().map(|(name, ..)| *name).collect();
+    assert_eq!(names, ["gemm", "gemm_pair", "gemm_large"]);
+}
+
+/// Each kernel of `module` that declares `__launch_bounds__(threads, blocks per SM)` (in its
+/// `FG_KERNEL` line), with those numbers (blocks 1 where it gives only threads).
+fn launch_bounds(module: &KernelModule) -> Vec<(&str, u32, u32)> {
+    let number = |text: &str| text.trim().parse::<u32>().ok();
+    module
+        .source
+        .lines()
+        .filter_map(|line| {
+            let declared = line.strip_prefix("FG_KERNEL(")?;
+            let name = declared.split(',').next()?.trim();
+            let bounds = declared
+                .split("__launch_bounds__(")
+                .nth(1)?
+                .split(')')
+                .next()?;
+            let mut numbers = bounds.split(',');
+            let threads = number(numbers.next()?)?;
+            let blocks = numbers.next().map_or(Some(1), number)?;
+            Some((name, threads, blocks))
+        })
+        .collect()
+}
+
+/// An SM's shared memory, the part of it the driver reserves for each block, and its most
+/// resident threads, in the architectures we compile for (CUDA C++ Programming Guide,
+/// "Technical Specifications per Compute Capability"): Turing has 64 KiB, the A100 164, the
+/// H100 228.
+fn sm_limits(major: u32, minor: u32) -> (u32, u32, u32) {
+    match (major, minor) {
+        (7, 5) => (64 * 1024, 0, 1024),
+        (8, 0) => (164 * 1024, 1024, 2048),
+        (9, 0) => (228 * 1024, 1024, 2048),
+        _ => unreachable!("sm_{major}{minor} is not compiled for here"),
     }
 }
 
