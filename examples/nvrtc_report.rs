@@ -1,26 +1,26 @@
-//! Compiles every kernel in `kernels/*.cu` with NVRTC for sm_75 (T4, RTX 20-series), sm_80
-//! (A100) and sm_90 (H100/H200) to cubin and prints ptxas's report: registers, spills and
-//! shared memory per kernel; then counts the 16-byte copies in the two FP32 GEMMs' PTX (global
-//! and shared). Exits non-zero on a compile error, on any spill, or if a GEMM lost its vector
-//! copies. Needs only NVRTC (`pip
-//! install nvidia-cuda-nvrtc`, with its `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
+//! Compiles every kernel in `kernels/*.cu` with NVRTC for each architecture of
+//! `nvrtc::CHECKED_ARCHITECTURES` (sm_75, a T4, to sm_120, an RTX 50-series) to cubin and prints
+//! ptxas's report: registers, spills and shared memory per kernel; then counts the 16-byte copies
+//! in the two FP32 GEMMs' PTX (global and shared). Exits non-zero on a compile error, on any spill,
+//! or if a GEMM lost its vector copies. Needs only NVRTC (`pip install nvidia-cuda-nvrtc`, with its
+//! `lib` directory on `LD_LIBRARY_PATH`), not a GPU.
 //!
-//! `cargo run --release --example nvrtc_report [-- --cubin-dir DIR]`
+//! `cargo run --release --example nvrtc_report [-- --cubin-dir DIR] [--arch sm_XY]...`
 //!
 //! With `--cubin-dir`, also writes each module's cubin there (`gemm.sm_90.cubin`, …) for
 //! reading the machine code: `cuobjdump -sass DIR/gemm.sm_90.cubin` (pip package
-//! `nvidia-cuda-cuobjdump`).
+//! `nvidia-cuda-cuobjdump`). `--arch` (repeatable) compiles for those architectures only, such
+//! as a GPU machine's own (the GPU check): 12 s for sm_90 on the 2-core VM, the whole list 45.
 //!
 //! Without NVRTC it says so and exits 0, unless `FERROGRAD_REQUIRE_NVRTC=1` (as CI sets).
 
 mod closed_pipe;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferrograd::backend::cuda::kernels::MODULES;
-use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
-
-const ARCHITECTURES: [(u32, u32); 3] = [(7, 5), (8, 0), (9, 0)];
+use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output, CHECKED_ARCHITECTURES};
 
 fn main() -> ExitCode {
     closed_pipe::end_quietly_when_the_reader_quits();
@@ -40,14 +40,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let cubin_dir = cubin_dir_argument();
+    let Options {
+        cubin_dir,
+        architectures,
+    } = match options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!("include paths: {:?}", nvrtc::include_paths());
     println!(
         "{:<8} {:<14} {:<28} {:>5} {:>8} {:>7} {:>6}",
         "arch", "file", "kernel", "regs", "smem", "spills", "stack"
     );
     let mut failed = false;
-    for (major, minor) in ARCHITECTURES {
+    for &(major, minor) in &architectures {
         for module in MODULES {
             let compiled =
                 match nvrtc::compile(module, major, minor, Output::Cubin { report: true }) {
@@ -69,7 +78,8 @@ fn main() -> ExitCode {
             for kernel in parse_ptxas_report(&compiled.log) {
                 let spills = kernel.spill_stores + kernel.spill_loads;
                 println!(
-                    "sm_{major}{minor}    {:<14} {:<28} {:>5} {:>8} {:>7} {:>6}",
+                    "{:<8} {:<14} {:<28} {:>5} {:>8} {:>7} {:>6}",
+                    format!("sm_{major}{minor}"),
                     module.file,
                     kernel.kernel,
                     kernel.registers,
@@ -94,25 +104,73 @@ fn main() -> ExitCode {
     if failed {
         ExitCode::FAILURE
     } else {
-        println!("every kernel compiled for sm_75, sm_80 and sm_90 without spills");
+        let architectures: Vec<String> = architectures
+            .iter()
+            .map(|(major, minor)| format!("sm_{major}{minor}"))
+            .collect();
+        println!(
+            "every kernel compiled for {} without spills",
+            architectures.join(", ")
+        );
         ExitCode::SUCCESS
     }
 }
 
-/// The directory after `--cubin-dir`, created if missing.
-fn cubin_dir_argument() -> Option<std::path::PathBuf> {
+/// What the command line asks for.
+struct Options {
+    /// `--cubin-dir DIR`, created if missing.
+    cubin_dir: Option<PathBuf>,
+    /// Each `--arch sm_XY` as (X, Y); `CHECKED_ARCHITECTURES` where none is given.
+    architectures: Vec<(u32, u32)>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        cubin_dir: None,
+        architectures: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--cubin-dir" {
-            let dir = std::path::PathBuf::from(args.next()?);
-            if let Err(err) = std::fs::create_dir_all(&dir) {
-                eprintln!("cannot create {}: {err}", dir.display());
-                return None;
+        match arg.as_str() {
+            "--cubin-dir" => {
+                let dir = PathBuf::from(args.next().ok_or("--cubin-dir needs a directory")?);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+                options.cubin_dir = Some(dir);
             }
-            return Some(dir);
+            "--arch" => {
+                let arch = args
+                    .next()
+                    .ok_or("--arch needs an architecture, such as sm_90")?;
+                options.architectures.push(architecture(&arch)?);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}: nvrtc_report [--cubin-dir DIR] [--arch sm_XY]..."
+                ))
+            }
         }
     }
-    None
+    if options.architectures.is_empty() {
+        options.architectures = CHECKED_ARCHITECTURES.to_vec();
+    }
+    Ok(options)
+}
+
+/// `sm_90` as (9, 0), `sm_120` as (12, 0): the last digit is the minor version.
+fn architecture(text: &str) -> Result<(u32, u32), String> {
+    let digits = text
+        .strip_prefix("sm_")
+        .filter(|digits| digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!("--arch {text}: not an architecture such as sm_75, sm_90, sm_120")
+        })?;
+    let (major, minor) = digits.split_at(digits.len() - 1);
+    let number = |text: &str| {
+        text.parse::<u32>()
+            .map_err(|err| format!("--arch {text}: {err}"))
+    };
+    Ok((number(major)?, number(minor)?))
 }
 
 /// Whether GEMM `kernel` moves global and shared memory 16 bytes at a time, as designed: its

@@ -55,7 +55,9 @@ source bench/step.sh # the CUDA paths, and `step` (bench-gpu.sh)
 export FERROGRAD_REQUIRE_NVRTC=1 FERROGRAD_REQUIRE_GPU=1
 step 10 date -u
 step 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-step 60 ./nvrtc_report
+# The GPU's own architecture only (CI compiles for all of nvrtc::CHECKED_ARCHITECTURES).
+arch="sm_$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d .)"
+step 60 ./nvrtc_report --arch "$arch"
 step 90 ./graph
 step 60 ./devices cuda_gpu # the GPU's tests (CI runs the CPU's and the emulator's)
 step 30 ./allocator

@@ -1,14 +1,14 @@
-//! Every kernel file compiles under NVRTC: to PTX, and to cubin for sm_75, sm_80 and sm_90
-//! without register spills, and with the blocks its `__launch_bounds__` promise fitting an
-//! SM's shared memory; a broken kernel's error names its file and carries NVRTC's log;
-//! compiled kernels are cached on disk.
+//! Every kernel file compiles under NVRTC: to PTX, and to cubin for every architecture of
+//! `CHECKED_ARCHITECTURES` (sm_75 to sm_120) without register spills, and with the blocks its
+//! `__launch_bounds__` promise fitting an SM's shared memory; a broken kernel's error names its
+//! file and carries NVRTC's log; compiled kernels are cached on disk.
 //!
 //! Needs libnvrtc (see README). Without it these tests skip with a message, unless
 //! `FERROGRAD_REQUIRE_NVRTC=1`, as CI sets, makes its absence a failure.
 
 use ferrograd::backend::cuda::kernel_cache::{self, Source};
 use ferrograd::backend::cuda::kernels::{KernelModule, MODULES, SWEEP_VARIANTS};
-use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output};
+use ferrograd::backend::cuda::nvrtc::{self, parse_ptxas_report, Output, CHECKED_ARCHITECTURES};
 
 fn nvrtc_present() -> bool {
     if nvrtc::is_available() {
@@ -53,7 +53,7 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
         // and ptxas refuses their instructions there: its cubin compiles only if the copies
         // are plain loads and stores and the TF32 kernels, which the host does not launch
         // there, hold no tensor-core instruction.
-        for (major, minor) in [(7, 5), (8, 0), (9, 0)] {
+        for (major, minor) in CHECKED_ARCHITECTURES {
             let cubin =
                 nvrtc::compile(module, major, minor, Output::Cubin { report: true }).unwrap();
             assert_eq!(&cubin.image[..4], b"\x7fELF", "a cubin is an ELF file");
@@ -128,13 +128,14 @@ fn launch_bounds(module: &KernelModule) -> Vec<(&str, u32, u32)> {
 /// An SM's shared memory, the part of it the driver reserves for each block, and its most
 /// resident threads, in the architectures we compile for (CUDA C++ Programming Guide,
 /// "Technical Specifications per Compute Capability"): Turing has 64 KiB, the A100 164, the
-/// H100 228.
+/// consumer GPUs since Ampere 100, the H100 228.
 fn sm_limits(major: u32, minor: u32) -> (u32, u32, u32) {
     match (major, minor) {
         (7, 5) => (64 * 1024, 0, 1024),
         (8, 0) => (164 * 1024, 1024, 2048),
+        (8, 6) | (8, 9) | (12, 0) => (100 * 1024, 1024, 1536),
         (9, 0) => (228 * 1024, 1024, 2048),
-        _ => unreachable!("sm_{major}{minor} is not compiled for here"),
+        _ => unreachable!("sm_{major}{minor}: no limits written down for it here"),
     }
 }
 

@@ -8,6 +8,14 @@ use cudarc::nvrtc::{result, sys};
 
 use super::kernels::KernelModule;
 
+/// The architectures every kernel is compiled for without a GPU, by `tests/nvrtc.rs` and the
+/// `nvrtc_report` example (and so in CI), to check that ptxas accepts them without spills:
+/// sm_75 (Turing: T4, RTX 20-series; the oldest NVRTC 13 compiles for), sm_80 (A100),
+/// sm_86 (RTX 30-series, A10, A40), sm_89 (RTX 40-series, L4, L40S), sm_90 (H100, H200) and
+/// sm_120 (RTX 50-series). A GPU compiles the kernels for its own at run time.
+pub const CHECKED_ARCHITECTURES: [(u32, u32); 6] =
+    [(7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (12, 0)];
+
 /// The environment variable naming CUDA's include directory (for `cuda_fp16.h` and friends).
 pub const INCLUDE_ENV: &str = "FERROGRAD_CUDA_INCLUDE";
 
