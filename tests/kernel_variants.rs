@@ -141,9 +141,10 @@ fn results_do_not_depend_on_the_order_a_blocks_threads_run_in() {
 }
 
 /// The emulated Turing GPU (sm_75) runs `gemm.cu` as sm_75 compiles it, every copy into
-/// shared memory a plain load and store, and has no TF32 tensor cores: the sweep's products
-/// give the defaults' bits there, and with TF32 allowed its products stay FP32 — the bits of
-/// the FP32 step, where launching a TF32 kernel would fail (next test).
+/// shared memory a plain load and store, 3 pipeline stages instead of 4, and has no TF32
+/// tensor cores: the sweep's products give the defaults' bits there, and with TF32 allowed
+/// its products stay FP32 — the bits of the FP32 step, where launching a TF32 kernel would
+/// fail (next test).
 #[test]
 fn the_emulated_turing_gpu_gives_the_fp32_bits_even_with_tf32_allowed() {
     let _turn = one_at_a_time();

@@ -559,7 +559,8 @@ fn the_gpu_path_on_the_emulator_trains_as_the_cpu_does() {
     assert_eq!(grid(&eager), emulator_grid);
 
     // As a Turing GPU (a T4) runs it: no TF32 tensor cores, so --tf32 changes nothing (it says
-    // so), and gemm.cu as sm_75 compiles it (plain copies, no cp.async): the same bits.
+    // so), and gemm.cu as sm_75 compiles it (plain copies instead of cp.async, a pipeline of
+    // 3 stages instead of 4): the same bits.
     let turing = ["--device", "cuda-emulator-sm75", "--tf32"];
     let (on_turing, stdout) = run("emulator-sm75", "2", &turing);
     for said in [
