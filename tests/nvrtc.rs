@@ -103,9 +103,15 @@ fn every_module_compiles_to_ptx_and_spill_free_cubins() {
 }
 
 /// Each kernel of `module` that declares `__launch_bounds__(threads, blocks per SM)` (in its
-/// `FG_KERNEL` line), with those numbers (blocks 1 where it gives only threads).
+/// `FG_KERNEL` line), with those numbers (blocks 1 where it gives only threads). A bound that
+/// is no number (a macro, say) fails here rather than go unchecked.
 fn launch_bounds(module: &KernelModule) -> Vec<(&str, u32, u32)> {
-    let number = |text: &str| text.trim().parse::<u32>().ok();
+    let number = |text: &str| -> u32 {
+        let text = text.trim();
+        let parsed = text.parse();
+        parsed
+            .unwrap_or_else(|_| panic!("{}: __launch_bounds__ {text:?} is no number", module.file))
+    };
     module
         .source
         .lines()
@@ -118,8 +124,8 @@ fn launch_bounds(module: &KernelModule) -> Vec<(&str, u32, u32)> {
                 .split(')')
                 .next()?;
             let mut numbers = bounds.split(',');
-            let threads = number(numbers.next()?)?;
-            let blocks = numbers.next().map_or(Some(1), number)?;
+            let threads = number(numbers.next()?);
+            let blocks = numbers.next().map_or(1, number);
             Some((name, threads, blocks))
         })
         .collect()
