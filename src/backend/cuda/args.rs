@@ -100,8 +100,6 @@ impl GemmArgs {
     /// # Panics
     /// Where a dimension does not fit the kernels' `int` (2³¹ and beyond).
     pub fn product(a: u64, b: u64, c: u64, dims: GemmDims) -> GemmArgs {
-        let dim =
-            |d: usize| i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported");
         GemmArgs {
             a,
             b,
@@ -109,12 +107,12 @@ impl GemmArgs {
             c,
             partials: 0,
             tile_counters: 0,
-            m: dim(dims.m),
-            k: dim(dims.k),
-            n: dim(dims.n),
+            m: gemm_dim(dims.m),
+            k: gemm_dim(dims.k),
+            n: gemm_dim(dims.n),
             lhs_transposed: i32::from(dims.lhs_transposed),
             rhs_transposed: i32::from(dims.rhs_transposed),
-            k_chunk: dim(dims.k),
+            k_chunk: gemm_dim(dims.k),
             epilogue: epilogue_code(<Identity as UnaryKernel>::NAME),
             p: 0.0,
             dropout_p: 0.0,
@@ -127,6 +125,14 @@ impl GemmArgs {
             lhs_rule_p: 0.0,
         }
     }
+}
+
+/// A product's dimension as the GEMM kernels' `int`.
+///
+/// # Panics
+/// From 2³¹ on.
+pub(crate) fn gemm_dim(d: usize) -> i32 {
+    i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported")
 }
 
 kernel_args!(

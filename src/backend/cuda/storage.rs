@@ -1,9 +1,9 @@
 //! The CUDA backend's storage: every [`BackendStorage`] operation as a kernel launch.
 
 use super::args::{
-    broadcast_code, distribution_code, epilogue_code, lhs_rule_code, AdamStepArgs, BinaryArgs,
-    ConcatArgs, GemmArgs, GemmPairArgs, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs, UnaryArgs,
-    ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
+    broadcast_code, distribution_code, epilogue_code, gemm_dim, lhs_rule_code, AdamStepArgs,
+    BinaryArgs, ConcatArgs, GemmArgs, GemmPairArgs, RandomArgs, SumArgs, SumRowsArgs, TernaryArgs,
+    UnaryArgs, ADAM_MAX_TENSORS, CONCAT_MAX_PARTS,
 };
 use super::device::{CudaDevice, CudaPendingRead, DeviceBuffer};
 use super::launch::{
@@ -253,10 +253,6 @@ impl CudaStorage {
         recorded_products::note_row_sums(dims);
         (product, out, sums)
     }
-}
-
-fn gemm_dim(d: usize) -> i32 {
-    i32::try_from(d).expect("gemm: dimensions beyond 2³¹ are not supported")
 }
 
 /// A product ready to launch: the kernel [`GemmPlan`] picks for its shape (the tensor-core one
