@@ -7,6 +7,9 @@
 //!    (the GPU benchmark's sweep), each registered under its definitions
 //!    (`emulator::set_kernel_defines`), and once more as sm_75 compiles it
 //!    ([`EMULATED_SM75`]). Built where it can be (see [`emulator_unsupported`]);
+//!    and `libferrograd_emulator_traced.a`, the kernel files once more with every load and
+//!    store reported to the emulator, which counts their shared-memory bank conflicts
+//!    ([`build_traced_kernels`]);
 //!    elsewhere, or without a C++17 compiler, the crate builds without it: a warning, and
 //!    `Device::cuda_emulator()` says why it is missing. `FERROGRAD_REQUIRE_EMULATOR=1` (CI)
 //!    makes a missing emulator a build error.
@@ -184,7 +187,12 @@ fn build_emulator(
     for path in files {
         writeln!(unit, "#include {:?}", path.display()).unwrap();
     }
-    for part in ["layout.cpp", "checks.cpp", "runtime.cpp"] {
+    for part in [
+        "layout.cpp",
+        "checks.cpp",
+        "shared_trace.cpp",
+        "runtime.cpp",
+    ] {
         writeln!(unit, "#include {:?}", emulator.join(part).display()).unwrap();
     }
     println!("cargo:rerun-if-changed={}", emulator.display());
@@ -199,13 +207,18 @@ fn build_emulator(
     let sm75 = EMULATED_SM75.to_string();
     for (n, variant) in sweep.iter().chain([&sm75]).enumerate() {
         let mut unit = String::new();
+        writeln!(
+            unit,
+            "#define FG_SHARED_SECTION_NAME ferrograd_shared_variant_{n}"
+        )
+        .unwrap();
+        writeln!(unit, "#define FG_EMULATOR_VARIANT {variant:?}").unwrap();
         for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
             writeln!(unit, "#include {:?}", header.display()).unwrap();
         }
         for (name, value) in variant.split(' ').map(macro_definition) {
             writeln!(unit, "#define {name} {value}").unwrap();
         }
-        writeln!(unit, "#define FG_EMULATOR_VARIANT {variant:?}").unwrap();
         writeln!(unit, "namespace ferrograd_sweep_variant_{n} {{").unwrap();
         writeln!(unit, "#include {:?}", kernels.join("gemm.cu").display()).unwrap();
         writeln!(unit, "}}").unwrap();
@@ -219,7 +232,8 @@ fn build_emulator(
     // an address not a multiple of 16 (a GPU's misaligned address, as fatal) or an int
     // overflow in an index stops the emulated launch with a report.
     println!("cargo:rerun-if-env-changed=FERROGRAD_EMULATOR_ASAN");
-    if std::env::var_os("FERROGRAD_EMULATOR_ASAN").is_some() {
+    let asan = std::env::var_os("FERROGRAD_EMULATOR_ASAN").is_some();
+    if asan {
         build
             .flag("-fsanitize=address,undefined")
             .flag("-fno-sanitize-recover=undefined")
@@ -240,5 +254,68 @@ fn build_emulator(
         .flag_if_supported("-ffp-contract=off")
         .warnings(false) // CUDA idioms (unused lambda parameters) are not host-compiler warnings
         .try_compile("ferrograd_emulator")
-        .map_err(|err| format!("the C++17 compiler failed or is missing: {err}"))
+        .map_err(|err| format!("the C++17 compiler failed or is missing: {err}"))?;
+    // ThreadSanitizer's instrumentation and AddressSanitizer's exclude each other.
+    if !asan {
+        build_traced_kernels(kernels, files, out_dir);
+    }
+    Ok(())
+}
+
+/// The variant the traced kernels are registered under (kernels/emulator/shared_trace.cpp).
+const TRACE_SHARED_MEMORY: &str = "-DFG_TRACE_SHARED_MEMORY";
+
+/// Compiles every kernel file, and the emulator's check kernels, once more into
+/// `libferrograd_emulator_traced.a`, registered under [`TRACE_SHARED_MEMORY`], with GCC's
+/// ThreadSanitizer instrumentation: a call to `__tsan_read4(address)` before each 4-byte
+/// load, and so on. Not its runtime: the emulator's `shared_trace.cpp` defines those
+/// functions, and records the accesses to shared memory to count bank conflicts as a GPU
+/// meets them. Each `float4` load stays one 16-byte access (no scalar replacement of
+/// aggregates, no vectorising), as the GPU's `LDS.128`. Where the compiler cannot, the
+/// emulator runs without it (`CudaDevice::trace_shared_memory` says so), with a warning.
+fn build_traced_kernels(kernels: &Path, files: &[PathBuf], out_dir: &Path) {
+    let emulator = kernels.join("emulator");
+    let mut unit = String::new();
+    let name = TRACE_SHARED_MEMORY.trim_start_matches("-D");
+    writeln!(unit, "#define {name} 1").unwrap();
+    writeln!(unit, "#define FG_EMULATOR_VARIANT {TRACE_SHARED_MEMORY:?}").unwrap();
+    writeln!(
+        unit,
+        "#define FG_SHARED_SECTION_NAME ferrograd_shared_traced"
+    )
+    .unwrap();
+    writeln!(unit, "#include {:?}", emulator.join("emulator.h").display()).unwrap();
+    // A namespace of its own, so that no inline function of these stands in for the
+    // uninstrumented one at link time, or the other way round.
+    writeln!(unit, "namespace ferrograd_traced {{").unwrap();
+    for path in [kernels.join("common.cuh")]
+        .iter()
+        .chain(files)
+        .chain([&emulator.join("checks.cpp")])
+    {
+        writeln!(unit, "#include {:?}", path.display()).unwrap();
+    }
+    writeln!(unit, "}}").unwrap();
+    let unit_path = out_dir.join("emulator_traced.cpp");
+    fs::write(&unit_path, unit).unwrap();
+    let compiled = cc::Build::new()
+        .file(&unit_path)
+        .link_lib_modifier("+whole-archive")
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .flag("-fsanitize=thread")
+        .flag_if_supported("-fno-tree-sra")
+        .flag_if_supported("-fno-tree-vectorize")
+        .flag_if_supported("-ffp-contract=off")
+        .warnings(false)
+        .try_compile("ferrograd_emulator_traced");
+    if let Err(err) = compiled {
+        let reason = err
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("cargo:warning=the CUDA emulator cannot count bank conflicts: {reason}");
+    }
 }

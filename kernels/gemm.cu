@@ -806,14 +806,26 @@ __device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
     }
 }
 
+// The pipeline's stages of a TILE-wide tiled kernel: GEMM_STAGES slices of op(A)'s and
+// op(B)'s tiles. Each kernel declares its own __shared__ in its body, not gemm_block, a
+// function template: GCC (the emulator's compiler) ignores the section attribute that makes a
+// __shared__ variable the emulator's (emulator.h) on a template's statics, and put these in
+// ordinary memory, neither poisoned nor saved per block.
+template <int TILE>
+struct __align__(16) GemmStages {
+    float a[GEMM_STAGES][GEMM_BK][TILE];
+    float b[GEMM_STAGES][GEMM_BK][TILE];
+};
+
 // One block of `gemm` (TILE 64, TM 4), `gemm_small` (32, 2) or `gemm_pair`: the TILE × TILE
 // tile `tile` of the product `args`, each of its TILE² / (TM · 4) threads computing TM rows of
-// a quad of columns.
+// a quad of columns, its slices in `stages`.
 template <int TILE, int TM>
-__device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile) {
+__device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile& tile,
+                                           GemmStages<TILE>& stages) {
     constexpr int THREADS = TILE * TILE / (TM * GEMM_TN);
-    __shared__ __align__(16) float a_tiles[GEMM_STAGES][GEMM_BK][TILE];
-    __shared__ __align__(16) float b_tiles[GEMM_STAGES][GEMM_BK][TILE];
+    auto a_tiles = stages.a;
+    auto b_tiles = stages.b;
     const int tx = threadIdx.x % (TILE / GEMM_TN);
     const int ty = threadIdx.x / (TILE / GEMM_TN);
     const int row0 = tile.y * TILE;
@@ -858,10 +870,14 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
 // widest launches (G's last layer's pair, 304 blocks) then fit an H100 or H200 in one wave or
 // little more.
 FG_KERNEL(gemm, GemmArgs, __launch_bounds__(256, 2)) {
-    gemm_block<GEMM_BM, GEMM_TM>(args, grid_tile());
+    __shared__ GemmStages<GEMM_BM> stages;
+    gemm_block<GEMM_BM, GEMM_TM>(args, grid_tile(), stages);
 }
 
-FG_KERNEL(gemm_small, GemmArgs) { gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(args, grid_tile()); }
+FG_KERNEL(gemm_small, GemmArgs) {
+    __shared__ GemmStages<GEMM_SMALL_TILE> stages;
+    gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(args, grid_tile(), stages);
+}
 
 // Two independent products in one launch: a linear layer's ∂L/∂x = ∂L/∂z · W beside its
 // ∂L/∂W = (∂L/∂z)ᵀ · x. A 1-D grid: the first product's blocks (its tiles_x × tiles_y ×
@@ -889,14 +905,16 @@ __device__ __forceinline__ void gemm_pair_block(const GemmPairArgs& args, Block 
 }
 
 FG_KERNEL(gemm_pair, GemmPairArgs, __launch_bounds__(256, 2)) {
-    gemm_pair_block(args, [](const GemmArgs& product, const GemmTile& tile) {
-        gemm_block<GEMM_BM, GEMM_TM>(product, tile);
+    __shared__ GemmStages<GEMM_BM> stages;
+    gemm_pair_block(args, [&](const GemmArgs& product, const GemmTile& tile) {
+        gemm_block<GEMM_BM, GEMM_TM>(product, tile, stages);
     });
 }
 
 FG_KERNEL(gemm_pair_small, GemmPairArgs) {
-    gemm_pair_block(args, [](const GemmArgs& product, const GemmTile& tile) {
-        gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(product, tile);
+    __shared__ GemmStages<GEMM_SMALL_TILE> stages;
+    gemm_pair_block(args, [&](const GemmArgs& product, const GemmTile& tile) {
+        gemm_block<GEMM_SMALL_TILE, GEMM_SMALL_TM>(product, tile, stages);
     });
 }
 

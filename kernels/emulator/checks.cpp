@@ -72,3 +72,29 @@ FG_KERNEL(emulator_check_early_arrival, UnaryArgs) {
         stored[all] = total;
     }
 }
+
+// Bank conflicts on purpose, for the counts of shared_trace.cpp (tests/bank_conflicts.rs):
+// one warp fills `values` (each store 32 consecutive floats: no conflict), then each lane
+// loads n floats (1, 2 or 4: one 4-, 8- or 16-byte load) from element lane · p, and writes
+// their sum to y[lane]. Stride 1 takes one wavefront, 2 two (lanes l and l + 16 share a bank),
+// 32 thirty-two, 33 one again; stride 0 is a broadcast.
+#define BANK_CHECK_FLOATS (32 * 33 + 4)
+FG_KERNEL(emulator_check_bank_stride, UnaryArgs) {
+    __shared__ __align__(16) float values[BANK_CHECK_FLOATS];
+    const u32 lane = threadIdx.x, at = lane * (u32)args.p;
+    for (u32 i = lane; i < BANK_CHECK_FLOATS; i += 32) {
+        values[i] = args.x[i % 32];
+    }
+    __syncwarp();
+    float sum;
+    if (args.n == 4) {
+        const float4 v = *(const float4*)&values[at];
+        sum = v.x + v.y + v.z + v.w;
+    } else if (args.n == 2) {
+        const float2 v = *(const float2*)&values[at];
+        sum = v.x + v.y;
+    } else {
+        sum = values[at];
+    }
+    args.y[lane] = sum;
+}

@@ -30,7 +30,10 @@
 //   also name a variant itself ("gemm|-DFG_EMULATED_ARCH=750", the emulated Turing GPU's);
 // - __trap() fails the launch (error 7), as it stops the kernel on a GPU; the thread that
 //   called it runs on to its next barrier or its end (a fiber is not unwound), and the block
-//   is the launch's last.
+//   is the launch's last;
+// - a traced launch (ferrograd_emu_launch_traced) runs the kernels build.rs compiled to report
+//   each load and store, and counts the shared-memory bank conflicts of its warps' requests
+//   (shared_trace.cpp).
 #pragma once
 
 #define FERROGRAD_EMULATOR 1
@@ -48,10 +51,26 @@ struct dim3 {
 // memory starts as whatever was there, so a thread that reads a word nobody in its block wrote
 // yet must not meet the last block's value, which would often be the right one. When blocks
 // run interleaved (runtime.cpp), the section is saved and restored as the runtime switches
-// between them, so each has its own. Only function-local statics of vague linkage (in inline
-// functions and templates) may be in it: GCC will not mix them with other variables in one
-// named section.
-#define FG_SHARED_SECTION __attribute__((section("ferrograd_shared")))
+// between them, so each has its own. One section per translation unit (build.rs names each
+// unit's FG_SHARED_SECTION_NAME: the sweep variants', the traced kernels'), found through the
+// linker's __start_ and __stop_ symbols, which each kernel registers with: a launch poisons
+// and saves its own unit's variables only, not every variant's.
+//
+// Only function-local statics of vague linkage, in inline functions, may be in it: GCC will
+// not mix them with other variables in one named section, and it ignores the attribute on a
+// function template's statics, which would land in ordinary memory, neither poisoned nor
+// saved per block. So a __shared__ variable is declared in a kernel's body or in an inline
+// function, never in a template (gemm.cu's GemmStages).
+#ifndef FG_SHARED_SECTION_NAME
+#define FG_SHARED_SECTION_NAME ferrograd_shared
+#endif
+#define FG_STRINGIFY_(x) #x
+#define FG_STRINGIFY(x) FG_STRINGIFY_(x)
+#define FG_CONCAT_(a, b) a##b
+#define FG_CONCAT(a, b) FG_CONCAT_(a, b)
+#define FG_SHARED_SECTION __attribute__((section(FG_STRINGIFY(FG_SHARED_SECTION_NAME))))
+extern "C" char FG_CONCAT(__start_, FG_SHARED_SECTION_NAME)[];
+extern "C" char FG_CONCAT(__stop_, FG_SHARED_SECTION_NAME)[];
 
 namespace ferrograd_emu {
 extern dim3 thread_idx;
@@ -86,10 +105,12 @@ void trap();
 
 using Launcher = void (*)(void** args);
 // Registers a kernel under its name, and for a sweep variant of gemm.cu (build.rs) under its
-// macro definitions as well (`variant`, "" for the defaults), with the most threads a block of
-// it may have (`max_threads`: its __launch_bounds__, 0 if it declares none).
+// macro definitions as well (`variant`, "" for the defaults), with its unit's __shared__
+// section (shared_first..shared_end) and the most threads a block of it may have
+// (`max_threads`: its __launch_bounds__, 0 if it declares none).
 struct Registrar {
-    Registrar(const char* name, const char* variant, Launcher launcher, unsigned max_threads);
+    Registrar(const char* name, const char* variant, Launcher launcher, char* shared_first,
+              char* shared_end, unsigned max_threads);
 };
 }  // namespace ferrograd_emu
 
@@ -218,5 +239,6 @@ T __ldcg(const T* address) {
     static ::ferrograd_emu::Registrar name##_registrar(                             \
         #name, FG_EMULATOR_VARIANT,                                                 \
         [](void** argv) { name##_body(*static_cast<const Args*>(argv[0])); },       \
-        0u __VA_ARGS__);                                                            \
+        FG_CONCAT(__start_, FG_SHARED_SECTION_NAME),                                \
+        FG_CONCAT(__stop_, FG_SHARED_SECTION_NAME), 0u __VA_ARGS__);                \
     inline void name##_body(const Args args)

@@ -1,5 +1,6 @@
 // The emulator's launch loop (see emulator.h). build.rs compiles it in one translation unit
-// with every kernel file, and each sweep variant of gemm.cu in a unit of its own.
+// with every kernel file and shared_trace.cpp, and each sweep variant of gemm.cu in a unit of
+// its own.
 
 #include <math.h>
 #include <stdint.h>
@@ -25,9 +26,12 @@ double* shuffle_slots;
 unsigned (*mma_a_slots)[4];
 unsigned (*mma_b_slots)[2];
 
-// A registered kernel: how to run it, and the most threads a block of it may have.
+// A registered kernel: how to run it, its unit's __shared__ section, and the most threads a
+// block of it may have.
 struct Kernel {
     Launcher launch;
+    char* shared_first;
+    char* shared_end;
     unsigned max_threads;
 };
 
@@ -47,7 +51,7 @@ static std::vector<std::string>& variants() {
 static std::atomic<int> current_variant{-1};
 
 Registrar::Registrar(const char* name, const char* variant, Launcher launcher,
-                     unsigned max_threads) {
+                     char* shared_first, char* shared_end, unsigned max_threads) {
     std::string key = name;
     if (*variant != '\0') {
         key = key + "|" + variant;
@@ -55,7 +59,8 @@ Registrar::Registrar(const char* name, const char* variant, Launcher launcher,
             variants().push_back(variant);
         }
     }
-    registry()[key] = Kernel{launcher, max_threads != 0 ? max_threads : 1024};
+    registry()[key] =
+        Kernel{launcher, shared_first, shared_end, max_threads != 0 ? max_threads : 1024};
 }
 
 // The kernel a launch of `name` runs. A name with its variant ("gemm|-DFG_EMULATED_ARCH=750")
@@ -299,6 +304,7 @@ struct Block {
     std::vector<unsigned> order;  // the order its threads run in this stretch
     std::vector<char> shared;     // its __shared__ section, while switched out
     std::unique_ptr<ExchangeSlots> exchange = std::make_unique<ExchangeSlots>();
+    SharedTrace trace;            // its threads' shared-memory accesses, in a traced launch
     unsigned current = 0;         // the thread running, or the last to run
     bool fresh = false;           // started, its shared memory not yet poisoned
     bool paused = false;          // a thread arrived at an atomic and let other blocks run
@@ -309,16 +315,18 @@ static Launcher launch_kernel;   // and its kernel and argument
 static void** launch_args;
 static Block* block = nullptr;   // the block running
 static Block* shared_owner = nullptr;  // the block whose shared memory the section holds
+static SharedTraffic* traced = nullptr;  // where a traced launch counts its bank traffic
 
-// The linker's bounds of the section every __shared__ variable is in (emulator.h).
-extern "C" char __start_ferrograd_shared[], __stop_ferrograd_shared[];
+// The __shared__ section of the launch in progress: its kernel's unit's (emulator.h).
+static char* shared_first = nullptr;
+static char* shared_end = nullptr;
 
 unsigned thread_rank() { return block->current; }
 
 // Makes `b` the running block: its shared memory into the section (the other's saved), or
 // the section poisoned if `b` has just started.
 static void switch_to(Block& b) {
-    char *first = __start_ferrograd_shared, *end = __stop_ferrograd_shared;
+    char *first = shared_first, *end = shared_end;
     if (shared_owner != &b) {
         if (shared_owner != nullptr) shared_owner->shared.assign(first, end);
         if (!b.fresh) std::copy(b.shared.begin(), b.shared.end(), first);
@@ -333,6 +341,15 @@ static void switch_to(Block& b) {
     shuffle_slots = b.exchange->shuffle;
     mma_a_slots = b.exchange->mma_a;
     mma_b_slots = b.exchange->mma_b;
+    shared_trace = traced != nullptr ? &b.trace : nullptr;
+}
+
+// In a traced launch, counts the shared-memory requests of the running block's threads
+// first..end since their last barrier, warp by warp (shared_trace.cpp).
+static void count_shared_requests(unsigned first, unsigned end) {
+    for (unsigned base = first; traced != nullptr && base < end; base += 32) {
+        block->trace.count_warp(base, std::min(base + 32, end), *traced);
+    }
 }
 
 // Whether the launch in progress made a 16-byte copy of an address that is not a multiple of
@@ -351,6 +368,8 @@ void copy_async(float* shared, const float* global, unsigned floats, bool valid)
     for (unsigned i = 0; i < floats; ++i) {
         shared[i] = NAN;  // not there yet
     }
+    // The copy's write to shared memory, in a traced launch; its site the kernel's call.
+    trace_access(shared, 4 * floats, AccessKind::Copy, __builtin_return_address(0));
     block->async_copies[block->current].open.push_back(AsyncCopy{shared, global, floats, valid});
 }
 
@@ -440,6 +459,7 @@ static Release release_barriers() {
         if (warp.waiting && warp.all_arrived) {
             if (warp.some_returned) return Release::Exited;
             release(base, end, State::AtWarpBarrier);
+            count_shared_requests(base, end);
             released = true;
         }
     }
@@ -450,6 +470,7 @@ static Release release_barriers() {
     if (all.waiting && all.all_arrived) {
         if (all.some_returned) return Release::Exited;
         release(0, block_threads, State::AtBlockBarrier);
+        count_shared_requests(0, block_threads);
         return Release::Some;
     }
     return Release::None;
@@ -495,6 +516,7 @@ static void start_block(Block& b, dim3 index) {
     b.order.resize(block_threads);
     // Copies a block never waited for die with it (their data was never to be read).
     b.async_copies.assign(block_threads, AsyncCopies{});
+    b.trace.start(traced != nullptr ? block_threads : 0);
     for (unsigned t = 0; t < block_threads; ++t) {
         start_context(b.fibers[t], b.stacks[t], run_fiber);
         b.state[t] = State::Ready;
@@ -538,6 +560,7 @@ static int run_block() {
                 for (unsigned t = 0; t < block_threads; ++t) {
                     if (block->state[t] != State::Done) return 2;
                 }
+                count_shared_requests(0, block_threads);
                 return BLOCK_DONE;
         }
     }
@@ -600,25 +623,19 @@ static bool launchable(const ferrograd_emu::Kernel& kernel, dim3 grid, dim3 bloc
            block.x <= 1024 && block.y <= 1024 && block.z <= 64 && threads <= kernel.max_threads;
 }
 
-// Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
-// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy; 4 if threads
-// waited at a barrier that some of the threads it concerns had returned before reaching; 5 if
-// a GPU would refuse the launch's geometry (launchable), without running anything; 7 if a
-// thread called __trap().
-extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
+// Runs `kernel` over `grid` × `block_shape` (see ferrograd_emu_launch), under the launch lock.
+static int run_launch(const ferrograd_emu::Kernel& kernel, dim3 grid, dim3 block_shape,
+                      void** args) {
     using namespace ferrograd_emu;
-    std::lock_guard<std::mutex> guard(one_launch_at_a_time);
-    auto kernel = find_kernel(name);
-    if (kernel == registry().end()) {
-        return 1;
-    }
-    if (!launchable(kernel->second, grid, block_shape)) {
+    if (!launchable(kernel, grid, block_shape)) {
         return 5;
     }
     // The blocks that can be live at once (a deque: their addresses stay put).
     static std::deque<Block> slots(2);
     block_threads = block_shape.x * block_shape.y * block_shape.z;
-    launch_kernel = kernel->second.launch;
+    launch_kernel = kernel.launch;
+    shared_first = kernel.shared_first;
+    shared_end = kernel.shared_end;
     launch_args = args;
     grid_dim = grid;
     block_dim = block_shape;
@@ -652,6 +669,49 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
         next = interleaved && !live.empty() ? next_random(interleave_state) % live.size() : 0;
     }
     return misaligned ? 3 : 0;
+}
+
+// Runs kernel `name` over `grid` × `block_shape`. Returns 0; 1 if no kernel has that name; 2 if
+// its threads deadlocked at barriers; 3 if it made a misaligned 16-byte copy; 4 if threads
+// waited at a barrier that some of the threads it concerns had returned before reaching; 5 if
+// a GPU would refuse the launch's geometry (launchable), without running anything; 7 if a
+// thread called __trap().
+extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shape, void** args) {
+    using namespace ferrograd_emu;
+    std::lock_guard<std::mutex> guard(one_launch_at_a_time);
+    auto kernel = find_kernel(name);
+    return kernel == registry().end() ? 1 : run_launch(kernel->second, grid, block_shape, args);
+}
+
+// Whether this build has the instrumented kernels ferrograd_emu_launch_traced runs (not under
+// AddressSanitizer, whose instrumentation and ThreadSanitizer's exclude each other: build.rs).
+extern "C" int ferrograd_emu_can_trace_shared_memory() {
+    using namespace ferrograd_emu;
+    return std::find(variants().begin(), variants().end(), TRACE_SHARED_MEMORY_VARIANT) !=
+           variants().end();
+}
+
+// As ferrograd_emu_launch, running the default kernel of that name compiled to trace its
+// shared-memory accesses (shared_trace.cpp), whose bank traffic it adds to *traffic. Returns
+// 8, running nothing, if there is no such kernel: a name with a variant, a sweep variant
+// chosen (ferrograd_emu_set_kernel_defines), or a build without traced kernels.
+extern "C" int ferrograd_emu_launch_traced(const char* name, dim3 grid, dim3 block_shape,
+                                           void** args, ferrograd_emu::SharedTraffic* traffic) {
+    using namespace ferrograd_emu;
+    std::lock_guard<std::mutex> guard(one_launch_at_a_time);
+    const std::string named = name;
+    auto kernel = registry().find(named + "|" + TRACE_SHARED_MEMORY_VARIANT);
+    if (named.find('|') != std::string::npos || current_variant.load() >= 0 ||
+        kernel == registry().end()) {
+        return 8;
+    }
+    traced = traffic;
+    traced_shared_first = kernel->second.shared_first;
+    traced_shared_end = kernel->second.shared_end;
+    const int status = run_launch(kernel->second, grid, block_shape, args);
+    traced = nullptr;
+    shared_trace = nullptr;
+    return status;
 }
 
 // Later launches run the kernels compiled with `defines` (a line of kernels/sweep.txt, as

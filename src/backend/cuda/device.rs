@@ -27,7 +27,7 @@ use super::emulator::EmulatorRuntime;
 use super::kernel_cache::KernelsLoaded;
 use super::launch::{LaunchConfig, SPLIT_K_MAX_TILES};
 use super::nvrtc;
-use super::runtime::{GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
+use super::runtime::{GraphExec, KernelTime, PendingHostCopy, Runtime, Target, TracedLaunch};
 use crate::rng::PhiloxStream;
 
 /// A handle on a CUDA device (cheap to clone; clones are the same device).
@@ -580,6 +580,29 @@ impl CudaDevice {
             .runtime
             .take_kernel_times()
             .unwrap_or_else(|err| panic!("{}: {err}", self.label()))
+    }
+
+    /// Starts or stops counting, for every kernel this device runs eagerly from now on, the
+    /// bank conflicts of its shared-memory loads and stores, for
+    /// [`CudaDevice::take_shared_memory_traffic`]. The CPU emulator's alone (it runs the
+    /// kernels compiled to report each access: `kernels/emulator/shared_trace.cpp`), and not
+    /// the emulated Turing GPU's; on a GPU, ncu counts them.
+    ///
+    /// # Errors
+    /// On a GPU, on the emulated Turing GPU, while a sweep variant of `gemm.cu` is chosen
+    /// ([`super::emulator::set_kernel_defines`]), and in a build whose emulator was not
+    /// compiled to trace (under AddressSanitizer).
+    pub fn trace_shared_memory(&self, on: bool) -> crate::Result<()> {
+        self.inner
+            .runtime
+            .set_shared_memory_trace(on)
+            .map_err(|err| crate::Error::Device(format!("{}: {err}", self.label())))
+    }
+
+    /// The kernels run since tracing started or since the last call, in launch order, each
+    /// with its shared-memory bank traffic.
+    pub fn take_shared_memory_traffic(&self) -> Vec<TracedLaunch> {
+        self.inner.runtime.take_shared_memory_traffic()
     }
 
     /// Starts reading `buffers` (of this device) back behind the work launched so far, without

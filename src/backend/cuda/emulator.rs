@@ -5,6 +5,10 @@
 //! Graph capture is what a CUDA graph is, without the driver: the captured launches are
 //! recorded (kernel, geometry, a copy of the argument struct) and a replay runs them again in
 //! order. Replaying equal to running eagerly is then a property CI can test on any machine.
+//!
+//! The emulator also counts what a GPU cannot show without a profiler: the shared-memory bank
+//! conflicts of every load and store a kernel makes ([`SharedMemoryTraffic`], from the
+//! kernels compiled once more to report their accesses: `kernels/emulator/shared_trace.cpp`).
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::ffi::{c_char, c_int, c_void, CString};
@@ -14,7 +18,10 @@ use std::time::Instant;
 
 use super::args::KernelArgs;
 use super::launch::{Dim3, LaunchConfig};
-use super::runtime::{CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, Target};
+use super::runtime::{
+    CopiedAlready, GraphExec, KernelTime, PendingHostCopy, Runtime, SharedMemoryTraffic, Target,
+    TracedLaunch,
+};
 
 #[cfg(ferrograd_emulator)]
 extern "C" {
@@ -28,6 +35,14 @@ extern "C" {
     fn ferrograd_emu_set_block_order(seed: u32, interleave: c_int);
     fn ferrograd_emu_set_thread_order(seed: u32);
     fn ferrograd_emu_set_kernel_defines(defines: *const c_char) -> c_int;
+    fn ferrograd_emu_can_trace_shared_memory() -> c_int;
+    fn ferrograd_emu_launch_traced(
+        name: *const c_char,
+        grid: Dim3,
+        block: Dim3,
+        args: *mut *mut c_void,
+        traffic: *mut SharedMemoryTraffic,
+    ) -> c_int;
 }
 
 /// Why this build has no emulator, if it has none: build.rs could not compile it for the
@@ -46,7 +61,7 @@ pub(crate) fn not_built_error() -> Option<String> {
 /// `Device::cuda_emulator()` is an error).
 #[cfg(not(ferrograd_emulator))]
 mod not_built {
-    use super::{c_char, c_int, c_void, Dim3};
+    use super::{c_char, c_int, c_void, Dim3, SharedMemoryTraffic};
 
     /// The launch status that reads "this build has no emulator".
     pub const NOT_BUILT: c_int = 6;
@@ -70,6 +85,20 @@ mod not_built {
 
     pub unsafe fn ferrograd_emu_set_kernel_defines(_defines: *const c_char) -> c_int {
         1
+    }
+
+    pub unsafe fn ferrograd_emu_can_trace_shared_memory() -> c_int {
+        0
+    }
+
+    pub unsafe fn ferrograd_emu_launch_traced(
+        _name: *const c_char,
+        _grid: Dim3,
+        _block: Dim3,
+        _args: *mut *mut c_void,
+        _traffic: *mut SharedMemoryTraffic,
+    ) -> c_int {
+        NOT_BUILT
     }
 }
 #[cfg(not(ferrograd_emulator))]
@@ -174,6 +203,8 @@ pub(crate) struct EmulatorRuntime {
     recording: Mutex<Option<Vec<RecordedLaunch>>>,
     /// The kernels timed since the last `take_kernel_times`, while timing is on.
     timed: Mutex<Option<Vec<KernelTime>>>,
+    /// The launches traced since the last `take_shared_memory_traffic`, while tracing is on.
+    traced: Mutex<Option<Vec<TracedLaunch>>>,
 }
 
 /// One captured launch. The argument struct is copied as it was at capture time, as
@@ -282,8 +313,20 @@ impl Runtime for EmulatorRuntime {
     ) -> Result<(), String> {
         if target == Target::Run {
             let started = Instant::now();
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { launch_raw(name, self.kernel_variant, config, args) }?;
+            let mut traced = self.traced.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(launches) = traced.as_mut() {
+                // SAFETY: forwarded from the caller's contract.
+                let traffic = unsafe { launch_traced_raw(name, config, args) }?;
+                launches.push(TracedLaunch {
+                    name: name.to_string(),
+                    config,
+                    traffic,
+                });
+            } else {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { launch_raw(name, self.kernel_variant, config, args) }?;
+            }
+            drop(traced);
             let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(times) = timed.as_mut() {
                 times.push(KernelTime {
@@ -331,6 +374,38 @@ impl Runtime for EmulatorRuntime {
     fn take_kernel_times(&self) -> Result<Vec<KernelTime>, String> {
         let mut timed = self.timed.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(timed.as_mut().map(std::mem::take).unwrap_or_default())
+    }
+
+    fn set_shared_memory_trace(&self, on: bool) -> Result<(), String> {
+        if on {
+            if let Some(defines) = self.kernel_variant {
+                return Err(format!(
+                    "the emulator counts bank conflicts of the default kernels, not of those \
+                     compiled with {defines}"
+                ));
+            }
+            if let Some(err) = not_built_error() {
+                return Err(err);
+            }
+            // SAFETY: a pure lookup.
+            if unsafe { ferrograd_emu_can_trace_shared_memory() } == 0 {
+                return Err(
+                    "this build's emulator cannot count bank conflicts: its kernels \
+                            were not compiled to trace their accesses (built with \
+                            FERROGRAD_EMULATOR_ASAN, or the C++ compiler has no \
+                            -fsanitize=thread; see build.rs)"
+                        .into(),
+                );
+            }
+        }
+        let mut traced = self.traced.lock().unwrap_or_else(PoisonError::into_inner);
+        *traced = on.then(|| traced.take().unwrap_or_default());
+        Ok(())
+    }
+
+    fn take_shared_memory_traffic(&self) -> Vec<TracedLaunch> {
+        let mut traced = self.traced.lock().unwrap_or_else(PoisonError::into_inner);
+        traced.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     fn begin_capture(&self) -> Result<(), String> {
@@ -386,6 +461,38 @@ unsafe fn launch_raw(
             arg_pointers.as_mut_ptr(),
         )
     };
+    launch_result(name, config, status)
+}
+
+/// Runs kernel `name`'s default build compiled to trace its shared-memory accesses, and
+/// returns their bank traffic.
+///
+/// # Safety
+/// As for [`launch_raw`].
+unsafe fn launch_traced_raw(
+    name: &str,
+    config: LaunchConfig,
+    args: *mut c_void,
+) -> Result<SharedMemoryTraffic, String> {
+    let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
+    let mut arg_pointers = [args];
+    let mut traffic = SharedMemoryTraffic::default();
+    // SAFETY: as in launch_raw; `traffic` is a struct with the C layout, written during the
+    // call only.
+    let status = unsafe {
+        ferrograd_emu_launch_traced(
+            c_name.as_ptr(),
+            config.grid,
+            config.block,
+            arg_pointers.as_mut_ptr(),
+            &mut traffic,
+        )
+    };
+    launch_result(name, config, status).map(|()| traffic)
+}
+
+/// What the emulator's launch status means for kernel `name` launched over `config`.
+fn launch_result(name: &str, config: LaunchConfig, status: c_int) -> Result<(), String> {
     match status {
         0 => Ok(()),
         1 => Err(format!("the emulator has no kernel named {name}")),
@@ -409,6 +516,11 @@ unsafe fn launch_raw(
             "{name}: a thread called __trap(), which stops the kernel on a GPU (a TF32 kernel \
              launched where there are no TF32 tensor cores, before sm_80)"
         )),
+        8 => Err(format!(
+            "{name}: no build of it traces shared memory: the emulator traces the default \
+             kernels only, not a sweep variant (set_kernel_defines), and not in a build \
+             under AddressSanitizer"
+        )),
         _ => Err(format!(
             "{name}: a GPU refuses a launch of {:?} blocks of {:?} threads (at most 2^31 - 1 \
              blocks along x, 65,535 along y and z, none 0; at most 1,024 threads a block, 64 \
@@ -431,6 +543,25 @@ pub unsafe fn launch<A: KernelArgs>(
 ) -> Result<(), String> {
     // SAFETY: `A` has the kernel's layout (KernelArgs); the caller vouches for its pointers.
     unsafe { launch_raw(name, None, config, args as *const A as *mut c_void) }
+}
+
+/// As [`launch`], running the kernel compiled to trace its shared-memory accesses, and
+/// returning their bank traffic (see [`SharedMemoryTraffic`]).
+///
+/// # Errors
+/// As [`launch`]'s, and where this build's emulator cannot trace (see
+/// [`CudaDevice::trace_shared_memory`](super::CudaDevice::trace_shared_memory)) or a sweep
+/// variant is chosen ([`set_kernel_defines`]): only the default kernels are traced.
+///
+/// # Safety
+/// As for [`launch`].
+pub unsafe fn launch_traced<A: KernelArgs>(
+    name: &str,
+    config: LaunchConfig,
+    args: &A,
+) -> Result<SharedMemoryTraffic, String> {
+    // SAFETY: `A` has the kernel's layout (KernelArgs); the caller vouches for its pointers.
+    unsafe { launch_traced_raw(name, config, args as *const A as *mut c_void) }
 }
 
 /// The C compiler's `sizeof` of the argument struct `A` mirrors (0 if it knows no such struct).

@@ -37,7 +37,7 @@ pub use launch::{
     set_split_k_min_k, set_split_k_override, split_k_blocks,
 };
 pub use recorded_products::{record_products, RecordedProduct};
-pub use runtime::KernelTime;
+pub use runtime::{BankTraffic, KernelTime, SharedMemoryTraffic, TracedLaunch};
 pub use storage::{
     set_allow_tf32, set_small_tiles, small_tiles_default, tf32_allowed, CudaStorage,
 };

@@ -21,6 +21,68 @@ pub struct KernelTime {
     pub micros: f64,
 }
 
+/// A warp's requests to shared memory, and the wavefronts (passes through its 32 banks of 4
+/// bytes) they took. A request takes one wavefront per bank's worth of words when its lanes
+/// fall in different banks or share words — 1 for 32 lanes' consecutive floats, 4 for their
+/// `float4`s (a quarter-warp at a time) — and more where lanes ask one bank for different
+/// words: bank conflicts, which make the request wait. `kernels/emulator/shared_trace.cpp`
+/// counts them as a GPU meets them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BankTraffic {
+    /// Warp-wide loads or stores.
+    pub requests: u64,
+    /// The passes through the banks they took.
+    pub wavefronts: u64,
+    /// The passes they would take without bank conflicts.
+    pub ideal_wavefronts: u64,
+}
+
+impl BankTraffic {
+    /// Wavefronts per ideal wavefront: 1 without bank conflicts, 2 where every request waits
+    /// for two passes instead of one, … (1 for no requests).
+    pub fn conflict_factor(&self) -> f64 {
+        if self.ideal_wavefronts == 0 {
+            1.0
+        } else {
+            self.wavefronts as f64 / self.ideal_wavefronts as f64
+        }
+    }
+
+    /// Both counts together.
+    pub fn add(&mut self, other: &BankTraffic) {
+        self.requests += other.requests;
+        self.wavefronts += other.wavefronts;
+        self.ideal_wavefronts += other.ideal_wavefronts;
+    }
+}
+
+/// A launch's shared-memory loads, stores, and `cp.async` copies' writes, as the CPU emulator
+/// counts them (`kernels/emulator/shared_trace.cpp`, whose `SharedTraffic` this mirrors).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SharedMemoryTraffic {
+    /// Loads from shared memory (`LDS`).
+    pub loads: BankTraffic,
+    /// Stores to shared memory (`STS`).
+    pub stores: BankTraffic,
+    /// The writes of asynchronous copies from global memory (`cp.async`, `LDGSTS`): they
+    /// pass through the banks as stores do.
+    pub copies: BankTraffic,
+}
+
+/// One launch of a device tracing shared memory
+/// ([`CudaDevice::trace_shared_memory`](super::CudaDevice::trace_shared_memory)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TracedLaunch {
+    /// The kernel's name.
+    pub name: String,
+    /// Its launch's grid and blocks.
+    pub config: LaunchConfig,
+    /// Its bank traffic.
+    pub traffic: SharedMemoryTraffic,
+}
+
 /// Where a launch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -81,6 +143,18 @@ pub(crate) trait Runtime: Send + Sync + RefUnwindSafe {
 
     /// The kernels run and timed since the last call, in launch order, once they are done.
     fn take_kernel_times(&self) -> Result<Vec<KernelTime>, String>;
+
+    /// Starts or stops counting the shared-memory bank traffic of each kernel run from now
+    /// on, for [`Runtime::take_shared_memory_traffic`]: the emulator's alone.
+    fn set_shared_memory_trace(&self, on: bool) -> Result<(), String> {
+        let _ = on;
+        Err("only the CPU emulator counts bank conflicts (a GPU's are ncu's to count)".into())
+    }
+
+    /// The kernels run and traced since the last call, in launch order.
+    fn take_shared_memory_traffic(&self) -> Vec<TracedLaunch> {
+        Vec::new()
+    }
 
     /// Starts recording launches made with [`Target::Capture`] into a graph.
     fn begin_capture(&self) -> Result<(), String>;
