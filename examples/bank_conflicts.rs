@@ -99,6 +99,10 @@ fn print_launches(what: &str, launches: &[TracedLaunch]) {
         "{:<20} {:>10} {:>7} {:>3} | {:>9} {:>5} | {:>9} {:>5} | {:>9} {:>5}",
         "kernel", "grid", "block", "n", "loads", "x", "stores", "x", "copies", "x"
     );
+    let mut total = BankTraffic::default();
+    for (_, _, traffic) in &groups {
+        traffic.iter().for_each(|kind| total.add(kind));
+    }
     for ((name, grid, block), count, traffic) in groups {
         if traffic.iter().all(|t| t.requests == 0) {
             continue; // no shared memory
@@ -118,4 +122,10 @@ fn print_launches(what: &str, launches: &[TracedLaunch]) {
             copies.1,
         );
     }
+    println!(
+        "all of it: {} wavefronts for {} ideal ({:.2})",
+        total.wavefronts,
+        total.ideal_wavefronts,
+        total.conflict_factor()
+    );
 }

@@ -648,6 +648,11 @@ struct Pipeline {
 
     // This thread's quads of A's slice in `tile`, read through the rule, in place: one switch
     // on the rule for all of them (a switch per element cost each ~8 instructions more: SASS).
+    // A quad along x is four consecutive floats of a tile row: one 16-byte load and store, a
+    // quarter-warp's 8 quads in 32 banks. (Four 4-byte ones took four wavefronts each: 16
+    // lanes of a row 32 banks wide and the next row, 64 floats on, in the same banks again;
+    // kernels/emulator/shared_trace.cpp counted them.) A quad along k is a column, four
+    // 4-byte accesses.
     static __device__ __forceinline__ void apply_rule(const GemmArgs& args, const OperandCopies& a,
                                                       const LhsRuleOperands<QUADS>& operands,
                                                       float (*tile)[STRIDE]) {
@@ -676,11 +681,20 @@ struct Pipeline {
                                                          float* stage) {
 #pragma unroll
         for (int i = 0; i < QUADS; ++i) {
+            auto rule = [&](int q, float element) {
+                return gemm_lhs_rule<RULE>(args, operands.saved[i][q], operands.mask[i][q],
+                                           element);
+            };
+            if (!a.along_k) {  // at[i] is a multiple of 4 floats: 16-byte aligned
+                float4& quad = *(float4*)&stage[a.tile_index(i, 0)];
+                const float4 in = quad;
+                quad = make_float4(rule(0, in.x), rule(1, in.y), rule(2, in.z), rule(3, in.w));
+                continue;
+            }
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 float& a_element = stage[a.tile_index(i, q)];
-                a_element = gemm_lhs_rule<RULE>(args, operands.saved[i][q], operands.mask[i][q],
-                                                a_element);
+                a_element = rule(q, a_element);
             }
         }
     }

@@ -14,6 +14,7 @@ use ferrograd::backend::cuda::launch::{Dim3, LaunchConfig};
 use ferrograd::backend::cuda::{
     set_allow_tf32, BankTraffic, CudaDevice, CudaStorage, SharedMemoryTraffic,
 };
+use ferrograd::backend::{BackendStorage, BinaryKernel, GemmDims, LhsRule};
 use ferrograd::gan::{Gan, IMAGE_DIM};
 use ferrograd::nn::{Linear, Module, Sequential, Tanh};
 use ferrograd::{manual_seed, Device, Tensor};
@@ -167,6 +168,65 @@ fn every_load_of_gemms_k_loop_is_counted() {
     // Per slice a quad of each operand per thread: A's along k, four 4-byte copies into four
     // rows of its tile; B's along n, one 16-byte copy.
     assert_eq!(product.copies.requests, 8 * 4 * (4 + 1));
+}
+
+/// Tanh's backward rule, by the name the CUDA backend picks its GEMM rule by.
+struct TanhRule;
+impl BinaryKernel for TanhRule {
+    const NAME: &'static str = "tanh_backward";
+    fn apply(&self, y: f32, g: f32) -> f32 {
+        g * (1.0 - y * y)
+    }
+}
+
+#[test]
+fn a_weight_gradient_read_through_a_rule_has_no_bank_conflicts() {
+    let _turn = one_at_a_time();
+    let cuda = CudaDevice::emulator().expect("an emulator build");
+    // ∂L/∂W = (∂L/∂z)ᵀ · x for a batch of 64, 128 outputs, 256 inputs, with ∂L/∂z = tanh's
+    // rule of ∂L/∂y read in the GEMM: A = (∂L/∂y)ᵀ and B = x both copied along their rows
+    // (16-byte copies), the rule applied to A's rows in place, 16 bytes at a time.
+    let (batch, outputs, inputs) = (64, 128, 256);
+    let on = |len, seed| CudaStorage::from_vec(uniform(len, -0.9, 0.9, seed), &cuda);
+    let (grad, saved, x) = (
+        on(batch * outputs, 1),
+        on(batch * outputs, 2),
+        on(batch * inputs, 3),
+    );
+    let dims = GemmDims {
+        m: outputs,
+        k: batch,
+        n: inputs,
+        lhs_transposed: true,
+        rhs_transposed: false,
+    };
+    for tf32 in [false, true] {
+        set_allow_tf32(tf32);
+        let rule = LhsRule {
+            saved: &saved,
+            mask: None,
+            rule: &TanhRule,
+        };
+        let launches = traced(&cuda, || {
+            drop(grad.gemm_through_rule(&x, dims, Some(rule)).to_vec())
+        });
+        set_allow_tf32(false);
+        let [(name, product)] = &launches[..] else {
+            panic!("one launch, not {launches:?}")
+        };
+        assert_eq!(name, if tf32 { "gemm_tf32" } else { "gemm" });
+        for (what, kind) in [
+            ("loads", product.loads),
+            ("stores", product.stores),
+            ("copies", product.copies),
+        ] {
+            assert!(kind.requests > 0, "{name}: no {what}");
+            assert_eq!(
+                kind.wavefronts, kind.ideal_wavefronts,
+                "{name}'s {what}: {kind:?}"
+            );
+        }
+    }
 }
 
 #[test]

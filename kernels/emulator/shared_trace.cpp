@@ -25,7 +25,9 @@
 // access of each lane from one place in the code is one request, as the lanes of a warp run
 // one instruction together — and counted.
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <algorithm>
 #include <map>
@@ -198,43 +200,63 @@ static inline void trace_access(const void* address, unsigned bytes, AccessKind 
 
 }  // namespace ferrograd_emu
 
-// The ThreadSanitizer entry points GCC's instrumentation calls (-fsanitize=thread), for the
+// The ThreadSanitizer entry points the instrumentation calls (-fsanitize=thread), for the
 // traced kernels only: loads and stores are traced, the rest does nothing. The site is the
-// hook's return address, one per load or store instruction of the compiled kernel.
+// hook's return address, one per load or store instruction of the compiled kernel. Those GCC
+// 12 and clang 14 call (the kernels have no atomics and no virtual functions), and the memory
+// functions some versions call instead of memcpy, memmove and memset.
+namespace {
+using ferrograd_emu::AccessKind;
+
+// A block copy: one 4-byte access per word, at one site.
+void trace_range(const void* a, size_t bytes, AccessKind kind, const void* site) {
+    for (size_t word = 0; word < bytes; word += 4) {
+        ferrograd_emu::trace_access(static_cast<const char*>(a) + word, 4, kind, site);
+    }
+}
+}  // namespace
+
 extern "C" {
-static const ferrograd_emu::AccessKind Load = ferrograd_emu::AccessKind::Load;
-static const ferrograd_emu::AccessKind Store = ferrograd_emu::AccessKind::Store;
 void __tsan_init() {}
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}
-#define FG_TSAN_HOOKS(BYTES)                                                                  \
-    void __tsan_read##BYTES(void* a) {                                                        \
-        ferrograd_emu::trace_access(a, BYTES, Load, __builtin_return_address(0));            \
-    }                                                                                         \
-    void __tsan_write##BYTES(void* a) {                                                       \
-        ferrograd_emu::trace_access(a, BYTES, Store, __builtin_return_address(0));             \
-    }                                                                                         \
-    void __tsan_unaligned_read##BYTES(void* a) {                                              \
-        ferrograd_emu::trace_access(a, BYTES, Load, __builtin_return_address(0));            \
-    }                                                                                         \
-    void __tsan_unaligned_write##BYTES(void* a) {                                             \
-        ferrograd_emu::trace_access(a, BYTES, Store, __builtin_return_address(0));             \
+#define FG_TSAN_HOOK(NAME, BYTES, KIND)                                   \
+    void NAME(void* a) {                                                  \
+        const void* site = __builtin_return_address(0);                   \
+        ferrograd_emu::trace_access(a, BYTES, AccessKind::KIND, site);    \
     }
+#define FG_TSAN_HOOKS(BYTES)                                         \
+    FG_TSAN_HOOK(__tsan_read##BYTES, BYTES, Load)                    \
+    FG_TSAN_HOOK(__tsan_write##BYTES, BYTES, Store)                  \
+    FG_TSAN_HOOK(__tsan_unaligned_read##BYTES, BYTES, Load)          \
+    FG_TSAN_HOOK(__tsan_unaligned_write##BYTES, BYTES, Store)        \
+    FG_TSAN_HOOK(__tsan_volatile_read##BYTES, BYTES, Load)           \
+    FG_TSAN_HOOK(__tsan_volatile_write##BYTES, BYTES, Store)
 FG_TSAN_HOOKS(1)
 FG_TSAN_HOOKS(2)
 FG_TSAN_HOOKS(4)
 FG_TSAN_HOOKS(8)
 FG_TSAN_HOOKS(16)
 #undef FG_TSAN_HOOKS
-// A block copy (a struct passed by value, say): one 4-byte access per word, at one site.
-void __tsan_read_range(void* a, unsigned long bytes) {
-    for (unsigned long word = 0; word < bytes; word += 4) {
-        ferrograd_emu::trace_access((char*)a + word, 4, Load, __builtin_return_address(0));
-    }
+#undef FG_TSAN_HOOK
+void __tsan_read_range(void* a, size_t bytes) {
+    trace_range(a, bytes, AccessKind::Load, __builtin_return_address(0));
 }
-void __tsan_write_range(void* a, unsigned long bytes) {
-    for (unsigned long word = 0; word < bytes; word += 4) {
-        ferrograd_emu::trace_access((char*)a + word, 4, Store, __builtin_return_address(0));
-    }
+void __tsan_write_range(void* a, size_t bytes) {
+    trace_range(a, bytes, AccessKind::Store, __builtin_return_address(0));
+}
+void* __tsan_memcpy(void* to, const void* from, size_t bytes) {
+    trace_range(from, bytes, AccessKind::Load, __builtin_return_address(0));
+    trace_range(to, bytes, AccessKind::Store, __builtin_return_address(0));
+    return memcpy(to, from, bytes);
+}
+void* __tsan_memmove(void* to, const void* from, size_t bytes) {
+    trace_range(from, bytes, AccessKind::Load, __builtin_return_address(0));
+    trace_range(to, bytes, AccessKind::Store, __builtin_return_address(0));
+    return memmove(to, from, bytes);
+}
+void* __tsan_memset(void* to, int value, size_t bytes) {
+    trace_range(to, bytes, AccessKind::Store, __builtin_return_address(0));
+    return memset(to, value, bytes);
 }
 }
