@@ -1,7 +1,7 @@
 //! The emulator's count of shared-memory bank conflicts (`kernels/emulator/shared_trace.cpp`):
-//! the wavefronts of known access patterns (a check kernel's strided loads, the teaching GEMM
-//! steps' tiles, whose comments work them out), every load of `gemm`'s k-loop counted, and a
-//! traced run computing the very bits of an untraced one.
+//! the wavefronts of known access patterns (check kernels' strided and diverged loads, the
+//! teaching GEMM steps' tiles, whose comments work them out), every load of `gemm`'s k-loop
+//! counted, and a traced run computing the very bits of an untraced one.
 #![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
 
 mod common;
@@ -94,6 +94,46 @@ fn strided_loads_take_the_wavefronts_of_their_busiest_bank() {
                 "lane {lane}, {floats} floats {stride} apart"
             );
         }
+    }
+}
+
+/// A warp whose lanes go different ways (`emulator_check_bank_divergent`, n = 2): each
+/// place in the code, and each time one place is run again, is a request of the lanes that
+/// ran it.
+#[test]
+fn diverged_lanes_make_a_request_of_each_place_and_time() {
+    let _turn = one_at_a_time();
+    let x: Vec<f32> = (0..32).map(|i| i as f32).collect();
+    let mut y = vec![f32::NAN; 32];
+    let args = UnaryArgs {
+        x: x.as_ptr() as u64,
+        y: y.as_mut_ptr() as u64,
+        n: 2,
+        p: 0.0,
+    };
+    let config = LaunchConfig {
+        grid: Dim3::x(1),
+        block: Dim3::x(32),
+    };
+    // SAFETY: the kernel reads x[..32] and writes y[..32], both that long.
+    let traffic_seen =
+        unsafe { emulator::launch_traced("emulator_check_bank_divergent", config, &args) }
+            .expect("the check kernel runs");
+    // Lanes 0-15's float2s, the first time 1 wavefront, the second 2; lanes 16-31's column 16;
+    // every lane's last load 1.
+    assert_eq!(traffic_seen.loads, traffic(4, 1 + 2 + 16 + 1, 4));
+    assert_eq!(traffic_seen.stores, traffic(34, 34, 34));
+    // What each lane loaded: value i % 32 at element i.
+    for (lane, sum) in y.iter().enumerate() {
+        let value = |i: usize| (i % 32) as f32;
+        let loaded: f32 = if lane < 16 {
+            (1..=2)
+                .map(|times| value(2 * lane * times) + value(2 * lane * times + 1))
+                .sum()
+        } else {
+            value(32 * (lane - 16))
+        };
+        assert_eq!(*sum, loaded + value(lane), "lane {lane}");
     }
 }
 
@@ -240,17 +280,32 @@ fn a_traced_step_computes_what_an_untraced_one_does() {
         let mut gan = Gan::new(&device, 2e-4);
         cuda.trace_shared_memory(trace)
             .expect("the emulator traces");
+        cuda.set_kernel_timing(true);
         let stats = gan.train_step(&real);
-        let traced = cuda.take_shared_memory_traffic();
+        let traced: Vec<String> = cuda
+            .take_shared_memory_traffic()
+            .into_iter()
+            .map(|launch| launch.name)
+            .collect();
+        let launched: Vec<String> = cuda
+            .take_kernel_times()
+            .into_iter()
+            .map(|time| time.name)
+            .collect();
+        cuda.set_kernel_timing(false);
         cuda.trace_shared_memory(false)
             .expect("stopping never fails");
         let samples = gan.generator.forward(&gan.noise(4)).to_vec();
-        (stats, samples, traced.len())
+        (stats, samples, traced, launched)
     };
-    let (plain, plain_samples, none) = step(false);
-    let (traced, traced_samples, launches) = step(true);
-    assert_eq!(none, 0, "nothing traced with tracing off");
-    assert!(launches > 30, "the step's launches traced: {launches}");
+    let (plain, plain_samples, none, plain_launches) = step(false);
+    let (traced, traced_samples, traced_launches, launches) = step(true);
+    assert!(none.is_empty(), "nothing traced with tracing off: {none:?}");
+    // Every launch of the step traced, once, in order: the same launches an untraced step
+    // makes.
+    assert!(launches.len() > 30, "a GAN step's launches: {launches:?}");
+    assert_eq!(traced_launches, launches);
+    assert_eq!(launches, plain_launches);
     let bits = |x: f32| x.to_bits();
     assert_eq!(
         (bits(plain.d_loss), bits(plain.g_loss)),

@@ -199,3 +199,13 @@ fn unknown_kernel_definitions_are_refused() {
     set_kernel_defines(&spaced).unwrap();
     set_kernel_defines("").unwrap();
 }
+
+/// The kernels built to trace shared memory (`CudaDevice::trace_shared_memory`) register
+/// under a definition of their own, which is no sweep variant: choosing it is refused as any
+/// unknown definitions are.
+#[test]
+fn the_traced_build_is_no_sweep_variant() {
+    let _turn = one_at_a_time();
+    let err = set_kernel_defines("-DFG_TRACE_SHARED_MEMORY").unwrap_err();
+    assert!(err.contains("no kernels compiled with"), "{err}");
+}

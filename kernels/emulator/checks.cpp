@@ -98,3 +98,29 @@ FG_KERNEL(emulator_check_bank_stride, UnaryArgs) {
     }
     args.y[lane] = sum;
 }
+
+// The lanes of a warp going different ways (shared_trace.cpp's count_diverged): after the
+// fill above, lanes 0–15 load a float2 at element 2·l·(i + 1) for i < n, one place in the
+// code run n times (request i of that place: words 0–31, one wavefront; then lanes l and l + 8
+// share banks, two), lanes 16–31 one float at element 32·(l − 16) (a column: sixteen in bank
+// 0, sixteen wavefronts), and then every lane one float at element l (one wavefront). Each
+// lane writes the sum of what it loaded to y[lane].
+FG_KERNEL(emulator_check_bank_divergent, UnaryArgs) {
+    __shared__ __align__(16) float values[BANK_CHECK_FLOATS];
+    const u32 lane = threadIdx.x;
+    for (u32 i = lane; i < BANK_CHECK_FLOATS; i += 32) {
+        values[i] = args.x[i % 32];
+    }
+    __syncwarp();
+    float sum = 0.0f;
+    if (lane < 16) {
+#pragma GCC unroll 1
+        for (u32 i = 0; i < (u32)args.n; ++i) {
+            const float2 v = *(const float2*)&values[2 * lane * (i + 1)];
+            sum += v.x + v.y;
+        }
+    } else {
+        sum = values[32 * (lane - 16)];
+    }
+    args.y[lane] = sum + values[lane];
+}

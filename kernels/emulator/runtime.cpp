@@ -41,11 +41,15 @@ static std::map<std::string, Kernel>& registry() {
     return kernels;
 }
 
-// The sweep variants' definitions, in the order they registered (all at start-up).
+// The sweep variants' definitions, in the order they registered (all at start-up). Not the
+// traced kernels' (shared_trace.cpp): they are no variant a sweep can choose.
 static std::vector<std::string>& variants() {
     static std::vector<std::string> known;
     return known;
 }
+
+// Whether the traced kernels registered (ferrograd_emu_can_trace_shared_memory).
+static bool traced_kernels_registered = false;
 
 // The variant launches run (an index into variants()), or -1: the defaults.
 static std::atomic<int> current_variant{-1};
@@ -55,7 +59,10 @@ Registrar::Registrar(const char* name, const char* variant, Launcher launcher,
     std::string key = name;
     if (*variant != '\0') {
         key = key + "|" + variant;
-        if (std::find(variants().begin(), variants().end(), variant) == variants().end()) {
+        if (std::string(variant) == TRACE_SHARED_MEMORY_VARIANT) {
+            traced_kernels_registered = true;
+        } else if (std::find(variants().begin(), variants().end(), variant) ==
+                   variants().end()) {
             variants().push_back(variant);
         }
     }
@@ -687,8 +694,7 @@ extern "C" int ferrograd_emu_launch(const char* name, dim3 grid, dim3 block_shap
 // AddressSanitizer, whose instrumentation and ThreadSanitizer's exclude each other: build.rs).
 extern "C" int ferrograd_emu_can_trace_shared_memory() {
     using namespace ferrograd_emu;
-    return std::find(variants().begin(), variants().end(), TRACE_SHARED_MEMORY_VARIANT) !=
-           variants().end();
+    return traced_kernels_registered;
 }
 
 // As ferrograd_emu_launch, running the default kernel of that name compiled to trace its

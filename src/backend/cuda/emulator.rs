@@ -449,18 +449,11 @@ unsafe fn launch_raw(
         Some(defines) => format!("{name}|{defines}"),
         None => name.to_string(),
     };
-    let c_name = CString::new(key).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
-    let mut arg_pointers = [args];
-    // SAFETY: the name is a valid C string and the argument array holds one pointer to a
-    // struct with the kernel's layout, whose pointers the caller vouches for.
-    let status = unsafe {
-        ferrograd_emu_launch(
-            c_name.as_ptr(),
-            config.grid,
-            config.block,
-            arg_pointers.as_mut_ptr(),
-        )
-    };
+    let status = call_emulator(&key, name, args, |c_name, arg_pointers| {
+        // SAFETY: a valid C string, and an argument array holding one pointer to a struct
+        // with the kernel's layout, whose pointers the caller vouches for.
+        unsafe { ferrograd_emu_launch(c_name, config.grid, config.block, arg_pointers) }
+    })?;
     launch_result(name, config, status)
 }
 
@@ -474,21 +467,35 @@ unsafe fn launch_traced_raw(
     config: LaunchConfig,
     args: *mut c_void,
 ) -> Result<SharedMemoryTraffic, String> {
-    let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
-    let mut arg_pointers = [args];
     let mut traffic = SharedMemoryTraffic::default();
-    // SAFETY: as in launch_raw; `traffic` is a struct with the C layout, written during the
-    // call only.
-    let status = unsafe {
-        ferrograd_emu_launch_traced(
-            c_name.as_ptr(),
-            config.grid,
-            config.block,
-            arg_pointers.as_mut_ptr(),
-            &mut traffic,
-        )
-    };
+    let status = call_emulator(name, name, args, |c_name, arg_pointers| {
+        // SAFETY: as in launch_raw; `traffic` is a struct with the C layout, written during
+        // the call only.
+        unsafe {
+            ferrograd_emu_launch_traced(
+                c_name,
+                config.grid,
+                config.block,
+                arg_pointers,
+                &mut traffic,
+            )
+        }
+    })?;
     launch_result(name, config, status).map(|()| traffic)
+}
+
+/// Calls one of the emulator's launch entries, `entry`, with `key` (the kernel's name, with
+/// its variant where one is chosen) as a C string and the kernel's argument array: one
+/// pointer, to the argument struct `args`. `name` is the kernel's name for the error.
+fn call_emulator(
+    key: &str,
+    name: &str,
+    args: *mut c_void,
+    entry: impl FnOnce(*const c_char, *mut *mut c_void) -> c_int,
+) -> Result<c_int, String> {
+    let c_key = CString::new(key).map_err(|_| format!("kernel name {name:?} contains NUL"))?;
+    let mut arg_pointers = [args];
+    Ok(entry(c_key.as_ptr(), arg_pointers.as_mut_ptr()))
 }
 
 /// What the emulator's launch status means for kernel `name` launched over `config`.
