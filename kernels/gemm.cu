@@ -434,19 +434,28 @@ __device__ __forceinline__ void copy_async_wait() {
 }
 
 // Quad `quad` of a WIDTH × DEPTH slice of an operand, as Pipeline::OperandCopies copies it into a
-// k-major tile (tile[p][x]): four elements consecutive in memory, along k when `along_k`
-// (elements (x, p + q), q = 0..3, at tile[p + q][x]) or along x (elements (x + q, p), at
-// tile[p][x + q]). Consecutive quads go to consecutive threads, so a warp reads whole 16-byte
-// pieces of consecutive addresses.
+// k-major tile (tile[p][x]): four elements of one row of the operand as stored. Along x (the
+// operand stored [k, x]) they are consecutive, elements (x + q, p) at tile[p][x + q], and
+// consecutive quads go to consecutive threads, so a warp reads whole 16-byte pieces of
+// consecutive addresses. Along k (stored [x, k]: every forward product's A and B) they are
+// K_SPACING = DEPTH / 4 apart, elements (x, p + K_SPACING · q), q = 0..3, at
+// tile[p + K_SPACING · q][x], and the K_SPACING threads of one x cover its DEPTH elements
+// (p = 0 .. K_SPACING − 1): the 4-byte copies of one instruction (one q across a warp) land
+// in rows p + K_SPACING · q that differ in p, which a tile row padded by 128 / DEPTH floats
+// puts in different banks (Pipeline's STRIDE): no bank conflicts. (Four consecutive elements
+// instead put a warp's copies of one instruction in rows 4 apart, four lanes a bank whatever
+// the padding: 4 wavefronts a copy; kernels/emulator/shared_trace.cpp counted them.) A warp
+// still reads 16 consecutive bytes of each row it touches per instruction.
 template <int WIDTH, int DEPTH>
 struct SliceQuad {
+    static constexpr int K_SPACING = DEPTH / 4;  // quads per row of the source along k
     int x, p;
     bool along_k;
 
     __device__ __forceinline__ SliceQuad(int quad, bool along_k_) : along_k(along_k_) {
-        constexpr int ALONG_K = DEPTH / 4, ALONG_X = WIDTH / 4;  // quads per row of the source
-        x = along_k ? quad / ALONG_K : (quad % ALONG_X) * 4;
-        p = along_k ? (quad % ALONG_K) * 4 : quad / ALONG_X;
+        constexpr int ALONG_X = WIDTH / 4;  // quads per row of the source along x
+        x = along_k ? quad / K_SPACING : (quad % ALONG_X) * 4;
+        p = along_k ? quad % K_SPACING : quad / ALONG_X;
     }
     // Element q's column (or row) in the tile: x, or x + q along x.
     __device__ __forceinline__ int tile_x(int q) const { return along_k ? x : x + q; }
@@ -508,7 +517,7 @@ struct Pipeline {
     // One thread's copies of one operand's slices into the stages: WIDTH rows x0.. of op(A) or
     // WIDTH columns of op(B), each slice a k-major tile, zero outside the matrix and past k_end.
     // A slice is WIDTH · DEPTH / 4 quads (SliceQuad), each thread taking every THREADS-th; a quad
-    // along k is four 4-byte copies into four rows of the tile (the transpose), one along x a
+    // along k is four 4-byte copies into rows K_SPACING apart (the transpose), one along x a
     // single 16-byte copy where the row length allows (a multiple of 4: every quad aligned,
     // wholly inside or outside the matrix). A thread copies the same quads of every slice but
     // for k, so where each starts in the operand, where it lands in a stage (as the address
@@ -553,9 +562,16 @@ struct Pipeline {
             interior = interior && (along_k || wide);
         }
 
-        // From one element of a quad to the next in a stage: a row of the tile along k, the
-        // next column along x.
-        __device__ __forceinline__ int element_step() const { return along_k ? STRIDE : 1; }
+        // From one element of a quad to the next in the operand as stored: K_SPACING floats
+        // along k, the next one along x.
+        __device__ __forceinline__ int source_step() const {
+            return along_k ? Quad::K_SPACING : 1;
+        }
+
+        // The same in a stage: K_SPACING rows of the tile along k, the next column along x.
+        __device__ __forceinline__ int element_step() const {
+            return along_k ? Quad::K_SPACING * STRIDE : 1;
+        }
 
         // Where element q of quad i lands in a stage (floats from its start).
         __device__ __forceinline__ int tile_index(int i, int q) const {
@@ -564,7 +580,8 @@ struct Pipeline {
 
         // Whether element q of quad i of the slice at k0 is inside the matrix.
         __device__ __forceinline__ bool element_inside(int i, int q, int k0, int k_end) const {
-            return (inside[i] >> q & 1u) && k0 + p[i] + (along_k ? q : 0) < k_end;
+            const int k_offset = along_k ? q * Quad::K_SPACING : 0;
+            return (inside[i] >> q & 1u) && k0 + p[i] + k_offset < k_end;
         }
 
         // Where quad i of the slice read next starts in the operand, in floats from `src`.
@@ -584,7 +601,8 @@ struct Pipeline {
                     } else {  // along k
 #pragma unroll
                         for (int q = 0; q < 4; ++q) {
-                            copy_async<1>(shared_place_plus(place, q * STRIDE), from[i] + q, true);
+                            copy_async<1>(shared_place_plus(place, q * Quad::K_SPACING * STRIDE),
+                                          from[i] + q * Quad::K_SPACING, true);
                         }
                     }
                     from[i] += step;
@@ -602,7 +620,7 @@ struct Pipeline {
                     for (int q = 0; q < 4; ++q) {
                         const bool valid = element_inside(i, q, k0, k_end);
                         copy_async<1>(shared_place_plus(place, q * element_step()),
-                                      valid ? from[i] + q : src, valid);
+                                      valid ? from[i] + q * source_step() : src, valid);
                     }
                 }
                 from[i] += step;
@@ -613,8 +631,9 @@ struct Pipeline {
     // The rule's operands for this thread's quads of A's slice at k0, `back` slices before the
     // one `a` copies next (stored where those elements are in A): 0 outside the matrix, where
     // the tile holds zeros, which every rule keeps 0; the mask 1 without dropout. 16-byte loads
-    // where a quad is whole and aligned. Plain loads into registers: nothing waits for them
-    // until the slice's turn, AHEAD slices later.
+    // where a quad along x is whole and aligned (along k its elements are K_SPACING apart).
+    // Plain loads into registers: nothing waits for them until the slice's turn, AHEAD slices
+    // later.
     static __device__ __forceinline__ void load_rule_operands(const GemmArgs& args,
                                                               const OperandCopies& a, int back,
                                                               int k0, int k_end,
@@ -624,9 +643,17 @@ struct Pipeline {
             const u64 offset = a.offset(i) - (u64)back * a.step;
             const float* saved = args.lhs_saved + offset;
             const float* mask = args.lhs_mask ? args.lhs_mask + offset : nullptr;
-            // Element 3 inside means all four are (they lie along k, or along x, from 0).
-            if (a.element_inside(i, 3, k0, k_end) && aligned_16(saved) &&
-                (!mask || aligned_16(mask))) {
+            // Element 3 inside means all four are (it is the last along k, or along x).
+            const bool whole = a.element_inside(i, 3, k0, k_end);
+            if (whole && a.along_k) {
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    into.saved[i][q] = saved[q * Quad::K_SPACING];
+                    into.mask[i][q] = mask ? mask[q * Quad::K_SPACING] : 1.0f;
+                }
+                continue;
+            }
+            if (whole && aligned_16(saved) && (!mask || aligned_16(mask))) {
                 const float4 s = *(const float4*)saved;
                 const float4 d = mask ? *(const float4*)mask : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
                 const float s4[4] = {s.x, s.y, s.z, s.w}, d4[4] = {d.x, d.y, d.z, d.w};
@@ -640,8 +667,9 @@ struct Pipeline {
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 const bool valid = a.element_inside(i, q, k0, k_end);
-                into.saved[i][q] = valid ? saved[q] : 0.0f;
-                into.mask[i][q] = !valid ? 0.0f : mask ? mask[q] : 1.0f;
+                const int at = q * a.source_step();
+                into.saved[i][q] = valid ? saved[at] : 0.0f;
+                into.mask[i][q] = !valid ? 0.0f : mask ? mask[at] : 1.0f;
             }
         }
     }
@@ -651,8 +679,8 @@ struct Pipeline {
     // A quad along x is four consecutive floats of a tile row: one 16-byte load and store, a
     // quarter-warp's 8 quads in 32 banks. (Four 4-byte ones took four wavefronts each: 16
     // lanes of a row 32 banks wide and the next row, 64 floats on, in the same banks again;
-    // kernels/emulator/shared_trace.cpp counted them.) A quad along k is a column, four
-    // 4-byte accesses.
+    // kernels/emulator/shared_trace.cpp counted them.) A quad along k is four 4-byte
+    // accesses K_SPACING rows apart, a warp's in different banks as its copies (SliceQuad).
     static __device__ __forceinline__ void apply_rule(const GemmArgs& args, const OperandCopies& a,
                                                       const LhsRuleOperands<QUADS>& operands,
                                                       float (*tile)[STRIDE]) {
@@ -766,11 +794,11 @@ struct Pipeline {
 // The depth of the tiled kernels' pipelines: at batch 64 a block alone on its SM has only
 // 4–8 warps to hide a round trip to memory (~1 µs) behind a slice of FMAs (~0.3 µs); with two
 // buffers and one load in flight, every slice waited (benches/RESULTS.md, 2026-11-28). 2 to 5
-// (shared memory: 8 KiB per stage in gemm, 4 in gemm_small, 9 in gemm_tf32); a tuning sweep
+// (shared memory: 9 KiB per stage in gemm and gemm_tf32, 5 in gemm_small); a tuning sweep
 // may set it (FERROGRAD_KERNEL_DEFINES). Before sm_80, 3: a Turing SM has 64 KiB of shared
-// memory, and two blocks of 4 stages (32,784 bytes each) would need 32 bytes more, so one
-// would run where __launch_bounds__(256, 2) promises two (tests/nvrtc.rs checks each promise
-// on each architecture); with plain copies (no cp.async there) a fourth stage hides no more.
+// memory, and two blocks of 4 stages (36,880 bytes each) would not fit, so one would run
+// where __launch_bounds__(256, 2) promises two (tests/nvrtc.rs checks each promise on each
+// architecture); with plain copies (no cp.async there) a fourth stage hides no more.
 #ifndef GEMM_STAGES
 #if FG_ARCH >= 800
 #define GEMM_STAGES 4
@@ -782,14 +810,27 @@ struct Pipeline {
 #error "GEMM_STAGES is 2 to 5"
 #endif
 
+// Floats a row of gemm's and gemm_small's tiles is padded by in shared memory: with rows
+// TILE + 8 floats apart, the 4-byte copies of an operand stored along k, one instruction's in
+// rows 1 to 3 apart (SliceQuad), fall 8 banks apart, the warp's 32 in 32 banks; unpadded
+// (rows 64 or 32 floats apart, all in the same banks) they take 4 wavefronts each. A tuning
+// sweep may set 0 to time what the padding buys (the k-loop reads whole rows: either way
+// without conflicts).
+#ifndef GEMM_ROW_PAD
+#define GEMM_ROW_PAD 8
+#endif
+#if GEMM_ROW_PAD != 0 && GEMM_ROW_PAD != 8
+#error "GEMM_ROW_PAD is 0 or 8"
+#endif
+
 // One k-slice of a `gemm` block's tile out of shared memory: acc += the thread's TM × 4
 // products, and with ROW_SUMS row_sum += its TM values of op(A). A thread's TM + 4 operands of
 // one k step are two shared loads (16 bytes of B; 16 or 8 of A). A template, so that the blocks
 // without row sums (all but a weight gradient's first column of tiles) run a k-step of FMAs and
 // no adds: with a runtime flag in the loop, ptxas computes the adds anyway and selects.
-template <int TILE, int TM, bool ROW_SUMS>
-__device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
-                                                    const float (*b_tile)[TILE], int tx, int ty,
+template <int STRIDE, int TM, bool ROW_SUMS>
+__device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[STRIDE],
+                                                    const float (*b_tile)[STRIDE], int tx, int ty,
                                                     float (&acc)[TM][GEMM_TN],
                                                     float (&row_sum)[TM]) {
     static_assert(TM == 2 || TM == 4, "a thread's rows: one 8- or 16-byte load");
@@ -827,8 +868,9 @@ __device__ __forceinline__ void gemm_multiply_slice(const float (*a_tile)[TILE],
 // ordinary memory, neither poisoned nor saved per block.
 template <int TILE>
 struct __align__(16) GemmStages {
-    float a[GEMM_STAGES][GEMM_BK][TILE];
-    float b[GEMM_STAGES][GEMM_BK][TILE];
+    static constexpr int STRIDE = TILE + GEMM_ROW_PAD;
+    float a[GEMM_STAGES][GEMM_BK][STRIDE];
+    float b[GEMM_STAGES][GEMM_BK][STRIDE];
 };
 
 // One block of `gemm` (TILE 64, TM 4), `gemm_small` (32, 2) or `gemm_pair`: the TILE × TILE
@@ -846,7 +888,8 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     const int col0 = tile.x * TILE;
     const int k_begin = tile.z * args.k_chunk;
     const int k_end = min(args.k, k_begin + args.k_chunk);
-    using Pipe = Pipeline<TILE, GEMM_BK, GEMM_STAGES, TILE, THREADS, true>;
+    constexpr int STRIDE = GemmStages<TILE>::STRIDE;
+    using Pipe = Pipeline<TILE, GEMM_BK, GEMM_STAGES, STRIDE, THREADS, true>;
     const bool row_sums = args.row_sums && tile.x == 0;  // the first column of tiles
     float acc[TM][GEMM_TN];
     float row_sum[TM];
@@ -858,11 +901,11 @@ __device__ __forceinline__ void gemm_block(const GemmArgs& args, const GemmTile&
     }
     Pipe::run(args, a_tiles, b_tiles, row0, col0, k_begin, k_end, [&](int stage) {
         if (row_sums) {
-            gemm_multiply_slice<TILE, TM, true>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
-                                                row_sum);
+            gemm_multiply_slice<STRIDE, TM, true>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                                  row_sum);
         } else {
-            gemm_multiply_slice<TILE, TM, false>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
-                                                 row_sum);
+            gemm_multiply_slice<STRIDE, TM, false>(a_tiles[stage], b_tiles[stage], tx, ty, acc,
+                                                   row_sum);
         }
     });
 #pragma unroll 1
@@ -974,7 +1017,7 @@ __device__ __forceinline__ void mma_tf32(float*, const u32*, const u32*) { __tra
 #endif
 
 // Shared rows padded to 72 floats: the fragment reads of a warp (8 rows g × 4 steps t) then
-// fall in 32 different banks.
+// fall in 32 different banks, and so do the copies along k (as GEMM_ROW_PAD's).
 #define TF32_STRIDE 72
 #define TF32_THREADS 128
 
@@ -1109,7 +1152,9 @@ FG_KERNEL(gemv, GemmArgs) {
 // c = lane % 4) of a warp owns the 4 × 4 patches at rows {0, 32} + 4r and columns {0, 16} + 4c
 // of its warp tile. Its operands of one k step are then two float4 reads of A's slice and two
 // of B's, and the 8 distinct A addresses of a warp cover 32 consecutive floats: no shared-memory
-// bank conflicts. The k-slices come through the same cp.async Pipeline as gemm's.
+// bank conflicts. The k-slices come through the same cp.async Pipeline as gemm's, in rows
+// unpadded: an A stored along k is copied 2 wavefronts a copy, not 1 (rows padded by 16 floats
+// would spread them, but take LARGE_BK 16's 3 stages past the 48 KiB a block may declare).
 
 #define LARGE_BM 128
 #define LARGE_BN 128

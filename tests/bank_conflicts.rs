@@ -1,7 +1,8 @@
 //! The emulator's count of shared-memory bank conflicts (`kernels/emulator/shared_trace.cpp`):
 //! the wavefronts of known access patterns (check kernels' strided and diverged loads, the
 //! teaching GEMM steps' tiles, whose comments work them out), every load of `gemm`'s k-loop
-//! counted, and a traced run computing the very bits of an untraced one.
+//! counted, a layer's products without conflicts, and a traced run computing the very bits of
+//! an untraced one.
 #![cfg(ferrograd_emulator)] // an emulator test: none in a build without it (build.rs)
 
 mod common;
@@ -12,7 +13,7 @@ use ferrograd::backend::cuda::emulator;
 use ferrograd::backend::cuda::gemm_steps::{gemm_step, GemmStep};
 use ferrograd::backend::cuda::launch::{Dim3, LaunchConfig};
 use ferrograd::backend::cuda::{
-    set_allow_tf32, BankTraffic, CudaDevice, CudaStorage, SharedMemoryTraffic,
+    set_allow_tf32, set_small_tiles, BankTraffic, CudaDevice, CudaStorage, SharedMemoryTraffic,
 };
 use ferrograd::backend::{BackendStorage, BinaryKernel, GemmDims, LhsRule};
 use ferrograd::gan::{Gan, IMAGE_DIM};
@@ -220,51 +221,66 @@ impl BinaryKernel for TanhRule {
 }
 
 #[test]
-fn a_weight_gradient_read_through_a_rule_has_no_bank_conflicts() {
+fn a_layers_products_have_no_bank_conflicts() {
     let _turn = one_at_a_time();
     let cuda = CudaDevice::emulator().expect("an emulator build");
-    // ∂L/∂W = (∂L/∂z)ᵀ · x for a batch of 64, 128 outputs, 256 inputs, with ∂L/∂z = tanh's
-    // rule of ∂L/∂y read in the GEMM: A = (∂L/∂y)ᵀ and B = x both copied along their rows
-    // (16-byte copies), the rule applied to A's rows in place, 16 bytes at a time.
+    // A layer of 256 inputs and 128 outputs, tanh after it, on a batch of 64.
     let (batch, outputs, inputs) = (64, 128, 256);
     let on = |len, seed| CudaStorage::from_vec(uniform(len, -0.9, 0.9, seed), &cuda);
-    let (grad, saved, x) = (
-        on(batch * outputs, 1),
-        on(batch * outputs, 2),
-        on(batch * inputs, 3),
-    );
-    let dims = GemmDims {
-        m: outputs,
-        k: batch,
-        n: inputs,
-        lhs_transposed: true,
-        rhs_transposed: false,
+    let (x, w) = (on(batch * inputs, 1), on(outputs * inputs, 2));
+    let (grad, saved) = (on(batch * outputs, 3), on(batch * outputs, 4));
+    let dims = |m, k, n, lhs_transposed, rhs_transposed| GemmDims {
+        m,
+        k,
+        n,
+        lhs_transposed,
+        rhs_transposed,
     };
-    for tf32 in [false, true] {
+    // The forward product X · Wᵀ: both operands stored along k, copied 4 bytes an element
+    // into their tiles' columns (SliceQuad).
+    let forward = (&x, &w, dims(batch, inputs, outputs, false, true));
+    // ∂L/∂x = ∂L/∂z · W with ∂L/∂z = tanh's rule of ∂L/∂y read in the GEMM: A stored along
+    // k, the rule applied to its columns in place; B copied along its rows (16-byte copies).
+    let input_gradient = (&grad, &w, dims(batch, outputs, inputs, false, false));
+    // ∂L/∂W = (∂L/∂z)ᵀ · x: both copied along their rows, the rule applied 16 bytes at a time.
+    let weight_gradient = (&grad, &x, dims(outputs, batch, inputs, true, false));
+    let rule = LhsRule {
+        saved: &saved,
+        mask: None,
+        rule: &TanhRule,
+    };
+    // (TF32, 32 × 32 tiles, the kernel that runs them)
+    let kernels = [
+        (false, false, "gemm"),
+        (true, false, "gemm_tf32"),
+        (false, true, "gemm_small"),
+    ];
+    for (tf32, small, kernel) in kernels {
         set_allow_tf32(tf32);
-        let rule = LhsRule {
-            saved: &saved,
-            mask: None,
-            rule: &TanhRule,
-        };
+        set_small_tiles(small);
         let launches = traced(&cuda, || {
-            drop(grad.gemm_through_rule(&x, dims, Some(rule)).to_vec())
+            let (a, b, product) = forward;
+            drop(a.gemm_through_rule(b, product, None).to_vec());
+            for (a, b, product) in [input_gradient, weight_gradient] {
+                drop(a.gemm_through_rule(b, product, Some(rule)).to_vec());
+            }
         });
         set_allow_tf32(false);
-        let [(name, product)] = &launches[..] else {
-            panic!("one launch, not {launches:?}")
-        };
-        assert_eq!(name, if tf32 { "gemm_tf32" } else { "gemm" });
-        for (what, kind) in [
-            ("loads", product.loads),
-            ("stores", product.stores),
-            ("copies", product.copies),
-        ] {
-            assert!(kind.requests > 0, "{name}: no {what}");
-            assert_eq!(
-                kind.wavefronts, kind.ideal_wavefronts,
-                "{name}'s {what}: {kind:?}"
-            );
+        set_small_tiles(false);
+        assert_eq!(launches.len(), 3, "{launches:?}");
+        for (name, product) in &launches {
+            assert_eq!(name, kernel);
+            for (what, kind) in [
+                ("loads", product.loads),
+                ("stores", product.stores),
+                ("copies", product.copies),
+            ] {
+                assert!(kind.requests > 0, "{name}: no {what}");
+                assert_eq!(
+                    kind.wavefronts, kind.ideal_wavefronts,
+                    "{name}'s {what}: {kind:?}"
+                );
+            }
         }
     }
 }

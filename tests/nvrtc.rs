@@ -231,8 +231,9 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
         let gemm_kernel = report.iter().find(|k| k.kernel == "gemm").unwrap();
         assert_eq!(gemm_kernel.spill_stores + gemm_kernel.spill_loads, 0);
         assert_eq!(gemm_kernel.stack_bytes, 0);
-        // Two 16 × 64 float tiles per stage, and split-K's flag (4 bytes, aligned to 16).
-        let tiles = stages * 2 * 16 * 64 * 4;
+        // Two 16 × 64 float tiles per stage in rows padded to 72 floats (GEMM_ROW_PAD), and
+        // split-K's flag (4 bytes, aligned to 16).
+        let tiles = stages * 2 * 16 * 72 * 4;
         assert!(
             (tiles + 4..=tiles + 16).contains(&gemm_kernel.shared_bytes),
             "{stages} stages: {} bytes",
@@ -253,6 +254,9 @@ fn the_pipeline_depth_can_be_set_at_compile_time() {
     let too_much = ["-DLARGE_BK=16".to_string(), "-DLARGE_STAGES=4".to_string()];
     let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &too_much).unwrap_err();
     assert!(err.contains("LARGE_BK is 8 or 16"), "{err}");
+    let odd_pad = ["-DGEMM_ROW_PAD=4".to_string()];
+    let err = nvrtc::compile_with_defines(gemm, 9, 0, Output::Ptx, &odd_pad).unwrap_err();
+    assert!(err.contains("GEMM_ROW_PAD is 0 or 8"), "{err}");
 }
 
 /// Every variant the GPU benchmark sweeps (`kernels/sweep.txt`) compiles for sm_90 with no
