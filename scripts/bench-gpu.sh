@@ -25,7 +25,8 @@
 #    GEMMs' compile-time parameters (kernels/sweep.txt); TF32 tensor cores. The whole table
 #    comes from both logs: python3 benches/gpu_table.py bench.log sweeps.log.
 # 3. DIR/profile.sh (ncu.log), if device time is left: Nsight Compute's stall reasons for the
-#    GEMMs.
+#    GEMMs, and their shared-memory wavefronts and bank conflicts beside the emulator's counts
+#    (cargo run --release --example bank_conflicts).
 # Two calls rather than one: the first is what the targets need, and a first run gone wrong
 # (a GPU-only failure) then leaves device time to mend it and run it again.
 # With the device tool: run `bash gpu-bench/run.sh`, then `bash gpu-bench/sweeps.sh`, each with
@@ -141,7 +142,10 @@ cat > "$out/profile.sh" <<'RUN'
 #!/usr/bin/env bash
 # Nsight Compute on the GEMMs (see scripts/bench-gpu.sh), a second device call after run.sh:
 # the batch-64 gemm launches of an iteration and the 4096³ gemm_large one, with the warps'
-# stall reasons (what each warp waited on, per instruction issued). Logs to $OUT/ncu.log.
+# stall reasons (what each warp waited on, per instruction issued) and the memory tables: each
+# kind of shared-memory access's wavefronts and bank conflicts, what the emulator counts on
+# any machine (examples/bank_conflicts.rs; a GAN step's within 0.1 % of the ideal since
+# 2026-12-08), here as the GPU meets them. Logs to $OUT/ncu.log.
 set -uo pipefail
 cd "$(dirname "$0")"
 log="${OUT:-.}/ncu.log"
@@ -149,7 +153,8 @@ source ./step.sh
 export PATH="$PATH:/usr/local/cuda/bin"
 stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy \
-    --section SchedulerStats --section WarpStateStats --section InstructionStats"
+    --section SchedulerStats --section WarpStateStats --section InstructionStats \
+    --section MemoryWorkloadAnalysis_Tables"
 step 90 ncu --kernel-name regex:'^gemm$' --launch-count 3 $sections --metrics "$stalls" \
     ./gan_bench --device cuda --iteration-only --repeats 1
 # The 4096³ product (the first gemm_large launch of the benchmark).
