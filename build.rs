@@ -181,6 +181,11 @@ fn build_emulator(
     // One translation unit: the kernels' start-up registrars must be linked with the launcher.
     let mut unit = String::new();
     let emulator = kernels.join("emulator");
+    writeln!(
+        unit,
+        "#define TRACE_SHARED_MEMORY_VARIANT {TRACE_SHARED_MEMORY:?}"
+    )
+    .unwrap();
     for header in [emulator.join("emulator.h"), kernels.join("common.cuh")] {
         writeln!(unit, "#include {:?}", header.display()).unwrap();
     }
@@ -262,7 +267,8 @@ fn build_emulator(
     Ok(())
 }
 
-/// The variant the traced kernels are registered under (kernels/emulator/shared_trace.cpp).
+/// The variant the traced kernels are registered under, and the emulator's runtime looks them
+/// up by (`TRACE_SHARED_MEMORY_VARIANT` in its unit: kernels/emulator/shared_trace.cpp).
 const TRACE_SHARED_MEMORY: &str = "-DFG_TRACE_SHARED_MEMORY";
 
 /// Compiles every kernel file, and the emulator's check kernels, once more into

@@ -324,9 +324,8 @@ static Block* block = nullptr;   // the block running
 static Block* shared_owner = nullptr;  // the block whose shared memory the section holds
 static SharedTraffic* traced = nullptr;  // where a traced launch counts its bank traffic
 
-// The __shared__ section of the launch in progress: its kernel's unit's (emulator.h).
-static char* shared_first = nullptr;
-static char* shared_end = nullptr;
+// (The __shared__ section of the launch in progress, shared_first..shared_end, is declared in
+// shared_trace.cpp, whose hooks read it too.)
 
 unsigned thread_rank() { return block->current; }
 
@@ -712,8 +711,6 @@ extern "C" int ferrograd_emu_launch_traced(const char* name, dim3 grid, dim3 blo
         return 8;
     }
     traced = traffic;
-    traced_shared_first = kernel->second.shared_first;
-    traced_shared_end = kernel->second.shared_end;
     const int status = run_launch(kernel->second, grid, block_shape, args);
     traced = nullptr;
     shared_trace = nullptr;

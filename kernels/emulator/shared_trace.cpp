@@ -34,8 +34,11 @@
 #include <utility>
 #include <vector>
 
-// The variant the instrumented kernels are registered under (build.rs defines it too).
-#define TRACE_SHARED_MEMORY_VARIANT "-DFG_TRACE_SHARED_MEMORY"
+// TRACE_SHARED_MEMORY_VARIANT, the variant the instrumented kernels are registered under, is
+// build.rs's (TRACE_SHARED_MEMORY), defined at the top of this unit and theirs.
+#ifndef TRACE_SHARED_MEMORY_VARIANT
+#error "build.rs defines TRACE_SHARED_MEMORY_VARIANT"
+#endif
 
 namespace ferrograd_emu {
 
@@ -180,10 +183,14 @@ class SharedTrace {
 };
 
 // Where the hooks record: the running block's trace, while a traced launch runs (runtime.cpp
-// sets it), else null; and the traced kernels' __shared__ section, whose accesses they record.
+// sets it), else null.
 static SharedTrace* shared_trace = nullptr;
-static const char* traced_shared_first = nullptr;
-static const char* traced_shared_end = nullptr;
+
+// The __shared__ section of the launch in progress, its kernel's unit's (emulator.h; set by
+// runtime.cpp's run_launch): in a traced launch, the traced kernels' section, whose accesses
+// the hooks record.
+static char* shared_first = nullptr;
+static char* shared_end = nullptr;
 
 unsigned thread_rank();
 
@@ -191,10 +198,10 @@ unsigned thread_rank();
 static inline void trace_access(const void* address, unsigned bytes, AccessKind kind,
                                 const void* site) {
     const char* byte = static_cast<const char*>(address);
-    if (shared_trace == nullptr || byte < traced_shared_first || byte >= traced_shared_end) {
+    if (shared_trace == nullptr || byte < shared_first || byte >= shared_end) {
         return;
     }
-    const uint32_t offset = (uint32_t)(byte - traced_shared_first);
+    const uint32_t offset = (uint32_t)(byte - shared_first);
     shared_trace->record(thread_rank(), SharedAccess{site, offset, (uint16_t)bytes, kind});
 }
 
